@@ -1,0 +1,276 @@
+"""The one place for configuration: a TOML file validated with pydantic.
+
+Errors name the key path (``screens[0].zone``) so an installer can fix the file in one go.
+Relative paths in the file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are an error: a typo in a key must not be silently ignored in the field.
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(_Strict):
+    store_id: str = Field(pattern=ID_PATTERN)
+    device_id: str = Field(pattern=ID_PATTERN)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class ZoneConfig(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+
+
+class ScreenConfig(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+    orientation: Literal["landscape", "portrait"] = "landscape"
+    width: int = Field(1280, ge=160, le=7680)
+    height: int = Field(720, ge=120, le=4320)
+    # More people in view than this switches personalised content to the anonymous variant.
+    max_people_for_personal: int = Field(1, ge=1)
+    min_on_screen_s: float = Field(8.0, ge=0)
+
+
+class BeaconConfig(_Strict):
+    """A store navigation beacon, known by its iBeacon identity."""
+
+    name: str
+    uuid: str = Field(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+    major: int = Field(ge=0, le=65535)
+    minor: int = Field(ge=0, le=65535)
+    zone: str
+    low_battery_mv: int = Field(2400, ge=0)
+
+
+class BleConfig(_Strict):
+    source: Literal["replay", "bleak", "serial"] = "bleak"
+    replay_file: Path | None = None
+    # 0 = as fast as possible; 1 = real time.
+    replay_speed: float = Field(1.0, ge=0)
+    adapter: str | None = None
+    serial_port: str | None = None
+    serial_baud: int = 115200
+    # The zone this box's receiver covers (usually its screen's zone).
+    zone: str
+    enter_rssi: float = Field(-70.0, le=0)
+    leave_rssi: float = Field(-80.0, le=0)
+    away_timeout_s: float = Field(12.0, gt=0)
+    ema_alpha: float = Field(0.3, gt=0, le=1)
+    dwell_report_s: float = Field(30.0, gt=0)
+    beacons: list[BeaconConfig] = Field(default_factory=list)
+    # Eddystone-EID rotation exponent: tokens rotate every 2**K seconds.
+    eid_rotation_exponent: int = Field(10, ge=0, le=15)
+
+    @model_validator(mode="after")
+    def _check(self) -> BleConfig:
+        if self.leave_rssi >= self.enter_rssi:
+            raise ValueError("leave_rssi must be below enter_rssi (hysteresis)")
+        if self.source == "replay" and self.replay_file is None:
+            raise ValueError("replay_file is required when source = 'replay'")
+        if self.source == "serial" and not self.serial_port:
+            raise ValueError("serial_port is required when source = 'serial'")
+        return self
+
+
+class CameraConfig(_Strict):
+    enabled: bool = True
+    # A V4L2 index ("0"), an RTSP/HTTP URL, a video file, or "demo:<scenario>" for the embedded scene.
+    source: str = "0"
+    screen: str
+    sample_interval_s: float = Field(1.0, gt=0)
+    width: int = Field(640, ge=64)
+    height: int = Field(480, ge=48)
+
+
+class BrokerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    keepalive: int = Field(30, ge=5)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> BrokerConfig:
+        if self.tls and self.ca_file is None:
+            raise ValueError("ca_file is required when tls = true")
+        return self
+
+
+class UplinkConfig(_Strict):
+    max_batch: int = Field(200, ge=1, le=5000)
+    max_batch_bytes: int = Field(128_000, ge=1024)
+    linger_s: float = Field(0.2, ge=0)
+    heartbeat_s: float = Field(30.0, gt=0)
+    outbox_cap_mb: float = Field(256.0, gt=0)
+
+
+class DownlinkConfig(_Strict):
+    # Ed25519 public key of central ops: base64 of the 32 raw bytes, or a path to a PEM file.
+    ops_public_key: str
+    max_message_bytes: int = Field(1_048_576, ge=1024)
+
+
+class PathsConfig(_Strict):
+    state_dir: Path = Path("var")
+    profiles_db: Path | None = None
+    outbox_db: Path | None = None
+    content_dir: Path | None = None
+
+    def resolved(self) -> ResolvedPaths:
+        s = self.state_dir
+        return ResolvedPaths(
+            state_dir=s,
+            profiles_db=self.profiles_db or s / "profiles.db",
+            outbox_db=self.outbox_db or s / "outbox.db",
+            content_dir=self.content_dir or s / "content",
+        )
+
+
+class ResolvedPaths(BaseModel):
+    state_dir: Path
+    profiles_db: Path
+    outbox_db: Path
+    content_dir: Path
+
+
+class AgentConfig(_Strict):
+    store: StoreConfig
+    zones: list[ZoneConfig] = Field(min_length=1)
+    screens: list[ScreenConfig] = Field(min_length=1)
+    ble: BleConfig
+    camera: CameraConfig | None = None
+    central: BrokerConfig = Field(default_factory=BrokerConfig)
+    # The in-store bus (local mosquitto) between agent, signage players and kiosks.
+    bus: BrokerConfig = Field(default_factory=BrokerConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    downlink: DownlinkConfig
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        zones = {z.id for z in self.zones}
+        if len(zones) != len(self.zones):
+            raise ValueError("zones: duplicate zone id")
+        for i, s in enumerate(self.screens):
+            if s.zone not in zones:
+                raise ValueError(f"screens[{i}].zone: unknown zone {s.zone!r}")
+        if self.ble.zone not in zones:
+            raise ValueError(f"ble.zone: unknown zone {self.ble.zone!r}")
+        for i, b in enumerate(self.ble.beacons):
+            if b.zone not in zones:
+                raise ValueError(f"ble.beacons[{i}].zone: unknown zone {b.zone!r}")
+        screens = {s.id for s in self.screens}
+        if self.camera and self.camera.screen not in screens:
+            raise ValueError(f"camera.screen: unknown screen {self.camera.screen!r}")
+        return self
+
+    @property
+    def paths_resolved(self) -> ResolvedPaths:
+        return self.paths.resolved()
+
+    def screen(self, screen_id: str) -> ScreenConfig:
+        return next(s for s in self.screens if s.id == screen_id)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``errors`` holds one line per problem, each naming its key path."""
+
+    def __init__(self, path: Path | str, errors: list[str]) -> None:
+        self.path = str(path)
+        self.errors = errors
+        super().__init__(f"{path}: " + "; ".join(errors))
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(root)"
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = _loc(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        # Cross-field checks put their own key path at the start of the message.
+        if ": " in msg and msg.split(": ", 1)[0].replace("[", ".").split(".")[0] in AgentConfig.model_fields:
+            lines.append(msg)
+        else:
+            lines.append(f"{loc}: {msg}")
+    return lines
+
+
+_PATH_FIELDS = {
+    ("ble", "replay_file"),
+    ("central", "ca_file"),
+    ("central", "cert_file"),
+    ("central", "key_file"),
+    ("bus", "ca_file"),
+    ("bus", "cert_file"),
+    ("bus", "key_file"),
+    ("paths", "state_dir"),
+    ("paths", "profiles_db"),
+    ("paths", "outbox_db"),
+    ("paths", "content_dir"),
+}
+
+
+def _resolve_relative(data: dict, base: Path) -> None:
+    for section, key in _PATH_FIELDS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            p = Path(sec[key]).expanduser()
+            sec[key] = str(p if p.is_absolute() else base / p)
+    if "paths" not in data:
+        data["paths"] = {"state_dir": str(base / "var")}
+
+
+def parse_config(data: dict, *, base_dir: Path | None = None, origin: str = "<config>") -> AgentConfig:
+    if base_dir is not None:
+        _resolve_relative(data, base_dir)
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(origin, format_validation_error(exc)) from None
+
+
+def load_config(path: Path | str) -> AgentConfig:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, base_dir=path.resolve().parent, origin=str(path))

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent setup for `make demo` and `make test`: Debian packages (when root) and .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="mosquitto mosquitto-clients xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 openssl"
+missing=""
+for p in $APT_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  else
+    echo "bootstrap: missing Debian packages; run: sudo apt-get install -y --no-install-recommends$missing" >&2
+    exit 1
+  fi
+fi
+
+PY="${PYTHON:-python3}"
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing the project with dev extras into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
