@@ -1,0 +1,111 @@
+"""`edge-agent`: run the agent, check config, decode adverts, check the box, benchmark, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+BENCHES = {
+    "ble": "bench.ble_decode",
+    "camera": "bench.camera",
+    "outbox": "bench.outbox",
+    "presence": "bench.presence",
+}
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from edge_agent.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK")
+    return 0
+
+
+def _cmd_ble_decode(args: argparse.Namespace) -> int:
+    from edge_agent.ble.decode_cli import run_decode
+
+    return run_decode(sys.stdin, sys.stdout)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    for name in names:
+        try:
+            mod = importlib.import_module(BENCHES[name])
+        except ModuleNotFoundError as exc:
+            print(json.dumps({"bench": name, "error": f"not available: {exc}"}))
+            continue
+        result = mod.run(quick=args.quick)
+        print(json.dumps({"bench": name, **result}, indent=2))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import run_agent_cli
+
+    return run_agent_cli(args.config)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_agent.doctor import run_doctor
+
+    return run_doctor(args.config)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent.demo.runner import run_demo
+
+    return run_demo(out_dir=args.out, duration_s=args.duration, headless=args.headless)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", "-c", required=True)
+    run.set_defaults(func=_cmd_run)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file; exit 2 with every error")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
+
+    ble = sub.add_parser("ble", help="BLE tools")
+    ble_sub = ble.add_subparsers(dest="ble_command", required=True)
+    dec = ble_sub.add_parser("decode", help="decode one bleak-shaped JSON advert from stdin")
+    dec.set_defaults(func=_cmd_ble_decode)
+
+    doc = sub.add_parser("doctor", help="check this box: OK/WARN/FAIL table")
+    doc.add_argument("--config", "-c")
+    doc.set_defaults(func=_cmd_doctor)
+
+    bench = sub.add_parser("bench", help="benchmarks, printed as JSON")
+    bench.add_argument("name", choices=[*BENCHES, "all"])
+    bench.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
+    bench.set_defaults(func=_cmd_bench)
+
+    demo = sub.add_parser("demo", help="run the embedded demo store end to end")
+    demo.add_argument("--out", default="out")
+    demo.add_argument("--duration", type=float, default=None, help="scenario seconds to play")
+    demo.add_argument("--headless", action="store_true", help="no signage window")
+    demo.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
