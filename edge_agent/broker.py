@@ -81,7 +81,9 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
+                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(
+                    errors="replace"
+                )
                 raise BrokerError(f"mosquitto exited with {self.proc.returncode}: {err.strip()}")
             if port_open(self.host, self.port):
                 return self

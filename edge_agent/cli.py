@@ -49,6 +49,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.config import ConfigError, load_config
+
+    # Refuse a broken config before importing (or starting) anything else.
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return 2
     from edge_agent.agent import run_agent_cli
 
     return run_agent_cli(args.config)

@@ -57,7 +57,9 @@ class BeaconConfig(_Strict):
     """A store navigation beacon, known by its iBeacon identity."""
 
     name: str
-    uuid: str = Field(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+    uuid: str = Field(
+        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    )
     major: int = Field(ge=0, le=65535)
     minor: int = Field(ge=0, le=65535)
     zone: str
@@ -222,7 +224,10 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         loc = _loc(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         # Cross-field checks put their own key path at the start of the message.
-        if ": " in msg and msg.split(": ", 1)[0].replace("[", ".").split(".")[0] in AgentConfig.model_fields:
+        if (
+            ": " in msg
+            and msg.split(": ", 1)[0].replace("[", ".").split(".")[0] in AgentConfig.model_fields
+        ):
             lines.append(msg)
         else:
             lines.append(f"{loc}: {msg}")
@@ -254,7 +259,9 @@ def _resolve_relative(data: dict, base: Path) -> None:
         data["paths"] = {"state_dir": str(base / "var")}
 
 
-def parse_config(data: dict, *, base_dir: Path | None = None, origin: str = "<config>") -> AgentConfig:
+def parse_config(
+    data: dict, *, base_dir: Path | None = None, origin: str = "<config>"
+) -> AgentConfig:
     if base_dir is not None:
         _resolve_relative(data, base_dir)
     try:

@@ -70,7 +70,9 @@ class Advert:
                 try:
                     cid = int(k)
                 except (TypeError, ValueError):
-                    raise AdvertError(f"manufacturer_data: key {k!r} is not a decimal company id") from None
+                    raise AdvertError(
+                        f"manufacturer_data: key {k!r} is not a decimal company id"
+                    ) from None
                 if not 0 <= cid <= 0xFFFF:
                     raise AdvertError(f"manufacturer_data: company id {cid} out of range")
                 md[cid] = _hex(v, f"manufacturer_data[{k}]")

@@ -1,0 +1,634 @@
+"""The agent: sensors -> presence -> identity -> decision -> screen, and every event -> outbox.
+
+One asyncio loop owns the state. Sensor callbacks, the camera thread and the bus thread only hand
+data to it. Journey events are buffered and group-committed to the durable outbox; the uplink
+ships them to the CDP, the downlink applies what central ops pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge_agent import topics
+from edge_agent.ble.advert import Advert
+from edge_agent.ble.decode import decode_advert
+from edge_agent.clock import Clock, SystemClock
+from edge_agent.config import AgentConfig
+from edge_agent.content_store import ContentStore
+from edge_agent.decision import Decision, ScreenContext, decide
+from edge_agent.events import (
+    AudienceSample,
+    BeaconTelemetry,
+    CloudEvent,
+    DeviceHeartbeat,
+    DownlinkApplied,
+    Dwell,
+    EventError,
+    OfferShown,
+    Payload,
+    ShopperIdentified,
+    ZoneEntered,
+    ZoneLeft,
+    make_event,
+    parse_event,
+)
+from edge_agent.identity import TokenResolver
+from edge_agent.mqtt import connect, make_client
+from edge_agent.presence import DwellTick, Entered, Left, PresenceTracker
+from edge_agent.profiles import ProfileSlice
+from edge_agent.screen_protocol import ScreenCommand
+
+log = logging.getLogger("edge_agent")
+VERSION = "0.1.0"
+
+
+@dataclass
+class AgentStats:
+    adverts: int = 0
+    decode_errors: int = 0
+    zone_entries: int = 0
+    zone_exits: int = 0
+    shoppers_resolved: int = 0
+    unresolved_tokens: int = 0
+    decisions: int = 0
+    content_changes: int = 0
+    events_accepted: int = 0
+    impressions_received: int = 0
+    bus_rejects: int = 0
+    audience_samples: int = 0
+    downlink_applied: int = 0
+    downlink_refused: int = 0
+    frames: int = 0
+    last_people: int | None = None
+    current: dict[str, str] = field(default_factory=dict)
+    variants: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class _ScreenState:
+    decision: Decision | None = None
+    shown_at: float = 0.0
+
+
+def presence_salt(day: str, secret: bytes) -> bytes:
+    """A salt that rotates daily, so presence keys cannot be joined across days."""
+    return hmac.new(secret, day.encode(), hashlib.sha256).digest()
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        clock: Clock | None = None,
+        ble_source: Any,
+        frame_source: Any | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.tz = ZoneInfo(cfg.store.timezone)
+        self.ble_source = ble_source
+        self.frame_source = frame_source
+        paths = cfg.paths_resolved
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self.paths = paths
+        self.stats = AgentStats()
+        self.profiles = ProfileSlice(paths.profiles_db)
+        self.resolver = TokenResolver(cfg.ble.eid_rotation_exponent)
+        self.resolver.set_keys(self.profiles.identity_keys())
+        self.content = ContentStore(paths.state_dir)
+        b = cfg.ble
+        self.presence = PresenceTracker(
+            enter_rssi=b.enter_rssi,
+            leave_rssi=b.leave_rssi,
+            away_timeout_s=b.away_timeout_s,
+            ema_alpha=b.ema_alpha,
+            dwell_report_s=b.dwell_report_s,
+        )
+        self._secret = self._device_secret(paths.state_dir)
+        self._pending: list[CloudEvent] = []
+        self._pending_lock = threading.Lock()
+        self._screens = {s.id: _ScreenState() for s in cfg.screens}
+        self._dirty = True
+        self._beacons = {
+            (bc.uuid.replace("-", "").lower(), bc.major, bc.minor): bc for bc in cfg.ble.beacons
+        }
+        self._beacon_low: dict[str, bool] = {}
+        self._addr_beacon: dict[str, str] = {}
+        self._people_window: deque[int] = deque(maxlen=5)
+        self._started = time.monotonic()
+        self._stop = asyncio.Event()
+        self.outbox: Any = None
+        # Set to a list to keep every accepted id (the demo and tests audit delivery with it).
+        self.accepted_ids: list[str] | None = None
+        self.uplink: Any = None
+        self.downlink: Any = None
+        self.bus: Any = None
+
+    # ---- setup -------------------------------------------------------------------------
+    @staticmethod
+    def _device_secret(state_dir: Path) -> bytes:
+        p = state_dir / "presence.secret"
+        if not p.exists():
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+        return p.read_bytes()
+
+    def _presence_key(self, internal: str, ts: float) -> str:
+        day = datetime.fromtimestamp(ts, self.tz).date().isoformat()
+        salt = presence_salt(day, self._secret)
+        return hmac.new(salt, internal.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def start_sync(self) -> None:
+        """Outbox, uplink to central, downlink from central, in-store bus."""
+        from sync.downlink import Downlink
+        from sync.outbox import Outbox
+        from sync.signing import load_public_key
+        from sync.uplink import Uplink
+
+        cfg = self.cfg
+        self.outbox = Outbox(self.paths.outbox_db)
+        self.uplink = Uplink(
+            self.outbox, cfg.central, cfg.store.store_id, cfg.store.device_id, cfg.uplink
+        )
+        self.uplink.start()
+        self.downlink = Downlink(
+            cfg.central,
+            cfg.store.store_id,
+            cfg.store.device_id,
+            load_public_key(cfg.downlink.ops_public_key),
+            self.paths.state_dir / "downlink-state.json",
+            appliers={"campaigns": self._apply_campaigns},
+            on_result=self._on_downlink_result,
+        )
+        self.downlink.start()
+        self._start_bus()
+
+    def _start_bus(self) -> None:
+        cfg = self.cfg
+        client = make_client(f"agent-{cfg.store.store_id}-{cfg.store.device_id}", cfg.bus)
+        store = cfg.store.store_id
+
+        def on_connect(c, userdata, flags, reason_code, properties) -> None:
+            if not reason_code.is_failure:
+                c.subscribe(topics.screen_events(store), qos=1)
+                log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
+
+        def on_message(c, userdata, msg) -> None:
+            # Runs in paho's thread: validate, then hand over; never raise out of here.
+            try:
+                event = parse_event(msg.payload)
+            except EventError as exc:
+                self.stats.bus_rejects += 1
+                log.warning("bus: refused event on %s: %s", msg.topic, exc)
+                return
+            if event.type.endswith("content.impression.v1"):
+                self.stats.impressions_received += 1
+            self._emit_event(event)
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        connect(client, cfg.bus)
+        client.loop_start()
+        self.bus = client
+
+    # ---- downlink appliers -------------------------------------------------------------
+    def _apply_campaigns(self, body: dict[str, Any]) -> None:
+        bundle = self.content.replace(body)
+        log.info(
+            "campaigns: applied bundle v%s with %d campaigns", bundle.version, len(bundle.campaigns)
+        )
+        self._dirty = True
+
+    def _on_downlink_result(self, result: Any) -> None:
+        accepted = bool(getattr(result, "accepted", False))
+        if accepted:
+            self.stats.downlink_applied += 1
+        else:
+            self.stats.downlink_refused += 1
+        self._emit(
+            DownlinkApplied(
+                kind=str(getattr(result, "kind", "") or "unknown"),
+                version=int(getattr(result, "version", 0) or 0),
+                accepted=accepted,
+                reason=str(getattr(result, "reason", "")),
+            )
+        )
+
+    # ---- events ------------------------------------------------------------------------
+    def _now_dt(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now(), UTC)
+
+    def _emit(
+        self, payload: Payload, *, subject: str | None = None, ts: float | None = None
+    ) -> None:
+        when = datetime.fromtimestamp(ts, UTC) if ts is not None else self._now_dt()
+        ev = make_event(
+            payload,
+            store_id=self.cfg.store.store_id,
+            device_id=self.cfg.store.device_id,
+            subject=subject,
+            time=when,
+        )
+        self._emit_event(ev)
+
+    def _emit_event(self, ev: CloudEvent) -> None:
+        with self._pending_lock:
+            self._pending.append(ev)
+
+    def flush_events(self) -> int:
+        """Group-commit buffered events to the outbox; they count as accepted once this returns."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        if self.outbox is None:
+            return 0
+        self.outbox.append(batch)
+        self.stats.events_accepted += len(batch)
+        if self.accepted_ids is not None:
+            self.accepted_ids.extend(e.id for e in batch)
+        return len(batch)
+
+    # ---- BLE ---------------------------------------------------------------------------
+    def on_advert(self, advert: Advert) -> None:
+        """The one callback every BLE source calls. Never raises."""
+        self.stats.adverts += 1
+        try:
+            result = decode_advert(advert)
+        except Exception as exc:  # the decoder promises not to raise; be safe in the field anyway
+            self.stats.decode_errors += 1
+            log.warning("ble: decoder raised %s", type(exc).__name__)
+            return
+        if result.errors:
+            self.stats.decode_errors += len(result.errors)
+        ts = advert.timestamp or self.clock.now()
+        for frame in result.frames:
+            f = frame.fields
+            if frame.format == "eddystone_eid":
+                self._on_token(bytes.fromhex(f["eid"]), advert.rssi, ts)
+            elif frame.format == "ibeacon":
+                key = (str(f["uuid"]).replace("-", ""), int(f["major"]), int(f["minor"]))
+                beacon = self._beacons.get(key)
+                if beacon is not None:
+                    self._addr_beacon[advert.address] = beacon.name
+            elif frame.format == "eddystone_tlm":
+                name = self._addr_beacon.get(advert.address)
+                if name is not None:
+                    self._on_tlm(name, f)
+
+    def _on_token(self, eid: bytes, rssi: int, ts: float) -> None:
+        pid = self.resolver.resolve(eid, ts)
+        internal = f"p:{pid}" if pid else f"t:{eid.hex()}"
+        for change in self.presence.observe(internal, rssi, ts):
+            self._on_presence(change)
+
+    def _on_tlm(self, name: str, f: dict[str, Any]) -> None:
+        bc = next(b for b in self.cfg.ble.beacons if b.name == name)
+        mv = f.get("battery_mv")
+        low = mv is not None and 0 < int(mv) < bc.low_battery_mv
+        if self._beacon_low.get(name) != low:
+            # Report on change only: the first TLM, and every crossing of the threshold.
+            self._beacon_low[name] = low
+            self._emit(
+                BeaconTelemetry(
+                    beacon=name,
+                    zone_id=bc.zone,
+                    battery_mv=mv,
+                    temperature_c=f.get("temperature_c"),
+                    low_battery=low,
+                )
+            )
+            if low and self.bus is not None:
+                self.bus.publish(
+                    topics.alerts(self.cfg.store.store_id),
+                    f'{{"kind":"beacon_battery_low","beacon":"{name}","battery_mv":{mv}}}',
+                    qos=1,
+                )
+
+    def _profile_for(self, internal: str):
+        return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
+
+    def _on_presence(self, change: Entered | Left | DwellTick) -> None:
+        zone = self.cfg.ble.zone
+        profile = self._profile_for(change.key)
+        pkey = self._presence_key(change.key, change.ts)
+        # The profile id travels only with the shopper's analytics consent.
+        pid = profile.profile_id if profile and profile.consent_analytics else None
+        if isinstance(change, Entered):
+            self.stats.zone_entries += 1
+            self._emit(
+                ZoneEntered(zone_id=zone, presence_key=pkey, profile_id=pid, rssi=change.rssi),
+                ts=change.ts,
+            )
+            if profile is not None:
+                self.stats.shoppers_resolved += 1
+                if pid:
+                    self._emit(
+                        ShopperIdentified(
+                            profile_id=pid,
+                            zone_id=zone,
+                            consent_personalisation=profile.consent_personalisation,
+                        ),
+                        subject=pid,
+                        ts=change.ts,
+                    )
+            elif change.key.startswith("t:"):
+                self.stats.unresolved_tokens += 1
+        elif isinstance(change, Left):
+            self.stats.zone_exits += 1
+            self._emit(
+                ZoneLeft(
+                    zone_id=zone,
+                    presence_key=pkey,
+                    profile_id=pid,
+                    dwell_s=round(change.dwell_s, 2),
+                ),
+                ts=change.ts,
+            )
+        else:
+            self._emit(
+                Dwell(
+                    zone_id=zone,
+                    presence_key=pkey,
+                    profile_id=pid,
+                    dwell_s=round(change.dwell_s, 2),
+                ),
+                ts=change.ts,
+            )
+            return
+        self._dirty = True
+
+    # ---- camera ------------------------------------------------------------------------
+    async def _camera_loop(self) -> None:
+        from edge_agent.camera.audience import AudienceAnalyzer
+
+        assert self.cfg.camera is not None and self.frame_source is not None
+        cam = self.cfg.camera
+        analyzer = AudienceAnalyzer(width=cam.width, height=cam.height)
+        speed = getattr(self.clock, "speed", 1.0) or 1.0
+        next_sample = self.clock.now() + cam.sample_interval_s
+        watchers_window: deque[int] = deque(maxlen=5)
+
+        def step() -> Any:
+            frame = self.frame_source.read()
+            if frame is None:
+                return None
+            return analyzer.process(frame)
+
+        while not self._stop.is_set():
+            result = await asyncio.to_thread(step)
+            if result is None:
+                await asyncio.sleep(0.5)
+                continue
+            self.stats.frames += 1
+            self._people_window.append(result.people)
+            watchers_window.append(result.watchers)
+            people = sorted(self._people_window)[len(self._people_window) // 2]
+            if people != self.stats.last_people:
+                self.stats.last_people = people
+                self._dirty = True
+            now = self.clock.now()
+            if now >= next_sample:
+                next_sample = now + cam.sample_interval_s
+                self.stats.audience_samples += 1
+                self._emit(
+                    AudienceSample(
+                        screen_id=cam.screen,
+                        people=people,
+                        watchers=sorted(watchers_window)[len(watchers_window) // 2],
+                    )
+                )
+            await asyncio.sleep(max(0.02, 0.1 / speed))
+
+    # ---- decisions ---------------------------------------------------------------------
+    def _context(self, screen_id: str) -> ScreenContext:
+        sc = self.cfg.screen(screen_id)
+        shoppers = []
+        unresolved = 0
+        if sc.zone == self.cfg.ble.zone:
+            for key in sorted(self.presence.present()):
+                p = self._profile_for(key)
+                if p is not None:
+                    shoppers.append(p)
+                else:
+                    unresolved += 1
+        people = None
+        if (
+            self.cfg.camera
+            and self.cfg.camera.screen == screen_id
+            and self.frame_source is not None
+        ):
+            people = self.stats.last_people if self.stats.last_people is not None else 0
+        return ScreenContext(
+            screen_id=screen_id,
+            zone_id=sc.zone,
+            max_people_for_personal=sc.max_people_for_personal,
+            people_in_view=people,
+            shoppers=tuple(shoppers),
+            unresolved_shoppers=unresolved,
+        )
+
+    def decide_screens(self) -> None:
+        now = self.clock.now()
+        now_local = datetime.fromtimestamp(now, self.tz)
+        dirty, self._dirty = self._dirty, False
+        for screen_id, st in self._screens.items():
+            held = st.decision is not None and now - st.shown_at < st.decision.min_on_screen_s
+            if not dirty and not held and st.decision is not None:
+                continue
+            if held:
+                # Re-check when the hold ends; until then the screen keeps what it shows.
+                self._dirty = True
+                continue
+            d = decide(self._context(screen_id), self.content.bundle, now_local)
+            self.stats.decisions += 1
+            if st.decision is not None and d.content == st.decision.content:
+                continue
+            st.decision, st.shown_at = d, now
+            self._show(screen_id, d)
+
+    def _show(self, screen_id: str, d: Decision) -> None:
+        self.stats.content_changes += 1
+        self.stats.current[screen_id] = d.content.content_id
+        self.stats.variants[d.variant] += 1
+        log.info(
+            "screen %s: %s (%s) because %s",
+            screen_id,
+            d.content.content_id,
+            d.variant,
+            ", ".join(d.reasons[:3]),
+        )
+        cmd = ScreenCommand(
+            kind="show" if d.variant != "default" else "default",
+            content=d.content,
+            min_duration_s=d.min_on_screen_s / (getattr(self.clock, "speed", 1.0) or 1.0),
+            issued_at=datetime.now(UTC),
+        )
+        if self.bus is not None:
+            self.bus.publish(
+                topics.screen_cmd(self.cfg.store.store_id, screen_id),
+                cmd.to_bytes(),
+                qos=1,
+                retain=True,
+            )
+        if d.campaign_id is not None:
+            self._emit(
+                OfferShown(
+                    screen_id=screen_id,
+                    campaign_id=d.campaign_id,
+                    content_id=d.content.content_id,
+                    variant=d.variant,  # type: ignore[arg-type]
+                    profile_id=d.profile_id,
+                    reasons=list(d.reasons[:8]),
+                ),
+                subject=d.profile_id,
+            )
+
+    # ---- loops -------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        depth = self.outbox.depth() if self.outbox else 0
+        oldest = self.outbox.oldest_pending_age_s() if self.outbox else 0.0
+        free = shutil.disk_usage(self.paths.state_dir).free / 1e6
+        self._emit(
+            DeviceHeartbeat(
+                version=VERSION,
+                uptime_s=round(time.monotonic() - self._started, 1),
+                outbox_depth=depth,
+                oldest_pending_s=round(oldest or 0.0, 1),
+                disk_free_mb=round(free, 1),
+                sensors={
+                    "ble": "ok" if self.stats.adverts else "silent",
+                    "camera": "ok"
+                    if self.stats.frames
+                    else ("off" if self.frame_source is None else "silent"),
+                },
+            )
+        )
+
+    async def _tick_loop(self) -> None:
+        speed = getattr(self.clock, "speed", 1.0) or 1.0
+        next_hb = self.clock.now()
+        while not self._stop.is_set():
+            now = self.clock.now()
+            for change in self.presence.tick(now):
+                self._on_presence(change)
+            self.decide_screens()
+            if now >= next_hb:
+                next_hb = now + self.cfg.uplink.heartbeat_s
+                self.heartbeat()
+            await asyncio.to_thread(self.flush_events)
+            await asyncio.sleep(min(0.2, 0.5 / speed))
+
+    async def run(self, until: float | None = None) -> None:
+        """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
+        tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
+        if self.frame_source is not None and self.cfg.camera is not None:
+            tasks.append(asyncio.create_task(self._camera_loop(), name="camera"))
+        ble = asyncio.create_task(self.ble_source.run(self.on_advert), name="ble")
+        try:
+            while not self._stop.is_set():
+                if ble.done():
+                    exc = ble.exception()
+                    if exc is not None:
+                        raise exc
+                    break
+                if until is not None and self.clock.now() >= until:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            self._stop.set()
+            ble.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(ble, *tasks, return_exceptions=True)
+            # Everyone still present leaves now, so dwell is closed and counted.
+            for change in self.presence.tick(float("inf")):
+                self._on_presence(change)
+            self.flush_events()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self, flush_timeout_s: float = 10.0) -> None:
+        self.flush_events()
+        if self.bus is not None:
+            self.bus.loop_stop()
+            self.bus.disconnect()
+        if self.downlink is not None:
+            self.downlink.stop()
+        if self.uplink is not None:
+            self.uplink.stop(flush_timeout_s)
+        if self.outbox is not None:
+            self.outbox.close()
+        self.profiles.close()
+
+
+def run_agent_cli(config_path: str) -> int:
+    import signal
+    import sys
+
+    from edge_agent.ble.sources import (
+        BleakSource,
+        ReplaySource,
+        SerialSource,
+        SourceError,
+        first_timestamp,
+    )
+    from edge_agent.clock import ScaledClock
+    from edge_agent.config import ConfigError, load_config
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return 2
+    clock: Clock = SystemClock()
+    b = cfg.ble
+    if b.source == "replay":
+        assert b.replay_file is not None
+        if b.replay_speed > 0:
+            clock = ScaledClock(first_timestamp(b.replay_file), b.replay_speed)
+        source: Any = ReplaySource(b.replay_file, clock if b.replay_speed > 0 else None)
+    elif b.source == "serial":
+        source = SerialSource(b.serial_port or "", b.serial_baud)
+    else:
+        source = BleakSource(adapter=b.adapter)
+    frames = None
+    if cfg.camera and cfg.camera.enabled:
+        from edge_agent.camera.sources import open_source
+
+        frames = open_source(cfg.camera.source, clock=clock)
+    agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames)
+    agent.start_sync()
+    loop = asyncio.new_event_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    try:
+        loop.run_until_complete(agent.run())
+    except SourceError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        agent.close()
+        loop.close()
+    return 0

@@ -1,0 +1,219 @@
+"""Where adverts come from: bleak (live radio), ESP32 scanner nodes on a UART, recorded traces.
+
+All three produce ``Advert`` objects and call the same callback, so replayed and serial bytes go
+through exactly the code path live adverts take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_agent.ble.advert import Advert, AdvertError
+from edge_agent.clock import Clock
+
+log = logging.getLogger(__name__)
+
+AdvertCallback = Callable[[Advert], None]
+
+
+class SourceError(RuntimeError):
+    """The source cannot run (no radio, no port); the message is one line for the operator."""
+
+
+@dataclass
+class SourceStats:
+    adverts: int = 0
+    bad_lines: int = 0
+    restarts: int = 0
+    last_error: str = ""
+
+
+def _open_trace(path: Path) -> Iterator[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+        yield from fh
+
+
+def first_timestamp(path: Path) -> float:
+    for line in _open_trace(path):
+        try:
+            return Advert.from_json(line).timestamp
+        except AdvertError:
+            continue
+    raise SourceError(f"{path}: no readable advert in trace")
+
+
+@dataclass
+class ReplaySource:
+    """Replays a JSON-lines trace (optionally gzipped), paced by ``clock`` (None = flat out)."""
+
+    path: Path
+    clock: Clock | None = None
+    stats: SourceStats = field(default_factory=SourceStats)
+
+    async def run(self, callback: AdvertCallback) -> None:
+        n = 0
+        for line in _open_trace(self.path):
+            if not line.strip():
+                continue
+            try:
+                advert = Advert.from_json(line)
+            except AdvertError as exc:
+                self.stats.bad_lines += 1
+                self.stats.last_error = str(exc)
+                continue
+            if self.clock is not None:
+                while (lag := advert.timestamp - self.clock.now()) > 0:
+                    speed = getattr(self.clock, "speed", 1.0) or 1.0
+                    await asyncio.sleep(min(lag / speed, 0.25))
+            elif n % 256 == 0:
+                await asyncio.sleep(0)
+            n += 1
+            self.stats.adverts += 1
+            callback(advert)
+
+
+@dataclass
+class SerialSource:
+    """ESP32 scanner nodes on a UART: one advert per line, the same JSON as a trace line.
+
+    Garbage and partial lines are counted and skipped; a vanished port is reopened with backoff.
+    ``url`` is anything pyserial's ``serial_for_url`` takes: ``/dev/ttyUSB0``, ``loop://``, a pty.
+    """
+
+    url: str
+    baudrate: int = 115200
+    clock: Clock | None = None
+    stats: SourceStats = field(default_factory=SourceStats)
+    max_line: int = 4096
+
+    async def run(self, callback: AdvertCallback) -> None:
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def deliver(advert: Advert) -> None:
+            loop.call_soon_threadsafe(callback, advert)
+
+        thread = threading.Thread(target=self._reader, args=(deliver, stop), daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+
+    def _reader(self, deliver: AdvertCallback, stop: threading.Event) -> None:
+        import serial
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.2)
+            except (serial.SerialException, OSError) as exc:
+                self.stats.last_error = f"cannot open {self.url}: {exc}"
+                log.warning("serial: %s; retrying in %.1fs", self.stats.last_error, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            backoff = 0.5
+            buf = b""
+            try:
+                while not stop.is_set():
+                    chunk = port.read(512)
+                    if not chunk:
+                        continue
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    if len(buf) > self.max_line:
+                        self.stats.bad_lines += 1
+                        buf = b""
+                    for raw in lines:
+                        self._line(raw, deliver)
+            except (serial.SerialException, OSError) as exc:
+                self.stats.restarts += 1
+                self.stats.last_error = f"{self.url} lost: {exc}"
+                log.warning("serial: %s; reopening", self.stats.last_error)
+            finally:
+                port.close()
+
+    def _line(self, raw: bytes, deliver: AdvertCallback) -> None:
+        raw = raw.strip()
+        if not raw:
+            return
+        try:
+            advert = Advert.from_json(raw)
+        except AdvertError as exc:
+            self.stats.bad_lines += 1
+            self.stats.last_error = str(exc)
+            return
+        if not advert.timestamp:
+            now = self.clock.now() if self.clock else time.time()
+            advert = Advert(**{**_fields(advert), "timestamp": now})
+        self.stats.adverts += 1
+        deliver(advert)
+
+
+def _fields(a: Advert) -> dict:
+    return {s: getattr(a, s) for s in Advert.__slots__}
+
+
+@dataclass
+class BleakSource:
+    """Live scanning with bleak: passive where BlueZ allows it, with a stall watchdog."""
+
+    adapter: str | None = None
+    passive: bool = False
+    stall_s: float = 30.0
+    stats: SourceStats = field(default_factory=SourceStats)
+
+    async def run(self, callback: AdvertCallback) -> None:
+        from bleak import BleakScanner
+        from bleak.exc import BleakError
+
+        last = time.monotonic()
+
+        def on_detect(device, adv) -> None:  # bleak's callback signature
+            nonlocal last
+            last = time.monotonic()
+            self.stats.adverts += 1
+            callback(
+                Advert(
+                    address=device.address,
+                    rssi=adv.rssi,
+                    manufacturer_data=dict(adv.manufacturer_data),
+                    service_data={k.lower(): v for k, v in adv.service_data.items()},
+                    service_uuids=tuple(u.lower() for u in adv.service_uuids),
+                    tx_power=adv.tx_power,
+                    local_name=adv.local_name,
+                    timestamp=time.time(),
+                )
+            )
+
+        kwargs: dict = {"detection_callback": on_detect}
+        if self.adapter:
+            kwargs["adapter"] = self.adapter
+        while True:
+            scanner = BleakScanner(**kwargs)
+            try:
+                await scanner.start()
+            except (BleakError, FileNotFoundError, OSError) as exc:
+                # No D-Bus raises FileNotFoundError, D-Bus without BlueZ raises BleakDBusError.
+                raise SourceError(
+                    f"BLE scanning unavailable: {type(exc).__name__}: {exc}"
+                ) from None
+            try:
+                while time.monotonic() - last < self.stall_s:
+                    await asyncio.sleep(1.0)
+                self.stats.restarts += 1
+                self.stats.last_error = f"no adverts for {self.stall_s:.0f}s; restarting scan"
+                log.warning("ble: %s", self.stats.last_error)
+                last = time.monotonic()
+            finally:
+                await scanner.stop()

@@ -1,0 +1,99 @@
+"""The config file: one TOML, validated; every error names its key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import ConfigError, load_config, parse_config
+
+DEMO = Path(__file__).parents[1] / "edge_agent" / "demo" / "store.toml"
+
+
+def demo_data() -> dict:
+    return tomllib.loads(DEMO.read_text())
+
+
+def test_the_shipped_demo_config_is_valid() -> None:
+    cfg = load_config(DEMO)
+    assert cfg.store.store_id == "store-0042"
+    # Relative paths resolve against the config file's directory, not the working directory.
+    assert cfg.ble.replay_file == DEMO.parent / "data" / "trace.jsonl.gz"
+    assert cfg.paths_resolved.outbox_db == DEMO.parent / "var" / "outbox.db"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["store"].pop("store_id"), "store.store_id: Field required"),
+        (lambda d: d["screens"][0].update(zone="basement"), "screens[0].zone: unknown zone 'basement'"),
+        (lambda d: d["ble"].update(enter_rssi=-90), "leave_rssi must be below enter_rssi"),
+        (lambda d: d["store"].update(timezone="Mars/Olympus"), "store.timezone: unknown time zone"),
+        (lambda d: d["ble"].update(colour="blue"), "ble.colour: Extra inputs are not permitted"),
+        (lambda d: d["ble"]["beacons"][1].update(major=70000), "ble.beacons[1].major"),
+        (lambda d: d["central"].update(port="mqtt"), "central.port"),
+        (lambda d: d["central"].update(tls=True), "ca_file is required when tls = true"),
+    ],
+)
+def test_errors_name_the_key(mutate, expected: str) -> None:
+    data = demo_data()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base_dir=DEMO.parent)
+    assert any(expected in line for line in info.value.errors), info.value.errors
+
+
+def test_every_error_is_reported_at_once() -> None:
+    data = demo_data()
+    data["store"].pop("device_id")
+    data["uplink"]["max_batch"] = 0
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base_dir=DEMO.parent)
+    keys = " ".join(info.value.errors)
+    assert "store.device_id" in keys and "uplink.max_batch" in keys
+
+
+def test_not_toml_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store\nstore_id = ")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert len(info.value.errors) == 1 and "not valid TOML" in info.value.errors[0]
+
+
+def test_config_check_cli_exits_2_with_key_paths(tmp_path: Path) -> None:
+    text = DEMO.read_text().replace('zone = "entrance"\norientation', 'zone = "attic"\norientation')
+    bad = tmp_path / "store.toml"
+    bad.write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "screens[0].zone: unknown zone 'attic'" in out.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check", str(DEMO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_agent_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "store.toml"
+    bad.write_text(DEMO.read_text().replace("replay_speed = 4.0", "replay_speed = -1"))
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "ble.replay_speed" in out.stderr
