@@ -52,54 +52,51 @@ class Advert:
     def from_json_obj(cls, obj: Any) -> Advert:
         if not isinstance(obj, dict):
             raise AdvertError("advert must be a JSON object")
-        try:
-            address = obj.get("address", "")
-            if not isinstance(address, str):
-                raise AdvertError("address: must be a string")
-            rssi = obj.get("rssi", 0)
-            if not isinstance(rssi, int | float) or isinstance(rssi, bool):
-                raise AdvertError("rssi: must be a number")
-            md_raw = obj.get("manufacturer_data") or {}
-            sd_raw = obj.get("service_data") or {}
-            if not isinstance(md_raw, dict):
-                raise AdvertError("manufacturer_data: must be an object")
-            if not isinstance(sd_raw, dict):
-                raise AdvertError("service_data: must be an object")
-            md: dict[int, bytes] = {}
-            for k, v in md_raw.items():
-                try:
-                    cid = int(k)
-                except (TypeError, ValueError):
-                    raise AdvertError(
-                        f"manufacturer_data: key {k!r} is not a decimal company id"
-                    ) from None
-                if not 0 <= cid <= 0xFFFF:
-                    raise AdvertError(f"manufacturer_data: company id {cid} out of range")
-                md[cid] = _hex(v, f"manufacturer_data[{k}]")
-            sd = {str(k).lower(): _hex(v, f"service_data[{k}]") for k, v in sd_raw.items()}
-            uuids = obj.get("service_uuids") or []
-            if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
-                raise AdvertError("service_uuids: must be a list of strings")
-            tx = obj.get("tx_power")
-            if tx is not None and (not isinstance(tx, int) or isinstance(tx, bool)):
-                raise AdvertError("tx_power: must be an integer")
-            name = obj.get("local_name")
-            ts = obj.get("ts", 0.0)
-            if not isinstance(ts, int | float) or isinstance(ts, bool):
-                raise AdvertError("ts: must be a number")
-            return cls(
-                address=address,
-                rssi=int(rssi),
-                manufacturer_data=md,
-                service_data=sd,
-                service_uuids=tuple(u.lower() for u in uuids),
-                tx_power=tx,
-                local_name=name if isinstance(name, str) else None,
-                timestamp=float(ts),
-                receiver=str(obj.get("receiver", "local")),
-            )
-        except AdvertError:
-            raise
+        address = obj.get("address", "")
+        if not isinstance(address, str):
+            raise AdvertError("address: must be a string")
+        rssi = obj.get("rssi", 0)
+        if not isinstance(rssi, int | float) or isinstance(rssi, bool):
+            raise AdvertError("rssi: must be a number")
+        md_raw = obj.get("manufacturer_data") or {}
+        sd_raw = obj.get("service_data") or {}
+        if not isinstance(md_raw, dict):
+            raise AdvertError("manufacturer_data: must be an object")
+        if not isinstance(sd_raw, dict):
+            raise AdvertError("service_data: must be an object")
+        md: dict[int, bytes] = {}
+        for k, v in md_raw.items():
+            try:
+                cid = int(k)
+            except (TypeError, ValueError):
+                raise AdvertError(
+                    f"manufacturer_data: key {k!r} is not a decimal company id"
+                ) from None
+            if not 0 <= cid <= 0xFFFF:
+                raise AdvertError(f"manufacturer_data: company id {cid} out of range")
+            md[cid] = _hex(v, f"manufacturer_data[{k}]")
+        sd = {normalise_uuid(str(k)): _hex(v, f"service_data[{k}]") for k, v in sd_raw.items()}
+        uuids = obj.get("service_uuids") or []
+        if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
+            raise AdvertError("service_uuids: must be a list of strings")
+        tx = obj.get("tx_power")
+        if tx is not None and (not isinstance(tx, int) or isinstance(tx, bool)):
+            raise AdvertError("tx_power: must be an integer")
+        name = obj.get("local_name")
+        ts = obj.get("ts", 0.0)
+        if not isinstance(ts, int | float) or isinstance(ts, bool):
+            raise AdvertError("ts: must be a number")
+        return cls(
+            address=address,
+            rssi=int(rssi),
+            manufacturer_data=md,
+            service_data=sd,
+            service_uuids=tuple(normalise_uuid(u) for u in uuids),
+            tx_power=tx,
+            local_name=name if isinstance(name, str) else None,
+            timestamp=float(ts),
+            receiver=str(obj.get("receiver", "local")),
+        )
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Advert:
@@ -111,6 +108,19 @@ class Advert:
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_obj(), separators=(",", ":"))
+
+
+BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
+
+
+def normalise_uuid(u: str) -> str:
+    """Lowercase 128-bit form; scanner nodes often send 16-bit ("feaa", "0xFEAA") service ids."""
+    u = u.strip().lower().removeprefix("0x")
+    if len(u) == 4 and all(c in "0123456789abcdef" for c in u):
+        return f"0000{u}{BASE_UUID_SUFFIX}"
+    if len(u) == 8 and all(c in "0123456789abcdef" for c in u):
+        return f"{u}{BASE_UUID_SUFFIX}"
+    return u
 
 
 def _hex(value: Any, where: str) -> bytes:
