@@ -28,8 +28,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing the project with dev extras into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[dev]"; } >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "bootstrap: pip install failed (log above, also in .venv/pip.log)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
