@@ -175,6 +175,7 @@ class Agent:
             self.paths.state_dir / "downlink-state.json",
             appliers={"campaigns": self._apply_campaigns},
             on_result=self._on_downlink_result,
+            max_bytes=cfg.downlink.max_message_bytes,
         )
         self.downlink.start()
         self._start_bus()

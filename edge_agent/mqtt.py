@@ -6,6 +6,7 @@ Callback API VERSION2 always (paho silently falls back to VERSION1 without it), 
 
 from __future__ import annotations
 
+import random
 import ssl
 
 import paho.mqtt.client as mqtt
@@ -23,16 +24,19 @@ def make_client(
     protocol: int = mqtt.MQTTv5,
     max_inflight: int = 50,
 ) -> mqtt.Client:
+    kwargs = {} if protocol == mqtt.MQTTv5 else {"clean_session": False}
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
         reconnect_on_failure=True,
+        **kwargs,
     )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # Jittered minimum so a fleet does not reconnect in lockstep after a broker outage.
+    client.reconnect_delay_set(min_delay=1 + random.random(), max_delay=30)
     client.max_inflight_messages_set(max_inflight)
-    # Queue while disconnected; durability itself comes from the SQLite outbox, not from here.
-    client.max_queued_messages_set(0)
+    # Bounded queue while disconnected; durability itself comes from the SQLite outbox.
+    client.max_queued_messages_set(10_000)
     if broker.username:
         client.username_pw_set(broker.username)
     if broker.tls:
@@ -60,6 +64,10 @@ def connect(
     session_expiry_s: int = 7 * 24 * 3600,
 ) -> None:
     """Start connecting in the background; paho keeps reconnecting until ``disconnect()``."""
+    if client.protocol != mqtt.MQTTv5:
+        # MQTT 3.1.1: the persistent session was chosen at construction (clean_session=False).
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
+        return
     client.connect_async(
         broker.host,
         broker.port,

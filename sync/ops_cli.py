@@ -1,0 +1,222 @@
+"""``edge-ops``: the central ops side in one small CLI.
+
+  edge-ops keygen --out DIR
+  edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
+                [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
+  edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G]
+  edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
+
+Exit codes: 0 ok, 1 failure (timeout, refused), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge_agent import topics
+from edge_agent.config import BrokerConfig
+from edge_agent.mqtt import connect, make_client
+from sync.signing import KINDS, expires_in, generate_keypair, sign_message
+
+
+def _broker(args: argparse.Namespace) -> BrokerConfig:
+    return BrokerConfig(host=args.host, port=args.port)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = out / "ops_private.pem"
+    if key_path.exists() and not args.force:
+        print(f"{key_path} exists; use --force to replace it", file=sys.stderr)
+        return 1
+    pem, public_b64 = generate_keypair()
+    # Create with 0600 from the start: never a moment where the key is world-readable.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(key_path, 0o600)
+    (out / "ops_public.b64").write_text(public_b64 + "\n")
+    print(public_b64)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(body, dict):
+        print(f"{args.file}: the body must be a JSON object", file=sys.stderr)
+        return 2
+    message = sign_message(
+        Path(args.key).read_bytes(),
+        args.kind,
+        body,
+        args.store,
+        args.device,
+        args.version,
+        expires_in(args.expires_in),
+    )
+    topic = (
+        topics.device_cmd(args.store, args.device, args.kind)
+        if args.device
+        else topics.store_cmd(args.store, args.kind)
+    )
+    client = make_client(f"edge-ops-{os.getpid()}", _broker(args))
+    connected = threading.Event()
+    acked = threading.Event()
+    acks: list[dict[str, Any]] = []
+    ack_topic = topics.acks(args.store, args.device or "+")
+
+    def on_connect(c, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            if args.wait_ack is not None:
+                c.subscribe(ack_topic, qos=1)
+            else:
+                connected.set()
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties) -> None:
+        connected.set()
+
+    def on_message(c, userdata, msg) -> None:
+        try:
+            ack = json.loads(msg.payload)
+        except ValueError:
+            return
+        if ack.get("kind") == args.kind and ack.get("version") in (args.version, 0):
+            acks.append({"topic": msg.topic, **ack})
+            acked.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    # Clean session: the ops CLI is a one-shot client, it must not leave a session behind.
+    connect(client, _broker(args), clean_start=True, session_expiry_s=0)
+    client.loop_start()
+    try:
+        if not connected.wait(args.timeout):
+            print(f"could not connect to {args.host}:{args.port}", file=sys.stderr)
+            return 1
+        info = client.publish(topic, message, qos=1)
+        info.wait_for_publish(args.timeout)
+        if not info.is_published():
+            print("no PUBACK from the broker", file=sys.stderr)
+            return 1
+        print(json.dumps({"published": topic, "kind": args.kind, "version": args.version}))
+        if args.wait_ack is not None:
+            if not acked.wait(args.wait_ack):
+                print("no ack from the device", file=sys.stderr)
+                return 1
+            print(json.dumps(acks[0]))
+            return 0 if acks[0].get("accepted") else 1
+        return 0
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def cmd_cdp_sink(args: argparse.Namespace) -> int:
+    from sync.cdp_sink import CdpSink
+
+    sink = CdpSink(_broker(args), args.db, group=args.group or None)
+    done = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if not sink.start(wait_s=10):
+        logging.getLogger("edge-ops").warning("not subscribed yet; still trying")
+    print(f"cdp-sink: {sink.topic} -> {args.db}", flush=True)
+    try:
+        while not done.wait(args.report_s):
+            print(json.dumps(sink.stats()), flush=True)
+    finally:
+        stats = sink.stats()
+        sink.stop()
+        print(json.dumps(stats), flush=True)
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from sync.outbox import Outbox
+
+    if not Path(args.db).exists():
+        print(f"{args.db}: no such file", file=sys.stderr)
+        return 1
+    with Outbox(args.db) as ob:
+        print(
+            json.dumps(
+                {
+                    "depth": ob.depth(),
+                    "oldest_pending_s": round(ob.oldest_pending_age_s(), 3),
+                    "total_accepted": ob.total_accepted(),
+                    "last_sequence": ob.last_sequence(),
+                }
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-ops", description="Central ops tools for the edge fleet")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def broker_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", default="127.0.0.1")
+        sp.add_argument("--port", type=int, default=1883)
+
+    k = sub.add_parser("keygen", help="new Ed25519 ops key pair")
+    k.add_argument("--out", required=True, help="directory for ops_private.pem (mode 0600)")
+    k.add_argument("--force", action="store_true")
+    k.set_defaults(func=cmd_keygen)
+
+    pu = sub.add_parser("push", help="sign a JSON body and publish it to a store or device")
+    pu.add_argument("kind", choices=sorted(KINDS))
+    pu.add_argument("file")
+    pu.add_argument("--store", required=True)
+    pu.add_argument("--device")
+    pu.add_argument("--version", type=int, required=True)
+    pu.add_argument("--key", required=True, help="ops_private.pem")
+    pu.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    pu.add_argument("--timeout", type=float, default=10.0)
+    pu.add_argument(
+        "--wait-ack", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS"
+    )
+    broker_args(pu)
+    pu.set_defaults(func=cmd_push)
+
+    s = sub.add_parser("cdp-sink", help="run a CDP sink in the foreground until SIGINT/SIGTERM")
+    s.add_argument("--db", required=True)
+    s.add_argument("--group", default="cdp", help="shared subscription group ('' = none)")
+    s.add_argument("--report-s", type=float, default=10.0)
+    broker_args(s)
+    s.set_defaults(func=cmd_cdp_sink)
+
+    o = sub.add_parser("outbox", help="show a device outbox's depth")
+    o.add_argument("--db", required=True)
+    o.set_defaults(func=cmd_outbox)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

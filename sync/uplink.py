@@ -1,0 +1,434 @@
+"""The uplink: drains the durable outbox to the central broker in batches, at least once.
+
+Wire format, one MQTT 5 PUBLISH per batch on ``stores/<store>/devices/<device>/events``, QoS 1::
+
+    {"batch_id": "<uuid7>", "store": "<store>", "device": "<device>",
+     "events": [<CloudEvent JSON with "sequence">, ...]}
+
+Encoding: UTF-8 JSON, or zlib-compressed JSON when the batch is larger than ``compress_over``
+bytes. The MQTT 5 properties say which: ``ContentType = "application/json"`` always, and a user
+property ``("encoding", "identity" | "zlib")``. Over MQTT 3.1.1 there are no properties; the sink
+then sniffs (JSON starts with ``{``, zlib never does).
+
+Delivery rules:
+- Rows are deleted from the outbox only when the broker's PUBACK for their batch arrives
+  (``on_publish`` with mid tracking) and its reason code is a success.
+- At most ``max_inflight_batches`` batches are in flight, so memory stays bounded however large
+  the backlog is.
+- On disconnect nothing is deleted. paho keeps the in-flight batches and re-sends them (DUP) after
+  reconnecting; anything else is still in the outbox. A crash loses paho's memory but not the
+  outbox: the next uplink re-sends from the outbox. Duplicates at the broker are expected; the
+  CDP sink dedups by event id.
+- A refused PUBACK (e.g. not authorised) puts the batch back for a retry after exponential
+  backoff with jitter.
+- A PUBACK saying "No matching subscribers" (MQTT 5 reason 0x10) is, by default, treated like a
+  refusal too: no CDP consumer and no persistent consumer session exists, so deleting the rows
+  would lose the events for good. ``hold_without_subscribers=False`` turns this off (e.g. behind
+  a bridge that always answers 0x10).
+
+Threading: paho's network loop (``loop_start``) only pushes callbacks into a queue; one uplink
+thread owns all state (in-flight map, retries, cursor), so no locks are held across paho calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent import topics
+from edge_agent.config import BrokerConfig, UplinkConfig
+from edge_agent.events import new_event_id
+from edge_agent.mqtt import connect, make_client
+from sync.outbox import Outbox, OutboxRow
+
+log = logging.getLogger(__name__)
+
+ENCODING_IDENTITY = "identity"
+ENCODING_ZLIB = "zlib"
+CONTENT_TYPE = "application/json"
+DEFAULT_COMPRESS_OVER = 4096
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but delivered to nobody
+
+
+def agent_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edge-agent")
+    except Exception:  # not installed (running from a source tree)
+        return "0.0.0"
+
+
+def encode_batch(
+    batch_id: str, store_id: str, device_id: str, bodies: list[str], compress_over: int
+) -> tuple[bytes, str]:
+    """The batch as bytes plus its encoding. Bodies are already JSON: splice, don't re-encode."""
+    head = json.dumps({"batch_id": batch_id, "store": store_id, "device": device_id})
+    raw = (head[:-1] + ',"events":[' + ",".join(bodies) + "]}").encode()
+    if len(raw) > compress_over:
+        return zlib.compress(raw, 6), ENCODING_ZLIB
+    return raw, ENCODING_IDENTITY
+
+
+def publish_properties(encoding: str) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = CONTENT_TYPE
+    props.UserProperty = [("encoding", encoding)]
+    return props
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    rows: list[OutboxRow]
+    payload: bytes
+    encoding: str
+    attempts: int = 0
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+
+@dataclass
+class _Backoff:
+    """Exponential backoff with full-ish jitter (50-100 % of the step) so a fleet spreads out."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    failures: int = 0
+    until: float = 0.0
+
+    def fail(self) -> float:
+        self.failures += 1
+        step = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        delay = step * random.uniform(0.5, 1.0)
+        self.until = time.monotonic() + delay
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+
+    def remaining(self) -> float:
+        return max(0.0, self.until - time.monotonic())
+
+
+@dataclass
+class _Stats:
+    published_batches: int = 0  # PUBACKed
+    published_events: int = 0  # rows deleted after a PUBACK
+    publish_attempts: int = 0
+    refused_batches: int = 0
+    connects: int = 0
+    connected: bool = False
+    last_error: str | None = None
+
+
+class Uplink:
+    def __init__(
+        self,
+        outbox: Outbox,
+        broker: BrokerConfig,
+        store_id: str,
+        device_id: str,
+        cfg: UplinkConfig,
+        *,
+        version: str | None = None,
+        client_id: str | None = None,
+        max_inflight_batches: int = 4,
+        compress_over: int = DEFAULT_COMPRESS_OVER,
+        hold_without_subscribers: bool = True,
+    ) -> None:
+        self.outbox = outbox
+        self.broker = broker
+        self.store_id = store_id
+        self.device_id = device_id
+        self.cfg = cfg
+        self.version = version or agent_version()
+        # Stable per device: the broker keeps our persistent session across restarts.
+        self.client_id = client_id or f"edge-{store_id}-{device_id}-uplink"
+        self.max_inflight_batches = max(1, max_inflight_batches)
+        self.compress_over = compress_over
+        self.hold_without_subscribers = hold_without_subscribers
+        self.topic = topics.events(store_id, device_id)
+        self.state_topic = topics.state(store_id, device_id)
+
+        # Everything from other threads arrives here; only the uplink thread consumes it.
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._inflight: dict[int, _Batch | None] = {}  # mid -> batch (None = birth message)
+        self._retry: list[_Batch] = []
+        self._cursor = 0  # highest sequence handed to a batch (in flight or waiting for retry)
+        self._backoff = _Backoff()
+        self._stats = _Stats()
+        self._stats_lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._was_connected: bool | None = None
+
+    # ---- public API --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("uplink already started")
+        client = make_client(self.client_id, self.broker)
+        client.will_set(self.state_topic, json.dumps({"status": "offline"}), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        self.outbox.add_listener(self._on_append)
+        connect(client, self.broker)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty and nothing is in flight; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._progress:
+            while True:
+                if self.outbox.depth() == 0 and not self._inflight_batches():
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._progress.wait(min(left, 0.5))
+
+    def stop(self, flush_timeout_s: float = 10.0) -> None:
+        """Try to drain for up to ``flush_timeout_s``, say goodbye, and stop. Idempotent."""
+        if self._thread is None or self._client is None:
+            return
+        if flush_timeout_s > 0 and self._stats.connected:
+            self.flush(flush_timeout_s)
+        self._stopping.set()
+        self._events.put(("wake",))
+        self._thread.join(10)
+        self.outbox.remove_listener(self._on_append)
+        client = self._client
+        if self._stats.connected:
+            # A clean DISCONNECT suppresses the will, so publish "offline" ourselves.
+            info = client.publish(
+                self.state_topic, json.dumps({"status": "offline"}), qos=1, retain=True
+            )
+            # RuntimeError/ValueError: the connection dropped meanwhile; the will covers it.
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
+        client.disconnect()
+        client.loop_stop()
+        self._thread = None
+
+    def stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            s = self._stats
+            out = {
+                "published_batches": s.published_batches,
+                "published_events": s.published_events,
+                "publish_attempts": s.publish_attempts,
+                "refused_batches": s.refused_batches,
+                "connects": s.connects,
+                "connected": s.connected,
+                "last_error": s.last_error,
+                "inflight_batches": self._inflight_batches(),
+            }
+        try:
+            out["depth"] = self.outbox.depth()
+            out["oldest_pending_s"] = self.outbox.oldest_pending_age_s()
+        except RuntimeError:  # outbox closed
+            out["depth"] = None
+        return out
+
+    # ---- paho callbacks (paho's thread): hand over, never raise ------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._events.put(("connect", not reason_code.is_failure, str(reason_code)))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        # Jitter the reconnect delay so a fleet does not reconnect in lockstep after an outage.
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)
+        self._events.put(("disconnect", str(reason_code)))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        ok = not reason_code.is_failure
+        if ok and self.hold_without_subscribers and reason_code.value == NO_MATCHING_SUBSCRIBERS:
+            ok = False  # nobody (not even an offline persistent session) would get it: keep it
+        self._events.put(("puback", mid, ok, str(reason_code)))
+
+    def _on_append(self, last_sequence: int) -> None:
+        self._events.put(("wake",))
+
+    # ---- the uplink thread -------------------------------------------------------------
+    def _inflight_batches(self) -> int:
+        return sum(1 for b in list(self._inflight.values()) if b is not None)
+
+    def _run(self) -> None:
+        timeout: float | None = 0.0
+        while not self._stopping.is_set():
+            try:
+                self._safe_handle(self._events.get(timeout=timeout))
+                while True:  # drain everything already queued before deciding
+                    self._safe_handle(self._events.get_nowait())
+            except queue.Empty:
+                pass
+            if self._stopping.is_set():
+                break
+            try:
+                timeout = self._pump()
+            except Exception as exc:  # e.g. disk error reading the outbox: back off, go on
+                self._set_error(f"pump: {exc!r}")
+                timeout = self._backoff.fail()
+
+    def _safe_handle(self, ev: tuple[Any, ...]) -> None:
+        try:
+            self._handle(ev)
+        except Exception as exc:  # the thread must survive anything, e.g. a disk error
+            self._set_error(f"internal: {exc!r}")
+            log.exception("uplink: error handling %s", ev[0])
+
+    def _handle(self, ev: tuple[Any, ...]) -> None:
+        kind = ev[0]
+        if kind == "connect":
+            ok, reason = ev[1], ev[2]
+            if ok:
+                with self._stats_lock:
+                    self._stats.connected = True
+                    self._stats.connects += 1
+                self._log_state(True, reason)
+                self._publish_birth()
+            else:
+                self._set_error(f"connect refused: {reason}")
+                self._log_state(False, reason)
+        elif kind == "disconnect":
+            with self._stats_lock:
+                self._stats.connected = False
+            self._log_state(False, ev[1])
+        elif kind == "puback":
+            self._handle_puback(ev[1], ev[2], ev[3])
+
+    def _handle_puback(self, mid: int, ok: bool, reason: str) -> None:
+        if mid not in self._inflight:
+            return  # e.g. the goodbye message, or a mid from before a restart of this object
+        batch = self._inflight.pop(mid)
+        if batch is None:
+            return  # birth message
+        if ok:
+            try:
+                deleted = self.outbox.mark_sent(batch.ids)
+            except Exception as exc:
+                # Delivered but not deleted: send again later (a duplicate the sink absorbs)
+                # rather than leave rows behind the cursor until the next restart.
+                self._retry.append(batch)
+                self._backoff.fail()
+                self._set_error(f"outbox delete failed: {exc!r}")
+                return
+            with self._stats_lock:
+                self._stats.published_batches += 1
+                self._stats.published_events += deleted
+            if self._backoff.failures:
+                log.info("uplink: broker accepts batches again")
+            self._backoff.reset()
+        else:
+            # Keep the rows; retry the same batch later. Never drop data on a refusal.
+            batch.attempts += 1
+            self._retry.append(batch)
+            self._backoff.fail()
+            with self._stats_lock:
+                self._stats.refused_batches += 1
+            self._set_error(f"batch refused by the broker: {reason}; holding it and retrying")
+        with self._progress:
+            self._progress.notify_all()
+
+    def _publish_birth(self) -> None:
+        assert self._client is not None
+        body = json.dumps({"status": "online", "version": self.version, "device": self.device_id})
+        info = self._client.publish(self.state_topic, body, qos=1, retain=True)
+        self._inflight[info.mid] = None
+
+    def _pump(self) -> float | None:
+        """Publish what may be published now; return how long to wait for something to happen."""
+        if not self._stats.connected:
+            return None  # a connect event will wake us
+        while self._inflight_batches() < self.max_inflight_batches:
+            if self._retry:
+                wait = self._backoff.remaining()
+                if wait > 0:
+                    return wait
+                self._send(self._retry.pop(0))
+                continue
+            rows = self.outbox.pending(
+                self.cfg.max_batch, self.cfg.max_batch_bytes, after_sequence=self._cursor
+            )
+            if not rows:
+                return None  # an append or a PUBACK will wake us
+            full = (
+                len(rows) >= self.cfg.max_batch or rows[-1].sequence < self.outbox.last_sequence()
+            )
+            if not full:
+                # Linger so a trickle of events still makes decent batches.
+                age = time.time() - rows[0].accepted_at
+                if age < self.cfg.linger_s:
+                    return self.cfg.linger_s - age
+            batch_id = new_event_id()
+            payload, encoding = encode_batch(
+                batch_id,
+                self.store_id,
+                self.device_id,
+                [r.body for r in rows],
+                self.compress_over,
+            )
+            self._cursor = rows[-1].sequence
+            self._send(_Batch(batch_id, rows, payload, encoding))
+        return None  # a PUBACK will free a slot
+
+    def _send(self, batch: _Batch) -> None:
+        assert self._client is not None
+        with self._stats_lock:
+            self._stats.publish_attempts += 1
+        try:
+            info = self._client.publish(
+                self.topic,
+                batch.payload,
+                qos=1,
+                properties=publish_properties(batch.encoding),
+            )
+        except (ValueError, RuntimeError) as exc:
+            info = None
+            err = repr(exc)
+        else:
+            err = mqtt.error_string(info.rc)
+        # NO_CONN still queues the message inside paho; it goes out on reconnect.
+        if info is not None and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._inflight[info.mid] = batch
+            return
+        batch.attempts += 1
+        self._retry.append(batch)
+        self._backoff.fail()
+        self._set_error(f"publish failed: {err}; retrying with backoff")
+
+    def _set_error(self, msg: str) -> None:
+        with self._stats_lock:
+            changed = self._stats.last_error != msg
+            self._stats.last_error = msg
+        if changed:
+            log.warning("uplink: %s", msg)
+
+    def _log_state(self, connected: bool, reason: str) -> None:
+        if self._was_connected is connected:
+            return
+        self._was_connected = connected
+        if connected:
+            log.info("uplink: connected to %s:%s", self.broker.host, self.broker.port)
+        else:
+            log.warning("uplink: disconnected from broker (%s); outbox keeps events", reason)
