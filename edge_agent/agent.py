@@ -592,16 +592,13 @@ def run_agent_cli(config_path: str) -> int:
         first_timestamp,
     )
     from edge_agent.clock import ScaledClock
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config import load_or_report
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.path}: {line}", file=sys.stderr)
+    cfg = load_or_report(config_path)
+    if cfg is None:
         return 2
     clock: Clock = SystemClock()
     b = cfg.ble

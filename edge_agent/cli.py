@@ -17,13 +17,9 @@ BENCHES = {
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config import load_or_report
 
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.path}: {line}", file=sys.stderr)
+    if load_or_report(args.file) is None:
         return 2
     print(f"{args.file}: OK")
     return 0
@@ -49,14 +45,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config import load_or_report
 
     # Refuse a broken config before importing (or starting) anything else.
-    try:
-        load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.path}: {line}", file=sys.stderr)
+    if load_or_report(args.config) is None:
         return 2
     from edge_agent.agent import run_agent_cli
 

@@ -6,9 +6,10 @@ Relative paths in the file are resolved against the file's own directory.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -281,3 +282,15 @@ def load_config(path: Path | str) -> AgentConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
     return parse_config(data, base_dir=path.resolve().parent, origin=str(path))
+
+
+def load_or_report(path: Path | str, stream: TextIO | None = None) -> AgentConfig | None:
+    """Load ``path``, or print every error (one line each, ``FILE: key.path: message``) and
+    return None. The CLI commands that take a config all refuse a bad one this same way."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        out = stream or sys.stderr
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=out)
+        return None

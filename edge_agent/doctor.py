@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_agent.broker import port_open
-from edge_agent.config import AgentConfig, ConfigError, load_config
+from edge_agent.config import AgentConfig, load_or_report
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,8 @@ def run_doctor(config_path: str | None) -> int:
     cfg = None
     console = Console()
     if config_path:
-        try:
-            cfg = load_config(config_path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                console.print(f"{exc.path}: {line}", markup=False)
+        cfg = load_or_report(config_path, sys.stdout)
+        if cfg is None:
             return 2
     checks = run_checks(cfg)
     table = Table(title="edge-agent doctor")
