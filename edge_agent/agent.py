@@ -613,9 +613,13 @@ def run_agent_cli(config_path: str) -> int:
         source = BleakSource(adapter=b.adapter)
     frames = None
     if cfg.camera and cfg.camera.enabled:
-        from edge_agent.camera.sources import open_source
+        from edge_agent.camera.sources import CameraError, open_source
 
-        frames = open_source(cfg.camera.source, clock=clock)
+        try:
+            frames = open_source(cfg.camera.source, clock=clock, width=cfg.camera.width)
+        except CameraError as exc:
+            # BLE presence still works without the camera; personal content then needs none.
+            log.error("camera disabled: %s", exc)
     agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames)
     agent.start_sync()
     loop = asyncio.new_event_loop()
