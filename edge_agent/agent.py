@@ -395,6 +395,11 @@ class Agent:
         while not self._stop.is_set():
             result = await asyncio.to_thread(step)
             if result is None:
+                if self.stats.last_people is not None:
+                    log.warning("camera: no frame; treating the screen as unobserved")
+                    self.stats.last_people = None
+                    self._people_window.clear()
+                    self._dirty = True
                 await asyncio.sleep(0.5)
                 continue
             self.stats.frames += 1
@@ -430,11 +435,10 @@ class Agent:
                 else:
                     unresolved += 1
         people = None
-        if (
-            self.cfg.camera
-            and self.cfg.camera.screen == screen_id
-            and self.frame_source is not None
-        ):
+        cam = self.cfg.camera
+        if cam is not None and cam.enabled and cam.screen == screen_id:
+            # Fail safe: a configured camera that is dead or silent counts as seeing nobody,
+            # which rules out personal content until it sees again.
             people = self.stats.last_people if self.stats.last_people is not None else 0
         return ScreenContext(
             screen_id=screen_id,
