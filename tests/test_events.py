@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -22,7 +23,9 @@ from edge_agent.events import (
 
 
 def test_envelope_has_the_cloudevents_required_attributes() -> None:
-    ev = make_event(ZoneEntered(zone_id="entrance", presence_key="ab12"), store_id="s1", device_id="d1")
+    ev = make_event(
+        ZoneEntered(zone_id="entrance", presence_key="ab12"), store_id="s1", device_id="d1"
+    )
     obj = json.loads(ev.to_json())
     assert obj["specversion"] == "1.0"
     assert obj["source"] == "store/s1/device/d1"
@@ -33,7 +36,10 @@ def test_envelope_has_the_cloudevents_required_attributes() -> None:
 
 
 def test_ids_are_time_ordered() -> None:
-    ids = [make_event(ZoneEntered(zone_id="z", presence_key="k"), store_id="s", device_id="d").id for _ in range(200)]
+    ids = [
+        make_event(ZoneEntered(zone_id="z", presence_key="k"), store_id="s", device_id="d").id
+        for _ in range(200)
+    ]
     assert ids == sorted(ids)
     assert len(set(ids)) == 200
 
@@ -42,7 +48,13 @@ def test_roundtrip_keeps_the_typed_payload() -> None:
     start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     end = datetime(2026, 11, 20, 9, 0, 12, tzinfo=UTC)
     imp = ContentImpression(
-        impression_id="i1", screen_id="sc", content_id="c", variant="default", start=start, end=end, duration_s=12.0
+        impression_id="i1",
+        screen_id="sc",
+        content_id="c",
+        variant="default",
+        start=start,
+        end=end,
+        duration_s=12.0,
     )
     ev = make_event(imp, store_id="s", device_id="d")
     back = parse_event(ev.to_json())
@@ -79,7 +91,5 @@ def test_bad_events_get_one_clear_line(raw: str, message: str) -> None:
 
 @given(st.binary(max_size=300))
 def test_parse_event_never_raises_anything_but_event_error(raw: bytes) -> None:
-    try:
+    with contextlib.suppress(EventError):
         parse_event(raw)
-    except EventError:
-        pass

@@ -183,13 +183,18 @@ def _sink_column(sink: CdpSink, col: str) -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_no_subscriber_means_events_are_held(broker, ids, sink_factory, tmp_path: Path) -> None:
-    """PUBACK 'No matching subscribers' must not delete: nobody would ever get those events."""
+def test_no_subscriber_means_events_are_held(
+    fresh_broker, ids, sink_factory, tmp_path: Path
+) -> None:
+    """PUBACK 'No matching subscribers' must not delete: nobody would ever get those events.
+
+    A broker of its own: persistent sessions left by other tests would count as subscribers.
+    """
     store, device, group = ids
     with Outbox(tmp_path / "outbox.db") as ob:
         evs = events(30, store, device)
         ob.append(evs)
-        up = Uplink(ob, bcfg(broker), store, device, cfg())
+        up = Uplink(ob, bcfg(fresh_broker), store, device, cfg())
         refused = threading.Event()
         up.start()
         try:
@@ -200,7 +205,7 @@ def test_no_subscriber_means_events_are_held(broker, ids, sink_factory, tmp_path
                     refused.set()
             assert refused.is_set()
             assert ob.depth() == 30
-            sink = sink_factory(broker, group)  # a consumer appears: the held batch goes out
+            sink = sink_factory(fresh_broker, group)  # a consumer appears: the held batch goes out
             assert sink.wait_for(30, 15)
             assert up.flush(5)
         finally:

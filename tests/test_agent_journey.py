@@ -1,0 +1,142 @@
+"""The journey end to end without the screen: trace -> presence -> slice -> decision -> outbox
+-> MQTT -> CDP sink, on a real broker, real SQLite files and the real camera pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import tomllib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent import topics
+from edge_agent.agent import Agent
+from edge_agent.ble.sources import ReplaySource
+from edge_agent.clock import ScaledClock
+from edge_agent.config import AgentConfig, parse_config
+from edge_agent.demo import scenario
+from edge_agent.screen_protocol import ScreenCommand
+
+DEMO = Path(scenario.__file__).parent
+
+
+def demo_config(tmp_path: Path, port: int, public_key: str, camera: bool) -> AgentConfig:
+    data = tomllib.loads((DEMO / "store.toml").read_text())
+    data["central"]["port"] = port
+    data["bus"]["port"] = port
+    data["downlink"]["ops_public_key"] = public_key
+    data["paths"]["state_dir"] = str(tmp_path / "var")
+    if not camera:
+        data.pop("camera")
+    return parse_config(data, base_dir=DEMO)
+
+
+class ScreenWatcher:
+    """Stands where the signage player stands: records every command sent to the screen."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.commands: list[ScreenCommand] = []
+        self.ready = threading.Event()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = lambda c, u, m: self.commands.append(
+            ScreenCommand.from_bytes(m.payload)
+        )
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.connect(host, port)
+        self.c.subscribe(topic, qos=1)
+        self.c.loop_start()
+        assert self.ready.wait(5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float):
+    from sync.cdp_sink import CdpSink
+    from sync.signing import generate_keypair
+
+    _, public = generate_keypair()
+    cfg = demo_config(tmp_path, broker.port, public, camera)
+    sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
+    sink.start()
+    watcher = ScreenWatcher(
+        broker.host, broker.port, topics.screen_cmd(cfg.store.store_id, "screen-entrance")
+    )
+    clock = ScaledClock(scenario.T0, speed)
+    frames = None
+    if camera:
+        from edge_agent.camera.scene import SceneSource
+
+        frames = SceneSource(scenario.CAMERA_TIMELINE, clock=lambda: clock.now() - scenario.T0)
+    agent = Agent(
+        cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock), frame_source=frames
+    )
+    agent.accepted_ids = []
+    agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
+    agent.resolver.set_keys(agent.profiles.identity_keys())
+    agent.content.replace(scenario.CAMPAIGNS_V1)
+    try:
+        agent.start_sync()
+        asyncio.run(agent.run(until=scenario.T0 + scenario.DURATION_S))
+        agent.close(flush_timeout_s=15)
+        assert sink.wait_for(len(set(agent.accepted_ids)), timeout=15)
+        return agent, set(sink.ids()), watcher.commands
+    finally:
+        watcher.close()
+        sink.stop(end_session=True)
+
+
+@pytest.mark.timeout(90)
+def test_ble_only_journey_reaches_the_cdp_exactly_once(tmp_path: Path, broker) -> None:
+    agent, at_cdp, commands = run_journey(tmp_path, broker, camera=False, speed=30.0)
+    s = agent.stats
+    assert s.adverts == len(scenario.generate())
+    # Every visit entered the zone; the four from the slice resolved, "unknown-7" did not.
+    assert s.zone_entries >= len(scenario.VISITS)
+    assert s.shoppers_resolved >= 4 and s.unresolved_tokens >= 1
+    assert s.decode_errors > 0  # the broken tag's truncated frames were reported, not fatal
+    # Alice alone (and consented): personal. Bob: never personal.
+    titles = [c.content.title for c in commands if c.content]
+    assert "Hi Alice! Your trail shoes are in" in titles
+    assert not any("Bob" in t for t in titles)
+    # Zero loss, zero duplicates at the CDP.
+    assert set(agent.accepted_ids) <= at_cdp
+    assert len(agent.accepted_ids) == len(set(agent.accepted_ids))
+
+
+@pytest.mark.timeout(120)
+def test_journey_with_camera_keeps_names_off_a_crowd(tmp_path: Path, broker) -> None:
+    agent, at_cdp, commands = run_journey(tmp_path, broker, camera=True, speed=12.0)
+    titles = [c.content.title for c in commands if c.content]
+    assert "Hi Alice! Your trail shoes are in" in titles
+    # Carol arrives with two friends: the order-ready campaign runs, without her name.
+    assert "Click & collect orders are ready" in titles
+    assert not any("Carol" in t for t in titles)
+    assert agent.stats.audience_samples > 10
+    assert set(agent.accepted_ids) <= at_cdp
+
+
+@pytest.mark.timeout(90)
+def test_no_raw_identifier_leaves_the_box(tmp_path: Path, broker) -> None:
+    agent, at_cdp, _ = run_journey(tmp_path, broker, camera=False, speed=30.0)
+    # Everything the CDP stored, byte for byte (WAL included), and everything on the box's disk.
+    raw = b"".join(
+        p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "var" not in p.parts
+    )
+    addresses = {a.address for a in scenario.generate()}
+    eids = {
+        a.service_data[scenario.EDDYSTONE][2:10].hex()
+        for a in scenario.generate()
+        if scenario.EDDYSTONE in a.service_data
+        and a.service_data[scenario.EDDYSTONE][:1] == b"\x30"
+    }
+    blob = raw.decode("latin-1").lower()
+    assert not any(a.lower() in blob for a in addresses)
+    assert not any(e in blob for e in eids)
+    # Bob and Dave gave no analytics consent: their profile ids never reach the CDP.
+    assert "cdp-p-1002" not in blob and "cdp-p-1004" not in blob
+    assert "cdp-p-1001" in blob  # Alice did consent
