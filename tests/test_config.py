@@ -30,7 +30,10 @@ def test_the_shipped_demo_config_is_valid() -> None:
     ("mutate", "expected"),
     [
         (lambda d: d["store"].pop("store_id"), "store.store_id: Field required"),
-        (lambda d: d["screens"][0].update(zone="basement"), "screens[0].zone: unknown zone 'basement'"),
+        (
+            lambda d: d["screens"][0].update(zone="basement"),
+            "screens[0].zone: unknown zone 'basement'",
+        ),
         (lambda d: d["ble"].update(enter_rssi=-90), "leave_rssi must be below enter_rssi"),
         (lambda d: d["store"].update(timezone="Mars/Olympus"), "store.timezone: unknown time zone"),
         (lambda d: d["ble"].update(colour="blue"), "ble.colour: Extra inputs are not permitted"),

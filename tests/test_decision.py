@@ -128,10 +128,16 @@ def test_decisions_are_deterministic() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda b: b["campaigns"][0].update(personalised=None, anonymous=None), "neither a personalised nor an anonymous"),
+        (
+            lambda b: b["campaigns"][0].update(personalised=None, anonymous=None),
+            "neither a personalised nor an anonymous",
+        ),
         (lambda b: b["campaigns"][1].update(dayparts=["25:00-26:00"]), "is not HH:MM-HH:MM"),
         (lambda b: b["campaigns"][2].update(min_people=3, max_people=1), "can never match"),
-        (lambda b: b["campaigns"][1]["personalised"].update(title="Hi {last_name}"), "unknown template field"),
+        (
+            lambda b: b["campaigns"][1]["personalised"].update(title="Hi {last_name}"),
+            "unknown template field",
+        ),
         (lambda b: b["campaigns"].append(dict(b["campaigns"][0])), "duplicate campaign id"),
     ],
 )
@@ -150,7 +156,9 @@ def test_bad_bundles_are_refused_with_a_clear_error(mutate, message: str) -> Non
     who=st.lists(st.sampled_from([ALICE, BOB, CAROL, DAVE]), unique=True, max_size=4),
     hour=st.integers(0, 23),
 )
-def test_privacy_guard_holds_for_any_context(people: int, unresolved: int, who: list[Profile], hour: int) -> None:
+def test_privacy_guard_holds_for_any_context(
+    people: int, unresolved: int, who: list[Profile], hour: int
+) -> None:
     d = decide(ctx(*who, people=people, unresolved=unresolved), V2, MORNING.replace(hour=hour))
     if d.variant == "personalised":
         assert people == 1 and unresolved == 0 and len(who) == 1

@@ -21,7 +21,11 @@ def test_snapshot_loads_and_reads_back(tmp_path: Path) -> None:
     assert alice is not None and alice.first_name == "Alice" and alice.consent_personalisation
     assert "outdoor" in alice.segments
     carol = s.get("cdp-p-1003")
-    assert carol is not None and carol.open_order == {"id": "CC-4711", "status": "ready", "pickup_point": "counter 2"}
+    assert carol is not None and carol.open_order == {
+        "id": "CC-4711",
+        "status": "ready",
+        "pickup_point": "counter 2",
+    }
     assert s.version == 3
     s.close()
     # Survives a reopen: it is a real file.
