@@ -173,7 +173,7 @@ class Agent:
             cfg.store.device_id,
             load_public_key(cfg.downlink.ops_public_key),
             self.paths.state_dir / "downlink-state.json",
-            appliers={"campaigns": self._apply_campaigns},
+            appliers={"campaigns": self._apply_campaigns, "profiles": self._apply_profiles},
             on_result=self._on_downlink_result,
             max_bytes=cfg.downlink.max_message_bytes,
         )
@@ -209,6 +209,16 @@ class Agent:
         self.bus = client
 
     # ---- downlink appliers -------------------------------------------------------------
+    def _apply_profiles(self, body: dict[str, Any]) -> None:
+        """A full slice snapshot: ``{"version": n, "profiles": [...]}``; all or nothing."""
+        rows = body.get("profiles")
+        if not isinstance(rows, list) or not isinstance(body.get("version"), int):
+            raise ValueError("profiles snapshot needs an integer version and a profiles list")
+        n = self.profiles.load_snapshot(rows, body["version"])
+        self.resolver.set_keys(self.profiles.identity_keys())
+        log.info("profiles: applied slice v%s with %d profiles", body["version"], n)
+        self._dirty = True
+
     def _apply_campaigns(self, body: dict[str, Any]) -> None:
         bundle = self.content.replace(body)
         log.info(
@@ -595,7 +605,7 @@ def run_agent_cli(config_path: str) -> int:
         SourceError,
         first_timestamp,
     )
-    from edge_agent.clock import ScaledClock
+    from edge_agent.clock import ScaledClock, TraceClock
     from edge_agent.config import load_or_report
 
     logging.basicConfig(
@@ -608,9 +618,13 @@ def run_agent_cli(config_path: str) -> int:
     b = cfg.ble
     if b.source == "replay":
         assert b.replay_file is not None
-        if b.replay_speed > 0:
-            clock = ScaledClock(first_timestamp(b.replay_file), b.replay_speed)
-        source: Any = ReplaySource(b.replay_file, clock if b.replay_speed > 0 else None)
+        try:
+            start = first_timestamp(b.replay_file)
+        except (SourceError, OSError) as exc:
+            print(f"edge-agent: ble.replay_file: {exc}", file=sys.stderr)
+            return 1
+        clock = ScaledClock(start, b.replay_speed) if b.replay_speed > 0 else TraceClock(start)
+        source: Any = ReplaySource(b.replay_file, clock)
     elif b.source == "serial":
         source = SerialSource(b.serial_port or "", b.serial_baud)
     else:
@@ -622,7 +636,7 @@ def run_agent_cli(config_path: str) -> int:
         try:
             frames = open_source(cfg.camera.source, clock=clock, width=cfg.camera.width)
         except CameraError as exc:
-            # BLE presence still works without the camera; personal content then needs none.
+            # BLE presence goes on; a configured but dead camera rules out personal content.
             log.error("camera disabled: %s", exc)
     agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames)
     agent.start_sync()

@@ -35,3 +35,17 @@ class ScaledClock:
 
     def real_seconds_until(self, t: float) -> float:
         return max(0.0, (t - self.now()) / self.speed) if self.speed > 0 else 0.0
+
+
+@dataclass
+class TraceClock:
+    """Flat-out replay: the time is the timestamp of the last advert replayed."""
+
+    t: float
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, t: float) -> None:
+        if t > self.t:
+            self.t = t

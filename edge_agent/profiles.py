@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class ProfileSlice:
         self.db.execute("PRAGMA synchronous=FULL")
         self._migrate()
         self._cache: dict[str, Profile] | None = None
+        # Snapshots arrive on the downlink thread while the agent loop reads.
+        self._lock = threading.RLock()
 
     def _migrate(self) -> None:
         if "schema_version" not in self.db.table_names():
@@ -130,6 +133,10 @@ class ProfileSlice:
                 loc = ".".join(str(p) for p in err["loc"])
                 pid = raw.get("profile_id", "?") if isinstance(raw, dict) else "?"
                 raise SliceError(f"profiles[{i}] ({pid}): {loc}: {err['msg']}") from None
+        with self._lock:
+            return self._replace(parsed, version)
+
+    def _replace(self, parsed: list[ProfileRow], version: int) -> int:
         if version <= self.version:
             raise SliceError(f"slice version {version} is not newer than {self.version}")
         with self.db.conn:
@@ -162,9 +169,12 @@ class ProfileSlice:
         return len(parsed)
 
     def _load_cache(self) -> dict[str, Profile]:
-        if self._cache is None:
-            self._cache = {r["profile_id"]: _to_profile(r) for r in self.db["profiles"].rows}
-        return self._cache
+        cache = self._cache
+        if cache is None:
+            with self._lock:
+                cache = {r["profile_id"]: _to_profile(r) for r in self.db["profiles"].rows}
+                self._cache = cache
+        return cache
 
     def get(self, profile_id: str) -> Profile | None:
         return self._load_cache().get(profile_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.ble.advert import Advert, AdvertError
-from edge_agent.clock import Clock
+from edge_agent.clock import Clock, TraceClock
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ def first_timestamp(path: Path) -> float:
 
 @dataclass
 class ReplaySource:
-    """Replays a JSON-lines trace (optionally gzipped), paced by ``clock`` (None = flat out)."""
+    """Replays a JSON-lines trace (optionally gzipped).
+
+    Paced by ``clock`` (a ``ScaledClock`` for real or accelerated time); a ``TraceClock`` or
+    None replays flat out, the ``TraceClock`` then following the trace's own timestamps.
+    """
 
     path: Path
     clock: Clock | None = None
@@ -69,7 +73,11 @@ class ReplaySource:
                 self.stats.bad_lines += 1
                 self.stats.last_error = str(exc)
                 continue
-            if self.clock is not None:
+            if isinstance(self.clock, TraceClock):
+                self.clock.advance(advert.timestamp)
+                if n % 256 == 0:
+                    await asyncio.sleep(0)
+            elif self.clock is not None:
                 while (lag := advert.timestamp - self.clock.now()) > 0:
                     speed = getattr(self.clock, "speed", 1.0) or 1.0
                     await asyncio.sleep(min(lag / speed, 0.25))
