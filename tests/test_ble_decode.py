@@ -59,7 +59,6 @@ def test_one_advert_carries_ibeacon_and_tlm() -> None:
     assert f1 == "ibeacon"
     assert ib["uuid"] == "426c7565-4368-6172-6d42-6561636f6e73"
     assert (ib["major"], ib["minor"], ib["measured_power"]) == (3838, 4949, -59)
-    assert 0 < ib["distance_m"] < 3  # -60 dBm heard, -59 dBm at 1 m: about a metre away
     assert f2 == "eddystone_tlm"
     assert tlm == {"battery_mv": 3070, "temperature_c": 28.0, "adv_count": 1800, "uptime_s": 1599.6}
 
@@ -270,6 +269,8 @@ def test_cli_reports_every_frame_and_no_address() -> None:
     answer, code = cli(BLUECHARM.to_json())
     assert code == 0
     assert [f["format"] for f in answer["frames"]] == ["ibeacon", "eddystone_tlm"]
+    # -60 dBm heard, -59 dBm at 1 m: about a metre away.
+    assert 0 < answer["frames"][0]["fields"]["distance_m"] < 3
     assert "00:00:00:00:00:00" not in json.dumps(answer)
 
 

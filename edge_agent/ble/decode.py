@@ -4,7 +4,7 @@ Formats: Apple iBeacon and AltBeacon (manufacturer data), and every Eddystone fr
 data under 0xFEAA): UID, URL, TLM, encrypted TLM, EID. One advert can carry several frames (a
 store beacon sending iBeacon and TLM together); each is reported. A frame that claims a known
 format but has the wrong size or content yields a one-line reason in ``errors``; nothing here
-raises, whatever the bytes. Distances use bluetooth-data-tools' path-loss model.
+raises, whatever the bytes. ``distance_m`` uses bluetooth-data-tools' path-loss model.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ _URL_CODES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: frozen dataclasses pay for object.__setattr__ on every construction, and these are
+# built thousands of times a second.
+@dataclass(slots=True)
 class Frame:
     format: str
     fields: dict[str, Any]
@@ -40,7 +42,7 @@ class Frame:
         return {"format": self.format, "fields": self.fields}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecodeResult:
     frames: list[Frame] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -55,14 +57,15 @@ def _uuid(b: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _distance(power: int, rssi: int) -> float | None:
+def distance_m(power: int, rssi: int) -> float | None:
+    """Rough distance from measured power at 1 m; for installers, not the presence hot path."""
     if power >= 0 or rssi >= 0 or rssi < -127:
         return None
     d = calculate_distance_meters(power, rssi)
     return None if d is None else round(float(d), 2)
 
 
-def decode_ibeacon(data: bytes, rssi: int) -> Frame:
+def decode_ibeacon(data: bytes) -> Frame:
     if len(data) != _IBEACON.size:
         raise _Bad(f"ibeacon: frame is {len(data)} bytes, expected {_IBEACON.size}")
     _, uuid, major, minor, power = _IBEACON.unpack(data)
@@ -73,12 +76,11 @@ def decode_ibeacon(data: bytes, rssi: int) -> Frame:
             "major": major,
             "minor": minor,
             "measured_power": power,
-            "distance_m": _distance(power, rssi),
         },
     )
 
 
-def decode_altbeacon(company_id: int, data: bytes, rssi: int) -> Frame:
+def decode_altbeacon(company_id: int, data: bytes) -> Frame:
     if len(data) != _ALTBEACON.size:
         raise _Bad(f"altbeacon: frame is {len(data)} bytes, expected {_ALTBEACON.size}")
     _, beacon_id, ref_rssi, reserved = _ALTBEACON.unpack(data)
@@ -89,7 +91,6 @@ def decode_altbeacon(company_id: int, data: bytes, rssi: int) -> Frame:
             "beacon_id": beacon_id.hex(),
             "measured_power": ref_rssi,
             "mfg_reserved": reserved,
-            "distance_m": _distance(ref_rssi, rssi),
         },
     )
 
@@ -166,11 +167,12 @@ def decode_advert(advert: Advert) -> DecodeResult:
     frames: list[Frame] = []
     errors: list[str] = []
     for company, data in advert.manufacturer_data.items():
+        head = data[:2]
         try:
-            if company == APPLE and data[:2] == b"\x02\x15":
-                frames.append(decode_ibeacon(data, advert.rssi))
-            elif data[:2] == b"\xbe\xac":
-                frames.append(decode_altbeacon(company, data, advert.rssi))
+            if head == b"\x02\x15" and company == APPLE:
+                frames.append(decode_ibeacon(data))
+            elif head == b"\xbe\xac":
+                frames.append(decode_altbeacon(company, data))
         except _Bad as exc:
             errors.append(str(exc))
     data = advert.service_data.get(EDDYSTONE_UUID)

@@ -10,7 +10,7 @@ import json
 from typing import TextIO
 
 from edge_agent.ble.advert import Advert, AdvertError
-from edge_agent.ble.decode import decode_advert
+from edge_agent.ble.decode import decode_advert, distance_m
 
 MAX_INPUT = 64 * 1024
 
@@ -37,6 +37,11 @@ def decode_text(text: str) -> tuple[dict, int]:
         return {"format": None, "error": str(exc), "frames": [], "errors": []}, 1
     result = decode_advert(advert)
     frames = [f.to_json_obj() for f in result.frames]
+    for f in frames:
+        power = f["fields"].get("measured_power")
+        if power is not None:
+            # Installers place beacons by it; the agent's presence logic uses smoothed RSSI.
+            f["fields"]["distance_m"] = distance_m(power, advert.rssi)
     if not frames:
         reason = result.errors[0] if result.errors else "no known beacon frame"
         return {"format": None, "error": reason, "frames": [], "errors": result.errors}, 1
