@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import threading
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -75,3 +76,21 @@ def connect(
         clean_start=clean_start,
         properties=connect_properties(session_expiry_s),
     )
+
+
+def start_subscriber(
+    client: mqtt.Client,
+    broker: BrokerConfig,
+    owner: object,
+    subscribed: threading.Event,
+    wait_s: float,
+) -> bool:
+    """Wire ``owner``'s ``_on_connect/_on_disconnect/_on_subscribe/_on_message`` into ``client``,
+    connect in the background and, with ``wait_s`` > 0, wait that long for the SUBACK."""
+    client.on_connect = owner._on_connect  # type: ignore[attr-defined]
+    client.on_disconnect = owner._on_disconnect  # type: ignore[attr-defined]
+    client.on_subscribe = owner._on_subscribe  # type: ignore[attr-defined]
+    client.on_message = owner._on_message  # type: ignore[attr-defined]
+    connect(client, broker)
+    client.loop_start()
+    return subscribed.wait(wait_s) if wait_s > 0 else False

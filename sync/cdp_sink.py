@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from edge_agent import topics
 from edge_agent.config import BrokerConfig
 from edge_agent.events import EventError, parse_event, source_for
-from edge_agent.mqtt import connect, make_client
+from edge_agent.mqtt import make_client, start_subscriber
 from sync.uplink import ENCODING_IDENTITY, ENCODING_ZLIB
 
 log = logging.getLogger(__name__)
@@ -156,14 +156,8 @@ class CdpSink:
         """Connect and subscribe; True once the subscription is acknowledged within ``wait_s``."""
         client = make_client(self.client_id, self.broker, max_inflight=100)
         client.manual_ack_set(True)  # PUBACK after our commit, not before
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
         self._client = client
-        connect(client, self.broker)
-        client.loop_start()
-        return self._subscribed.wait(wait_s) if wait_s > 0 else False
+        return start_subscriber(client, self.broker, self, self._subscribed, wait_s)
 
     def stop(self, *, end_session: bool = False) -> None:
         """Disconnect. ``end_session`` also drops the broker-side session (and its queue)."""

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent import topics
 from edge_agent.config import BrokerConfig
-from edge_agent.mqtt import connect, make_client
+from edge_agent.mqtt import make_client, start_subscriber
 from sync.signing import DEFAULT_MAX_BYTES, DownlinkRejected, SignedMessage, verify_message
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,8 @@ class Downlink:
     def start(self, wait_s: float = 0.0) -> bool:
         """Connect and subscribe; with ``wait_s`` > 0, wait that long for the SUBACK."""
         client = make_client(self.client_id, self.broker)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
         self._client = client
-        connect(client, self.broker)
-        client.loop_start()
-        return self._subscribed.wait(wait_s) if wait_s > 0 else False
+        return start_subscriber(client, self.broker, self, self._subscribed, wait_s)
 
     def stop(self) -> None:
         if self._client is not None:

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from edge_agent.config import BrokerConfig
 from edge_agent.demo import scenario
 from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
@@ -45,6 +48,29 @@ def start_agent(cfg: Path) -> subprocess.Popen[str]:
     )
 
 
+@contextmanager
+def agent_process(cfg: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = start_agent(cfg)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def cdp_sink(broker, tmp_path: Path) -> Iterator[CdpSink]:
+    sink = CdpSink(
+        BrokerConfig(host=broker.host, port=broker.port), tmp_path / "cdp.db", group=None
+    )
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop(end_session=True)
+
+
 def device_events(sink: CdpSink, device: str, want: int, timeout: float = 15.0) -> int:
     """Distinct events of ``device`` stored at the CDP, waiting up to ``timeout`` for ``want``."""
     deadline = time.monotonic() + timeout
@@ -60,10 +86,7 @@ def device_events(sink: CdpSink, device: str, want: int, timeout: float = 15.0) 
 def test_flat_out_replay_delivers_everything_and_exits(tmp_path: Path, broker) -> None:
     device = "box-proc-1"
     cfg = write_config(tmp_path, broker.port, device, speed=0)
-    sink = CdpSink(write_cfg_broker(broker), tmp_path / "cdp.db", group=None)
-    sink.start()
-    proc = start_agent(cfg)
-    try:
+    with cdp_sink(broker, tmp_path) as sink, agent_process(cfg) as proc:
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
         with Outbox(tmp_path / "var" / "outbox.db") as ob:
@@ -72,44 +95,32 @@ def test_flat_out_replay_delivers_everything_and_exits(tmp_path: Path, broker) -
         # Every visit entered and left, and each store beacon reported its battery once.
         assert accepted >= 2 * len(scenario.VISITS) + len(scenario.BEACONS)
         assert device_events(sink, device, accepted) == accepted
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sink.stop(end_session=True)
 
 
 @pytest.mark.timeout(90)
 def test_sigterm_stops_cleanly_and_kill9_loses_nothing(tmp_path: Path, broker) -> None:
     device = "box-proc-2"
     cfg = write_config(tmp_path, broker.port, device, speed=4)
-    sink = CdpSink(write_cfg_broker(broker), tmp_path / "cdp.db", group=None)
-    sink.start()
-    proc = start_agent(cfg)
-    try:
-        time.sleep(6)
-        proc.kill()  # kill -9 mid-run: whatever was accepted is on disk
-        proc.wait(10)
+    with cdp_sink(broker, tmp_path) as sink:
+        with agent_process(cfg) as proc:
+            time.sleep(6)
+            proc.kill()  # kill -9 mid-run: whatever was accepted is on disk
+            proc.wait(10)
         with Outbox(tmp_path / "var" / "outbox.db") as ob:
             accepted_before = ob.total_accepted()
             assert ob.integrity_check() == "ok"
         assert accepted_before > 0
         # Restart: the new process ships what the dead one left, then SIGTERM stops it cleanly.
-        proc = start_agent(cfg)
-        time.sleep(4)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        with agent_process(cfg) as proc:
+            time.sleep(4)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
         with Outbox(tmp_path / "var" / "outbox.db") as ob:
             accepted = ob.total_accepted()
             assert ob.depth() == 0
         assert accepted > accepted_before
         assert device_events(sink, device, accepted) == accepted
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sink.stop(end_session=True)
 
 
 def test_missing_trace_is_one_line(tmp_path: Path, broker) -> None:
@@ -119,9 +130,3 @@ def test_missing_trace_is_one_line(tmp_path: Path, broker) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "ble.replay_file" in out and "Traceback" not in out
-
-
-def write_cfg_broker(broker):
-    from edge_agent.config import BrokerConfig
-
-    return BrokerConfig(host=broker.host, port=broker.port)
