@@ -64,7 +64,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge_agent.demo.runner import run_demo
 
-    return run_demo(out_dir=args.out, duration_s=args.duration, headless=args.headless)
+    return run_demo(
+        out_dir=args.out,
+        duration_s=args.duration,
+        headless=args.headless,
+        speed=args.speed,
+        broker=args.broker,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the embedded demo store end to end")
     demo.add_argument("--out", default="out")
     demo.add_argument("--duration", type=float, default=None, help="scenario seconds to play")
-    demo.add_argument("--headless", action="store_true", help="no signage window")
+    demo.add_argument(
+        "--headless", action="store_true", help="draw the player on a private Xvfb display"
+    )
+    demo.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x)")
+    demo.add_argument("--broker", help="HOST:PORT of a running broker instead of a private one")
     demo.set_defaults(func=_cmd_demo)
     return p
 

@@ -6,15 +6,13 @@ Every process started here is stopped here.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_agent.broker import Mosquitto
+from signage_ui.display import DisplayError, Xvfb
 
 
 @pytest.fixture(scope="session")
@@ -37,37 +35,11 @@ def fresh_broker() -> Iterator[Mosquitto]:
 @pytest.fixture(scope="session")
 def xvfb_display() -> Iterator[str]:
     """A private Xvfb display for real Kivy windows; yields its DISPLAY value."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.fail("Xvfb not installed; run: apt-get install -y xvfb")
-    rfd, wfd = os.pipe()
-    # -displayfd lets Xvfb pick a free display number and tell us when it is ready.
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(wfd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(wfd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(wfd)
     try:
-        deadline = time.monotonic() + 10
-        buf = b""
-        while time.monotonic() < deadline and not buf.endswith(b"\n"):
-            chunk = os.read(rfd, 16)
-            if not chunk:
-                break
-            buf += chunk
-        os.close(rfd)
-        if not buf.strip():
-            pytest.fail("Xvfb did not report a display")
-        yield f":{buf.strip().decode()}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        with Xvfb() as display:
+            yield display
+    except DisplayError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

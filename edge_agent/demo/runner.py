@@ -9,11 +9,9 @@ update halfway through. Ends with a summary; exits non-zero if any accepted even
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from edge_agent.broker import Mosquitto, port_open
 from edge_agent.clock import ScaledClock
 from edge_agent.config import AgentConfig, parse_config
 from edge_agent.demo import scenario
+from signage_ui.display import Xvfb
 
 DEMO_DIR = Path(__file__).parent
 VENV_BIN = Path(sys.executable).parent
@@ -79,42 +78,33 @@ def _toml_value(v: Any) -> str:
 
 
 def start_player(
-    cfg_path: Path, screen_id: str, shots: Path, work: Path, headless: bool
+    cfg_path: Path, screen_id: str, shots: Path, work: Path, display: str
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
-        KIVY_NO_ARGS="1", KIVY_HOME=str(work / "kivy"), KIVY_NO_FILELOG="1", KIVY_NO_CONSOLELOG="1"
+        DISPLAY=display,
+        KIVY_NO_ARGS="1",
+        KIVY_HOME=str(work / "kivy"),
+        KIVY_NO_FILELOG="1",
+        KIVY_NO_CONSOLELOG="1",
     )
     cmd = [
-        str(VENV_BIN / "signage-ui"),
-        "--config",
-        str(cfg_path),
-        "--screen",
-        screen_id,
-        "--screenshot-dir",
-        str(shots),
-    ]
-    if headless or not os.environ.get("DISPLAY"):
-        xvfb = shutil.which("xvfb-run")
-        if xvfb is None:
-            raise RuntimeError("no DISPLAY and no xvfb-run; run: apt-get install -y xvfb xauth")
-        cmd = [xvfb, "-a", "-s", "-screen 0 1280x800x24", *cmd]
+        str(VENV_BIN / "signage-ui"), "--config", str(cfg_path), "--screen", screen_id,
+        "--screenshot-dir", str(shots),
+    ]  # fmt: skip
     log = open(work / "signage-ui.log", "wb")  # noqa: SIM115 - lives as long as the process
-    # A process group of its own, so xvfb-run, Xvfb and the player all stop together.
-    return subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop_player(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM: the player reports its last impression and says goodbye on the bus."""
     if proc.poll() is not None:
         return
+    proc.terminate()
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        proc.kill()
         proc.wait(5)
 
 
@@ -162,12 +152,11 @@ def run_demo(
     speed: float = 4.0,
     broker: str | None = None,
 ) -> int:
-    from sync.cdp_sink import CdpSink
-    from sync.signing import generate_keypair
-
     from edge_agent.agent import Agent
     from edge_agent.ble.sources import ReplaySource
     from edge_agent.camera.scene import SceneSource
+    from sync.cdp_sink import CdpSink
+    from sync.signing import generate_keypair
 
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -192,6 +181,7 @@ def run_demo(
         mosq.start()
         host, port = mosq.host, mosq.port
     player = None
+    xvfb: Xvfb | None = None
     sink = None
     agent = None
     try:
@@ -218,7 +208,12 @@ def run_demo(
         agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
         agent.resolver.set_keys(agent.profiles.identity_keys())
         agent.start_sync()
-        player = start_player(runtime_toml, cfg.screens[0].id, shots, work, headless)
+        display = os.environ.get("DISPLAY")
+        if headless or not display:
+            # No screen here: a private X server, so the player still draws real frames.
+            xvfb = Xvfb()
+            display = xvfb.start()
+        player = start_player(runtime_toml, cfg.screens[0].id, shots, work, display)
         console.print(
             f"[bold]Northwind Outfitters demo[/]: broker 127.0.0.1:{port}, player pid {player.pid}, screenshots in {shots}"
         )
@@ -249,20 +244,20 @@ def run_demo(
 
         asyncio.run(main())
         # The player reports its last impression on the way out; the agent takes it in.
+        before = agent.stats.impressions_received
         stop_player(player)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and agent._pending:
-            time.sleep(0.1)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and agent.stats.impressions_received == before:
+            time.sleep(0.05)
         agent.close(flush_timeout_s=15)
-        accepted = (
-            agent.outbox_total if hasattr(agent, "outbox_total") else agent.stats.events_accepted
-        )
-        sink.wait_for(accepted, timeout=15)
+        accepted = agent.accepted_ids or []
+        sink.wait_for(len(set(accepted)), timeout=15)
         return _summary(console, agent, sink, accepted, shots)
     finally:
         if player is not None:
             stop_player(player)
+        if xvfb is not None:
+            xvfb.stop()
         if sink is not None:
             sink.stop()
         if mosq is not None:
