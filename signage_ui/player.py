@@ -132,15 +132,22 @@ class PlayerApp(App):
         seq = self._change_seq
         self._publish_state()
         if self.screenshot_dir is not None:
-            # Two frames later the new card is on screen; skip if something newer replaced it.
-            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id), 0.15)
+            # Once two more frames have been drawn the new card is on screen (the very first
+            # frame comes ~0.3 s after start); skip if something newer replaced it by then.
+            drawn_by = Clock.frames_displayed + 2
+            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), 0.05)
 
-    def _screenshot(self, seq: int, content_id: str) -> None:
+    def _screenshot(self, seq: int, content_id: str, drawn_by: int) -> None:
         if seq != self._change_seq or self.screenshot_dir is None:
             return
-        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
+        if Clock.frames_displayed < drawn_by:
+            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), 0.05)
+            return
+        # Written aside, then renamed: whoever watches the directory never sees half a PNG.
+        scratch = self.screenshot_dir / ".partial"
+        scratch.mkdir(parents=True, exist_ok=True)
         self._shots += 1
-        written = Window.screenshot(name=str(self.screenshot_dir / "shot.png"))
+        written = Window.screenshot(name=str(scratch / "shot.png"))
         if written:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in content_id)
             target = self.screenshot_dir / f"{self._shots:04d}-{safe}.png"
