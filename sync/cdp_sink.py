@@ -223,7 +223,9 @@ class CdpSink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
-            log.warning("cdp-sink: disconnected (%s)", reason_code)
+            # Our own disconnect() is routine; anything else is worth a warning.
+            level = logging.INFO if reason_code == 0 else logging.WARNING
+            log.log(level, "cdp-sink: disconnected (%s)", reason_code)
         self._connected.clear()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

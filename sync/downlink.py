@@ -174,7 +174,9 @@ class Downlink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected:
-            log.warning("downlink: disconnected (%s)", reason_code)
+            # Our own disconnect() is routine; anything else is worth a warning.
+            level = logging.INFO if reason_code == 0 else logging.WARNING
+            log.log(level, "downlink: disconnected (%s)", reason_code)
         self._connected = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

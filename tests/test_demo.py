@@ -1,0 +1,43 @@
+"""`make demo` in miniature: the whole product, end to end, must finish with nothing lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(150)
+def test_demo_runs_end_to_end_with_zero_loss(tmp_path: Path) -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "edge-agent")
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}  # as on a headless box
+    env["COLUMNS"] = "120"
+    out = subprocess.run(
+        [exe, "demo", "--speed", "12", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=140,
+        env=env,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "demo OK" in text
+    assert re.search(r"events lost\s*│\s*0\s", text), text
+    accepted = int(re.search(r"events accepted into the outbox\s*│\s*(\d+)", text)[1])
+    delivered = int(re.search(r"events delivered to the CDP sink\s*│\s*(\d+)", text)[1])
+    assert accepted == delivered > 50
+    shots = sorted(p.name for p in (tmp_path / "out" / "screens").glob("*.png"))
+    # Targeted for Alice alone, anonymous for the crowd, default otherwise, and the pushed campaign.
+    assert any("trail-shoes_personalised" in s for s in shots), shots
+    assert any("order-ready_anonymous" in s for s in shots), shots
+    assert any("welcome" in s for s in shots), shots
+    assert any("winter-sale_personalised" in s for s in shots), shots
+    for name in shots:
+        img = cv2.imread(str(tmp_path / "out" / "screens" / name))
+        assert img is not None and img.mean() > 20, f"{name} is black"
