@@ -6,6 +6,9 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
+
+from edge_agent.procs import terminate
 
 
 class DisplayError(RuntimeError):
@@ -50,13 +53,7 @@ class Xvfb:
         return self.display
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> str:
@@ -64,3 +61,17 @@ class Xvfb:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def kivy_env(display: str, kivy_home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a Kivy process on ``display``: no argv parsing, no log files, a private
+    KIVY_HOME. KIVY_WINDOW and KIVY_GL_BACKEND stay unset (setting them breaks the window)."""
+    env = dict(base if base is not None else os.environ)
+    env.update(
+        DISPLAY=display,
+        KIVY_NO_ARGS="1",
+        KIVY_HOME=str(kivy_home),
+        KIVY_NO_FILELOG="1",
+        KIVY_NO_CONSOLELOG="1",
+    )
+    return env

@@ -5,7 +5,6 @@ Every process started here is stopped here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from edge_agent.broker import Mosquitto
 from signage_ui.display import DisplayError, Xvfb
+from signage_ui.display import kivy_env as kivy_env_for
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +45,7 @@ def xvfb_display() -> Iterator[str]:
 @pytest.fixture
 def kivy_env(tmp_path: Path, xvfb_display: str) -> dict[str, str]:
     """Environment for a Kivy subprocess: a real window on the private Xvfb display."""
-    env = dict(os.environ)
-    env.update(
-        DISPLAY=xvfb_display,
-        KIVY_NO_ARGS="1",
-        KIVY_HOME=str(tmp_path / "kivy-home"),
-        KIVY_NO_FILELOG="1",
-        KIVY_NO_CONSOLELOG="1",
-    )
-    return env
+    return kivy_env_for(xvfb_display, tmp_path / "kivy-home")
 
 
 @pytest.fixture

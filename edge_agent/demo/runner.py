@@ -27,7 +27,8 @@ from edge_agent.broker import Mosquitto, port_open
 from edge_agent.clock import ScaledClock
 from edge_agent.config import AgentConfig, parse_config
 from edge_agent.demo import scenario
-from signage_ui.display import Xvfb
+from edge_agent.procs import terminate
+from signage_ui.display import Xvfb, kivy_env
 
 DEMO_DIR = Path(__file__).parent
 VENV_BIN = Path(sys.executable).parent
@@ -80,14 +81,7 @@ def _toml_value(v: Any) -> str:
 def start_player(
     cfg_path: Path, screen_id: str, shots: Path, work: Path, display: str
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        DISPLAY=display,
-        KIVY_NO_ARGS="1",
-        KIVY_HOME=str(work / "kivy"),
-        KIVY_NO_FILELOG="1",
-        KIVY_NO_CONSOLELOG="1",
-    )
+    env = kivy_env(display, work / "kivy")
     cmd = [
         str(VENV_BIN / "signage-ui"), "--config", str(cfg_path), "--screen", screen_id,
         "--screenshot-dir", str(shots),
@@ -98,14 +92,7 @@ def start_player(
 
 def stop_player(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM: the player reports its last impression and says goodbye on the bus."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    terminate(proc, timeout)
 
 
 def ops_push(keys: Path, cfg: AgentConfig, body_path: Path, version: int) -> str:
