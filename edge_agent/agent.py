@@ -503,16 +503,19 @@ class Agent:
                 retain=True,
             )
         if d.campaign_id is not None:
+            # Shown to them, yes; tracked by id at the CDP only with their analytics consent.
+            profile = self.profiles.get(d.profile_id) if d.profile_id else None
+            pid = profile.profile_id if profile and profile.consent_analytics else None
             self._emit(
                 OfferShown(
                     screen_id=screen_id,
                     campaign_id=d.campaign_id,
                     content_id=d.content.content_id,
                     variant=d.variant,  # type: ignore[arg-type]
-                    profile_id=d.profile_id,
+                    profile_id=pid,
                     reasons=list(d.reasons[:8]),
                 ),
-                subject=d.profile_id,
+                subject=pid,
             )
 
     # ---- loops -------------------------------------------------------------------------

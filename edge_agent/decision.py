@@ -98,7 +98,8 @@ def decide(ctx: ScreenContext, bundle: CampaignBundle, now_local: datetime) -> D
             reasons.append(f"{c.id}:lost:schedule")
             continue
         if target is not None and c.personalised and c.targets(target):
-            reasons.insert(0, f"{c.id}:won:personalised:{target.profile_id}")
+            # Reasons travel in events: no profile id in them (the id goes only where consented).
+            reasons.insert(0, f"{c.id}:won:personalised")
             return Decision(
                 render_variant(
                     c.personalised, f"{c.id}:personalised", c.id, "personalised", target

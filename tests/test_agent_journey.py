@@ -55,7 +55,7 @@ class ScreenWatcher:
         self.c.disconnect()
 
 
-def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float):
+def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float, bundle: dict | None = None):
     from sync.cdp_sink import CdpSink
     from sync.signing import generate_keypair
 
@@ -78,7 +78,7 @@ def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float):
     agent.accepted_ids = []
     agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
     agent.resolver.set_keys(agent.profiles.identity_keys())
-    agent.content.replace(scenario.CAMPAIGNS_V1)
+    agent.content.replace(bundle or scenario.CAMPAIGNS_V1)
     try:
         agent.start_sync()
         asyncio.run(agent.run(until=scenario.T0 + scenario.DURATION_S))
@@ -122,7 +122,11 @@ def test_journey_with_camera_keeps_names_off_a_crowd(tmp_path: Path, broker) -> 
 
 @pytest.mark.timeout(90)
 def test_no_raw_identifier_leaves_the_box(tmp_path: Path, broker) -> None:
-    agent, at_cdp, _ = run_journey(tmp_path, broker, camera=False, speed=30.0)
+    # With the winter campaign in force, Dave (no analytics consent) gets a personal offer.
+    agent, at_cdp, commands = run_journey(
+        tmp_path, broker, camera=False, speed=30.0, bundle=scenario.CAMPAIGNS_V2
+    )
+    assert any(c.content and c.content.title.startswith("Dave,") for c in commands)
     # Everything the CDP stored, byte for byte (WAL included), and everything on the box's disk.
     raw = b"".join(
         p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "var" not in p.parts

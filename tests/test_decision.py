@@ -49,7 +49,7 @@ def test_one_consented_shopper_alone_gets_personal_content() -> None:
     assert d.variant == "personalised" and d.campaign_id == "trail-shoes"
     assert d.content.title == "Hi Alice! Your trail shoes are in"
     assert d.profile_id == "cdp-p-1001"
-    assert d.reasons[0] == "trail-shoes:won:personalised:cdp-p-1001"
+    assert d.reasons[0] == "trail-shoes:won:personalised"
 
 
 def test_no_consent_means_no_personal_content_and_no_use_of_segments() -> None:
