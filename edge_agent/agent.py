@@ -73,6 +73,7 @@ class AgentStats:
     downlink_applied: int = 0
     downlink_refused: int = 0
     frames: int = 0
+    staff_alerts: int = 0
     last_people: int | None = None
     current: dict[str, str] = field(default_factory=dict)
     variants: Counter = field(default_factory=Counter)
@@ -325,6 +326,8 @@ class Agent:
                     low_battery=low,
                 )
             )
+            if low:
+                self.stats.staff_alerts += 1
             if low and self.bus is not None:
                 self.bus.publish(
                     topics.alerts(self.cfg.store.store_id),
