@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import signal
-import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
@@ -22,6 +23,7 @@ from kivy.graphics import Color, Rectangle
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 from kivy.utils import get_color_from_hex
+from pydantic import ValidationError
 
 from edge_agent import topics
 from edge_agent.config import AgentConfig, BrokerConfig
@@ -29,6 +31,7 @@ from edge_agent.events import ContentImpression, make_event, new_event_id
 from edge_agent.mqtt import connect, make_client
 from edge_agent.screen_protocol import Content, ScreenCommand
 from signage_ui.playback import Change, Impression, Playback
+from signage_ui.style import text_colour_for
 
 log = logging.getLogger("signage_ui")
 
@@ -56,16 +59,21 @@ class OfferCard(FloatLayout):
         self._bg.pos, self._bg.size = (x, y), (w, h)
         self._accent.pos, self._accent.size = (x + 0.06 * w, y + 0.18 * h), (0.012 * w, 0.64 * h)
         left, width = x + 0.1 * w, 0.82 * w
-        self.title.font_size = max(18, min(h * 0.11, w * 0.06))
-        self.body.font_size = max(12, self.title.font_size * 0.48)
+        self.title.font_size = max(18, min(h * 0.13, w * 0.07))
+        self.body.font_size = max(12, self.title.font_size * 0.45)
         self.title.pos, self.title.size = (left, y + 0.5 * h), (width, 0.32 * h)
         self.body.pos, self.body.size = (left, y + 0.18 * h), (width, 0.3 * h)
+        # text_size = the label's box: copy wraps at its width and is clipped at its height, so
+        # over-long campaign copy cannot run over the other label or off the card.
         for label in (self.title, self.body):
             label.text_size = label.size
 
     def show(self, content: Content) -> None:
         self._bg_color.rgba = get_color_from_hex(content.background)
         self._accent_color.rgba = get_color_from_hex(content.accent)
+        # The agent chooses any background; the text colour follows it so the copy stays legible.
+        ink = get_color_from_hex(text_colour_for(content.background))
+        self.title.color = self.body.color = ink
         self.title.text = content.title
         self.body.text = content.body
         self._layout()
@@ -93,7 +101,9 @@ class PlayerApp(App):
         self._shots = 0
         self._change_seq = 0
         self._stopping = False
-        self._client = None
+        self._client: mqtt.Client | None = None
+        # Last bus state logged ("up"/"down"), so retries every few seconds log one line, not many.
+        self._bus_state: str | None = None
         self.title = f"signage {screen_id}"
 
     # ---- Kivy ------------------------------------------------------------------------------
@@ -101,6 +111,7 @@ class PlayerApp(App):
         self.card = OfferCard()
         showing = self.playback.start(datetime.now(UTC))
         self.card.show(showing.content)
+        log.info("showing %s (%s)", showing.content.content_id, showing.content.variant)
         self._after_change(showing.content.content_id)
         self._start_bus()
         Clock.schedule_interval(self._tick, 0.1)
@@ -160,38 +171,65 @@ class PlayerApp(App):
         state_topic = topics.screen_state(self.store, self.screen_id)
         client.will_set(state_topic, json.dumps({"status": "offline"}), qos=1, retain=True)
         cmd_topic = topics.screen_cmd(self.store, self.screen_id)
+        where = f"{self.bus_cfg.host}:{self.bus_cfg.port}"
 
-        def on_connect(c, _u, _f, reason_code, _p) -> None:
-            if not reason_code.is_failure:
-                c.subscribe(cmd_topic, qos=1)
-                log.info("bus: connected to %s:%s", self.bus_cfg.host, self.bus_cfg.port)
-                Clock.schedule_once(lambda _dt: self._publish_state(), 0)
+        # These run on paho's thread: they only log and hand work to Kivy's main thread.
+        def on_connect(c: mqtt.Client, _u: object, _f: object, reason_code, _p: object) -> None:
+            if reason_code.is_failure:
+                self._bus_changed("down", f"bus: {where} refused the connection: {reason_code}")
+                return
+            c.subscribe(cmd_topic, qos=1)
+            self._bus_changed("up", f"bus: connected to {where}")
+            Clock.schedule_once(lambda _dt: self._publish_state(), 0)
 
-        def on_message(_c, _u, msg) -> None:
+        def on_connect_fail(_c: mqtt.Client, _u: object) -> None:
+            self._bus_changed("down", f"bus: {where} unreachable; playing on, retrying")
+
+        def on_disconnect(_c: mqtt.Client, _u: object, _f: object, reason_code, _p: object) -> None:
+            if not self._stopping:
+                self._bus_changed("down", f"bus: lost {where} ({reason_code}); retrying")
+
+        def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             raw = bytes(msg.payload)
             Clock.schedule_once(lambda _dt: self._on_command(raw), 0)
 
         client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        client.on_disconnect = on_disconnect
         client.on_message = on_message
         connect(client, self.bus_cfg)
         client.loop_start()
         self._client = client
 
+    def _bus_changed(self, state: str, line: str) -> None:
+        if state != self._bus_state:
+            self._bus_state = state
+            (log.info if state == "up" else log.warning)(line)
+
     def _on_command(self, raw: bytes) -> None:
         try:
             cmd = ScreenCommand.from_bytes(raw)
-        except ValueError as exc:  # pydantic's ValidationError and JSON errors are ValueErrors
-            log.warning("bus: ignored a malformed command: %s", str(exc).splitlines()[0])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "command"
+            log.warning("bus: ignored a malformed command: %s: %s", where, first["msg"])
+            return
+        except ValueError as exc:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
+            log.warning("bus: ignored a malformed command: not JSON: %s", exc)
             return
         now = datetime.now(UTC)
         if cmd.expired(now):
-            log.info("bus: ignored stale command %s", cmd.cmd_id)
+            log.info("bus: ignored stale command %s (issued %s)", cmd.cmd_id, cmd.issued_at)
             return
         change = self.playback.apply(cmd, now)
         if change is not None:
             self._render(change)
+        elif self.playback.pending is cmd:
+            log.info("holding %s; %s waits", self.playback.current.content.content_id, cmd.kind)
 
-    def _publish_impression(self, imp: Impression) -> threading.Event | None:
+    def _publish_impression(self, imp: Impression) -> mqtt.MQTTMessageInfo | None:
+        """Proof of play for an item that left the screen. While the bus is down paho keeps it
+        queued in memory and sends it on reconnect."""
         if self._client is None:
             return None
         event = make_event(
@@ -210,12 +248,9 @@ class PlayerApp(App):
             device_id=self.cfg.store.device_id,
             time=imp.end,
         )
-        info = self._client.publish(
+        return self._client.publish(
             topics.screen_events(self.store, self.screen_id), event.to_json(), qos=1
         )
-        done = threading.Event()
-        threading.Thread(target=lambda: (info.wait_for_publish(3), done.set()), daemon=True).start()
-        return done
 
     def _publish_state(self) -> None:
         if self._client is None:
@@ -231,20 +266,37 @@ class PlayerApp(App):
             topics.screen_state(self.store, self.screen_id), json.dumps(state), qos=1, retain=True
         )
 
+    def _delivered(self, info: mqtt.MQTTMessageInfo | None, timeout: float) -> bool:
+        """Wait (bounded) for the PUBACK of ``info``. Gives up at once when the bus is down: an
+        unsent message was only queued in memory and nothing will send it before we exit."""
+        if info is None or self._client is None or info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._client.is_connected():
+            if info.is_published():
+                return True
+            time.sleep(0.01)
+        return info.is_published()
+
     def shutdown(self) -> None:
         """Report the last impression, say goodbye on the bus, and close the window."""
         if self._stopping:
             return
         self._stopping = True
-        done = self._publish_impression(self.playback.close(datetime.now(UTC)))
-        if done is not None and self._client is not None:
-            done.wait(3)
-            self._client.publish(
+        final = self.playback.close(datetime.now(UTC))
+        info = self._publish_impression(final)
+        if self._client is not None:
+            if not self._delivered(info, 3.0):
+                log.warning(
+                    "bus: final impression of %s not delivered (bus down)", final.content.content_id
+                )
+            offline = self._client.publish(
                 topics.screen_state(self.store, self.screen_id),
                 json.dumps({"status": "offline"}),
                 qos=1,
                 retain=True,
-            ).wait_for_publish(2)
+            )
+            self._delivered(offline, 2.0)
             self._client.disconnect()
             self._client.loop_stop()
         log.info("stopped")

@@ -1,14 +1,17 @@
-"""The player's rules, without a window: minimum hold, override, stale commands, proof of play."""
+"""The player's rules, without a window: minimum hold, override, stale commands, proof of play,
+and legible text on any background."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.screen_protocol import Content, ScreenCommand
 from signage_ui.playback import BUILTIN_DEFAULT, Playback
+from signage_ui.style import DARK_TEXT, LIGHT_TEXT, contrast_ratio, text_colour_for
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -46,6 +49,27 @@ def test_a_command_during_the_hold_waits_and_only_the_latest_runs() -> None:
     change = p.tick(s(10))
     assert change is not None and change.showing.content.content_id == "c"
     assert change.ended is not None and change.ended.duration_s == 10.0
+
+
+def test_default_during_the_hold_waits_too() -> None:
+    p = Playback()
+    p.start(T0)
+    p.apply(cmd("show", "a", s(0), hold=5), s(0))
+    assert p.apply(cmd("default", None, s(1)), s(1)) is None
+    back = p.tick(s(5))
+    assert back is not None and back.showing.content == BUILTIN_DEFAULT
+    assert back.ended is not None and back.ended.content.content_id == "a"
+
+
+def test_a_command_waiting_when_an_override_starts_plays_after_it() -> None:
+    p = Playback()
+    p.start(T0)
+    p.apply(cmd("show", "a", s(0), hold=10), s(0))
+    p.apply(cmd("show", "b", s(1)), s(1))  # waits for a's hold
+    p.apply(cmd("override", "evacuate", s(2)), s(2))
+    assert p.pending is None and p.tick(s(12)) is None  # the override holds past a's hold
+    back = p.apply(cmd("clear_override", None, s(15)), s(15))
+    assert back is not None and back.showing.content.content_id == "b"
 
 
 def test_override_wins_at_once_and_the_loop_resumes_after_clear() -> None:
@@ -122,3 +146,24 @@ def test_impressions_tile_the_timeline(steps) -> None:
     for a, b in zip(ended, ended[1:], strict=False):
         assert a.end == b.start
         assert a.duration_s >= 0
+
+
+@pytest.mark.parametrize(
+    ("background", "ink"),
+    [
+        ("#00ff00", DARK_TEXT),
+        ("#f1faee", DARK_TEXT),
+        ("#ffffff", DARK_TEXT),
+        ("#1d3557", LIGHT_TEXT),
+        ("#0000ff", LIGHT_TEXT),
+        ("#000000", LIGHT_TEXT),
+    ],
+)
+def test_text_colour_follows_the_background(background: str, ink: str) -> None:
+    assert text_colour_for(background) == ink
+
+
+@given(st.integers(0, 0xFFFFFF).map(lambda v: f"#{v:06x}"))
+def test_card_text_is_always_legible(background: str) -> None:
+    """Whatever background a campaign picks, the copy meets WCAG AA contrast (4.5:1)."""
+    assert contrast_ratio(text_colour_for(background), background) >= 4.5
