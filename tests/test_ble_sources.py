@@ -45,6 +45,13 @@ def test_advert_json_roundtrip() -> None:
             "manufacturer_data[76]: not valid hex",
         ),
         ('{"address":"a","rssi":1,"manufacturer_data":{"99999":"00"}}', "out of range"),
+        ('{"address":"a","rssi":1e400}', "rssi: must be finite"),
+        ('{"address":"a","rssi":NaN}', "not JSON"),
+        ('{"address":"a","rssi":-500}', "outside -127..127"),
+        ('{"address":"a","rssi":-60,"ts":Infinity}', "not JSON"),
+        ('{"address":"a","rssi":-60,"ts":1e999}', "ts: must be finite"),
+        ('{"address":"a","rssi":-60,"tx_power":4000}', "tx_power: 4000 is outside"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply|must be a JSON object"),
     ],
 )
 def test_malformed_adverts_say_which_field(line: str, message: str) -> None:
@@ -56,6 +63,36 @@ def test_malformed_adverts_say_which_field(line: str, message: str) -> None:
 def test_any_bytes_parse_or_raise_advert_error(raw: bytes) -> None:
     with contextlib.suppress(AdvertError):
         Advert.from_json(raw)
+
+
+# JSON that parses: the hostile part is in the values, where a bare json.loads fuzz rarely gets.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+advert_keys = st.sampled_from(
+    [
+        "address",
+        "rssi",
+        "ts",
+        "tx_power",
+        "manufacturer_data",
+        "service_data",
+        "service_uuids",
+        "local_name",
+        "receiver",
+    ]
+)
+
+
+@given(st.dictionaries(advert_keys, json_values, max_size=9))
+def test_any_field_values_parse_or_raise_advert_error(obj: dict) -> None:
+    with contextlib.suppress(AdvertError):
+        advert = Advert.from_json_obj(obj)
+        assert -127 <= advert.rssi <= 127
 
 
 def test_the_shipped_trace_is_what_the_scenario_generates() -> None:

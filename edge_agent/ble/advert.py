@@ -8,6 +8,7 @@ traces store: hex strings for bytes, manufacturer company ids as decimal string 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +56,9 @@ class Advert:
         address = obj.get("address", "")
         if not isinstance(address, str):
             raise AdvertError("address: must be a string")
-        rssi = obj.get("rssi", 0)
-        if not isinstance(rssi, int | float) or isinstance(rssi, bool):
-            raise AdvertError("rssi: must be a number")
+        rssi = _finite(obj.get("rssi", 0), "rssi")
+        if not -127 <= rssi <= 127:
+            raise AdvertError(f"rssi: {rssi} is outside -127..127 dBm")
         md_raw = obj.get("manufacturer_data") or {}
         sd_raw = obj.get("service_data") or {}
         if not isinstance(md_raw, dict):
@@ -82,10 +83,10 @@ class Advert:
         tx = obj.get("tx_power")
         if tx is not None and (not isinstance(tx, int) or isinstance(tx, bool)):
             raise AdvertError("tx_power: must be an integer")
+        if tx is not None and not -127 <= tx <= 127:
+            raise AdvertError(f"tx_power: {tx} is outside -127..127 dBm")
         name = obj.get("local_name")
-        ts = obj.get("ts", 0.0)
-        if not isinstance(ts, int | float) or isinstance(ts, bool):
-            raise AdvertError("ts: must be a number")
+        ts = _finite(obj.get("ts", 0.0), "ts")
         return cls(
             address=address,
             rssi=int(rssi),
@@ -101,9 +102,12 @@ class Advert:
     @classmethod
     def from_json(cls, line: str | bytes) -> Advert:
         try:
-            obj = json.loads(line)
+            # NaN/Infinity are not JSON; refusing them here keeps them out of every filter.
+            obj = json.loads(line, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise AdvertError(f"not JSON: {exc}") from None
+        except RecursionError:
+            raise AdvertError("not JSON: nested too deeply") from None
         return cls.from_json_obj(obj)
 
     def to_json(self) -> str:
@@ -121,6 +125,23 @@ def normalise_uuid(u: str) -> str:
     if len(u) == 8 and all(c in "0123456789abcdef" for c in u):
         return f"{u}{BASE_UUID_SUFFIX}"
     return u
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite(value: Any, where: str) -> float:
+    """A real, finite number (1e400 parses to inf in Python, so check after the type)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise AdvertError(f"{where}: must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise AdvertError(f"{where}: number out of range") from None
+    if not math.isfinite(number):
+        raise AdvertError(f"{where}: must be finite")
+    return number
 
 
 def _hex(value: Any, where: str) -> bytes:
