@@ -8,6 +8,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+# Command groups that live beside their code: each module has `register(subparsers)`, which must
+# stay cheap (import heavy things inside the handlers), because every invocation builds them all.
+COMMAND_MODULES: list[str] = []
+
 BENCHES = {
     "ble": "bench.ble_decode",
     "camera": "bench.camera",
@@ -110,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x)")
     demo.add_argument("--broker", help="HOST:PORT of a running broker instead of a private one")
     demo.set_defaults(func=_cmd_demo)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 
