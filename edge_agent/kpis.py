@@ -1,0 +1,142 @@
+"""Journey KPIs computed on the box for the current store day, sent in every heartbeat.
+
+Only counts and averages leave the box; the per-shopper sets used to count unique shoppers and
+time to value stay in memory and are cleared at local midnight (``roll``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from statistics import median
+
+
+@dataclass
+class CampaignKpi:
+    shown: int = 0
+    exposed: set[str] = field(default_factory=set)
+    holdout: set[str] = field(default_factory=set)
+    exposed_conversions: int = 0
+    holdout_conversions: int = 0
+    anonymous_conversions: int = 0
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        def rate(n: int, d: int) -> float | None:
+            return round(n / d, 4) if d else None
+
+        return {
+            "shown": self.shown,
+            "exposed_shoppers": len(self.exposed),
+            "holdout_shoppers": len(self.holdout),
+            "exposed_conversions": self.exposed_conversions,
+            "holdout_conversions": self.holdout_conversions,
+            "anonymous_conversions": self.anonymous_conversions,
+            "exposed_conversion_rate": rate(self.exposed_conversions, len(self.exposed)),
+            "holdout_conversion_rate": rate(self.holdout_conversions, len(self.holdout)),
+        }
+
+
+@dataclass
+class JourneyKpis:
+    day: date | None = None
+    opportunities_to_see: int = 0
+    watchers: int = 0
+    dwell_total_s: float = 0.0
+    dwell_count: int = 0
+    attention_total_s: float = 0.0
+    attention_count: int = 0
+    offers_shown: int = 0
+    conversions: int = 0
+    nps_answers: int = 0
+    campaigns: dict[str, CampaignKpi] = field(default_factory=dict)
+    _entered: dict[str, float] = field(default_factory=dict)
+    _valued: set[str] = field(default_factory=set)
+    _time_to_value: list[float] = field(default_factory=list)
+
+    def roll(self, today: date) -> None:
+        """A new store day starts from zero (and forgets every shopper of yesterday)."""
+        if self.day != today:
+            fresh = JourneyKpis(day=today)
+            self.__dict__.update(fresh.__dict__)
+
+    def _c(self, campaign_id: str) -> CampaignKpi:
+        return self.campaigns.setdefault(campaign_id, CampaignKpi())
+
+    # ---- feeds -----------------------------------------------------------------------------
+    def audience(self, new_people: int, new_watchers: int) -> None:
+        self.opportunities_to_see += new_people
+        self.watchers += new_watchers
+
+    def track_ended(self, dwell_s: float, attention_s: float) -> None:
+        self.dwell_total_s += dwell_s
+        self.dwell_count += 1
+        if attention_s > 0:
+            self.attention_total_s += attention_s
+            self.attention_count += 1
+
+    def store_entry(self, profile_id: str, ts: float) -> None:
+        self._entered.setdefault(profile_id, ts)
+
+    def shown(self, campaign_id: str, profile_id: str | None, ts: float) -> None:
+        self.offers_shown += 1
+        c = self._c(campaign_id)
+        c.shown += 1
+        if profile_id is not None:
+            c.exposed.add(profile_id)
+            self._value(profile_id, ts)
+
+    def held_out(self, campaign_id: str, profile_id: str) -> None:
+        self._c(campaign_id).holdout.add(profile_id)
+
+    def conversion(
+        self, campaign_id: str | None, group: str | None, profile_id: str | None, ts: float
+    ) -> None:
+        self.conversions += 1
+        if profile_id is not None:
+            self._value(profile_id, ts)
+        if campaign_id is None:
+            return
+        c = self._c(campaign_id)
+        if profile_id is None:
+            c.anonymous_conversions += 1
+        elif group == "holdout":
+            c.holdout_conversions += 1
+        else:
+            c.exposed_conversions += 1
+
+    def nps(self) -> None:
+        self.nps_answers += 1
+
+    def forget(self, profile_id: str) -> None:
+        for c in self.campaigns.values():
+            c.exposed.discard(profile_id)
+            c.holdout.discard(profile_id)
+        self._entered.pop(profile_id, None)
+        self._valued.discard(profile_id)
+
+    def _value(self, profile_id: str, ts: float) -> None:
+        # Time to value: store entry to the first relevant interaction (offer or purchase).
+        if profile_id in self._valued or profile_id not in self._entered:
+            return
+        self._valued.add(profile_id)
+        self._time_to_value.append(max(0.0, ts - self._entered[profile_id]))
+
+    # ---- out -------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        ttv = self._time_to_value
+        return {
+            "day": self.day.isoformat() if self.day else None,
+            "opportunities_to_see": self.opportunities_to_see,
+            "watchers": self.watchers,
+            "avg_dwell_s": round(self.dwell_total_s / self.dwell_count, 1)
+            if self.dwell_count
+            else None,
+            "avg_attention_s": round(self.attention_total_s / self.attention_count, 1)
+            if self.attention_count
+            else None,
+            "offers_shown": self.offers_shown,
+            "conversions": self.conversions,
+            "nps_answers": self.nps_answers,
+            "time_to_value_p50_s": round(median(ttv), 1) if ttv else None,
+            "campaigns": {cid: c.snapshot() for cid, c in sorted(self.campaigns.items())},
+        }
