@@ -54,8 +54,11 @@ class JourneyKpis:
     _time_to_value: list[float] = field(default_factory=list)
 
     def roll(self, today: date) -> None:
-        """A new store day starts from zero (and forgets every shopper of yesterday)."""
-        if self.day != today:
+        """A new store day starts from zero (and forgets every shopper of yesterday).
+
+        Only forward: a late event from yesterday (a receipt replayed by a till) counts today
+        rather than wiping today's figures."""
+        if self.day is None or today > self.day:
             fresh = JourneyKpis(day=today)
             self.__dict__.update(fresh.__dict__)
 

@@ -91,3 +91,6 @@ def test_kpis_count_conversion_rates_for_exposed_and_holdout_and_time_to_value()
     assert "e1" not in str(snap)  # counts leave the box, shoppers do not
     k.roll(date(2026, 11, 24))
     assert k.snapshot()["offers_shown"] == 0 and k.snapshot()["campaigns"] == {}
+    k.shown("x", None, 9000.0)
+    k.roll(date(2026, 11, 23))  # a late receipt from yesterday does not wipe today
+    assert k.snapshot()["offers_shown"] == 1
