@@ -17,6 +17,7 @@ BENCHES = {
     "camera": "bench.camera",
     "outbox": "bench.outbox",
     "presence": "bench.presence",
+    "decide": "bench.decide",
 }
 
 
