@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import os
+import queue
 import secrets
 import shutil
 import threading
@@ -29,15 +31,17 @@ from edge_agent.ble.decode import decode_advert
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
 from edge_agent.content_store import ContentStore
-from edge_agent.decision import Decision, ScreenContext, decide
+from edge_agent.decision import Decision, ScreenContext, World, staff_alerts
 from edge_agent.events import (
     AudienceSample,
     BeaconTelemetry,
     CloudEvent,
+    Conversion,
     DeviceHeartbeat,
     DownlinkApplied,
     Dwell,
     EventError,
+    HoldoutAssigned,
     OfferShown,
     Payload,
     ShopperIdentified,
@@ -47,7 +51,9 @@ from edge_agent.events import (
     parse_event,
 )
 from edge_agent.identity import TokenResolver
+from edge_agent.journey import JourneyEngine
 from edge_agent.mqtt import connect, make_client
+from edge_agent.pos import Receipt, ReceiptDeduper
 from edge_agent.presence import DwellTick, Entered, Left, PresenceTracker
 from edge_agent.profiles import ProfileSlice
 from edge_agent.screen_protocol import ScreenCommand
@@ -74,6 +80,8 @@ class AgentStats:
     downlink_refused: int = 0
     frames: int = 0
     staff_alerts: int = 0
+    conversions: int = 0
+    holdouts: int = 0
     last_people: int | None = None
     current: dict[str, str] = field(default_factory=dict)
     variants: Counter = field(default_factory=Counter)
@@ -112,6 +120,14 @@ class Agent:
         self.resolver = TokenResolver(cfg.ble.eid_rotation_exponent)
         self.resolver.set_keys(self.profiles.identity_keys())
         self.content = ContentStore(paths.state_dir)
+        # Caps, attribution touches and KPIs around the pure decision.
+        self.journey = JourneyEngine(self.content.bundle, cfg.pos.attribution_window_s)
+        # When each present device entered the zone (by internal key), for dwell rules.
+        self._entered_at: dict[str, float] = {}
+        # Receipts arrive on the serial and bus threads; the loop drains them.
+        self._receipts: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
+        self.receipts = ReceiptDeduper(self._receipts.put)
+        self._alerted: set[tuple[str, str, str]] = set()
         b = cfg.ble
         self.presence = PresenceTracker(
             enter_rssi=b.enter_rssi,
@@ -189,10 +205,16 @@ class Agent:
         def on_connect(c, userdata, flags, reason_code, properties) -> None:
             if not reason_code.is_failure:
                 c.subscribe(topics.screen_events(store), qos=1)
+                if cfg.pos.bus:
+                    c.subscribe(topics.pos_receipts(store), qos=1)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
             # Runs in paho's thread: validate, then hand over; never raise out of here.
+            if msg.topic == topics.pos_receipts(store):
+                if self.receipts.feed(msg.payload) is None and self.receipts.last_error:
+                    log.warning("pos: %s", self.receipts.last_error)
+                return
             try:
                 event = parse_event(msg.payload)
             except EventError as exc:
@@ -346,6 +368,10 @@ class Agent:
         pid = profile.profile_id if profile and profile.consent_analytics else None
         if isinstance(change, Entered):
             self.stats.zone_entries += 1
+            self._entered_at[change.key] = change.ts
+            if profile is not None:
+                local = datetime.fromtimestamp(change.ts, self.tz)
+                self.journey.entered_store(profile.profile_id, change.ts, local)
             self._emit(
                 ZoneEntered(zone_id=zone, presence_key=pkey, profile_id=pid, rssi=change.rssi),
                 ts=change.ts,
@@ -366,6 +392,7 @@ class Agent:
                 self.stats.unresolved_tokens += 1
         elif isinstance(change, Left):
             self.stats.zone_exits += 1
+            self._entered_at.pop(change.key, None)
             self._emit(
                 ZoneLeft(
                     zone_id=zone,
@@ -440,11 +467,17 @@ class Agent:
         sc = self.cfg.screen(screen_id)
         shoppers = []
         unresolved = 0
+        dwell: dict[str, float] = {}
+        zone_dwell = 0.0
+        now = self.clock.now()
         if sc.zone == self.cfg.ble.zone:
             for key in sorted(self.presence.present()):
+                stay = max(0.0, now - self._entered_at.get(key, now))
+                zone_dwell = max(zone_dwell, stay)
                 p = self._profile_for(key)
                 if p is not None:
                     shoppers.append(p)
+                    dwell[p.profile_id] = stay
                 else:
                     unresolved += 1
         people = None
@@ -460,6 +493,8 @@ class Agent:
             people_in_view=people,
             shoppers=tuple(shoppers),
             unresolved_shoppers=unresolved,
+            dwell_s=dwell,
+            zone_dwell_s=zone_dwell,
         )
 
     def decide_screens(self) -> None:
@@ -474,14 +509,48 @@ class Agent:
                 # Re-check when the hold ends; until then the screen keeps what it shows.
                 self._dirty = True
                 continue
-            d = decide(self._context(screen_id), self.content.bundle, now_local)
+            ctx = self._context(screen_id)
+            self.journey.set_bundle(self.content.bundle)
+            d = self.journey.decide(ctx, now_local, self._stock())
             self.stats.decisions += 1
+            self._raise_staff_alerts(ctx, now_local)
             if st.decision is not None and d.content == st.decision.content:
                 continue
             st.decision, st.shown_at = d, now
-            self._show(screen_id, d)
+            self._show(screen_id, d, ctx, now, now_local)
 
-    def _show(self, screen_id: str, d: Decision) -> None:
+    def _stock(self) -> dict[str, bool]:
+        stock = getattr(self.profiles, "stock_levels", None)
+        return stock() if callable(stock) else {}
+
+    def _raise_staff_alerts(self, ctx: ScreenContext, now_local: datetime) -> None:
+        """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day."""
+        world = World(stock=self._stock())
+        for a in staff_alerts(ctx, self.journey.index, now_local, world):
+            key = (a.campaign_id, a.profile_id, now_local.date().isoformat())
+            if key in self._alerted:
+                continue
+            self._alerted.add(key)
+            self.stats.staff_alerts += 1
+            log.info("staff alert (%s): %s", a.campaign_id, a.text)
+            if self.bus is not None:
+                body = {
+                    "kind": "campaign",
+                    "campaign_id": a.campaign_id,
+                    "zone_id": a.zone_id,
+                    "text": a.text,
+                    "ts": now_local.isoformat(),
+                }
+                self.bus.publish(topics.alerts(self.cfg.store.store_id), json.dumps(body), qos=1)
+
+    def _show(
+        self,
+        screen_id: str,
+        d: Decision,
+        ctx: ScreenContext | None = None,
+        now: float | None = None,
+        now_local: datetime | None = None,
+    ) -> None:
         self.stats.content_changes += 1
         self.stats.current[screen_id] = d.content.content_id
         self.stats.variants[d.variant] += 1
@@ -505,6 +574,15 @@ class Agent:
                 qos=1,
                 retain=True,
             )
+        now = self.clock.now() if now is None else now
+        now_local = now_local or datetime.fromtimestamp(now, self.tz)
+        present = ctx.shoppers if ctx is not None else ()
+        for cid, p in self.journey.shown(screen_id, d, now, now_local, present=present):
+            self.stats.holdouts += 1
+            hid = p.profile_id if p.consent_analytics else None
+            self._emit(
+                HoldoutAssigned(campaign_id=cid, screen_id=screen_id, profile_id=hid), subject=hid
+            )
         if d.campaign_id is not None:
             # Shown to them, yes; tracked by id at the CDP only with their analytics consent.
             profile = self.profiles.get(d.profile_id) if d.profile_id else None
@@ -517,12 +595,17 @@ class Agent:
                     variant=d.variant,  # type: ignore[arg-type]
                     profile_id=pid,
                     reasons=list(d.reasons[:8]),
+                    rule=d.rule,
                 ),
                 subject=pid,
             )
 
     # ---- loops -------------------------------------------------------------------------
     def heartbeat(self) -> None:
+        now = self.clock.now()
+        today = datetime.fromtimestamp(now, self.tz)
+        self.journey.housekeeping(now, today)
+        self._alerted = {k for k in self._alerted if k[2] == today.date().isoformat()}
         depth = self.outbox.depth() if self.outbox else 0
         oldest = self.outbox.oldest_pending_age_s() if self.outbox else 0.0
         free = shutil.disk_usage(self.paths.state_dir).free / 1e6
@@ -539,6 +622,7 @@ class Agent:
                     if self.stats.frames
                     else ("off" if self.frame_source is None else "silent"),
                 },
+                kpis=self.journey.kpis.snapshot(),
             )
         )
 
@@ -549,6 +633,7 @@ class Agent:
             now = self.clock.now()
             for change in self.presence.tick(now):
                 self._on_presence(change)
+            self._drain_receipts()
             self.decide_screens()
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
@@ -556,9 +641,55 @@ class Agent:
             await asyncio.to_thread(self.flush_events)
             await asyncio.sleep(min(0.2, 0.5 / speed))
 
+    def _drain_receipts(self) -> None:
+        while True:
+            try:
+                r = self._receipts.get_nowait()
+            except queue.Empty:
+                return
+            self._on_receipt(r)
+
+    def _on_receipt(self, r: Receipt) -> None:
+        """A purchase: attributed to the offers before it, reported as a conversion."""
+        ts = r.ts.timestamp()
+        local = r.ts.astimezone(self.tz)
+        profile = self.profiles.get(r.loyalty) if r.loyalty else None
+        # A loyalty id not in this store's slice: no consent known, so treated as anonymous.
+        known = profile.profile_id if profile is not None else None
+        screens = self.cfg.pos.tills.get(r.till)
+        result = self.journey.conversion(ts, known, local, screens)
+        self.stats.conversions += 1
+        pid = known if profile is not None and profile.consent_analytics else None
+        self._emit(
+            Conversion(
+                receipt_id=r.receipt,
+                profile_id=pid,
+                skus=[i.sku for i in r.items],
+                amount=r.total,
+                currency=r.currency,
+                till=r.till,
+                attributed_campaign_id=result.last_campaign_id,
+                first_touch_campaign_id=result.first_campaign_id,
+                touches=result.attribution.touches,
+                group=result.group,  # type: ignore[arg-type]
+            ),
+            subject=pid,
+            ts=ts,
+        )
+
     async def run(self, until: float | None = None) -> None:
         """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
         tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
+        pos_reader = None
+        if self.cfg.pos.serial_port:
+            from edge_agent.serial_lines import SerialLineReader
+
+            pos_reader = SerialLineReader(
+                self.cfg.pos.serial_port,
+                self.receipts.feed,
+                baudrate=self.cfg.pos.serial_baud,
+                name="pos",
+            ).start()
         if self.frame_source is not None and self.cfg.camera is not None:
             tasks.append(asyncio.create_task(self._camera_loop(), name="camera"))
         ble = asyncio.create_task(self.ble_source.run(self.on_advert), name="ble")
@@ -574,6 +705,8 @@ class Agent:
                 await asyncio.sleep(0.05)
         finally:
             self._stop.set()
+            if pos_reader is not None:
+                pos_reader.stop()
             ble.cancel()
             for t in tasks:
                 t.cancel()
@@ -581,6 +714,9 @@ class Agent:
             # Everyone still present leaves now, so dwell is closed and counted.
             for change in self.presence.tick(float("inf")):
                 self._on_presence(change)
+            self._drain_receipts()
+            # A last heartbeat on the way out: the CDP sees the day's final KPIs.
+            self.heartbeat()
             self.flush_events()
 
     def stop(self) -> None:

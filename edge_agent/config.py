@@ -161,6 +161,20 @@ class ResolvedPaths(BaseModel):
     content_dir: Path
 
 
+class PosConfig(_Strict):
+    """Receipts from the tills (line protocol in edge_agent/pos.py), for closed-loop attribution."""
+
+    # A UART the till bridge writes receipts to; absent when tills use the in-store bus only.
+    serial_port: str | None = None
+    serial_baud: int = Field(9600, ge=300)
+    # Also take receipts published on instore/<store>/pos.
+    bus: bool = True
+    # Offers shown this long before a purchase can be credited with it.
+    attribution_window_s: float = Field(3600.0, gt=0)
+    # Which screens an anonymous purchase at a till is attributed to (all screens if absent).
+    tills: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class AgentConfig(_Strict):
     store: StoreConfig
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -172,6 +186,7 @@ class AgentConfig(_Strict):
     bus: BrokerConfig = Field(default_factory=BrokerConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     downlink: DownlinkConfig
+    pos: PosConfig = Field(default_factory=PosConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     @model_validator(mode="after")
@@ -190,6 +205,10 @@ class AgentConfig(_Strict):
         screens = {s.id for s in self.screens}
         if self.camera and self.camera.screen not in screens:
             raise ValueError(f"camera.screen: unknown screen {self.camera.screen!r}")
+        for till, linked in self.pos.tills.items():
+            for s in linked:
+                if s not in screens:
+                    raise ValueError(f"pos.tills.{till}: unknown screen {s!r}")
         return self
 
     @property

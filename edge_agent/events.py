@@ -76,6 +76,17 @@ class OfferShown(Payload):
     variant: Literal["personalised", "anonymous"]
     profile_id: str | None = None
     reasons: list[str] = Field(default_factory=list)
+    # The targeting rule that matched ("order_ready", "segment+tier", "everyone").
+    rule: str = ""
+
+
+class HoldoutAssigned(Payload):
+    """An eligible shopper was held out of a campaign (the control group for uplift)."""
+
+    campaign_id: str
+    screen_id: str
+    # Only with analytics consent; without it the CDP still gets the count.
+    profile_id: str | None = None
 
 
 class Conversion(Payload):
@@ -84,7 +95,13 @@ class Conversion(Payload):
     skus: list[str] = Field(default_factory=list)
     amount: float = Field(ge=0)
     currency: str = "EUR"
+    till: str | None = None
+    # Last touch (kept under its original name) and first touch within the window.
     attributed_campaign_id: str | None = None
+    first_touch_campaign_id: str | None = None
+    touches: int = Field(0, ge=0)
+    # "exposed" or "holdout" (the last touch's group); None when no offer preceded it.
+    group: Literal["exposed", "holdout"] | None = None
 
 
 class DeviceHeartbeat(Payload):
@@ -94,6 +111,8 @@ class DeviceHeartbeat(Payload):
     oldest_pending_s: float = Field(ge=0)
     disk_free_mb: float = Field(ge=0)
     sensors: dict[str, str] = Field(default_factory=dict)
+    # Journey KPIs of the current store day (edge_agent/kpis.py): counts and rates, no ids.
+    kpis: dict[str, Any] = Field(default_factory=dict)
 
 
 class BeaconTelemetry(Payload):
@@ -120,6 +139,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "shopper.identified.v1": ShopperIdentified,
     "content.impression.v1": ContentImpression,
     "offer.shown.v1": OfferShown,
+    "holdout.assigned.v1": HoldoutAssigned,
     "conversion.v1": Conversion,
     "device.heartbeat.v1": DeviceHeartbeat,
     "beacon.telemetry.v1": BeaconTelemetry,

@@ -53,14 +53,16 @@ class JourneyEngine:
         now_local: datetime,
         present: Iterable[Profile] = (),
         event_id: str = "",
-    ) -> None:
+    ) -> list[tuple[str, Profile]]:
         """``d`` went on ``screen_id`` at ``ts``; ``present`` are the identified shoppers at
-        the screen: those held out of a campaign they were eligible for get a control touch."""
+        the screen: those held out of a campaign they were eligible for get a control touch,
+        and are returned as (campaign id, shopper) for the agent to report."""
         self.kpis.roll(now_local.date())
         if d.campaign_id is not None:
             self.caps.record(d.campaign_id, screen_id, d.profile_id, now_local)
             self.book.add(Touch(ts, d.campaign_id, screen_id, d.profile_id, "exposed", event_id))
             self.kpis.shown(d.campaign_id, d.profile_id, ts)
+        held: list[tuple[str, Profile]] = []
         for cid in d.held_out:
             c = next((c for c in self.index.ordered if c.id == cid), None)
             if c is None:
@@ -69,6 +71,8 @@ class JourneyEngine:
                 if p.consent_personalisation and c.targets(p) and c.held_out(p.profile_id):
                     self.book.add(Touch(ts, cid, screen_id, p.profile_id, "holdout", event_id))
                     self.kpis.held_out(cid, p.profile_id)
+                    held.append((cid, p))
+        return held
 
     def entered_store(self, profile_id: str, ts: float, now_local: datetime) -> None:
         self.kpis.roll(now_local.date())

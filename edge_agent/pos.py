@@ -18,6 +18,7 @@ Unknown fields are refused, so a till upgrade that changes the format is noticed
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -85,21 +86,25 @@ class ReceiptDeduper:
         self.duplicates = 0
         self.refused = 0
         self.last_error = ""
+        # Fed from the serial thread and the bus thread at once.
+        self._lock = threading.Lock()
 
     def feed(self, raw: bytes | str) -> Receipt | None:
         try:
             receipt = parse_receipt(raw)
         except ReceiptError as exc:
-            self.refused += 1
-            self.last_error = str(exc)
+            with self._lock:
+                self.refused += 1
+                self.last_error = str(exc)
             return None
         key = receipt.receipt
-        if key in self._seen:
-            self.duplicates += 1
-            return None
-        self._seen[key] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        self.accepted += 1
+        with self._lock:
+            if key in self._seen:
+                self.duplicates += 1
+                return None
+            self._seen[key] = None
+            if len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            self.accepted += 1
         self.on_receipt(receipt)
         return receipt

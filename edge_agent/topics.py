@@ -14,6 +14,7 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/screens/<screen>/state      player, retained: online/offline, current item, fps
   instore/<store>/zones/<zone>/occupancy      agent, retained: live occupancy for kiosks
   instore/<store>/alerts                      agent -> kiosks: staff alerts
+  instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
 """
 
 from __future__ import annotations
@@ -73,3 +74,8 @@ def zone_occupancy(store_id: str, zone_id: str = "+") -> str:
 
 def alerts(store_id: str) -> str:
     return f"instore/{store_id}/alerts"
+
+
+def pos_receipts(store_id: str) -> str:
+    """Till bridges publish receipts here (line protocol in edge_agent/pos.py)."""
+    return f"instore/{store_id}/pos"

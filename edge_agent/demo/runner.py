@@ -270,7 +270,7 @@ def _summary(console: Console, agent: Any, sink: Any, accepted: list[str], shots
             f"{s.variants['personalised']} / {s.variants['anonymous']} / {s.variants['default']}",
         ),
         ("impressions from the player", s.impressions_received),
-        ("staff alerts (beacon battery low)", s.staff_alerts),
+        ("staff alerts (beacon battery, order ready)", s.staff_alerts),
         ("campaign pushes applied / refused", f"{s.downlink_applied} / {s.downlink_refused}"),
         ("events accepted into the outbox", len(accepted)),
         ("events delivered to the CDP sink", delivered),

@@ -59,6 +59,7 @@ PROFILES: list[dict] = [
         "language": "en",
         "consent_personalisation": True,
         "consent_analytics": True,
+        "consent_staff_alerts": True,
         "segments": ["family"],
         "loyalty_tier": "silver",
         "churn_risk": 0.2,
@@ -264,7 +265,8 @@ CAMPAIGNS_V1: dict = {
         {
             "id": "order-ready",
             "priority": 90,
-            "requires_order_status": "ready",
+            "trigger": "order_ready",
+            "staff_alert": "{first_name} is here for order {order_id} ({pickup_point})",
             "personalised": {
                 "title": "{first_name}, your order {order_id} is ready",
                 "body": "Collect it at {pickup_point} - no queue.",

@@ -1,0 +1,140 @@
+"""Closing the loop through the real agent: receipts on the in-store bus become conversions at
+the CDP, attributed to the offers shown before them, with consent rules kept; staff hear about
+an order-ready shopper once; holdout and KPIs travel in events and heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from test_agent_journey import demo_config
+
+from edge_agent import topics
+from edge_agent.agent import Agent
+from edge_agent.ble.sources import ReplaySource
+from edge_agent.clock import ScaledClock
+from edge_agent.demo import scenario
+
+SPEED = 10.0
+
+
+def receipt(rid: str, trace_s: float, loyalty: str | None) -> bytes:
+    body = {
+        "receipt": rid,
+        "ts": datetime.fromtimestamp(scenario.T0 + trace_s, UTC).isoformat(),
+        "till": "till-1",
+        "total": 59.0,
+        "items": [{"sku": "SKU-1", "qty": 1, "amount": 59.0}],
+    }
+    if loyalty:
+        body["loyalty"] = loyalty
+    return json.dumps(body).encode()
+
+
+class Bus:
+    def __init__(self, host: str, port: int, alerts_topic: str) -> None:
+        self.alerts: list[dict] = []
+        self.ready = threading.Event()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = lambda c, u, m: self.alerts.append(json.loads(m.payload))
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.connect(host, port)
+        self.c.subscribe(alerts_topic, qos=1)
+        self.c.loop_start()
+        assert self.ready.wait(5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.mark.timeout(120)
+def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broker) -> None:
+    from sync.cdp_sink import CdpSink
+    from sync.signing import generate_keypair
+
+    _, public = generate_keypair()
+    cfg = demo_config(tmp_path, broker.port, public, camera=False)
+    store = cfg.store.store_id
+    sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
+    sink.start()
+    bus = Bus(broker.host, broker.port, topics.alerts(store))
+    clock = ScaledClock(scenario.T0, SPEED)
+    agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+    agent.accepted_ids = []
+    agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
+    agent.resolver.set_keys(agent.profiles.identity_keys())
+    bundle = copy.deepcopy(scenario.CAMPAIGNS_V2)
+    agent.content.replace(bundle)
+
+    # The tills: (publish when the trace clock passes, what).
+    plan = [
+        (70, receipt("R-ALICE", 66, "cdp-p-1001")),  # after Alice's personal offer
+        (72, receipt("R-ALICE", 66, "cdp-p-1001")),  # the till resends it
+        (73, b"\xffnot a receipt"),  # line noise on the topic
+        (118, receipt("R-ANON", 117, None)),  # no loyalty card, after Bob's anonymous offer
+        (178, receipt("R-DAVE", 177, "cdp-p-1004")),  # Dave: no analytics consent
+    ]
+
+    def tills() -> None:
+        for at, payload in plan:
+            while clock.now() < scenario.T0 + at and not stop.is_set():
+                time.sleep(0.02)
+            bus.c.publish(topics.pos_receipts(store), payload, qos=1)
+
+    stop = threading.Event()
+    t = threading.Thread(target=tills, daemon=True)
+    try:
+        agent.start_sync()
+        t.start()
+        asyncio.run(agent.run(until=scenario.T0 + scenario.DURATION_S + 2))
+        agent.close(flush_timeout_s=15)
+        assert sink.wait_for(len(set(agent.accepted_ids)), timeout=15)
+    finally:
+        stop.set()
+        t.join(5)
+        bus.close()
+        sink.stop(end_session=True)
+
+    db = sqlite3.connect(tmp_path / "cdp.db")
+    rows = db.execute("SELECT body FROM events WHERE type LIKE '%conversion.v1'").fetchall()
+    convs = {e["data"]["receipt_id"]: e["data"] for e in (json.loads(r[0]) for r in rows)}
+    assert set(convs) == {"R-ALICE", "R-ANON", "R-DAVE"}  # each receipt once, noise refused
+    assert agent.receipts.duplicates == 1 and agent.receipts.refused == 1
+
+    alice = convs["R-ALICE"]
+    assert alice["profile_id"] == "cdp-p-1001"
+    assert alice["attributed_campaign_id"] == "trail-shoes" and alice["group"] == "exposed"
+    assert alice["touches"] >= 1
+
+    anon = convs["R-ANON"]
+    assert anon.get("profile_id") is None and anon.get("attributed_campaign_id") is not None
+
+    dave = convs["R-DAVE"]
+    # Dave accepted personal offers but not tracking: attributed on the box, no id at the CDP.
+    assert dave.get("profile_id") is None
+    assert dave["attributed_campaign_id"] == "winter-sale" and dave["touches"] >= 1
+
+    # Carol comes for her ready order: one alert for staff, with what they need to serve her.
+    order_alerts = [a for a in bus.alerts if a.get("campaign_id") == "order-ready"]
+    assert len(order_alerts) == 1
+    assert order_alerts[0]["text"] == "Carol is here for order CC-4711 (counter 2)"
+
+    # Heartbeats carry the day's KPIs: offers shown and conversions per campaign, no ids.
+    beats = [
+        json.loads(r[0])["data"]
+        for r in db.execute("SELECT body FROM events WHERE type LIKE '%device.heartbeat.v1'")
+    ]
+    kpis = beats[-1]["kpis"]
+    assert kpis["offers_shown"] >= 3 and kpis["conversions"] == 3
+    assert kpis["campaigns"]["trail-shoes"]["exposed_conversions"] == 1
+    assert "cdp-p-1004" not in json.dumps(beats)
