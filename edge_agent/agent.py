@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from edge_agent import topics
 from edge_agent.ble.advert import Advert
 from edge_agent.ble.decode import decode_advert
+from edge_agent.campaigns import lint
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
 from edge_agent.content_store import ContentStore
@@ -60,6 +61,8 @@ from edge_agent.screen_protocol import ScreenCommand
 
 log = logging.getLogger("edge_agent")
 VERSION = "0.1.0"
+# Seconds without a camera frame (agent clock) before staff are told the camera is lost.
+CAMERA_LOST_AFTER_S = 10.0
 
 
 @dataclass
@@ -128,6 +131,12 @@ class Agent:
         self._receipts: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         self.receipts = ReceiptDeduper(self._receipts.put)
         self._alerted: set[tuple[str, str, str]] = set()
+        self.campaign_warnings: list[str] = []
+        self._screen_status: dict[str, str] = {}
+        self._frames_seen = 0
+        self._camera_seen_at: float | None = None
+        self._camera_alerted = False
+        self._run_started_at: float | None = None
         b = cfg.ble
         self.presence = PresenceTracker(
             enter_rssi=b.enter_rssi,
@@ -207,10 +216,14 @@ class Agent:
                 c.subscribe(topics.screen_events(store), qos=1)
                 if cfg.pos.bus:
                     c.subscribe(topics.pos_receipts(store), qos=1)
+                c.subscribe(topics.screen_state(store), qos=1)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
             # Runs in paho's thread: validate, then hand over; never raise out of here.
+            if msg.topic.endswith("/state") and msg.topic.startswith(f"instore/{store}/screens/"):
+                self._on_screen_state(msg.topic.split("/")[3], msg.payload)
+                return
             if msg.topic == topics.pos_receipts(store):
                 if self.receipts.feed(msg.payload) is None and self.receipts.last_error:
                     log.warning("pos: %s", self.receipts.last_error)
@@ -247,6 +260,18 @@ class Agent:
         log.info(
             "campaigns: applied bundle v%s with %d campaigns", bundle.version, len(bundle.campaigns)
         )
+        # Campaigns this store can never run load anyway (others in the bundle may), but ops
+        # hear about each in the log and the warnings count of the heartbeat.
+        self.campaign_warnings = lint(
+            bundle,
+            zones=[z.id for z in self.cfg.zones],
+            screens=[s.id for s in self.cfg.screens],
+            max_people_for_personal=max(s.max_people_for_personal for s in self.cfg.screens),
+            stock=self._stock() or None,
+            now=self._now_dt(),
+        )
+        for line in self.campaign_warnings:
+            log.warning("campaigns v%s: %s", bundle.version, line)
         self._dirty = True
 
     def _on_downlink_result(self, result: Any) -> None:
@@ -349,13 +374,27 @@ class Agent:
                 )
             )
             if low:
-                self.stats.staff_alerts += 1
-            if low and self.bus is not None:
-                self.bus.publish(
-                    topics.alerts(self.cfg.store.store_id),
-                    f'{{"kind":"beacon_battery_low","beacon":"{name}","battery_mv":{mv}}}',
-                    qos=1,
+                self._staff_alert(
+                    "beacon_battery_low",
+                    f"Beacon {name} battery low ({mv} mV): replace it",
+                    beacon=name,
+                    battery_mv=mv,
+                    zone_id=bc.zone,
                 )
+
+    def _staff_alert(self, kind: str, text: str, **fields: Any) -> None:
+        """One alert for the staff kiosks on the in-store bus (never sent to the CDP)."""
+        self.stats.staff_alerts += 1
+        log.info("staff alert %s: %s", kind, text)
+        if self.bus is not None:
+            body = {
+                "alert_id": secrets.token_hex(8),
+                "kind": kind,
+                "text": text,
+                "ts": datetime.now(UTC).isoformat(),
+                **fields,
+            }
+            self.bus.publish(topics.alerts(self.cfg.store.store_id), json.dumps(body), qos=1)
 
     def _profile_for(self, internal: str):
         return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
@@ -531,17 +570,7 @@ class Agent:
             if key in self._alerted:
                 continue
             self._alerted.add(key)
-            self.stats.staff_alerts += 1
-            log.info("staff alert (%s): %s", a.campaign_id, a.text)
-            if self.bus is not None:
-                body = {
-                    "kind": "campaign",
-                    "campaign_id": a.campaign_id,
-                    "zone_id": a.zone_id,
-                    "text": a.text,
-                    "ts": now_local.isoformat(),
-                }
-                self.bus.publish(topics.alerts(self.cfg.store.store_id), json.dumps(body), qos=1)
+            self._staff_alert(a.kind, a.text, campaign_id=a.campaign_id, zone_id=a.zone_id)
 
     def _show(
         self,
@@ -634,12 +663,46 @@ class Agent:
             for change in self.presence.tick(now):
                 self._on_presence(change)
             self._drain_receipts()
+            self._check_camera(now)
             self.decide_screens()
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()
             await asyncio.to_thread(self.flush_events)
             await asyncio.sleep(min(0.2, 0.5 / speed))
+
+    def _on_screen_state(self, screen_id: str, payload: bytes) -> None:
+        """A player's retained state (its last will says "offline"): staff hear of a dark screen."""
+        try:
+            status = json.loads(payload).get("status")
+        except (ValueError, AttributeError):
+            return
+        if status not in ("online", "offline"):
+            return
+        was = self._screen_status.get(screen_id)
+        self._screen_status[screen_id] = status
+        if status == "offline" and was != "offline":
+            self._staff_alert(
+                "screen_offline", f"Screen {screen_id} is offline", screen_id=screen_id
+            )
+
+    def _check_camera(self, now: float) -> None:
+        """A configured camera that stops delivering frames is a staff alert (once per outage)."""
+        cam = self.cfg.camera
+        if cam is None or not cam.enabled:
+            return
+        if self.stats.frames != self._frames_seen:
+            self._frames_seen, self._camera_seen_at = self.stats.frames, now
+            self._camera_alerted = False
+            return
+        silent_for = now - (self._camera_seen_at or self._run_started_at or now)
+        if not self._camera_alerted and silent_for > CAMERA_LOST_AFTER_S:
+            self._camera_alerted = True
+            self._staff_alert(
+                "camera_lost",
+                f"Camera at {cam.screen} sends no images: personal content is off there",
+                screen_id=cam.screen,
+            )
 
     def _drain_receipts(self) -> None:
         while True:
@@ -679,6 +742,7 @@ class Agent:
 
     async def run(self, until: float | None = None) -> None:
         """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
+        self._run_started_at = self.clock.now()
         tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
         pos_reader = None
         if self.cfg.pos.serial_port:

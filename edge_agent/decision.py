@@ -313,7 +313,9 @@ class StaffAlert:
     campaign_id: str
     zone_id: str
     text: str
-    # Kept on the box: the kiosk needs it to de-duplicate, the CDP never sees it.
+    # The trigger that raised it ("order_ready", "churn_risk", ...), or "campaign".
+    kind: str
+    # Kept in the agent to alert once per shopper and day; never published.
     profile_id: str
 
 
@@ -341,5 +343,5 @@ def staff_alerts(
                 continue
             v = Variant(title=c.staff_alert)
             text = render_variant(v, c.id, c.id, "personalised", p, c.affinity_category).title
-            out.append(StaffAlert(c.id, ctx.zone_id, text, p.profile_id))
+            out.append(StaffAlert(c.id, ctx.zone_id, text, c.trigger or "campaign", p.profile_id))
     return out

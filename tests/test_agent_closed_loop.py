@@ -138,3 +138,69 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     assert kpis["offers_shown"] >= 3 and kpis["conversions"] == 3
     assert kpis["campaigns"]["trail-shoes"]["exposed_conversions"] == 1
     assert "cdp-p-1004" not in json.dumps(beats)
+
+
+@pytest.mark.timeout(60)
+def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
+    tmp_path: Path, broker
+) -> None:
+    from sync.signing import generate_keypair
+
+    _, public = generate_keypair()
+    cfg = demo_config(tmp_path, broker.port, public, camera=True)
+    store = cfg.store.store_id
+    bus = Bus(broker.host, broker.port, topics.alerts(store))
+    clock = ScaledClock(scenario.T0, SPEED)
+    # The camera is configured but could not be opened: no frame source at all.
+    agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+    state = topics.screen_state(store, "screen-entrance")
+    try:
+        agent.start_sync()
+
+        def player_dies() -> None:
+            time.sleep(0.5)
+            bus.c.publish(state, json.dumps({"status": "online"}), qos=1, retain=True)
+            time.sleep(0.3)
+            # What the broker publishes for a player that vanished (its last will), twice.
+            for _ in range(2):
+                bus.c.publish(state, json.dumps({"status": "offline"}), qos=1, retain=True)
+                time.sleep(0.2)
+
+        t = threading.Thread(target=player_dies, daemon=True)
+        t.start()
+        asyncio.run(agent.run(until=scenario.T0 + 40))
+        t.join(5)
+        agent.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(bus.alerts) < 2:
+            time.sleep(0.05)
+    finally:
+        bus.c.publish(state, b"", qos=1, retain=True)  # clear the retained state
+        bus.close()
+    kinds = [a["kind"] for a in bus.alerts]
+    assert kinds.count("screen_offline") == 1 and kinds.count("camera_lost") == 1
+    cam = next(a for a in bus.alerts if a["kind"] == "camera_lost")
+    assert cam["screen_id"] == "screen-entrance" and "personal content is off" in cam["text"]
+
+
+def test_a_campaign_this_store_cannot_run_is_flagged_when_applied(tmp_path: Path, caplog) -> None:
+    from sync.signing import generate_keypair
+
+    _, public = generate_keypair()
+    cfg = demo_config(tmp_path, 1883, public, camera=False)
+    agent = Agent(cfg, ble_source=None)
+    try:
+        bundle = copy.deepcopy(scenario.CAMPAIGNS_V1)
+        bundle["version"] = 7
+        bundle["campaigns"].append(
+            {"id": "other-store", "zones": ["z-nowhere"], "anonymous": {"title": "Hi"}}
+        )
+        with caplog.at_level("WARNING"):
+            agent._apply_campaigns(bundle)
+        assert agent.content.bundle.version == 7  # the rest of the bundle is in force
+        assert agent.campaign_warnings == [
+            "other-store: none of its zones (z-nowhere) is in this store"
+        ]
+        assert "campaigns v7: other-store: none of its zones" in caplog.text
+    finally:
+        agent.close()
