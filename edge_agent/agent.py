@@ -132,6 +132,7 @@ class Agent:
         self.receipts = ReceiptDeduper(self._receipts.put)
         self._alerted: set[tuple[str, str, str]] = set()
         self.campaign_warnings: list[str] = []
+        self._last_audience = (0, 0)
         self._screen_status: dict[str, str] = {}
         self._frames_seen = 0
         self._camera_seen_at: float | None = None
@@ -432,6 +433,7 @@ class Agent:
         elif isinstance(change, Left):
             self.stats.zone_exits += 1
             self._entered_at.pop(change.key, None)
+            self.journey.kpis.dwell(change.dwell_s)
             self._emit(
                 ZoneLeft(
                     zone_id=zone,
@@ -492,6 +494,7 @@ class Agent:
             if now >= next_sample:
                 next_sample = now + cam.sample_interval_s
                 self.stats.audience_samples += 1
+                self._audience_kpis(people, sorted(watchers_window)[len(watchers_window) // 2])
                 self._emit(
                     AudienceSample(
                         screen_id=cam.screen,
@@ -500,6 +503,12 @@ class Agent:
                     )
                 )
             await asyncio.sleep(max(0.02, 0.1 / speed))
+
+    def _audience_kpis(self, people: int, watchers: int) -> None:
+        """Opportunities to see: people who came into view since the last sample (and looked)."""
+        prev_people, prev_watchers = self._last_audience
+        self.journey.kpis.audience(max(0, people - prev_people), max(0, watchers - prev_watchers))
+        self._last_audience = (people, watchers)
 
     # ---- decisions ---------------------------------------------------------------------
     def _context(self, screen_id: str) -> ScreenContext:

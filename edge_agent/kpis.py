@@ -71,11 +71,16 @@ class JourneyKpis:
         self.watchers += new_watchers
 
     def track_ended(self, dwell_s: float, attention_s: float) -> None:
-        self.dwell_total_s += dwell_s
-        self.dwell_count += 1
+        """A camera track ended: how long the person stayed, and looked."""
+        self.dwell(dwell_s)
         if attention_s > 0:
             self.attention_total_s += attention_s
             self.attention_count += 1
+
+    def dwell(self, seconds: float) -> None:
+        """A stay ended (a camera track, or a BLE device leaving the zone)."""
+        self.dwell_total_s += seconds
+        self.dwell_count += 1
 
     def store_entry(self, profile_id: str, ts: float) -> None:
         self._entered.setdefault(profile_id, ts)

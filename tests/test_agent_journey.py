@@ -120,6 +120,10 @@ def test_journey_with_camera_keeps_names_off_a_crowd(tmp_path: Path, broker) -> 
     assert "Click & collect orders are ready" in titles
     assert not any("Carol" in t for t in titles)
     assert agent.stats.audience_samples > 10
+    # KPIs on the box: people who came into view (the camera timeline has 1, 1, 2, 3 arrivals)
+    # and the average stay of the shoppers who left the zone.
+    kpis = agent.journey.kpis.snapshot()
+    assert kpis["opportunities_to_see"] >= 4 and kpis["avg_dwell_s"] > 10
     assert set(agent.accepted_ids) <= at_cdp
 
 
