@@ -537,8 +537,8 @@ def test_cli_malformed_frame_next_to_a_good_one_is_listed() -> None:
         ('{"address":"a","rssi":-50,"manufacturer_data":{"76":"0215"}}', "ibeacon: frame is 2"),
         ('{"address":"a","rssi":-50}', "no known beacon frame"),
         # Values JSON allows but an advert cannot hold: these crashed the first version.
-        ('{"address":"a","rssi":1e400}', "advert: unusable value"),
-        ('{"address":"a","rssi":NaN}', "advert: unusable value"),
+        ('{"address":"a","rssi":1e400}', "rssi: must be finite"),
+        ('{"address":"a","rssi":NaN}', "not JSON: NaN is not a number"),
         ("[" * 50_000, "nested too deeply"),
         ("[" * 100_000, "input is over"),
     ],
