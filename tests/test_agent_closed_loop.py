@@ -13,10 +13,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from test_agent_journey import demo_config
+from test_agent_journey import BusRecorder, demo_config
 
 from edge_agent import topics
 from edge_agent.agent import Agent
@@ -40,23 +38,6 @@ def receipt(rid: str, trace_s: float, loyalty: str | None) -> bytes:
     return json.dumps(body).encode()
 
 
-class Bus:
-    def __init__(self, host: str, port: int, alerts_topic: str) -> None:
-        self.alerts: list[dict] = []
-        self.ready = threading.Event()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.alerts.append(json.loads(m.payload))
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.connect(host, port)
-        self.c.subscribe(alerts_topic, qos=1)
-        self.c.loop_start()
-        assert self.ready.wait(5)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 @pytest.mark.timeout(120)
 def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broker) -> None:
     from sync.cdp_sink import CdpSink
@@ -67,7 +48,7 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     store = cfg.store.store_id
     sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
     sink.start()
-    bus = Bus(broker.host, broker.port, topics.alerts(store))
+    bus = BusRecorder(broker.host, broker.port, topics.alerts(store))
     clock = ScaledClock(scenario.T0, SPEED)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     agent.accepted_ids = []
@@ -125,7 +106,7 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     assert dave["attributed_campaign_id"] == "winter-sale" and dave["touches"] >= 1
 
     # Carol comes for her ready order: one alert for staff, with what they need to serve her.
-    order_alerts = [a for a in bus.alerts if a.get("campaign_id") == "order-ready"]
+    order_alerts = [a for a in bus.messages if a.get("campaign_id") == "order-ready"]
     assert len(order_alerts) == 1
     assert order_alerts[0]["text"] == "Carol is here for order CC-4711 (counter 2)"
 
@@ -149,7 +130,7 @@ def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, broker.port, public, camera=True)
     store = cfg.store.store_id
-    bus = Bus(broker.host, broker.port, topics.alerts(store))
+    bus = BusRecorder(broker.host, broker.port, topics.alerts(store))
     clock = ScaledClock(scenario.T0, SPEED)
     # The camera is configured but could not be opened: no frame source at all.
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
@@ -172,14 +153,14 @@ def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
         t.join(5)
         agent.close()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and len(bus.alerts) < 2:
+        while time.monotonic() < deadline and len(bus.messages) < 2:
             time.sleep(0.05)
     finally:
         bus.c.publish(state, b"", qos=1, retain=True)  # clear the retained state
         bus.close()
-    kinds = [a["kind"] for a in bus.alerts]
+    kinds = [a["kind"] for a in bus.messages]
     assert kinds.count("screen_offline") == 1 and kinds.count("camera_lost") == 1
-    cam = next(a for a in bus.alerts if a["kind"] == "camera_lost")
+    cam = next(a for a in bus.messages if a["kind"] == "camera_lost")
     assert cam["screen_id"] == "screen-entrance" and "personal content is off" in cam["text"]
 
 

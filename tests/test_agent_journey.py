@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import tomllib
 from pathlib import Path
@@ -34,16 +35,14 @@ def demo_config(tmp_path: Path, port: int, public_key: str, camera: bool) -> Age
     return parse_config(data, base_dir=DEMO)
 
 
-class ScreenWatcher:
-    """Stands where the signage player stands: records every command sent to the screen."""
+class BusRecorder:
+    """A subscriber on the in-store bus that records every message on ``topic``, decoded."""
 
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.commands: list[ScreenCommand] = []
+    def __init__(self, host: str, port: int, topic: str, decode=json.loads) -> None:
+        self.messages: list = []
         self.ready = threading.Event()
         self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.commands.append(
-            ScreenCommand.from_bytes(m.payload)
-        )
+        self.c.on_message = lambda c, u, m: self.messages.append(decode(m.payload))
         self.c.on_subscribe = lambda *a: self.ready.set()
         self.c.connect(host, port)
         self.c.subscribe(topic, qos=1)
@@ -53,6 +52,14 @@ class ScreenWatcher:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+
+
+class ScreenWatcher(BusRecorder):
+    """Stands where the signage player stands: records every command sent to the screen."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        super().__init__(host, port, topic, ScreenCommand.from_bytes)
+        self.commands: list[ScreenCommand] = self.messages
 
 
 def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float, bundle: dict | None = None):
