@@ -601,7 +601,7 @@ class Agent:
         )
         cmd = ScreenCommand(
             kind="show" if d.variant != "default" else "default",
-            content=d.content,
+            content=d.content.model_copy(update={"rule": d.rule, "reasons": d.reasons[:8]}),
             min_duration_s=d.min_on_screen_s / (getattr(self.clock, "speed", 1.0) or 1.0),
             issued_at=datetime.now(UTC),
         )

@@ -75,6 +75,8 @@ class OfferShown(Payload):
     content_id: str
     variant: Literal["personalised", "anonymous"]
     profile_id: str | None = None
+    rule: str = ""
+    reasons: list[str] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     # The targeting rule that matched ("order_ready", "segment+tier", "everyone").
     rule: str = ""

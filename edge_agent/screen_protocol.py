@@ -32,6 +32,10 @@ class Content(BaseModel):
     accent: str = Field("#e63946", pattern=r"^#[0-9a-fA-F]{6}$")
     # Optional image in the player's content cache, by sha256 (hex) of its bytes.
     image_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # Why it is shown (the decision's rule and reason codes, never an id): the player copies
+    # them into its impression events, so proof of play explains itself.
+    rule: str = ""
+    reasons: tuple[str, ...] = ()
 
 
 class ScreenCommand(BaseModel):

@@ -243,6 +243,8 @@ class PlayerApp(App):
                 end=imp.end,
                 duration_s=round(imp.duration_s, 3),
                 cmd_id=imp.cmd_id,
+                rule=imp.content.rule,
+                reasons=list(imp.content.reasons),
             ),
             store_id=self.store,
             device_id=self.cfg.store.device_id,

@@ -41,3 +41,16 @@ def test_demo_runs_end_to_end_with_zero_loss(tmp_path: Path) -> None:
     for name in shots:
         img = cv2.imread(str(tmp_path / "out" / "screens" / name))
         assert img is not None and img.mean() > 20, f"{name} is black"
+    # Proof of play explains itself: the player's impressions carry the decision's rule and
+    # why other campaigns lost, as the agent sent them (and no profile id).
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "out" / "demo" / "cdp.db")
+    impressions = [
+        json.loads(r[0])["data"]
+        for r in db.execute("SELECT body FROM events WHERE type LIKE '%content.impression.v1'")
+    ]
+    personal = [i for i in impressions if i["variant"] == "personalised"]
+    assert personal and all(i["rule"] and i["reasons"] for i in personal), impressions
+    assert not any("cdp-p-" in r for i in impressions for r in i.get("reasons", []))
