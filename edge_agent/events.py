@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import uuid6
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "retail.instore."
@@ -99,6 +99,21 @@ class Conversion(Payload):
     currency: str = "EUR"
     till: str | None = None
     # Last touch (kept under its original name) and first touch within the window.
+class SurveyAnswer(Payload):
+    """A shopper's answer on a kiosk in survey mode: NPS (0-10) or customer effort (1-7)."""
+
+    kiosk_id: str
+    survey: Literal["nps", "effort"]
+    score: int = Field(ge=0, le=10)
+    zone_id: str | None = None
+
+    @model_validator(mode="after")
+    def _scale(self) -> SurveyAnswer:
+        if self.survey == "effort" and not 1 <= self.score <= 7:
+            raise ValueError("score: customer effort is 1..7")
+        return self
+
+
     attributed_campaign_id: str | None = None
     first_touch_campaign_id: str | None = None
     touches: int = Field(0, ge=0)
@@ -152,6 +167,7 @@ TYPE_OF: dict[type[Payload], str] = {model: TYPE_PREFIX + s for s, model in PAYL
 
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 structured-mode envelope (JSON format)."""
+    "survey.answer.v1": SurveyAnswer,
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

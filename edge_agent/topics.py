@@ -15,6 +15,7 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/zones/<zone>/occupancy      agent, retained: live occupancy for kiosks
   instore/<store>/alerts                      agent -> kiosks: staff alerts
   instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
+  instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def zone_occupancy(store_id: str, zone_id: str = "+") -> str:
 
 def alerts(store_id: str) -> str:
     return f"instore/{store_id}/alerts"
+
+
+def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
+    """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
+    return f"instore/{store_id}/kiosks/{kiosk_id}/events"
 
 
 def pos_receipts(store_id: str) -> str:

@@ -21,6 +21,7 @@ from edge_agent.agent import Agent
 from edge_agent.ble.sources import ReplaySource
 from edge_agent.clock import ScaledClock
 from edge_agent.demo import scenario
+from edge_agent.events import SurveyAnswer, make_event
 
 SPEED = 10.0
 
@@ -65,12 +66,31 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
         (118, receipt("R-ANON", 117, None)),  # no loyalty card, after Bob's anonymous offer
         (178, receipt("R-DAVE", 177, "cdp-p-1004")),  # Dave: no analytics consent
     ]
+    kiosk = topics.kiosk_events(store, "kiosk-1")
+    answer = SurveyAnswer(kiosk_id="kiosk-1", survey="nps", score=9, zone_id="entrance")
+    surveys = [
+        (150, make_event(answer, store_id=store, device_id=cfg.store.device_id).to_json().encode()),
+        # A kiosk configured for another box: refused on the bus (the CDP would refuse it).
+        (150.5, make_event(answer, store_id=store, device_id="kiosk-1").to_json().encode()),
+        # An effort score out of its 1..7 scale: refused on the bus, never stored.
+        (
+            151,
+            make_event(answer, store_id=store, device_id="kiosk-1")
+            .to_json()
+            .encode()
+            .replace(b'"nps"', b'"effort"')
+            .replace(b'"score":9', b'"score":0'),
+        ),
+    ]
 
     def tills() -> None:
-        for at, payload in plan:
+        for at, topic, payload in sorted(
+            [(at, topics.pos_receipts(store), p) for at, p in plan]
+            + [(at, kiosk, p) for at, p in surveys]
+        ):
             while clock.now() < scenario.T0 + at and not stop.is_set():
                 time.sleep(0.02)
-            bus.c.publish(topics.pos_receipts(store), payload, qos=1)
+            bus.c.publish(topic, payload, qos=1)
 
     stop = threading.Event()
     t = threading.Thread(target=tills, daemon=True)
@@ -119,6 +139,10 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     assert kpis["offers_shown"] >= 3 and kpis["conversions"] == 3
     assert kpis["campaigns"]["trail-shoes"]["exposed_conversions"] == 1
     assert "cdp-p-1004" not in json.dumps(beats)
+    # The kiosk's NPS answer reached the CDP and the KPIs; the out-of-scale one did neither.
+    answers = db.execute("SELECT body FROM events WHERE type LIKE '%survey.answer.v1'").fetchall()
+    assert [json.loads(r[0])["data"]["score"] for r in answers] == [9]
+    assert kpis["nps_answers"] == 1 and agent.stats.bus_rejects == 2
 
 
 @pytest.mark.timeout(60)
