@@ -50,8 +50,8 @@ from edge_agent.events import (
     ZoneLeft,
     make_event,
     parse_event,
-)
     source_for,
+)
 from edge_agent.identity import TokenResolver
 from edge_agent.journey import JourneyEngine
 from edge_agent.mqtt import connect, make_client
@@ -212,19 +212,19 @@ class Agent:
         cfg = self.cfg
         client = make_client(f"agent-{cfg.store.store_id}-{cfg.store.device_id}", cfg.bus)
         store = cfg.store.store_id
+        own_source = source_for(store, cfg.store.device_id)
 
         def on_connect(c, userdata, flags, reason_code, properties) -> None:
             if not reason_code.is_failure:
                 c.subscribe(topics.screen_events(store), qos=1)
+                c.subscribe(topics.kiosk_events(store), qos=1)
                 if cfg.pos.bus:
                     c.subscribe(topics.pos_receipts(store), qos=1)
                 c.subscribe(topics.screen_state(store), qos=1)
-        own_source = source_for(store, cfg.store.device_id)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
             # Runs in paho's thread: validate, then hand over; never raise out of here.
-                c.subscribe(topics.kiosk_events(store), qos=1)
             if msg.topic.endswith("/state") and msg.topic.startswith(f"instore/{store}/screens/"):
                 self._on_screen_state(msg.topic.split("/")[3], msg.payload)
                 return
@@ -238,23 +238,24 @@ class Agent:
                 self.stats.bus_rejects += 1
                 log.warning("bus: refused event on %s: %s", msg.topic, exc)
                 return
+            if event.source != own_source:
+                # The CDP would refuse it under this device's topic: refuse it here, visibly.
+                self.stats.bus_rejects += 1
+                log.warning(
+                    "bus: refused event on %s: source %r is not this box", msg.topic, event.source
+                )
+                return
             if event.type.endswith("content.impression.v1"):
                 self.stats.impressions_received += 1
+            elif event.type.endswith("survey.answer.v1"):
+                self.journey.kpis.nps()
             self._emit_event(event)
 
         client.on_connect = on_connect
         client.on_message = on_message
         connect(client, cfg.bus)
-            if event.source != own_source:
-                # The CDP would refuse it under this device's topic: refuse it here, visibly.
-                self.stats.bus_rejects += 1
-                log.warning("bus: refused event on %s: source %r is not this box", msg.topic,
-                            event.source)
-                return
         client.loop_start()
         self.bus = client
-            elif event.type.endswith("survey.answer.v1"):
-                self.journey.kpis.nps()
 
     # ---- downlink appliers -------------------------------------------------------------
     def _apply_profiles(self, body: dict[str, Any]) -> None:

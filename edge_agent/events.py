@@ -67,6 +67,8 @@ class ContentImpression(Payload):
     end: datetime
     duration_s: float = Field(ge=0)
     cmd_id: str | None = None
+    rule: str = ""
+    reasons: list[str] = Field(default_factory=list)
 
 
 class OfferShown(Payload):
@@ -75,8 +77,6 @@ class OfferShown(Payload):
     content_id: str
     variant: Literal["personalised", "anonymous"]
     profile_id: str | None = None
-    rule: str = ""
-    reasons: list[str] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
     # The targeting rule that matched ("order_ready", "segment+tier", "everyone").
     rule: str = ""
@@ -91,14 +91,6 @@ class HoldoutAssigned(Payload):
     profile_id: str | None = None
 
 
-class Conversion(Payload):
-    receipt_id: str
-    profile_id: str | None = None
-    skus: list[str] = Field(default_factory=list)
-    amount: float = Field(ge=0)
-    currency: str = "EUR"
-    till: str | None = None
-    # Last touch (kept under its original name) and first touch within the window.
 class SurveyAnswer(Payload):
     """A shopper's answer on a kiosk in survey mode: NPS (0-10) or customer effort (1-7)."""
 
@@ -114,6 +106,14 @@ class SurveyAnswer(Payload):
         return self
 
 
+class Conversion(Payload):
+    receipt_id: str
+    profile_id: str | None = None
+    skus: list[str] = Field(default_factory=list)
+    amount: float = Field(ge=0)
+    currency: str = "EUR"
+    till: str | None = None
+    # Last touch (kept under its original name) and first touch within the window.
     attributed_campaign_id: str | None = None
     first_touch_campaign_id: str | None = None
     touches: int = Field(0, ge=0)
@@ -158,6 +158,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "offer.shown.v1": OfferShown,
     "holdout.assigned.v1": HoldoutAssigned,
     "conversion.v1": Conversion,
+    "survey.answer.v1": SurveyAnswer,
     "device.heartbeat.v1": DeviceHeartbeat,
     "beacon.telemetry.v1": BeaconTelemetry,
     "downlink.applied.v1": DownlinkApplied,
@@ -167,7 +168,6 @@ TYPE_OF: dict[type[Payload], str] = {model: TYPE_PREFIX + s for s, model in PAYL
 
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 structured-mode envelope (JSON format)."""
-    "survey.answer.v1": SurveyAnswer,
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
