@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 # Command groups that live beside their code: each module has `register(subparsers)`, which must
 # stay cheap (import heavy things inside the handlers), because every invocation builds them all.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "edge_agent.campaigns_cli",
+]
 
 BENCHES = {
     "ble": "bench.ble_decode",

@@ -398,3 +398,30 @@ def test_indexed_decision_equals_a_fresh_one_and_is_private(who, people, hour) -
         assert people is None or 1 <= people <= 1
     for r in a.reasons:
         assert not any(p.profile_id in r for p in who)
+
+
+# ---- the ops-facing check -------------------------------------------------------------------
+
+
+def test_campaigns_check_cli_validates_lints_and_dry_runs(tmp_path, capsys) -> None:
+    import json as _json
+
+    from edge_agent.cli import main
+    from edge_agent.demo.scenario import CAMPAIGNS_V2
+
+    store = "edge_agent/demo/store.toml"
+    good = tmp_path / "good.json"
+    body = copy.deepcopy(CAMPAIGNS_V2)
+    body["campaigns"].append({"id": "elsewhere", "zones": ["z9"], "anonymous": {"title": "x"}})
+    good.write_text(_json.dumps(body))
+    assert main(["campaigns", "check", str(good), "-c", store, "--at", "2026-11-20T10:00"]) == 0
+    out = capsys.readouterr().out
+    assert "v2, 5 campaigns: valid" in out
+    assert "warning: elsewhere: none of its zones (z9) is in this store" in out
+    assert "screen-entrance at Fri 10:00 CET: members-coffee:anonymous" in out
+
+    bad = tmp_path / "bad.json"
+    body["campaigns"][0]["dayparts"] = ["0 0 30 2 *"]
+    bad.write_text(_json.dumps(body))
+    assert main(["campaigns", "check", str(bad)]) == 2
+    assert "never fires" in capsys.readouterr().err
