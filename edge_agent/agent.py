@@ -35,6 +35,7 @@ from edge_agent.content_store import ContentStore
 from edge_agent.decision import Decision, ScreenContext, World, staff_alerts
 from edge_agent.events import (
     AudienceSample,
+    AudienceTrack,
     BeaconTelemetry,
     CloudEvent,
     Conversion,
@@ -80,6 +81,7 @@ class AgentStats:
     impressions_received: int = 0
     bus_rejects: int = 0
     audience_samples: int = 0
+    audience_tracks: int = 0
     downlink_applied: int = 0
     downlink_refused: int = 0
     frames: int = 0
@@ -110,12 +112,17 @@ class Agent:
         clock: Clock | None = None,
         ble_source: Any,
         frame_source: Any | None = None,
+        camera_opener: Any | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.tz = ZoneInfo(cfg.store.timezone)
         self.ble_source = ble_source
         self.frame_source = frame_source
+        # Reopens a lost camera (or one that was not there at start), with backoff.
+        self.camera_opener = camera_opener
+        self.camera: Any = None  # the CameraWorker thread while running
+        self._last_watchers: int | None = None
         paths = cfg.paths_resolved
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         self.paths = paths
@@ -470,51 +477,100 @@ class Agent:
 
     # ---- camera ------------------------------------------------------------------------
     async def _camera_loop(self) -> None:
-        from edge_agent.camera.audience import AudienceAnalyzer
+        from edge_agent.camera.capture import Backoff, CameraWorker, make_pipelines
+        from edge_agent.camera.sources import CameraError
 
-        assert self.cfg.camera is not None and self.frame_source is not None
+        assert self.cfg.camera is not None
         cam = self.cfg.camera
-        analyzer = AudienceAnalyzer(width=cam.width, height=cam.height)
         speed = getattr(self.clock, "speed", 1.0) or 1.0
-        next_sample = self.clock.now() + cam.sample_interval_s
+        observations: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        try:
+            pipelines = make_pipelines(cam)
+        except CameraError as exc:  # e.g. a face model file that is not a model
+            log.error("camera disabled: %s", exc)
+            return
+        # Capture and analysis run in the camera's own thread; this loop only takes the counts,
+        # so a slow or stuck camera never stalls the agent.
+        self.camera = CameraWorker(
+            pipelines,
+            observations.put,
+            source=self.frame_source,
+            opener=self.camera_opener,
+            interval_s=max(0.02, 1.0 / (cam.fps * speed)),
+            now=self.clock.now,
+            backoff=Backoff(0.5, 2.0, cam.reconnect_max_s),
+        ).start()
         watchers_window: deque[int] = deque(maxlen=5)
+        new_tracks = 0
+        next_sample = self.clock.now() + cam.sample_interval_s
+        try:
+            while not self._stop.is_set():
+                new_tracks += self._drain_camera(observations, watchers_window)
+                now = self.clock.now()
+                if now >= next_sample and self.stats.last_people is not None:
+                    next_sample = now + cam.sample_interval_s
+                    self.stats.audience_samples += 1
+                    watchers = self._last_watchers or 0
+                    self._audience_kpis(self.stats.last_people, watchers)
+                    self._emit(
+                        AudienceSample(
+                            screen_id=cam.screen,
+                            people=self.stats.last_people,
+                            watchers=watchers,
+                            new_tracks=new_tracks,
+                        )
+                    )
+                    new_tracks = 0
+                await asyncio.sleep(min(0.05, 0.5 / (cam.fps * speed)))
+        finally:
+            self.camera.stop(timeout=2.0)
+            self._drain_camera(observations, watchers_window)
 
-        def step() -> Any:
-            frame = self.frame_source.read()
-            if frame is None:
-                return None
-            return analyzer.process(frame)
-
-        while not self._stop.is_set():
-            result = await asyncio.to_thread(step)
-            if result is None:
-                if self.stats.last_people is not None:
-                    log.warning("camera: no frame; treating the screen as unobserved")
-                    self.stats.last_people = None
-                    self._people_window.clear()
-                    self._dirty = True
-                await asyncio.sleep(0.5)
+    def _drain_camera(self, observations: queue.SimpleQueue[Any], watchers: deque[int]) -> int:
+        """Counts and finished visits from the camera thread; returns the new tracks seen."""
+        cam = self.cfg.camera
+        assert cam is not None
+        new = 0
+        while True:
+            try:
+                o = observations.get_nowait()
+            except queue.Empty:
+                break
+            for tr in o.ended:
+                self.stats.audience_tracks += 1
+                self.journey.kpis.track_ended(tr.dwell_s, tr.attention_s)
+                self._emit(
+                    AudienceTrack(
+                        screen_id=o.screen_id, dwell_s=tr.dwell_s, attention_s=tr.attention_s
+                    ),
+                    ts=tr.end,
+                )
+            if not o.seen or o.screen_id != cam.screen:
                 continue
+            new += o.new_tracks
             self.stats.frames += 1
-            self._people_window.append(result.people)
-            watchers_window.append(result.watchers)
+            self._people_window.append(o.people)
+            watchers.append(o.watchers)
             people = sorted(self._people_window)[len(self._people_window) // 2]
+            looking = sorted(watchers)[len(watchers) // 2]
+            if looking != self._last_watchers:
+                self._last_watchers = looking
+                self._dirty = True
             if people != self.stats.last_people:
                 self.stats.last_people = people
                 self._dirty = True
-            now = self.clock.now()
-            if now >= next_sample:
-                next_sample = now + cam.sample_interval_s
-                self.stats.audience_samples += 1
-                self._audience_kpis(people, sorted(watchers_window)[len(watchers_window) // 2])
-                self._emit(
-                    AudienceSample(
-                        screen_id=cam.screen,
-                        people=people,
-                        watchers=sorted(watchers_window)[len(watchers_window) // 2],
-                    )
-                )
-            await asyncio.sleep(max(0.02, 0.1 / speed))
+        h = self.camera.health()
+        # A read stuck for a while (frozen driver, stalled stream) is as blind as a lost camera.
+        stuck = h.frame_age_s is not None and h.frame_age_s > max(2.0, 5.0 / cam.fps)
+        if (h.state != "ok" or stuck) and self.stats.last_people is not None:
+            # Fail safe: a lost camera sees nobody until it delivers again.
+            log.warning("camera: no frame; treating the screen as unobserved")
+            self.stats.last_people = None
+            self._last_watchers = None
+            self._people_window.clear()
+            watchers.clear()
+            self._dirty = True
+        return new
 
     def _audience_kpis(self, people: int, watchers: int) -> None:
         """Opportunities to see: people who came into view since the last sample (and looked)."""
@@ -540,12 +596,13 @@ class Agent:
                     dwell[p.profile_id] = stay
                 else:
                     unresolved += 1
-        people = None
+        people = watchers = None
         cam = self.cfg.camera
         if cam is not None and cam.enabled and cam.screen == screen_id:
             # Fail safe: a configured camera that is dead or silent counts as seeing nobody,
             # which rules out personal content until it sees again.
             people = self.stats.last_people if self.stats.last_people is not None else 0
+            watchers = self._last_watchers or 0
         return ScreenContext(
             screen_id=screen_id,
             zone_id=sc.zone,
@@ -555,6 +612,7 @@ class Agent:
             unresolved_shoppers=unresolved,
             dwell_s=dwell,
             zone_dwell_s=zone_dwell,
+            watchers=watchers,
         )
 
     def decide_screens(self) -> None:
@@ -668,13 +726,24 @@ class Agent:
                 disk_free_mb=round(free, 1),
                 sensors={
                     "ble": "ok" if self.stats.adverts else "silent",
-                    "camera": "ok"
-                    if self.stats.frames
-                    else ("off" if self.frame_source is None else "silent"),
+                    **self._camera_health(),
                 },
                 kpis=self.journey.kpis.snapshot(),
             )
         )
+
+    def _camera_health(self) -> dict[str, str]:
+        """Camera state for the heartbeat: ok, starting, stalled, reconnecting, ended, off..."""
+        if self.camera is None:
+            configured = self.frame_source is not None or self.camera_opener is not None
+            return {"camera": "silent" if configured else "off"}
+        h = self.camera.health()
+        # Not the error text: it names the source, and a stream URL may carry credentials.
+        return {
+            "camera": h.state,
+            "camera_fps": f"{h.fps:g}",
+            "camera_reconnects": str(h.reconnects),
+        }
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
@@ -775,7 +844,8 @@ class Agent:
                 baudrate=self.cfg.pos.serial_baud,
                 name="pos",
             ).start()
-        if self.frame_source is not None and self.cfg.camera is not None:
+        has_camera = self.frame_source is not None or self.camera_opener is not None
+        if has_camera and self.cfg.camera is not None:
             tasks.append(asyncio.create_task(self._camera_loop(), name="camera"))
         ble = asyncio.create_task(self.ble_source.run(self.on_advert), name="ble")
         try:
@@ -856,16 +926,22 @@ def run_agent_cli(config_path: str) -> int:
         source = SerialSource(b.serial_port or "", b.serial_baud)
     else:
         source = BleakSource(adapter=b.adapter)
-    frames = None
+    frames = opener = None
     if cfg.camera and cfg.camera.enabled:
         from edge_agent.camera.sources import CameraError, open_source
 
+        cam = cfg.camera
+
+        def opener() -> Any:
+            return open_source(cam.source, clock=clock, width=cam.width, height=cam.height)
+
         try:
-            frames = open_source(cfg.camera.source, clock=clock, width=cfg.camera.width)
+            frames = opener()
         except CameraError as exc:
-            # BLE presence goes on; a configured but dead camera rules out personal content.
-            log.error("camera disabled: %s", exc)
-    agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames)
+            # BLE presence goes on; a configured but dead camera rules out personal content
+            # until the camera thread manages to open it (it retries with backoff).
+            log.error("camera not available yet: %s", exc)
+    agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames, camera_opener=opener)
     agent.start_sync()
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -105,6 +105,38 @@ class CameraConfig(_Strict):
     sample_interval_s: float = Field(1.0, gt=0)
     width: int = Field(640, ge=64)
     height: int = Field(480, ge=48)
+    # Frames analysed per second (agent time); the camera thread drops the rest.
+    fps: float = Field(10.0, gt=0, le=60)
+    # Region of the frame in front of the screen: [x, y, w, h] as fractions; whole frame if absent.
+    roi: list[float] | None = None
+    # Faces are searched at least every N frames even without motion (someone standing still).
+    detect_every: int = Field(10, ge=1, le=100)
+    # A YuNet face model (.onnx) for cv2.FaceDetectorYN instead of the Haar cascades.
+    face_model: Path | None = None
+    # A person unseen this long has left: their track ends and its dwell is reported.
+    track_gap_s: float = Field(1.0, gt=0)
+    # Longest wait between attempts to reopen a lost camera (backoff doubles up to this).
+    reconnect_max_s: float = Field(30.0, ge=0.5)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if len(v) != 4:
+            raise ValueError("roi must be [x, y, w, h] (fractions of the frame)")
+        x, y, w, h = v
+        inside = x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9
+        if not (0 <= x < 1 and 0 <= y < 1 and w > 0 and h > 0 and inside):
+            raise ValueError("roi must lie inside the frame (fractions: x, y < 1; x+w, y+h <= 1)")
+        return v
+
+    @field_validator("face_model")
+    @classmethod
+    def _model_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such model file {str(v)!r}")
+        return v
 
 
 class BrokerConfig(_Strict):
@@ -256,6 +288,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 
 _PATH_FIELDS = {
     ("ble", "replay_file"),
+    ("camera", "face_model"),
     ("central", "ca_file"),
     ("central", "cert_file"),
     ("central", "key_file"),

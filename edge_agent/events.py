@@ -50,6 +50,14 @@ class AudienceSample(Payload):
     new_tracks: int = Field(ge=0, default=0)
 
 
+class AudienceTrack(Payload):
+    """One anonymous person's visit in front of a screen (camera), reported when it ends."""
+
+    screen_id: str
+    dwell_s: float = Field(ge=0)
+    attention_s: float = Field(ge=0)
+
+
 class ShopperIdentified(Payload):
     profile_id: str
     zone_id: str
@@ -153,6 +161,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "zone.left.v1": ZoneLeft,
     "dwell.v1": Dwell,
     "audience.sample.v1": AudienceSample,
+    "audience.track.v1": AudienceTrack,
     "shopper.identified.v1": ShopperIdentified,
     "content.impression.v1": ContentImpression,
     "offer.shown.v1": OfferShown,

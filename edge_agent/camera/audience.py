@@ -12,7 +12,10 @@ Pipeline, per frame, on downscaled grey copies only (the caller's frame is never
    ``detect_every`` frames so that somebody standing perfectly still is neither lost nor
    invented. Every other run searches half a pyramid step larger, so a face that falls between
    scales is not missed twice in a row, and each candidate is re-checked by the independently
-   trained ``frontalface_alt2`` cascade (their false hits rarely coincide). The face count is
+   trained ``frontalface_alt2`` cascade (their false hits rarely coincide). With a YuNet model
+   file configured, ``cv2.FaceDetectorYN`` replaces both cascades and its landmarks add a yaw
+   test (``facing``); no YuNet model ships with any package here, so the cascades are the
+   default. The face count is
    the larger of the last two runs: one missed face does not drop a watcher, and a departure
    shows one frame late at most (leaving is motion, and motion runs the detector).
 3. **Counts.** ``watchers`` = frontal faces: a frontal-only detector is the attention proxy
@@ -21,7 +24,9 @@ Pipeline, per frame, on downscaled grey copies only (the caller's frame is never
    must move in two consecutive frames so that a face vanishing or a lighting step does not
    count as a body. Honest limits: a person standing still while turned away is not counted,
    two turned-away people walking together count as one, and a turned-away passer-by lingers
-   a frame or two after leaving (the background settling where they were).
+   a frame or two after leaving (the background settling where they were). No HOG people
+   detector: it needs whole upright bodies about 128 px tall, and a camera on a screen sees
+   heads and shoulders at 1-3 m; the face and moving-body boxes feed the tracker instead.
 
 State is only the tiny background image (1/4 size, blurred: not a recognisable picture), the
 recent face and motion boxes, and counters.
@@ -30,10 +35,15 @@ recent face and motion boxes, and counters.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from edge_agent.camera.sources import CameraError
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
@@ -49,6 +59,10 @@ class AudienceResult:
     watchers: int
     motion: bool
     detect_ran: bool
+    # Where they are, in the analysed frame's pixels, for the tracker: the faces counted as
+    # watchers and the moving faceless bodies. Boxes only, never pixels.
+    faces: tuple[Box, ...] = field(default=(), compare=False)
+    bodies: tuple[Box, ...] = field(default=(), compare=False)
 
 
 def _cascade(path: str | None, default: str) -> cv2.CascadeClassifier:
@@ -66,6 +80,34 @@ def _overlaps(a: Box, b: Box) -> bool:
 def _contains_centre(outer: Box, inner: Box) -> bool:
     cx, cy = inner[0] + inner[2] / 2, inner[1] + inner[3] / 2
     return outer[0] <= cx <= outer[0] + outer[2] and outer[1] <= cy <= outer[1] + outer[3]
+
+
+# |nose x - eye midpoint x| / eye distance below this: facing the camera, within about the
+# +-22.5 degree "looker" rule of shopper-gaze designs.
+FACING_YAW = 0.25
+
+
+def facing(landmarks: Sequence[float]) -> bool:
+    """Yaw proxy from YuNet's first landmarks: right eye x, y, left eye x, y, nose x, y."""
+    rex, _rey, lex, _ley, nx = (float(v) for v in landmarks[:5])
+    eye_dist = abs(lex - rex)
+    if eye_dist < 1.0:
+        return False
+    return abs(nx - (rex + lex) / 2) / eye_dist < FACING_YAW
+
+
+def _yunet(path: str, score: float) -> Any:
+    if not Path(path).is_file():
+        raise CameraError(f"cannot load face model {path}: no such file")
+    try:
+        return cv2.FaceDetectorYN.create(path, "", (320, 240), score)
+    except cv2.error as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise CameraError(f"cannot load face model {path}: {first}") from exc
+
+
+def _scaled(b: Box, k: float) -> Box:
+    return (round(b[0] * k), round(b[1] * k), max(1, round(b[2] * k)), max(1, round(b[3] * k)))
 
 
 def _dedupe(boxes: list[Box]) -> list[Box]:
@@ -106,6 +148,8 @@ class AudienceAnalyzer:
         background_alpha: float = 0.6,
         face_memory: int = 8,
         cascade_path: str | None = None,
+        face_model: str | None = None,
+        face_score: float = 0.7,
     ) -> None:
         if detect_every < 1:
             raise ValueError("detect_every must be >= 1")
@@ -125,6 +169,9 @@ class AudienceAnalyzer:
         # A second, independently trained cascade re-checks each candidate: their false hits
         # rarely coincide (shoulders, textures), true faces pass both.
         self._verifier = _cascade(None, "haarcascade_frontalface_alt2.xml")
+        # Optional YuNet (cv2.FaceDetectorYN) instead of the cascades, when a model file is
+        # configured: more robust to light and pose, and its landmarks give a yaw test.
+        self._yunet = _yunet(face_model, face_score) if face_model else None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._merge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
         # State: background model, boxes and counters. Never a frame.
@@ -174,9 +221,15 @@ class AudienceAnalyzer:
             self._since_detect = 0
             self.detections += 1
         bodies = self._bodies(blobs, small.shape[0] * small.shape[1])
-        watchers = max((len(r) for r in self._runs), default=0)
+        faces = max(self._runs, key=len, default=[])
+        k = gray.shape[1] / small.shape[1]  # motion-image pixels -> frame pixels
         return AudienceResult(
-            people=watchers + bodies, watchers=watchers, motion=motion, detect_ran=detect
+            people=len(faces) + len(bodies),
+            watchers=len(faces),
+            motion=motion,
+            detect_ran=detect,
+            faces=tuple(_scaled(b, k) for b in faces),
+            bodies=tuple(_scaled(b, k) for b in bodies),
         )
 
     def _gray(self, frame: np.ndarray) -> np.ndarray:
@@ -228,6 +281,8 @@ class AudienceAnalyzer:
         return bool(boxes), boxes
 
     def _detect_faces(self, det: np.ndarray) -> list[Box]:
+        if self._yunet is not None:
+            return self._detect_yunet(det)
         # Every other run searches a copy enlarged by half a pyramid step: a face whose size
         # falls between two scales of one run lands on a scale in the next, so misses do not
         # repeat frame after frame (the recall of scaleFactor 1.05 at the cost of 1.1).
@@ -250,6 +305,18 @@ class AudienceAnalyzer:
             (int(x * k), int(y * k), max(1, int(w * k)), max(1, int(h * k))) for x, y, w, h in faces
         ]
 
+    def _detect_yunet(self, det: np.ndarray) -> list[Box]:
+        h, w = det.shape[:2]
+        self._yunet.setInputSize((w, h))
+        _, found = self._yunet.detect(cv2.cvtColor(det, cv2.COLOR_GRAY2BGR))
+        boxes = []
+        for row in [] if found is None else found:
+            x, y, bw, bh = (float(v) for v in row[:4])
+            if bw < self.min_face or not facing(row[4:10]):
+                continue
+            boxes.append((int(x * 0.5), int(y * 0.5), max(1, int(bw * 0.5)), max(1, int(bh * 0.5))))
+        return boxes
+
     def _verified(self, img: np.ndarray, box: Box) -> bool:
         x, y, w, h = box
         m = int(0.3 * w)
@@ -261,7 +328,7 @@ class AudienceAnalyzer:
         found = self._verifier.detectMultiScale(crop, 1.1, 2, minSize=(side, side))
         return len(found) > 0
 
-    def _bodies(self, blobs: list[Box], area: int) -> int:
+    def _bodies(self, blobs: list[Box], area: int) -> list[Box]:
         """Moving person-sized regions that no face explains, seen moving two frames running."""
         # A face explains the region around it: head sway, shoulders and torso below.
         regions = [
@@ -273,4 +340,4 @@ class AudienceAnalyzer:
         faceless = [b for b in big if not any(_overlaps(b, r) for r in regions)]
         persistent = [b for b in faceless if any(_overlaps(b, p) for p in self._prev_blobs)]
         self._prev_blobs = faceless
-        return len(persistent)
+        return persistent

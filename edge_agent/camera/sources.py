@@ -9,6 +9,7 @@ tries again; only *opening* a source that is not there raises ``CameraError``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -34,6 +35,11 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def redact(spec: str) -> str:
+    """``rtsp://user:secret@host/x`` -> ``rtsp://***@host/x``: credentials stay out of logs."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@", r"\1***@", spec)
 
 
 def _is_url(spec: str) -> bool:
@@ -62,6 +68,8 @@ class VideoCaptureSource:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
+        # What logs and errors show: a stream URL without its user name and password.
+        self.name = redact(spec)
         self.width = width
         self.height = height
         self.reconnect_s = reconnect_s
@@ -73,7 +81,7 @@ class VideoCaptureSource:
         self._last_reopen = monotonic()
         cap = self._open()
         if cap is None:
-            raise CameraError(f"cannot open camera source {spec!r}: {self._hint()}")
+            raise CameraError(f"cannot open camera source {self.name!r}: {self._hint()}")
         self._cap: Any = cap
 
     def _hint(self) -> str:
@@ -118,7 +126,7 @@ class VideoCaptureSource:
         try:
             ok, frame = self._cap.read()
         except cv2.error as exc:  # a corrupt stream can surface as an exception
-            log.warning("camera %s: read failed: %s", self.spec, exc)
+            log.warning("camera %s: read failed: %s", self.name, exc)
             ok, frame = False, None
         if ok and frame is not None and frame.size:
             self.failures = 0
@@ -126,7 +134,7 @@ class VideoCaptureSource:
         self.failures += 1
         if self.failures == 1:
             # Log on state change only, and never anything about the frame itself.
-            log.warning("camera %s: no frame (stream ended or camera lost)", self.spec)
+            log.warning("camera %s: no frame (stream ended or camera lost)", self.name)
         if self.live:
             self._cap.release()
             self._cap = None
@@ -143,7 +151,7 @@ class VideoCaptureSource:
         if self._cap is None:
             return False
         self.reopens += 1
-        log.info("camera %s: reopened", self.spec)
+        log.info("camera %s: reopened", self.name)
         return True
 
     def close(self) -> None:
