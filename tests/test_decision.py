@@ -132,7 +132,10 @@ def test_decisions_are_deterministic() -> None:
             lambda b: b["campaigns"][0].update(personalised=None, anonymous=None),
             "neither a personalised nor an anonymous",
         ),
-        (lambda b: b["campaigns"][1].update(dayparts=["25:00-26:00"]), "is neither HH:MM-HH:MM nor cron"),
+        (
+            lambda b: b["campaigns"][1].update(dayparts=["25:00-26:00"]),
+            "is neither HH:MM-HH:MM nor cron",
+        ),
         (lambda b: b["campaigns"][2].update(min_people=3, max_people=1), "can never match"),
         (
             lambda b: b["campaigns"][1]["personalised"].update(title="Hi {last_name}"),
