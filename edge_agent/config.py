@@ -162,6 +162,13 @@ class UplinkConfig(_Strict):
     linger_s: float = Field(0.2, ge=0)
     heartbeat_s: float = Field(30.0, gt=0)
     outbox_cap_mb: float = Field(256.0, gt=0)
+    # "cdp": rows leave the outbox only when the CDP sink says it stored them (a broker can
+    # PUBACK and then die before delivering). "broker": the PUBACK is enough.
+    confirm: Literal["cdp", "broker"] = "cdp"
+    # A PUBACKed batch the CDP has not confirmed by then is sent again (the sink dedups).
+    confirm_timeout_s: float = Field(15.0, ge=0.5)
+    # Bounds memory and the duplicates a re-send can cause.
+    max_unconfirmed_batches: int = Field(64, ge=1)
 
 
 class DownlinkConfig(_Strict):

@@ -41,6 +41,11 @@ def acks(store_id: str, device_id: str) -> str:
     return f"{device_base(store_id, device_id)}/acks"
 
 
+def delivered(store_id: str, device_id: str) -> str:
+    """CDP -> device: the event ids the CDP has durably stored (end-to-end confirmation)."""
+    return f"{device_base(store_id, device_id)}/delivered"
+
+
 def device_cmd(store_id: str, device_id: str, kind: str = "+") -> str:
     return f"{device_base(store_id, device_id)}/cmd/{kind}"
 

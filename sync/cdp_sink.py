@@ -11,6 +11,11 @@ The PUBACK is sent manually *after* the SQLite commit, so a sink crash before th
 the broker redeliver instead of losing the batch. Invalid events and undecodable batches are
 counted and kept in ``rejects`` with the reason, then acknowledged (a poison message must not be
 redelivered forever).
+
+After the commit the sink also confirms the batch end to end: ``{"batch_id", "ids"}`` on
+``stores/<store>/devices/<device>/delivered`` (QoS 1), listing every event id it has dealt with
+(stored, duplicate or rejected). Only that confirmation lets the uplink delete its rows, because a
+broker PUBACK does not survive the broker being killed before it forwards the message.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from edge_agent import topics
 from edge_agent.config import BrokerConfig
 from edge_agent.events import EventError, parse_event, source_for
 from edge_agent.mqtt import make_client, start_subscriber
-from sync.uplink import ENCODING_IDENTITY, ENCODING_ZLIB
+from sync.uplink import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +241,28 @@ class CdpSink:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.handle_batch(msg.topic, msg.payload, getattr(msg, "properties", None))
+            done = self.handle_batch(msg.topic, msg.payload, getattr(msg, "properties", None))
         except Exception as exc:  # DB trouble: do not ack; the broker redelivers later
             log.error("cdp-sink: could not store batch from %s: %r", msg.topic, exc)
             return
+        if done is not None:
+            batch_id, ids = done
+            store_device = _topic_ids(msg.topic)
+            assert store_device is not None  # handle_batch returns None for foreign topics
+            client.publish(
+                topics.delivered(*store_device), encode_confirmation(batch_id, ids), qos=1
+            )
         if msg.qos > 0:
             client.ack(msg.mid, msg.qos)
 
     # ---- the work ----------------------------------------------------------------------
     def handle_batch(
         self, topic: str, payload: bytes, properties: Properties | None = None
-    ) -> None:
-        """Decode, validate and store one batch in one transaction. Raises only on DB errors."""
+    ) -> tuple[str | None, list[str]] | None:
+        """Decode, validate and store one batch in one transaction. Raises only on DB errors.
+
+        Returns what to confirm to the device, ``(batch_id, event ids dealt with)``, or None
+        when the batch could not be read at all."""
         now = time.time()
         ids = _topic_ids(topic)
         rows: list[tuple[Any, ...]] = []
@@ -262,6 +277,7 @@ class CdpSink:
         except BatchError as exc:
             rejects.append((now, topic, None, None, str(exc), _prefix(payload)))
             items = []
+        handled: list[str] = []
         expected_source = source_for(*ids) if ids else None
         for item in items:
             try:
@@ -272,12 +288,15 @@ class CdpSink:
                     raise EventError(f"source {ev.source!r} does not match topic {topic!r}")
             except Exception as exc:  # EventError, or anything odd the validator trips on
                 eid = item.get("id") if isinstance(item, dict) else None
+                if isinstance(eid, str):
+                    handled.append(eid)
                 reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
                 rejects.append((now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
                 continue
             extra = ev.model_extra or {}
             body = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
             assert ids is not None
+            handled.append(ev.id)
             seq = extra.get("sequence")
             rows.append(
                 (
@@ -322,6 +341,9 @@ class CdpSink:
             self._changed.notify_all()
         if rejects:
             log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0][4])
+        if ids is None or (not handled and batch_id is None):
+            return None
+        return batch_id, handled
 
 
 def _prefix(value: Any) -> str:

@@ -11,8 +11,15 @@ property ``("encoding", "identity" | "zlib")``. Over MQTT 3.1.1 there are no pro
 then sniffs (JSON starts with ``{``, zlib never does).
 
 Delivery rules:
-- Rows are deleted from the outbox only when the broker's PUBACK for their batch arrives
-  (``on_publish`` with mid tracking) and its reason code is a success.
+- Rows are deleted from the outbox only when the CDP sink confirms it stored them: after a commit
+  the sink publishes ``{"batch_id", "ids": [...]}`` on ``stores/<store>/devices/<device>/delivered``
+  (QoS 1), to which the uplink's persistent session subscribes. A broker PUBACK alone is not
+  enough: mosquitto PUBACKs before it has saved or forwarded the message, so a broker killed at
+  the wrong moment loses batches it has acknowledged (seen in CI). A PUBACKed batch the CDP has
+  not confirmed within ``confirm_timeout_s`` (or soon after a reconnect) is sent again; the sink
+  dedups by event id. ``confirm = "broker"`` restores PUBACK-only deletion.
+- A PUBACK (``on_publish`` with mid tracking) frees the batch's in-flight slot; at most
+  ``max_unconfirmed_batches`` batches wait for the CDP, so duplicates stay within that window.
 - At most ``max_inflight_batches`` batches are in flight, so memory stays bounded however large
   the backlog is.
 - On disconnect nothing is deleted. paho keeps the in-flight batches and re-sends them (DUP) after
@@ -40,6 +47,7 @@ import random
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +68,29 @@ ENCODING_ZLIB = "zlib"
 CONTENT_TYPE = "application/json"
 DEFAULT_COMPRESS_OVER = 4096
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but delivered to nobody
+RECONNECT_CONFIRM_GRACE_S = 3.0  # after a reconnect, queued confirmations get this long
+MAX_CONFIRMATION_BYTES = 1_048_576
+
+
+def encode_confirmation(batch_id: str | None, ids: list[str]) -> bytes:
+    return json.dumps({"batch_id": batch_id, "ids": ids}, separators=(",", ":")).encode()
+
+
+def decode_confirmation(payload: bytes) -> tuple[str | None, list[str]]:
+    """``(batch_id, ids)`` from a CDP confirmation; ValueError says what is wrong with it."""
+    if len(payload) > MAX_CONFIRMATION_BYTES:
+        raise ValueError(f"confirmation of {len(payload)} bytes is too large")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"confirmation is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("confirmation is not a JSON object")
+    ids = doc.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("confirmation has no list of string ids")
+    bid = doc.get("batch_id")
+    return (bid if isinstance(bid, str) else None), ids
 
 
 def agent_version() -> str:
@@ -129,7 +160,10 @@ class _Backoff:
 @dataclass
 class _Stats:
     published_batches: int = 0  # PUBACKed
-    published_events: int = 0  # rows deleted after a PUBACK
+    published_events: int = 0  # rows deleted (confirmed by the CDP, or PUBACKed if confirm=broker)
+    confirmed_batches: int = 0
+    resent_unconfirmed: int = 0  # PUBACKed batches sent again because the CDP did not confirm
+    bad_confirmations: int = 0
     publish_attempts: int = 0
     refused_batches: int = 0
     connects: int = 0
@@ -165,11 +199,17 @@ class Uplink:
         self.hold_without_subscribers = hold_without_subscribers
         self.topic = topics.events(store_id, device_id)
         self.state_topic = topics.state(store_id, device_id)
+        self.delivered_topic = topics.delivered(store_id, device_id)
+        self.confirm_by_cdp = cfg.confirm == "cdp"
 
         # Everything from other threads arrives here; only the uplink thread consumes it.
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._inflight: dict[int, _Batch | None] = {}  # mid -> batch (None = birth message)
         self._retry: list[_Batch] = []
+        # PUBACKed, waiting for the CDP: batch_id -> (batch, monotonic deadline for a re-send)
+        self._unconfirmed: dict[str, tuple[_Batch, float]] = {}
+        # Confirmations that beat their PUBACK (different flows, no ordering between them).
+        self._early: OrderedDict[str, None] = OrderedDict()
         self._cursor = 0  # highest sequence handed to a batch (in flight or waiting for retry)
         self._backoff = _Backoff()
         self._stats = _Stats()
@@ -189,6 +229,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._client = client
         self.outbox.add_listener(self._on_append)
         connect(client, self.broker)
@@ -201,7 +242,11 @@ class Uplink:
         deadline = time.monotonic() + timeout_s
         with self._progress:
             while True:
-                if self.outbox.depth() == 0 and not self._inflight_batches():
+                if (
+                    self.outbox.depth() == 0
+                    and not self._inflight_batches()
+                    and not self._unconfirmed
+                ):
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -239,6 +284,10 @@ class Uplink:
                 "published_events": s.published_events,
                 "publish_attempts": s.publish_attempts,
                 "refused_batches": s.refused_batches,
+                "confirmed_batches": s.confirmed_batches,
+                "resent_unconfirmed": s.resent_unconfirmed,
+                "bad_confirmations": s.bad_confirmations,
+                "unconfirmed_batches": len(self._unconfirmed),
                 "connects": s.connects,
                 "connected": s.connected,
                 "last_error": s.last_error,
@@ -253,6 +302,9 @@ class Uplink:
 
     # ---- paho callbacks (paho's thread): hand over, never raise ------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure and self.confirm_by_cdp:
+            # Every time: the broker may have lost our session (no persistence, expiry).
+            client.subscribe(self.delivered_topic, qos=1)
         self._events.put(("connect", not reason_code.is_failure, str(reason_code)))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -265,6 +317,16 @@ class Uplink:
         if ok and self.hold_without_subscribers and reason_code.value == NO_MATCHING_SUBSCRIBERS:
             ok = False  # nobody (not even an offline persistent session) would get it: keep it
         self._events.put(("puback", mid, ok, str(reason_code)))
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.delivered_topic:
+            return
+        try:
+            batch_id, ids = decode_confirmation(msg.payload)
+        except ValueError as exc:
+            self._events.put(("bad_confirmation", str(exc)))
+            return
+        self._events.put(("delivered", batch_id, ids))
 
     def _on_append(self, last_sequence: int) -> None:
         self._events.put(("wake",))
@@ -307,6 +369,11 @@ class Uplink:
                     self._stats.connects += 1
                 self._log_state(True, reason)
                 self._publish_birth()
+                # The broker may have died holding batches it had PUBACKed: unless their
+                # confirmations (queued in our session) arrive soon, send them again.
+                soon = time.monotonic() + RECONNECT_CONFIRM_GRACE_S
+                for bid, (b, deadline) in list(self._unconfirmed.items()):
+                    self._unconfirmed[bid] = (b, min(deadline, soon))
             else:
                 self._set_error(f"connect refused: {reason}")
                 self._log_state(False, reason)
@@ -316,6 +383,28 @@ class Uplink:
             self._log_state(False, ev[1])
         elif kind == "puback":
             self._handle_puback(ev[1], ev[2], ev[3])
+        elif kind == "delivered":
+            self._handle_delivered(ev[1], ev[2])
+        elif kind == "bad_confirmation":
+            with self._stats_lock:
+                self._stats.bad_confirmations += 1
+            self._set_error(f"ignored a confirmation: {ev[1]}")
+
+    def _handle_delivered(self, batch_id: str | None, ids: list[str]) -> None:
+        # By ids, not only by batch: after a restart of the uplink the same rows travel in
+        # batches this object never saw, and their confirmations must still delete them.
+        deleted = self.outbox.mark_sent(ids)
+        known = batch_id is not None and self._unconfirmed.pop(batch_id, None) is not None
+        if batch_id is not None and not known:
+            self._retry = [b for b in self._retry if b.batch_id != batch_id]
+            self._early[batch_id] = None
+            while len(self._early) > 4 * self.cfg.max_unconfirmed_batches + 64:
+                self._early.popitem(last=False)
+        with self._stats_lock:
+            self._stats.confirmed_batches += 1
+            self._stats.published_events += deleted
+        with self._progress:
+            self._progress.notify_all()
 
     def _handle_puback(self, mid: int, ok: bool, reason: str) -> None:
         if mid not in self._inflight:
@@ -323,7 +412,16 @@ class Uplink:
         batch = self._inflight.pop(mid)
         if batch is None:
             return  # birth message
-        if ok:
+        if ok and self.confirm_by_cdp:
+            with self._stats_lock:
+                self._stats.published_batches += 1
+            if self._early.pop(batch.batch_id, "missing") == "missing":
+                deadline = time.monotonic() + self.cfg.confirm_timeout_s
+                self._unconfirmed[batch.batch_id] = (batch, deadline)
+            if self._backoff.failures:
+                log.info("uplink: broker accepts batches again")
+            self._backoff.reset()
+        elif ok:
             try:
                 deleted = self.outbox.mark_sent(batch.ids)
             except Exception as exc:
@@ -358,9 +456,34 @@ class Uplink:
 
     def _pump(self) -> float | None:
         """Publish what may be published now; return how long to wait for something to happen."""
+        wait = self._publish_ready()
+        if not self._unconfirmed:
+            return wait
+        # Wake up for the earliest confirmation deadline too.
+        until = min(d for _, d in self._unconfirmed.values()) - time.monotonic()
+        return max(0.01, until) if wait is None else max(0.0, min(wait, until))
+
+    def _expire_unconfirmed(self) -> None:
+        now = time.monotonic()
+        late = [bid for bid, (_, d) in self._unconfirmed.items() if d <= now]
+        for bid in late:
+            batch, _ = self._unconfirmed.pop(bid)
+            self._retry.append(batch)
+        if late:
+            with self._stats_lock:
+                self._stats.resent_unconfirmed += len(late)
+            log.warning(
+                "uplink: the CDP has not confirmed %d batch(es) in time; sending them again",
+                len(late),
+            )
+
+    def _publish_ready(self) -> float | None:
         if not self._stats.connected:
             return None  # a connect event will wake us
+        self._expire_unconfirmed()
         while self._inflight_batches() < self.max_inflight_batches:
+            if len(self._unconfirmed) >= self.cfg.max_unconfirmed_batches:
+                return None  # a confirmation or a deadline will wake us
             if self._retry:
                 wait = self._backoff.remaining()
                 if wait > 0:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,7 +28,13 @@ from edge_agent.events import AudienceSample, CloudEvent, make_event
 from edge_agent.mqtt import connect, make_client
 from sync.cdp_sink import MAX_DECODED_BYTES, BatchError, CdpSink, decode_batch
 from sync.outbox import Outbox
-from sync.uplink import Uplink, encode_batch, publish_properties
+from sync.uplink import (
+    Uplink,
+    decode_confirmation,
+    encode_batch,
+    encode_confirmation,
+    publish_properties,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,7 +343,10 @@ def test_uplink_kill_9_then_new_uplink_finishes(broker, ids, sink_factory, tmp_p
 
     with Outbox(db) as ob:
         assert ob.integrity_check() == "ok"
-        assert 0 < ob.depth() <= 2000 - delivered_by_child + 20 * 2  # only unacked rows remain
+        # Only rows not yet confirmed by the CDP remain: at most one in flight plus the window
+        # of PUBACKed batches waiting for their confirmation.
+        window = 20 * (1 + UplinkConfig().max_unconfirmed_batches)
+        assert 0 < ob.depth() <= 2000 - delivered_by_child + window
         up = Uplink(ob, bcfg(broker), store, device, cfg())
         up.start()
         try:
@@ -405,3 +416,144 @@ def _sink_column_path(db: Path, col: str) -> list[str]:
         return []
     with sqlite3.connect(db) as conn:
         return [r[0] for r in conn.execute(f"SELECT {col} FROM events")]
+
+
+# ---- end-to-end confirmation by the CDP -------------------------------------------------
+def test_confirmation_codec_refuses_anything_else() -> None:
+    assert decode_confirmation(encode_confirmation("b1", ["a", "b"])) == ("b1", ["a", "b"])
+    assert decode_confirmation(encode_confirmation(None, [])) == (None, [])
+    for bad in (b"", b"\xff", b"[]", b'{"ids": "a"}', b'{"ids": [1]}', b"{" * 10):
+        with pytest.raises(ValueError):
+            decode_confirmation(bad)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=500, deadline=None)
+def test_confirmation_decoder_fuzz(payload: bytes) -> None:
+    try:
+        bid, got = decode_confirmation(payload)
+    except ValueError:
+        return
+    assert bid is None or isinstance(bid, str)
+    assert all(isinstance(i, str) for i in got)
+
+
+def test_sink_confirms_every_event_it_dealt_with(tmp_path: Path) -> None:
+    sink = CdpSink(BrokerConfig(), tmp_path / "cdp.db")  # not started: handle_batch directly
+    try:
+        good = events(3, "s", "d")
+        foreign = events(1, "other", "d")  # refused (wrong source) but dealt with: confirm it
+        bodies = [e.to_json() for e in good + foreign]
+        payload, enc = encode_batch("b1", "s", "d", bodies, compress_over=10**6)
+        topic = topics.events("s", "d")
+        assert sink.handle_batch(topic, payload, publish_properties(enc)) == (
+            "b1",
+            [e.id for e in good + foreign],
+        )
+        # Again: all duplicates now, and still confirmed so the device can let go.
+        assert sink.handle_batch(topic, payload, publish_properties(enc)) == (
+            "b1",
+            [e.id for e in good + foreign],
+        )
+        assert sink.count() == 3
+        assert sink.handle_batch(topic, b"garbage") is None
+        assert sink.handle_batch("not/an/events/topic", payload) is None
+    finally:
+        sink.stop()
+
+
+@pytest.mark.timeout(40)
+def test_a_puback_alone_deletes_nothing(fresh_broker: Mosquitto, ids, sink_factory, tmp_path):
+    """The broker accepts (a plain subscriber exists) but no CDP stores: rows stay, are re-sent."""
+    store, device, group = ids
+    seen: list[bytes] = []
+    watcher = make_client(f"plain-{device}", bcfg(fresh_broker))
+    watcher.on_connect = lambda c, *a: c.subscribe(topics.events(store, device), qos=1)
+    watcher.on_message = lambda c, u, m: seen.append(m.payload)
+    connect(watcher, bcfg(fresh_broker), clean_start=True, session_expiry_s=0)
+    watcher.loop_start()
+    try:
+        assert wait_until(lambda: watcher.is_connected(), 5)
+        time.sleep(0.3)  # the SUBSCRIBE goes out right after CONNACK
+        with Outbox(tmp_path / "outbox.db") as ob:
+            evs = events(50, store, device)
+            ob.append(evs)
+            up = Uplink(ob, bcfg(fresh_broker), store, device, cfg(confirm_timeout_s=1.0))
+            up.start()
+            try:
+                assert wait_until(lambda: up.stats()["resent_unconfirmed"] >= 1, 10), up.stats()
+                s = up.stats()
+                assert s["published_batches"] >= 1 and s["refused_batches"] == 0
+                assert ob.depth() == 50 and s["published_events"] == 0
+                assert len(seen) >= 2  # the same batch went out again
+                sink = sink_factory(fresh_broker, group)  # a CDP appears: confirmed, deleted
+                assert up.flush(10), up.stats()
+                assert sink.ids() == {e.id for e in evs}
+                assert up.stats()["published_events"] == 50
+            finally:
+                up.stop(flush_timeout_s=0)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+def test_confirm_by_broker_deletes_on_puback(fresh_broker: Mosquitto, ids, tmp_path) -> None:
+    store, device, _ = ids
+    seen: list[bytes] = []
+    watcher = make_client(f"plain-{device}", bcfg(fresh_broker))
+    watcher.on_connect = lambda c, *a: c.subscribe(topics.events(store, device), qos=1)
+    watcher.on_message = lambda c, u, m: seen.append(m.payload)
+    connect(watcher, bcfg(fresh_broker), clean_start=True, session_expiry_s=0)
+    watcher.loop_start()
+    try:
+        assert wait_until(lambda: watcher.is_connected(), 5)
+        time.sleep(0.3)
+        with Outbox(tmp_path / "outbox.db") as ob:
+            ob.append(events(20, store, device))
+            up = Uplink(ob, bcfg(fresh_broker), store, device, cfg(confirm="broker"))
+            up.start()
+            try:
+                assert up.flush(10), up.stats()
+                assert up.stats()["published_events"] == 20
+            finally:
+                up.stop(flush_timeout_s=0)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+@pytest.mark.timeout(90)
+def test_broker_killed_again_and_again_loses_nothing(
+    fresh_broker: Mosquitto, ids, sink_factory, tmp_path: Path
+) -> None:
+    """Chaos, bounded for CI: kill -9 the broker three times mid-stream, appending meanwhile."""
+    store, device, group = ids
+    sink = sink_factory(fresh_broker, group)
+    _wait_for_persisted(fresh_broker, time.time())
+    evs = events(3000, store, device)
+    with Outbox(tmp_path / "outbox.db") as ob:
+        ob.append(evs[:1000])
+        up = Uplink(
+            ob,
+            bcfg(fresh_broker),
+            store,
+            device,
+            cfg(max_batch=10, confirm_timeout_s=2.0),
+            max_inflight_batches=2,
+        )
+        up.start()
+        try:
+            for round_ in range(3):
+                assert sink.wait_for(100 + round_ * 900, 20), (sink.stats(), up.stats())
+                fresh_broker.kill()
+                ob.append(evs[1000 * (round_ + 1) : 1000 * (round_ + 2)])
+                fresh_broker.start()
+            assert sink.wait_for(3000, 40), (sink.stats(), up.stats())
+            assert up.flush(20), up.stats()
+        finally:
+            up.stop(flush_timeout_s=0)
+    assert sink.ids() == {e.id for e in evs}
+    assert sink.count() == 3000
+    s = sink.stats()
+    # Raw duplicates come only from re-sent windows, never from a wholesale replay.
+    assert s["duplicates"] <= 3 * (2 + 64) * 10, s
