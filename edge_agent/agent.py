@@ -78,6 +78,7 @@ class AgentStats:
     decisions: int = 0
     content_changes: int = 0
     events_accepted: int = 0
+    events_refused_disk_full: int = 0  # droppable events a full disk refused (never accepted)
     impressions_received: int = 0
     bus_rejects: int = 0
     audience_samples: int = 0
@@ -168,6 +169,7 @@ class Agent:
         self._started = time.monotonic()
         self._stop = asyncio.Event()
         self.outbox: Any = None
+        self._disk_full = False
         # Set to a list to keep every accepted id (the demo and tests audit delivery with it).
         self.accepted_ids: list[str] | None = None
         self.uplink: Any = None
@@ -197,7 +199,9 @@ class Agent:
         from sync.uplink import Uplink
 
         cfg = self.cfg
-        self.outbox = Outbox(self.paths.outbox_db)
+        self.outbox = Outbox(
+            self.paths.outbox_db, cap_bytes=int(cfg.uplink.outbox_cap_mb * 1_000_000)
+        )
         self.uplink = Uplink(
             self.outbox, cfg.central, cfg.store.store_id, cfg.store.device_id, cfg.uplink
         )
@@ -338,7 +342,23 @@ class Agent:
             return 0
         if self.outbox is None:
             return 0
-        self.outbox.append(batch)
+        from sync.outbox import PRIORITY_HIGH, OutboxFull, priority_of
+
+        try:
+            self.outbox.append(batch)
+        except OutboxFull as exc:
+            # Keep what must not be lost in memory (bounded) and retry at the next flush.
+            keep = [e for e in batch if priority_of(e.type) >= PRIORITY_HIGH][-10_000:]
+            self.stats.events_refused_disk_full += len(batch) - len(keep)
+            with self._pending_lock:
+                self._pending[:0] = keep
+            if not self._disk_full:
+                log.error("%s; keeping %d important event(s) in memory", exc, len(keep))
+            self._disk_full = True
+            return 0
+        if self._disk_full:
+            log.info("outbox: disk has room again")
+            self._disk_full = False
         self.stats.events_accepted += len(batch)
         if self.accepted_ids is not None:
             self.accepted_ids.extend(e.id for e in batch)
@@ -729,8 +749,15 @@ class Agent:
                     **self._camera_health(),
                 },
                 kpis=self.journey.kpis.snapshot(),
+                dropped=self._dropped(),
             )
         )
+
+    def _dropped(self) -> dict[str, int]:
+        out = dict(self.outbox.drops()) if self.outbox else {}
+        if self.stats.events_refused_disk_full:
+            out["refused:disk_full"] = self.stats.events_refused_disk_full
+        return out
 
     def _camera_health(self) -> dict[str, str]:
         """Camera state for the heartbeat: ok, starting, stalled, reconnecting, ended, off..."""

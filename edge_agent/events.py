@@ -138,6 +138,8 @@ class DeviceHeartbeat(Payload):
     sensors: dict[str, str] = Field(default_factory=dict)
     # Journey KPIs of the current store day (edge_agent/kpis.py): counts and rates, no ids.
     kpis: dict[str, Any] = Field(default_factory=dict)
+    # Events dropped to keep the outbox under its disk cap or on a full disk, by reason:type.
+    dropped: dict[str, int] = Field(default_factory=dict)
 
 
 class BeaconTelemetry(Payload):
