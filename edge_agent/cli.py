@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # stay cheap (import heavy things inside the handlers), because every invocation builds them all.
 COMMAND_MODULES: list[str] = [
     "edge_agent.campaigns_cli",
+    "sync.loadgen_cli",
 ]
 
 BENCHES = {
