@@ -203,7 +203,12 @@ class Agent:
             self.paths.outbox_db, cap_bytes=int(cfg.uplink.outbox_cap_mb * 1_000_000)
         )
         self.uplink = Uplink(
-            self.outbox, cfg.central, cfg.store.store_id, cfg.store.device_id, cfg.uplink
+            self.outbox,
+            cfg.central,
+            cfg.store.store_id,
+            cfg.store.device_id,
+            cfg.uplink,
+            config_hash=hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12],
         )
         self.uplink.start()
         self.downlink = Downlink(
@@ -738,7 +743,7 @@ class Agent:
         oldest = self.outbox.oldest_pending_age_s() if self.outbox else 0.0
         free = shutil.disk_usage(self.paths.state_dir).free / 1e6
         self._emit(
-            DeviceHeartbeat(
+            hb := DeviceHeartbeat(
                 version=VERSION,
                 uptime_s=round(time.monotonic() - self._started, 1),
                 outbox_depth=depth,
@@ -750,8 +755,21 @@ class Agent:
                 },
                 kpis=self.journey.kpis.snapshot(),
                 dropped=self._dropped(),
+                **self._clock_fields(),
             )
         )
+        self._publish_health(hb)
+
+    def _clock_fields(self) -> dict[str, float]:
+        est = self.uplink.clock_offset() if self.uplink is not None else None
+        if est is None:
+            return {}
+        return {"clock_offset_s": round(est[0], 4), "clock_uncertainty_s": round(est[1], 4)}
+
+    def _publish_health(self, hb: DeviceHeartbeat) -> None:
+        if self.uplink is not None:
+            doc = {"ts": self.clock.now(), **hb.model_dump(mode="json")}
+            self.uplink.publish_health({**doc, "uplink": self.uplink.stats()})
 
     def _dropped(self) -> dict[str, int]:
         out = dict(self.outbox.drops()) if self.outbox else {}

@@ -140,6 +140,10 @@ class DeviceHeartbeat(Payload):
     kpis: dict[str, Any] = Field(default_factory=dict)
     # Events dropped to keep the outbox under its disk cap or on a full disk, by reason:type.
     dropped: dict[str, int] = Field(default_factory=dict)
+    # This box's clock against the CDP's (positive: the box is behind), measured from the CDP's
+    # delivery confirmations like NTP; the uncertainty is half the best round trip.
+    clock_offset_s: float | None = None
+    clock_uncertainty_s: float | None = Field(None, ge=0)
 
 
 class BeaconTelemetry(Payload):

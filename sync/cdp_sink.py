@@ -250,7 +250,9 @@ class CdpSink:
             store_device = _topic_ids(msg.topic)
             assert store_device is not None  # handle_batch returns None for foreign topics
             client.publish(
-                topics.delivered(*store_device), encode_confirmation(batch_id, ids), qos=1
+                topics.delivered(*store_device),
+                encode_confirmation(batch_id, ids, time.time()),
+                qos=1,
             )
         if msg.qos > 0:
             client.ack(msg.mid, msg.qos)

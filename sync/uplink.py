@@ -42,13 +42,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import random
 import threading
 import time
 import zlib
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -72,12 +73,16 @@ RECONNECT_CONFIRM_GRACE_S = 3.0  # after a reconnect, queued confirmations get t
 MAX_CONFIRMATION_BYTES = 1_048_576
 
 
-def encode_confirmation(batch_id: str | None, ids: list[str]) -> bytes:
-    return json.dumps({"batch_id": batch_id, "ids": ids}, separators=(",", ":")).encode()
+def encode_confirmation(batch_id: str | None, ids: list[str], t: float | None = None) -> bytes:
+    """The CDP's confirmation; ``t`` is the CDP's wall clock at its commit (for clock offset)."""
+    doc: dict[str, Any] = {"batch_id": batch_id, "ids": ids}
+    if t is not None:
+        doc["t"] = t
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def decode_confirmation(payload: bytes) -> tuple[str | None, list[str]]:
-    """``(batch_id, ids)`` from a CDP confirmation; ValueError says what is wrong with it."""
+def decode_confirmation(payload: bytes) -> tuple[str | None, list[str], float | None]:
+    """``(batch_id, ids, cdp_time)`` from a confirmation; ValueError says what is wrong."""
     if len(payload) > MAX_CONFIRMATION_BYTES:
         raise ValueError(f"confirmation of {len(payload)} bytes is too large")
     try:
@@ -90,7 +95,29 @@ def decode_confirmation(payload: bytes) -> tuple[str | None, list[str]]:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("confirmation has no list of string ids")
     bid = doc.get("batch_id")
-    return (bid if isinstance(bid, str) else None), ids
+    t = doc.get("t")
+    ok_t = isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+    return (bid if isinstance(bid, str) else None), ids, (float(t) if ok_t else None)
+
+
+@dataclass
+class ClockOffset:
+    """NTP's estimate from one server timestamp per exchange: offset = t_cdp - (sent + got) / 2,
+    good to half the round trip; the sample with the smallest round trip among the recent ones
+    wins (queueing only ever makes a sample worse)."""
+
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=32))
+
+    def add(self, sent: float, cdp_time: float, got: float) -> None:
+        if got >= sent:
+            self.samples.append((got - sent, cdp_time - (sent + got) / 2))
+
+    def estimate(self) -> tuple[float, float] | None:
+        """``(offset_s, uncertainty_s)``: positive offset = this box's clock is behind."""
+        if not self.samples:
+            return None
+        rtt, off = min(self.samples)
+        return off, rtt / 2
 
 
 def agent_version() -> str:
@@ -127,6 +154,7 @@ class _Batch:
     payload: bytes
     encoding: str
     attempts: int = 0
+    sent_at: float = 0.0  # wall clock of the last send, for the clock offset
 
     @property
     def ids(self) -> list[str]:
@@ -185,6 +213,7 @@ class Uplink:
         max_inflight_batches: int = 4,
         compress_over: int = DEFAULT_COMPRESS_OVER,
         hold_without_subscribers: bool = True,
+        config_hash: str | None = None,
     ) -> None:
         self.outbox = outbox
         self.broker = broker
@@ -199,6 +228,9 @@ class Uplink:
         self.hold_without_subscribers = hold_without_subscribers
         self.topic = topics.events(store_id, device_id)
         self.state_topic = topics.state(store_id, device_id)
+        self.health_topic = topics.health(store_id, device_id)
+        self.config_hash = config_hash
+        self.clock = ClockOffset()
         self.delivered_topic = topics.delivered(store_id, device_id)
         self.confirm_by_cdp = cfg.confirm == "cdp"
 
@@ -276,6 +308,22 @@ class Uplink:
         client.loop_stop()
         self._thread = None
 
+    def clock_offset(self) -> tuple[float, float] | None:
+        """``(offset_s, uncertainty_s)`` of this box's clock against the CDP's, or None yet."""
+        return self.clock.estimate()
+
+    def publish_health(self, doc: dict[str, Any]) -> bool:
+        """The latest health, retained on ``.../health`` (state, not history: the history
+        travels as heartbeat events through the outbox). False when not connected."""
+        client = self._client
+        if client is None or not self._stats.connected:
+            return False
+        try:
+            info = client.publish(self.health_topic, json.dumps(doc, default=str), 1, True)
+        except (ValueError, RuntimeError):
+            return False
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
             s = self._stats
@@ -322,11 +370,11 @@ class Uplink:
         if msg.topic != self.delivered_topic:
             return
         try:
-            batch_id, ids = decode_confirmation(msg.payload)
+            batch_id, ids, cdp_time = decode_confirmation(msg.payload)
         except ValueError as exc:
             self._events.put(("bad_confirmation", str(exc)))
             return
-        self._events.put(("delivered", batch_id, ids))
+        self._events.put(("delivered", batch_id, ids, cdp_time, time.time()))
 
     def _on_append(self, last_sequence: int) -> None:
         self._events.put(("wake",))
@@ -384,17 +432,22 @@ class Uplink:
         elif kind == "puback":
             self._handle_puback(ev[1], ev[2], ev[3])
         elif kind == "delivered":
-            self._handle_delivered(ev[1], ev[2])
+            self._handle_delivered(ev[1], ev[2], ev[3], ev[4])
         elif kind == "bad_confirmation":
             with self._stats_lock:
                 self._stats.bad_confirmations += 1
             self._set_error(f"ignored a confirmation: {ev[1]}")
 
-    def _handle_delivered(self, batch_id: str | None, ids: list[str]) -> None:
+    def _handle_delivered(
+        self, batch_id: str | None, ids: list[str], cdp_time: float | None, got: float
+    ) -> None:
         # By ids, not only by batch: after a restart of the uplink the same rows travel in
         # batches this object never saw, and their confirmations must still delete them.
         deleted = self.outbox.mark_sent(ids)
-        known = batch_id is not None and self._unconfirmed.pop(batch_id, None) is not None
+        entry = self._unconfirmed.pop(batch_id, None) if batch_id is not None else None
+        known = entry is not None
+        if entry is not None and cdp_time is not None and entry[0].attempts == 0:
+            self.clock.add(entry[0].sent_at, cdp_time, got)
         if batch_id is not None and not known:
             self._retry = [b for b in self._retry if b.batch_id != batch_id]
             self._early[batch_id] = None
@@ -450,7 +503,10 @@ class Uplink:
 
     def _publish_birth(self) -> None:
         assert self._client is not None
-        body = json.dumps({"status": "online", "version": self.version, "device": self.device_id})
+        doc = {"status": "online", "version": self.version, "device": self.device_id}
+        if self.config_hash:
+            doc["config_hash"] = self.config_hash
+        body = json.dumps(doc)
         info = self._client.publish(self.state_topic, body, qos=1, retain=True)
         self._inflight[info.mid] = None
 
@@ -468,6 +524,7 @@ class Uplink:
         late = [bid for bid, (_, d) in self._unconfirmed.items() if d <= now]
         for bid in late:
             batch, _ = self._unconfirmed.pop(bid)
+            batch.attempts += 1  # Karn: a re-sent batch says nothing about the clock
             self._retry.append(batch)
         if late:
             with self._stats_lock:
@@ -519,6 +576,7 @@ class Uplink:
         assert self._client is not None
         with self._stats_lock:
             self._stats.publish_attempts += 1
+        batch.sent_at = time.time()
         try:
             info = self._client.publish(
                 self.topic,

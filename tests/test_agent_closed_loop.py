@@ -50,6 +50,9 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
     sink.start()
     bus = BusRecorder(broker.host, broker.port, topics.alerts(store))
+    device = cfg.store.device_id
+    health = BusRecorder(broker.host, broker.port, topics.health(store, device))
+    state = BusRecorder(broker.host, broker.port, topics.state(store, device))
     clock = ScaledClock(scenario.T0, SPEED)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     agent.accepted_ids = []
@@ -103,7 +106,8 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     finally:
         stop.set()
         t.join(5)
-        bus.close()
+        for recorder in (bus, health, state):
+            recorder.close()
         sink.stop(end_session=True)
 
     db = sqlite3.connect(tmp_path / "cdp.db")
@@ -143,6 +147,17 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     answers = db.execute("SELECT body FROM events WHERE type LIKE '%survey.answer.v1'").fetchall()
     assert [json.loads(r[0])["data"]["score"] for r in answers] == [9]
     assert kpis["nps_answers"] == 1 and agent.stats.bus_rejects == 2
+    # Central sees the box live too: retained health (the heartbeat plus the uplink's state)
+    # and a birth naming the config, without reading the event history.
+    assert health.messages and health.messages[-1]["outbox_depth"] >= 0
+    assert health.messages[-1]["uplink"]["connected"] is True
+    assert health.messages[-1]["kpis"]["conversions"] >= 1
+    births = [m for m in state.messages if m.get("status") == "online"]  # not earlier retained
+    assert births and len(births[-1]["config_hash"]) == 12
+    # The clock offset, measured from the CDP's confirmations: same machine, so about zero.
+    offsets = [b for b in beats if "clock_offset_s" in b]
+    assert offsets, "no heartbeat measured the clock offset"
+    assert abs(offsets[-1]["clock_offset_s"]) <= offsets[-1]["clock_uncertainty_s"] + 0.05
 
 
 @pytest.mark.timeout(60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from edge_agent.mqtt import connect, make_client
 from sync.cdp_sink import MAX_DECODED_BYTES, BatchError, CdpSink, decode_batch
 from sync.outbox import Outbox
 from sync.uplink import (
+    ClockOffset,
     Uplink,
     decode_confirmation,
     encode_batch,
@@ -162,7 +164,9 @@ def test_2000_events_delivered_exactly_once(broker, ids, sink_factory, tmp_path:
         for i in range(0, 2000, 250):  # appended while the uplink runs, like the agent does
             ob.append(evs[i : i + 250])
             if i == 0:
-                up = Uplink(ob, bcfg(broker), store, device, cfg(), version="9.9.9")
+                up = Uplink(
+                    ob, bcfg(broker), store, device, cfg(), version="9.9.9", config_hash="c0ffee"
+                )
                 up.start()
         assert sink.wait_for(2000, 15), sink.stats()
         assert up.flush(10)
@@ -175,7 +179,12 @@ def test_2000_events_delivered_exactly_once(broker, ids, sink_factory, tmp_path:
         assert s["stored"] == 2000 and s["rejected"] == 0
         with got_state:
             assert got_state.wait_for(lambda: state_msgs, 5)
-        assert state_msgs[0] == {"status": "online", "version": "9.9.9", "device": device}
+        assert state_msgs[0] == {
+            "status": "online",
+            "version": "9.9.9",
+            "device": device,
+            "config_hash": "c0ffee",
+        }
         up.stop(flush_timeout_s=2)
         with got_state:
             assert got_state.wait_for(lambda: state_msgs[-1]["status"] == "offline", 5)
@@ -420,8 +429,14 @@ def _sink_column_path(db: Path, col: str) -> list[str]:
 
 # ---- end-to-end confirmation by the CDP -------------------------------------------------
 def test_confirmation_codec_refuses_anything_else() -> None:
-    assert decode_confirmation(encode_confirmation("b1", ["a", "b"])) == ("b1", ["a", "b"])
-    assert decode_confirmation(encode_confirmation(None, [])) == (None, [])
+    assert decode_confirmation(encode_confirmation("b1", ["a", "b"], 5.5)) == (
+        "b1",
+        ["a", "b"],
+        5.5,
+    )
+    assert decode_confirmation(encode_confirmation(None, [])) == (None, [], None)
+    assert decode_confirmation(b'{"ids": [], "t": NaN}')[2] is None  # a clock must be finite
+    assert decode_confirmation(b'{"ids": [], "t": true}')[2] is None
     for bad in (b"", b"\xff", b"[]", b'{"ids": "a"}', b'{"ids": [1]}', b"{" * 10):
         with pytest.raises(ValueError):
             decode_confirmation(bad)
@@ -431,10 +446,11 @@ def test_confirmation_codec_refuses_anything_else() -> None:
 @settings(max_examples=500, deadline=None)
 def test_confirmation_decoder_fuzz(payload: bytes) -> None:
     try:
-        bid, got = decode_confirmation(payload)
+        bid, got, t = decode_confirmation(payload)
     except ValueError:
         return
     assert bid is None or isinstance(bid, str)
+    assert t is None or math.isfinite(t)
     assert all(isinstance(i, str) for i in got)
 
 
@@ -462,19 +478,26 @@ def test_sink_confirms_every_event_it_dealt_with(tmp_path: Path) -> None:
         sink.stop()
 
 
+def plain_subscriber(m: Mosquitto, topic: str):
+    """A subscriber that is not a CDP (it never confirms), ready once its SUBACK is in."""
+    seen: list[bytes] = []
+    subscribed = threading.Event()
+    c = make_client(f"plain-{uuid.uuid4().hex[:8]}", bcfg(m))
+    c.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.on_message = lambda c, u, msg: seen.append(msg.payload)
+    connect(c, bcfg(m), clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    assert subscribed.wait(5), "plain subscriber did not subscribe"
+    return c, seen
+
+
 @pytest.mark.timeout(40)
 def test_a_puback_alone_deletes_nothing(fresh_broker: Mosquitto, ids, sink_factory, tmp_path):
     """The broker accepts (a plain subscriber exists) but no CDP stores: rows stay, are re-sent."""
     store, device, group = ids
-    seen: list[bytes] = []
-    watcher = make_client(f"plain-{device}", bcfg(fresh_broker))
-    watcher.on_connect = lambda c, *a: c.subscribe(topics.events(store, device), qos=1)
-    watcher.on_message = lambda c, u, m: seen.append(m.payload)
-    connect(watcher, bcfg(fresh_broker), clean_start=True, session_expiry_s=0)
-    watcher.loop_start()
+    watcher, seen = plain_subscriber(fresh_broker, topics.events(store, device))
     try:
-        assert wait_until(lambda: watcher.is_connected(), 5)
-        time.sleep(0.3)  # the SUBSCRIBE goes out right after CONNACK
         with Outbox(tmp_path / "outbox.db") as ob:
             evs = events(50, store, device)
             ob.append(evs)
@@ -499,15 +522,8 @@ def test_a_puback_alone_deletes_nothing(fresh_broker: Mosquitto, ids, sink_facto
 
 def test_confirm_by_broker_deletes_on_puback(fresh_broker: Mosquitto, ids, tmp_path) -> None:
     store, device, _ = ids
-    seen: list[bytes] = []
-    watcher = make_client(f"plain-{device}", bcfg(fresh_broker))
-    watcher.on_connect = lambda c, *a: c.subscribe(topics.events(store, device), qos=1)
-    watcher.on_message = lambda c, u, m: seen.append(m.payload)
-    connect(watcher, bcfg(fresh_broker), clean_start=True, session_expiry_s=0)
-    watcher.loop_start()
+    watcher, seen = plain_subscriber(fresh_broker, topics.events(store, device))
     try:
-        assert wait_until(lambda: watcher.is_connected(), 5)
-        time.sleep(0.3)
         with Outbox(tmp_path / "outbox.db") as ob:
             ob.append(events(20, store, device))
             up = Uplink(ob, bcfg(fresh_broker), store, device, cfg(confirm="broker"))
@@ -557,3 +573,57 @@ def test_broker_killed_again_and_again_loses_nothing(
     s = sink.stats()
     # Raw duplicates come only from re-sent windows, never from a wholesale replay.
     assert s["duplicates"] <= 3 * (2 + 64) * 10, s
+
+
+def test_clock_offset_takes_the_sample_with_the_shortest_round_trip() -> None:
+    c = ClockOffset()
+    assert c.estimate() is None
+    # The box is 2 s behind; the round trips are 0.4 s, 0.02 s and 1 s (a queued one).
+    c.add(sent=100.0, cdp_time=102.35, got=100.4)  # true offset 2 s, seen as 2.15
+    c.add(sent=200.0, cdp_time=202.01, got=200.02)
+    c.add(sent=300.0, cdp_time=302.9, got=301.0)
+    c.add(sent=400.0, cdp_time=0.0, got=399.0)  # clock went backwards meanwhile: ignored
+    off, err = c.estimate()  # type: ignore[misc]
+    assert off == pytest.approx(2.0) and err == pytest.approx(0.01)
+
+
+@pytest.mark.timeout(30)
+def test_health_is_retained_birth_names_the_config_and_clock_offset_is_measured(
+    broker, ids, sink_factory, tmp_path: Path
+) -> None:
+    store, device, group = ids
+    sink_factory(broker, group)
+    got: dict[str, dict] = {}
+    arrived = threading.Event()
+
+    def on_message(c, u, m) -> None:
+        got[m.topic.rsplit("/", 1)[1]] = json.loads(m.payload)
+        if {"state", "health"} <= set(got):
+            arrived.set()
+
+    with Outbox(tmp_path / "outbox.db") as ob:
+        ob.append(events(300, store, device))
+        up = Uplink(ob, bcfg(broker), store, device, cfg(max_batch=20), config_hash="abc123")
+        up.start()
+        try:
+            assert up.flush(10), up.stats()
+            assert up.publish_health({"outbox_depth": 0, "sensors": {"ble": "ok"}})
+            offset = up.clock_offset()
+            assert offset is not None
+            # Same machine, same clock: the offset is zero within its uncertainty (+ slack).
+            assert abs(offset[0]) <= offset[1] + 0.05, offset
+        finally:
+            up.stop(flush_timeout_s=0)
+    # A late subscriber still sees the latest state and health: both are retained.
+    watcher = make_client(f"late-{device}", bcfg(broker))
+    watcher.on_message = on_message
+    watcher.on_connect = lambda c, *a: c.subscribe(f"stores/{store}/devices/{device}/+", qos=1)
+    connect(watcher, bcfg(broker), clean_start=True, session_expiry_s=0)
+    watcher.loop_start()
+    try:
+        assert arrived.wait(5), got
+        assert got["health"] == {"outbox_depth": 0, "sensors": {"ble": "ok"}}
+        assert got["state"]["status"] == "offline"  # the goodbye replaced the birth
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
