@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint format bench clean
+.PHONY: bootstrap demo test lint format bench clean install
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,11 @@ format: bootstrap
 
 bench: bootstrap
 	@$(VENV)/bin/edge-agent bench all
+
+# On the box, as root: units, config, service users, state dirs (README.md, "On the box").
+# e.g. make install INSTALL_ARGS="--config store.toml --screen screen-1 --with-mosquitto"
+install: bootstrap
+	@$(VENV)/bin/edge-agent install $(INSTALL_ARGS)
 
 clean:
 	rm -rf out var .pytest_cache

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent import topics
 from edge_agent.ble.advert import Advert
+from edge_agent.ble.beacon_health import BeaconHealth
 from edge_agent.ble.decode import decode_advert
 from edge_agent.campaigns import lint
 from edge_agent.clock import Clock, SystemClock
@@ -55,9 +56,10 @@ from edge_agent.events import (
 )
 from edge_agent.identity import TokenResolver
 from edge_agent.journey import JourneyEngine
+from edge_agent.liveness import StallPoint
 from edge_agent.mqtt import connect, make_client
 from edge_agent.pos import Receipt, ReceiptDeduper
-from edge_agent.presence import DwellTick, Entered, Left, PresenceTracker
+from edge_agent.presence import DwellTick, Entered, Left, tracker_from_config
 from edge_agent.profiles import ProfileSlice
 from edge_agent.screen_protocol import ScreenCommand
 
@@ -128,7 +130,14 @@ class Agent:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         self.paths = paths
         self.stats = AgentStats()
-        self.profiles = ProfileSlice(paths.profiles_db)
+        self.profiles = ProfileSlice(
+            paths.profiles_db,
+            key_path=cfg.profiles.key_file,
+            store_id=cfg.store.store_id,
+            cache_size=cfg.profiles.cache_size,
+        )
+        # Profiles deleted or withdrawn on the downlink/scheduler threads; the loop forgets them.
+        self._forget: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.resolver = TokenResolver(cfg.ble.eid_rotation_exponent)
         self.resolver.set_keys(self.profiles.identity_keys())
         self.content = ContentStore(paths.state_dir)
@@ -147,14 +156,7 @@ class Agent:
         self._camera_seen_at: float | None = None
         self._camera_alerted = False
         self._run_started_at: float | None = None
-        b = cfg.ble
-        self.presence = PresenceTracker(
-            enter_rssi=b.enter_rssi,
-            leave_rssi=b.leave_rssi,
-            away_timeout_s=b.away_timeout_s,
-            ema_alpha=b.ema_alpha,
-            dwell_report_s=b.dwell_report_s,
-        )
+        self.presence = tracker_from_config(cfg.ble, paths.state_dir)
         self._secret = self._device_secret(paths.state_dir)
         self._pending: list[CloudEvent] = []
         self._pending_lock = threading.Lock()
@@ -165,6 +167,9 @@ class Agent:
         }
         self._beacon_low: dict[str, bool] = {}
         self._addr_beacon: dict[str, str] = {}
+        self.beacon_health = BeaconHealth(
+            [bc.name for bc in cfg.ble.beacons], cfg.ble.beacon_missing_s
+        )
         self._people_window: deque[int] = deque(maxlen=5)
         self._started = time.monotonic()
         self._stop = asyncio.Event()
@@ -275,14 +280,67 @@ class Agent:
 
     # ---- downlink appliers -------------------------------------------------------------
     def _apply_profiles(self, body: dict[str, Any]) -> None:
-        """A full slice snapshot: ``{"version": n, "profiles": [...]}``; all or nothing."""
-        rows = body.get("profiles")
-        if not isinstance(rows, list) or not isinstance(body.get("version"), int):
-            raise ValueError("profiles snapshot needs an integer version and a profiles list")
-        n = self.profiles.load_snapshot(rows, body["version"])
-        self.resolver.set_keys(self.profiles.identity_keys())
-        log.info("profiles: applied slice v%s with %d profiles", body["version"], n)
+        """A slice snapshot or delta (shapes in edge_agent/profile_model.py); all or nothing.
+        A refusal (older, gap, bad row, other store) raises and the ack carries the reason."""
+        res = self.profiles.apply(body)
+        if res.duplicate:
+            log.info("profiles: %s v%d already applied", res.kind, res.version)
+            return
+        if res.keys_changed is None:
+            self.resolver.set_keys(self.profiles.identity_keys())
+        elif res.keys_changed:
+            keys = self.profiles.identity_keys(res.keys_changed)
+            self.resolver.update_keys(keys, removed=res.keys_changed - keys.keys())
+        if res.forgotten:
+            # Consent withdrawn or deleted: get() already returns None; the screen must not
+            # keep a personal message up for its minimum hold either.
+            for pid in res.forgotten:
+                self._forget.put(pid)
+            for st in self._screens.values():
+                if st.decision is not None and st.decision.profile_id in res.forgotten:
+                    st.shown_at = float("-inf")
+        log.info("profiles: applied %s v%d (%d rows)", res.kind, res.version, res.rows)
         self._dirty = True
+
+    def _forget_profiles(self) -> None:
+        """Drop journey state (caps, touches) of profiles the slice no longer holds."""
+        while True:
+            try:
+                self.journey.forget(self._forget.get_nowait())
+            except queue.Empty:
+                return
+
+    def _purge_profiles(self) -> None:
+        """The retention job (APScheduler thread): expired profiles and old journal entries."""
+        days = self.cfg.profiles.journal_retention_days
+        try:
+            res = self.profiles.purge_expired(log_retention_s=days * 86400)
+        except Exception:
+            log.exception("profiles: retention purge failed")
+            return
+        if res.forgotten:
+            self.resolver.update_keys({}, removed=res.forgotten)
+            for pid in res.forgotten:
+                self._forget.put(pid)
+            self._dirty = True
+        log.info("profiles: retention purged %d expired profiles", res.expired)
+
+    def _start_retention(self) -> Any:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        sched = BackgroundScheduler(daemon=True, timezone=self.tz)
+        # First run at start: a box back from weeks offline must not use expired profiles.
+        sched.add_job(
+            self._purge_profiles,
+            "interval",
+            seconds=self.cfg.profiles.retention_interval_s,
+            next_run_time=datetime.now(self.tz),
+            id="profiles-retention",
+            coalesce=True,
+            max_instances=1,
+        )
+        sched.start()
+        return sched
 
     def _apply_campaigns(self, body: dict[str, Any]) -> None:
         bundle = self.content.replace(body)
@@ -385,21 +443,22 @@ class Agent:
         for frame in result.frames:
             f = frame.fields
             if frame.format == "eddystone_eid":
-                self._on_token(bytes.fromhex(f["eid"]), advert.rssi, ts)
+                self._on_token(bytes.fromhex(f["eid"]), advert.rssi, ts, advert.receiver)
             elif frame.format == "ibeacon":
                 key = (str(f["uuid"]).replace("-", ""), int(f["major"]), int(f["minor"]))
                 beacon = self._beacons.get(key)
                 if beacon is not None:
                     self._addr_beacon[advert.address] = beacon.name
+                    self.beacon_health.heard(beacon.name, ts)
             elif frame.format == "eddystone_tlm":
                 name = self._addr_beacon.get(advert.address)
                 if name is not None:
                     self._on_tlm(name, f)
 
-    def _on_token(self, eid: bytes, rssi: int, ts: float) -> None:
+    def _on_token(self, eid: bytes, rssi: int, ts: float, receiver: str = "local") -> None:
         pid = self.resolver.resolve(eid, ts)
         internal = f"p:{pid}" if pid else f"t:{eid.hex()}"
-        for change in self.presence.observe(internal, rssi, ts):
+        for change in self.presence.observe(internal, rssi, ts, receiver):
             self._on_presence(change)
 
     def _on_tlm(self, name: str, f: dict[str, Any]) -> None:
@@ -445,7 +504,7 @@ class Agent:
         return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
 
     def _on_presence(self, change: Entered | Left | DwellTick) -> None:
-        zone = self.cfg.ble.zone
+        zone = change.zone or self.cfg.ble.zone
         profile = self._profile_for(change.key)
         pkey = self._presence_key(change.key, change.ts)
         # The profile id travels only with the shopper's analytics consent.
@@ -611,16 +670,16 @@ class Agent:
         dwell: dict[str, float] = {}
         zone_dwell = 0.0
         now = self.clock.now()
-        if sc.zone == self.cfg.ble.zone:
-            for key in sorted(self.presence.present()):
-                stay = max(0.0, now - self._entered_at.get(key, now))
-                zone_dwell = max(zone_dwell, stay)
-                p = self._profile_for(key)
-                if p is not None:
-                    shoppers.append(p)
-                    dwell[p.profile_id] = stay
-                else:
-                    unresolved += 1
+        # Presence is per zone: a zone that no receiver covers has nobody in it.
+        for key in sorted(self.presence.present(sc.zone)):
+            stay = max(0.0, now - self._entered_at.get(key, now))
+            zone_dwell = max(zone_dwell, stay)
+            p = self._profile_for(key)
+            if p is not None:
+                shoppers.append(p)
+                dwell[p.profile_id] = stay
+            else:
+                unresolved += 1
         people = watchers = None
         cam = self.cfg.camera
         if cam is not None and cam.enabled and cam.screen == screen_id:
@@ -644,6 +703,7 @@ class Agent:
         now = self.clock.now()
         now_local = datetime.fromtimestamp(now, self.tz)
         dirty, self._dirty = self._dirty, False
+        self._forget_profiles()
         for screen_id, st in self._screens.items():
             held = st.decision is not None and now - st.shown_at < st.decision.min_on_screen_s
             if not dirty and not held and st.decision is not None:
@@ -751,6 +811,8 @@ class Agent:
                 disk_free_mb=round(free, 1),
                 sensors={
                     "ble": "ok" if self.stats.adverts else "silent",
+                    "ble_beacons": self.beacon_health.summary(),
+                    **self.profiles.health(),
                     **self._camera_health(),
                 },
                 kpis=self.journey.kpis.snapshot(),
@@ -793,12 +855,25 @@ class Agent:
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
         next_hb = self.clock.now()
+        # Test-only hang hooks (EDGE_AGENT_TEST_STALL, edge_agent/liveness.py); inert otherwise.
+        stall, block = StallPoint("tick"), StallPoint("loop")
         while not self._stop.is_set():
+            self._tick_at = time.monotonic()  # the watchdog's proof of life (watchdog.py)
+            if stall.due():
+                await asyncio.Event().wait()  # this loop hangs; the event loop runs on
+            if block.due():
+                time.sleep(3600)  # the whole event loop hangs
             now = self.clock.now()
             for change in self.presence.tick(now):
                 self._on_presence(change)
             self._drain_receipts()
             self._check_camera(now)
+            for name, silent in self.beacon_health.newly_missing(now):
+                self._staff_alert(
+                    "beacon_missing",
+                    f"Beacon {name} not heard for {silent / 60:.0f} min: check it",
+                    beacon=name,
+                )
             self.decide_screens()
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
@@ -875,10 +950,24 @@ class Agent:
             ts=ts,
         )
 
+    def _start_supervision(self) -> tuple[Any, Any]:
+        """systemd READY/watchdog/STATUS (edge_agent/watchdog.py) and the metrics endpoint."""
+        from edge_agent.liveness import Thresholds
+        from edge_agent.metrics import start_metrics
+        from edge_agent.watchdog import Supervisor
+
+        sd = self.cfg.systemd
+        limits = Thresholds(sd.tick_stale_s, sd.ble_silent_s, sd.camera_stall_s, sd.uplink_stall_s)
+        self.supervisor = Supervisor(self, thresholds=limits)
+        metrics = start_metrics(self, self.supervisor) if self.cfg.metrics.enabled else None
+        return self.supervisor, metrics
+
     async def run(self, until: float | None = None) -> None:
         """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
         self._run_started_at = self.clock.now()
         tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
+        supervisor, metrics = self._start_supervision()
+        tasks.append(asyncio.create_task(supervisor.run(), name="watchdog"))
         pos_reader = None
         if self.cfg.pos.serial_port:
             from edge_agent.serial_lines import SerialLineReader
@@ -893,6 +982,7 @@ class Agent:
         if has_camera and self.cfg.camera is not None:
             tasks.append(asyncio.create_task(self._camera_loop(), name="camera"))
         ble = asyncio.create_task(self.ble_source.run(self.on_advert), name="ble")
+        retention = self._start_retention()
         try:
             while not self._stop.is_set():
                 if ble.done():
@@ -905,6 +995,10 @@ class Agent:
                 await asyncio.sleep(0.05)
         finally:
             self._stop.set()
+            supervisor.notifier.stopping()
+            if metrics is not None:
+                metrics.stop()
+            retention.shutdown(wait=False)
             if pos_reader is not None:
                 pos_reader.stop()
             ble.cancel()
@@ -970,7 +1064,7 @@ def run_agent_cli(config_path: str) -> int:
     elif b.source == "serial":
         source = SerialSource(b.serial_port or "", b.serial_baud)
     else:
-        source = BleakSource(adapter=b.adapter)
+        source = BleakSource(adapter=b.adapter, passive=b.passive_scan, stall_s=b.scan_stall_s)
     frames = opener = None
     if cfg.camera and cfg.camera.enabled:
         from edge_agent.camera.sources import CameraError, open_source

@@ -13,14 +13,20 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "edge_agent.campaigns_cli",
     "sync.loadgen_cli",
+    "edge_agent.ble_cli",
+    "edge_agent.profiles_cli",
+    "edge_agent.install_cli",
 ]
 
 BENCHES = {
-    "ble": "bench.ble_decode",
+    "ble": "bench.ble",
+    "ble_decode": "bench.ble_decode",
     "camera": "bench.camera",
     "outbox": "bench.outbox",
     "presence": "bench.presence",
     "decide": "bench.decide",
+    "profiles": "bench.profiles",
+    "box": "bench.box",
 }
 
 
@@ -59,7 +65,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if load_or_report(args.config) is None:
         return 2
     from edge_agent.agent import run_agent_cli
+    from edge_agent.logs import setup_logging
 
+    setup_logging()  # JSON lines under journald / when piped, text on a terminal
     return run_agent_cli(args.config)
 
 

@@ -73,6 +73,10 @@ class BleConfig(_Strict):
     # 0 = as fast as possible; 1 = real time.
     replay_speed: float = Field(1.0, ge=0)
     adapter: str | None = None
+    # bleak: passive scanning (with or_patterns) where BlueZ supports it, else active; the
+    # scanner restarts when no advert arrives for scan_stall_s.
+    passive_scan: bool = True
+    scan_stall_s: float = Field(30.0, gt=0)
     serial_port: str | None = None
     serial_baud: int = 115200
     # The zone this box's receiver covers (usually its screen's zone).
@@ -85,6 +89,20 @@ class BleConfig(_Strict):
     beacons: list[BeaconConfig] = Field(default_factory=list)
     # Eddystone-EID rotation exponent: tokens rotate every 2**K seconds.
     eid_rotation_exponent: int = Field(10, ge=0, le=15)
+    # Presence (edge_agent/ble/zones.py; figures in BENCHMARKS.md, "BLE presence"): the RSSI
+    # filter, how long a shopper stays in a zone before a weak leave, how long the signal
+    # must stay weak, and the floor of the away timeout learned from advertising intervals
+    # (away_timeout_s is its ceiling).
+    filter: Literal["ema", "one_euro", "kalman", "median"] = "median"
+    min_dwell_s: float = Field(3.0, ge=0)
+    leave_hold_s: float = Field(1.0, ge=0)
+    away_min_s: float = Field(2.0, gt=0)
+    # Per-receiver RSSI at 1 m (`edge-agent ble calibrate`); default: state_dir/ble-calibration.json.
+    calibration_file: Path | None = None
+    # ESP32 scanner nodes by id -> the zone each covers (unlisted nodes count as this box's zone).
+    receivers: dict[str, str] = Field(default_factory=dict)
+    # Beacon health: a configured beacon unheard this long raises a staff alert.
+    beacon_missing_s: float = Field(900.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> BleConfig:
@@ -214,6 +232,38 @@ class PosConfig(_Strict):
     tills: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class ProfilesConfig(_Strict):
+    """The profile slice (edge_agent/profiles.py)."""
+
+    # The device key that seals identity keys at rest (default <state_dir>/profiles.key). Keep
+    # it where backups of the database do not go: the two together open the keys.
+    key_file: Path | None = None
+    # Profiles kept in memory for lookups; a store's slice is a few thousand.
+    cache_size: int = Field(50_000, ge=0)
+    # How often the retention purge runs (expired profiles, old apply-journal entries).
+    retention_interval_s: float = Field(3600.0, gt=0)
+    journal_retention_days: float = Field(30.0, gt=0)
+
+
+class SystemdConfig(_Strict):
+    """Watchdog health (edge_agent/liveness.py): what stops the pings so systemd restarts us.
+    Only faults a restart can cure; 0 turns a check off."""
+
+    tick_stale_s: float = Field(15.0, gt=0)
+    ble_silent_s: float = Field(600.0, ge=0)
+    camera_stall_s: float = Field(120.0, ge=0)
+    uplink_stall_s: float = Field(600.0, ge=0)
+
+
+class MetricsConfig(_Strict):
+    """The Prometheus endpoint (edge_agent/metrics.py). Loopback unless ops open it on purpose."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0 = any free port (logged at start; tests use it).
+    port: int = Field(9410, ge=0, le=65535)
+
+
 class AgentConfig(_Strict):
     store: StoreConfig
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -226,7 +276,10 @@ class AgentConfig(_Strict):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     downlink: DownlinkConfig
     pos: PosConfig = Field(default_factory=PosConfig)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    systemd: SystemdConfig = Field(default_factory=SystemdConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
@@ -241,6 +294,9 @@ class AgentConfig(_Strict):
         for i, b in enumerate(self.ble.beacons):
             if b.zone not in zones:
                 raise ValueError(f"ble.beacons[{i}].zone: unknown zone {b.zone!r}")
+        for node, z in self.ble.receivers.items():
+            if z not in zones:
+                raise ValueError(f"ble.receivers.{node}: unknown zone {z!r}")
         screens = {s.id for s in self.screens}
         if self.camera and self.camera.screen not in screens:
             raise ValueError(f"camera.screen: unknown screen {self.camera.screen!r}")
@@ -295,6 +351,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 
 _PATH_FIELDS = {
     ("ble", "replay_file"),
+    ("ble", "calibration_file"),
     ("camera", "face_model"),
     ("central", "ca_file"),
     ("central", "cert_file"),
@@ -306,6 +363,7 @@ _PATH_FIELDS = {
     ("paths", "profiles_db"),
     ("paths", "outbox_db"),
     ("paths", "content_dir"),
+    ("profiles", "key_file"),
 }
 
 

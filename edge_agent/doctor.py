@@ -128,16 +128,86 @@ def check_clock() -> Check:
     )
 
 
+UNIT_NAMES = ("edge-agent.service", "signage-ui@.service")
+
+
+def check_units(root: Path = Path("/")) -> Check:
+    """Installed units match this checkout's (modulo the install prefix), and the agent's state."""
+    from edge_agent.install import DEFAULT_PREFIX, UNITS_DIR
+
+    unit_dir = root / "etc/systemd/system"
+    missing = [u for u in UNIT_NAMES if not (unit_dir / u).exists()]
+    if missing:
+        return Check("units", "WARN", f"not installed: {', '.join(missing)} (edge-agent install)")
+    stale = []
+    for u in UNIT_NAMES:
+        installed = (unit_dir / u).read_text()
+        ours = (UNITS_DIR / u).read_text()
+        prefix = DEFAULT_PREFIX
+        for line in installed.splitlines():
+            if line.startswith("ExecStart=") and "/.venv/bin/" in line:
+                prefix = Path(line.removeprefix("ExecStart=").split("/.venv/bin/")[0])
+        if installed != ours.replace(f"{DEFAULT_PREFIX}/", f"{prefix}/"):
+            stale.append(u)
+    if stale:
+        return Check("units", "WARN", f"differ from this checkout: {', '.join(stale)} (reinstall)")
+    detail = "installed"
+    exe = shutil.which("systemctl")
+    if exe and root == Path("/") and Path("/run/systemd/system").exists():
+        state = subprocess.run(
+            [exe, "is-active", "edge-agent.service"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if state == "failed":
+            return Check("units", "FAIL", "edge-agent.service failed (journalctl -u edge-agent)")
+        detail += f", edge-agent.service {state}"
+    return Check("units", "OK", detail)
+
+
+def check_metrics(cfg: AgentConfig) -> Check:
+    """Ask the running agent itself: watchdog health, outbox, MQTT links (its /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = cfg.metrics
+    if not m.enabled:
+        return Check("agent", "WARN", "metrics disabled in config: cannot see the running agent")
+    host = "127.0.0.1" if m.host in ("0.0.0.0", "::", "") else m.host
+    url = f"http://{host}:{m.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return Check("agent", "WARN", f"not running (nothing at {url})")
+    v: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sm in fam.samples:
+            key = sm.name + "".join(f"{{{val}}}" for val in sm.labels.values())
+            v[key] = sm.value
+    depth = int(v.get("edge_agent_outbox_depth", 0))
+    oldest = v.get("edge_agent_outbox_oldest_pending_seconds", 0.0)
+    central = v.get("edge_agent_mqtt_connected{central}") == 1
+    detail = (
+        f"running; {v.get('edge_agent_adverts_per_second', 0):.0f} adverts/s, outbox {depth} "
+        f"(oldest {oldest:.0f}s), central {'up' if central else 'down'}"
+    )
+    if v.get("edge_agent_watchdog_healthy") != 1:
+        return Check("agent", "FAIL", "watchdog unhealthy (systemd will restart it); " + detail)
+    return Check("agent", "OK" if central and oldest < 600 else "WARN", detail)
+
+
 def run_checks(cfg: AgentConfig | None) -> list[Check]:
     checks = [check_python(), check_bluetooth(), check_camera(cfg), check_serial(cfg)]
     if cfg is not None:
         checks.append(check_broker("central broker", cfg.central.host, cfg.central.port))
         checks.append(check_broker("in-store bus", cfg.bus.host, cfg.bus.port))
         checks.append(check_disk(cfg.paths_resolved.state_dir))
+        checks.append(check_metrics(cfg))
     else:
         checks.append(Check("config", "WARN", "no --config given: broker checks skipped"))
         checks.append(check_disk(Path.cwd()))
     checks.append(check_clock())
+    checks.append(check_units())
     return checks
 
 

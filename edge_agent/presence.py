@@ -1,55 +1,58 @@
-"""Zone presence from smoothed RSSI, with hysteresis so shoppers neither flap nor linger.
+"""Zone presence for the agent: RSSI thresholds in, enter/leave/dwell changes out.
 
 Pure logic: feed observations and clock ticks, get presence changes back. The agent turns
 changes into journey events; nothing here knows about MQTT, SQLite or BLE bytes.
+
+``PresenceTracker`` keeps the agent's original interface (thresholds in dBm as the box's own
+radio hears them) on top of ``edge_agent.ble.zones.ZoneEngine``, which does the work: per
+device and receiver smoothing (EMA, 1-euro, Kalman or fenced median), calibrated distance,
+enter/exit hysteresis, minimum dwell, and an away timeout learned from each device's
+advertising interval. Thresholds given in dBm are turned into metres with the default
+calibration, so a box that was never calibrated behaves exactly as its dBm thresholds say, and
+a calibrated one keeps the same physical distance.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from edge_agent.ble.calibrate import Calibration, CalibrationError
+from edge_agent.ble.calibrate import load as load_calibrations
+from edge_agent.ble.filters import FilterKind, FilterSpec
+from edge_agent.ble.zones import (
+    DwellTick,
+    Entered,
+    Left,
+    PresenceChange,
+    Receiver,
+    ZoneEngine,
+    ZoneParams,
+)
 
-@dataclass(frozen=True, slots=True)
-class Entered:
-    key: str
-    ts: float
-    rssi: float
+__all__ = [
+    "DwellTick",
+    "Entered",
+    "Left",
+    "PresenceChange",
+    "PresenceTracker",
+    "tracker_from_config",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Left:
-    key: str
-    ts: float
-    dwell_s: float
-    reason: str  # "weak" (signal fell below leave_rssi) or "timeout" (not heard)
-
-
-@dataclass(frozen=True, slots=True)
-class DwellTick:
-    key: str
-    ts: float
-    dwell_s: float
-
-
-PresenceChange = Entered | Left | DwellTick
-
-
-@dataclass(slots=True)
-class _Track:
-    smoothed: float
-    samples: int
-    last_seen: float
-    present_since: float | None = None
-    last_dwell_report: float = 0.0
+log = logging.getLogger(__name__)
+CALIBRATION_FILE = "ble-calibration.json"
 
 
 @dataclass
 class PresenceTracker:
-    """One receiver's view of one zone.
+    """Presence in ``zone`` as heard by the ``local`` receiver and any extra ``receivers``.
 
-    Enter when the EMA-smoothed RSSI reaches ``enter_rssi`` after ``min_samples`` adverts; leave
-    when it falls below ``leave_rssi`` (the gap between the two is the hysteresis) or when the
-    device has not been heard for ``away_timeout_s``.
+    Enter when the smoothed RSSI reaches ``enter_rssi`` after ``min_samples`` adverts; leave
+    when it falls below ``leave_rssi`` (the gap is the hysteresis) no sooner than
+    ``min_dwell_s`` after entering, or when the device has not been heard for its learned away
+    timeout (``away_misses`` advertising intervals, within ``away_min_s``..``away_timeout_s``).
     """
 
     enter_rssi: float = -70.0
@@ -58,49 +61,76 @@ class PresenceTracker:
     ema_alpha: float = 0.3
     dwell_report_s: float = 30.0
     min_samples: int = 2
-    _tracks: dict[str, _Track] = field(default_factory=dict)
+    # "ema" by default here so the bare tracker keeps its original behaviour; the agent passes
+    # the configured filter.
+    filter: FilterKind = "ema"
+    min_dwell_s: float = 0.0
+    leave_hold_s: float = 0.0
+    away_min_s: float = 2.0
+    away_misses: float = 8.0
+    zone: str = ""
+    calibration: Calibration = field(default_factory=Calibration)
+    # Other receivers (scanner nodes) by id -> (zone, calibration); unknown ids count as local.
+    receivers: dict[str, tuple[str, Calibration]] = field(default_factory=dict)
+    engine: ZoneEngine = field(init=False)
 
-    def observe(self, key: str, rssi: float, ts: float) -> list[PresenceChange]:
-        t = self._tracks.get(key)
-        if t is None:
-            t = self._tracks[key] = _Track(smoothed=float(rssi), samples=0, last_seen=ts)
-        else:
-            t.smoothed += self.ema_alpha * (rssi - t.smoothed)
-        t.samples += 1
-        t.last_seen = max(t.last_seen, ts)
-        if t.present_since is None:
-            if t.samples >= self.min_samples and t.smoothed >= self.enter_rssi:
-                t.present_since = ts
-                t.last_dwell_report = ts
-                return [Entered(key, ts, round(t.smoothed, 1))]
-            return []
-        if t.smoothed < self.leave_rssi:
-            return [self._leave(key, t, ts, "weak")]
-        return []
+    def __post_init__(self) -> None:
+        ref = Calibration()
+        params = ZoneParams(
+            enter_m=ref.distance_m(self.enter_rssi),
+            exit_m=ref.distance_m(self.leave_rssi),
+            min_dwell_s=self.min_dwell_s,
+            leave_hold_s=self.leave_hold_s,
+            min_samples=self.min_samples,
+            away_min_s=min(self.away_min_s, self.away_timeout_s),
+            away_max_s=self.away_timeout_s,
+            away_misses=self.away_misses,
+            dwell_report_s=self.dwell_report_s,
+            filter=FilterSpec(kind=self.filter, ema_alpha=self.ema_alpha),
+        )
+        local = Receiver("local", self.zone, self.calibration)
+        others = [Receiver(rid, z, c) for rid, (z, c) in self.receivers.items()]
+        self.engine = ZoneEngine([local, *others], params, fallback=local)
+
+    def observe(
+        self, key: str, rssi: float, ts: float, receiver: str = "local"
+    ) -> list[PresenceChange]:
+        return self.engine.observe(key, rssi, ts, receiver)
 
     def tick(self, now: float) -> list[PresenceChange]:
-        out: list[PresenceChange] = []
-        for key, t in list(self._tracks.items()):
-            if now - t.last_seen > self.away_timeout_s:
-                if t.present_since is not None:
-                    out.append(self._leave(key, t, t.last_seen, "timeout"))
-                del self._tracks[key]
-            elif t.present_since is not None and now - t.last_dwell_report >= self.dwell_report_s:
-                t.last_dwell_report = now
-                out.append(DwellTick(key, now, now - t.present_since))
-        return out
+        return self.engine.tick(now)
 
-    def _leave(self, key: str, t: _Track, ts: float, reason: str) -> Left:
-        assert t.present_since is not None
-        dwell = max(0.0, ts - t.present_since)
-        t.present_since = None
-        # Start smoothing afresh so a returning shopper must earn entry again.
-        t.samples = 0
-        return Left(key, ts, dwell, reason)
-
-    def present(self) -> set[str]:
-        return {k for k, t in self._tracks.items() if t.present_since is not None}
+    def present(self, zone: str | None = None) -> set[str]:
+        return self.engine.present(zone)
 
     def dwell_s(self, key: str, now: float) -> float:
-        t = self._tracks.get(key)
-        return 0.0 if t is None or t.present_since is None else now - t.present_since
+        return self.engine.dwell_s(key, now)
+
+
+def tracker_from_config(ble: Any, state_dir: Path) -> PresenceTracker:
+    """The agent's tracker from its ``[ble]`` section and the calibration file.
+
+    A missing calibration file means defaults; an unreadable one is logged (one line naming the
+    file and the key) and defaults are used: presence must not stop over a calibration.
+    """
+    path = ble.calibration_file or state_dir / CALIBRATION_FILE
+    try:
+        cals = load_calibrations(path)
+    except CalibrationError as exc:
+        log.error("ble: calibration ignored: %s", exc)
+        cals = {}
+    default = Calibration()
+    return PresenceTracker(
+        enter_rssi=ble.enter_rssi,
+        leave_rssi=ble.leave_rssi,
+        away_timeout_s=ble.away_timeout_s,
+        ema_alpha=ble.ema_alpha,
+        dwell_report_s=ble.dwell_report_s,
+        filter=ble.filter,
+        min_dwell_s=ble.min_dwell_s,
+        leave_hold_s=ble.leave_hold_s,
+        away_min_s=ble.away_min_s,
+        zone=ble.zone,
+        calibration=cals.get("local", default),
+        receivers={node: (z, cals.get(node, default)) for node, z in ble.receivers.items()},
+    )

@@ -1,189 +1,768 @@
 """The profile slice: a read-only, versioned replica of the CDP's profiles for this store.
 
-Stored in SQLite (WAL) with sqlite-utils. Identity keys (for rotating shopper tokens) live in a
-table of their own, the file is mode 0600, and keys are never logged or returned by ``show``.
+SQLite (WAL, ``synchronous=FULL``, ``secure_delete``) with the schema in ``profile_schema``;
+identity keys sealed with a device key kept in another file (``profile_crypto``); input shapes in
+``profile_model``. Central sends a full snapshot or a delta, each carrying the slice version:
+
+- atomic: one transaction per snapshot or delta, so a kill -9 mid-apply leaves the old slice;
+- idempotent: the same version with the same content again changes nothing (a redelivery after a
+  crash between commit and ack is normal with QoS 1);
+- ordered: an older version is refused, and a delta that does not start at the current version
+  is refused as a gap and recorded, so the ack and health ask central for a snapshot;
+- consent first: a withdrawal purges the profile and its keys in the same transaction (and
+  secure_delete plus a WAL checkpoint leave no copy in the file).
+
+Reads go through their own SQLite connection, which sees only committed slices, and a bounded
+cache that every write invalidates for the ids it touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import sqlite3
+import stat
 import threading
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+from edge_agent.profile_crypto import DeviceKey, SealError
+from edge_agent.profile_model import (
+    ConsentOp,
+    DeleteOp,
+    Profile,
+    ProfileRow,
+    SliceError,
+    StockDeleteOp,
+    StockOp,
+    StockRow,
+    UpsertOp,
+    frozen_orders,
+    parse_ops,
+    parse_rows,
+    parse_stock,
+)
+from edge_agent.profile_schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ApplyResult",
+    "Profile",
+    "ProfileRow",
+    "ProfileSlice",
+    "SchemaError",
+    "SliceError",
+    "SliceGapError",
+    "SliceOrderError",
+    "SliceStoreError",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5000
+_MISS = object()
+_COLS = (
+    "profile_id, first_name, language, consent_personalisation, consent_analytics, "
+    "consent_staff_alerts, segments, loyalty_tier, churn_risk, open_orders, affinities, "
+    "expires_at, version"
+)
+_INSERT = f"INSERT OR REPLACE INTO profiles ({_COLS}) VALUES ({', '.join('?' * 13)})"
+_INSERT_KEY = "INSERT INTO identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
 
 
-class ProfileRow(BaseModel):
-    """One profile as central pushes it; unknown fields are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    profile_id: str = Field(min_length=1, max_length=64)
-    first_name: str = ""
-    language: str = "en"
-    consent_personalisation: bool = False
-    consent_analytics: bool = False
-    consent_staff_alerts: bool = False
-    segments: list[str] = Field(default_factory=list)
-    loyalty_tier: str = "none"
-    churn_risk: float = Field(0.0, ge=0, le=1)
-    open_order: dict[str, str] | None = None
-    # 16-byte Eddystone-EID identity key of the shopper's store app, hex.
-    identity_key: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+class SliceOrderError(SliceError):
+    """An older (or conflicting same-version) snapshot or delta."""
 
 
-class SliceError(ValueError):
-    pass
+class SliceGapError(SliceError):
+    """A delta that does not follow the current version: central must send a snapshot."""
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    profile_id: str
-    first_name: str
-    language: str
-    consent_personalisation: bool
-    consent_analytics: bool
-    consent_staff_alerts: bool
-    segments: tuple[str, ...]
-    loyalty_tier: str
-    churn_risk: float
-    open_order: dict[str, str] | None = field(default=None, hash=False, compare=False)
+class SliceStoreError(SliceError):
+    """A slice addressed to another store."""
 
 
-def _to_profile(row: dict[str, Any]) -> Profile:
-    return Profile(
-        profile_id=row["profile_id"],
-        first_name=row["first_name"],
-        language=row["language"],
-        consent_personalisation=bool(row["consent_personalisation"]),
-        consent_analytics=bool(row["consent_analytics"]),
-        consent_staff_alerts=bool(row["consent_staff_alerts"]),
-        segments=tuple(json.loads(row["segments"])),
-        loyalty_tier=row["loyalty_tier"],
-        churn_risk=row["churn_risk"],
-        open_order=json.loads(row["open_order"]) if row["open_order"] else None,
+@dataclass(frozen=True)
+class ApplyResult:
+    kind: str  # "snapshot" | "delta"
+    version: int
+    rows: int  # profiles in a snapshot, ops in a delta
+    duplicate: bool = False  # the same version and content was already applied: no change
+    # Profiles whose identity keys changed (None: all of them, after a snapshot).
+    keys_changed: frozenset[str] | None = frozenset()
+    # Profiles deleted or purged on consent withdrawal: the agent forgets their journey state.
+    forgotten: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    expired: int
+    log_rows: int
+    forgotten: tuple[str, ...]
+
+
+def _digest(body: Any) -> str:
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def _parse_time(v: Any, where: str) -> float | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise SliceError(f"{where}: expected an RFC 3339 time string")
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise SliceError(f"{where}: not an RFC 3339 time") from None
+    if dt.tzinfo is None:
+        raise SliceError(f"{where}: needs a time zone (RFC 3339)")
+    return dt.timestamp()
+
+
+def _int(body: dict[str, Any], key: str, minimum: int) -> int:
+    v = body.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise SliceError(f"{key}: expected an integer >= {minimum}")
+    return v
+
+
+def _row_values(p: ProfileRow, version: int, default_expiry: float | None) -> tuple:
+    orders = p.orders()
+    exp = _epoch(p.expires_at)
+    return (
+        p.profile_id,
+        p.first_name,
+        p.language,
+        int(p.consent_personalisation),
+        int(p.consent_analytics),
+        int(p.consent_staff_alerts),
+        json.dumps(p.segments, separators=(",", ":")),
+        p.loyalty_tier,
+        p.churn_risk,
+        json.dumps([o.model_dump() for o in orders], separators=(",", ":")) if orders else None,
+        json.dumps(p.affinities, separators=(",", ":")) if p.affinities else None,
+        exp if exp is not None else default_expiry,
+        version,
     )
 
 
+def _to_profile(r: tuple) -> Profile:
+    orders = frozen_orders(json.loads(r[9])) if r[9] else ()
+    return Profile(
+        profile_id=r[0],
+        first_name=r[1],
+        language=r[2],
+        consent_personalisation=bool(r[3]),
+        consent_analytics=bool(r[4]),
+        consent_staff_alerts=bool(r[5]),
+        segments=tuple(json.loads(r[6])) if r[6] else (),
+        loyalty_tier=r[7],
+        churn_risk=r[8],
+        open_order=orders[0] if orders else None,
+        open_orders=orders,
+        affinities=MappingProxyType(json.loads(r[10]) if r[10] else {}),
+        expires_at=r[11],
+        version=r[12] or 0,
+    )
+
+
+def _private_file(path: Path) -> None:
+    """Create with 0600 before SQLite writes anything; tighten a file someone loosened."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.warning("profiles: %s was readable by others; set to 0600", path)
+        os.chmod(path, 0o600)
+
+
 class ProfileSlice:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        key_path: Path | str | None = None,
+        store_id: str | None = None,
+        cache_size: int = 50_000,
+        create: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        if new:
-            # Create with 0600 before SQLite writes anything: the file will hold identity keys.
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
-        conn = sqlite3.connect(self.path, check_same_thread=False)
+        # Apart from the database: a copied .db file alone does not open the identity keys.
+        self.key_path = Path(key_path) if key_path else self.path.with_suffix(".key")
+        self.store_id = store_id
+        self.cache_size = max(0, cache_size)
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no profile slice here")
+        # The key first: a database must never be created without the key that seals it.
+        self._key = DeviceKey.load_or_create(self.key_path, create=create)
+        _private_file(self.path)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
-        self._cache: dict[str, Profile] | None = None
-        # Snapshots arrive on the downlink thread while the agent loop reads.
+        # Deleted rows (a consent purge) are overwritten, not just unlinked.
+        self.db.execute("PRAGMA secure_delete=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.migrated_from = migrate(self.db, self._key)
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+        )
+        self._reader.execute("PRAGMA busy_timeout=5000")
+        # Writes arrive on the downlink and scheduler threads while the agent loop reads.
         self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._cache: OrderedDict[str, Profile | None] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._gen = 0
+        self._stock: dict[str, bool] | None = None
+        self.key_errors = 0
+        self.last_error = ""
 
-    def _migrate(self) -> None:
-        if "schema_version" not in self.db.table_names():
-            self.db["schema_version"].insert({"version": SCHEMA_VERSION})
-        self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        self.db["profiles"].create(
-            {
-                "profile_id": str,
-                "first_name": str,
-                "language": str,
-                "consent_personalisation": int,
-                "consent_analytics": int,
-                "consent_staff_alerts": int,
-                "segments": str,
-                "loyalty_tier": str,
-                "churn_risk": float,
-                "open_order": str,
-            },
-            pk="profile_id",
-            if_not_exists=True,
-        )
-        self.db["identity_keys"].create(
-            {"profile_id": str, "key_hex": str},
-            pk="profile_id",
-            foreign_keys=[("profile_id", "profiles", "profile_id")],
-            if_not_exists=True,
-        )
+    # ---- reads -------------------------------------------------------------------------
+    def _meta(self, key: str, conn: Any = None) -> str | None:
+        """From ``conn`` (the writer, inside a write), else the last committed value: a reader
+        must not wait for a long snapshot import (the heartbeat asks on the agent loop)."""
+        if conn is None:
+            with self._read_lock:
+                row = self._reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        else:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     @property
     def version(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-        return int(row[0]) if row else 0
+        v = self._meta("version")
+        return int(v) if v else 0
 
-    def load_snapshot(self, rows: list[dict[str, Any]], version: int) -> int:
-        """Replace the whole slice atomically; refuses the lot if any row is malformed."""
-        parsed: list[ProfileRow] = []
-        for i, raw in enumerate(rows):
-            try:
-                parsed.append(ProfileRow.model_validate(raw))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"])
-                pid = raw.get("profile_id", "?") if isinstance(raw, dict) else "?"
-                raise SliceError(f"profiles[{i}] ({pid}): {loc}: {err['msg']}") from None
-        with self._lock:
-            return self._replace(parsed, version)
-
-    def _replace(self, parsed: list[ProfileRow], version: int) -> int:
-        if version <= self.version:
-            raise SliceError(f"slice version {version} is not newer than {self.version}")
-        with self.db.conn:
-            self.db.execute("DELETE FROM identity_keys")
-            self.db.execute("DELETE FROM profiles")
-            self.db["profiles"].insert_all(
-                (
-                    {
-                        "profile_id": p.profile_id,
-                        "first_name": p.first_name,
-                        "language": p.language,
-                        "consent_personalisation": int(p.consent_personalisation),
-                        "consent_analytics": int(p.consent_analytics),
-                        "consent_staff_alerts": int(p.consent_staff_alerts),
-                        "segments": json.dumps(p.segments),
-                        "loyalty_tier": p.loyalty_tier,
-                        "churn_risk": p.churn_risk,
-                        "open_order": json.dumps(p.open_order) if p.open_order else None,
-                    }
-                    for p in parsed
-                ),
-            )
-            self.db["identity_keys"].insert_all(
-                {"profile_id": p.profile_id, "key_hex": p.identity_key}
-                for p in parsed
-                if p.identity_key
-            )
-            self.db["meta"].upsert({"key": "version", "value": str(version)}, pk="key")
-        self._cache = None
-        return len(parsed)
-
-    def _load_cache(self) -> dict[str, Profile]:
-        cache = self._cache
-        if cache is None:
-            with self._lock:
-                cache = {r["profile_id"]: _to_profile(r) for r in self.db["profiles"].rows}
-                self._cache = cache
-        return cache
+    @property
+    def snapshot_needed(self) -> str | None:
+        """Why central should send a full snapshot (a gap, unreadable keys), or None."""
+        return self._meta("snapshot_needed")
 
     def get(self, profile_id: str) -> Profile | None:
-        return self._load_cache().get(profile_id)
+        """Warm cache first, then one primary-key read; expired profiles are not returned."""
+        with self._cache_lock:
+            p = self._cache.get(profile_id, _MISS)
+            if p is not _MISS:
+                self._cache.move_to_end(profile_id)
+        if p is _MISS:
+            gen = self._gen
+            with self._read_lock:
+                row = self._reader.execute(
+                    f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
+                ).fetchone()
+            p = _to_profile(row) if row else None
+            with self._cache_lock:
+                # A write that landed while we read must not be overwritten by what we read.
+                if gen == self._gen and self.cache_size:
+                    self._cache[profile_id] = p
+                    if len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        if p is not None and p.expires_at is not None and p.expires_at <= time.time():
+            return None  # the retention purge has not run yet; the profile is already dead
+        return p  # type: ignore[return-value]
 
-    def identity_keys(self) -> dict[str, bytes]:
-        return {r["profile_id"]: bytes.fromhex(r["key_hex"]) for r in self.db["identity_keys"].rows}
+    def _invalidate(self, ids: Iterable[str] | None) -> None:
+        with self._cache_lock:
+            self._gen += 1
+            if ids is None:
+                self._cache.clear()
+            else:
+                for pid in ids:
+                    self._cache.pop(pid, None)
+
+    def _open_keys(self, rows: Iterable[tuple[str, int, bytes]]) -> dict[str, tuple[bytes, ...]]:
+        out: dict[str, list[bytes]] = {}
+        bad = 0
+        for pid, slot, sealed in rows:
+            try:
+                key = self._key.open(pid, slot, sealed)
+            except SealError:
+                bad += 1
+            else:
+                out.setdefault(pid, []).append(key)
+        if bad:
+            self.key_errors = bad
+            # Count only: which profile does not matter to the log, the fix is a new snapshot.
+            log.error("profiles: %d identity keys do not open with %s", bad, self.key_path)
+            with self._lock, self.db.atomic():
+                self._set_meta("snapshot_needed", f"{bad} identity keys do not open")
+        return {pid: tuple(ks) for pid, ks in out.items()}
+
+    def identity_keys(self, ids: Iterable[str] | None = None) -> dict[str, tuple[bytes, ...]]:
+        """Decrypted keys by profile (all, or those of ``ids``), for the token resolver only."""
+        with self._read_lock:
+            if ids is None:
+                rows = self._reader.execute(
+                    "SELECT profile_id, slot, sealed FROM identity_keys ORDER BY profile_id, slot"
+                ).fetchall()
+            else:
+                rows = []
+                for pid in ids:
+                    rows += self._reader.execute(
+                        "SELECT profile_id, slot, sealed FROM identity_keys WHERE profile_id=? "
+                        "ORDER BY slot",
+                        (pid,),
+                    ).fetchall()
+        return self._open_keys(rows)
+
+    def stock_levels(self) -> dict[str, bool]:
+        """SKU -> available, what decisions and campaign lint read (cached until a change)."""
+        stock = self._stock
+        if stock is None:
+            with self._read_lock:
+                rows = self._reader.execute("SELECT sku, available FROM stock").fetchall()
+            stock = {sku: bool(a) for sku, a in rows}
+            self._stock = stock
+        return stock
+
+    def stock(self, sku: str) -> dict[str, Any] | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT sku, available, quantity, aisle FROM stock WHERE sku=?", (sku,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {"sku": row[0], "available": bool(row[1]), "quantity": row[2], "aisle": row[3]}
 
     def count(self) -> int:
-        return self.db["profiles"].count
+        with self._read_lock:
+            return self._reader.execute("SELECT count(*) FROM profiles").fetchone()[0]
+
+    # ---- writes ------------------------------------------------------------------------
+    def apply(self, body: Any, on_progress: Callable[[int], None] | None = None) -> ApplyResult:
+        """Apply one downlink body (snapshot or delta); raises ``SliceError`` naming the field."""
+        if not isinstance(body, dict):
+            raise SliceError("body: expected a JSON object")
+        kind = body.get("type", "snapshot")
+        allowed = (
+            {
+                "snapshot": {"type", "store_id", "version", "expires_at", "profiles", "stock"},
+                "delta": {"type", "store_id", "base_version", "version", "expires_at", "ops"},
+            }.get(kind)
+            if isinstance(kind, str)
+            else None
+        )
+        if allowed is None:
+            raise SliceError("type: expected 'snapshot' or 'delta'")
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise SliceError(f"{unknown[0]}: unknown field in a {kind}")
+        store = body.get("store_id")
+        if not isinstance(store, str):
+            raise SliceError("store_id: missing")
+        if self.store_id is not None and store != self.store_id:
+            raise SliceStoreError(
+                f"store_id: slice for store {store[:64]!r}, this box is in {self.store_id!r}"
+            )
+        version = _int(body, "version", 1)
+        expires = _parse_time(body.get("expires_at"), "expires_at")
+        if kind == "snapshot":
+            if "profiles" not in body:
+                raise SliceError("profiles: missing")
+            return self._snapshot(
+                body["profiles"],
+                version,
+                stock=body.get("stock"),
+                replace_stock="stock" in body,
+                expires_at=expires,
+                store=store,
+                digest=_digest(body),
+                on_progress=on_progress,
+            )
+        base = _int(body, "base_version", 0)
+        if version <= base:
+            raise SliceError("version: must be greater than base_version")
+        ops = parse_ops(body.get("ops"))
+        return self._delta(ops, base, version, expires, store, _digest(body), on_progress)
+
+    def load_snapshot(
+        self,
+        rows: list[dict[str, Any]],
+        version: int,
+        *,
+        stock: list[dict[str, Any]] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Replace the whole slice atomically; refuses the lot if any row is malformed."""
+        res = self._snapshot(
+            rows,
+            version,
+            stock=stock,
+            replace_stock=stock is not None,
+            expires_at=None,
+            store=self.store_id,
+            digest=None,
+            on_progress=on_progress,
+        )
+        return res.rows
+
+    def _check_order(self, kind: str, version: int, digest: str | None) -> bool:
+        """True when this exact version was applied already (a redelivery); raises if older."""
+        cur = int(self._meta("version", self.db.conn) or 0)
+        if version > cur:
+            return False
+        if version == cur and digest is not None:
+            row = self.db.execute(
+                "SELECT digest FROM slice_log WHERE version=?", (version,)
+            ).fetchone()
+            if row and row[0] == digest:
+                return True
+        raise SliceOrderError(f"{kind} version {version} is not newer than {cur}")
+
+    def _snapshot(
+        self,
+        rows: Any,
+        version: int,
+        *,
+        stock: Any,
+        replace_stock: bool,
+        expires_at: float | None,
+        store: str | None,
+        digest: str | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> ApplyResult:
+        if not isinstance(rows, list):
+            raise SliceError("profiles: expected a list")
+        stock_rows = parse_stock(stock)
+        with self._lock:
+            if self._check_order("snapshot", version, digest):
+                return ApplyResult("snapshot", version, len(rows), duplicate=True)
+            # Validated chunk by chunk inside the one transaction: a million parsed rows at once
+            # would not fit a small box's memory; a bad row rolls everything back.
+            seen: set[str] = set()
+            with self.db.atomic():
+                cur = self.db.conn
+                cur.execute("DELETE FROM identity_keys")
+                cur.execute("DELETE FROM profiles")
+                for i in range(0, len(rows), CHUNK):
+                    chunk = parse_rows(rows[i : i + CHUNK], start=i, seen=seen)
+                    cur.executemany(_INSERT, [_row_values(p, version, expires_at) for p in chunk])
+                    cur.executemany(_INSERT_KEY, self._sealed(chunk))
+                    if on_progress is not None:
+                        on_progress(i + len(chunk))
+                if replace_stock:
+                    cur.execute("DELETE FROM stock")
+                    self._write_stock(stock_rows, version)
+                self._finish("snapshot", version, digest, len(rows), store)
+            self._invalidate(None)
+            self._stock = None
+        return ApplyResult("snapshot", version, len(rows), keys_changed=None)
+
+    def _sealed(self, chunk: Iterable[ProfileRow]) -> Iterator[tuple[str, int, bytes]]:
+        seal = self._key.seal
+        for p in chunk:
+            for slot, k in enumerate(p.keys()):
+                yield (p.profile_id, slot, seal(p.profile_id, slot, bytes.fromhex(k)))
+
+    def _write_stock(self, rows: Iterable[StockRow], version: int) -> None:
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO stock (sku, available, quantity, aisle, version) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in rows],
+        )
+
+    def _finish(
+        self, kind: str, version: int, digest: str | None, rows: int, store: str | None
+    ) -> None:
+        self._set_meta("version", str(version))
+        if store:
+            self._set_meta("store_id", store)
+        self._set_meta("snapshot_needed", None)
+        self._set_meta("applied_at", str(time.time()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO slice_log (version, kind, digest, rows, applied_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (version, kind, digest, rows, time.time()),
+        )
+
+    def _delete(self, pid: str) -> bool:
+        self.db.execute("DELETE FROM identity_keys WHERE profile_id=?", (pid,))
+        return self.db.execute("DELETE FROM profiles WHERE profile_id=?", (pid,)).rowcount > 0
+
+    def _delta(
+        self,
+        ops: list[Any],
+        base: int,
+        version: int,
+        expires: float | None,
+        store: str,
+        digest: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ApplyResult:
+        touched: set[str] = set()
+        keys: set[str] = set()
+        forgotten: list[str] = []
+        stock_changed = False
+        with self._lock:
+            if self._check_order("delta", version, digest):
+                return ApplyResult("delta", version, len(ops), duplicate=True)
+            cur = int(self._meta("version", self.db.conn) or 0)
+            if base != cur:
+                # Recorded outside any apply transaction, so it survives the refusal.
+                with self.db.atomic():
+                    self._set_meta("snapshot_needed", f"delta from v{base}, slice at v{cur}")
+                raise SliceGapError(
+                    f"base_version: delta v{base}->v{version} does not follow slice v{cur}; "
+                    "snapshot needed"
+                )
+            with self.db.atomic():
+                for i, op in enumerate(ops, 1):
+                    if on_progress is not None and i % 1000 == 0:
+                        on_progress(i)
+                    if isinstance(op, UpsertOp):
+                        p = op.profile
+                        self.db.execute(
+                            "DELETE FROM identity_keys WHERE profile_id=?", (p.profile_id,)
+                        )
+                        self.db.execute(_INSERT, _row_values(p, version, expires))
+                        self.db.conn.executemany(_INSERT_KEY, self._sealed([p]))
+                        touched.add(p.profile_id)
+                        keys.add(p.profile_id)
+                    elif isinstance(op, DeleteOp):
+                        if self._delete(op.profile_id):
+                            forgotten.append(op.profile_id)
+                        touched.add(op.profile_id)
+                        keys.add(op.profile_id)
+                    elif isinstance(op, ConsentOp):
+                        if self._consent(op):
+                            forgotten.append(op.profile_id)
+                            keys.add(op.profile_id)
+                        touched.add(op.profile_id)
+                    elif isinstance(op, StockOp):
+                        self._write_stock([op], version)
+                        stock_changed = True
+                    elif isinstance(op, StockDeleteOp):
+                        self.db.execute("DELETE FROM stock WHERE sku=?", (op.sku,))
+                        stock_changed = True
+                self._finish("delta", version, digest, len(ops), store)
+            self._invalidate(touched)
+            if stock_changed:
+                self._stock = None
+            if forgotten:
+                self._checkpoint()
+        return ApplyResult(
+            "delta", version, len(ops), keys_changed=frozenset(keys), forgotten=tuple(forgotten)
+        )
+
+    def _consent(self, op: ConsentOp) -> bool:
+        """Update the flags; any withdrawal (or an opt-out) purges the profile. True if purged."""
+        row = self.db.execute(
+            "SELECT consent_personalisation, consent_analytics, consent_staff_alerts "
+            "FROM profiles WHERE profile_id=?",
+            (op.profile_id,),
+        ).fetchone()
+        if row is None:
+            return False  # nothing held here: already gone, nothing to do (idempotent)
+        new = [
+            bool(old) if v is None else v
+            for old, v in zip(row, (op.personalisation, op.analytics, op.staff_alerts), strict=True)
+        ]
+        withdrawn = op.opt_out or any(o and not n for o, n in zip(row, new, strict=True))
+        if withdrawn:
+            # The box keeps nothing it may no longer use; central (the source of truth) sends
+            # the reduced profile again if the shopper still agrees to something.
+            return self._delete(op.profile_id)
+        self.db.execute(
+            "UPDATE profiles SET consent_personalisation=?, consent_analytics=?, "
+            "consent_staff_alerts=? WHERE profile_id=?",
+            (*map(int, new), op.profile_id),
+        )
+        return False
+
+    def _checkpoint(self) -> None:
+        # Old page images of purged rows may sit in the WAL until it is checkpointed.
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.warning("profiles: checkpoint after purge deferred: %s", exc)
+
+    def purge_expired(
+        self, now: float | None = None, log_retention_s: float = 30 * 86400
+    ) -> PurgeResult:
+        """Retention: drop profiles past their expiry and apply-journal rows past retention."""
+        now = time.time() if now is None else now
+        with self._lock:
+            with self.db.atomic():
+                ids = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT profile_id FROM profiles WHERE expires_at IS NOT NULL "
+                        "AND expires_at <= ?",
+                        (now,),
+                    )
+                ]
+                for pid in ids:
+                    self._delete(pid)
+                # Keep the newest entry: it is what makes a redelivered last message a no-op.
+                n_log = self.db.execute(
+                    "DELETE FROM slice_log WHERE applied_at < ? "
+                    "AND version < (SELECT max(version) FROM slice_log)",
+                    (now - log_retention_s,),
+                ).rowcount
+                if ids:
+                    total = int(self._meta("expired_purged", self.db.conn) or 0) + len(ids)
+                    self._set_meta("expired_purged", str(total))
+            if ids:
+                self._invalidate(ids)
+                self._checkpoint()
+        return PurgeResult(len(ids), n_log, tuple(ids))
+
+    # ---- for health, staff and installers ----------------------------------------------
+    def health(self) -> dict[str, str]:
+        """String values for the heartbeat's ``sensors`` map; counts only, no ids."""
+        return {
+            "profiles": str(self.count()),
+            "profiles_version": str(self.version),
+            "profiles_expired_purged": self._meta("expired_purged") or "0",
+            "profiles_snapshot_needed": "yes" if self.snapshot_needed else "no",
+        }
+
+    def stats(self) -> dict[str, Any]:
+        with self._read_lock:
+            q = self._reader.execute
+            n, pers, ana, staff, expiring = q(
+                "SELECT count(*), sum(consent_personalisation), sum(consent_analytics), "
+                "sum(consent_staff_alerts), count(expires_at) FROM profiles"
+            ).fetchone()
+            with_keys = q("SELECT count(DISTINCT profile_id) FROM identity_keys").fetchone()[0]
+            stock_n, stock_out = q(
+                "SELECT count(*), count(*) - coalesce(sum(available), 0) FROM stock"
+            ).fetchone()
+            meta = dict(q("SELECT key, value FROM meta").fetchall())
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        applied = meta.get("applied_at")
+        return {
+            "path": str(self.path),
+            "store_id": meta.get("store_id"),
+            "schema": SCHEMA_VERSION,
+            "version": int(meta.get("version") or 0),
+            "applied_at": (
+                datetime.fromtimestamp(float(applied)).astimezone().isoformat(timespec="seconds")
+                if applied
+                else None
+            ),
+            "profiles": n,
+            "consent": {
+                "personalisation": pers or 0,
+                "analytics": ana or 0,
+                "staff_alerts": staff or 0,
+            },
+            "with_identity_keys": with_keys,
+            "with_expiry": expiring,
+            "stock": {"skus": stock_n, "out_of_stock": stock_out},
+            "expired_purged": int(meta.get("expired_purged") or 0),
+            "snapshot_needed": meta.get("snapshot_needed"),
+            "file_bytes": size,
+            "bytes_per_profile": round(size / n) if n else None,
+        }
+
+    def show(self, profile_id: str) -> dict[str, Any] | None:
+        """A profile for staff: every field except its identity keys (only their number)."""
+        with self._read_lock:
+            row = self._reader.execute(
+                f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
+            ).fetchone()
+            n_keys = self._reader.execute(
+                "SELECT count(*) FROM identity_keys WHERE profile_id=?", (profile_id,)
+            ).fetchone()[0]
+        if row is None:
+            return None
+        p = _to_profile(row)
+        return {
+            "profile_id": p.profile_id,
+            "first_name": p.first_name,
+            "language": p.language,
+            "consent": {
+                "personalisation": p.consent_personalisation,
+                "analytics": p.consent_analytics,
+                "staff_alerts": p.consent_staff_alerts,
+            },
+            "segments": list(p.segments),
+            "affinities": dict(p.affinities),
+            "loyalty_tier": p.loyalty_tier,
+            "churn_risk": p.churn_risk,
+            "open_orders": [dict(o) for o in p.open_orders],
+            "identity_keys": n_keys,
+            "expires_at": (
+                datetime.fromtimestamp(p.expires_at).astimezone().isoformat(timespec="seconds")
+                if p.expires_at is not None
+                else None
+            ),
+            "slice_version": p.version,
+        }
+
+    def verify(self) -> list[str]:
+        """Problems an installer should know about; an empty list means the slice is sound."""
+        problems: list[str] = []
+        for f in (self.path, self.key_path):
+            mode = stat.S_IMODE(f.stat().st_mode)
+            if mode & 0o077:
+                problems.append(f"{f}: mode {mode:o}, expected 600")
+        with self._read_lock:
+            q = self._reader.execute
+            check = q("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                problems.append(f"{self.path}: SQLite check: {check}")
+            if schema_version(sqlite_utils.Database(self._reader)) != SCHEMA_VERSION:
+                problems.append(f"{self.path}: schema is not v{SCHEMA_VERSION}")
+            orphans = q(
+                "SELECT count(*) FROM identity_keys WHERE profile_id NOT IN "
+                "(SELECT profile_id FROM profiles)"
+            ).fetchone()[0]
+            if orphans:
+                problems.append(f"identity_keys: {orphans} keys without a profile")
+            bad_json = q(
+                "SELECT count(*) FROM profiles WHERE NOT json_valid(segments) "
+                "OR (open_orders IS NOT NULL AND NOT json_valid(open_orders)) "
+                "OR (affinities IS NOT NULL AND NOT json_valid(affinities))"
+            ).fetchone()[0]
+            if bad_json:
+                problems.append(f"profiles: {bad_json} rows with unreadable JSON")
+            row = q("SELECT value FROM meta WHERE key='version'").fetchone()
+            version = int(row[0]) if row else 0
+            newer = q("SELECT count(*) FROM profiles WHERE version > ?", (version,)).fetchone()[0]
+            if newer:
+                problems.append(f"profiles: {newer} rows newer than slice v{version}")
+            if version and not q("SELECT 1 FROM slice_log WHERE version=?", (version,)).fetchone():
+                problems.append(f"slice_log: no entry for slice v{version}")
+            sealed = q("SELECT profile_id, slot, sealed FROM identity_keys").fetchall()
+        bad = 0
+        for pid, slot, blob in sealed:
+            try:
+                self._key.open(pid, slot, blob)
+            except SealError:
+                bad += 1
+        if bad:
+            problems.append(f"identity_keys: {bad} keys do not open with {self.key_path}")
+        need = self.snapshot_needed
+        if need:
+            problems.append(f"snapshot needed: {need}")
+        return problems
 
     def close(self) -> None:
-        self.db.conn.close()
+        with self._read_lock:
+            self._reader.close()
+        with self._lock:
+            self.db.conn.close()

@@ -56,3 +56,23 @@ def test_doctor_on_a_broken_config_exits_2(tmp_path: Path) -> None:
     out = run_doctor(bad)
     assert out.returncode == 2
     assert "store.device_id: Field required" in out.stdout
+
+
+def test_doctor_units_check_follows_the_install(tmp_path: Path) -> None:
+    from edge_agent.doctor import check_units
+
+    root = tmp_path / "root"
+    assert check_units(root).status == "WARN"  # not installed yet
+    exe = Path(sys.executable).parent / "edge-agent"
+    subprocess.run(
+        [str(exe), "install", "--root", str(root), "--prefix", "/opt/box"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert check_units(root) == check_units(root)
+    assert check_units(root).status == "OK", check_units(root)
+    unit = root / "etc/systemd/system/edge-agent.service"
+    unit.write_text(unit.read_text().replace("WatchdogSec=30", "WatchdogSec=0"))
+    c = check_units(root)
+    assert c.status == "WARN" and "edge-agent.service" in c.detail

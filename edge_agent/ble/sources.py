@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_agent.ble.advert import Advert, AdvertError
 from edge_agent.clock import Clock, TraceClock
@@ -33,6 +34,7 @@ class SourceStats:
     bad_lines: int = 0
     restarts: int = 0
     last_error: str = ""
+    mode: str = ""  # bleak: "passive" or "active" once scanning
 
 
 def _open_trace(path: Path) -> Iterator[str]:
@@ -172,19 +174,59 @@ def _fields(a: Advert) -> dict:
     return {s: getattr(a, s) for s in Advert.__slots__}
 
 
+def beacon_or_patterns() -> list:
+    """BlueZ advertisement-monitor patterns for what a store box needs: Eddystone (service
+    data under 0xFEAA: shopper tokens, TLM, UID, URL), iBeacon and AltBeacon. Passive scanning
+    on BlueZ only reports adverts matching one of them, which also spares the CPU phones'
+    chatter."""
+    from bleak.args.bluez import OrPattern
+    from bleak.assigned_numbers import AdvertisementDataType as T
+
+    return [
+        OrPattern(0, T.SERVICE_DATA_UUID16, b"\xaa\xfe"),
+        OrPattern(0, T.MANUFACTURER_SPECIFIC_DATA, b"\x4c\x00\x02\x15"),
+        OrPattern(2, T.MANUFACTURER_SPECIFIC_DATA, b"\xbe\xac"),
+    ]
+
+
 @dataclass
 class BleakSource:
-    """Live scanning with bleak: passive where BlueZ allows it, with a stall watchdog."""
+    """Live scanning with bleak: passive with ``or_patterns`` where BlueZ allows it (active
+    otherwise, said once in the log and in ``stats.mode``), on a selectable adapter, with a
+    watchdog that restarts the scanner when adverts stop for ``stall_s`` (BlueZ stalls happen)
+    and counts it in ``stats.restarts``.
+
+    ``scanner_factory`` builds the scanner (``bleak.BleakScanner`` by default); tests pass a
+    fake with the same ``start()``/``stop()`` and keyword arguments.
+    """
 
     adapter: str | None = None
-    passive: bool = False
+    passive: bool = True
     stall_s: float = 30.0
+    poll_s: float = 1.0
+    scanner_factory: Callable[..., Any] | None = None
     stats: SourceStats = field(default_factory=SourceStats)
 
+    def _kwargs(self, on_detect: Callable, passive: bool) -> dict[str, Any]:
+        bluez: dict[str, Any] = {}
+        if self.adapter:
+            bluez["adapter"] = self.adapter
+        kwargs: dict[str, Any] = {"detection_callback": on_detect}
+        if passive:
+            kwargs["scanning_mode"] = "passive"
+            bluez["or_patterns"] = beacon_or_patterns()
+        if bluez:
+            kwargs["bluez"] = bluez
+        return kwargs
+
     async def run(self, callback: AdvertCallback) -> None:
-        from bleak import BleakScanner
         from bleak.exc import BleakError
 
+        factory = self.scanner_factory
+        if factory is None:
+            from bleak import BleakScanner
+
+            factory = BleakScanner
         last = time.monotonic()
 
         def on_detect(device, adv) -> None:  # bleak's callback signature
@@ -204,24 +246,28 @@ class BleakSource:
                 )
             )
 
-        kwargs: dict = {"detection_callback": on_detect}
-        if self.adapter:
-            kwargs["adapter"] = self.adapter
+        passive = self.passive
         while True:
-            scanner = BleakScanner(**kwargs)
+            scanner = factory(**self._kwargs(on_detect, passive))
             try:
                 await scanner.start()
             except (BleakError, FileNotFoundError, OSError) as exc:
+                if passive and isinstance(exc, BleakError):
+                    # Old BlueZ, or BlueZ without experimental advertisement monitors.
+                    log.warning("ble: passive scanning unavailable (%s); scanning actively", exc)
+                    passive = False
+                    continue
                 # No D-Bus raises FileNotFoundError, D-Bus without BlueZ raises BleakDBusError.
                 raise SourceError(
                     f"BLE scanning unavailable: {type(exc).__name__}: {exc}"
                 ) from None
+            self.stats.mode = "passive" if passive else "active"
+            last = time.monotonic()
             try:
                 while time.monotonic() - last < self.stall_s:
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(self.poll_s)
                 self.stats.restarts += 1
-                self.stats.last_error = f"no adverts for {self.stall_s:.0f}s; restarting scan"
+                self.stats.last_error = f"no adverts for {self.stall_s:g}s; restarting scan"
                 log.warning("ble: %s", self.stats.last_error)
-                last = time.monotonic()
             finally:
                 await scanner.stop()
