@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from edge_agent.events import (
+    TYPE_OF,
     AudienceSample,
     CloudEvent,
     ContentImpression,
@@ -81,10 +82,21 @@ def _payload(i: int, h: int) -> Payload:
     return Conversion(receipt_id=f"r-{i}", amount=float(h % 20_000) / 100, skus=[f"sku-{h % 99}"])
 
 
+SEED_DEFAULT = 1
+
+
+def _h(seed: int, i: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"p{seed}:{i}".encode()).digest()[:8], "big")
+
+
+def synthetic_type(seed: int, i: int) -> str:
+    """The CloudEvents type event ``i`` will have, without building it."""
+    return TYPE_OF[type(_payload(i, _h(seed, i)))]
+
+
 def synthetic_event(seed: int, i: int, store_id: str, device_id: str) -> CloudEvent:
-    h = int.from_bytes(hashlib.sha256(f"p{seed}:{i}".encode()).digest()[:8], "big")
     ev = make_event(
-        _payload(i, h),
+        _payload(i, _h(seed, i)),
         store_id=store_id,
         device_id=device_id,
         time=datetime.fromtimestamp((BASE_MS + i) / 1000, UTC),
@@ -110,7 +122,7 @@ def generate(
     device_id: str,
     count: int,
     rate: float,
-    seed: int = 1,
+    seed: int = SEED_DEFAULT,
     tick_s: float = 0.01,
     on_commit: Callable[[int], None] | None = None,
     now: Callable[[], float] = time.monotonic,
