@@ -180,6 +180,11 @@ class Agent:
         self.uplink: Any = None
         self.downlink: Any = None
         self.bus: Any = None
+        # Set by `edge-agent run`: pushed configs replace this file (edge_agent/config_apply.py).
+        self.config_path: Path | None = None
+        self.config_sha256: str | None = None  # of the file this process loaded
+        self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- setup -------------------------------------------------------------------------
     @staticmethod
@@ -222,7 +227,12 @@ class Agent:
             cfg.store.device_id,
             load_public_key(cfg.downlink.ops_public_key),
             self.paths.state_dir / "downlink-state.json",
-            appliers={"campaigns": self._apply_campaigns, "profiles": self._apply_profiles},
+            appliers={
+                "campaigns": self._apply_campaigns,
+                "profiles": self._apply_profiles,
+                "command": self._apply_command,
+                "config": self._apply_config,
+            },
             on_result=self._on_downlink_result,
             max_bytes=cfg.downlink.max_message_bytes,
         )
@@ -242,12 +252,16 @@ class Agent:
                 if cfg.pos.bus:
                     c.subscribe(topics.pos_receipts(store), qos=1)
                 c.subscribe(topics.screen_state(store), qos=1)
+                c.subscribe(topics.screen_screenshot(store), qos=1)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
             # Runs in paho's thread: validate, then hand over; never raise out of here.
             if msg.topic.endswith("/state") and msg.topic.startswith(f"instore/{store}/screens/"):
                 self._on_screen_state(msg.topic.split("/")[3], msg.payload)
+                return
+            if msg.topic.endswith("/screenshot"):
+                self._relay_screenshot(msg.topic.split("/")[3], msg.payload)
                 return
             if msg.topic == topics.pos_receipts(store):
                 if self.receipts.feed(msg.payload) is None and self.receipts.last_error:
@@ -360,6 +374,69 @@ class Agent:
         for line in self.campaign_warnings:
             log.warning("campaigns v%s: %s", bundle.version, line)
         self._dirty = True
+
+    def _apply_command(self, body: dict[str, Any]) -> None:
+        from edge_agent.commands import RESTART_EXIT_STATUS, parse_command, target_screens
+
+        screens = [s.id for s in self.cfg.screens]
+        cmd = parse_command(body, screens)  # ValueError: refused, acked with the reason
+        log.info("command %s%s", cmd.command, f" ({cmd.reason})" if cmd.reason else "")
+        if cmd.command == "screenshot":
+            if self.bus is None:
+                raise RuntimeError("the in-store bus is not connected")
+            for screen in target_screens(cmd, screens):
+                ask = ScreenCommand(kind="screenshot")
+                self.bus.publish(
+                    topics.screen_cmd(self.cfg.store.store_id, screen), ask.to_bytes(), qos=1
+                )
+        elif cmd.command == "resync":
+            if self.uplink is not None:
+                self.uplink.resync()
+            if self.downlink is not None and self.downlink._client is not None:
+                # Central answers with fresh snapshots for whatever it finds behind.
+                request = {"kind": "resync", "versions": self.downlink.state.all()}
+                self.downlink._client.publish(self.downlink.ack_topic, json.dumps(request), 1)
+        else:
+            self.request_restart("restart command", RESTART_EXIT_STATUS)
+
+    def _apply_config(self, body: dict[str, Any]) -> None:
+        from edge_agent import config_apply
+        from edge_agent.commands import RESTART_EXIT_STATUS
+
+        if self.config_path is None:
+            raise RuntimeError("this agent was not started from a config file")
+        config_apply.stage(body, self.config_path, self.cfg)
+        log.warning("config: new config installed; restarting on it (on probation)")
+        self.request_restart("pushed config", RESTART_EXIT_STATUS)
+
+    def request_restart(self, why: str, status: int) -> None:
+        """Stop cleanly soon (after the downlink's ack is out) with ``status`` for systemd."""
+        self.exit_code = status
+        log.info("agent: restarting (%s)", why)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, 1.0, self.stop)
+        else:
+            self.stop()
+
+    def _check_config_probation(self) -> None:
+        """A pushed config is confirmed once central is reached with it, else rolled back."""
+        from edge_agent import config_apply
+        from edge_agent.commands import RESTART_EXIT_STATUS
+
+        age = config_apply.on_probation(self.config_path, self.config_sha256)
+        if age is None or self.config_path is None:
+            return
+        if self.uplink is not None and self.uplink.stats().get("connected"):
+            config_apply.confirm(self.config_path)
+            log.info("config: the pushed config reached central; confirmed")
+        elif age > self.cfg.downlink.config_probation_s:
+            log.error("%s", config_apply.rollback(self.config_path, "central unreachable with it"))
+            self.request_restart("config rollback", RESTART_EXIT_STATUS)
+
+    def _relay_screenshot(self, screen_id: str, payload: bytes) -> None:
+        """A player's screenshot (screen content only) goes to central for ops."""
+        if self.uplink is not None and len(payload) <= self.cfg.downlink.max_message_bytes:
+            self.uplink.publish_status(f"screenshots/{screen_id}", payload, retain=False)
 
     def _on_downlink_result(self, result: Any) -> None:
         accepted = bool(getattr(result, "accepted", False))
@@ -799,6 +876,7 @@ class Agent:
         today = datetime.fromtimestamp(now, self.tz)
         self.journey.housekeeping(now, today)
         self._alerted = {k for k in self._alerted if k[2] == today.date().isoformat()}
+        self._check_config_probation()
         depth = self.outbox.depth() if self.outbox else 0
         oldest = self.outbox.oldest_pending_age_s() if self.outbox else 0.0
         free = shutil.disk_usage(self.paths.state_dir).free / 1e6
@@ -964,6 +1042,7 @@ class Agent:
 
     async def run(self, until: float | None = None) -> None:
         """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
+        self._loop = asyncio.get_running_loop()
         self._run_started_at = self.clock.now()
         tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
         supervisor, metrics = self._start_supervision()
@@ -1034,6 +1113,7 @@ def run_agent_cli(config_path: str) -> int:
     import signal
     import sys
 
+    from edge_agent import config_apply
     from edge_agent.ble.sources import (
         BleakSource,
         ReplaySource,
@@ -1047,6 +1127,9 @@ def run_agent_cli(config_path: str) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    note = config_apply.on_start(Path(config_path))
+    if note:
+        log.error("%s", note)
     cfg = load_or_report(config_path)
     if cfg is None:
         return 2
@@ -1081,6 +1164,8 @@ def run_agent_cli(config_path: str) -> int:
             # until the camera thread manages to open it (it retries with backoff).
             log.error("camera not available yet: %s", exc)
     agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames, camera_opener=opener)
+    agent.config_path = Path(config_path)
+    agent.config_sha256 = config_apply.file_sha256(agent.config_path)
     agent.start_sync()
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1093,4 +1178,4 @@ def run_agent_cli(config_path: str) -> int:
     finally:
         agent.close()
         loop.close()
-    return 0
+    return agent.exit_code

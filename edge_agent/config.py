@@ -193,6 +193,8 @@ class DownlinkConfig(_Strict):
     # Ed25519 public key of central ops: base64 of the 32 raw bytes, or a path to a PEM file.
     ops_public_key: str
     max_message_bytes: int = Field(1_048_576, ge=1024)
+    # A pushed config that cannot reach central within this long is rolled back.
+    config_probation_s: float = Field(300.0, ge=10)
 
 
 class PathsConfig(_Strict):

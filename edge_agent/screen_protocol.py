@@ -42,7 +42,8 @@ class ScreenCommand(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cmd_id: str = Field(default_factory=new_event_id)
-    kind: Literal["show", "default", "override", "clear_override"]
+    # "screenshot": ops asks for a downscaled picture of what the screen shows (no content).
+    kind: Literal["show", "default", "override", "clear_override", "screenshot"]
     content: Content | None = None
     # Hold the item at least this long before anything but an override replaces it.
     min_duration_s: float = Field(0.0, ge=0)

@@ -82,6 +82,11 @@ def alerts(store_id: str) -> str:
     return f"instore/{store_id}/alerts"
 
 
+def screen_screenshot(store_id: str, screen_id: str = "+") -> str:
+    """Player -> agent: a downscaled picture of what the screen shows, on an ops request."""
+    return f"instore/{store_id}/screens/{screen_id}/screenshot"
+
+
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
     """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
     return f"instore/{store_id}/kiosks/{kiosk_id}/events"

@@ -315,14 +315,24 @@ class Uplink:
     def publish_health(self, doc: dict[str, Any]) -> bool:
         """The latest health, retained on ``.../health`` (state, not history: the history
         travels as heartbeat events through the outbox). False when not connected."""
+        return self.publish_status("health", json.dumps(doc, default=str).encode())
+
+    def publish_status(self, subtopic: str, payload: bytes, *, retain: bool = True) -> bool:
+        """Publish device status (not an event: no outbox, the latest wins) under
+        ``stores/<store>/devices/<device>/<subtopic>``. False when not connected."""
         client = self._client
         if client is None or not self._stats.connected:
             return False
+        topic = f"{topics.device_base(self.store_id, self.device_id)}/{subtopic}"
         try:
-            info = client.publish(self.health_topic, json.dumps(doc, default=str), 1, True)
+            info = client.publish(topic, payload, 1, retain)
         except (ValueError, RuntimeError):
             return False
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def resync(self) -> None:
+        """Re-announce the box and re-send every batch the CDP has not confirmed, now."""
+        self._events.put(("resync",))
 
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -433,6 +443,11 @@ class Uplink:
             self._handle_puback(ev[1], ev[2], ev[3])
         elif kind == "delivered":
             self._handle_delivered(ev[1], ev[2], ev[3], ev[4])
+        elif kind == "resync" and self._stats.connected:
+            self._publish_birth()
+            now = time.monotonic()
+            for bid, (b, _) in list(self._unconfirmed.items()):
+                self._unconfirmed[bid] = (b, now)
         elif kind == "bad_confirmation":
             with self._stats_lock:
                 self._stats.bad_confirmations += 1

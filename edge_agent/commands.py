@@ -1,0 +1,55 @@
+"""Commands from central ops (downlink kind ``command``), checked before anything runs.
+
+A command body is one JSON object, e.g. ``{"command": "screenshot", "screen": "screen-entrance"}``:
+
+- ``screenshot``: ask a screen's player (or ``"*"``, every screen) for a downscaled picture of
+  what it shows; the agent relays the player's answer to ``.../devices/<d>/screenshots/<screen>``.
+- ``resync``: re-announce the box (its retained birth), re-send at once the batches the CDP has
+  not confirmed, and ask central for fresh snapshots by publishing the applied versions on the
+  acks topic. (Screen commands are retained on the bus: players get them back by themselves.)
+- ``restart``: a clean stop with exit status 75 so systemd (``Restart=on-failure``) starts the
+  agent again.
+
+Signing, version and expiry checks happen before (``sync.downlink``); this module only says
+whether the command itself makes sense on this box, with a one-line reason when it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "try again", which systemd's on-failure restarts
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: Literal["screenshot", "resync", "restart"]
+    screen: str | None = None  # screenshot: a screen id, or "*" for every screen
+    reason: str = Field("", max_length=200)  # for the log: who asked and why
+
+
+def parse_command(body: dict[str, Any], screens: Iterable[str]) -> Command:
+    """The command, or ValueError with one line naming what is wrong."""
+    try:
+        cmd = Command.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ValueError(f"command {where}: {first['msg']}") from None
+    known = set(screens)
+    if cmd.command == "screenshot":
+        if not cmd.screen:
+            raise ValueError("command screen: a screenshot needs a screen id or '*'")
+        if cmd.screen != "*" and cmd.screen not in known:
+            raise ValueError(f"command screen: {cmd.screen!r} is not a screen of this box")
+    elif cmd.screen is not None:
+        raise ValueError(f"command screen: not used by {cmd.command!r}")
+    return cmd
+
+
+def target_screens(cmd: Command, screens: Iterable[str]) -> list[str]:
+    return sorted(screens) if cmd.screen == "*" else [cmd.screen] if cmd.screen else []
