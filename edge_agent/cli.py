@@ -23,6 +23,7 @@ BENCHES = {
     "ble_decode": "bench.ble_decode",
     "camera": "bench.camera",
     "outbox": "bench.outbox",
+    "sync": "bench.sync",
     "presence": "bench.presence",
     "decide": "bench.decide",
     "profiles": "bench.profiles",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import tomllib
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import AgentConfig, ConfigError, parse_config
+from edge_agent.content_store import atomic_write
 
 MAX_STARTS = 3
 
@@ -35,21 +35,6 @@ def _paths(config_path: Path) -> tuple[Path, Path]:
         config_path.with_name(config_path.name + ".last-good"),
         config_path.with_name(config_path.name + ".probation"),
     )
-
-
-def _write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode if mode is not None else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def validate(text: str, config_path: Path, current: AgentConfig) -> AgentConfig:
@@ -78,9 +63,9 @@ def stage(body: dict[str, Any], config_path: Path, current: AgentConfig) -> Agen
     last_good, probation = _paths(config_path)
     mode = config_path.stat().st_mode & 0o777
     shutil.copy2(config_path, last_good)
-    _write_atomic(config_path, text.encode(), mode)
+    atomic_write(config_path, text.encode(), mode)
     marker = {"since": time.time(), "starts": 0, "sha256": sha256_text(text)}
-    _write_atomic(probation, json.dumps(marker).encode())
+    atomic_write(probation, json.dumps(marker).encode())
     return new
 
 
@@ -108,7 +93,7 @@ def on_start(config_path: Path) -> str | None:
         state = {}
     if starts > MAX_STARTS:
         return rollback(config_path, f"the new config did not start {MAX_STARTS} times")
-    _write_atomic(probation, json.dumps({**state, "starts": starts}).encode())
+    atomic_write(probation, json.dumps({**state, "starts": starts}).encode())
     return None
 
 
@@ -140,6 +125,6 @@ def rollback(config_path: Path, why: str) -> str:
         probation.unlink(missing_ok=True)
         return f"config rollback impossible ({why}): no last good config; keeping the new one"
     mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644
-    _write_atomic(config_path, last_good.read_bytes(), mode)
+    atomic_write(config_path, last_good.read_bytes(), mode)
     probation.unlink(missing_ok=True)
     return f"config rolled back to the last good version: {why}"

@@ -46,9 +46,12 @@ def parse_bundle(obj: Any) -> CampaignBundle:
         raise BundleError(f"campaigns.{loc}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)  # a leftover tmp file keeps its old mode through O_TRUNC
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
