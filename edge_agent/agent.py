@@ -185,6 +185,7 @@ class Agent:
         self.config_sha256: str | None = None  # of the file this process loaded
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._occupancy: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
 
     # ---- setup -------------------------------------------------------------------------
     @staticmethod
@@ -953,11 +954,32 @@ class Agent:
                     beacon=name,
                 )
             self.decide_screens()
+            self._publish_occupancy(now)
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()
             await asyncio.to_thread(self.flush_events)
             await asyncio.sleep(min(0.2, 0.5 / speed))
+
+    def _publish_occupancy(self, now: float) -> None:
+        """Live people per zone for the staff kiosks, retained on the bus: on every change and
+        at least every 30 s (kiosks blank a figure older than two minutes). BLE devices present,
+        or the camera's count where a camera watches the zone and sees more."""
+        if self.bus is None:
+            return
+        cam = self.cfg.camera
+        cam_zone = next((s.zone for s in self.cfg.screens if cam and s.id == cam.screen), None)
+        for zone in self.cfg.zones:
+            people = len(self.presence.present(zone.id))
+            if zone.id == cam_zone and self.stats.last_people is not None:
+                people = max(people, self.stats.last_people)
+            last = self._occupancy.get(zone.id)
+            if last is not None and last[0] == people and now - last[1] < 30:
+                continue
+            self._occupancy[zone.id] = (people, now)
+            doc = {"zone_id": zone.id, "people": people, "ts": now}
+            topic = topics.zone_occupancy(self.cfg.store.store_id, zone.id)
+            self.bus.publish(topic, json.dumps(doc), qos=1, retain=True)
 
     def _on_screen_state(self, screen_id: str, payload: bytes) -> None:
         """A player's retained state (its last will says "offline"): staff hear of a dark screen."""

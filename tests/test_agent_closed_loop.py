@@ -53,6 +53,7 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     device = cfg.store.device_id
     health = BusRecorder(broker.host, broker.port, topics.health(store, device))
     state = BusRecorder(broker.host, broker.port, topics.state(store, device))
+    occupancy = BusRecorder(broker.host, broker.port, topics.zone_occupancy(store))
     clock = ScaledClock(scenario.T0, SPEED)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     agent.accepted_ids = []
@@ -106,7 +107,7 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     finally:
         stop.set()
         t.join(5)
-        for recorder in (bus, health, state):
+        for recorder in (bus, health, state, occupancy):
             recorder.close()
         sink.stop(end_session=True)
 
@@ -152,6 +153,10 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     assert health.messages and health.messages[-1]["outbox_depth"] >= 0
     assert health.messages[-1]["uplink"]["connected"] is True
     assert health.messages[-1]["kpis"]["conversions"] >= 1
+    # Kiosks see live occupancy per zone: somebody was in the entrance zone at some point.
+    zones = {m["zone_id"] for m in occupancy.messages}
+    assert zones <= {z.id for z in cfg.zones} and "entrance" in zones
+    assert max(m["people"] for m in occupancy.messages if m["zone_id"] == "entrance") >= 1
     births = [m for m in state.messages if m.get("status") == "online"]  # not earlier retained
     assert births and len(births[-1]["config_hash"]) == 12
     # The clock offset, measured from the CDP's confirmations: same machine, so about zero.
