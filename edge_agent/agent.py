@@ -32,6 +32,7 @@ from edge_agent.ble.decode import decode_advert
 from edge_agent.campaigns import lint
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
+from edge_agent.content_manifest import ContentInstaller, parse_manifest
 from edge_agent.content_store import ContentStore
 from edge_agent.decision import Decision, ScreenContext, World, staff_alerts
 from edge_agent.events import (
@@ -185,6 +186,7 @@ class Agent:
         self.config_sha256: str | None = None  # of the file this process loaded
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.content_installer = ContentInstaller(paths.content_dir, self._on_content_installed)
         self._occupancy: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
 
     # ---- setup -------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class Agent:
                 "profiles": self._apply_profiles,
                 "command": self._apply_command,
                 "config": self._apply_config,
+                "content": self._apply_content,
             },
             on_result=self._on_downlink_result,
             max_bytes=cfg.downlink.max_message_bytes,
@@ -399,6 +402,21 @@ class Agent:
                 self.downlink._client.publish(self.downlink.ack_topic, json.dumps(request), 1)
         else:
             self.request_restart("restart command", RESTART_EXIT_STATUS)
+
+    def _apply_content(self, body: dict[str, Any]) -> None:
+        # Checked now (a bad manifest is refused in the ack); assets download in the background
+        # and the loop swaps only when all of them are verified.
+        self.content_installer.install(parse_manifest(body))
+
+    def _on_content_installed(self, version: int, ok: bool, reason: str) -> None:
+        self._emit(
+            DownlinkApplied(kind="content.installed", version=version, accepted=ok, reason=reason)
+        )
+        dl = self.downlink
+        if dl is not None and dl._client is not None:
+            # Shaped like the downlink's own acks, so ops tools read both the same way.
+            doc = {"kind": "content.installed", "version": version, "accepted": ok}
+            dl._client.publish(dl.ack_topic, json.dumps({**doc, "reason": reason}), 1)
 
     def _apply_config(self, body: dict[str, Any]) -> None:
         from edge_agent import config_apply

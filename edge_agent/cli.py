@@ -24,6 +24,7 @@ BENCHES = {
     "camera": "bench.camera",
     "outbox": "bench.outbox",
     "sync": "bench.sync",
+    "ui": "bench.ui",
     "presence": "bench.presence",
     "decide": "bench.decide",
     "profiles": "bench.profiles",

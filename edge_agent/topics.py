@@ -12,6 +12,10 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/screens/<screen>/cmd        agent -> player: what to show now
   instore/<store>/screens/<screen>/events     player -> agent: impressions (CloudEvents)
   instore/<store>/screens/<screen>/state      player, retained: online/offline, current item, fps
+  instore/<store>/screens/<screen>/errors     player: asset missing/corrupt, bad playlist (JSON)
+  instore/<store>/screens/<screen>/screenshot player -> ops: downscaled JPEG on request (JSON)
+  instore/<store>/emergency                   kiosk/ops, retained: override or clear on every screen
+  instore/<store>/alert-acks                  kiosk -> agent and other kiosks: alert acknowledged
   instore/<store>/zones/<zone>/occupancy      agent, retained: live occupancy for kiosks
   instore/<store>/alerts                      agent -> kiosks: staff alerts
   instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
@@ -82,9 +86,21 @@ def alerts(store_id: str) -> str:
     return f"instore/{store_id}/alerts"
 
 
+def screen_errors(store_id: str, screen_id: str = "+") -> str:
+    return f"instore/{store_id}/screens/{screen_id}/errors"
+
+
 def screen_screenshot(store_id: str, screen_id: str = "+") -> str:
-    """Player -> agent: a downscaled picture of what the screen shows, on an ops request."""
     return f"instore/{store_id}/screens/{screen_id}/screenshot"
+
+
+def emergency(store_id: str) -> str:
+    """Retained ScreenCommand (override / clear_override) that every screen of the store obeys."""
+    return f"instore/{store_id}/emergency"
+
+
+def alert_acks(store_id: str) -> str:
+    return f"instore/{store_id}/alert-acks"
 
 
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:

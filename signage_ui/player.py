@@ -1,27 +1,33 @@
 """The signage player: a Kivy window that shows what the agent says, and proves what it showed.
 
-It talks to the agent only over the in-store bus. Without a bus it plays its default card, so the
-screen is never black; paho keeps reconnecting in its own thread and every message is handed to
-Kivy's main thread with ``Clock.schedule_once`` (widgets are not thread-safe).
+It talks to the agent only over the in-store bus. Without a bus it plays its default loop from
+the local cache, so the screen is never black; paho keeps reconnecting in its own thread and
+every message is handed to Kivy's main thread with ``Clock.schedule_once`` (widgets are not
+thread-safe). A command is applied before the next frame, so a takeover is on screen in the
+frame after it arrives; the time from arrival to that frame is measured and reported in health.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import signal
+import statistics
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 from kivy.app import App
 from kivy.clock import Clock
+from kivy.core.image import Image as CoreImage
 from kivy.core.window import Window
-from kivy.graphics import Color, Rectangle
-from kivy.uix.floatlayout import FloatLayout
-from kivy.uix.label import Label
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
@@ -30,53 +36,48 @@ from edge_agent.config import AgentConfig, BrokerConfig
 from edge_agent.events import ContentImpression, make_event, new_event_id
 from edge_agent.mqtt import connect, make_client
 from edge_agent.screen_protocol import Content, ScreenCommand
+from signage_ui.assets import AssetCache, AssetError
+from signage_ui.loop import Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback
-from signage_ui.style import text_colour_for
+from signage_ui.widgets import Stage
 
 log = logging.getLogger("signage_ui")
 
+HEALTH_EVERY_S = 5.0
+SCREENSHOT_MAX_SIDE = 480
+# The same broken asset is reported again at most this often (it may sit in the loop for days).
+ERROR_REPEAT_S = 600.0
+PLAYLIST_CHECK_S = 5.0
 
-class OfferCard(FloatLayout):
-    """An offer card: full-bleed background, an accent bar, a big title and a body."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        with self.canvas.before:
-            self._bg_color = Color(0, 0, 0, 1)
-            self._bg = Rectangle()
-            self._accent_color = Color(1, 1, 1, 1)
-            self._accent = Rectangle()
-        # size_hint None: we place the labels ourselves; FloatLayout would stretch them.
-        self.title = Label(bold=True, halign="left", valign="bottom", size_hint=(None, None))
-        self.body = Label(halign="left", valign="top", size_hint=(None, None))
-        self.add_widget(self.title)
-        self.add_widget(self.body)
-        self.bind(size=self._layout, pos=self._layout)
+def grab_window() -> np.ndarray:
+    """What the window shows right now (our own frame buffer: screen content only), as a BGR
+    array. Rows are read with 1-byte alignment: Kivy's ``Window.screenshot`` skews every row
+    of a window whose width is not a multiple of 4."""
+    from kivy.graphics.opengl import (
+        GL_PACK_ALIGNMENT,
+        GL_RGB,
+        GL_UNSIGNED_BYTE,
+        glPixelStorei,
+        glReadPixels,
+    )
 
-    def _layout(self, *_: object) -> None:
-        w, h = self.size
-        x, y = self.pos
-        self._bg.pos, self._bg.size = (x, y), (w, h)
-        self._accent.pos, self._accent.size = (x + 0.06 * w, y + 0.18 * h), (0.012 * w, 0.64 * h)
-        left, width = x + 0.1 * w, 0.82 * w
-        self.title.font_size = max(18, min(h * 0.13, w * 0.07))
-        self.body.font_size = max(12, self.title.font_size * 0.45)
-        self.title.pos, self.title.size = (left, y + 0.5 * h), (width, 0.32 * h)
-        self.body.pos, self.body.size = (left, y + 0.18 * h), (width, 0.3 * h)
-        # text_size = the label's box: copy wraps at its width and is clipped at its height, so
-        # over-long campaign copy cannot run over the other label or off the card.
-        for label in (self.title, self.body):
-            label.text_size = label.size
+    w, h = Window.size
+    glPixelStorei(GL_PACK_ALIGNMENT, 1)
+    raw = glReadPixels(0, 0, w, h, GL_RGB, GL_UNSIGNED_BYTE)
+    return np.frombuffer(raw, np.uint8)[: w * h * 3].reshape(h, w, 3)[::-1, :, ::-1].copy()
 
-    def show(self, content: Content) -> None:
-        self._bg_color.rgba = get_color_from_hex(content.background)
-        self._accent_color.rgba = get_color_from_hex(content.accent)
-        # The agent chooses any background; the text colour follows it so the copy stays legible.
-        ink = get_color_from_hex(text_colour_for(content.background))
-        self.title.color = self.body.color = ink
-        self.title.text = content.title
-        self.body.text = content.body
-        self._layout()
+
+def grab_screen(max_side: int = SCREENSHOT_MAX_SIDE) -> tuple[bytes, int, int]:
+    """The window downscaled to ``max_side`` (aspect kept), as JPEG bytes, width, height."""
+    img = grab_window()
+    h, w = img.shape[:2]
+    scale = min(1.0, max_side / max(w, h))
+    small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), cv2.INTER_AREA)
+    ok, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return jpg.tobytes(), small.shape[1], small.shape[0]
 
 
 class PlayerApp(App):
@@ -88,6 +89,7 @@ class PlayerApp(App):
         bus: BrokerConfig,
         screenshot_dir: Path | None = None,
         exit_after: float | None = None,
+        content_dir: Path | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -96,74 +98,226 @@ class PlayerApp(App):
         self.bus_cfg = bus
         self.screenshot_dir = screenshot_dir
         self.exit_after = exit_after
-        self.playback = Playback()
-        self.card: OfferCard | None = None
+        self.cache = AssetCache(content_dir or cfg.paths.resolved().content_dir)
+        self.tz = ZoneInfo(cfg.store.timezone)
+        self.loop = Loop(tz=self.tz, usable=self._usable)
+        self.playback = Playback(loop=self.loop)
+        self.stage: Stage | None = None
+        self.playlist_version: int | None = None
+        self._playlist_stamp: tuple[int, int, int] | None = None
+        self._images: dict[str, CoreImage] = {}
+        self._videos_ok: set[str] = set()
+        self._reported: dict[tuple[str, str], float] = {}
+        self.errors = 0
         self._shots = 0
         self._change_seq = 0
         self._stopping = False
         self._client: mqtt.Client | None = None
+        self.last_command_at: datetime | None = None
+        # Arrival (monotonic) of the command whose change waits for its first frame.
+        self._awaiting_frame: float | None = None
+        self.latencies_ms: deque[float] = deque(maxlen=2000)
+        self.first_frame_at: float | None = None
         # Last bus state logged ("up"/"down"), so retries every few seconds log one line, not many.
         self._bus_state: str | None = None
         self.title = f"signage {screen_id}"
 
     # ---- Kivy ------------------------------------------------------------------------------
-    def build(self) -> OfferCard:
-        self.card = OfferCard()
+    def build(self) -> Stage:
+        self._reload_playlist()
+        self.stage = Stage()
         showing = self.playback.start(datetime.now(UTC))
-        self.card.show(showing.content)
+        # Even before the first frame is composed the window is the card's colour, not black.
+        Window.clearcolor = get_color_from_hex(showing.content.background)
+        self.stage.show(showing.content, self._safe_asset(showing.content))
+        Window.bind(on_flip=self._on_flip)
         log.info("showing %s (%s)", showing.content.content_id, showing.content.variant)
         self._after_change(showing.content.content_id)
         self._start_bus()
-        Clock.schedule_interval(self._tick, 0.1)
-        Clock.schedule_interval(lambda _dt: self._publish_state(), 10.0)
+        Clock.schedule_interval(self._tick, 0.05)
+        Clock.schedule_interval(lambda _dt: self._publish_state(), HEALTH_EVERY_S)
+        Clock.schedule_interval(lambda _dt: self._reload_playlist(), PLAYLIST_CHECK_S)
         if self.exit_after is not None:
             Clock.schedule_once(lambda _dt: self.shutdown(), self.exit_after)
         signal.signal(
             signal.SIGTERM, lambda *_: Clock.schedule_once(lambda _dt: self.shutdown(), 0)
         )
-        return self.card
+        return self.stage
+
+    def _on_flip(self, *_: object) -> None:
+        now = time.monotonic()
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+        if self._awaiting_frame is not None:
+            self.latencies_ms.append((now - self._awaiting_frame) * 1000)
+            self._awaiting_frame = None
 
     def _tick(self, _dt: float) -> None:
         change = self.playback.tick(datetime.now(UTC))
         if change is not None:
             self._render(change)
 
-    def _render(self, change: Change) -> None:
-        assert self.card is not None
-        self.card.show(change.showing.content)
-        log.info(
-            "showing %s (%s)", change.showing.content.content_id, change.showing.content.variant
-        )
+    def _render(self, change: Change, previous_mode: str | None = None) -> None:
+        assert self.stage is not None
+        content = change.showing.content
+        # Loop items crossfade; a takeover or an override cuts in at once (the very next frame).
+        fade = change.showing.mode == "loop" and previous_mode in (None, "loop")
+        self.stage.show(content, self._safe_asset(content), fade=fade)
+        Window.clearcolor = get_color_from_hex(content.background)
+        log.info("showing %s (%s, %s)", content.content_id, content.variant, change.showing.mode)
         if change.ended is not None:
             self._publish_impression(change.ended)
-        self._after_change(change.showing.content.content_id)
+        self._after_change(content.content_id)
 
+    # ---- content cache ------------------------------------------------------------------
+    def _asset(self, content: Content) -> CoreImage | Path | None:
+        """The asset a content item needs, loaded and verified (AssetError when it cannot be
+        shown). Images are decoded ahead of the switch and kept, so a switch only swaps a
+        texture."""
+        if content.template == "image" and content.image_sha256:
+            sha = content.image_sha256
+            if sha not in self._images:
+                path = self.cache.verified(sha)
+                try:
+                    self._images[sha] = CoreImage(str(path))
+                except Exception as exc:  # Kivy raises a bare Exception for undecodable files
+                    raise AssetError("corrupt", sha, f"not a readable image ({exc})") from None
+                while len(self._images) > 16:
+                    self._images.pop(next(iter(self._images)))
+            else:
+                self.cache.verified(sha)  # a file swapped under us is checked again
+            return self._images[sha]
+        if content.template == "video" and content.video_sha256:
+            sha = content.video_sha256
+            path = self.cache.verified(sha)
+            if sha not in self._videos_ok:
+                cap = cv2.VideoCapture(str(path))
+                ok = cap.isOpened() and cap.read()[0]
+                cap.release()
+                if not ok:
+                    raise AssetError("corrupt", sha, "not a playable video")
+                self._videos_ok.add(sha)
+            return path
+        if content.template in ("image", "video"):
+            raise AssetError("missing", "-" * 64, f"{content.template} item without its sha256")
+        return None
+
+    def _safe_asset(self, content: Content) -> CoreImage | Path | None:
+        """The asset, or None (the item then shows as a card of its own title and colours)
+        when it went bad between the check and the switch."""
+        try:
+            return self._asset(content)
+        except AssetError as exc:
+            self._report_error(exc.kind, content.content_id, str(exc), exc.sha256)
+            return None
+
+    def _usable(self, content: Content) -> bool:
+        try:
+            self._asset(content)
+            return True
+        except AssetError as exc:
+            self._report_error(exc.kind, content.content_id, str(exc), exc.sha256)
+            return False
+
+    def _reload_playlist(self) -> None:
+        path = self.cache.playlist_path
+        try:
+            st = path.stat()
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._playlist_stamp:
+            return
+        self._playlist_stamp = stamp
+        try:
+            playlist = load_playlist(path)
+        except PlaylistError as exc:
+            # Keep playing what we have: a bad push must not blank the screen.
+            self._report_error("playlist_invalid", None, str(exc))
+            return
+        self.loop.items = playlist.items if playlist else ()
+        self.playlist_version = playlist.version if playlist else None
+        log.info(
+            "playlist: %s",
+            f"v{playlist.version}, {len(playlist.items)} items" if playlist else "none (built-in)",
+        )
+
+    def _report_error(
+        self, kind: str, content_id: str | None, detail: str, sha256: str | None = None
+    ) -> None:
+        key = (kind, sha256 or content_id or detail)
+        now = time.monotonic()
+        if now - self._reported.get(key, -1e9) < ERROR_REPEAT_S:
+            return
+        self._reported[key] = now
+        self.errors += 1
+        log.warning("%s: %s%s", kind, f"{content_id}: " if content_id else "", detail)
+        if self._client is not None:
+            body = {
+                "kind": kind,
+                "screen_id": self.screen_id,
+                "content_id": content_id,
+                "sha256": sha256,
+                "detail": detail,
+                "ts": datetime.now(UTC).isoformat(),
+            }
+            self._client.publish(
+                topics.screen_errors(self.store, self.screen_id), json.dumps(body), qos=1
+            )
+
+    # ---- screenshots ----------------------------------------------------------------------
     def _after_change(self, content_id: str) -> None:
         self._change_seq += 1
         seq = self._change_seq
         self._publish_state()
         if self.screenshot_dir is not None:
-            # Once two more frames have been drawn the new card is on screen (the very first
-            # frame comes ~0.3 s after start); skip if something newer replaced it by then.
+            # Once two more frames have been drawn the new item is on screen (a crossfade is
+            # over after FADE_S); skip if something newer replaced it by then.
             drawn_by = Clock.frames_displayed + 2
-            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), 0.05)
+            delay = Stage.FADE_S + 0.05
+            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), delay)
 
     def _screenshot(self, seq: int, content_id: str, drawn_by: int) -> None:
         if seq != self._change_seq or self.screenshot_dir is None:
             return
-        if Clock.frames_displayed < drawn_by:
+        fading = self.stage is not None and self.stage.fading
+        if Clock.frames_displayed < drawn_by or fading:
+            drawn_by = max(drawn_by, Clock.frames_displayed + 1 if fading else 0)
             Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), 0.05)
             return
         # Written aside, then renamed: whoever watches the directory never sees half a PNG.
         scratch = self.screenshot_dir / ".partial"
         scratch.mkdir(parents=True, exist_ok=True)
         self._shots += 1
-        written = Window.screenshot(name=str(scratch / "shot.png"))
-        if written:
+        partial = scratch / "shot.png"
+        if cv2.imwrite(str(partial), grab_window()):
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in content_id)
             target = self.screenshot_dir / f"{self._shots:04d}-{safe}.png"
-            os.replace(written, target)
+            os.replace(partial, target)
             log.info("screenshot %s", target.name)
+
+    def _send_screenshot(self, cmd: ScreenCommand) -> None:
+        """For ops: a downscaled JPEG of our own window (never a camera image) on the bus."""
+        if self._client is None:
+            return
+        try:
+            jpg, w, h = grab_screen()
+        except Exception as exc:  # GL read or encoding: report, never crash the player
+            self._report_error("screenshot_failed", None, str(exc))
+            return
+        body = {
+            "cmd_id": cmd.cmd_id,
+            "screen_id": self.screen_id,
+            "ts": datetime.now(UTC).isoformat(),
+            "content_id": self.playback.current.content.content_id,
+            "width": w,
+            "height": h,
+            "jpeg_b64": base64.b64encode(jpg).decode(),
+        }
+        self._client.publish(
+            topics.screen_screenshot(self.store, self.screen_id), json.dumps(body), qos=1
+        )
+        log.info("screenshot for ops: %dx%d, %d bytes", w, h, len(jpg))
 
     # ---- bus ---------------------------------------------------------------------------------
     def _start_bus(self) -> None:
@@ -171,6 +325,7 @@ class PlayerApp(App):
         state_topic = topics.screen_state(self.store, self.screen_id)
         client.will_set(state_topic, json.dumps({"status": "offline"}), qos=1, retain=True)
         cmd_topic = topics.screen_cmd(self.store, self.screen_id)
+        emergency_topic = topics.emergency(self.store)
         where = f"{self.bus_cfg.host}:{self.bus_cfg.port}"
 
         # These run on paho's thread: they only log and hand work to Kivy's main thread.
@@ -178,7 +333,7 @@ class PlayerApp(App):
             if reason_code.is_failure:
                 self._bus_changed("down", f"bus: {where} refused the connection: {reason_code}")
                 return
-            c.subscribe(cmd_topic, qos=1)
+            c.subscribe([(cmd_topic, 1), (emergency_topic, 1)])
             self._bus_changed("up", f"bus: connected to {where}")
             Clock.schedule_once(lambda _dt: self._publish_state(), 0)
 
@@ -190,8 +345,10 @@ class PlayerApp(App):
                 self._bus_changed("down", f"bus: lost {where} ({reason_code}); retrying")
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            raw = bytes(msg.payload)
-            Clock.schedule_once(lambda _dt: self._on_command(raw), 0)
+            raw, received = bytes(msg.payload), time.monotonic()
+            if not raw:  # a retained message being deleted
+                return
+            Clock.schedule_once(lambda _dt: self._on_command(raw, received), 0)
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
@@ -205,8 +362,10 @@ class PlayerApp(App):
         if state != self._bus_state:
             self._bus_state = state
             (log.info if state == "up" else log.warning)(line)
+            up = state == "up"
+            Clock.schedule_once(lambda _dt: setattr(self.playback, "bus_up", up), 0)
 
-    def _on_command(self, raw: bytes) -> None:
+    def _on_command(self, raw: bytes, received: float | None = None) -> None:
         try:
             cmd = ScreenCommand.from_bytes(raw)
         except ValidationError as exc:
@@ -218,12 +377,21 @@ class PlayerApp(App):
             log.warning("bus: ignored a malformed command: not JSON: %s", exc)
             return
         now = datetime.now(UTC)
+        self.last_command_at = now
         if cmd.expired(now):
             log.info("bus: ignored stale command %s (issued %s)", cmd.cmd_id, cmd.issued_at)
             return
+        if cmd.kind == "screenshot":
+            Clock.schedule_once(lambda _dt: self._send_screenshot(cmd), 0)
+            return
+        if cmd.content is not None and not self._usable(cmd.content):
+            log.warning("bus: %s skipped: its asset cannot be shown", cmd.content.content_id)
+            return
+        previous_mode = self.playback.current.mode
         change = self.playback.apply(cmd, now)
         if change is not None:
-            self._render(change)
+            self._awaiting_frame = received
+            self._render(change, previous_mode)
         elif self.playback.pending is cmd:
             log.info("holding %s; %s waits", self.playback.current.content.content_id, cmd.kind)
 
@@ -254,18 +422,31 @@ class PlayerApp(App):
             topics.screen_events(self.store, self.screen_id), event.to_json(), qos=1
         )
 
+    def health(self) -> dict[str, object]:
+        current = self.playback.current
+        lat = sorted(self.latencies_ms)
+        return {
+            "status": "online",
+            "content_id": current.content.content_id,
+            "mode": current.mode,
+            "since": current.start.isoformat(),
+            "fps": round(Clock.get_fps(), 1),
+            "cache_bytes": self.cache.size_bytes(),
+            "playlist_version": self.playlist_version,
+            "last_command_at": self.last_command_at.isoformat() if self.last_command_at else None,
+            "cmd_to_frame_ms_p50": round(statistics.median(lat), 1) if lat else None,
+            "cmd_to_frame_ms_max": round(lat[-1], 1) if lat else None,
+            "errors": self.errors,
+        }
+
     def _publish_state(self) -> None:
         if self._client is None:
             return
-        current = self.playback.current
-        state = {
-            "status": "online",
-            "content_id": current.content.content_id,
-            "since": current.start.isoformat(),
-            "fps": round(Clock.get_fps(), 1),
-        }
         self._client.publish(
-            topics.screen_state(self.store, self.screen_id), json.dumps(state), qos=1, retain=True
+            topics.screen_state(self.store, self.screen_id),
+            json.dumps(self.health()),
+            qos=1,
+            retain=True,
         )
 
     def _delivered(self, info: mqtt.MQTTMessageInfo | None, timeout: float) -> bool:
@@ -301,5 +482,8 @@ class PlayerApp(App):
             self._delivered(offline, 2.0)
             self._client.disconnect()
             self._client.loop_stop()
+        if self.stage is not None:
+            self.stage.front.release()
+            self.stage.back.release()
         log.info("stopped")
         self.stop()

@@ -39,3 +39,12 @@ def text_colour_for(background: str) -> str:
     light = contrast_ratio(LIGHT_TEXT, background)
     dark = contrast_ratio(DARK_TEXT, background)
     return LIGHT_TEXT if light >= dark else DARK_TEXT
+
+
+def mix(a: str, b: str, share_b: float) -> str:
+    """``a`` with ``share_b`` of ``b`` blended in, as ``"#rrggbb"`` (side panels: a tint of the
+    accent on the card's background, so panel and ticker read as separate regions)."""
+    ca, cb = rgb(a), rgb(b)
+    return "#" + "".join(
+        f"{round((x + (y - x) * share_b) * 255):02x}" for x, y in zip(ca, cb, strict=True)
+    )

@@ -1,0 +1,71 @@
+"""The offer-card template: the offer's fields as the lines a card shows, in the shopper's
+language (labels, prices and dates in that language's conventions). Pure, so it is tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from edge_agent.screen_protocol import Content
+
+# Labels per language; an unknown language falls back to English rather than showing a key.
+LABELS: dict[str, dict[str, str]] = {
+    "en": {"was": "was", "valid_until": "Valid until"},
+    "fr": {"was": "au lieu de", "valid_until": "Valable jusqu'au"},
+    "de": {"was": "statt", "valid_until": "Gültig bis"},
+    "es": {"was": "antes", "valid_until": "Válido hasta"},
+    "it": {"was": "invece di", "valid_until": "Valido fino al"},
+    "nl": {"was": "was", "valid_until": "Geldig tot"},
+}
+SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "CHF": "CHF "}
+# Languages writing 12,99 (decimal comma) and the date order each uses.
+DECIMAL_COMMA = {"fr", "de", "es", "it", "nl"}
+DATE_FORMAT = {"en": "{d} {mon} {y}", "de": "{d}.{m:02d}.{y}", "nl": "{d}-{m:02d}-{y}"}
+MONTHS_EN = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+@dataclass(frozen=True)
+class CardText:
+    title: str
+    body: str
+    price: str  # "" when the offer has no price
+    footer: str  # validity and call to action, "" when neither
+
+
+def base_language(language: str) -> str:
+    return language.split("-")[0].split("_")[0].lower()
+
+
+def format_price(amount: float, currency: str, language: str) -> str:
+    lang = base_language(language)
+    text = f"{amount:,.2f}"
+    if lang in DECIMAL_COMMA:
+        # 1,234.50 -> 1 234,50 (thin space for thousands reads well at signage distance)
+        text = text.replace(",", " ").replace(".", ",")
+    symbol = SYMBOLS.get(currency, currency + " ")
+    if lang in DECIMAL_COMMA and currency == "EUR":
+        return f"{text} €"
+    return f"{symbol}{text}"
+
+
+def format_date(d: date, language: str) -> str:
+    lang = base_language(language)
+    fmt = DATE_FORMAT.get(lang, "{d:02d}/{m:02d}/{y}")
+    return fmt.format(d=d.day, m=d.month, y=d.year, mon=MONTHS_EN[d.month - 1])
+
+
+def render_card(c: Content) -> CardText:
+    lang = base_language(c.language)
+    labels = LABELS.get(lang, LABELS["en"])
+    price = ""
+    if c.price is not None:
+        price = format_price(c.price, c.currency, lang)
+        if c.was_price is not None and c.was_price > c.price:
+            price += f"  ({labels['was']} {format_price(c.was_price, c.currency, lang)})"
+    parts = []
+    if c.valid_until is not None:
+        parts.append(f"{labels['valid_until']} {format_date(c.valid_until, lang)}")
+    if c.cta:
+        parts.append(c.cta)
+    return CardText(title=c.title, body=c.body, price=price, footer="  ·  ".join(parts))
