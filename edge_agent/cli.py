@@ -13,6 +13,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "edge_agent.campaigns_cli",
     "sync.loadgen_cli",
+    "edge_agent.provision_cli",
+    "edge_agent.firmware_cli",
     "edge_agent.ble_cli",
     "edge_agent.profiles_cli",
     "edge_agent.install_cli",
