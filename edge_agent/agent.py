@@ -257,6 +257,7 @@ class Agent:
                     c.subscribe(topics.pos_receipts(store), qos=1)
                 c.subscribe(topics.screen_state(store), qos=1)
                 c.subscribe(topics.screen_screenshot(store), qos=1)
+                c.subscribe(topics.screen_errors(store), qos=1)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
@@ -264,8 +265,9 @@ class Agent:
             if msg.topic.endswith("/state") and msg.topic.startswith(f"instore/{store}/screens/"):
                 self._on_screen_state(msg.topic.split("/")[3], msg.payload)
                 return
-            if msg.topic.endswith("/screenshot"):
-                self._relay_screenshot(msg.topic.split("/")[3], msg.payload)
+            if msg.topic.endswith(("/screenshot", "/errors")):
+                what = "screenshots" if msg.topic.endswith("/screenshot") else "screen-errors"
+                self._relay_to_central(what, msg.topic.split("/")[3], msg.payload)
                 return
             if msg.topic == topics.pos_receipts(store):
                 if self.receipts.feed(msg.payload) is None and self.receipts.last_error:
@@ -380,7 +382,12 @@ class Agent:
         self._dirty = True
 
     def _apply_command(self, body: dict[str, Any]) -> None:
-        from edge_agent.commands import RESTART_EXIT_STATUS, parse_command, target_screens
+        from edge_agent.commands import (
+            RESTART_EXIT_STATUS,
+            emergency_command,
+            parse_command,
+            target_screens,
+        )
 
         screens = [s.id for s in self.cfg.screens]
         cmd = parse_command(body, screens)  # ValueError: refused, acked with the reason
@@ -393,6 +400,17 @@ class Agent:
                 self.bus.publish(
                     topics.screen_cmd(self.cfg.store.store_id, screen), ask.to_bytes(), qos=1
                 )
+        elif cmd.command in ("emergency", "clear_emergency"):
+            if self.bus is None:
+                raise RuntimeError("the in-store bus is not connected")
+            # Retained on the store's emergency topic: every screen obeys, also one that starts
+            # later, until cleared.
+            self.bus.publish(
+                topics.emergency(self.cfg.store.store_id),
+                emergency_command(cmd).to_bytes(),
+                qos=1,
+                retain=True,
+            )
         elif cmd.command == "resync":
             if self.uplink is not None:
                 self.uplink.resync()
@@ -452,10 +470,11 @@ class Agent:
             log.error("%s", config_apply.rollback(self.config_path, "central unreachable with it"))
             self.request_restart("config rollback", RESTART_EXIT_STATUS)
 
-    def _relay_screenshot(self, screen_id: str, payload: bytes) -> None:
-        """A player's screenshot (screen content only) goes to central for ops."""
+    def _relay_to_central(self, what: str, screen_id: str, payload: bytes) -> None:
+        """A player's screenshot (screen content only) or error report goes to central for ops
+        (status, not an event: if central is unreachable it is simply not relayed)."""
         if self.uplink is not None and len(payload) <= self.cfg.downlink.max_message_bytes:
-            self.uplink.publish_status(f"screenshots/{screen_id}", payload, retain=False)
+            self.uplink.publish_status(f"{what}/{screen_id}", payload, retain=False)
 
     def _on_downlink_result(self, result: Any) -> None:
         accepted = bool(getattr(result, "accepted", False))

@@ -7,6 +7,9 @@ A command body is one JSON object, e.g. ``{"command": "screenshot", "screen": "s
 - ``resync``: re-announce the box (its retained birth), re-send at once the batches the CDP has
   not confirmed, and ask central for fresh snapshots by publishing the applied versions on the
   acks topic. (Screen commands are retained on the bus: players get them back by themselves.)
+- ``emergency`` / ``clear_emergency``: an override on every screen of the store (title, body,
+  background), retained on the store's emergency topic until cleared, so a screen that starts
+  mid-emergency shows it too.
 - ``restart``: a clean stop with exit status 75 so systemd (``Restart=on-failure``) starts the
   agent again.
 
@@ -21,14 +24,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.screen_protocol import Content, ScreenCommand
+
 RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "try again", which systemd's on-failure restarts
 
 
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command: Literal["screenshot", "resync", "restart"]
+    command: Literal["screenshot", "resync", "restart", "emergency", "clear_emergency"]
     screen: str | None = None  # screenshot: a screen id, or "*" for every screen
+    # emergency: what every screen shows
+    title: str | None = Field(None, min_length=1, max_length=120)
+    body: str = Field("", max_length=500)
+    background: str = Field("#b00020", pattern=r"^#[0-9a-fA-F]{6}$")
     reason: str = Field("", max_length=200)  # for the log: who asked and why
 
 
@@ -48,7 +57,26 @@ def parse_command(body: dict[str, Any], screens: Iterable[str]) -> Command:
             raise ValueError(f"command screen: {cmd.screen!r} is not a screen of this box")
     elif cmd.screen is not None:
         raise ValueError(f"command screen: not used by {cmd.command!r}")
+    if cmd.command == "emergency" and not cmd.title:
+        raise ValueError("command title: an emergency needs a title")
+    if cmd.command != "emergency" and (cmd.title or cmd.body):
+        raise ValueError(f"command title: not used by {cmd.command!r}")
     return cmd
+
+
+def emergency_command(cmd: Command) -> ScreenCommand:
+    """The retained screen command for an emergency (or its end)."""
+    if cmd.command == "clear_emergency":
+        return ScreenCommand(kind="clear_override")
+    content = Content(
+        content_id="emergency",
+        variant="override",
+        title=cmd.title or "",
+        body=cmd.body,
+        background=cmd.background,
+    )
+    # Long-lived: an emergency holds until cleared, whenever a screen (re)starts.
+    return ScreenCommand(kind="override", content=content, ttl_s=7 * 24 * 3600)
 
 
 def target_screens(cmd: Command, screens: Iterable[str]) -> list[str]:

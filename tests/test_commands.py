@@ -40,6 +40,9 @@ def test_commands_make_sense_or_say_why() -> None:
         ({"command": "resync", "screen": "screen-shoes"}, "not used by 'resync'"),
         ({"command": "restart", "rm": "-rf"}, "command rm: Extra inputs"),
         ({}, "command command: Field required"),
+        ({"command": "emergency"}, "an emergency needs a title"),
+        ({"command": "restart", "title": "x"}, "command title: not used by 'restart'"),
+        ({"command": "emergency", "title": "Leave", "background": "red"}, "command background"),
     ]:
         with pytest.raises(ValueError, match=words):
             parse_command(body, SCREENS)
@@ -109,7 +112,8 @@ class Ops:
         self.c = make_client(f"ops-{uuid.uuid4().hex[:6]}", _bcfg(broker))
         self.c.on_connect = lambda c, *a: c.subscribe(
             [(topics.acks(store, device), 1), (f"{topics.device_base(store, device)}/screenshots/+", 1),
-             (topics.screen_cmd(store, "+"), 1)]
+             (topics.screen_cmd(store, "+"), 1), (topics.emergency(store), 1),
+             (f"{topics.device_base(store, device)}/screen-errors/+", 1)]
         )  # fmt: skip
         self.c.on_subscribe = lambda *a: ready.set()
         self.c.on_message = lambda c, u, m: self.got.put((m.topic, m.payload))
@@ -187,6 +191,23 @@ def test_ops_drive_the_box_commands_and_a_config_with_probation(tmp_path: Path, 
             ops.c.publish(f"instore/{store}/screens/screen-entrance/screenshot", shot, qos=1)
             topic, payload = ops.wait(lambda t, p: "/screenshots/" in t)
             assert topic.endswith("/screenshots/screen-entrance") and payload == shot
+            # Player errors reach ops too.
+            error = json.dumps({"kind": "asset_corrupt", "sha256": "ab" * 32}).encode()
+            ops.c.publish(f"instore/{store}/screens/screen-entrance/errors", error, qos=1)
+            topic, payload = ops.wait(lambda t, p: "/screen-errors/" in t)
+            assert topic.endswith("/screen-errors/screen-entrance") and payload == error
+            # Emergency: one retained override every screen obeys, until cleared.
+            alarm = {"command": "emergency", "title": "Please leave by the nearest exit"}
+            ops.push("command", alarm)
+            assert ops.ack("command")["accepted"] is True
+            _, raw = ops.wait(lambda t, p: t.endswith("/emergency"))
+            override = ScreenCommand.from_bytes(raw)
+            assert override.kind == "override" and override.content is not None
+            assert override.content.title == alarm["title"] and not override.expired()
+            ops.push("command", {"command": "clear_emergency"})
+            assert ops.ack("command")["accepted"] is True
+            _, raw = ops.wait(lambda t, p: t.endswith("/emergency"))
+            assert ScreenCommand.from_bytes(raw).kind == "clear_override"
             # Resync: central hears which versions the box runs, to send fresh snapshots.
             ops.push("command", {"command": "resync"})
             assert ops.ack("command")["accepted"] is True
