@@ -4,7 +4,8 @@ Three parts, all in one run:
 
 1. Zone quality. One seeded trace (``bench/ble_sim.py``: shoppers walking between six screens'
    zones, path loss with shadowing and fades, real advertising intervals and drops) goes
-   through our pipeline with each of the four filters and through the anchors' rules
+   through our pipeline with each of the four filters, through the Bayesian zone filter
+   (``edge_agent/ble/bayes.py``, two tunings) and through the anchors' rules
    (``bench/ble_anchors.py``: room-assistant, ESPresense, HA mqtt_room). Reported per
    pipeline: zone accuracy (share of 0.5 s samples where the predicted zone, or no zone, is the
    true one), flaps per shopper-hour (predicted zone visits that are not a true visit, plus
@@ -27,7 +28,14 @@ import time
 import tracemalloc
 from typing import Any
 
-from bench.ble_anchors import ESPresense, MqttRoom, Ours, RoomAssistant, ours_params
+from bench.ble_anchors import (
+    ESPresense,
+    MqttRoom,
+    Ours,
+    RoomAssistant,
+    bayes_params,
+    ours_params,
+)
 from bench.ble_sim import PATH_LOSS_N, ZONE_R, Trace, generate
 from edge_agent.ble.advert import Advert
 from edge_agent.ble.decode import EDDYSTONE_UUID, decode_advert
@@ -148,6 +156,9 @@ def zone_quality(trace: Trace) -> dict[str, dict]:
     pipes.append(
         Ours(trace.calibration, PATH_LOSS_N, ours_params("kalman", "steady"), "ours_steady")
     )
+    for prof in ("responsive", "steady"):
+        name = "ours_bayes" if prof == "responsive" else "ours_bayes_steady"
+        pipes.append(Ours(trace.calibration, PATH_LOSS_N, bayes_params(prof), name))
     pipes += [RoomAssistant(dist, max_d), ESPresense(dist, max_d), MqttRoom(dist, max_d)]
     return {p.name: _score(trace, _replay(trace, p)) for p in pipes}
 
@@ -177,10 +188,11 @@ def _eid_adverts(trace: Trace, slice_size: int) -> tuple[list[Advert], dict[str,
     return ads, keys
 
 
-def _our_path(trace: Trace, keys: dict[str, bytes]):
+def _our_path(trace: Trace, keys: dict[str, bytes], method: str = "hysteresis"):
     resolver = TokenResolver(K)
     resolver.set_keys(keys)
-    engine = Ours(trace.calibration, PATH_LOSS_N, ours_params("median")).engine
+    params = bayes_params() if method == "bayes" else ours_params("median")
+    engine = Ours(trace.calibration, PATH_LOSS_N, params).engine
     observe, resolve = engine.observe, resolver.resolve
     fromhex = bytes.fromhex
 
@@ -229,11 +241,10 @@ def _naive_path(keys: dict[str, bytes]):
     return step
 
 
-def throughput(trace: Trace, slice_size: int, naive_n: int) -> dict:
-    ads, keys = _eid_adverts(trace, slice_size)
+def _rate(trace: Trace, ads: list[Advert], keys: dict[str, bytes], method: str) -> float:
     best = 0.0
     for _ in range(3):
-        step, engine, resolver = _our_path(trace, keys)
+        step, engine, resolver = _our_path(trace, keys, method)
         resolver.resolve(b"\0" * 8, ads[0].timestamp)  # build the table outside the clock
         gc.collect()
         next_tick = 0.0
@@ -244,6 +255,13 @@ def throughput(trace: Trace, slice_size: int, naive_n: int) -> dict:
                 next_tick = ad.timestamp + TICK_S
             step(ad)
         best = max(best, len(ads) / (time.perf_counter() - t0))
+    return best
+
+
+def throughput(trace: Trace, slice_size: int, naive_n: int) -> dict:
+    ads, keys = _eid_adverts(trace, slice_size)
+    best = _rate(trace, ads, keys, "hysteresis")
+    bayes = _rate(trace, ads, keys, "bayes")
     # Per-advert latency, same path, one timer per advert.
     step, engine, resolver = _our_path(trace, keys)
     resolver.resolve(b"\0" * 8, ads[0].timestamp)
@@ -271,6 +289,9 @@ def throughput(trace: Trace, slice_size: int, naive_n: int) -> dict:
         "naive_baseline_adverts_per_s": round(naive_rate),
         "ratio_ours_over_naive": round(best / naive_rate, 1),
         "goal_50k_per_s_met": best >= 50_000,
+        "bayes_adverts_per_s": round(bayes),
+        "ratio_bayes_over_naive": round(bayes / naive_rate, 1),
+        "bayes_goal_50k_per_s_met": bayes >= 50_000,
         "latency_us": {
             "p50": _pct(lat_all, 0.5),
             "p99": _pct(lat_all, 0.99),
@@ -296,8 +317,8 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
     the same again under tracemalloc for the bytes Python holds per device."""
     cal = {f"r{i}": -59.0 for i in range(receivers)}
 
-    def fill() -> Any:
-        engine = Ours(cal, 2.0, ours_params("median")).engine
+    def fill(params: Any = None) -> Any:
+        engine = Ours(cal, 2.0, params or ours_params("median")).engine
         for a in range(adverts):
             for d in range(devices):
                 for r in range(receivers):
@@ -316,6 +337,12 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
     current, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     del engine
+    gc.collect()
+    tracemalloc.start()
+    engine = fill(bayes_params())
+    current_b, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del engine
     return {
         "tracked_devices": devices,
         "receivers_per_device": receivers,
@@ -324,6 +351,8 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
         "bytes_per_device": round(current / devices),
         "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
         "rss_total_mb": round(rss1 / 1024, 1),
+        "bayes_traced_mb": round(current_b / 1e6, 1),
+        "bayes_bytes_per_device": round(current_b / devices),
     }
 
 
@@ -360,7 +389,9 @@ def run(quick: bool) -> dict[str, Any]:
             "generated_in_s": round(gen_s, 1),
         },
         "zone_quality": quality,
-        "goals_met": {"ours_median": goals("ours_median"), "ours_steady": goals("ours_steady")},
+        "goals_met": {
+            k: goals(k) for k in ("ours_median", "ours_steady", "ours_bayes", "ours_bayes_steady")
+        },
         "throughput": throughput(trace, 5000, 300 if quick else 2000),
         "memory": memory(2_000 if quick else 10_000),
         "note": "adverts/s is the best of 3 runs; latency is one timer per advert",

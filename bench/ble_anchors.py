@@ -26,6 +26,7 @@ import math
 import statistics
 from collections import deque
 
+from edge_agent.ble.bayes import BayesParams, BayesZoneEngine
 from edge_agent.ble.calibrate import Calibration
 from edge_agent.ble.filters import FilterSpec, OneEuro
 from edge_agent.ble.zones import Entered, Left, Receiver, ZoneEngine, ZoneParams
@@ -46,11 +47,19 @@ class Distance:
 
 class Ours:
     def __init__(
-        self, cal: dict[str, float], n: float, params: ZoneParams, name: str = "ours"
+        self,
+        cal: dict[str, float],
+        n: float,
+        params: ZoneParams | BayesParams,
+        name: str = "ours",
     ) -> None:
         self.name = name
         rx = [Receiver(r, r, Calibration(rssi_1m=v, path_loss_n=n)) for r, v in cal.items()]
-        self.engine = ZoneEngine(rx, params)
+        self.engine: ZoneEngine | BayesZoneEngine = (
+            BayesZoneEngine(rx, params)
+            if isinstance(params, BayesParams)
+            else ZoneEngine(rx, params)
+        )
 
     @staticmethod
     def _tr(changes: list) -> list[Transition]:
@@ -90,6 +99,17 @@ def ours_params(kind: str = "median", profile: str = "responsive") -> ZoneParams
         dwell_report_s=1e9,
         filter=FilterSpec(kind=kind, kalman_q=1.0 if steady else 2.0),  # type: ignore[arg-type]
     )
+
+
+def bayes_params(profile: str = "responsive") -> BayesParams:
+    """Two tunings of the Bayesian filter (``edge_agent/ble/bayes.py``), picked on seed 12.
+
+    responsive: the module's defaults (correlation 0.6 s, edge 1 s, approach 3 s).
+    steady: readings 1 s apart count as one, 2 s at the edge, 10 s away, enter at 0.7.
+    """
+    if profile == "steady":
+        return BayesParams(corr_s=1.0, near_s=2.0, far_s=10.0, p_enter=0.7, dwell_report_s=1e9)
+    return BayesParams(dwell_report_s=1e9)
 
 
 class _KalmanJs:

@@ -97,6 +97,9 @@ class BleConfig(_Strict):
     min_dwell_s: float = Field(3.0, ge=0)
     leave_hold_s: float = Field(1.0, ge=0)
     away_min_s: float = Field(2.0, gt=0)
+    # How a zone is decided: "hysteresis" (the filter above against enter/leave levels) or
+    # "bayes" (a forward filter over zones, edge_agent/ble/bayes.py; enter_rssi is the edge).
+    zone_method: Literal["hysteresis", "bayes"] = "hysteresis"
     # Per-receiver RSSI at 1 m (`edge-agent ble calibrate`); default: state_dir/ble-calibration.json.
     calibration_file: Path | None = None
     # ESP32 scanner nodes by id -> the zone each covers (unlisted nodes count as this box's zone).
@@ -166,6 +169,9 @@ class BrokerConfig(_Strict):
     cert_file: Path | None = None
     key_file: Path | None = None
     username: str | None = None
+    # MQTT 5 by default; "3.1.1" for brokers without it (nats-server 2.9's MQTT listener).
+    # Over 3.1.1 there are no shared subscriptions, properties or reason codes in PUBACKs.
+    protocol: Literal["5", "3.1.1"] = "5"
 
     @model_validator(mode="after")
     def _tls_files(self) -> BrokerConfig:

@@ -22,9 +22,11 @@ def make_client(
     client_id: str,
     broker: BrokerConfig,
     *,
-    protocol: int = mqtt.MQTTv5,
+    protocol: int | None = None,
     max_inflight: int = 50,
 ) -> mqtt.Client:
+    if protocol is None:  # the broker's config decides unless the caller insists
+        protocol = mqtt.MQTTv311 if broker.protocol == "3.1.1" else mqtt.MQTTv5
     kwargs = {} if protocol == mqtt.MQTTv5 else {"clean_session": False}
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,

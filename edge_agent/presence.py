@@ -7,7 +7,9 @@ changes into journey events; nothing here knows about MQTT, SQLite or BLE bytes.
 radio hears them) on top of ``edge_agent.ble.zones.ZoneEngine``, which does the work: per
 device and receiver smoothing (EMA, 1-euro, Kalman or fenced median), calibrated distance,
 enter/exit hysteresis, minimum dwell, and an away timeout learned from each device's
-advertising interval. Thresholds given in dBm are turned into metres with the default
+advertising interval. ``method="bayes"`` uses ``edge_agent.ble.bayes.BayesZoneEngine``
+instead (a forward filter over zones; ``enter_rssi``'s distance is the zone's edge). Thresholds
+given in dBm are turned into metres with the default
 calibration, so a box that was never calibrated behaves exactly as its dBm thresholds say, and
 a calibrated one keeps the same physical distance.
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from edge_agent.ble.bayes import BayesParams, BayesZoneEngine
 from edge_agent.ble.calibrate import Calibration, CalibrationError
 from edge_agent.ble.calibrate import load as load_calibrations
 from edge_agent.ble.filters import FilterKind, FilterSpec
@@ -72,7 +75,10 @@ class PresenceTracker:
     calibration: Calibration = field(default_factory=Calibration)
     # Other receivers (scanner nodes) by id -> (zone, calibration); unknown ids count as local.
     receivers: dict[str, tuple[str, Calibration]] = field(default_factory=dict)
-    engine: ZoneEngine = field(init=False)
+    # "hysteresis": smoothed RSSI against enter/exit distances (ZoneEngine); "bayes": the
+    # forward filter of edge_agent/ble/bayes.py, whose zone edge is enter_rssi's distance.
+    method: Literal["hysteresis", "bayes"] = "hysteresis"
+    engine: ZoneEngine | BayesZoneEngine = field(init=False)
 
     def __post_init__(self) -> None:
         ref = Calibration()
@@ -90,6 +96,19 @@ class PresenceTracker:
         )
         local = Receiver("local", self.zone, self.calibration)
         others = [Receiver(rid, z, c) for rid, (z, c) in self.receivers.items()]
+        if self.method == "bayes":
+            bp = BayesParams(
+                zone_m=params.enter_m,
+                near_m=min(1.0, params.enter_m / 2),
+                approach_m=2 * params.enter_m,
+                far_m=max(4 * params.enter_m, params.exit_m + params.enter_m),
+                away_min_s=params.away_min_s,
+                away_max_s=params.away_max_s,
+                away_misses=params.away_misses,
+                dwell_report_s=self.dwell_report_s,
+            )
+            self.engine = BayesZoneEngine([local, *others], bp, fallback=local)
+            return
         self.engine = ZoneEngine([local, *others], params, fallback=local)
 
     def observe(
@@ -133,4 +152,5 @@ def tracker_from_config(ble: Any, state_dir: Path) -> PresenceTracker:
         zone=ble.zone,
         calibration=cals.get("local", default),
         receivers={node: (z, cals.get(node, default)) for node, z in ble.receivers.items()},
+        method=getattr(ble, "zone_method", "hysteresis"),
     )

@@ -5,6 +5,10 @@
                 [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
   edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G]
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
+  edge-ops pki init --dir DIR [--days N] [--force]
+  edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
+                [--host H ...] [--days N]
+  edge-ops acl FLEET [--out FILE] [--cdp NAME] [--ops NAME] [--group G]
 
 Exit codes: 0 ok, 1 failure (timeout, refused), 2 usage error.
 """
@@ -169,6 +173,49 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pki(args: argparse.Namespace) -> int:
+    from sync.pki import PkiError, init_ca, issue
+
+    try:
+        if args.pki_cmd == "init":
+            made = init_ca(Path(args.dir), days=args.days, force=args.force)
+        else:
+            made = issue(
+                Path(args.dir),
+                args.kind,
+                store_id=args.store,
+                device_id=args.device,
+                name=args.name,
+                hosts=args.host or None,
+                days=args.days,
+            )
+    except PkiError as exc:
+        print(f"edge-ops pki: {exc}", file=sys.stderr)
+        # An existing CA is a refusal (1), not a usage error (2).
+        return 1 if "already has a CA" in str(exc) else 2
+    print(json.dumps({"identity": made.identity, "cert": str(made.cert), "key": str(made.key)}))
+    return 0
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    from sync.acl import FleetError, parse_fleet, render_acl
+
+    try:
+        fleet = parse_fleet(Path(args.fleet).read_text(), source=args.fleet)
+        text = render_acl(
+            fleet, cdp_identity=args.cdp, ops_identity=args.ops, share_group=args.group
+        )
+    except (OSError, UnicodeDecodeError, FleetError) as exc:
+        print(f"edge-ops acl: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+        print(json.dumps({"acl": args.out, "devices": len(fleet)}))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-ops", description="Central ops tools for the edge fleet")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -207,6 +254,31 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("outbox", help="show a device outbox's depth")
     o.add_argument("--db", required=True)
     o.set_defaults(func=cmd_outbox)
+
+    pk = sub.add_parser("pki", help="private CA and per-device TLS certificates")
+    pk_sub = pk.add_subparsers(dest="pki_cmd", required=True)
+    pi = pk_sub.add_parser("init", help="create the CA (ca.pem, ca.key 0600) in --dir")
+    pi.add_argument("--dir", required=True)
+    pi.add_argument("--days", type=int, default=3650)
+    pi.add_argument("--force", action="store_true", help="replace an existing CA")
+    pi.set_defaults(func=cmd_pki)
+    pis = pk_sub.add_parser("issue", help="issue or re-issue (rotate) a certificate")
+    pis.add_argument("--dir", required=True)
+    pis.add_argument("kind", choices=["device", "role", "server"])
+    pis.add_argument("--store")
+    pis.add_argument("--device")
+    pis.add_argument("--name", help="role name (cdp, ops) or the server's CN")
+    pis.add_argument("--host", action="append", help="server SAN (repeat); default localhost")
+    pis.add_argument("--days", type=int, default=90)
+    pis.set_defaults(func=cmd_pki)
+
+    a = sub.add_parser("acl", help="render a mosquitto ACL file from a fleet list")
+    a.add_argument("fleet", help="one 'STORE DEVICE' per line")
+    a.add_argument("--out", help="write here instead of stdout")
+    a.add_argument("--cdp", default="cdp", help="the CDP sink's certificate CN")
+    a.add_argument("--ops", default="ops", help="central ops' certificate CN")
+    a.add_argument("--group", default="cdp", help="the CDP's shared subscription group")
+    a.set_defaults(func=cmd_acl)
     return p
 
 

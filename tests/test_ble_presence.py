@@ -398,13 +398,24 @@ def test_quick_presence_bench_runs_and_ranks_flaps() -> None:
 
     r = run(quick=True)
     q = r["zone_quality"]
-    assert set(q) >= {"ours_median", "ours_steady", "room_assistant", "espresense", "ha_mqtt_room"}
+    assert set(q) >= {
+        "ours_median",
+        "ours_steady",
+        "ours_bayes",
+        "ours_bayes_steady",
+        "room_assistant",
+        "espresense",
+        "ha_mqtt_room",
+    }
     for v in q.values():
         assert 0.5 < v["zone_accuracy"] <= 1.0 and v["stops"] > 20
     # The nearest-wins anchors flap far more than our hysteresis on the same trace.
     assert q["ours_steady"]["flaps"] * 5 < q["room_assistant"]["flaps"]
     assert q["ours_median"]["flaps"] * 3 < q["ha_mqtt_room"]["flaps"]
     assert r["throughput"]["ours_adverts_per_s"] > r["throughput"]["naive_baseline_adverts_per_s"]
+    assert r["throughput"]["bayes_adverts_per_s"] > r["throughput"]["naive_baseline_adverts_per_s"]
+    assert q["ours_bayes"]["flaps"] * 3 < q["ha_mqtt_room"]["flaps"]
+    assert set(r["goals_met"]) >= {"ours_bayes", "ours_bayes_steady"}
     assert r["memory"]["bytes_per_device"] > 0
 
 
