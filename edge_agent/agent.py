@@ -19,14 +19,14 @@ import shutil
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent import topics
-from edge_agent.ble.advert import Advert
+from edge_agent import credentials, topics
+from edge_agent.ble.advert import Advert, AdvertError
 from edge_agent.ble.beacon_health import BeaconHealth
 from edge_agent.ble.decode import decode_advert
 from edge_agent.campaigns import lint
@@ -84,6 +84,8 @@ class AgentStats:
     events_refused_disk_full: int = 0  # droppable events a full disk refused (never accepted)
     impressions_received: int = 0
     bus_rejects: int = 0
+    bus_adverts: int = 0  # from scanner nodes on the in-store bus
+    bus_advert_rejects: int = 0
     audience_samples: int = 0
     audience_tracks: int = 0
     downlink_applied: int = 0
@@ -184,10 +186,12 @@ class Agent:
         # Set by `edge-agent run`: pushed configs replace this file (edge_agent/config_apply.py).
         self.config_path: Path | None = None
         self.config_sha256: str | None = None  # of the file this process loaded
+        self._cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._loop: asyncio.AbstractEventLoop | None = None
         self.content_installer = ContentInstaller(paths.content_dir, self._on_content_installed)
         self._occupancy: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
+        self._mmwave: dict[tuple[str, str], bool] = {}  # (zone, sensor) -> someone there
 
     # ---- setup -------------------------------------------------------------------------
     @staticmethod
@@ -258,12 +262,21 @@ class Agent:
                 c.subscribe(topics.screen_state(store), qos=1)
                 c.subscribe(topics.screen_screenshot(store), qos=1)
                 c.subscribe(topics.screen_errors(store), qos=1)
+                c.subscribe(topics.scanner_adverts(store), qos=0)  # a lost advert is no loss
+                c.subscribe(topics.mmwave(store), qos=1)
                 log.info("bus: connected to %s:%s", cfg.bus.host, cfg.bus.port)
 
         def on_message(c, userdata, msg) -> None:
             # Runs in paho's thread: validate, then hand over; never raise out of here.
             if msg.topic.endswith("/state") and msg.topic.startswith(f"instore/{store}/screens/"):
                 self._on_screen_state(msg.topic.split("/")[3], msg.payload)
+                return
+            if msg.topic.endswith("/adverts") and msg.topic.startswith(f"instore/{store}/ble/"):
+                self._bus_advert(msg.topic.split("/")[3], msg.payload)
+                return
+            if "/mmwave/" in msg.topic and msg.topic.startswith(f"instore/{store}/zones/"):
+                parts = msg.topic.split("/")
+                self._mmwave[(parts[3], parts[5])] = msg.payload.strip().upper() == b"ON"
                 return
             if msg.topic.endswith(("/screenshot", "/errors")):
                 what = "screenshots" if msg.topic.endswith("/screenshot") else "screen-errors"
@@ -418,6 +431,17 @@ class Agent:
                 # Central answers with fresh snapshots for whatever it finds behind.
                 request = {"kind": "resync", "versions": self.downlink.state.all()}
                 self.downlink._client.publish(self.downlink.ack_topic, json.dumps(request), 1)
+        elif cmd.command == "rotate_credentials":
+            store, device = self.cfg.store.store_id, self.cfg.store.device_id
+            csr = credentials.request(self.cfg.central, store, device)
+            if self.uplink is None or not self.uplink.publish_status("csr", csr, retain=True):
+                raise RuntimeError("not connected to central: the request could not be sent")
+        elif cmd.command == "install_certificate":
+            assert cmd.certificate_pem is not None
+            store, device = self.cfg.store.store_id, self.cfg.store.device_id
+            credentials.check(self.cfg.central, store, device, cmd.certificate_pem)
+            credentials.install(self.cfg.central, cmd.certificate_pem)
+            self.request_restart("new client certificate", RESTART_EXIT_STATUS)
         else:
             self.request_restart("restart command", RESTART_EXIT_STATUS)
 
@@ -460,15 +484,43 @@ class Agent:
         from edge_agent import config_apply
         from edge_agent.commands import RESTART_EXIT_STATUS
 
+        connected = self.uplink is not None and self.uplink.stats().get("connected")
+        central = self.cfg.central
+        cred_age = credentials.on_probation(central, self._cert_sha256)
+        if cred_age is not None and connected:
+            credentials.confirm(central)
+            log.info("credentials: central accepted the new certificate; confirmed")
+        elif cred_age is not None and cred_age > self.cfg.downlink.config_probation_s:
+            log.error("%s", credentials.rollback(central, "central refused it"))
+            self.request_restart("credential rollback", RESTART_EXIT_STATUS)
         age = config_apply.on_probation(self.config_path, self.config_sha256)
         if age is None or self.config_path is None:
             return
-        if self.uplink is not None and self.uplink.stats().get("connected"):
+        if connected:
             config_apply.confirm(self.config_path)
             log.info("config: the pushed config reached central; confirmed")
         elif age > self.cfg.downlink.config_probation_s:
             log.error("%s", config_apply.rollback(self.config_path, "central unreachable with it"))
             self.request_restart("config rollback", RESTART_EXIT_STATUS)
+
+    def _bus_advert(self, scanner: str, payload: bytes) -> None:
+        """An advert from a scanner node over MQTT: same JSON and same path as the UART line.
+        The topic names the receiver (a node cannot speak for another), and the box's clock
+        stamps it when the node did not."""
+        try:
+            advert = Advert.from_json(payload)
+        except AdvertError as exc:
+            self.stats.bus_advert_rejects += 1
+            log.debug("bus advert from %s refused: %s", scanner, exc)
+            return
+        loop = self._loop
+        if loop is None:
+            return  # not running yet
+        self.stats.bus_adverts += 1
+        loop.call_soon_threadsafe(self._stamped_advert, replace(advert, receiver=scanner))
+
+    def _stamped_advert(self, advert: Advert) -> None:
+        self.on_advert(advert if advert.timestamp else replace(advert, timestamp=self.clock.now()))
 
     def _relay_to_central(self, what: str, screen_id: str, payload: bytes) -> None:
         """A player's screenshot (screen content only) or error report goes to central for ops
@@ -1010,6 +1062,8 @@ class Agent:
             people = len(self.presence.present(zone.id))
             if zone.id == cam_zone and self.stats.last_people is not None:
                 people = max(people, self.stats.last_people)
+            if people == 0 and any(on for (z, _), on in self._mmwave.items() if z == zone.id):
+                people = 1  # a radar sees someone that no phone or camera does: at least one
             last = self._occupancy.get(zone.id)
             if last is not None and last[0] == people and now - last[1] < 30:
                 continue

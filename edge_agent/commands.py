@@ -10,6 +10,9 @@ A command body is one JSON object, e.g. ``{"command": "screenshot", "screen": "s
 - ``emergency`` / ``clear_emergency``: an override on every screen of the store (title, body,
   background), retained on the store's emergency topic until cleared, so a screen that starts
   mid-emergency shows it too.
+- ``rotate_credentials`` / ``install_certificate``: a new TLS client key made on the box, its
+  certificate request published for ops, the signed certificate checked and swapped in on
+  probation (``edge_agent/credentials.py``).
 - ``restart``: a clean stop with exit status 75 so systemd (``Restart=on-failure``) starts the
   agent again.
 
@@ -32,12 +35,21 @@ RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "try again", which systemd's on-failure
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command: Literal["screenshot", "resync", "restart", "emergency", "clear_emergency"]
+    command: Literal[
+        "screenshot",
+        "resync",
+        "restart",
+        "emergency",
+        "clear_emergency",
+        "rotate_credentials",
+        "install_certificate",
+    ]
     screen: str | None = None  # screenshot: a screen id, or "*" for every screen
     # emergency: what every screen shows
     title: str | None = Field(None, min_length=1, max_length=120)
     body: str = Field("", max_length=500)
     background: str = Field("#b00020", pattern=r"^#[0-9a-fA-F]{6}$")
+    certificate_pem: str | None = Field(None, max_length=16_384)  # install_certificate
     reason: str = Field("", max_length=200)  # for the log: who asked and why
 
 
@@ -61,6 +73,8 @@ def parse_command(body: dict[str, Any], screens: Iterable[str]) -> Command:
         raise ValueError("command title: an emergency needs a title")
     if cmd.command != "emergency" and (cmd.title or cmd.body):
         raise ValueError(f"command title: not used by {cmd.command!r}")
+    if (cmd.command == "install_certificate") != (cmd.certificate_pem is not None):
+        raise ValueError("command certificate_pem: given exactly with install_certificate")
     return cmd
 
 

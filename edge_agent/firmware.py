@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from edge_agent import topics
 from edge_agent.layout import LayoutBeacon, LayoutPresenceSensor, LayoutScanner, StoreLayout
 
 FRAGMENT = "agent-fragment.toml"
@@ -60,11 +61,11 @@ line += "},\"receiver\":\"RECEIVER\"}";
 
 
 def scanner_topic(store_id: str, scanner_id: str) -> str:
-    return f"instore/{store_id}/ble/{scanner_id}/adverts"
+    return topics.scanner_adverts(store_id, scanner_id)
 
 
 def mmwave_topic(store_id: str, zone: str, sensor_id: str) -> str:
-    return f"instore/{store_id}/zones/{zone}/mmwave/{sensor_id}"
+    return topics.mmwave(store_id, zone, sensor_id)
 
 
 def node_name(name: str) -> str:

@@ -103,6 +103,16 @@ def alert_acks(store_id: str) -> str:
     return f"instore/{store_id}/alert-acks"
 
 
+def scanner_adverts(store_id: str, scanner_id: str = "+") -> str:
+    """ESP32 scanner node -> agent: one advert per message, the serial line's JSON."""
+    return f"instore/{store_id}/ble/{scanner_id}/adverts"
+
+
+def mmwave(store_id: str, zone_id: str = "+", sensor_id: str = "+") -> str:
+    """mmWave presence sensor -> agent: "ON" / "OFF" (someone is there or not)."""
+    return f"instore/{store_id}/zones/{zone_id}/mmwave/{sensor_id}"
+
+
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
     """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
     return f"instore/{store_id}/kiosks/{kiosk_id}/events"

@@ -80,6 +80,10 @@ def device_grants(store_id: str, device_id: str) -> list[str]:
         f"topic write {topics.state(store_id, device_id)}",
         f"topic write {topics.health(store_id, device_id)}",
         f"topic write {topics.acks(store_id, device_id)}",
+        # Status for ops: its certificate request, screenshots and player error reports.
+        f"topic write {topics.device_base(store_id, device_id)}/csr",
+        f"topic write {topics.device_base(store_id, device_id)}/screenshots/+",
+        f"topic write {topics.device_base(store_id, device_id)}/screen-errors/+",
         f"topic read {topics.device_cmd(store_id, device_id, '#')}",
         f"topic read {topics.delivered(store_id, device_id)}",
         f"topic read {topics.store_cmd(store_id, '#')}",
@@ -116,6 +120,9 @@ def render_acl(
         f"topic read {any_device}/state",
         f"topic read {any_device}/acks",
         f"topic read {any_device}/health",
+        f"topic read {any_device}/csr",
+        f"topic read {any_device}/screenshots/+",
+        f"topic read {any_device}/screen-errors/+",
     ]
     for d in fleet:
         lines += ["", f"user {d.identity}", *device_grants(d.store_id, d.device_id)]

@@ -197,6 +197,26 @@ def cmd_pki(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign_csr(args: argparse.Namespace) -> int:
+    """The ops half of credential rotation: the box keeps its key, ops signs its request and
+    sends the certificate back with the `install_certificate` command."""
+    from sync.pki import PkiError, sign_csr
+
+    try:
+        pem = sign_csr(Path(args.dir), Path(args.csr).read_bytes(), days=args.days)
+    except OSError as exc:
+        print(f"edge-ops pki sign-csr: {exc}", file=sys.stderr)
+        return 2
+    except PkiError as exc:
+        print(f"edge-ops pki sign-csr: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).write_bytes(pem)
+    else:
+        sys.stdout.write(pem.decode())
+    return 0
+
+
 def cmd_acl(args: argparse.Namespace) -> int:
     from sync.acl import FleetError, parse_fleet, render_acl
 
@@ -271,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     pis.add_argument("--host", action="append", help="server SAN (repeat); default localhost")
     pis.add_argument("--days", type=int, default=90)
     pis.set_defaults(func=cmd_pki)
+    psc = pk_sub.add_parser("sign-csr", help="sign a box's request (credential rotation)")
+    psc.add_argument("--dir", required=True)
+    psc.add_argument("csr", help="the PEM a box published on .../csr")
+    psc.add_argument("--out", help="write the certificate here instead of stdout")
+    psc.add_argument("--days", type=int, default=90)
+    psc.set_defaults(func=cmd_sign_csr)
 
     a = sub.add_parser("acl", help="render a mosquitto ACL file from a fleet list")
     a.add_argument("fleet", help="one 'STORE DEVICE' per line")

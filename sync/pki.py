@@ -250,3 +250,44 @@ def issue(
     write_private(key_path, _key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return Issued(identity, cert_path, key_path)
+
+
+def sign_csr(directory: Path, csr_pem: bytes, *, days: int = LEAF_DAYS) -> bytes:
+    """Sign a box's certificate request (credential rotation: the new private key never leaves
+    the box). Only a device identity ``<store>:<device>`` is signed, for client auth; returns
+    the certificate PEM."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise PkiError("the request's signature does not match its key")
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1 or ":" not in str(cns[0].value):
+        raise PkiError("the request's CN must be one device identity <store>:<device>")
+    store_id, _, device_id = str(cns[0].value).partition(":")
+    identity = device_identity(store_id, device_id)
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise PkiError("the request's key must be an EC key")
+    if days < 1:
+        raise PkiError(f"days must be at least 1, not {days}")
+    ca_cert, ca_key = load_ca(Path(directory))
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -43,6 +43,8 @@ def test_commands_make_sense_or_say_why() -> None:
         ({"command": "emergency"}, "an emergency needs a title"),
         ({"command": "restart", "title": "x"}, "command title: not used by 'restart'"),
         ({"command": "emergency", "title": "Leave", "background": "red"}, "command background"),
+        ({"command": "install_certificate"}, "certificate_pem: given exactly with install"),
+        ({"command": "rotate_credentials", "certificate_pem": "x"}, "certificate_pem: given"),
     ]:
         with pytest.raises(ValueError, match=words):
             parse_command(body, SCREENS)
