@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,11 @@ class CdpSink:
         group: str | None = "cdp",
         *,
         client_id: str | None = None,
+        on_stored: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.broker = broker
+        # Called with the JSON of events stored for the first time (e.g. to stream them on).
+        self.on_stored = on_stored
         self.db_path = Path(db_path)
         self.group = group
         # Stable for a given database, so a restarted sink resumes its persistent session.
@@ -195,6 +199,47 @@ class CdpSink:
             return [
                 dict(zip(("topic", "batch_id", "event_id", "reason"), r, strict=True)) for r in cur
             ]
+
+    def gaps(self, max_ranges: int = 20) -> list[dict[str, Any]]:
+        """Per device: first and last sequence stored, how many, and the missing ranges (an
+        event the CDP never got, or one the box dropped to respect its disk cap: the box's
+        heartbeats count those under ``dropped``)."""
+        with self._lock:
+            summary = self._db.execute(
+                "SELECT store_id, device_id, min(CAST(sequence AS INTEGER)),"
+                " max(CAST(sequence AS INTEGER)), count(*) FROM events"
+                " WHERE sequence IS NOT NULL GROUP BY store_id, device_id"
+                " ORDER BY store_id, device_id"
+            ).fetchall()
+            holes = self._db.execute(
+                "SELECT store_id, device_id, prev + 1, seq - 1 FROM ("
+                "  SELECT store_id, device_id, CAST(sequence AS INTEGER) AS seq,"
+                "    lag(CAST(sequence AS INTEGER)) OVER ("
+                "      PARTITION BY store_id, device_id ORDER BY CAST(sequence AS INTEGER)"
+                "    ) AS prev"
+                "  FROM events WHERE sequence IS NOT NULL"
+                ") WHERE seq - prev > 1 ORDER BY store_id, device_id, seq"
+            ).fetchall()
+        ranges: dict[tuple[str, str], list[list[int]]] = {}
+        for store, device, a, b in holes:
+            ranges.setdefault((store, device), []).append([a, b])
+        out = []
+        for store, device, first, last, n in summary:
+            rs = ranges.get((store, device), [])
+            if first > 1:
+                rs = [[1, first - 1], *rs]
+            out.append(
+                {
+                    "store": store,
+                    "device": device,
+                    "first": first,
+                    "last": last,
+                    "stored": n,
+                    "missing": sum(b - a + 1 for a, b in rs),
+                    "ranges": rs[:max_ranges],
+                }
+            )
+        return out
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -317,6 +362,7 @@ class CdpSink:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 stored = 0
+                new_bodies: list[str] = []
                 for row in rows:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO events (id, store_id, device_id, sequence, type,"
@@ -324,6 +370,8 @@ class CdpSink:
                         row,
                     )
                     stored += cur.rowcount
+                    if cur.rowcount:
+                        new_bodies.append(row[-1])
                 self._db.executemany(
                     "INSERT INTO rejects (received_at, topic, batch_id, event_id, reason, raw)"
                     " VALUES (?,?,?,?,?,?)",
@@ -343,6 +391,8 @@ class CdpSink:
             self._changed.notify_all()
         if rejects:
             log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0][4])
+        if new_bodies and self.on_stored is not None:
+            self.on_stored(new_bodies)  # after the commit: each event once, in batch order
         if ids is None or (not handled and batch_id is None):
             return None
         return batch_id, handled

@@ -3,8 +3,10 @@
   edge-ops keygen --out DIR
   edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
                 [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
-  edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G]
+  edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G] [--stdout]
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
+  edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
+  edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
                 [--host H ...] [--days N]
@@ -132,7 +134,16 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_cdp_sink(args: argparse.Namespace) -> int:
     from sync.cdp_sink import CdpSink
 
-    sink = CdpSink(_broker(args), args.db, group=args.group or None)
+    on_stored = None
+    if args.stdout:
+        # Events as JSON lines on stdout, each once (the database still dedups); the
+        # sink's own reports go to stderr so the stream stays clean.
+        def on_stored(bodies: list[str]) -> None:
+            sys.stdout.write("".join(b + "\n" for b in bodies))
+            sys.stdout.flush()
+
+    report = sys.stderr if args.stdout else sys.stdout
+    sink = CdpSink(_broker(args), args.db, group=args.group or None, on_stored=on_stored)
     done = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -142,14 +153,39 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     if not sink.start(wait_s=10):
         logging.getLogger("edge-ops").warning("not subscribed yet; still trying")
-    print(f"cdp-sink: {sink.topic} -> {args.db}", flush=True)
+    print(f"cdp-sink: {sink.topic} -> {args.db}", file=report, flush=True)
     try:
         while not done.wait(args.report_s):
-            print(json.dumps(sink.stats()), flush=True)
+            print(json.dumps(sink.stats()), file=report, flush=True)
     finally:
         stats = sink.stats()
         sink.stop()
-        print(json.dumps(stats), flush=True)
+        print(json.dumps(stats), file=report, flush=True)
+    return 0
+
+
+def cmd_cdp_gaps(args: argparse.Namespace) -> int:
+    from sync.cdp_sink import CdpSink
+
+    if not Path(args.db).exists():
+        print(f"{args.db}: no such file", file=sys.stderr)
+        return 1
+    sink = CdpSink(BrokerConfig(), args.db)  # not started: only reads its database
+    try:
+        for row in sink.gaps():
+            print(json.dumps(row))
+    finally:
+        sink.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sync.fleet_status import collect, summary
+
+    rows = collect(_broker(args), store=args.store, wait_s=args.wait)
+    for row in rows:
+        print(json.dumps(row))
+    print(json.dumps({"summary": summary(rows)}))
     return 0
 
 
@@ -268,8 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--db", required=True)
     s.add_argument("--group", default="cdp", help="shared subscription group ('' = none)")
     s.add_argument("--report-s", type=float, default=10.0)
+    s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
     broker_args(s)
     s.set_defaults(func=cmd_cdp_sink)
+
+    g = sub.add_parser("cdp-gaps", help="per device: sequences stored and missing at the CDP")
+    g.add_argument("--db", required=True)
+    g.set_defaults(func=cmd_cdp_gaps)
+
+    st = sub.add_parser("status", help="fleet status from the boxes' retained state and health")
+    st.add_argument("--store", default="+", help="one store (default: all)")
+    st.add_argument("--wait", type=float, default=2.0, help="seconds to collect")
+    broker_args(st)
+    st.set_defaults(func=cmd_status)
 
     o = sub.add_parser("outbox", help="show a device outbox's depth")
     o.add_argument("--db", required=True)

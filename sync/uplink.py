@@ -257,7 +257,7 @@ class Uplink:
         if self._thread is not None:
             raise RuntimeError("uplink already started")
         client = make_client(self.client_id, self.broker)
-        client.will_set(self.state_topic, json.dumps({"status": "offline"}), qos=1, retain=True)
+        client.will_set(self.state_topic, self._state_doc("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -298,9 +298,7 @@ class Uplink:
         client = self._client
         if self._stats.connected:
             # A clean DISCONNECT suppresses the will, so publish "offline" ourselves.
-            info = client.publish(
-                self.state_topic, json.dumps({"status": "offline"}), qos=1, retain=True
-            )
+            info = client.publish(self.state_topic, self._state_doc("offline"), qos=1, retain=True)
             # RuntimeError/ValueError: the connection dropped meanwhile; the will covers it.
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
@@ -516,12 +514,17 @@ class Uplink:
         with self._progress:
             self._progress.notify_all()
 
-    def _publish_birth(self) -> None:
-        assert self._client is not None
-        doc = {"status": "online", "version": self.version, "device": self.device_id}
+    def _state_doc(self, status: str) -> str:
+        """Birth, goodbye and will alike name the version and config, so ops still know what
+        an offline box was running."""
+        doc = {"status": status, "version": self.version, "device": self.device_id}
         if self.config_hash:
             doc["config_hash"] = self.config_hash
-        body = json.dumps(doc)
+        return json.dumps(doc)
+
+    def _publish_birth(self) -> None:
+        assert self._client is not None
+        body = self._state_doc("online")
         info = self._client.publish(self.state_topic, body, qos=1, retain=True)
         self._inflight[info.mid] = None
 
