@@ -26,6 +26,7 @@ BENCHES = {
     "camera": "bench.camera",
     "outbox": "bench.outbox",
     "sync": "bench.sync",
+    "chaos": "bench.chaos",
     "ui": "bench.ui",
     "presence": "bench.presence",
     "decide": "bench.decide",
