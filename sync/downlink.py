@@ -49,6 +49,12 @@ class DownlinkResult:
     topic: str = ""
     digest: str = ""
 
+    def __post_init__(self) -> None:
+        # One line, bounded: a reason may quote hostile input (a key named "\n", say) and
+        # ends up in logs and acks.
+        one = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.reason)
+        object.__setattr__(self, "reason", one[:300])
+
     def ack_json(self) -> str:
         return json.dumps(
             {
