@@ -277,13 +277,20 @@ class PlayerApp(App):
             delay = Stage.FADE_S + 0.05
             Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), delay)
 
-    def _screenshot(self, seq: int, content_id: str, drawn_by: int) -> None:
+    def _screenshot(self, seq: int, content_id: str, drawn_by: int, settled: bool = False) -> None:
         if seq != self._change_seq or self.screenshot_dir is None:
             return
         fading = self.stage is not None and self.stage.fading
-        if Clock.frames_displayed < drawn_by or fading:
-            drawn_by = max(drawn_by, Clock.frames_displayed + 1 if fading else 0)
-            Clock.schedule_once(lambda _dt: self._screenshot(seq, content_id, drawn_by), 0.05)
+        if Clock.frames_displayed < drawn_by or fading or not settled:
+            # The fade's last step may not be on screen yet when it reports done: one more
+            # frame after it is, so the shot never catches the last blend (seen under load).
+            drawn_by = max(drawn_by, Clock.frames_displayed + 1)
+            done = not fading
+
+            def again(_dt: float) -> None:
+                self._screenshot(seq, content_id, drawn_by, settled=done)
+
+            Clock.schedule_once(again, 0.05)
             return
         # Written aside, then renamed: whoever watches the directory never sees half a PNG.
         scratch = self.screenshot_dir / ".partial"
