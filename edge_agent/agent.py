@@ -141,7 +141,10 @@ class Agent:
         )
         # Profiles deleted or withdrawn on the downlink/scheduler threads; the loop forgets them.
         self._forget: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.resolver = TokenResolver(cfg.ble.eid_rotation_exponent)
+        # The token table is built on a worker thread and swapped in: adverts never wait.
+        self.resolver = TokenResolver(
+            cfg.ble.eid_rotation_exponent, background=True, clock=self.clock.now
+        )
         self.resolver.set_keys(self.profiles.identity_keys())
         self.content = ContentStore(paths.state_dir)
         # Caps, attribution touches and KPIs around the pure decision.
@@ -189,9 +192,9 @@ class Agent:
         self._cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.content_installer = ContentInstaller(paths.content_dir, self._on_content_installed)
         self._occupancy: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
         self._mmwave: dict[tuple[str, str], bool] = {}  # (zone, sensor) -> someone there
+        self.content_installer = ContentInstaller(paths.content_dir, self._on_content_installed)
 
     # ---- setup -------------------------------------------------------------------------
     @staticmethod
@@ -318,6 +321,10 @@ class Agent:
         res = self.profiles.apply(body)
         if res.duplicate:
             log.info("profiles: %s v%d already applied", res.kind, res.version)
+            return
+        if res.kind == "snapshot_part":
+            # Staged; the current slice keeps serving until the last part swaps it in.
+            log.info("profiles: snapshot v%d: %d/%d parts", res.version, res.staged, res.parts)
             return
         if res.keys_changed is None:
             self.resolver.set_keys(self.profiles.identity_keys())

@@ -8,6 +8,8 @@ Version 1 (the foundation issue): profiles with one open order, identity keys in
 Version 2 (issue 5): affinities, open orders (list), expiry and per-row slice version; identity
 keys sealed with the device key (several per profile); a stock table; the apply journal that
 makes deltas idempotent; an index for the retention purge.
+Version 3: staging for snapshots too big for one downlink message (``snapshot_part`` bodies):
+the parts received so far, their validated rows with sealed keys, and the snapshot they build.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from edge_agent.profile_crypto import DeviceKey
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(RuntimeError):
@@ -118,8 +120,56 @@ def _v1_to_v2(db: sqlite_utils.Database, key: DeviceKey) -> bool:
     return bool(old)  # plaintext keys were in the file: scrub the free pages
 
 
+def _v2_to_v3(db: sqlite_utils.Database, key: DeviceKey) -> bool:
+    """Staging for chunked snapshots: rows are validated and keys sealed as each part arrives
+    (never a plaintext key on disk), so the swap is a copy between tables in one transaction."""
+    # At most one snapshot is staged at a time; a newer one supersedes it.
+    db["snapshot_staging"].create(
+        {
+            "snapshot_id": str,
+            "version": int,
+            "store_id": str,
+            "parts": int,
+            "started_at": float,
+            "updated_at": float,
+        },
+        pk="snapshot_id",
+    )
+    db["snapshot_parts"].create(
+        {
+            "snapshot_id": str,
+            "part": int,
+            "digest": str,
+            "rows": int,
+            "has_stock": int,
+            "received_at": float,
+        },
+        pk=("snapshot_id", "part"),
+    )
+    # Same columns as the live tables, so the swap is INSERT ... SELECT.
+    db.execute(
+        "CREATE TABLE staged_profiles (profile_id TEXT PRIMARY KEY, first_name TEXT, "
+        "language TEXT, consent_personalisation INTEGER, consent_analytics INTEGER, "
+        "consent_staff_alerts INTEGER, segments TEXT, loyalty_tier TEXT, churn_risk FLOAT, "
+        "open_orders TEXT, affinities TEXT, expires_at FLOAT, version INTEGER, "
+        "part INTEGER NOT NULL)"
+    )
+    db["staged_identity_keys"].create(
+        {"profile_id": str, "slot": int, "sealed": bytes}, pk=("profile_id", "slot")
+    )
+    db["staged_stock"].create(
+        {"sku": str, "available": int, "quantity": int, "aisle": str, "version": int},
+        pk="sku",
+    )
+    return False
+
+
 # step n migrates from version n to n + 1
-STEPS: list[Callable[[sqlite_utils.Database, DeviceKey], bool]] = [_v0_to_v1, _v1_to_v2]
+STEPS: list[Callable[[sqlite_utils.Database, DeviceKey], bool]] = [
+    _v0_to_v1,
+    _v1_to_v2,
+    _v2_to_v3,
+]
 assert len(STEPS) == SCHEMA_VERSION
 
 

@@ -10,7 +10,10 @@ identity keys sealed with a device key kept in another file (``profile_crypto``)
 - ordered: an older version is refused, and a delta that does not start at the current version
   is refused as a gap and recorded, so the ack and health ask central for a snapshot;
 - consent first: a withdrawal purges the profile and its keys in the same transaction (and
-  secure_delete plus a WAL checkpoint leave no copy in the file).
+  secure_delete plus a WAL checkpoint leave no copy in the file);
+- chunked: a snapshot too big for one message comes as ``snapshot_part`` bodies
+  (``profile_parts``), staged durably in any order (rows validated, keys sealed as they arrive)
+  and swapped in with the last part, in one transaction; until then the current slice serves.
 
 Reads go through their own SQLite connection, which sees only committed slices, and a bounded
 cache that every write invalidates for the ids it touched.
@@ -52,6 +55,7 @@ from edge_agent.profile_model import (
     parse_rows,
     parse_stock,
 )
+from edge_agent.profile_parts import MAX_PARTS, PART_FIELDS, SNAPSHOT_ID
 from edge_agent.profile_schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
 
 __all__ = [
@@ -78,6 +82,11 @@ _COLS = (
 )
 _INSERT = f"INSERT OR REPLACE INTO profiles ({_COLS}) VALUES ({', '.join('?' * 13)})"
 _INSERT_KEY = "INSERT INTO identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
+_STAGE = f"INSERT INTO staged_profiles ({_COLS}, part) VALUES ({', '.join('?' * 14)})"
+_STAGE_KEY = "INSERT INTO staged_identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
+_STOCK_COLS = "sku, available, quantity, aisle, version"
+# A partial snapshot that gets no new part for this long is dropped (central gave up on it).
+STAGING_TTL_S = 24 * 3600.0
 
 
 class SliceOrderError(SliceError):
@@ -102,6 +111,9 @@ class ApplyResult:
     keys_changed: frozenset[str] | None = frozenset()
     # Profiles deleted or purged on consent withdrawal: the agent forgets their journey state.
     forgotten: tuple[str, ...] = ()
+    # A "snapshot_part": parts staged so far of how many (the last one swaps: kind "snapshot").
+    staged: int = 0
+    parts: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,20 @@ class PurgeResult:
     expired: int
     log_rows: int
     forgotten: tuple[str, ...]
+    staged_dropped: int = 0  # parts of an expired partial snapshot
+
+
+@dataclass(frozen=True)
+class Staging:
+    """The partial snapshot being staged (at most one)."""
+
+    snapshot_id: str
+    version: int
+    store_id: str
+    parts: int
+    received: int
+    rows: int
+    updated_at: float
 
 
 def _digest(body: Any) -> str:
@@ -199,6 +225,7 @@ class ProfileSlice:
         store_id: str | None = None,
         cache_size: int = 50_000,
         create: bool = True,
+        staging_ttl_s: float = STAGING_TTL_S,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +259,8 @@ class ProfileSlice:
         self._stock: dict[str, bool] | None = None
         self.key_errors = 0
         self.last_error = ""
+        self.staging_ttl_s = staging_ttl_s
+        self._resume_staging()
 
     # ---- reads -------------------------------------------------------------------------
     def _meta(self, key: str, conn: Any = None) -> str | None:
@@ -360,12 +389,13 @@ class ProfileSlice:
             {
                 "snapshot": {"type", "store_id", "version", "expires_at", "profiles", "stock"},
                 "delta": {"type", "store_id", "base_version", "version", "expires_at", "ops"},
+                "snapshot_part": PART_FIELDS,
             }.get(kind)
             if isinstance(kind, str)
             else None
         )
         if allowed is None:
-            raise SliceError("type: expected 'snapshot' or 'delta'")
+            raise SliceError("type: expected 'snapshot' or 'delta' (or 'snapshot_part')")
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise SliceError(f"{unknown[0]}: unknown field in a {kind}")
@@ -378,6 +408,8 @@ class ProfileSlice:
             )
         version = _int(body, "version", 1)
         expires = _parse_time(body.get("expires_at"), "expires_at")
+        if kind == "snapshot_part":
+            return self._part(body, version, expires, store, on_progress)
         if kind == "snapshot":
             if "profiles" not in body:
                 raise SliceError("profiles: missing")
@@ -486,6 +518,11 @@ class ProfileSlice:
     def _finish(
         self, kind: str, version: int, digest: str | None, rows: int, store: str | None
     ) -> None:
+        # A partial snapshot this version overtakes can never be swapped in: drop it now.
+        for (sid,) in self.db.execute(
+            "SELECT snapshot_id FROM snapshot_staging WHERE version <= ?", (version,)
+        ).fetchall():
+            self._drop_staging(sid, f"superseded by {kind} v{version}")
         self._set_meta("version", str(version))
         if store:
             self._set_meta("store_id", store)
@@ -496,6 +533,239 @@ class ProfileSlice:
             "VALUES (?, ?, ?, ?, ?)",
             (version, kind, digest, rows, time.time()),
         )
+
+    # ---- chunked snapshots -------------------------------------------------------------
+    def staging(self) -> Staging | None:
+        """The partial snapshot being staged, from the last committed state."""
+        with self._read_lock:
+            return self._staging(self._reader)
+
+    def _staging(self, conn: Any) -> Staging | None:
+        row = conn.execute(
+            "SELECT s.snapshot_id, s.version, s.store_id, s.parts, count(p.part), "
+            "coalesce(sum(p.rows), 0), s.updated_at FROM snapshot_staging s "
+            "LEFT JOIN snapshot_parts p ON p.snapshot_id = s.snapshot_id "
+            "GROUP BY s.snapshot_id ORDER BY s.version DESC LIMIT 1"
+        ).fetchone()
+        return Staging(*row) if row else None
+
+    def _drop_staging(self, snapshot_id: str | None, why: str | None) -> int:
+        """Inside a write transaction: forget the staged snapshot (logged unless ``why`` is
+        None: the swap empties the staging too)."""
+        n = self.db.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+        for table in (
+            "staged_identity_keys",
+            "staged_profiles",
+            "staged_stock",
+            "snapshot_parts",
+            "snapshot_staging",
+        ):
+            self.db.execute(f"DELETE FROM {table}")
+        if why is not None:
+            # Ids of snapshots are central's, not shoppers': fine in a log.
+            log.info("profiles: dropped partial snapshot %s (%d parts): %s", snapshot_id, n, why)
+        return n
+
+    def _part(
+        self,
+        body: dict[str, Any],
+        version: int,
+        expires: float | None,
+        store: str,
+        on_progress: Callable[[int], None] | None,
+    ) -> ApplyResult:
+        sid = body.get("snapshot_id")
+        if not isinstance(sid, str) or not SNAPSHOT_ID.match(sid):
+            raise SliceError("snapshot_id: expected 1-64 of A-Z a-z 0-9 _ . : -")
+        parts = _int(body, "parts", 1)
+        if parts > MAX_PARTS:
+            raise SliceError(f"parts: at most {MAX_PARTS}")
+        part = _int(body, "part", 0)
+        if part >= parts:
+            raise SliceError(f"part: {part} is not below parts ({parts})")
+        rows = body.get("rows")
+        if not isinstance(rows, list):
+            raise SliceError("rows: expected a list")
+        has_stock = "stock" in body
+        stock_rows = parse_stock(body.get("stock"))
+        digest = _digest(body)
+        where = f"part {part} rows"
+        with self._lock:
+            conn = self.db.conn
+            cur = int(self._meta("version", conn) or 0)
+            if version <= cur:
+                # A part of the snapshot already swapped in, redelivered: nothing to do.
+                row = conn.execute(
+                    "SELECT digest FROM slice_log WHERE version=?", (version,)
+                ).fetchone()
+                if version == cur and row and row[0] == f"parts:{sid}":
+                    return ApplyResult("snapshot_part", version, len(rows), duplicate=True)
+                raise SliceOrderError(f"snapshot version {version} is not newer than {cur}")
+            now = time.time()
+            staged = self._staging(conn)
+            dropped: tuple[str, str] | None = None
+            if staged is not None and staged.updated_at < now - self.staging_ttl_s:
+                dropped = (staged.snapshot_id, "expired")
+                staged = None
+            elif staged is not None and staged.snapshot_id != sid:
+                if staged.version > version:
+                    raise SliceOrderError(
+                        f"snapshot_id: {sid} v{version} is older than the staged snapshot "
+                        f"{staged.snapshot_id} v{staged.version}"
+                    )
+                dropped = (staged.snapshot_id, f"superseded by {sid} v{version}")
+                staged = None
+            elif staged is not None and (staged.version, staged.parts, staged.store_id) != (
+                version,
+                parts,
+                store,
+            ):
+                raise SliceError(
+                    f"parts: snapshot {sid} is staged as v{staged.version} in {staged.parts} "
+                    f"parts, this part says v{version} in {parts}"
+                )
+            if staged is not None:
+                row = conn.execute(
+                    "SELECT digest FROM snapshot_parts WHERE snapshot_id=? AND part=?", (sid, part)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != digest:
+                        raise SliceError(
+                            f"part: part {part} of {sid} is already staged with other content"
+                        )
+                    return ApplyResult(
+                        "snapshot_part",
+                        version,
+                        len(rows),
+                        duplicate=True,
+                        staged=staged.received,
+                        parts=parts,
+                    )
+            # Validate before any write: a refused part leaves the staging as it was.
+            seen: set[str] = set()
+            chunks = [
+                parse_rows(rows[i : i + CHUNK], where=where, start=i, seen=seen)
+                for i in range(0, len(rows), CHUNK)
+            ]
+            with self.db.atomic():
+                if dropped is not None:
+                    self._drop_staging(*dropped)
+                if staged is None:
+                    conn.execute(
+                        "INSERT INTO snapshot_staging (snapshot_id, version, store_id, parts, "
+                        "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (sid, version, store, parts, now, now),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE snapshot_staging SET updated_at=? WHERE snapshot_id=?", (now, sid)
+                    )
+                for n, chunk in enumerate(chunks):
+                    try:
+                        conn.executemany(
+                            _STAGE, [(*_row_values(p, version, expires), part) for p in chunk]
+                        )
+                    except sqlite3.IntegrityError:
+                        raise self._cross_part_duplicate(chunk, where, n * CHUNK, part) from None
+                    conn.executemany(_STAGE_KEY, self._sealed(chunk))
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO staged_stock ({_STOCK_COLS}) VALUES (?, ?, ?, ?, ?)",
+                    [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in stock_rows],
+                )
+                conn.execute(
+                    "INSERT INTO snapshot_parts (snapshot_id, part, digest, rows, has_stock, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (sid, part, digest, len(rows), int(has_stock), now),
+                )
+                received = conn.execute(
+                    "SELECT count(*) FROM snapshot_parts WHERE snapshot_id=?", (sid,)
+                ).fetchone()[0]
+                total = 0
+                if received == parts:
+                    # The last part: the swap commits with it, or neither does.
+                    total = self._swap(sid, version, store, on_progress)
+            if received < parts:
+                return ApplyResult(
+                    "snapshot_part", version, len(rows), staged=received, parts=parts
+                )
+            self._invalidate(None)
+            self._stock = None
+            self._checkpoint()
+        return ApplyResult(
+            "snapshot", version, total, keys_changed=None, staged=received, parts=parts
+        )
+
+    def _cross_part_duplicate(
+        self, chunk: list[ProfileRow], where: str, start: int, part: int
+    ) -> SliceError:
+        # Which row clashed, and with which part: a bounded query per row of this chunk only.
+        for i, p in enumerate(chunk, start):
+            row = self.db.execute(
+                "SELECT part FROM staged_profiles WHERE profile_id=? AND part != ?",
+                (p.profile_id, part),
+            ).fetchone()
+            if row is not None:
+                return SliceError(
+                    f"{where}[{i}] ({p.profile_id}): profile_id: duplicate in the slice "
+                    f"(also in part {row[0]})"
+                )
+        return SliceError(f"{where}: profile_id: duplicate in the slice")
+
+    def _swap(
+        self,
+        sid: str,
+        version: int,
+        store: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Inside a write transaction: the staged snapshot becomes the slice."""
+        conn = self.db.conn
+        step = 0
+
+        def progress() -> None:
+            nonlocal step
+            step += 1
+            if on_progress is not None:
+                on_progress(-step)  # negative: swap steps, not rows (kill -9 tests hook here)
+
+        progress()
+        conn.execute("DELETE FROM identity_keys")
+        conn.execute("DELETE FROM profiles")
+        progress()
+        total = conn.execute(
+            f"INSERT INTO profiles ({_COLS}) SELECT {_COLS} FROM staged_profiles"
+        ).rowcount
+        conn.execute(
+            "INSERT INTO identity_keys (profile_id, slot, sealed) "
+            "SELECT profile_id, slot, sealed FROM staged_identity_keys"
+        )
+        progress()
+        if conn.execute(
+            "SELECT 1 FROM snapshot_parts WHERE snapshot_id=? AND has_stock", (sid,)
+        ).fetchone():
+            conn.execute("DELETE FROM stock")
+            conn.execute(
+                f"INSERT INTO stock ({_STOCK_COLS}) SELECT {_STOCK_COLS} FROM staged_stock"
+            )
+        self._drop_staging(sid, None)
+        self._finish("snapshot", version, f"parts:{sid}", total, store)
+        progress()
+        log.info("profiles: swapped in chunked snapshot %s v%d (%d profiles)", sid, version, total)
+        return total
+
+    def _resume_staging(self) -> None:
+        """At open: a staging that is complete but was not swapped (it cannot be, as the swap
+        commits with the last part, unless a swap failed, e.g. on a full disk) is swapped now."""
+        with self._lock:
+            staged = self._staging(self.db.conn)
+            if staged is None or staged.received < staged.parts:
+                return
+            if staged.version <= int(self._meta("version", self.db.conn) or 0):
+                with self.db.atomic():
+                    self._drop_staging(staged.snapshot_id, "older than the slice")
+                return
+            with self.db.atomic():
+                self._swap(staged.snapshot_id, staged.version, staged.store_id)
 
     def _delete(self, pid: str) -> bool:
         self.db.execute("DELETE FROM identity_keys WHERE profile_id=?", (pid,))
@@ -624,10 +894,14 @@ class ProfileSlice:
                 if ids:
                     total = int(self._meta("expired_purged", self.db.conn) or 0) + len(ids)
                     self._set_meta("expired_purged", str(total))
+                staged = self._staging(self.db.conn)
+                n_staged = 0
+                if staged is not None and staged.updated_at < now - self.staging_ttl_s:
+                    n_staged = self._drop_staging(staged.snapshot_id, "expired")
             if ids:
                 self._invalidate(ids)
                 self._checkpoint()
-        return PurgeResult(len(ids), n_log, tuple(ids))
+        return PurgeResult(len(ids), n_log, tuple(ids), n_staged)
 
     # ---- for health, staff and installers ----------------------------------------------
     def health(self) -> dict[str, str]:
@@ -637,7 +911,12 @@ class ProfileSlice:
             "profiles_version": str(self.version),
             "profiles_expired_purged": self._meta("expired_purged") or "0",
             "profiles_snapshot_needed": "yes" if self.snapshot_needed else "no",
+            "profiles_snapshot_staged": self._staged_text(),
         }
+
+    def _staged_text(self) -> str:
+        st = self.staging()
+        return f"v{st.version} {st.received}/{st.parts} parts" if st else "no"
 
     def stats(self) -> dict[str, Any]:
         with self._read_lock:
@@ -674,6 +953,7 @@ class ProfileSlice:
             "stock": {"skus": stock_n, "out_of_stock": stock_out},
             "expired_purged": int(meta.get("expired_purged") or 0),
             "snapshot_needed": meta.get("snapshot_needed"),
+            "snapshot_staged": self._staged_text(),
             "file_bytes": size,
             "bytes_per_profile": round(size / n) if n else None,
         }

@@ -3,6 +3,9 @@
   edge-ops keygen --out DIR
   edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
                 [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
+  edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
+                [--part-rows R] [--max-bytes B] [--only 3,7] [--wait-ack [SECONDS]]
+                (a profile snapshot too big for one message, as signed parts)
   edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G] [--stdout]
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
   edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
@@ -129,6 +132,52 @@ def cmd_push(args: argparse.Namespace) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def cmd_push_slice(args: argparse.Namespace) -> int:
+    from sync.signing import DEFAULT_MAX_BYTES
+    from sync.slice_push import PushError, publish_parts, signed_parts
+
+    try:
+        body = json.loads(Path(args.file).read_text())
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object (a profiles snapshot)")
+        only = [int(x) for x in args.only.split(",")] if args.only else None
+        parts, messages = signed_parts(
+            body,
+            Path(args.key).read_bytes(),
+            args.store,
+            args.device,
+            args.start_version,
+            expires_in(args.expires_in),
+            max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+            part_rows=args.part_rows,
+            only=only,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"edge-ops push-slice: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = publish_parts(
+            _broker(args),
+            args.store,
+            args.device,
+            parts[0]["snapshot_id"],
+            len(parts),
+            messages,
+            timeout_s=args.timeout,
+            wait_ack_s=args.wait_ack,
+        )
+    except PushError as exc:
+        print(f"edge-ops push-slice: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.summary()))
+    if args.wait_ack is not None:
+        if len(report.acks) < len(messages):
+            print(f"no ack for {len(messages) - len(report.acks)} parts", file=sys.stderr)
+            return 1
+        return 1 if report.refused else 0
+    return 0
 
 
 def cmd_cdp_sink(args: argparse.Namespace) -> int:
@@ -299,6 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker_args(pu)
     pu.set_defaults(func=cmd_push)
+
+    ps = sub.add_parser("push-slice", help="push a big profile snapshot as signed parts")
+    ps.add_argument("file", help="a profiles snapshot body (JSON)")
+    ps.add_argument("--store", required=True)
+    ps.add_argument("--device")
+    ps.add_argument("--key", required=True, help="ops_private.pem")
+    ps.add_argument("--start-version", type=int, required=True, help="downlink version of part 0")
+    ps.add_argument("--part-rows", type=int, help="at most this many rows per part")
+    ps.add_argument("--max-bytes", type=int, help="signed message cap (the devices' setting)")
+    ps.add_argument("--only", help="resend only these parts (comma-separated, from 0)")
+    ps.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    ps.add_argument("--timeout", type=float, default=10.0)
+    ps.add_argument(
+        "--wait-ack", type=float, nargs="?", const=120.0, default=None, metavar="SECONDS"
+    )
+    broker_args(ps)
+    ps.set_defaults(func=cmd_push_slice)
 
     s = sub.add_parser("cdp-sink", help="run a CDP sink in the foreground until SIGINT/SIGTERM")
     s.add_argument("--db", required=True)

@@ -76,8 +76,127 @@ def test_resolution_is_a_table_lookup_not_a_scan() -> None:
     r.set_keys(keys)
     now = 1_800_000_000
     r.resolve(b"x" * 8, now)
-    assert len(r._table) == 3 * 200
-    table_id = id(r._table)
+    window = r._window
+    assert window is not None and [len(t) for t in window.tables] == [200, 200, 200]
     for i in range(100):
         r.resolve(compute_eid(keys[f"p{i}"], now, 10), now)
-    assert id(r._table) == table_id  # no rebuild within the period
+    assert r._window is window  # no rebuild within the period
+
+
+# ---- the token table off the loop (background builds, atomic swaps) ----------------------------
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edge_agent.identity import eids_for  # noqa: E402
+
+NOW = 1_800_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    period=st.integers(0, 2**22),
+    k=st.integers(0, 15),
+)
+def test_batched_eids_equal_compute_eid(key: bytes, period: int, k: int) -> None:
+    periods = [p for p in (period - 1, period, period + 1, period + 2) if p >= 0]
+    assert eids_for(key, periods, k) == [compute_eid(key, p << k, k) for p in periods]
+
+
+def _keys(n: int, salt: str = "") -> dict[str, bytes]:
+    return {f"p{i}": demo_identity_key(f"p{i}{salt}") for i in range(n)}
+
+
+@pytest.mark.timeout(60)
+def test_a_snapshot_is_built_off_the_caller_and_swapped_in_whole() -> None:
+    n = 20_000
+    old, new = _keys(n), _keys(n, "x")
+    new["p0"] = old["p0"]  # one shopper keeps their key through the snapshot
+    r = TokenResolver(10, background=True, clock=lambda: NOW)
+    r.set_keys(old)
+    assert r.wait_ready(30)
+    eid_old = {pid: compute_eid(k, NOW, 10) for pid, k in list(old.items())[:50]}
+    eid_new = {pid: compute_eid(k, NOW, 10) for pid, k in list(new.items())[:50]}
+    gone = compute_eid(old["p1"], NOW, 10)
+    assert r.resolve(gone, NOW) == "p1"
+    # Drop p9 from the snapshot: it stops resolving at once, even from the old window.
+    del new["p9"]
+    t0 = time.perf_counter()
+    r.set_keys(new)
+    slowest = 0.0
+    states = set()
+    while not r._idle.is_set():
+        t = time.perf_counter()
+        got_new = r.resolve(eid_new["p1"], NOW)
+        slowest = max(slowest, time.perf_counter() - t)
+        # Old window (old key resolves to p1, which still has keys) or new one: never a mix
+        # where p0, whose key did not change, is missing.
+        assert r.resolve(eid_old["p0"], NOW) == "p0"
+        assert r.resolve(eid_old["p9"], NOW) is None
+        states.add(got_new)
+    build_s = time.perf_counter() - t0
+    assert r.resolve(eid_new["p1"], NOW) == "p1" and r.resolve(eid_old["p2"], NOW) is None
+    assert states <= {None, "p1"}
+    print(f"20k keys built in the background in {build_s:.2f}s; slowest lookup {slowest:.4f}s")
+    # A lookup never waits for the build (the GIL switch interval is its only cost).
+    assert slowest < 0.1, slowest
+
+
+@pytest.mark.timeout(30)
+def test_the_next_period_is_precomputed_so_a_roll_is_a_swap() -> None:
+    keys = _keys(2000)
+    now = [NOW]
+    r = TokenResolver(10, background=True, clock=lambda: now[0])
+    r.set_keys(keys)
+    assert r.wait_ready(10)
+    assert r._next is not None and r._next.period == r._window.period + 1
+    later = NOW + 1024
+    t = time.perf_counter()
+    assert r.resolve(compute_eid(keys["p5"], later, 10), later) == "p5"
+    assert time.perf_counter() - t < 0.01
+    assert r._window.period == period_of(later)
+    assert r.wait_ready(10) and r._next.period == period_of(later) + 1
+    # A jump it did not see coming: the old window answers what it can, the new one follows.
+    jump = NOW + 10 * 1024
+    assert r.resolve(compute_eid(keys["p5"], jump, 10), jump) is None
+    assert r.wait_ready(10)
+    assert r.resolve(compute_eid(keys["p5"], jump, 10), jump) == "p5"
+
+
+def period_of(t: float) -> int:
+    return int(t) >> 10
+
+
+@pytest.mark.timeout(30)
+def test_a_delta_during_a_background_build_is_not_lost() -> None:
+    keys = _keys(30_000)
+    r = TokenResolver(10, background=True, clock=lambda: NOW)
+    r.set_keys(keys)
+    fresh = demo_identity_key("fresh")
+    # While the worker builds: a withdrawal, a new shopper and a changed key.
+    r.update_keys({"new-1": fresh, "p7": fresh[::-1]}, removed=["p3"])
+    assert not r._idle.is_set()  # it really was still building
+    assert r.wait_ready(30)
+    assert r.resolve(compute_eid(fresh, NOW, 10), NOW) == "new-1"
+    assert r.resolve(compute_eid(fresh[::-1], NOW, 10), NOW) == "p7"
+    assert r.resolve(compute_eid(keys["p7"], NOW, 10), NOW) is None
+    assert r.resolve(compute_eid(keys["p3"], NOW, 10), NOW) is None
+    assert all(pid != "p3" for t in r._window.tables for pid in t.values())
+    assert r.resolve(compute_eid(keys["p4"], NOW + 1024, 10), NOW) == "p4"  # next period too
+
+
+def test_a_withdrawal_stops_resolving_at_once() -> None:
+    keys = _keys(100)
+    r = TokenResolver(10, background=True, clock=lambda: NOW)
+    r.set_keys(keys)
+    assert r.wait_ready(10)
+    eid = compute_eid(keys["p8"], NOW, 10)
+    assert r.resolve(eid, NOW) == "p8"
+    done = threading.Event()
+    r.update_keys({}, removed=["p8"])
+    done.set()
+    assert r.resolve(eid, NOW) is None and "p8" not in r.keys
