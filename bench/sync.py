@@ -21,7 +21,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,54 +117,104 @@ def _naive(broker: BrokerConfig, d: Path, n: int) -> dict[str, Any]:
     }
 
 
-def _fleet(broker: BrokerConfig, d: Path, devices: int, per_device: int) -> dict[str, Any]:
-    sinks = [CdpSink(broker, d / f"fleet-cdp-{i}.db", group="fleet") for i in range(2)]
-    for s in sinks:
-        s.start(wait_s=5)
-    outboxes = [Outbox(d / f"fleet-{i}.db") for i in range(devices)]
+DEVICES_PER_PROCESS = 50  # paho's loop uses select(): descriptors above 1024 break it
+
+
+def _fleet_worker(host: str, port: int, d: str, first: int, n: int, per_device: int, ctl) -> None:
+    """One process simulating devices ``first .. first+n-1``: own outboxes and uplinks."""
+    broker = BrokerConfig(host=host, port=port)
+    outboxes = [Outbox(Path(d) / f"fleet-{i}.db") for i in range(first, first + n)]
     ups = [
-        Uplink(ob, broker, "fleet-store", f"dev-{i:04d}", UplinkConfig(linger_s=0.05))
-        for i, ob in enumerate(outboxes)
+        Uplink(ob, broker, "fleet-store", f"dev-{first + k:04d}", UplinkConfig(linger_s=0.05))
+        for k, ob in enumerate(outboxes)
     ]
-    total = devices * per_device
     try:
         for up in ups:
             up.start()
-        time.sleep(2.0)  # let 500 clients connect before the clock starts
-        t0 = time.perf_counter()
-
-        def feed(k: int) -> None:
-            # Each device trickles its events in small groups, as a store box does.
-            for j in range(0, per_device, 10):
-                for i in range(k, devices, 4):
-                    evs = [
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(u.stats()["connected"] for u in ups):
+            time.sleep(0.05)
+        ctl.put(("ready", sum(1 for u in ups if u.stats()["connected"])))
+        ctl.get_go()  # every process starts feeding at once
+        # Each device trickles its events in groups of 10, as a store box does.
+        for j in range(0, per_device, 10):
+            for k, ob in enumerate(outboxes):
+                ob.append(
+                    [
                         make_event(
                             AudienceSample(screen_id="s", people=1, watchers=0),
                             store_id="fleet-store",
-                            device_id=f"dev-{i:04d}",
+                            device_id=f"dev-{first + k:04d}",
                             time=datetime.now(UTC),
                         )
                         for _ in range(min(10, per_device - j))
                     ]
-                    outboxes[i].append(evs)
-
-        feeders = [threading.Thread(target=feed, args=(k,)) for k in range(4)]
-        for t in feeders:
-            t.start()
-        for t in feeders:
-            t.join()
-        deadline = time.monotonic() + 600
-        while sum(s.count() for s in sinks) < total and time.monotonic() < deadline:
-            time.sleep(0.1)
-        dt = time.perf_counter() - t0
-        stored = sum(s.count() for s in sinks)
-        share = [s.count() for s in sinks]
-        messages = sum(up.stats()["publish_attempts"] for up in ups)
+                )
+        drained = all(up.flush(300) for up in ups)
+        ctl.put(("done", drained, sum(up.stats()["publish_attempts"] for up in ups)))
     finally:
         for up in ups:
             up.stop(flush_timeout_s=0)
         for ob in outboxes:
             ob.close()
+
+
+class _Ctl:
+    """A worker's two-way line to the parent: a result queue and a shared start signal."""
+
+    def __init__(self, results, go) -> None:
+        self.results, self.go = results, go
+
+    def put(self, item) -> None:
+        self.results.put(item)
+
+    def get_go(self) -> None:
+        self.go.wait(120)
+
+
+def _fleet(broker: BrokerConfig, d: Path, devices: int, per_device: int) -> dict[str, Any]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no forking of paho's threads
+    sinks = [CdpSink(broker, d / f"fleet-cdp-{i}.db", group="fleet") for i in range(2)]
+    for s in sinks:
+        s.start(wait_s=5)
+    results, go = ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(
+            target=_fleet_worker,
+            args=(
+                broker.host,
+                broker.port,
+                str(d),
+                first,
+                min(DEVICES_PER_PROCESS, devices - first),
+                per_device,
+                _Ctl(results, go),
+            ),
+        )  # fmt: skip
+        for first in range(0, devices, DEVICES_PER_PROCESS)
+    ]
+    total = devices * per_device
+    try:
+        for p in procs:
+            p.start()
+        connected = sum(results.get(timeout=180)[1] for _ in procs)
+        t0 = time.perf_counter()
+        go.set()
+        done = [results.get(timeout=600) for _ in procs]
+        deadline = time.monotonic() + 60
+        while sum(s.count() for s in sinks) < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dt = time.perf_counter() - t0
+        stored = sum(s.count() for s in sinks)
+        share = [s.count() for s in sinks]
+        messages = sum(r[2] for r in done)
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
         for s in sinks:
             s.stop(end_session=True)
     lat: list[float] = []
@@ -177,8 +226,11 @@ def _fleet(broker: BrokerConfig, d: Path, devices: int, per_device: int) -> dict
     lat.sort()
     return {
         "devices": devices,
+        "processes": len(procs),
+        "connected": connected,
         "events": total,
         "stored": stored,
+        "drained": all(r[1] for r in done),
         "sink_share": share,
         "seconds": round(dt, 2),
         "events_per_s": round(stored / dt, 1),
@@ -189,7 +241,18 @@ def _fleet(broker: BrokerConfig, d: Path, devices: int, per_device: int) -> dict
     }
 
 
+def _raise_fd_limit() -> int:
+    """A fleet on one machine needs more than 1024 descriptors: a socket, an outbox (3 files
+    with its WAL) and the broker's side per simulated device."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def run(quick: bool) -> dict[str, Any]:
+    fd_limit = _raise_fd_limit()  # before the broker starts: it inherits the limit
     e2e_n, naive_n, backlog_n, devices, per_device = (
         (20_000, 2_000, 100_000, 50, 100) if quick else (100_000, 5_000, 1_000_000, 500, 100)
     )
@@ -208,6 +271,7 @@ def run(quick: bool) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
+        "fd_limit": fd_limit,
         "append": {
             "commit_per_event_per_s": round(naive_append, 1),
             "group_commit_per_s": round(group_append, 1),
