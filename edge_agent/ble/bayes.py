@@ -43,7 +43,15 @@ import math
 from dataclasses import dataclass
 
 from edge_agent.ble.calibrate import Calibration
-from edge_agent.ble.zones import DwellTick, Entered, Left, PresenceChange, Receiver, ZoneStats
+from edge_agent.ble.zones import (
+    DwellTick,
+    Entered,
+    Left,
+    PresenceChange,
+    Receiver,
+    ZoneStats,
+    learned_away_s,
+)
 
 STEP_DB = 0.5  # table resolution
 LO_DB, HI_DB = -80.0, 20.0  # table range, relative to the receiver's 1 m level
@@ -338,10 +346,7 @@ class BayesZoneEngine:
     # ---- clock -------------------------------------------------------------------------
     def away_timeout_s(self, tr: _Track) -> float:
         p = self.params
-        if tr.gap == 0.0:
-            return p.away_max_s
-        t = p.away_misses * tr.gap
-        return p.away_min_s if t < p.away_min_s else p.away_max_s if t > p.away_max_s else t
+        return learned_away_s(tr.gap, p.away_misses, p.away_min_s, p.away_max_s)
 
     def tick(self, now: float) -> list[PresenceChange]:
         """Timeouts, missed adverts, the posterior's drift while nothing is heard, dwell."""

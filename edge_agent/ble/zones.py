@@ -27,6 +27,15 @@ from edge_agent.ble.calibrate import Calibration
 from edge_agent.ble.filters import FilterSpec, RssiFilter
 
 
+def learned_away_s(gap: float, misses: float, floor: float, ceiling: float) -> float:
+    """How long a device may stay silent before it is away: ``misses`` of its own advertising
+    intervals (``gap``, learned), within ``floor``..``ceiling``; the ceiling until one is known."""
+    if gap == 0.0:
+        return ceiling
+    t = misses * gap
+    return floor if t < floor else ceiling if t > ceiling else t
+
+
 @dataclass(frozen=True, slots=True)
 class Entered:
     key: str
@@ -254,10 +263,7 @@ class ZoneEngine:
     # ---- clock -------------------------------------------------------------------------
     def away_timeout_s(self, tr: _Track) -> float:
         p = self.params
-        if tr.gap == 0.0:
-            return p.away_max_s
-        t = p.away_misses * tr.gap
-        return p.away_min_s if t < p.away_min_s else p.away_max_s if t > p.away_max_s else t
+        return learned_away_s(tr.gap, p.away_misses, p.away_min_s, p.away_max_s)
 
     def tick(self, now: float) -> list[PresenceChange]:
         """Timeouts and dwell reports; call a few times a second."""
