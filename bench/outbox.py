@@ -24,12 +24,13 @@ from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
 
 
-def _events(n: int) -> list[CloudEvent]:
+def _events(n: int, device: str = "bench-dev") -> list[CloudEvent]:
+    """Events the CDP accepts under ``device``'s topic (a mismatch would only be rejected)."""
     return [
         make_event(
             AudienceSample(screen_id="scr-1", people=i % 9, watchers=i % 4),
             store_id="bench-store",
-            device_id="bench-dev",
+            device_id=device,
         )
         for i in range(n)
     ]

@@ -30,23 +30,11 @@ from bench.outbox import _append_rate, _events
 from edge_agent import topics
 from edge_agent.broker import Mosquitto
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, CloudEvent, make_event
+from edge_agent.events import AudienceSample, make_event
 from edge_agent.mqtt import connect, make_client
 from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
 from sync.uplink import Uplink, encode_batch, publish_properties
-
-
-def _device_events(n: int, device: str) -> list[CloudEvent]:
-    """Events the CDP accepts under ``device``'s topic (a mismatch would only be rejected)."""
-    return [
-        make_event(
-            AudienceSample(screen_id="scr-1", people=i % 9, watchers=i % 4),
-            store_id="bench-store",
-            device_id=device,
-        )
-        for i in range(n)
-    ]
 
 
 def _rss_mb() -> float:
@@ -59,7 +47,7 @@ def _ours(broker: BrokerConfig, d: Path, n: int, tag: str) -> dict[str, Any]:
     try:
         with Outbox(d / f"ob-{tag}.db") as ob:
             for i in range(0, n, 5000):
-                ob.append(_device_events(min(5000, n - i), f"dev-{tag}"))
+                ob.append(_events(min(5000, n - i), f"dev-{tag}"))
             rss0 = _rss_mb()
             up = Uplink(ob, broker, "bench-store", f"dev-{tag}", UplinkConfig(linger_s=0.0))
             t0 = time.perf_counter()
@@ -95,7 +83,7 @@ def _naive(broker: BrokerConfig, d: Path, n: int) -> dict[str, Any]:
             time.sleep(0.01)
         topic = topics.events("bench-store", "dev-naive")
         with Outbox(d / "ob-naive.db") as ob:
-            ob.append(_device_events(n, "dev-naive"))
+            ob.append(_events(n, "dev-naive"))
             t0 = time.perf_counter()
             for row in ob.pending(n, 10**12):
                 payload, enc = encode_batch(row.id, "bench-store", "dev-naive", [row.body], 10**9)
@@ -132,9 +120,9 @@ def _fleet_worker(host: str, port: int, d: str, first: int, n: int, per_device: 
         for up in ups:
             up.start()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(u.stats()["connected"] for u in ups):
+        while time.monotonic() < deadline and not all(u.connected for u in ups):
             time.sleep(0.05)
-        ctl.put(("ready", sum(1 for u in ups if u.stats()["connected"])))
+        ctl.put(("ready", sum(1 for u in ups if u.connected)))
         ctl.get_go()  # every process starts feeding at once
         # Each device trickles its events in groups of 10, as a store box does.
         for j in range(0, per_device, 10):

@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from edge_agent import credentials, topics
 from edge_agent.ble.advert import Advert, AdvertError
 from edge_agent.ble.beacon_health import BeaconHealth
 from edge_agent.ble.decode import decode_advert
+from edge_agent.ble.sources import advert_from_line
 from edge_agent.campaigns import lint
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
@@ -63,6 +64,7 @@ from edge_agent.pos import Receipt, ReceiptDeduper
 from edge_agent.presence import DwellTick, Entered, Left, tracker_from_config
 from edge_agent.profiles import ProfileSlice
 from edge_agent.screen_protocol import ScreenCommand
+from sync.outbox import PRIORITY_HIGH, OutboxFull, priority_of
 
 log = logging.getLogger("edge_agent")
 VERSION = "0.1.0"
@@ -486,12 +488,13 @@ class Agent:
         else:
             self.stop()
 
-    def _check_config_probation(self) -> None:
-        """A pushed config is confirmed once central is reached with it, else rolled back."""
+    def _check_probation(self) -> None:
+        """A pushed config or certificate is confirmed once central is reached with it, else
+        rolled back."""
         from edge_agent import config_apply
         from edge_agent.commands import RESTART_EXIT_STATUS
 
-        connected = self.uplink is not None and self.uplink.stats().get("connected")
+        connected = self.uplink is not None and self.uplink.connected
         central = self.cfg.central
         cred_age = credentials.on_probation(central, self._cert_sha256)
         if cred_age is not None and connected:
@@ -515,7 +518,7 @@ class Agent:
         The topic names the receiver (a node cannot speak for another), and the box's clock
         stamps it when the node did not."""
         try:
-            advert = Advert.from_json(payload)
+            advert = advert_from_line(payload, self.clock.now(), receiver=scanner)
         except AdvertError as exc:
             self.stats.bus_advert_rejects += 1
             log.debug("bus advert from %s refused: %s", scanner, exc)
@@ -524,10 +527,7 @@ class Agent:
         if loop is None:
             return  # not running yet
         self.stats.bus_adverts += 1
-        loop.call_soon_threadsafe(self._stamped_advert, replace(advert, receiver=scanner))
-
-    def _stamped_advert(self, advert: Advert) -> None:
-        self.on_advert(advert if advert.timestamp else replace(advert, timestamp=self.clock.now()))
+        loop.call_soon_threadsafe(self.on_advert, advert)
 
     def _relay_to_central(self, what: str, screen_id: str, payload: bytes) -> None:
         """A player's screenshot (screen content only) or error report goes to central for ops
@@ -579,8 +579,6 @@ class Agent:
             return 0
         if self.outbox is None:
             return 0
-        from sync.outbox import PRIORITY_HIGH, OutboxFull, priority_of
-
         try:
             self.outbox.append(batch)
         except OutboxFull as exc:
@@ -973,7 +971,7 @@ class Agent:
         today = datetime.fromtimestamp(now, self.tz)
         self.journey.housekeeping(now, today)
         self._alerted = {k for k in self._alerted if k[2] == today.date().isoformat()}
-        self._check_config_probation()
+        self._check_probation()
         depth = self.outbox.depth() if self.outbox else 0
         oldest = self.outbox.oldest_pending_age_s() if self.outbox else 0.0
         free = shutil.disk_usage(self.paths.state_dir).free / 1e6
@@ -1243,6 +1241,7 @@ def run_agent_cli(config_path: str) -> int:
     )
     from edge_agent.clock import ScaledClock, TraceClock
     from edge_agent.config import load_or_report
+    from edge_agent.probation import file_sha256
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -1285,7 +1284,7 @@ def run_agent_cli(config_path: str) -> int:
             log.error("camera not available yet: %s", exc)
     agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames, camera_opener=opener)
     agent.config_path = Path(config_path)
-    agent.config_sha256 = config_apply.file_sha256(agent.config_path)
+    agent.config_sha256 = file_sha256(agent.config_path)
     agent.start_sync()
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

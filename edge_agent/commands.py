@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.config import first_error
 from edge_agent.screen_protocol import Content, ScreenCommand
 
 RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "try again", which systemd's on-failure restarts
@@ -58,9 +59,7 @@ def parse_command(body: dict[str, Any], screens: Iterable[str]) -> Command:
     try:
         cmd = Command.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ValueError(f"command {where}: {first['msg']}") from None
+        raise ValueError(f"command {first_error(exc, 'body')}") from None
     known = set(screens)
     if cmd.command == "screenshot":
         if not cmd.screen:

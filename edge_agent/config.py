@@ -341,6 +341,14 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
+def first_error(exc: ValidationError, default: str) -> str:
+    """The first problem of a validation error as one line ``where: what`` (the key path dotted,
+    ``default`` when the whole value is at fault), for messages that name one thing."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or default
+    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+
+
 def format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():

@@ -16,16 +16,14 @@ probation time, puts the last good file back and restarts on it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from edge_agent.config import AgentConfig, ConfigError, parse_config
 from edge_agent.content_store import atomic_write
+from edge_agent.probation import Probation, sha256_of
 
 MAX_STARTS = 3
 
@@ -64,36 +62,19 @@ def stage(body: dict[str, Any], config_path: Path, current: AgentConfig) -> Agen
     mode = config_path.stat().st_mode & 0o777
     shutil.copy2(config_path, last_good)
     atomic_write(config_path, text.encode(), mode)
-    marker = {"since": time.time(), "starts": 0, "sha256": sha256_text(text)}
-    atomic_write(probation, json.dumps(marker).encode())
+    Probation(probation).start(text.encode())
     return new
 
 
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+    return sha256_of(text.encode())
 
 
 def on_start(config_path: Path) -> str | None:
     """Called before loading the config; returns a one-line note when it rolled back."""
-    last_good, probation = _paths(config_path)
-    if not probation.exists():
-        return None
-    try:
-        state = json.loads(probation.read_text())
-        starts = int(state.get("starts", 0)) + 1
-    except (OSError, ValueError):
-        starts = MAX_STARTS + 1  # an unreadable marker: trust the last good file
-        state = {}
-    if starts > MAX_STARTS:
+    starts = Probation(_paths(config_path)[1]).count_start()
+    if starts is not None and starts > MAX_STARTS:
         return rollback(config_path, f"the new config did not start {MAX_STARTS} times")
-    atomic_write(probation, json.dumps({**state, "starts": starts}).encode())
     return None
 
 
@@ -103,28 +84,19 @@ def on_probation(config_path: Path | None, running_sha256: str | None = None) ->
     probation: the agent that installed it must not vouch for it."""
     if config_path is None:
         return None
-    _, probation = _paths(config_path)
-    try:
-        marker = json.loads(probation.read_text())
-        since = float(marker["since"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if running_sha256 is not None and marker.get("sha256") != running_sha256:
-        return None
-    return max(0.0, time.time() - since)
+    return Probation(_paths(config_path)[1]).age(running_sha256, require_running=False)
 
 
 def confirm(config_path: Path) -> None:
-    _, probation = _paths(config_path)
-    probation.unlink(missing_ok=True)
+    Probation(_paths(config_path)[1]).clear()
 
 
 def rollback(config_path: Path, why: str) -> str:
     last_good, probation = _paths(config_path)
     if not last_good.exists():
-        probation.unlink(missing_ok=True)
+        Probation(probation).clear()
         return f"config rollback impossible ({why}): no last good config; keeping the new one"
     mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644
     atomic_write(config_path, last_good.read_bytes(), mode)
-    probation.unlink(missing_ok=True)
+    Probation(probation).clear()
     return f"config rolled back to the last good version: {why}"

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from edge_agent.config import first_error
 from edge_agent.content_store import atomic_write
 from edge_agent.screen_protocol import Playlist
 from sync.assets import AssetFetchError, AssetRef, AssetStore
@@ -62,10 +63,7 @@ def parse_manifest(body: dict[str, Any]) -> ContentManifest:
     try:
         return ContentManifest.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "manifest"
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"content {where}: {msg}") from None
+        raise ValueError(f"content {first_error(exc, 'manifest')}") from None
 
 
 class ContentInstaller:

@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import shutil
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -28,11 +25,8 @@ from cryptography.x509.oid import NameOID
 
 from edge_agent.config import BrokerConfig
 from edge_agent.content_store import atomic_write
-
-
-def identity(store_id: str, device_id: str) -> str:
-    """The certificate CN the broker maps to this box (see ``sync/pki.py``)."""
-    return f"{store_id}:{device_id}"
+from edge_agent.probation import Probation, file_sha256
+from sync.pki import device_identity, key_pem
 
 
 def _files(broker: BrokerConfig) -> tuple[Path, Path]:
@@ -49,13 +43,11 @@ def request(broker: BrokerConfig, store_id: str, device_id: str) -> bytes:
     """Make the next key (0600, beside the current one) and return the CSR PEM for it."""
     _, key_file = _files(broker)
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    atomic_write(_side(key_file, ".next"), key_pem(key), mode=0o600)
+    # The identity the broker maps the certificate to (sync/pki.py, the fleet ACL).
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, device_identity(store_id, device_id))]
     )
-    atomic_write(_side(key_file, ".next"), pem, mode=0o600)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity(store_id, device_id))])
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
 
@@ -74,7 +66,7 @@ def check(broker: BrokerConfig, store_id: str, device_id: str, cert_pem: str) ->
     if cert.public_key() != key.public_key():
         raise ValueError("the certificate is not for the pending key")
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    want = identity(store_id, device_id)
+    want = device_identity(store_id, device_id)
     if [c.value for c in cns] != [want]:
         raise ValueError(f"the certificate is for {cns[0].value if cns else '?'!r}, not {want!r}")
     now = dt.datetime.now(dt.UTC)
@@ -106,18 +98,14 @@ def install(broker: BrokerConfig, cert_pem: str) -> None:
     atomic_write(key_file, pending.read_bytes(), mode=0o600)
     atomic_write(cert_file, cert_pem.encode())
     pending.unlink()
-    marker = {"since": time.time(), "sha256": hashlib.sha256(cert_pem.encode()).hexdigest()}
-    atomic_write(_side(cert_file, ".probation"), json.dumps(marker).encode())
+    Probation(_side(cert_file, ".probation")).start(cert_pem.encode())
 
 
 def running_sha256(broker: BrokerConfig) -> str | None:
     """Of the certificate file as this process found it at start."""
     if not broker.tls or broker.cert_file is None:
         return None
-    try:
-        return hashlib.sha256(Path(broker.cert_file).read_bytes()).hexdigest()
-    except OSError:
-        return None
+    return file_sha256(Path(broker.cert_file))
 
 
 def on_probation(broker: BrokerConfig, running: str | None) -> float | None:
@@ -125,19 +113,12 @@ def on_probation(broker: BrokerConfig, running: str | None) -> float | None:
     that installed them must not vouch for them), else None."""
     if not broker.tls or broker.cert_file is None:
         return None
-    try:
-        marker = json.loads(_side(Path(broker.cert_file), ".probation").read_text())
-        since = float(marker["since"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if running is None or marker.get("sha256") != running:
-        return None
-    return max(0.0, time.time() - since)
+    return Probation(_side(Path(broker.cert_file), ".probation")).age(running)
 
 
 def confirm(broker: BrokerConfig) -> None:
     cert_file, _ = _files(broker)
-    _side(cert_file, ".probation").unlink(missing_ok=True)
+    Probation(_side(cert_file, ".probation")).clear()
 
 
 def rollback(broker: BrokerConfig, why: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.config import first_error
 from edge_agent.events import CloudEvent, SurveyAnswer, make_event
 from edge_agent.screen_protocol import Content, ScreenCommand
 
@@ -44,9 +45,7 @@ class KioskInputError(ValueError):
 
 
 def _first_error(exc: ValidationError, what: str) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or what
-    return f"{what}.{loc}: {first['msg']}"
+    return f"{what}.{first_error(exc, what)}"
 
 
 class Alert(BaseModel):

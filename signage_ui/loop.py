@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from edge_agent.config import first_error
 from edge_agent.screen_protocol import Content, Playlist, PlaylistItem, in_daypart
 
 BUILTIN_DEFAULT = Content(
@@ -46,10 +47,7 @@ def load_playlist(path: Path) -> Playlist | None:
     try:
         return Playlist.model_validate(json.loads(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "playlist"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise PlaylistError(f"{path}: {loc}: {msg}") from None
+        raise PlaylistError(f"{path}: {first_error(exc, 'playlist')}") from None
     except ValueError as exc:
         raise PlaylistError(f"{path}: not JSON: {exc}") from None
 

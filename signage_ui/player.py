@@ -32,7 +32,7 @@ from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
 from edge_agent import topics
-from edge_agent.config import AgentConfig, BrokerConfig
+from edge_agent.config import AgentConfig, BrokerConfig, first_error
 from edge_agent.events import ContentImpression, make_event, new_event_id
 from edge_agent.mqtt import connect, make_client
 from edge_agent.screen_protocol import Content, ScreenCommand
@@ -376,9 +376,7 @@ class PlayerApp(App):
         try:
             cmd = ScreenCommand.from_bytes(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "command"
-            log.warning("bus: ignored a malformed command: %s: %s", where, first["msg"])
+            log.warning("bus: ignored a malformed command: %s", first_error(exc, "command"))
             return
         except ValueError as exc:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
             log.warning("bus: ignored a malformed command: not JSON: %s", exc)

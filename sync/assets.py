@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +27,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The cache's layout and names belong to the player's side; this module only fills it.
+from signage_ui.assets import SHA256, sha256_of
+
 CHUNK = 1 << 16
 MAX_INLINE_BYTES = 256 * 1024
 
@@ -86,15 +86,11 @@ class AssetStore:
             raise AssetFetchError(sha256, "not a sha256 name")
         return self.dir / sha256
 
-    def has(self, sha256: str) -> bool:
-        p = self.path_for(sha256)
-        return p.is_file() and _sha256_file(p) == sha256
-
     def fetch(self, ref: AssetRef) -> Path:
         """Make ``ref`` present and verified in the cache; returns its path."""
         final = self.path_for(ref.sha256)
         if final.is_file() and final.stat().st_size == ref.size:
-            if _sha256_file(final) == ref.sha256:
+            if sha256_of(final) == ref.sha256:
                 self.stats.already_cached += 1
                 return final
             final.unlink()  # rotten: fetch it again
@@ -110,15 +106,15 @@ class AssetStore:
             assert ref.url is not None
             self._download(ref, partial)
         size = partial.stat().st_size
-        digest = _sha256_file(partial)
+        digest = sha256_of(partial)
         if size != ref.size or digest != ref.sha256:
             partial.unlink(missing_ok=True)
             raise AssetFetchError(
                 ref.sha256, f"got {size} bytes with sha256 {digest[:12]}, expected {ref.size}"
             )
-        _fsync_file(partial)
+        _fsync(partial)
         os.replace(partial, final)
-        _fsync_dir(self.dir)
+        _fsync(self.dir)
         return final
 
     def _download(self, ref: AssetRef, partial: Path) -> None:
@@ -183,23 +179,8 @@ class AssetStore:
         return removed
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries (the rename), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

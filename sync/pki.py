@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge_agent.config import ID_PATTERN
+from edge_agent.content_store import atomic_write
 
 Kind = Literal["device", "server", "role"]
 
@@ -71,24 +71,15 @@ def _check_role(name: str) -> str:
 def write_private(path: Path, data: bytes) -> None:
     """Write with mode 0600 from the first byte: never a moment where the key is readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)  # a pre-existing tmp file keeps its old mode through O_TRUNC
-    os.replace(tmp, path)
+    atomic_write(path, data, mode=0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -140,7 +131,7 @@ def init_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_private(key_path, _key_pem(key))
+    write_private(key_path, key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return Issued(name, cert_path, key_path)
 
@@ -170,6 +161,48 @@ def _hosts_san(hosts: list[str]) -> x509.SubjectAlternativeName:
                 raise PkiError(f"bad host name {h!r} for the server certificate") from None
             names.append(x509.DNSName(h))
     return x509.SubjectAlternativeName(names)
+
+
+def _leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    identity: str,
+    public_key: ec.EllipticCurvePublicKey,
+    usage: x509.ObjectIdentifier,
+    days: int,
+) -> x509.CertificateBuilder:
+    """A leaf certificate for ``identity`` (signature keys, ``usage``), never outliving the CA;
+    issued and rotated certificates are built alike."""
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
 
 
 def issue(
@@ -209,37 +242,7 @@ def issue(
         raise PkiError(f"unknown certificate kind {kind!r} (device, role or server)")
     ca_cert, ca_key = load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
+    builder = _leaf(ca_cert, ca_key, identity, key.public_key(), usage, days)
     if kind == "server":
         builder = builder.add_extension(
             _hosts_san(hosts or ["localhost", "127.0.0.1"]), critical=False
@@ -247,7 +250,7 @@ def issue(
     cert = builder.sign(ca_key, hashes.SHA256())
     # Not with_suffix: ids may contain dots ("dev.1" must not become "dev.key").
     key_path, cert_path = base.parent / f"{base.name}.key", base.parent / f"{base.name}.pem"
-    write_private(key_path, _key_pem(key))
+    write_private(key_path, key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return Issued(identity, cert_path, key_path)
 
@@ -273,21 +276,6 @@ def sign_csr(directory: Path, csr_pem: bytes, *, days: int = LEAF_DAYS) -> bytes
     if days < 1:
         raise PkiError(f"days must be at least 1, not {days}")
     ca_cert, ca_key = load_ca(Path(directory))
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = _leaf(ca_cert, ca_key, identity, key, usage, days).sign(ca_key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM)

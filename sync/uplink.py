@@ -306,6 +306,11 @@ class Uplink:
         client.loop_stop()
         self._thread = None
 
+    @property
+    def connected(self) -> bool:
+        """Cheap (no outbox query, unlike ``stats()``): for loops that poll it."""
+        return self._stats.connected
+
     def clock_offset(self) -> tuple[float, float] | None:
         """``(offset_s, uncertainty_s)`` of this box's clock against the CDP's, or None yet."""
         return self.clock.estimate()

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,20 +158,24 @@ class SerialSource:
         if not raw:
             return
         try:
-            advert = Advert.from_json(raw)
+            advert = advert_from_line(raw, self.clock.now() if self.clock else time.time())
         except AdvertError as exc:
             self.stats.bad_lines += 1
             self.stats.last_error = str(exc)
             return
-        if not advert.timestamp:
-            now = self.clock.now() if self.clock else time.time()
-            advert = Advert(**{**_fields(advert), "timestamp": now})
         self.stats.adverts += 1
         deliver(advert)
 
 
-def _fields(a: Advert) -> dict:
-    return {s: getattr(a, s) for s in Advert.__slots__}
+def advert_from_line(raw: bytes, now: float, receiver: str | None = None) -> Advert:
+    """One scanner node's advert (a UART line or an MQTT message: the same JSON), stamped
+    ``now`` when the node sent no time (an ESP32 has no wall clock); ``receiver``, when given,
+    overrides what the line claims. AdvertError says what is wrong with it."""
+    advert = Advert.from_json(raw)
+    changes: dict[str, Any] = {} if advert.timestamp else {"timestamp": now}
+    if receiver is not None:
+        changes["receiver"] = receiver
+    return replace(advert, **changes) if changes else advert
 
 
 def beacon_or_patterns() -> list:
