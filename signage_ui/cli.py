@@ -17,6 +17,11 @@ def _kivy_window(width: int, height: int) -> None:
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
     os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+    # Kivy makes its home with exists-then-mkdir: two players starting together on one home
+    # (a boot, a test) crash with FileExistsError. Making it first, race-free, avoids that.
+    home = os.environ.get("KIVY_HOME")
+    if home:
+        os.makedirs(os.path.join(home, "mods"), mode=0o700, exist_ok=True)
     from kivy.config import Config
 
     Config.set("graphics", "width", str(width))
