@@ -148,7 +148,8 @@ def _visits(sh: Shopper, step: float = 0.1) -> list[Visit]:
     return out
 
 
-def generate(n_shoppers: int, duration_s: float, seed: int = 11) -> Trace:
+def generate(n_shoppers: int, duration_s: float, seed: int = 11, shadow_db: float = 4.0) -> Trace:
+    """``shadow_db``: the slow shadowing's spread (the dominant noise; see the module doc)."""
     rng = random.Random(seed)
     rssi_1m = {z: rng.uniform(-63, -53) for z in SCREENS}
     calib = {z: v + rng.gauss(0, 1.0) for z, v in rssi_1m.items()}
@@ -163,7 +164,7 @@ def generate(n_shoppers: int, duration_s: float, seed: int = 11) -> Trace:
             x, y = sh.position(t)
             rho = math.exp(-(t - shadow_t) / 2.0)
             shadow_t = t
-            k = math.sqrt(1 - rho * rho) * 4.0
+            k = math.sqrt(1 - rho * rho) * shadow_db
             for z, (sx, sy) in SCREENS.items():
                 shadow[z] = rho * shadow[z] + k * nrng.gauss(0, 1)
                 d = max(0.3, math.hypot(x - sx, y - sy, 1.2))  # antenna 1.2 m above the phone

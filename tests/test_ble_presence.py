@@ -417,6 +417,19 @@ def test_quick_presence_bench_runs_and_ranks_flaps() -> None:
     assert q["ours_bayes"]["flaps"] * 3 < q["ha_mqtt_room"]["flaps"]
     assert set(r["goals_met"]) >= {"ours_bayes", "ours_bayes_steady"}
     assert r["memory"]["bytes_per_device"] > 0
+    # The split by advertising interval covers every stop once; faster advertisers are heard
+    # sooner after they cross into a zone, and the second reading comes after the first.
+    for name, split in r["zone_quality_by_interval"].items():
+        assert sum(v["stops"] for v in split.values()) == q[name]["stops"]
+    floor = r["radio_floor"]
+    assert floor["first_0.1s"]["p90"] < floor["first_1s"]["p90"] < floor["first_2s"]["p90"]
+    assert floor["first_all"]["p90"] < floor["second_all"]["p90"]
+    # Less shadowing, fewer flaps for the same rule (same seed: only the shadowing differs).
+    sens = r["radio_sensitivity"]
+    assert (
+        sens["0dB"]["ours_median"]["flaps_per_shopper_hour"]
+        < q["ours_median"]["flaps_per_shopper_hour"]
+    )
 
 
 # ---- wiring from config ----------------------------------------------------------------------
