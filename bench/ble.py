@@ -1,6 +1,6 @@
 """`edge-agent bench ble`: BLE presence on a simulated store with ground truth.
 
-Three parts, all in one run:
+Four parts, all in one run:
 
 1. Zone quality. One seeded trace (``bench/ble_sim.py``: shoppers walking between six screens'
    zones, path loss with shadowing and fades, real advertising intervals and drops) goes
@@ -211,11 +211,10 @@ def first_readings_after_crossing(trace: Trace) -> dict[str, Any]:
     firsts: dict[str, list[float]] = {"all": []}
     seconds: list[float] = []
     for idx, sh in enumerate(trace.shoppers):
-        times = heard.get
         for v in sh.visits:
             if v.t_out - v.t_in < STOP_MIN_S:
                 continue
-            ts = times((idx, v.zone), [])
+            ts = heard.get((idx, v.zone), [])
             i = bisect.bisect_left(ts, v.t_in)
             if i < len(ts):
                 firsts["all"].append(ts[i] - v.t_in)
@@ -441,14 +440,13 @@ def run(quick: bool) -> dict[str, Any]:
     trace = generate(n, dur)
     gen_s = time.perf_counter() - t0
     quality, by_interval = zone_quality(trace)
-    anchors = ANCHORS
 
     def goals(name: str) -> dict[str, bool]:
         ours = quality[name]
         return {
             "fewer_flaps_than_every_anchor": all(
                 ours["flaps_per_shopper_hour"] < quality[a]["flaps_per_shopper_hour"]
-                for a in anchors
+                for a in ANCHORS
             ),
             "enter_p90_under_2s": (ours["enter_latency_s"]["p90"] or 99) < 2.0,
             "leave_p90_under_5s": (ours["leave_latency_s"]["p90"] or 99) < 5.0,
