@@ -42,6 +42,7 @@ from bench.ble_anchors import (
     ours_params,
 )
 from bench.ble_sim import PATH_LOSS_N, ZONE_R, Trace, generate
+from bench.procstat import rss_mb
 from edge_agent.ble.advert import Advert
 from edge_agent.ble.decode import EDDYSTONE_UUID, decode_advert
 from edge_agent.ble.eid import compute_eid
@@ -379,17 +380,6 @@ def throughput(trace: Trace, slice_size: int, naive_n: int) -> dict:
     }
 
 
-def _rss_kb() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
     """Resident growth of an engine tracking ``devices`` (each heard by ``receivers``), then
     the same again under tracemalloc for the bytes Python holds per device."""
@@ -405,9 +395,9 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
         return engine
 
     gc.collect()
-    rss0 = _rss_kb()
+    rss0 = rss_mb()
     engine = fill()
-    rss1 = _rss_kb()
+    rss1 = rss_mb()
     del engine
     gc.collect()
     tracemalloc.start()
@@ -427,8 +417,8 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
         "filter": "median (the largest state of the four)",
         "traced_mb": round(current / 1e6, 1),
         "bytes_per_device": round(current / devices),
-        "rss_growth_mb": round((rss1 - rss0) / 1024, 1),
-        "rss_total_mb": round(rss1 / 1024, 1),
+        "rss_growth_mb": round(rss1 - rss0, 1),
+        "rss_total_mb": round(rss1, 1),
         "bayes_traced_mb": round(current_b / 1e6, 1),
         "bayes_bytes_per_device": round(current_b / devices),
     }

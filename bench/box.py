@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import rss_mb
 from edge_agent.broker import Mosquitto
 from edge_agent.demo import scenario
 from sync.signing import generate_keypair
@@ -45,13 +46,6 @@ def _config(tmp: Path, port: int) -> Path:
     p = tmp / "agent.toml"
     p.write_text(text + "\n[metrics]\nenabled = false\n")
     return p
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -83,7 +77,7 @@ def _cold_start(cfg: Path, tmp: Path, steady_s: float) -> tuple[float, float]:
             pass
         ready = time.perf_counter() - t0
         time.sleep(steady_s)
-        rss = _rss_mb(proc.pid)
+        rss = rss_mb(proc.pid)
     finally:
         _stop(proc)
         sock.close()
@@ -108,7 +102,7 @@ def _player_rss(cfg: Path, tmp: Path, steady_s: float) -> dict[str, Any]:
                 time.sleep(steady_s)
                 if proc.poll() is not None:
                     return {"error": f"player exited with {proc.returncode}"}
-                return {"rss_mb": round(_rss_mb(proc.pid), 1)}
+                return {"rss_mb": round(rss_mb(proc.pid), 1)}
             finally:
                 _stop(proc)
     except Exception as exc:  # no Xvfb here: say so in the JSON

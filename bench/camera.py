@@ -29,6 +29,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from bench.procstat import rss_mb
 from edge_agent.camera.capture import CameraWorker
 from edge_agent.camera.clips import Clip, standard_clips
 from edge_agent.camera.pipeline import ScreenPipeline
@@ -168,14 +169,6 @@ class _Loop:
         pass
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -211,7 +204,7 @@ def _cost(frames: Frames, seconds: float, ours: bool) -> tuple[float, float, flo
         th.join(5)
         n = done[0]
     wall = time.monotonic() - t0
-    return 100 * (_cpu_s() - cpu0) / wall, _rss_mb(), n / wall
+    return 100 * (_cpu_s() - cpu0) / wall, rss_mb(), n / wall
 
 
 def run(quick: bool) -> dict:
@@ -236,7 +229,7 @@ def run(quick: bool) -> dict:
         result.update(_speed(busy, empty, naive_every))
         clips = standard_clips(FPS)
         result.update(clip_quality(clips[:2] + clips[3:] if quick else clips))
-        rss_before = _rss_mb()
+        rss_before = rss_mb()
         for name, frames in (("busy", busy[:30]), ("empty", empty[:30])):
             for who in ("naive", "ours"):
                 cpu, rss, fps = _cost(frames, cost_s, ours=who == "ours")
@@ -244,8 +237,8 @@ def run(quick: bool) -> dict:
                 result[f"cost_{name}_{who}_fps"] = round(fps, 1)
         # The process also holds the bench's pre-rendered frames (~0.9 MB each): the growth is
         # what the camera thread and its pipelines added.
-        result["cost_rss_total_mb"] = round(_rss_mb(), 1)
-        result["cost_rss_growth_mb"] = round(_rss_mb() - rss_before, 1)
+        result["cost_rss_total_mb"] = round(rss_mb(), 1)
+        result["cost_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
         return result
     finally:
         cv2.setNumThreads(threads)

@@ -26,16 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import rss_mb
+
 WIDTH, HEIGHT = 800, 450
 STORE, SCREEN = "bench", "s1"
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -133,26 +133,28 @@ class TokenResolver:
             if self._worker is not None:
                 self._dirty |= gone
 
+    def _slots(
+        self, tables: list[tuple[int, dict[bytes, str]]], keys: Iterable[bytes]
+    ) -> Iterator[tuple[dict[bytes, str], bytes]]:
+        """Each key's EID in each period's table: (table, eid)."""
+        periods = [p for p, _ in tables]
+        for key in keys:
+            eids = eids_for(key, periods, self.rotation_exponent)
+            for (_, t), e in zip(tables, eids, strict=True):
+                yield t, e
+
     def _put(
         self, tables: list[tuple[int, dict[bytes, str]]], pid: str, keys: Iterable[bytes]
     ) -> None:
-        periods = [p for p, _ in tables]
-        for key in keys:
-            for (_, t), e in zip(
-                tables, eids_for(key, periods, self.rotation_exponent), strict=True
-            ):
-                t[e] = pid
+        for t, e in self._slots(tables, keys):
+            t[e] = pid
 
     def _drop(
         self, tables: list[tuple[int, dict[bytes, str]]], pid: str, keys: Iterable[bytes]
     ) -> None:
-        periods = [p for p, _ in tables]
-        for key in keys:
-            for (_, t), e in zip(
-                tables, eids_for(key, periods, self.rotation_exponent), strict=True
-            ):
-                if t.get(e) == pid:
-                    del t[e]
+        for t, e in self._slots(tables, keys):
+            if t.get(e) == pid:
+                del t[e]
 
     def _live_tables(self) -> list[tuple[int, dict[bytes, str]]]:
         """The period dicts of the current and next windows (shared ones once)."""

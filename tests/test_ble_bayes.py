@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_ble_presence import ble_cfg
 
 from edge_agent.ble.bayes import LO_DB, STEP_DB, BayesParams, BayesZoneEngine, llr_tables
 from edge_agent.ble.calibrate import Calibration
@@ -234,20 +235,11 @@ def test_per_advert_cost_does_not_grow_with_the_devices_tracked() -> None:
 
 # ---- wiring from config ---------------------------------------------------------------------
 def test_zone_method_from_config_picks_the_filter(tmp_path: Path) -> None:
-    from edge_agent.config import ConfigError, parse_config
+    from edge_agent.config import ConfigError
     from edge_agent.presence import tracker_from_config
 
     def cfg(**ble):
-        data = {
-            "store": {"store_id": "s1", "device_id": "d1"},
-            "zones": [{"id": "entrance"}, {"id": "womens"}],
-            "screens": [{"id": "scr", "zone": "entrance"}],
-            "ble": {"zone": "entrance", "source": "bleak", **ble},
-            "central": {"host": "127.0.0.1"},
-            "bus": {"host": "127.0.0.1"},
-            "downlink": {"ops_public_key": "x"},
-        }
-        return parse_config(data, base_dir=tmp_path)
+        return ble_cfg(tmp_path, **ble)
 
     with pytest.raises(ConfigError, match="zone_method"):
         cfg(zone_method="guess")

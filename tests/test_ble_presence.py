@@ -433,7 +433,7 @@ def test_quick_presence_bench_runs_and_ranks_flaps() -> None:
 
 
 # ---- wiring from config ----------------------------------------------------------------------
-def _ble_cfg(tmp_path: Path, **ble):
+def ble_cfg(tmp_path: Path, **ble):
     from edge_agent.config import parse_config
 
     data = {
@@ -452,14 +452,14 @@ def test_config_unknown_receiver_zone_names_the_key(tmp_path: Path) -> None:
     from edge_agent.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"ble\.receivers\.node-1: unknown zone 'attic'"):
-        _ble_cfg(tmp_path, receivers={"node-1": "attic"})
+        ble_cfg(tmp_path, receivers={"node-1": "attic"})
 
 
 def test_tracker_from_config_uses_calibration_and_node_zones(tmp_path: Path, caplog) -> None:
     from edge_agent.presence import tracker_from_config
 
     cal.save(tmp_path / "c.json", {"local": cal.Calibration(-50.0, 2.0)})
-    cfg = _ble_cfg(
+    cfg = ble_cfg(
         tmp_path,
         calibration_file="c.json",
         receivers={"node-w": "womens"},

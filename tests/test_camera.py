@@ -4,7 +4,6 @@ cv2.VideoCapture, dying cameras, and the privacy rule (no image ever reaches the
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from watching import snapshot
 
 from edge_agent.camera import scene as scene_mod
 from edge_agent.camera.audience import AudienceAnalyzer, AudienceResult
@@ -296,21 +296,6 @@ def test_missing_camera_is_a_one_line_camera_error(spec: str) -> None:
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp"}
 VIDEO_EXT = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".npy", ".npz"}
 REPO = Path(__file__).resolve().parents[1]
-
-
-def snapshot(roots: list[Path]) -> dict[str, tuple[int, int]]:
-    files: dict[str, tuple[int, int]] = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d not in {".venv", ".git", "__pycache__"}]
-            for name in filenames:
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(p)
-                except OSError:
-                    continue
-                files[p] = (st.st_size, st.st_mtime_ns)
-    return files
 
 
 def test_frames_never_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import sqlite3
 import tempfile
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from watching import snapshot
 
 from edge_agent.agent import Agent
 from edge_agent.ble.sources import ReplaySource
@@ -68,21 +68,6 @@ def spy_decisions(agent: Agent) -> list[tuple[Any, Any]]:
 
     agent.journey.decide = recording  # type: ignore[method-assign]
     return seen
-
-
-def snapshot(roots: list[Path]) -> dict[str, tuple[int, int]]:
-    files: dict[str, tuple[int, int]] = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d not in {".venv", ".git", "__pycache__"}]
-            for name in filenames:
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(p)
-                except OSError:
-                    continue
-                files[p] = (st.st_size, st.st_mtime_ns)
-    return files
 
 
 def no_pixels(value: Any, where: str) -> None:

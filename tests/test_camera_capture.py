@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from watching import wait_for
 
 from edge_agent.camera.capture import Backoff, CameraWorker
 from edge_agent.camera.pipeline import ScreenObservation, ScreenPipeline
@@ -24,12 +25,7 @@ from edge_agent.camera.clips import Actor, Clip  # noqa: E402
 
 
 def poll(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+    return wait_for(cond, timeout)
 
 
 def write_clip(path: Path, clip: Clip) -> int:

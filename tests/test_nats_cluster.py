@@ -25,9 +25,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
+from test_uplink import events
+from watching import wait_for
 
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, CloudEvent, make_event
 from edge_agent.mqtt import make_client
 from edge_agent.nats_cluster import NatsCluster
 from sync.cdp_sink import CdpSink
@@ -65,17 +66,6 @@ def bcfg(c: NatsCluster, node: int) -> BrokerConfig:
     return BrokerConfig(host=c.host, port=c.nodes[node].mqtt_port, keepalive=5, protocol="3.1.1")
 
 
-def events(n: int, store: str, device: str) -> list[CloudEvent]:
-    return [
-        make_event(
-            AudienceSample(screen_id="scr", people=i % 9, watchers=i % 3),
-            store_id=store,
-            device_id=device,
-        )
-        for i in range(n)
-    ]
-
-
 def stored_ids(sink: CdpSink, store: str) -> set[str]:
     """This test's events only: a sink subscribes to every store, and the cluster is shared."""
     with sqlite3.connect(sink.db_path) as db:
@@ -85,12 +75,7 @@ def stored_ids(sink: CdpSink, store: str) -> set[str]:
 def wait_stored(sink: CdpSink, store: str, n: int, timeout: float) -> bool:
     """Until ``n`` of this test's events are stored. Not ``sink.wait_for``: that counts every
     store, and nats 2.9 can redeliver a previous test's batches late (after its node restart)."""
-    deadline = time.monotonic() + timeout
-    while len(stored_ids(sink, store)) < n:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(lambda: len(stored_ids(sink, store)) >= n, timeout, step=0.05)
 
 
 def drop_session(c: NatsCluster, node: int, client_id: str) -> None:

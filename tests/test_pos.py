@@ -6,11 +6,11 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from watching import wait_for
 
 from edge_agent.pos import MAX_LINE, Receipt, ReceiptDeduper, ReceiptError, parse_receipt
 from edge_agent.serial_lines import SerialLineReader
@@ -98,15 +98,6 @@ def test_a_resent_receipt_counts_once() -> None:
     assert [r.receipt for r in got] == ["R-1", "R-2"]
     assert (d.accepted, d.duplicates, d.refused) == (2, 1, 1)
     assert "not JSON" in d.last_error
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_receipts_over_a_pty_survive_garbage_overlong_lines_and_partial_writes() -> None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+import watching
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import topics
@@ -128,12 +129,7 @@ class Bus:
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+    return watching.wait_for(pred, timeout, step=0.05)
 
 
 def shots(tmp_path: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from watching import wait_for
 
 from edge_agent import topics
 from edge_agent.broker import Mosquitto
@@ -261,16 +262,6 @@ def test_broker_kill_9_mid_stream_loses_nothing(
     assert up.stats()["connects"] >= 2
 
 
-def wait_until(pred, timeout: float) -> bool:
-    """Poll a condition that has no event of its own (another process's state)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
-
-
 @pytest.mark.timeout(30)
 def test_rows_deleted_only_after_puback(
     fresh_broker: Mosquitto, ids, sink_factory, tmp_path: Path
@@ -289,7 +280,7 @@ def test_rows_deleted_only_after_puback(
             try:
                 evs = events(100, store, device)
                 ob.append(evs)
-                assert wait_until(lambda: up.stats()["inflight_batches"] == 4, 5), up.stats()
+                assert wait_for(lambda: up.stats()["inflight_batches"] == 4, 5), up.stats()
                 assert ob.depth() == 100  # sent, not acknowledged: all still on disk
                 assert up.stats()["published_events"] == 5
             finally:
@@ -406,7 +397,7 @@ def test_cdp_sink_cli_runs_until_sigterm(broker, ids, tmp_path: Path) -> None:
                 assert up.flush(10)
             finally:
                 up.stop(flush_timeout_s=0)
-        assert wait_until(lambda: len(_sink_column_path(db, "id")) == 50, 10)
+        assert wait_for(lambda: len(_sink_column_path(db, "id")) == 50, 10)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     finally:
@@ -504,11 +495,11 @@ def test_a_puback_alone_deletes_nothing(fresh_broker: Mosquitto, ids, sink_facto
             up = Uplink(ob, bcfg(fresh_broker), store, device, cfg(confirm_timeout_s=1.0))
             up.start()
             try:
-                assert wait_until(lambda: up.stats()["resent_unconfirmed"] >= 1, 10), up.stats()
+                assert wait_for(lambda: up.stats()["resent_unconfirmed"] >= 1, 10), up.stats()
                 s = up.stats()
                 assert s["published_batches"] >= 1 and s["refused_batches"] == 0
                 assert ob.depth() == 50 and s["published_events"] == 0
-                assert wait_until(lambda: len(seen) >= 2, 5)  # the same batch went out again
+                assert wait_for(lambda: len(seen) >= 2, 5)  # the same batch went out again
                 sink = sink_factory(fresh_broker, group)  # a CDP appears: confirmed, deleted
                 assert up.flush(10), up.stats()
                 assert sink.ids() == {e.id for e in evs}

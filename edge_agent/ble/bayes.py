@@ -51,6 +51,7 @@ from edge_agent.ble.zones import (
     Receiver,
     ZoneStats,
     learned_away_s,
+    learned_gap,
 )
 
 STEP_DB = 0.5  # table resolution
@@ -238,12 +239,7 @@ class BayesZoneEngine:
             rx = tr.rx
             gap = ts - tr.last
             if gap > 0:
-                g = tr.gap
-                if g == 0.0:
-                    tr.gap = gap
-                else:
-                    # Clip: one long absence must not teach us the device advertises rarely.
-                    tr.gap = g + 0.2 * ((gap if gap < 4 * g else 4 * g) - g)
+                tr.gap = learned_gap(tr.gap, gap)
                 tr.last = ts
                 w = gap / self.params.corr_s
                 if w > 1.0:

@@ -36,6 +36,14 @@ def learned_away_s(gap: float, misses: float, floor: float, ceiling: float) -> f
     return floor if t < floor else ceiling if t > ceiling else t
 
 
+def learned_gap(learned: float, gap: float) -> float:
+    """The advertising interval learned so far (0.0: none yet), moved towards one more ``gap``.
+    Clipped at 4x: one long absence must not teach us the device advertises rarely."""
+    if learned == 0.0:
+        return gap
+    return learned + 0.2 * ((gap if gap < 4 * learned else 4 * learned) - learned)
+
+
 @dataclass(frozen=True, slots=True)
 class Entered:
     key: str
@@ -184,12 +192,7 @@ class ZoneEngine:
         else:
             gap = ts - tr.last
             if gap > 0:
-                g = tr.gap
-                if g == 0.0:
-                    tr.gap = gap
-                else:
-                    # Clip: one long absence must not teach us the device advertises rarely.
-                    tr.gap = g + 0.2 * ((gap if gap < 4 * g else 4 * g) - g)
+                tr.gap = learned_gap(tr.gap, gap)
                 tr.last = ts
         tr.n += 1
         s = tr.value = tr.filt.update(rssi, ts)
