@@ -5,7 +5,7 @@ Four parts, all in one run:
 1. Zone quality. One seeded trace (``bench/ble_sim.py``: shoppers walking between six screens'
    zones, path loss with shadowing and fades, real advertising intervals and drops) goes
    through our pipeline with each of the four filters, through the Bayesian zone filter
-   (``edge_agent/ble/bayes.py``, two tunings) and through the anchors' rules
+   (``edge_agent/sensing/ble/bayes.py``, two tunings) and through the anchors' rules
    (``bench/ble_anchors.py``: room-assistant, ESPresense, HA mqtt_room). Reported per
    pipeline: zone accuracy (share of 0.5 s samples where the predicted zone, or no zone, is the
    true one), flaps per shopper-hour (predicted zone visits that are not a true visit, plus
@@ -43,11 +43,11 @@ from bench.ble_anchors import (
 )
 from bench.ble_sim import PATH_LOSS_N, ZONE_R, Trace, generate
 from bench.procstat import rss_mb
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.decode import EDDYSTONE_UUID, decode_advert
-from edge_agent.ble.eid import compute_eid
-from edge_agent.ble.filters import FILTER_KINDS
-from edge_agent.identity import TokenResolver
+from edge_agent.identity.resolver import TokenResolver
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.decode import EDDYSTONE_UUID, decode_advert
+from edge_agent.sensing.ble.eid import compute_eid
+from edge_agent.sensing.ble.filters import FILTER_KINDS
 
 TICK_S = 0.25
 SAMPLE_S = 0.5

@@ -26,10 +26,10 @@ import math
 import statistics
 from collections import deque
 
-from edge_agent.ble.bayes import BayesParams, BayesZoneEngine
-from edge_agent.ble.calibrate import Calibration
-from edge_agent.ble.filters import FilterSpec, OneEuro
-from edge_agent.ble.zones import Entered, Left, Receiver, ZoneEngine, ZoneParams
+from edge_agent.sensing.ble.bayes import BayesParams, BayesZoneEngine
+from edge_agent.sensing.ble.calibrate import Calibration
+from edge_agent.sensing.ble.filters import FilterSpec, OneEuro
+from edge_agent.sensing.ble.zones import Entered, Left, Receiver, ZoneEngine, ZoneParams
 
 Transition = tuple[str, str | None]
 
@@ -102,7 +102,7 @@ def ours_params(kind: str = "median", profile: str = "responsive") -> ZoneParams
 
 
 def bayes_params(profile: str = "responsive") -> BayesParams:
-    """Two tunings of the Bayesian filter (``edge_agent/ble/bayes.py``), picked on seed 12.
+    """Two tunings of the Bayesian filter (``edge_agent/sensing/ble/bayes.py``), picked on seed 12.
 
     responsive: the module's defaults (correlation 0.6 s, edge 1 s, approach 3 s).
     steady: readings 1 s apart count as one, 2 s at the edge, 10 s away, enter at 0.7.

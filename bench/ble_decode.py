@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.decode import EDDYSTONE_UUID, decode_advert
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.decode import EDDYSTONE_UUID, decode_advert
 
 FAST_PAIR_UUID = "0000fe2c-0000-1000-8000-00805f9b34fb"
 

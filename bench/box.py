@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.procstat import rss_mb
-from edge_agent.broker import Mosquitto
-from edge_agent.demo import scenario
-from sync.signing import generate_keypair
+from contracts.signing import generate_keypair
+from demo import scenario
+from testbed.broker import Mosquitto
 
 DEMO = Path(scenario.__file__).parent
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
@@ -86,7 +86,7 @@ def _cold_start(cfg: Path, tmp: Path, steady_s: float) -> tuple[float, float]:
 
 def _player_rss(cfg: Path, tmp: Path, steady_s: float) -> dict[str, Any]:
     try:
-        from signage_ui.display import Xvfb, kivy_env
+        from testbed.display import Xvfb, kivy_env
     except ImportError as exc:
         return {"error": f"not available: {exc}"}
     try:

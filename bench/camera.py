@@ -9,7 +9,7 @@ on one thread:
 
 - speed: a busy scene (people come and go every 1.5 s), an empty one (lighting drift and
   noise), and the two back to back ("mixed": a screen is empty much of the day);
-- quality on the ground-truth clips (``edge_agent/camera/clips.py``): people-count accuracy per
+- quality on the ground-truth clips (``edge_agent/sensing/camera/clips.py``): people-count accuracy per
   frame, attention precision and recall (frame-level watcher counts), dwell and attention time
   error per person, tracks against people;
 - cost: CPU percent of one core and resident memory while the real camera thread analyses
@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 
 from bench.procstat import rss_mb
-from edge_agent.camera.capture import CameraWorker
-from edge_agent.camera.clips import Clip, standard_clips
-from edge_agent.camera.pipeline import ScreenPipeline
-from edge_agent.camera.scene import frames_for
+from edge_agent.sensing.camera.capture import CameraWorker
+from edge_agent.sensing.camera.clips import Clip, standard_clips
+from edge_agent.sensing.camera.pipeline import ScreenPipeline
+from edge_agent.sensing.camera.scene import frames_for
 
 FPS = 10.0
 BUSY = [

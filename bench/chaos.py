@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.broker import Mosquitto
+from central.cdp_sink import CdpSink
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync import loadgen
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
+from testbed.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 7

@@ -18,11 +18,11 @@ import statistics
 import time
 from zoneinfo import ZoneInfo
 
-from edge_agent.campaigns import Campaign, CampaignBundle, cron_matches, cron_trigger
-from edge_agent.caps import CapsLedger
-from edge_agent.decision import CampaignIndex, ScreenContext, World, decide
-from edge_agent.profiles import Profile
-from edge_agent.screen_protocol import ScreenCommand
+from contracts.screen_protocol import ScreenCommand
+from edge_agent.journey.campaigns import Campaign, CampaignBundle, cron_matches, cron_trigger
+from edge_agent.journey.caps import CapsLedger
+from edge_agent.journey.decide import CampaignIndex, ScreenContext, World, decide
+from edge_agent.slice.store import Profile
 
 TZ = ZoneInfo("Europe/Paris")
 SEGMENTS = ["outdoor", "winter", "family", "running", "loyal", "lapsed", "student", "coffee"]

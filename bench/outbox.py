@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.broker import Mosquitto
+from central.cdp_sink import CdpSink
+from contracts.events import AudienceSample, CloudEvent, make_event
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, CloudEvent, make_event
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
+from testbed.broker import Mosquitto
 
 
 def _events(n: int, device: str = "bench-dev") -> list[CloudEvent]:

@@ -13,7 +13,7 @@ import platform
 import random
 import time
 
-from edge_agent.presence import DwellTick, PresenceTracker
+from edge_agent.sensing.presence import DwellTick, PresenceTracker
 
 
 def _traces(n_devices: int, samples: int, seed: int = 1) -> list[tuple[str, float, float]]:

@@ -36,9 +36,9 @@ from typing import Any
 
 import sqlite_utils
 
-from edge_agent.ble.eid import compute_eid
-from edge_agent.identity import TokenResolver
-from edge_agent.profiles import ProfileSlice, _to_profile
+from edge_agent.identity.resolver import TokenResolver
+from edge_agent.sensing.ble.eid import compute_eid
+from edge_agent.slice.store import ProfileSlice, _to_profile
 
 STORE = "bench-store"
 SEGMENTS = ["outdoor", "running", "family", "winter", "loyal", "new", "vip", "kids"]
@@ -218,7 +218,7 @@ def _token_table(n: int, naive_n: int = 20_000) -> dict[str, Any]:
 
 
 def _chunked(d: Path, n: int) -> dict[str, Any]:
-    from edge_agent.profile_parts import split_snapshot
+    from contracts.slice_parts import split_snapshot
 
     s = ProfileSlice(d / "chunked.db", store_id=STORE)
     s.apply({"type": "snapshot", "store_id": STORE, "version": 1, "profiles": make_rows(100)})

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.outbox import _append_rate, _events
-from edge_agent import topics
-from edge_agent.broker import Mosquitto
+from central.cdp_sink import CdpSink
+from contracts import topics
+from contracts.events import AudienceSample, make_event
+from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, make_event
-from edge_agent.mqtt import connect, make_client
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
 from sync.uplink import Uplink, encode_batch, publish_properties
+from testbed.broker import Mosquitto
 
 
 def _rss_mb() -> float:

@@ -78,7 +78,7 @@ def contents(content_dir: Path, n_images: int = 4) -> list[Any]:
     import cv2
     import numpy as np
 
-    from edge_agent.screen_protocol import Content
+    from contracts.screen_protocol import Content
     from signage_ui.assets import AssetCache
 
     cache = AssetCache(content_dir)
@@ -128,8 +128,8 @@ def _child(mode: str, cfg_path: str, out: str, n: int) -> None:  # pragma: no co
     from kivy.core.window import Window
     from kivy.uix.floatlayout import FloatLayout
 
+    from contracts.screen_protocol import ScreenCommand
     from edge_agent.config import load_config
-    from edge_agent.screen_protocol import ScreenCommand
     from signage_ui.player import PlayerApp
     from signage_ui.widgets import OfferCard
 
@@ -224,7 +224,7 @@ def _child(mode: str, cfg_path: str, out: str, n: int) -> None:  # pragma: no co
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge_agent import topics
+    from contracts import topics
     from signage_ui.assets import AssetCache
 
     cache = AssetCache(cfg.paths.resolved().content_dir)
@@ -335,7 +335,7 @@ def _run_child(
     except subprocess.TimeoutExpired:
         pass
     finally:
-        from edge_agent.procs import terminate
+        from testbed.procs import terminate
 
         terminate(proc)
     if not out.exists():
@@ -355,7 +355,7 @@ class Driver:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from edge_agent import topics
+        from contracts import topics
 
         self.topic = topics.screen_cmd(STORE, SCREEN)
         self.online = threading.Event()
@@ -366,8 +366,8 @@ class Driver:
         self.c.loop_start()
 
     def drive(self, n: int, timeout: float) -> None:
-        from edge_agent import topics
-        from edge_agent.screen_protocol import Content, ScreenCommand
+        from contracts import topics
+        from contracts.screen_protocol import Content, ScreenCommand
 
         self.online.clear()
         # A retained state from a previous child must not count: clear it first.
@@ -393,8 +393,8 @@ class Driver:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from edge_agent.broker import Mosquitto
-    from signage_ui.display import Xvfb, kivy_env
+    from testbed.broker import Mosquitto
+    from testbed.display import Xvfb, kivy_env
 
     n_cmds = 60 if quick else 300
     n_switch = 1000 if quick else 10_000

@@ -11,13 +11,16 @@ from collections.abc import Sequence
 # Command groups that live beside their code: each module has `register(subparsers)`, which must
 # stay cheap (import heavy things inside the handlers), because every invocation builds them all.
 COMMAND_MODULES: list[str] = [
-    "edge_agent.campaigns_cli",
-    "sync.loadgen_cli",
-    "edge_agent.provision_cli",
-    "edge_agent.firmware_cli",
-    "edge_agent.ble_cli",
-    "edge_agent.profiles_cli",
-    "edge_agent.install_cli",
+    "edge_agent.journey.campaigns_cli",
+    "sync.cli",
+    # The demo is a whole store with its headquarters (box, player, CDP sink): launched from
+    # here, it lives apart so that the box never imports the central side.
+    "demo.cli",
+    "edge_agent.box.provision_cli",
+    "edge_agent.box.firmware_cli",
+    "edge_agent.sensing.ble.cli",
+    "edge_agent.slice.cli",
+    "edge_agent.box.install_cli",
 ]
 
 BENCHES = {
@@ -45,7 +48,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_ble_decode(args: argparse.Namespace) -> int:
-    from edge_agent.ble.decode_cli import run_decode
+    from edge_agent.sensing.ble.decode_cli import run_decode
 
     return run_decode(sys.stdin, sys.stdout)
 
@@ -69,29 +72,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Refuse a broken config before importing (or starting) anything else.
     if load_or_report(args.config) is None:
         return 2
-    from edge_agent.agent import run_agent_cli
-    from edge_agent.logs import setup_logging
+    from edge_agent.app.agent import run_agent_cli
+    from edge_agent.box.logs import setup_logging
 
     setup_logging()  # JSON lines under journald / when piped, text on a terminal
     return run_agent_cli(args.config)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_agent.doctor import run_doctor
+    from edge_agent.box.doctor import run_doctor
 
     return run_doctor(args.config)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo.runner import run_demo
-
-    return run_demo(
-        out_dir=args.out,
-        duration_s=args.duration,
-        headless=args.headless,
-        speed=args.speed,
-        broker=args.broker,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,16 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=[*BENCHES, "all"])
     bench.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
     bench.set_defaults(func=_cmd_bench)
-
-    demo = sub.add_parser("demo", help="run the embedded demo store end to end")
-    demo.add_argument("--out", default="out")
-    demo.add_argument("--duration", type=float, default=None, help="scenario seconds to play")
-    demo.add_argument(
-        "--headless", action="store_true", help="draw the player on a private Xvfb display"
-    )
-    demo.add_argument("--speed", type=float, default=4.0, help="replay speed (default 4x)")
-    demo.add_argument("--broker", help="HOST:PORT of a running broker instead of a private one")
-    demo.set_defaults(func=_cmd_demo)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

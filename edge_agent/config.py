@@ -13,7 +13,8 @@ from typing import Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+from contracts.mqtt import BrokerConfig
+from contracts.validation import ID_PATTERN, key_path
 
 
 class _Strict(BaseModel):
@@ -89,7 +90,7 @@ class BleConfig(_Strict):
     beacons: list[BeaconConfig] = Field(default_factory=list)
     # Eddystone-EID rotation exponent: tokens rotate every 2**K seconds.
     eid_rotation_exponent: int = Field(10, ge=0, le=15)
-    # Presence (edge_agent/ble/zones.py; figures in BENCHMARKS.md, "BLE presence"): the RSSI
+    # Presence (edge_agent/sensing/ble/zones.py; figures in BENCHMARKS.md, "BLE presence"): the RSSI
     # filter, how long a shopper stays in a zone before a weak leave, how long the signal
     # must stay weak, and the floor of the away timeout learned from advertising intervals
     # (away_timeout_s is its ceiling).
@@ -98,7 +99,7 @@ class BleConfig(_Strict):
     leave_hold_s: float = Field(1.0, ge=0)
     away_min_s: float = Field(2.0, gt=0)
     # How a zone is decided: "hysteresis" (the filter above against enter/leave levels) or
-    # "bayes" (a forward filter over zones, edge_agent/ble/bayes.py; enter_rssi is the edge).
+    # "bayes" (a forward filter over zones, edge_agent/sensing/ble/bayes.py; enter_rssi is the edge).
     zone_method: Literal["hysteresis", "bayes"] = "hysteresis"
     # Per-receiver RSSI at 1 m (`edge-agent ble calibrate`); default: state_dir/ble-calibration.json.
     calibration_file: Path | None = None
@@ -160,26 +161,6 @@ class CameraConfig(_Strict):
         return v
 
 
-class BrokerConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    keepalive: int = Field(30, ge=5)
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    # MQTT 5 by default; "3.1.1" for brokers without it (nats-server 2.9's MQTT listener).
-    # Over 3.1.1 there are no shared subscriptions, properties or reason codes in PUBACKs.
-    protocol: Literal["5", "3.1.1"] = "5"
-
-    @model_validator(mode="after")
-    def _tls_files(self) -> BrokerConfig:
-        if self.tls and self.ca_file is None:
-            raise ValueError("ca_file is required when tls = true")
-        return self
-
-
 class UplinkConfig(_Strict):
     max_batch: int = Field(200, ge=1, le=5000)
     max_batch_bytes: int = Field(128_000, ge=1024)
@@ -227,7 +208,7 @@ class ResolvedPaths(BaseModel):
 
 
 class PosConfig(_Strict):
-    """Receipts from the tills (line protocol in edge_agent/pos.py), for closed-loop attribution."""
+    """Receipts from the tills (line protocol in edge_agent/sensing/pos.py), for closed-loop attribution."""
 
     # A UART the till bridge writes receipts to; absent when tills use the in-store bus only.
     serial_port: str | None = None
@@ -241,7 +222,7 @@ class PosConfig(_Strict):
 
 
 class ProfilesConfig(_Strict):
-    """The profile slice (edge_agent/profiles.py)."""
+    """The profile slice (edge_agent/slice/store.py)."""
 
     # The device key that seals identity keys at rest (default <state_dir>/profiles.key). Keep
     # it where backups of the database do not go: the two together open the keys.
@@ -254,7 +235,7 @@ class ProfilesConfig(_Strict):
 
 
 class SystemdConfig(_Strict):
-    """Watchdog health (edge_agent/liveness.py): what stops the pings so systemd restarts us.
+    """Watchdog health (edge_agent/box/liveness.py): what stops the pings so systemd restarts us.
     Only faults a restart can cure; 0 turns a check off."""
 
     tick_stale_s: float = Field(15.0, gt=0)
@@ -264,7 +245,7 @@ class SystemdConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    """The Prometheus endpoint (edge_agent/metrics.py). Loopback unless ops open it on purpose."""
+    """The Prometheus endpoint (edge_agent/box/metrics.py). Loopback unless ops open it on purpose."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -331,28 +312,10 @@ class ConfigError(Exception):
         super().__init__(f"{path}: " + "; ".join(errors))
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(root)"
-
-
-def first_error(exc: ValidationError, default: str) -> str:
-    """The first problem of a validation error as one line ``where: what`` (the key path dotted,
-    ``default`` when the whole value is at fault), for messages that name one thing."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or default
-    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
-
-
 def format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
-        loc = _loc(tuple(err["loc"]))
+        loc = key_path(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         # Cross-field checks put their own key path at the start of the message.
         if (

@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from contracts.files import SHA256, sha256_of  # noqa: E402
 
 
 class AssetError(Exception):
@@ -26,14 +25,6 @@ class AssetError(Exception):
         super().__init__(f"asset {sha256[:12]}: {detail}")
         self.kind = kind
         self.sha256 = sha256
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -34,10 +34,10 @@ from kivy.uix.widget import Widget
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
-from edge_agent import topics
-from edge_agent.config import AgentConfig, BrokerConfig
-from edge_agent.mqtt import connect, make_client
-from edge_agent.screen_protocol import ScreenCommand
+from contracts import topics
+from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.screen_protocol import ScreenCommand
+from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
 from signage_ui.player import grab_window
 

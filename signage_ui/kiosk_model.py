@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge_agent.config import first_error
-from edge_agent.events import CloudEvent, SurveyAnswer, make_event
-from edge_agent.screen_protocol import Content, ScreenCommand
+from contracts.events import CloudEvent, SurveyAnswer, make_event
+from contracts.screen_protocol import Content, ScreenCommand
+from contracts.validation import first_error
 
 # What staff read for each alert kind; an unknown kind still shows, under its own name.
 KIND_LABELS = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge_agent.config import first_error
-from edge_agent.screen_protocol import Content, Playlist, PlaylistItem, in_daypart
+from contracts.screen_protocol import Content, Playlist, PlaylistItem, in_daypart
+from contracts.validation import first_error
 
 BUILTIN_DEFAULT = Content(
     content_id="builtin-welcome",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from edge_agent.screen_protocol import Content, ScreenCommand
+from contracts.screen_protocol import Content, ScreenCommand
 from signage_ui.loop import BUILTIN_DEFAULT, Loop, now_utc
 
 __all__ = ["BUILTIN_DEFAULT", "Change", "Impression", "Playback", "Showing"]

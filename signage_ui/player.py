@@ -31,11 +31,12 @@ from kivy.core.window import Window
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
-from edge_agent import topics
-from edge_agent.config import AgentConfig, BrokerConfig, first_error
-from edge_agent.events import ContentImpression, make_event, new_event_id
-from edge_agent.mqtt import connect, make_client
-from edge_agent.screen_protocol import Content, ScreenCommand
+from contracts import topics
+from contracts.events import ContentImpression, make_event, new_event_id
+from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.screen_protocol import Content, ScreenCommand
+from contracts.validation import first_error
+from edge_agent.config import AgentConfig
 from signage_ui.assets import AssetCache, AssetError
 from signage_ui.loop import Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback

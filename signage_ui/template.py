@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from edge_agent.screen_protocol import Content
+from contracts.screen_protocol import Content
 
 # Labels per language; an unknown language falls back to English rather than showing a key.
 LABELS: dict[str, dict[str, str]] = {

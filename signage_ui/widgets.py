@@ -20,7 +20,7 @@ from kivy.uix.video import Video
 from kivy.uix.widget import Widget
 from kivy.utils import get_color_from_hex
 
-from edge_agent.screen_protocol import Content
+from contracts.screen_protocol import Content
 from signage_ui.layout import regions
 from signage_ui.style import mix, text_colour_for
 from signage_ui.template import render_card

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The cache's layout and names belong to the player's side; this module only fills it.
-from signage_ui.assets import SHA256, sha256_of
+from contracts.files import SHA256, sha256_of
 
 CHUNK = 1 << 16
 MAX_INLINE_BYTES = 256 * 1024

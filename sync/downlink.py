@@ -32,10 +32,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent import topics
+from contracts import topics
+from contracts.mqtt import make_client, start_subscriber
+from contracts.signing import DEFAULT_MAX_BYTES, DownlinkRejected, SignedMessage, verify_message
 from edge_agent.config import BrokerConfig
-from edge_agent.mqtt import make_client, start_subscriber
-from sync.signing import DEFAULT_MAX_BYTES, DownlinkRejected, SignedMessage, verify_message
 
 log = logging.getLogger(__name__)
 

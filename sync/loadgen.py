@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from edge_agent.events import (
+from contracts.events import (
     TYPE_OF,
     AudienceSample,
     CloudEvent,

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.events import TYPE_PREFIX, CloudEvent
+from contracts.events import TYPE_PREFIX, CloudEvent
 
 SEQUENCE_DIGITS = 20
 

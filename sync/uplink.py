@@ -42,62 +42,32 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import queue
 import random
 import threading
 import time
-import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from edge_agent import topics
+from contracts import topics
+from contracts.batch import (
+    DEFAULT_COMPRESS_OVER,
+    NO_MATCHING_SUBSCRIBERS,
+    decode_confirmation,
+    encode_batch,
+    publish_properties,
+)
+from contracts.events import new_event_id
+from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import new_event_id
-from edge_agent.mqtt import connect, make_client
 from sync.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
 
-ENCODING_IDENTITY = "identity"
-ENCODING_ZLIB = "zlib"
-CONTENT_TYPE = "application/json"
-DEFAULT_COMPRESS_OVER = 4096
-NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason: accepted, but delivered to nobody
 RECONNECT_CONFIRM_GRACE_S = 3.0  # after a reconnect, queued confirmations get this long
-MAX_CONFIRMATION_BYTES = 1_048_576
-
-
-def encode_confirmation(batch_id: str | None, ids: list[str], t: float | None = None) -> bytes:
-    """The CDP's confirmation; ``t`` is the CDP's wall clock at its commit (for clock offset)."""
-    doc: dict[str, Any] = {"batch_id": batch_id, "ids": ids}
-    if t is not None:
-        doc["t"] = t
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def decode_confirmation(payload: bytes) -> tuple[str | None, list[str], float | None]:
-    """``(batch_id, ids, cdp_time)`` from a confirmation; ValueError says what is wrong."""
-    if len(payload) > MAX_CONFIRMATION_BYTES:
-        raise ValueError(f"confirmation of {len(payload)} bytes is too large")
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"confirmation is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("confirmation is not a JSON object")
-    ids = doc.get("ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ValueError("confirmation has no list of string ids")
-    bid = doc.get("batch_id")
-    t = doc.get("t")
-    ok_t = isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-    return (bid if isinstance(bid, str) else None), ids, (float(t) if ok_t else None)
 
 
 @dataclass
@@ -127,24 +97,6 @@ def agent_version() -> str:
         return version("edge-agent")
     except Exception:  # not installed (running from a source tree)
         return "0.0.0"
-
-
-def encode_batch(
-    batch_id: str, store_id: str, device_id: str, bodies: list[str], compress_over: int
-) -> tuple[bytes, str]:
-    """The batch as bytes plus its encoding. Bodies are already JSON: splice, don't re-encode."""
-    head = json.dumps({"batch_id": batch_id, "store": store_id, "device": device_id})
-    raw = (head[:-1] + ',"events":[' + ",".join(bodies) + "]}").encode()
-    if len(raw) > compress_over:
-        return zlib.compress(raw, 6), ENCODING_ZLIB
-    return raw, ENCODING_IDENTITY
-
-
-def publish_properties(encoding: str) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
-    props.ContentType = CONTENT_TYPE
-    props.UserProperty = [("encoding", encoding)]
-    return props
 
 
 @dataclass

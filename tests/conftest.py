@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.broker import Mosquitto
-from signage_ui.display import DisplayError, Xvfb
-from signage_ui.display import kivy_env as kivy_env_for
+from testbed.broker import Mosquitto
+from testbed.display import DisplayError, Xvfb
+from testbed.display import kivy_env as kivy_env_for
 
 
 @pytest.fixture(scope="session")

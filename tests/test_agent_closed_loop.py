@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from test_agent_journey import BusRecorder, demo_config
 
-from edge_agent import topics
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from contracts import topics
+from contracts.events import SurveyAnswer, make_event
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
-from edge_agent.demo import scenario
-from edge_agent.events import SurveyAnswer, make_event
+from edge_agent.sensing.ble.sources import ReplaySource
 
 SPEED = 10.0
 
@@ -41,8 +41,8 @@ def receipt(rid: str, trace_s: float, loyalty: str | None) -> bytes:
 
 @pytest.mark.timeout(120)
 def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broker) -> None:
-    from sync.cdp_sink import CdpSink
-    from sync.signing import generate_keypair
+    from central.cdp_sink import CdpSink
+    from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, broker.port, public, camera=False)
@@ -169,7 +169,7 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
 def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
     tmp_path: Path, broker
 ) -> None:
-    from sync.signing import generate_keypair
+    from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, broker.port, public, camera=True)
@@ -209,7 +209,7 @@ def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
 
 
 def test_a_campaign_this_store_cannot_run_is_flagged_when_applied(tmp_path: Path, caplog) -> None:
-    from sync.signing import generate_keypair
+    from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, 1883, public, camera=False)

@@ -13,13 +13,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import topics
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from contracts import topics
+from contracts.screen_protocol import ScreenCommand
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import AgentConfig, parse_config
-from edge_agent.demo import scenario
-from edge_agent.screen_protocol import ScreenCommand
+from edge_agent.sensing.ble.sources import ReplaySource
 
 DEMO = Path(scenario.__file__).parent
 
@@ -63,8 +63,8 @@ class ScreenWatcher(BusRecorder):
 
 
 def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float, bundle: dict | None = None):
-    from sync.cdp_sink import CdpSink
-    from sync.signing import generate_keypair
+    from central.cdp_sink import CdpSink
+    from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, broker.port, public, camera)
@@ -76,7 +76,7 @@ def run_journey(tmp_path: Path, broker, *, camera: bool, speed: float, bundle: d
     clock = ScaledClock(scenario.T0, speed)
     frames = None
     if camera:
-        from edge_agent.camera.scene import SceneSource
+        from edge_agent.sensing.camera.scene import SceneSource
 
         frames = SceneSource(scenario.CAMERA_TIMELINE, clock=lambda: clock.now() - scenario.T0)
     agent = Agent(

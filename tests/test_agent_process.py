@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from central.cdp_sink import CdpSink
+from contracts.signing import generate_keypair
+from demo import scenario
 from edge_agent.config import BrokerConfig
-from edge_agent.demo import scenario
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
-from sync.signing import generate_keypair
 
 DEMO = Path(scenario.__file__).parent
 

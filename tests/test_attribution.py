@@ -7,8 +7,8 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.attribution import AttributionBook, Touch
-from edge_agent.kpis import JourneyKpis
+from edge_agent.journey.attribution import AttributionBook, Touch
+from edge_agent.journey.kpis import JourneyKpis
 
 
 def book(*touches: Touch, window: float = 3600) -> AttributionBook:

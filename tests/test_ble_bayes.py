@@ -1,4 +1,4 @@
-"""The Bayesian zone filter (edge_agent/ble/bayes.py): properties, and a generated store."""
+"""The Bayesian zone filter (edge_agent/sensing/ble/bayes.py): properties, and a generated store."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ble_presence import ble_cfg
 
-from edge_agent.ble.bayes import LO_DB, STEP_DB, BayesParams, BayesZoneEngine, llr_tables
-from edge_agent.ble.calibrate import Calibration
-from edge_agent.ble.zones import Entered, Left, Receiver
+from edge_agent.sensing.ble.bayes import LO_DB, STEP_DB, BayesParams, BayesZoneEngine, llr_tables
+from edge_agent.sensing.ble.calibrate import Calibration
+from edge_agent.sensing.ble.zones import Entered, Left, Receiver
 
 CAL = Calibration(rssi_1m=-59.0, path_loss_n=2.2)
 
@@ -236,7 +236,7 @@ def test_per_advert_cost_does_not_grow_with_the_devices_tracked() -> None:
 # ---- wiring from config ---------------------------------------------------------------------
 def test_zone_method_from_config_picks_the_filter(tmp_path: Path) -> None:
     from edge_agent.config import ConfigError
-    from edge_agent.presence import tracker_from_config
+    from edge_agent.sensing.presence import tracker_from_config
 
     def cfg(**ble):
         return ble_cfg(tmp_path, **ble)

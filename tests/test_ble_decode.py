@@ -29,8 +29,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.decode import (
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.decode import (
     EDDYSTONE_UUID,
     FORMATS,
     FrameError,
@@ -39,8 +39,8 @@ from edge_agent.ble.decode import (
     decode_eddystone,
     decode_manufacturer,
 )
-from edge_agent.ble.decode_cli import run_decode
-from edge_agent.ble.eid import compute_eid
+from edge_agent.sensing.ble.decode_cli import run_decode
+from edge_agent.sensing.ble.eid import compute_eid
 
 FUZZ_FULL = os.environ.get("EDGE_FUZZ_FULL") == "1"
 FUZZ_EXAMPLES = 100_000 if FUZZ_FULL else 2_000
@@ -379,7 +379,7 @@ def test_frames_are_immutable_and_json_copies_are_independent() -> None:
 
 def test_uuid_cache_stays_bounded_under_random_uuids() -> None:
     # Formatted UUIDs are cached for speed; a sender cycling random UUIDs must not grow memory.
-    from edge_agent.ble import decode
+    from edge_agent.sensing.ble import decode
 
     for i in range(decode._UUID_CACHE_MAX + 10):
         [(_, f)] = decoded(ad({76: encode_ibeacon(uuid.UUID(int=i), 1, 1, -59)}))

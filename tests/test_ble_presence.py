@@ -17,10 +17,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.ble import calibrate as cal
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.filters import FILTER_KINDS, Ema, FilterSpec, Kalman, MedianFence, OneEuro
-from edge_agent.ble.zones import DwellTick, Entered, Left, Receiver, ZoneEngine, ZoneParams
+from edge_agent.sensing.ble import calibrate as cal
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.filters import (
+    FILTER_KINDS,
+    Ema,
+    FilterSpec,
+    Kalman,
+    MedianFence,
+    OneEuro,
+)
+from edge_agent.sensing.ble.zones import DwellTick, Entered, Left, Receiver, ZoneEngine, ZoneParams
 
 UUID = "f7826da64fa24e988024bc5b71e0893e"
 
@@ -456,7 +463,7 @@ def test_config_unknown_receiver_zone_names_the_key(tmp_path: Path) -> None:
 
 
 def test_tracker_from_config_uses_calibration_and_node_zones(tmp_path: Path, caplog) -> None:
-    from edge_agent.presence import tracker_from_config
+    from edge_agent.sensing.presence import tracker_from_config
 
     cal.save(tmp_path / "c.json", {"local": cal.Calibration(-50.0, 2.0)})
     cfg = ble_cfg(

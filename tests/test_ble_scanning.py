@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from bleak.exc import BleakError
 
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.beacon_health import BeaconHealth
-from edge_agent.ble.sources import BleakSource, SourceError
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.beacon_health import BeaconHealth
+from edge_agent.sensing.ble.sources import BleakSource, SourceError
 
 
 class FakeScanner:

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.ble.advert import Advert, AdvertError
-from edge_agent.ble.sources import ReplaySource, SerialSource, first_timestamp
+from demo.scenario import TRACE, generate
 from edge_agent.clock import ScaledClock
-from edge_agent.demo.scenario import TRACE, generate
+from edge_agent.sensing.ble.advert import Advert, AdvertError
+from edge_agent.sensing.ble.sources import ReplaySource, SerialSource, first_timestamp
 
 IBEACON = Advert(
     address="C0:FF:EE:00:64:01",

@@ -5,7 +5,7 @@ import threading
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.broker import Mosquitto, port_open
+from testbed.broker import Mosquitto, port_open
 
 
 def test_broker_carries_a_message(broker: Mosquitto) -> None:

@@ -1,5 +1,5 @@
 """Scanner nodes and mmWave sensors on the in-store bus (ESPHome's MQTT output, see
-edge_agent/firmware.py): their adverts take the same path as the UART's, under the node's name."""
+edge_agent/box/firmware.py): their adverts take the same path as the UART's, under the node's name."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import topics
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from contracts import topics
+from contracts.signing import generate_keypair
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
-from edge_agent.demo import scenario
-from sync.signing import generate_keypair
+from edge_agent.sensing.ble.sources import ReplaySource
 from tests.test_agent_journey import DEMO, BusRecorder, demo_config
 
 

@@ -18,10 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from watching import snapshot
 
-from edge_agent.camera import scene as scene_mod
-from edge_agent.camera.audience import AudienceAnalyzer, AudienceResult
-from edge_agent.camera.scene import SceneSource, demo_timeline, frames_for
-from edge_agent.camera.sources import CameraError, FrameSource, VideoCaptureSource, open_source
+from edge_agent.sensing.camera import scene as scene_mod
+from edge_agent.sensing.camera.audience import AudienceAnalyzer, AudienceResult
+from edge_agent.sensing.camera.scene import SceneSource, demo_timeline, frames_for
+from edge_agent.sensing.camera.sources import (
+    CameraError,
+    FrameSource,
+    VideoCaptureSource,
+    open_source,
+)
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -307,7 +312,7 @@ def test_frames_never_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench"]
+    roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench", REPO / "demo"]
     before = snapshot(roots)
 
     src = open_source("demo:2")  # two people in view

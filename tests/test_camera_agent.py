@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from watching import snapshot
 
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import AgentConfig, parse_config
-from edge_agent.demo import scenario
+from edge_agent.sensing.ble.sources import ReplaySource
 
 pytest.importorskip("skimage.data")
 
-from edge_agent.camera.scene import SceneSource  # noqa: E402
+from edge_agent.sensing.camera.scene import SceneSource  # noqa: E402
 
 DEMO = Path(scenario.__file__).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ MEDIA_EXT |= {".avi", ".mp4", ".mkv", ".webm", ".mov", ".npy", ".npz", ".raw", "
 
 
 def config(tmp_path: Path, port: int, **camera: Any) -> AgentConfig:
-    from sync.signing import generate_keypair
+    from contracts.signing import generate_keypair
 
     data = tomllib.loads((DEMO / "store.toml").read_text())
     data["central"]["port"] = data["bus"]["port"] = port
@@ -87,7 +87,7 @@ def no_pixels(value: Any, where: str) -> None:
 def test_fusion_and_privacy_end_to_end(
     tmp_path: Path, broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sync.cdp_sink import CdpSink
+    from central.cdp_sink import CdpSink
 
     # Private cwd, HOME and TMPDIR so anything written lands where we look.
     for d in ("cwd", "home", "tmp"):
@@ -96,7 +96,7 @@ def test_fusion_and_privacy_end_to_end(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench", REPO / "sync"]
+    roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench", REPO / "sync", REPO / "central", REPO / "contracts", REPO / "demo"]
     before = snapshot(roots)
 
     # Alice is alone in the BLE zone from second 18 to 62. The camera sees nobody at first

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from watching import wait_for
 
-from edge_agent.camera.capture import Backoff, CameraWorker
-from edge_agent.camera.pipeline import ScreenObservation, ScreenPipeline
-from edge_agent.camera.sources import CameraError, VideoCaptureSource, open_source
+from edge_agent.sensing.camera.capture import Backoff, CameraWorker
+from edge_agent.sensing.camera.pipeline import ScreenObservation, ScreenPipeline
+from edge_agent.sensing.camera.sources import CameraError, VideoCaptureSource, open_source
 
 pytest.importorskip("skimage.data")
 
-from edge_agent.camera.clips import Actor, Clip  # noqa: E402
+from edge_agent.sensing.camera.clips import Actor, Clip  # noqa: E402
 
 
 def poll(cond: Callable[[], bool], timeout: float = 30.0) -> bool:

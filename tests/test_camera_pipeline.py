@@ -9,13 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.camera.audience import FACING_YAW, facing
-from edge_agent.camera.pipeline import ScreenObservation, ScreenPipeline, roi_pixels, validate_roi
-from edge_agent.camera.tracker import Detection, Tracker, TrackSummary
+from edge_agent.sensing.camera.audience import FACING_YAW, facing
+from edge_agent.sensing.camera.pipeline import (
+    ScreenObservation,
+    ScreenPipeline,
+    roi_pixels,
+    validate_roi,
+)
+from edge_agent.sensing.camera.tracker import Detection, Tracker, TrackSummary
 
 pytest.importorskip("skimage.data")
 
-from edge_agent.camera.clips import Actor, Clip, standard_clips  # noqa: E402
+from edge_agent.sensing.camera.clips import Actor, Clip, standard_clips  # noqa: E402
 
 CLIPS = {c.name: c for c in standard_clips()}
 
@@ -241,8 +246,8 @@ def camera_config(tmp_path, **camera):  # type: ignore[no-untyped-def]
     import tomllib
     from pathlib import Path
 
+    from demo import scenario
     from edge_agent.config import parse_config
-    from edge_agent.demo import scenario
 
     demo = Path(scenario.__file__).parent
     data = tomllib.loads((demo / "store.toml").read_text())
@@ -272,8 +277,8 @@ def test_bad_camera_settings_name_the_key(tmp_path, camera: dict, key: str) -> N
 
 
 def test_camera_settings_reach_the_pipeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edge_agent.camera.capture import make_pipelines
-    from edge_agent.camera.sources import CameraError
+    from edge_agent.sensing.camera.capture import make_pipelines
+    from edge_agent.sensing.camera.sources import CameraError
 
     cfg = camera_config(tmp_path, roi=[0.25, 0.0, 0.5, 1.0], detect_every=4, track_gap_s=3.0)
     (p,) = make_pipelines(cfg.camera)

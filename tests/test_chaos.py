@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos import run_chaos
-from edge_agent.broker import Mosquitto
+from testbed.broker import Mosquitto
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "20"))
 

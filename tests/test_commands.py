@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import config_apply, topics
-from edge_agent.commands import RESTART_EXIT_STATUS, parse_command, target_screens
+from contracts import topics
+from contracts.mqtt import connect, make_client
+from contracts.screen_protocol import ScreenCommand
+from contracts.signing import expires_in, generate_keypair, sign_message
 from edge_agent.config import parse_config
-from edge_agent.mqtt import connect, make_client
-from edge_agent.screen_protocol import ScreenCommand
-from sync.signing import expires_in, generate_keypair, sign_message
+from edge_agent.downlink import config_apply
+from edge_agent.downlink.commands import RESTART_EXIT_STATUS, parse_command, target_screens
 from tests.test_agent_process import DEMO, agent_process
 
 PRIV, PUB = generate_keypair()

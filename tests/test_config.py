@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.config import ConfigError, load_config, parse_config
 
-DEMO = Path(__file__).parents[1] / "edge_agent" / "demo" / "store.toml"
+DEMO = Path(__file__).parents[1] / "demo" / "store.toml"
 
 
 def demo_data() -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from contracts.screen_protocol import Playlist
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
-from edge_agent.content_manifest import parse_manifest
-from edge_agent.demo import scenario
-from edge_agent.screen_protocol import Playlist
+from edge_agent.downlink.content_manifest import parse_manifest
+from edge_agent.sensing.ble.sources import ReplaySource
 from tests.test_agent_journey import demo_config
 from tests.test_assets import AssetServer
 from tests.test_commands import PUB, Ops

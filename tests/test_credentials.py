@@ -17,17 +17,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from edge_agent import credentials, topics
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
-from edge_agent.broker import Mosquitto
+from central.acl import FleetDevice, render_acl
+from central.pki import PkiError, init_ca, issue, sign_csr
+from contracts import topics
+from contracts.signing import expires_in, sign_message
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
-from edge_agent.commands import RESTART_EXIT_STATUS
 from edge_agent.config import BrokerConfig
-from edge_agent.demo import scenario
-from sync.acl import FleetDevice, render_acl
-from sync.pki import PkiError, init_ca, issue, sign_csr
-from sync.signing import expires_in, sign_message
+from edge_agent.downlink import credentials
+from edge_agent.downlink.commands import RESTART_EXIT_STATUS
+from edge_agent.sensing.ble.sources import ReplaySource
+from testbed.broker import Mosquitto
 from tests.test_agent_journey import demo_config
 from tests.test_commands import PRIV, PUB
 from tests.test_tls_acl import Client
@@ -139,7 +140,7 @@ def test_rotation_over_tls_with_the_fleet_acl(tmp_path: Path, broker) -> None:
             return central.model_copy(update={"cert_file": who.cert, "key_file": who.key})
 
         ops = Client(ops_cfg(ops_cert), "ops")
-        from sync.cdp_sink import CdpSink
+        from central.cdp_sink import CdpSink
 
         sink = CdpSink(ops_cfg(cdp_cert), tmp_path / "cdp.db", group="cdp")
         assert sink.start(wait_s=5)
@@ -204,7 +205,7 @@ def test_rotation_over_tls_with_the_fleet_acl(tmp_path: Path, broker) -> None:
 
 
 def test_edge_ops_signs_a_box_request(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from sync.ops_cli import main
+    from central.ops_cli import main
 
     ca = tmp_path / "ca"
     init_ca(ca, days=1)

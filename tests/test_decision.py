@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.campaigns import CampaignBundle, is_in_daypart
-from edge_agent.content_store import BundleError, parse_bundle
-from edge_agent.decision import ScreenContext, decide
-from edge_agent.demo.scenario import CAMPAIGNS_V1, CAMPAIGNS_V2, PROFILES
-from edge_agent.profiles import Profile, ProfileRow
+from demo.scenario import CAMPAIGNS_V1, CAMPAIGNS_V2, PROFILES
+from edge_agent.journey.campaigns import CampaignBundle, is_in_daypart
+from edge_agent.journey.content_store import BundleError, parse_bundle
+from edge_agent.journey.decide import ScreenContext, decide
+from edge_agent.slice.store import Profile, ProfileRow
 
 PARIS = ZoneInfo("Europe/Paris")
 MORNING = datetime(2026, 11, 20, 10, 0, tzinfo=PARIS)

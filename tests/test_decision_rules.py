@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge_agent.campaigns import Campaign, CampaignBundle, cron_matches, cron_trigger, lint
-from edge_agent.caps import CapsLedger
-from edge_agent.decision import CampaignIndex, ScreenContext, World, decide, staff_alerts
-from edge_agent.profiles import Profile
+from edge_agent.journey.campaigns import Campaign, CampaignBundle, cron_matches, cron_trigger, lint
+from edge_agent.journey.caps import CapsLedger
+from edge_agent.journey.decide import CampaignIndex, ScreenContext, World, decide, staff_alerts
+from edge_agent.slice.store import Profile
 
 PARIS = ZoneInfo("Europe/Paris")
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=PARIS)
@@ -406,10 +406,10 @@ def test_indexed_decision_equals_a_fresh_one_and_is_private(who, people, hour) -
 def test_campaigns_check_cli_validates_lints_and_dry_runs(tmp_path, capsys) -> None:
     import json as _json
 
+    from demo.scenario import CAMPAIGNS_V2
     from edge_agent.cli import main
-    from edge_agent.demo.scenario import CAMPAIGNS_V2
 
-    store = "edge_agent/demo/store.toml"
+    store = "demo/store.toml"
     good = tmp_path / "good.json"
     body = copy.deepcopy(CAMPAIGNS_V2)
     body["campaigns"].append({"id": "elsewhere", "zones": ["z9"], "anonymous": {"title": "x"}})

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_agent.broker import free_port
+from testbed.broker import free_port
 
-DEMO = Path(__file__).parents[1] / "edge_agent" / "demo" / "store.toml"
+DEMO = Path(__file__).parents[1] / "demo" / "store.toml"
 
 
 def run_doctor(config: Path) -> subprocess.CompletedProcess[str]:
@@ -59,7 +59,7 @@ def test_doctor_on_a_broken_config_exits_2(tmp_path: Path) -> None:
 
 
 def test_doctor_units_check_follows_the_install(tmp_path: Path) -> None:
-    from edge_agent.doctor import check_units
+    from edge_agent.box.doctor import check_units
 
     root = tmp_path / "root"
     assert check_units(root).status == "WARN"  # not installed yet

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from edge_agent import topics
+from contracts import topics
+from contracts.mqtt import connect, make_client
+from contracts.signing import expires_in, generate_keypair, load_public_key, sign_message
 from edge_agent.config import BrokerConfig
-from edge_agent.mqtt import connect, make_client
 from sync.downlink import Downlink, DownlinkResult, VersionState
-from sync.signing import expires_in, generate_keypair, load_public_key, sign_message
 
 PRIV, PUB_B64 = generate_keypair()
 OTHER_PRIV, _ = generate_keypair()
@@ -222,7 +222,7 @@ def test_push_over_broker(broker, ops, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(30)
 def test_ops_cli_keygen_and_push_wait_ack(broker, tmp_path: Path) -> None:
-    exe = [sys.executable, "-m", "sync.ops_cli"]
+    exe = [sys.executable, "-m", "central.ops_cli"]
     out = subprocess.run(
         [*exe, "keygen", "--out", str(tmp_path / "keys")],
         capture_output=True,

@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import topics
-from edge_agent.agent import Agent
-from edge_agent.ble.sources import ReplaySource
+from contracts import topics
+from contracts.signing import expires_in, load_public_key, sign_message
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import BrokerConfig
-from edge_agent.content_manifest import parse_manifest
-from edge_agent.demo import scenario
+from edge_agent.downlink.content_manifest import parse_manifest
+from edge_agent.sensing.ble.sources import ReplaySource
 from sync.downlink import Downlink
-from sync.signing import expires_in, load_public_key, sign_message
 from tests.test_agent_journey import demo_config
 from tests.test_commands import PRIV, PUB, demo_toml
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.events import (
+from contracts.events import (
     PAYLOADS,
     TYPE_PREFIX,
     ContentImpression,

@@ -14,10 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.ble.decode import advert_from_gap, decode_advert
-from edge_agent.cli import main
-from edge_agent.config import parse_config
-from edge_agent.firmware import (
+from edge_agent.box.firmware import (
     FRAGMENT,
     SECRETS_EXAMPLE,
     Secret,
@@ -29,7 +26,10 @@ from edge_agent.firmware import (
     scanner_topic,
     write_rendered,
 )
-from edge_agent.layout import load_layout, parse_layout
+from edge_agent.box.layout import load_layout, parse_layout
+from edge_agent.cli import main
+from edge_agent.config import parse_config
+from edge_agent.sensing.ble.decode import advert_from_gap, decode_advert
 
 pytestmark = pytest.mark.timeout(60)
 

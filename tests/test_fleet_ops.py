@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import topics
+from central.cdp_sink import CdpSink
+from central.fleet_status import collect, summary
+from central.ops_cli import main
+from contracts import topics
+from contracts.events import AudienceSample, make_event, source_for
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, make_event, source_for
-from sync.cdp_sink import CdpSink
-from sync.fleet_status import collect, summary
-from sync.ops_cli import main
 from sync.outbox import Outbox
 from sync.uplink import Uplink, encode_batch, publish_properties
 
@@ -101,7 +101,7 @@ def test_gaps_name_the_missing_sequences(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.timeout(60)
 def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
     store, device = f"st-{uuid.uuid4().hex[:6]}", "box-1"
-    exe = [sys.executable, "-m", "sync.ops_cli", "cdp-sink", "--db", str(tmp_path / "cdp.db")]
+    exe = [sys.executable, "-m", "central.ops_cli", "cdp-sink", "--db", str(tmp_path / "cdp.db")]
     args = ["--group", "", "--stdout", "--host", broker.host, "--port", str(broker.port)]
     proc = subprocess.Popen(
         exe + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

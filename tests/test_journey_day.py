@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_agent.campaigns import CampaignBundle
-from edge_agent.decision import ScreenContext
-from edge_agent.journey import JourneyEngine
-from edge_agent.profiles import Profile
+from edge_agent.journey.campaigns import CampaignBundle
+from edge_agent.journey.decide import ScreenContext
+from edge_agent.journey.engine import JourneyEngine
+from edge_agent.slice.store import Profile
 
 PARIS = ZoneInfo("Europe/Paris")
 WINDOW = 1800.0

@@ -16,11 +16,11 @@ import pytest
 from test_signage_player import load, share_of, to_toml, wait_for
 from test_signage_screen import Recorder
 
-from edge_agent import topics
+from contracts import topics
+from contracts.events import SurveyAnswer, parse_event, source_for
+from contracts.screen_protocol import ScreenCommand
 from edge_agent.config import load_config
-from edge_agent.events import SurveyAnswer, parse_event, source_for
-from edge_agent.procs import terminate
-from edge_agent.screen_protocol import ScreenCommand
+from testbed.procs import terminate
 
 STORE = "store-ui"  # Recorder listens on this store's bus
 

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge_agent.events import SurveyAnswer, parse_event
-from edge_agent.screen_protocol import ScreenCommand
+from contracts.events import SurveyAnswer, parse_event
+from contracts.screen_protocol import ScreenCommand
 from signage_ui import kiosk_model as km
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_agent.box.layout import LayoutError, load_layout, parse_layout
 from edge_agent.cli import main
-from edge_agent.layout import LayoutError, load_layout, parse_layout
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +32,7 @@ def test_example_loads_and_matches_the_demo_store():
     from edge_agent.config import load_config
 
     layout = load_layout(EXAMPLE)
-    demo = load_config(Path("edge_agent/demo/store.toml").resolve())
+    demo = load_config(Path("demo/store.toml").resolve())
     assert layout.store.store_id == demo.store.store_id
     assert {z.id for z in layout.zones} == {z.id for z in demo.zones}
     demo_beacons = {(b.name, b.uuid, b.major, b.minor, b.zone) for b in demo.ble.beacons}

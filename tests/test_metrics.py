@@ -19,8 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_process import write_config
 
-from edge_agent import topics
-from edge_agent.logs import JsonFormatter, RedactFilter, choose_format, setup_logging
+from contracts import topics
+from edge_agent.box.logs import JsonFormatter, RedactFilter, choose_format, setup_logging
 
 EXE = os.path.join(os.path.dirname(sys.executable), "edge-agent")
 
@@ -93,8 +93,8 @@ def test_scrape_a_running_agent(tmp_path: Path, broker) -> None:
         assert zones, "one occupancy series per configured zone"
         assert ("edge_agent_dropped_total", (("reason", "ble_decode_error"),)) in m
         # `edge-agent doctor` reads the same endpoint.
+        from edge_agent.box.doctor import check_metrics
         from edge_agent.config import load_config
-        from edge_agent.doctor import check_metrics
 
         check = check_metrics(load_config(cfg))
         assert check.status == "OK" and "central up" in check.detail, check
@@ -115,15 +115,15 @@ def test_scrape_a_running_agent(tmp_path: Path, broker) -> None:
 def test_metrics_port_in_use_is_one_error_not_a_crash(caplog) -> None:
     from types import SimpleNamespace
 
+    from edge_agent.box.metrics import start_metrics
     from edge_agent.config import MetricsConfig
-    from edge_agent.metrics import start_metrics
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         agent = SimpleNamespace(cfg=SimpleNamespace(metrics=MetricsConfig(port=port)))
-        with caplog.at_level(logging.ERROR, logger="edge_agent.metrics"):
+        with caplog.at_level(logging.ERROR, logger="edge_agent.box.metrics"):
             assert start_metrics(agent, supervisor=None) is None
     assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
 

@@ -28,12 +28,12 @@ from pydantic import ValidationError
 from test_uplink import events
 from watching import wait_for
 
+from central.cdp_sink import CdpSink
+from contracts.mqtt import make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.mqtt import make_client
-from edge_agent.nats_cluster import NatsCluster
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
 from sync.uplink import Uplink
+from testbed.nats_cluster import NatsCluster
 
 pytestmark = [
     pytest.mark.skipif(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.events import AudienceSample, CloudEvent, Conversion, make_event
+from contracts.events import AudienceSample, CloudEvent, Conversion, make_event
 from sync.outbox import PRIORITY_HIGH, PRIORITY_LOW, Outbox, format_sequence
 
 
@@ -124,7 +124,7 @@ def test_closed_outbox_refuses(db_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import sys
-    from edge_agent.events import AudienceSample, make_event
+    from contracts.events import AudienceSample, make_event
     from sync.outbox import Outbox
 
     ob = Outbox(sys.argv[1])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.events import AudienceSample, CloudEvent, Conversion, ZoneEntered, make_event
+from contracts.events import AudienceSample, CloudEvent, Conversion, ZoneEntered, make_event
 from sync.outbox import PRIORITY_HIGH, Outbox, OutboxFull, priority_of
 
 
@@ -147,11 +147,11 @@ def test_full_disk_drops_by_priority_then_refuses_clearly(tmp_path: Path) -> Non
 
 
 def test_agent_on_a_full_disk_keeps_what_matters_and_goes_on(tmp_path: Path, caplog) -> None:
-    from edge_agent.agent import Agent
-    from edge_agent.ble.sources import ReplaySource
+    from contracts.signing import generate_keypair
+    from demo import scenario
+    from edge_agent.app.agent import Agent
     from edge_agent.clock import ScaledClock
-    from edge_agent.demo import scenario
-    from sync.signing import generate_keypair
+    from edge_agent.sensing.ble.sources import ReplaySource
     from tests.test_agent_journey import demo_config
 
     cfg = demo_config(tmp_path, 1, generate_keypair()[1], camera=False)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from watching import wait_for
 
-from edge_agent.pos import MAX_LINE, Receipt, ReceiptDeduper, ReceiptError, parse_receipt
-from edge_agent.serial_lines import SerialLineReader
+from edge_agent.sensing.pos import MAX_LINE, Receipt, ReceiptDeduper, ReceiptError, parse_receipt
+from edge_agent.sensing.serial_lines import SerialLineReader
 
 
 def receipt(rid: str = "R-1", **kw) -> dict:

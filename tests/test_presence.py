@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.presence import DwellTick, Entered, Left, PresenceTracker
+from edge_agent.sensing.presence import DwellTick, Entered, Left, PresenceTracker
 
 
 def feed(tracker: PresenceTracker, samples: list[tuple[float, float]], key: str = "k") -> list:

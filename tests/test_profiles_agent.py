@@ -15,15 +15,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import topics
-from edge_agent.agent import Agent
-from edge_agent.ble.advert import Advert
-from edge_agent.ble.eid import compute_eid
+from contracts import topics
+from contracts.screen_protocol import ScreenCommand
+from contracts.signing import expires_in, generate_keypair, sign_message
+from demo import scenario
+from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import parse_config
-from edge_agent.demo import scenario
-from edge_agent.screen_protocol import ScreenCommand
-from sync.signing import expires_in, generate_keypair, sign_message
+from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.eid import compute_eid
 
 DEMO = Path(scenario.__file__).parent
 ALICE = "cdp-p-1001"

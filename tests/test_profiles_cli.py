@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.demo.scenario import profile_slice
-from edge_agent.profiles import ProfileSlice
+from demo.scenario import profile_slice
+from edge_agent.slice.store import ProfileSlice
 
 pytestmark = pytest.mark.timeout(60)
 

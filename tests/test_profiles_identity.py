@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.ble.eid import compute_eid
-from edge_agent.demo.scenario import demo_identity_key, profile_slice
-from edge_agent.identity import TokenResolver
-from edge_agent.profiles import ProfileSlice, SliceError
+from demo.scenario import demo_identity_key, profile_slice
+from edge_agent.identity.resolver import TokenResolver
+from edge_agent.sensing.ble.eid import compute_eid
+from edge_agent.slice.store import ProfileSlice, SliceError
 
 
 def test_snapshot_loads_and_reads_back(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ import time  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge_agent.identity import eids_for  # noqa: E402
+from edge_agent.identity.resolver import eids_for  # noqa: E402
 
 NOW = 1_800_000_000
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from edge_agent.demo.scenario import demo_identity_key, profile_slice
-from edge_agent.profile_crypto import DeviceKey
-from edge_agent.profile_schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
-from edge_agent.profiles import ProfileSlice
+from demo.scenario import demo_identity_key, profile_slice
+from edge_agent.slice.crypto import DeviceKey
+from edge_agent.slice.schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+from edge_agent.slice.store import ProfileSlice
 
 STORE = "store-42"
 
@@ -161,7 +161,7 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from edge_agent.profiles import ProfileSlice
+    from edge_agent.slice.store import ProfileSlice
     path, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     s = ProfileSlice(path, store_id="store-42")
     def progress(done):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.profiles import (
+from edge_agent.slice.store import (
     ProfileSlice,
     SliceError,
     SliceGapError,
@@ -129,7 +129,7 @@ def test_every_field_of_the_data_model_round_trips(s: ProfileSlice) -> None:
 
 
 def test_campaign_helpers_read_affinities_and_orders(s: ProfileSlice) -> None:
-    from edge_agent.campaigns import affinity, open_orders
+    from edge_agent.journey.campaigns import affinity, open_orders
 
     ann = s.get("p-ann")
     assert ann is not None

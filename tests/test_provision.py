@@ -14,9 +14,8 @@ from hm10_sim import Hm10Sim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.cli import main
-from edge_agent.layout import load_layout
-from edge_agent.provision import (
+from edge_agent.box.layout import load_layout
+from edge_agent.box.provision import (
     AtPort,
     Hm10Target,
     ProvisionError,
@@ -25,6 +24,7 @@ from edge_agent.provision import (
     open_port,
     provision,
 )
+from edge_agent.cli import main
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_agent_process import write_config
 
-from edge_agent.liveness import Liveness, Sample, Thresholds, stall_after
-from edge_agent.sdnotify import Notifier, watchdog_usec
+from edge_agent.box.liveness import Liveness, Sample, Thresholds, stall_after
+from edge_agent.box.sdnotify import Notifier, watchdog_usec
 
 
 class NotifySocket:

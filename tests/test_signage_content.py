@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.screen_protocol import (
+from contracts.screen_protocol import (
     Content,
     Playlist,
     PlaylistItem,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.screen_protocol import Content, ScreenCommand
+from contracts.screen_protocol import Content, ScreenCommand
 from signage_ui.playback import BUILTIN_DEFAULT, Playback
 from signage_ui.style import DARK_TEXT, LIGHT_TEXT, contrast_ratio, text_colour_for
 

@@ -23,12 +23,12 @@ import pytest
 import watching
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import topics
-from edge_agent.broker import free_port
+from contracts import topics
+from contracts.events import ContentImpression, parse_event
+from contracts.screen_protocol import Content, ScreenCommand
 from edge_agent.config import load_config
-from edge_agent.events import ContentImpression, parse_event
-from edge_agent.procs import terminate
-from edge_agent.screen_protocol import Content, ScreenCommand
+from testbed.broker import free_port
+from testbed.procs import terminate
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(60)]
 

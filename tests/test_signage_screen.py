@@ -25,12 +25,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from test_signage_player import load, share_of, to_toml, wait_for
 
-from edge_agent import topics
+from contracts import topics
+from contracts.events import ContentImpression, parse_event
+from contracts.screen_protocol import Content, Playlist, PlaylistItem, ScreenCommand
 from edge_agent.config import load_config
-from edge_agent.events import ContentImpression, parse_event
-from edge_agent.procs import terminate
-from edge_agent.screen_protocol import Content, Playlist, PlaylistItem, ScreenCommand
 from signage_ui.assets import AssetCache
+from testbed.procs import terminate
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(90)]
 

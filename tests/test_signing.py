@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.signing import (
+from contracts.signing import (
     DownlinkRejected,
     canonical_json,
     expires_in,

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.profile_parts import SplitError, join_parts, split_snapshot
-from edge_agent.profiles import ProfileSlice, SliceError, SliceOrderError
-from sync.signing import expires_in, generate_keypair, sign_message
+from contracts.signing import expires_in, generate_keypair, sign_message
+from contracts.slice_parts import SplitError, join_parts, split_snapshot
+from edge_agent.slice.store import ProfileSlice, SliceError, SliceOrderError
 
 STORE = "store-42"
 pytestmark = pytest.mark.timeout(60)
@@ -227,7 +227,7 @@ def test_a_row_bigger_than_a_message_is_named() -> None:
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from edge_agent.profiles import ProfileSlice
+    from edge_agent.slice.store import ProfileSlice
     path, parts_file = sys.argv[1], sys.argv[2]
     s = ProfileSlice(path, store_id="store-42")
     def progress(done):
@@ -306,12 +306,12 @@ def test_a_50k_snapshot_pushed_in_parts_over_the_broker_is_swapped_atomically(
 ) -> None:
     import tomllib
 
-    from edge_agent.agent import Agent
-    from edge_agent.ble.eid import compute_eid
+    from central import ops_cli
+    from demo import scenario
+    from edge_agent.app.agent import Agent
     from edge_agent.clock import ScaledClock
     from edge_agent.config import parse_config
-    from edge_agent.demo import scenario
-    from sync import ops_cli
+    from edge_agent.sensing.ble.eid import compute_eid
 
     demo = Path(scenario.__file__).parent
     pem, public = generate_keypair()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.broker import Mosquitto
+from central.cdp_sink import CdpSink
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync import loadgen
-from sync.cdp_sink import CdpSink
 from sync.outbox import PRIORITY_HIGH, Outbox, priority_of
 from sync.uplink import Uplink
+from testbed.broker import Mosquitto
 
 DAY_EVENTS = 40_000  # ~12 opening hours of a busy store's journey events at ~1 event/s
 

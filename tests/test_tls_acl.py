@@ -2,7 +2,7 @@
 
 The test makes its own CA and certificates (nothing is committed), starts mosquitto with a TLS
 listener that requires a client certificate, takes the username from its CN and applies the ACL
-rendered by ``sync.acl``. Then: the real Uplink and CdpSink deliver end to end over it; a device
+rendered by ``central.acl``. Then: the real Uplink and CdpSink deliver end to end over it; a device
 cannot publish as another device or store, nor read another store's commands; clients without a
 certificate, or with one from another CA, cannot connect at all.
 """
@@ -29,18 +29,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import topics
-from edge_agent.broker import Mosquitto, free_port, port_open
+from central import ops_cli
+from central.acl import FleetDevice, FleetError, device_grants, parse_fleet, render_acl
+from central.cdp_sink import CdpSink
+from central.pki import Issued, PkiError, init_ca, issue, load_ca
+from contracts import topics
+from contracts.events import AudienceSample, make_event
+from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, make_event
-from edge_agent.mqtt import connect, make_client
-from edge_agent.procs import terminate
-from sync import ops_cli
-from sync.acl import FleetDevice, FleetError, device_grants, parse_fleet, render_acl
-from sync.cdp_sink import CdpSink
 from sync.outbox import Outbox
-from sync.pki import Issued, PkiError, init_ca, issue, load_ca
 from sync.uplink import Uplink
+from testbed.broker import Mosquitto, free_port, port_open
+from testbed.procs import terminate
 
 FLEET = "# store device\ns1 d1\ns1 d2\ns2 d1   # another store, same device id\n"
 
@@ -305,7 +305,7 @@ def test_edge_ops_pki_and_acl_commands(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_shipped_example_acl_is_what_the_renderer_makes() -> None:
-    ex = Path(__file__).resolve().parents[1] / "sync" / "examples"
+    ex = Path(__file__).resolve().parents[1] / "central" / "examples"
     fleet = parse_fleet((ex / "fleet.txt").read_text())
     assert (ex / "acl").read_text() == render_acl(fleet)
     conf = (ex / "mosquitto.conf").read_text()
@@ -416,7 +416,7 @@ def test_clients_without_a_fleet_certificate_cannot_connect(
 def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
     """The example mosquitto.conf, with its paths pointed at this test's PKI, really starts
     and admits a fleet device (a typo in the example would fail here, not in a store)."""
-    ex = Path(__file__).resolve().parents[1] / "sync" / "examples"
+    ex = Path(__file__).resolve().parents[1] / "central" / "examples"
     port = free_port()
     conf = (
         (ex / "mosquitto.conf")

@@ -23,12 +23,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from watching import wait_for
 
-from edge_agent import topics
-from edge_agent.broker import Mosquitto
+from central.cdp_sink import MAX_DECODED_BYTES, BatchError, CdpSink, decode_batch
+from contracts import topics
+from contracts.events import AudienceSample, CloudEvent, make_event
+from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.events import AudienceSample, CloudEvent, make_event
-from edge_agent.mqtt import connect, make_client
-from sync.cdp_sink import MAX_DECODED_BYTES, BatchError, CdpSink, decode_batch
 from sync.outbox import Outbox
 from sync.uplink import (
     ClockOffset,
@@ -38,6 +37,7 @@ from sync.uplink import (
     encode_confirmation,
     publish_properties,
 )
+from testbed.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -367,7 +367,7 @@ def test_cdp_sink_cli_runs_until_sigterm(broker, ids, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sync.ops_cli",
+            "central.ops_cli",
             "cdp-sink",
             "--host",
             broker.host,

@@ -1,0 +1,408 @@
+"""``edge-ops``: the central ops side in one small CLI.
+
+  edge-ops keygen --out DIR
+  edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
+                [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
+  edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
+                [--part-rows R] [--max-bytes B] [--only 3,7] [--wait-ack [SECONDS]]
+                (a profile snapshot too big for one message, as signed parts)
+  edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G] [--stdout]
+  edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
+  edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
+  edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
+  edge-ops pki init --dir DIR [--days N] [--force]
+  edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
+                [--host H ...] [--days N]
+  edge-ops acl FLEET [--out FILE] [--cdp NAME] [--ops NAME] [--group G]
+
+Exit codes: 0 ok, 1 failure (timeout, refused), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from contracts import topics
+from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.signing import KINDS, expires_in, generate_keypair, sign_message
+
+
+def _broker(args: argparse.Namespace) -> BrokerConfig:
+    return BrokerConfig(host=args.host, port=args.port)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = out / "ops_private.pem"
+    if key_path.exists() and not args.force:
+        print(f"{key_path} exists; use --force to replace it", file=sys.stderr)
+        return 1
+    pem, public_b64 = generate_keypair()
+    # Create with 0600 from the start: never a moment where the key is world-readable.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(key_path, 0o600)
+    (out / "ops_public.b64").write_text(public_b64 + "\n")
+    print(public_b64)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(body, dict):
+        print(f"{args.file}: the body must be a JSON object", file=sys.stderr)
+        return 2
+    message = sign_message(
+        Path(args.key).read_bytes(),
+        args.kind,
+        body,
+        args.store,
+        args.device,
+        args.version,
+        expires_in(args.expires_in),
+    )
+    topic = (
+        topics.device_cmd(args.store, args.device, args.kind)
+        if args.device
+        else topics.store_cmd(args.store, args.kind)
+    )
+    client = make_client(f"edge-ops-{os.getpid()}", _broker(args))
+    connected = threading.Event()
+    acked = threading.Event()
+    acks: list[dict[str, Any]] = []
+    ack_topic = topics.acks(args.store, args.device or "+")
+
+    def on_connect(c, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            if args.wait_ack is not None:
+                c.subscribe(ack_topic, qos=1)
+            else:
+                connected.set()
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties) -> None:
+        connected.set()
+
+    def on_message(c, userdata, msg) -> None:
+        try:
+            ack = json.loads(msg.payload)
+        except ValueError:
+            return
+        if ack.get("kind") == args.kind and ack.get("version") in (args.version, 0):
+            acks.append({"topic": msg.topic, **ack})
+            acked.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    # Clean session: the ops CLI is a one-shot client, it must not leave a session behind.
+    connect(client, _broker(args), clean_start=True, session_expiry_s=0)
+    client.loop_start()
+    try:
+        if not connected.wait(args.timeout):
+            print(f"could not connect to {args.host}:{args.port}", file=sys.stderr)
+            return 1
+        info = client.publish(topic, message, qos=1)
+        info.wait_for_publish(args.timeout)
+        if not info.is_published():
+            print("no PUBACK from the broker", file=sys.stderr)
+            return 1
+        print(json.dumps({"published": topic, "kind": args.kind, "version": args.version}))
+        if args.wait_ack is not None:
+            if not acked.wait(args.wait_ack):
+                print("no ack from the device", file=sys.stderr)
+                return 1
+            print(json.dumps(acks[0]))
+            return 0 if acks[0].get("accepted") else 1
+        return 0
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def cmd_push_slice(args: argparse.Namespace) -> int:
+    from central.slice_push import PushError, publish_parts, signed_parts
+    from contracts.signing import DEFAULT_MAX_BYTES
+
+    try:
+        body = json.loads(Path(args.file).read_text())
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object (a profiles snapshot)")
+        only = [int(x) for x in args.only.split(",")] if args.only else None
+        parts, messages = signed_parts(
+            body,
+            Path(args.key).read_bytes(),
+            args.store,
+            args.device,
+            args.start_version,
+            expires_in(args.expires_in),
+            max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+            part_rows=args.part_rows,
+            only=only,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"edge-ops push-slice: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = publish_parts(
+            _broker(args),
+            args.store,
+            args.device,
+            parts[0]["snapshot_id"],
+            len(parts),
+            messages,
+            timeout_s=args.timeout,
+            wait_ack_s=args.wait_ack,
+        )
+    except PushError as exc:
+        print(f"edge-ops push-slice: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.summary()))
+    if args.wait_ack is not None:
+        if len(report.acks) < len(messages):
+            print(f"no ack for {len(messages) - len(report.acks)} parts", file=sys.stderr)
+            return 1
+        return 1 if report.refused else 0
+    return 0
+
+
+def cmd_cdp_sink(args: argparse.Namespace) -> int:
+    from central.cdp_sink import CdpSink
+
+    on_stored = None
+    if args.stdout:
+        # Events as JSON lines on stdout, each once (the database still dedups); the
+        # sink's own reports go to stderr so the stream stays clean.
+        def on_stored(bodies: list[str]) -> None:
+            sys.stdout.write("".join(b + "\n" for b in bodies))
+            sys.stdout.flush()
+
+    report = sys.stderr if args.stdout else sys.stdout
+    sink = CdpSink(_broker(args), args.db, group=args.group or None, on_stored=on_stored)
+    done = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if not sink.start(wait_s=10):
+        logging.getLogger("edge-ops").warning("not subscribed yet; still trying")
+    print(f"cdp-sink: {sink.topic} -> {args.db}", file=report, flush=True)
+    try:
+        while not done.wait(args.report_s):
+            print(json.dumps(sink.stats()), file=report, flush=True)
+    finally:
+        stats = sink.stats()
+        sink.stop()
+        print(json.dumps(stats), file=report, flush=True)
+    return 0
+
+
+def cmd_cdp_gaps(args: argparse.Namespace) -> int:
+    from central.cdp_sink import CdpSink
+
+    if not Path(args.db).exists():
+        print(f"{args.db}: no such file", file=sys.stderr)
+        return 1
+    sink = CdpSink(BrokerConfig(), args.db)  # not started: only reads its database
+    try:
+        for row in sink.gaps():
+            print(json.dumps(row))
+    finally:
+        sink.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from central.fleet_status import collect, summary
+
+    rows = collect(_broker(args), store=args.store, wait_s=args.wait)
+    for row in rows:
+        print(json.dumps(row))
+    print(json.dumps({"summary": summary(rows)}))
+    return 0
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from central.pki import PkiError, init_ca, issue
+
+    try:
+        if args.pki_cmd == "init":
+            made = init_ca(Path(args.dir), days=args.days, force=args.force)
+        else:
+            made = issue(
+                Path(args.dir),
+                args.kind,
+                store_id=args.store,
+                device_id=args.device,
+                name=args.name,
+                hosts=args.host or None,
+                days=args.days,
+            )
+    except PkiError as exc:
+        print(f"edge-ops pki: {exc}", file=sys.stderr)
+        # An existing CA is a refusal (1), not a usage error (2).
+        return 1 if "already has a CA" in str(exc) else 2
+    print(json.dumps({"identity": made.identity, "cert": str(made.cert), "key": str(made.key)}))
+    return 0
+
+
+def cmd_sign_csr(args: argparse.Namespace) -> int:
+    """The ops half of credential rotation: the box keeps its key, ops signs its request and
+    sends the certificate back with the `install_certificate` command."""
+    from central.pki import PkiError, sign_csr
+
+    try:
+        pem = sign_csr(Path(args.dir), Path(args.csr).read_bytes(), days=args.days)
+    except OSError as exc:
+        print(f"edge-ops pki sign-csr: {exc}", file=sys.stderr)
+        return 2
+    except PkiError as exc:
+        print(f"edge-ops pki sign-csr: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).write_bytes(pem)
+    else:
+        sys.stdout.write(pem.decode())
+    return 0
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    from central.acl import FleetError, parse_fleet, render_acl
+
+    try:
+        fleet = parse_fleet(Path(args.fleet).read_text(), source=args.fleet)
+        text = render_acl(
+            fleet, cdp_identity=args.cdp, ops_identity=args.ops, share_group=args.group
+        )
+    except (OSError, UnicodeDecodeError, FleetError) as exc:
+        print(f"edge-ops acl: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+        print(json.dumps({"acl": args.out, "devices": len(fleet)}))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-ops", description="Central ops tools for the edge fleet")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def broker_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", default="127.0.0.1")
+        sp.add_argument("--port", type=int, default=1883)
+
+    k = sub.add_parser("keygen", help="new Ed25519 ops key pair")
+    k.add_argument("--out", required=True, help="directory for ops_private.pem (mode 0600)")
+    k.add_argument("--force", action="store_true")
+    k.set_defaults(func=cmd_keygen)
+
+    pu = sub.add_parser("push", help="sign a JSON body and publish it to a store or device")
+    pu.add_argument("kind", choices=sorted(KINDS))
+    pu.add_argument("file")
+    pu.add_argument("--store", required=True)
+    pu.add_argument("--device")
+    pu.add_argument("--version", type=int, required=True)
+    pu.add_argument("--key", required=True, help="ops_private.pem")
+    pu.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    pu.add_argument("--timeout", type=float, default=10.0)
+    pu.add_argument(
+        "--wait-ack", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS"
+    )
+    broker_args(pu)
+    pu.set_defaults(func=cmd_push)
+
+    ps = sub.add_parser("push-slice", help="push a big profile snapshot as signed parts")
+    ps.add_argument("file", help="a profiles snapshot body (JSON)")
+    ps.add_argument("--store", required=True)
+    ps.add_argument("--device")
+    ps.add_argument("--key", required=True, help="ops_private.pem")
+    ps.add_argument("--start-version", type=int, required=True, help="downlink version of part 0")
+    ps.add_argument("--part-rows", type=int, help="at most this many rows per part")
+    ps.add_argument("--max-bytes", type=int, help="signed message cap (the devices' setting)")
+    ps.add_argument("--only", help="resend only these parts (comma-separated, from 0)")
+    ps.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    ps.add_argument("--timeout", type=float, default=10.0)
+    ps.add_argument(
+        "--wait-ack", type=float, nargs="?", const=120.0, default=None, metavar="SECONDS"
+    )
+    broker_args(ps)
+    ps.set_defaults(func=cmd_push_slice)
+
+    s = sub.add_parser("cdp-sink", help="run a CDP sink in the foreground until SIGINT/SIGTERM")
+    s.add_argument("--db", required=True)
+    s.add_argument("--group", default="cdp", help="shared subscription group ('' = none)")
+    s.add_argument("--report-s", type=float, default=10.0)
+    s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
+    broker_args(s)
+    s.set_defaults(func=cmd_cdp_sink)
+
+    g = sub.add_parser("cdp-gaps", help="per device: sequences stored and missing at the CDP")
+    g.add_argument("--db", required=True)
+    g.set_defaults(func=cmd_cdp_gaps)
+
+    st = sub.add_parser("status", help="fleet status from the boxes' retained state and health")
+    st.add_argument("--store", default="+", help="one store (default: all)")
+    st.add_argument("--wait", type=float, default=2.0, help="seconds to collect")
+    broker_args(st)
+    st.set_defaults(func=cmd_status)
+
+    pk = sub.add_parser("pki", help="private CA and per-device TLS certificates")
+    pk_sub = pk.add_subparsers(dest="pki_cmd", required=True)
+    pi = pk_sub.add_parser("init", help="create the CA (ca.pem, ca.key 0600) in --dir")
+    pi.add_argument("--dir", required=True)
+    pi.add_argument("--days", type=int, default=3650)
+    pi.add_argument("--force", action="store_true", help="replace an existing CA")
+    pi.set_defaults(func=cmd_pki)
+    pis = pk_sub.add_parser("issue", help="issue or re-issue (rotate) a certificate")
+    pis.add_argument("--dir", required=True)
+    pis.add_argument("kind", choices=["device", "role", "server"])
+    pis.add_argument("--store")
+    pis.add_argument("--device")
+    pis.add_argument("--name", help="role name (cdp, ops) or the server's CN")
+    pis.add_argument("--host", action="append", help="server SAN (repeat); default localhost")
+    pis.add_argument("--days", type=int, default=90)
+    pis.set_defaults(func=cmd_pki)
+    psc = pk_sub.add_parser("sign-csr", help="sign a box's request (credential rotation)")
+    psc.add_argument("--dir", required=True)
+    psc.add_argument("csr", help="the PEM a box published on .../csr")
+    psc.add_argument("--out", help="write the certificate here instead of stdout")
+    psc.add_argument("--days", type=int, default=90)
+    psc.set_defaults(func=cmd_sign_csr)
+
+    a = sub.add_parser("acl", help="render a mosquitto ACL file from a fleet list")
+    a.add_argument("fleet", help="one 'STORE DEVICE' per line")
+    a.add_argument("--out", help="write here instead of stdout")
+    a.add_argument("--cdp", default="cdp", help="the CDP sink's certificate CN")
+    a.add_argument("--ops", default="ops", help="central ops' certificate CN")
+    a.add_argument("--group", default="cdp", help="the CDP's shared subscription group")
+    a.set_defaults(func=cmd_acl)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

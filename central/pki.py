@@ -1,0 +1,274 @@
+"""A private CA for the fleet: per-device client certificates, the broker's server certificate,
+and the CDP sink's and ops' client certificates.
+
+The broker maps a client certificate's Common Name to its MQTT identity
+(``use_identity_as_username``), and the ACL (``central.acl``) grants topics per identity. Device
+identities are ``<store>:<device>``: ':' cannot appear in an id (``ID_PATTERN``), so no two
+devices share an identity and no device can be named like a role (``cdp``, ``ops``).
+
+Layout of a PKI directory::
+
+    ca.pem  ca.key                       the CA (keep ca.key off the brokers)
+    server.pem  server.key               the broker's certificate (SANs: names and IPs)
+    roles/<name>.pem  roles/<name>.key   cdp, ops, ... client certificates
+    devices/<store>/<device>.pem  .key   one per box
+
+Keys are ECDSA P-256 (fast to make, small, what TLS 1.3 likes) and written 0600 from the start.
+Leaf certificates are short-lived by default: rotation is re-issuing, and a stolen box's
+certificate dies on its own (the ACL line can also be removed at once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from contracts import certnames
+from contracts.files import atomic_write
+from contracts.validation import ID_PATTERN
+
+Kind = Literal["device", "server", "role"]
+
+CA_DAYS = 3650
+LEAF_DAYS = 90
+# Boxes with a slightly wrong clock must still accept a certificate issued a moment ago.
+BACKDATE = dt.timedelta(minutes=5)
+_ID = re.compile(ID_PATTERN)
+
+
+class PkiError(ValueError):
+    """Bad input or a missing/unreadable CA; the message says which."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    identity: str  # the certificate's CN = the broker-side username
+    cert: Path
+    key: Path
+
+
+def device_identity(store_id: str, device_id: str) -> str:
+    try:
+        return certnames.device_identity(store_id, device_id)
+    except certnames.CertNameError as exc:
+        raise PkiError(str(exc)) from None
+
+
+def _check_role(name: str) -> str:
+    if not _ID.match(name):
+        raise PkiError(f"role name {name!r} does not match {ID_PATTERN}")
+    return name
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write with mode 0600 from the first byte: never a moment where the key is readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data, mode=0o600)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def init_ca(
+    directory: Path, *, name: str = "edge fleet CA", days: int = CA_DAYS, force: bool = False
+) -> Issued:
+    """Create ``ca.pem``/``ca.key``; refuses to replace an existing CA unless ``force``
+    (a new CA invalidates every certificate of the fleet)."""
+    directory = Path(directory)
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if (cert_path.exists() or key_path.exists()) and not force:
+        raise PkiError(f"{directory} already has a CA; use --force to replace it")
+    if days < 1:
+        raise PkiError(f"days must be at least 1, not {days}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    write_private(key_path, certnames.key_pem(key))
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return Issued(name, cert_path, key_path)
+
+
+def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    directory = Path(directory)
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if not cert_path.exists() or not key_path.exists():
+        raise PkiError(f"no CA in {directory}; run: edge-ops pki init --dir {directory}")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PkiError(f"cannot read the CA in {directory}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{key_path} is not an EC key")
+    return cert, key
+
+
+def _hosts_san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            if not h or any(c.isspace() for c in h):
+                raise PkiError(f"bad host name {h!r} for the server certificate") from None
+            names.append(x509.DNSName(h))
+    return x509.SubjectAlternativeName(names)
+
+
+def _leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    identity: str,
+    public_key: ec.EllipticCurvePublicKey,
+    usage: x509.ObjectIdentifier,
+    days: int,
+) -> x509.CertificateBuilder:
+    """A leaf certificate for ``identity`` (signature keys, ``usage``), never outliving the CA;
+    issued and rotated certificates are built alike."""
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+
+
+def issue(
+    directory: Path,
+    kind: Kind,
+    *,
+    store_id: str | None = None,
+    device_id: str | None = None,
+    name: str | None = None,
+    hosts: list[str] | None = None,
+    days: int = LEAF_DAYS,
+) -> Issued:
+    """Issue (or re-issue: rotation) one leaf certificate signed by the CA in ``directory``.
+
+    ``device``: ``store_id`` and ``device_id``; ``role``: ``name`` (e.g. ``cdp``, ``ops``);
+    ``server``: ``hosts`` for the SAN (default ``localhost`` and ``127.0.0.1``)."""
+    directory = Path(directory)
+    if days < 1:
+        raise PkiError(f"days must be at least 1, not {days}")
+    if kind == "device":
+        if not store_id or not device_id:
+            raise PkiError("a device certificate needs --store and --device")
+        identity = device_identity(store_id, device_id)
+        base = directory / "devices" / store_id / device_id
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    elif kind == "role":
+        if not name:
+            raise PkiError("a role certificate needs --name (e.g. cdp, ops)")
+        identity = _check_role(name)
+        base = directory / "roles" / name
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    elif kind == "server":
+        identity = name or "broker"
+        base = directory / "server"
+        usage = ExtendedKeyUsageOID.SERVER_AUTH
+    else:
+        raise PkiError(f"unknown certificate kind {kind!r} (device, role or server)")
+    ca_cert, ca_key = load_ca(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = _leaf(ca_cert, ca_key, identity, key.public_key(), usage, days)
+    if kind == "server":
+        builder = builder.add_extension(
+            _hosts_san(hosts or ["localhost", "127.0.0.1"]), critical=False
+        )
+    cert = builder.sign(ca_key, hashes.SHA256())
+    # Not with_suffix: ids may contain dots ("dev.1" must not become "dev.key").
+    key_path, cert_path = base.parent / f"{base.name}.key", base.parent / f"{base.name}.pem"
+    write_private(key_path, certnames.key_pem(key))
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return Issued(identity, cert_path, key_path)
+
+
+def sign_csr(directory: Path, csr_pem: bytes, *, days: int = LEAF_DAYS) -> bytes:
+    """Sign a box's certificate request (credential rotation: the new private key never leaves
+    the box). Only a device identity ``<store>:<device>`` is signed, for client auth; returns
+    the certificate PEM."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise PkiError("the request's signature does not match its key")
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1 or ":" not in str(cns[0].value):
+        raise PkiError("the request's CN must be one device identity <store>:<device>")
+    store_id, _, device_id = str(cns[0].value).partition(":")
+    identity = device_identity(store_id, device_id)
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise PkiError("the request's key must be an EC key")
+    if days < 1:
+        raise PkiError(f"days must be at least 1, not {days}")
+    ca_cert, ca_key = load_ca(Path(directory))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = _leaf(ca_cert, ca_key, identity, key, usage, days).sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,261 @@
+"""One event model: CloudEvents 1.0 JSON envelopes with typed payloads.
+
+Every journey event the box produces (agent or signage player) is built here, so the CDP sees one
+shape. Payloads never carry raw BLE addresses, rotating tokens or pixels: shoppers appear as a
+pseudonymous profile id (from the slice) or a salted, rotating presence key.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import uuid6
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SPEC_VERSION = "1.0"
+TYPE_PREFIX = "retail.instore."
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZoneEntered(Payload):
+    zone_id: str
+    presence_key: str
+    profile_id: str | None = None
+    rssi: float | None = None
+
+
+class ZoneLeft(Payload):
+    zone_id: str
+    presence_key: str
+    profile_id: str | None = None
+    dwell_s: float = Field(ge=0)
+
+
+class Dwell(Payload):
+    zone_id: str
+    presence_key: str
+    profile_id: str | None = None
+    dwell_s: float = Field(ge=0)
+
+
+class AudienceSample(Payload):
+    screen_id: str
+    people: int = Field(ge=0)
+    watchers: int = Field(ge=0)
+    new_tracks: int = Field(ge=0, default=0)
+
+
+class AudienceTrack(Payload):
+    """One anonymous person's visit in front of a screen (camera), reported when it ends."""
+
+    screen_id: str
+    dwell_s: float = Field(ge=0)
+    attention_s: float = Field(ge=0)
+
+
+class ShopperIdentified(Payload):
+    profile_id: str
+    zone_id: str
+    method: Literal["ble_token"] = "ble_token"
+    consent_personalisation: bool
+
+
+class ContentImpression(Payload):
+    impression_id: str
+    screen_id: str
+    content_id: str
+    campaign_id: str | None = None
+    variant: str
+    start: datetime
+    end: datetime
+    duration_s: float = Field(ge=0)
+    cmd_id: str | None = None
+    rule: str = ""
+    reasons: list[str] = Field(default_factory=list)
+
+
+class OfferShown(Payload):
+    screen_id: str
+    campaign_id: str
+    content_id: str
+    variant: Literal["personalised", "anonymous"]
+    profile_id: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    # The targeting rule that matched ("order_ready", "segment+tier", "everyone").
+    rule: str = ""
+
+
+class HoldoutAssigned(Payload):
+    """An eligible shopper was held out of a campaign (the control group for uplift)."""
+
+    campaign_id: str
+    screen_id: str
+    # Only with analytics consent; without it the CDP still gets the count.
+    profile_id: str | None = None
+
+
+class SurveyAnswer(Payload):
+    """A shopper's answer on a kiosk in survey mode: NPS (0-10) or customer effort (1-7)."""
+
+    kiosk_id: str
+    survey: Literal["nps", "effort"]
+    score: int = Field(ge=0, le=10)
+    zone_id: str | None = None
+
+    @model_validator(mode="after")
+    def _scale(self) -> SurveyAnswer:
+        if self.survey == "effort" and not 1 <= self.score <= 7:
+            raise ValueError("score: customer effort is 1..7")
+        return self
+
+
+class Conversion(Payload):
+    receipt_id: str
+    profile_id: str | None = None
+    skus: list[str] = Field(default_factory=list)
+    amount: float = Field(ge=0)
+    currency: str = "EUR"
+    till: str | None = None
+    # Last touch (kept under its original name) and first touch within the window.
+    attributed_campaign_id: str | None = None
+    first_touch_campaign_id: str | None = None
+    touches: int = Field(0, ge=0)
+    # "exposed" or "holdout" (the last touch's group); None when no offer preceded it.
+    group: Literal["exposed", "holdout"] | None = None
+
+
+class DeviceHeartbeat(Payload):
+    version: str
+    uptime_s: float = Field(ge=0)
+    outbox_depth: int = Field(ge=0)
+    oldest_pending_s: float = Field(ge=0)
+    disk_free_mb: float = Field(ge=0)
+    sensors: dict[str, str] = Field(default_factory=dict)
+    # Journey KPIs of the current store day (edge_agent/journey/kpis.py): counts and rates, no ids.
+    kpis: dict[str, Any] = Field(default_factory=dict)
+    # Events dropped to keep the outbox under its disk cap or on a full disk, by reason:type.
+    dropped: dict[str, int] = Field(default_factory=dict)
+    # This box's clock against the CDP's (positive: the box is behind), measured from the CDP's
+    # delivery confirmations like NTP; the uncertainty is half the best round trip.
+    clock_offset_s: float | None = None
+    clock_uncertainty_s: float | None = Field(None, ge=0)
+
+
+class BeaconTelemetry(Payload):
+    beacon: str
+    zone_id: str | None = None
+    battery_mv: int | None = None
+    temperature_c: float | None = None
+    low_battery: bool = False
+
+
+class DownlinkApplied(Payload):
+    kind: str
+    version: int
+    accepted: bool
+    reason: str
+
+
+# type suffix -> payload model; the full type is TYPE_PREFIX + suffix.
+PAYLOADS: dict[str, type[Payload]] = {
+    "zone.entered.v1": ZoneEntered,
+    "zone.left.v1": ZoneLeft,
+    "dwell.v1": Dwell,
+    "audience.sample.v1": AudienceSample,
+    "audience.track.v1": AudienceTrack,
+    "shopper.identified.v1": ShopperIdentified,
+    "content.impression.v1": ContentImpression,
+    "offer.shown.v1": OfferShown,
+    "holdout.assigned.v1": HoldoutAssigned,
+    "conversion.v1": Conversion,
+    "survey.answer.v1": SurveyAnswer,
+    "device.heartbeat.v1": DeviceHeartbeat,
+    "beacon.telemetry.v1": BeaconTelemetry,
+    "downlink.applied.v1": DownlinkApplied,
+}
+TYPE_OF: dict[type[Payload], str] = {model: TYPE_PREFIX + s for s, model in PAYLOADS.items()}
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 structured-mode envelope (JSON format)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = SPEC_VERSION
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    def payload(self) -> Payload:
+        """The typed payload; raises EventError when the type is unknown or data does not fit."""
+        return parse_payload(self.type, self.data)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class EventError(ValueError):
+    """An event that does not fit the model; the message says what is wrong in one line."""
+
+
+def source_for(store_id: str, device_id: str) -> str:
+    return f"store/{store_id}/device/{device_id}"
+
+
+def new_event_id() -> str:
+    """A UUIDv7: time-ordered, so ids sort by creation and index well at the CDP."""
+    return str(uuid6.uuid7())
+
+
+def make_event(
+    payload: Payload,
+    *,
+    store_id: str,
+    device_id: str,
+    subject: str | None = None,
+    time: datetime | None = None,
+) -> CloudEvent:
+    return CloudEvent(
+        id=new_event_id(),
+        source=source_for(store_id, device_id),
+        type=TYPE_OF[type(payload)],
+        time=time or datetime.now(UTC),
+        subject=subject,
+        data=payload.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def parse_payload(event_type: str, data: dict[str, Any]) -> Payload:
+    if not event_type.startswith(TYPE_PREFIX) or event_type[len(TYPE_PREFIX) :] not in PAYLOADS:
+        raise EventError(f"unknown event type {event_type!r}")
+    model = PAYLOADS[event_type[len(TYPE_PREFIX) :]]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "data"
+        raise EventError(f"{event_type}: data.{loc}: {first['msg']}") from None
+
+
+def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
+    """Parse and fully validate an event (envelope and payload)."""
+    try:
+        obj = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        event = CloudEvent.model_validate(obj)
+    except (ValueError, ValidationError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "event"
+            raise EventError(f"event.{loc}: {first['msg']}") from None
+        raise EventError(f"not JSON: {exc}") from None
+    event.payload()
+    return event

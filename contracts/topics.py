@@ -1,0 +1,123 @@
+"""Every MQTT topic name in one place, so agent, player, ops and CDP never drift apart.
+
+Central broker (TLS, per-device credentials; a device may only publish under its own store):
+  stores/<store>/devices/<device>/events      uplink batches of CloudEvents (QoS 1)
+  stores/<store>/devices/<device>/state       retained birth / last will ("online"/"offline")
+  stores/<store>/devices/<device>/health      heartbeat
+  stores/<store>/devices/<device>/acks        downlink acknowledgements with a reason
+  stores/<store>/devices/<device>/cmd/<kind>  signed downlink for one device
+  stores/<store>/cmd/<kind>                   signed downlink for every device of a store
+
+In-store bus (local mosquitto, loopback or store LAN):
+  instore/<store>/screens/<screen>/cmd        agent -> player: what to show now
+  instore/<store>/screens/<screen>/events     player -> agent: impressions (CloudEvents)
+  instore/<store>/screens/<screen>/state      player, retained: online/offline, current item, fps
+  instore/<store>/screens/<screen>/errors     player: asset missing/corrupt, bad playlist (JSON)
+  instore/<store>/screens/<screen>/screenshot player -> ops: downscaled JPEG on request (JSON)
+  instore/<store>/emergency                   kiosk/ops, retained: override or clear on every screen
+  instore/<store>/alert-acks                  kiosk -> agent and other kiosks: alert acknowledged
+  instore/<store>/zones/<zone>/occupancy      agent, retained: live occupancy for kiosks
+  instore/<store>/alerts                      agent -> kiosks: staff alerts
+  instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
+  instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
+"""
+
+from __future__ import annotations
+
+
+def device_base(store_id: str, device_id: str) -> str:
+    return f"stores/{store_id}/devices/{device_id}"
+
+
+def events(store_id: str, device_id: str) -> str:
+    return f"{device_base(store_id, device_id)}/events"
+
+
+def state(store_id: str, device_id: str) -> str:
+    return f"{device_base(store_id, device_id)}/state"
+
+
+def health(store_id: str, device_id: str) -> str:
+    return f"{device_base(store_id, device_id)}/health"
+
+
+def acks(store_id: str, device_id: str) -> str:
+    return f"{device_base(store_id, device_id)}/acks"
+
+
+def delivered(store_id: str, device_id: str) -> str:
+    """CDP -> device: the event ids the CDP has durably stored (end-to-end confirmation)."""
+    return f"{device_base(store_id, device_id)}/delivered"
+
+
+def device_cmd(store_id: str, device_id: str, kind: str = "+") -> str:
+    return f"{device_base(store_id, device_id)}/cmd/{kind}"
+
+
+def store_cmd(store_id: str, kind: str = "+") -> str:
+    return f"stores/{store_id}/cmd/{kind}"
+
+
+# The CDP consumes every store with an MQTT 5 shared subscription so consumers scale out.
+ALL_EVENTS = "stores/+/devices/+/events"
+
+
+def shared(group: str, topic: str) -> str:
+    return f"$share/{group}/{topic}"
+
+
+def screen_cmd(store_id: str, screen_id: str) -> str:
+    return f"instore/{store_id}/screens/{screen_id}/cmd"
+
+
+def screen_events(store_id: str, screen_id: str = "+") -> str:
+    return f"instore/{store_id}/screens/{screen_id}/events"
+
+
+def screen_state(store_id: str, screen_id: str = "+") -> str:
+    return f"instore/{store_id}/screens/{screen_id}/state"
+
+
+def zone_occupancy(store_id: str, zone_id: str = "+") -> str:
+    return f"instore/{store_id}/zones/{zone_id}/occupancy"
+
+
+def alerts(store_id: str) -> str:
+    return f"instore/{store_id}/alerts"
+
+
+def screen_errors(store_id: str, screen_id: str = "+") -> str:
+    return f"instore/{store_id}/screens/{screen_id}/errors"
+
+
+def screen_screenshot(store_id: str, screen_id: str = "+") -> str:
+    return f"instore/{store_id}/screens/{screen_id}/screenshot"
+
+
+def emergency(store_id: str) -> str:
+    """Retained ScreenCommand (override / clear_override) that every screen of the store obeys."""
+    return f"instore/{store_id}/emergency"
+
+
+def alert_acks(store_id: str) -> str:
+    return f"instore/{store_id}/alert-acks"
+
+
+def scanner_adverts(store_id: str, scanner_id: str = "+") -> str:
+    """ESP32 scanner node -> agent: one advert per message, the serial line's JSON."""
+    return f"instore/{store_id}/ble/{scanner_id}/adverts"
+
+
+def mmwave(store_id: str, zone_id: str = "+", sensor_id: str = "+") -> str:
+    """mmWave presence sensor -> agent: "ON" / "OFF" (someone is there or not)."""
+    return f"instore/{store_id}/zones/{zone_id}/mmwave/{sensor_id}"
+
+
+def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
+    """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
+    return f"instore/{store_id}/kiosks/{kiosk_id}/events"
+
+
+def pos_receipts(store_id: str) -> str:
+    """Till bridges publish receipts here (line protocol in edge_agent/sensing/pos.py)."""
+    return f"instore/{store_id}/pos"

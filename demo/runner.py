@@ -1,0 +1,287 @@
+"""`make demo`: the whole in-store journey on real parts, in about a minute.
+
+A private mosquitto (central broker and in-store bus), a CDP sink, the agent replaying the demo
+store's recorded adverts and synthetic camera, the Kivy signage player in its own process
+(screenshots of every content change under ``out/``), and central ops pushing a signed campaign
+update halfway through. Ends with a summary; exits non-zero if any accepted event was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from demo import scenario
+from edge_agent.clock import ScaledClock
+from edge_agent.config import AgentConfig, parse_config
+from testbed.broker import Mosquitto, port_open
+from testbed.display import Xvfb, kivy_env
+from testbed.procs import terminate
+
+DEMO_DIR = Path(__file__).parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def build_config(work: Path, host: str, port: int, public_key: str, speed: float) -> AgentConfig:
+    data: dict[str, Any] = tomllib.loads((DEMO_DIR / "store.toml").read_text())
+    data["central"].update(host=host, port=port)
+    data["bus"].update(host=host, port=port)
+    data["downlink"]["ops_public_key"] = public_key
+    data["paths"]["state_dir"] = str(work / "var")
+    data["ble"]["replay_speed"] = speed
+    return parse_config(data, base_dir=DEMO_DIR, origin="demo store.toml")
+
+
+def write_runtime_toml(cfg: AgentConfig, path: Path) -> None:
+    """The config the signage player reads (it runs in its own process, like on a box)."""
+    d = cfg.model_dump(mode="json", exclude_none=True)
+    lines: list[str] = []
+
+    def emit(prefix: str, obj: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in obj.items() if not isinstance(v, dict | list)}
+        for k, v in scalars.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                lines.append(f"\n[{prefix}{k}]")
+                emit(f"{prefix}{k}.", v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    lines.append(f"\n[[{prefix}{k}]]")
+                    emit(f"{prefix}{k}.", item)
+            elif isinstance(v, list):
+                lines.append(f"{k} = {_toml_value(v)}")
+
+    emit("", d)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def start_player(
+    cfg_path: Path, screen_id: str, shots: Path, work: Path, display: str
+) -> subprocess.Popen[bytes]:
+    env = kivy_env(display, work / "kivy")
+    cmd = [
+        str(VENV_BIN / "signage-ui"), "--config", str(cfg_path), "--screen", screen_id,
+        "--screenshot-dir", str(shots),
+    ]  # fmt: skip
+    log = open(work / "signage-ui.log", "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_player(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM: the player reports its last impression and says goodbye on the bus."""
+    terminate(proc, timeout)
+
+
+def ops_push(keys: Path, cfg: AgentConfig, body_path: Path, version: int) -> str:
+    """Central ops signs and pushes a campaign bundle with the real `edge-ops` CLI."""
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "edge-ops"), "push", "campaigns", str(body_path),
+            "--store", cfg.store.store_id, "--version", str(version),
+            "--key", str(keys / "ops_private.pem"),
+            "--host", cfg.central.host, "--port", str(cfg.central.port),
+        ],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"edge-ops push failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+def _table(agent: Any, sink: Any, clock: ScaledClock, status: str) -> Table:
+    s = agent.stats
+    t = Table(title=f"Northwind Outfitters, store-0042 - {status}", show_header=False, min_width=60)
+    elapsed = max(0.0, clock.now() - scenario.T0)
+    bar = int(30 * min(1.0, elapsed / scenario.DURATION_S))
+    t.add_row(
+        "scenario time",
+        f"[{'#' * bar}{'.' * (30 - bar)}] {elapsed:5.0f}/{scenario.DURATION_S:.0f} s",
+    )
+    t.add_row("adverts processed", str(s.adverts))
+    t.add_row("people in view (camera)", str(s.last_people if s.last_people is not None else "-"))
+    t.add_row("zone entries / exits", f"{s.zone_entries} / {s.zone_exits}")
+    t.add_row("shoppers resolved", str(s.shoppers_resolved))
+    t.add_row("decisions / content changes", f"{s.decisions} / {s.content_changes}")
+    t.add_row("on screen", ", ".join(s.current.values()) or "-")
+    t.add_row("events accepted (outbox)", str(s.events_accepted))
+    t.add_row("events at the CDP", str(sink.count()))
+    t.add_row("campaign bundle", f"v{agent.content.bundle.version}")
+    return t
+
+
+def run_demo(
+    out_dir: str = "out",
+    duration_s: float | None = None,
+    headless: bool = False,
+    speed: float = 4.0,
+    broker: str | None = None,
+) -> int:
+    from central.cdp_sink import CdpSink
+    from contracts.signing import generate_keypair
+    from edge_agent.app.agent import Agent
+    from edge_agent.sensing.ble.sources import ReplaySource
+    from edge_agent.sensing.camera.scene import SceneSource
+
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(out_dir).resolve()
+    shots = out / "screens"
+    work = out / "demo"
+    for d in (shots, work):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    duration = min(duration_s or scenario.DURATION_S, scenario.DURATION_S)
+
+    mosq: Mosquitto | None = None
+    if broker:
+        host, _, port_s = broker.rpartition(":")
+        host, port = host or "127.0.0.1", int(port_s)
+        if not port_open(host, port):
+            console.print(f"[red]demo: no broker at {host}:{port}[/]")
+            return 1
+    else:
+        mosq = Mosquitto(workdir=work / "mosquitto")
+        mosq.workdir.mkdir(parents=True, exist_ok=True)
+        mosq.start()
+        host, port = mosq.host, mosq.port
+    player = None
+    xvfb: Xvfb | None = None
+    sink = None
+    agent = None
+    try:
+        keys = work / "keys"
+        keys.mkdir()
+        private_pem, public_b64 = generate_keypair()
+        (keys / "ops_private.pem").write_bytes(private_pem)
+        os.chmod(keys / "ops_private.pem", 0o600)
+        cfg = build_config(work, host, port, public_b64, speed)
+        runtime_toml = work / "store.toml"
+        write_runtime_toml(cfg, runtime_toml)
+        for i, body in enumerate((scenario.CAMPAIGNS_V1, scenario.CAMPAIGNS_V2), start=1):
+            (work / f"campaigns-v{i}.json").write_text(__import__("json").dumps(body, indent=2))
+
+        sink = CdpSink(cfg.central, work / "cdp.db")
+        sink.start()
+
+        clock = ScaledClock(scenario.T0, speed)
+        ble = ReplaySource(cfg.ble.replay_file, clock)  # type: ignore[arg-type]
+        camera = SceneSource(scenario.CAMERA_TIMELINE, clock=lambda: clock.now() - scenario.T0)
+        agent = Agent(cfg, clock=clock, ble_source=ble, frame_source=camera)
+        agent.accepted_ids = []
+        # The profile slice central provisioned for this store (consented and not).
+        agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
+        agent.resolver.set_keys(agent.profiles.identity_keys())
+        agent.start_sync()
+        display = os.environ.get("DISPLAY")
+        if headless or not display:
+            # No screen here: a private X server, so the player still draws real frames.
+            xvfb = Xvfb()
+            display = xvfb.start()
+        player = start_player(runtime_toml, cfg.screens[0].id, shots, work, display)
+        console.print(
+            f"[bold]Northwind Outfitters demo[/]: broker 127.0.0.1:{port}, player pid {player.pid}, screenshots in {shots}"
+        )
+        console.print(ops_push(keys, cfg, work / "campaigns-v1.json", 1))
+
+        async def main() -> None:
+            pushed = False
+            run = asyncio.create_task(agent.run(until=scenario.T0 + duration))
+            with Live(
+                _table(agent, sink, clock, "running"), console=console, refresh_per_second=4
+            ) as live:
+                while not run.done():
+                    if not pushed and clock.now() - scenario.T0 >= scenario.PUSH_V2_AT:
+                        pushed = True
+                        msg = await asyncio.to_thread(
+                            ops_push, keys, cfg, work / "campaigns-v2.json", 2
+                        )
+                        live.console.print(f"central ops: {msg}")
+                    if player is not None and player.poll() is not None:
+                        live.console.print(
+                            f"[red]signage player exited ({player.returncode}); see {work / 'signage-ui.log'}[/]"
+                        )
+                        break
+                    live.update(_table(agent, sink, clock, "running"))
+                    await asyncio.sleep(0.25)
+                await run
+                live.update(_table(agent, sink, clock, "draining"))
+
+        asyncio.run(main())
+        # The player reports its last impression on the way out; the agent takes it in.
+        before = agent.stats.impressions_received
+        stop_player(player)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and agent.stats.impressions_received == before:
+            time.sleep(0.05)
+        agent.close(flush_timeout_s=15)
+        accepted = agent.accepted_ids or []
+        sink.wait_for(len(set(accepted)), timeout=15)
+        return _summary(console, agent, sink, accepted, shots)
+    finally:
+        if player is not None:
+            stop_player(player)
+        if xvfb is not None:
+            xvfb.stop()
+        if sink is not None:
+            sink.stop()
+        if mosq is not None:
+            mosq.cleanup()
+
+
+def _summary(console: Console, agent: Any, sink: Any, accepted: list[str], shots: Path) -> int:
+    s = agent.stats
+    at_cdp = set(sink.ids())
+    delivered = len(set(accepted) & at_cdp)
+    # Lost means: accepted into the outbox on this box, never stored at the CDP.
+    lost = len(set(accepted) - at_cdp)
+    screenshots = sorted(p.name for p in shots.glob("*.png"))
+    t = Table(title="Demo summary", show_header=False)
+    for k, v in [
+        ("adverts processed", s.adverts),
+        ("zone entries", s.zone_entries),
+        ("shoppers resolved", s.shoppers_resolved),
+        ("decisions", s.decisions),
+        ("content changes", s.content_changes),
+        (
+            "  personalised / anonymous / default",
+            f"{s.variants['personalised']} / {s.variants['anonymous']} / {s.variants['default']}",
+        ),
+        ("impressions from the player", s.impressions_received),
+        ("staff alerts (beacon battery, order ready)", s.staff_alerts),
+        ("campaign pushes applied / refused", f"{s.downlink_applied} / {s.downlink_refused}"),
+        ("events accepted into the outbox", len(accepted)),
+        ("events delivered to the CDP sink", delivered),
+        ("duplicates absorbed by the CDP", sink.stats().get("duplicates", 0)),
+        ("events lost", lost),
+        ("screenshots", f"{len(screenshots)} in {shots}"),
+    ]:
+        t.add_row(k, str(v))
+    console.print(t)
+    for name in screenshots:
+        console.print(f"  {name}")
+    ok = lost == 0 and bool(screenshots) and s.variants["personalised"] > 0
+    console.print("[green]demo OK[/]" if ok else "[red]demo FAILED[/]")
+    return 0 if ok else 1

@@ -1,0 +1,130 @@
+"""Content manifests pushed by central ops (downlink kind ``content``): the screens' default loop
+and the assets it needs, applied all at once or not at all.
+
+Body::
+
+    {"playlist": {"version": 7, "items": [...]},          # contracts.screen_protocol.Playlist
+     "assets": [{"sha256": "...", "size": 123, "url": "https://..."},
+                {"sha256": "...", "size": 45, "data_b64": "..."}]}   # small files inline
+
+Every asset an item refers to (``image_sha256``, ``video_sha256``) must be listed. The agent
+checks the manifest at once (a bad one is refused in the downlink's ack), fetches and verifies
+the assets in the background, and only then swaps ``playlist.json`` (which the player watches)
+and removes assets no longer used: until then the previous loop plays on, whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from contracts.screen_protocol import Playlist
+from contracts.validation import first_error
+from edge_agent.journey.content_store import atomic_write
+from sync.assets import AssetFetchError, AssetRef, AssetStore
+
+log = logging.getLogger(__name__)
+
+
+class ContentManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    playlist: Playlist
+    assets: tuple[AssetRef, ...] = ()
+
+    def referenced(self) -> set[str]:
+        out: set[str] = set()
+        for item in self.playlist.items:
+            for sha in (item.content.image_sha256, item.content.video_sha256):
+                if sha:
+                    out.add(sha)
+        return out
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContentManifest:
+        listed = {a.sha256 for a in self.assets}
+        for i, item in enumerate(self.playlist.items):
+            for field in ("image_sha256", "video_sha256"):
+                sha = getattr(item.content, field)
+                if sha and sha not in listed:
+                    raise ValueError(f"playlist.items.{i}.content.{field} is not in assets")
+        if len(listed) != len(self.assets):
+            raise ValueError("assets lists the same sha256 twice")
+        return self
+
+
+def parse_manifest(body: dict[str, Any]) -> ContentManifest:
+    """The manifest, or ValueError with one line naming the key."""
+    try:
+        return ContentManifest.model_validate(body)
+    except ValidationError as exc:
+        raise ValueError(f"content {first_error(exc, 'manifest')}") from None
+
+
+class ContentInstaller:
+    """Fetches a manifest's assets off the caller's thread, then swaps the playlist. A newer
+    manifest supersedes one still downloading."""
+
+    def __init__(
+        self,
+        content_dir: Path,
+        on_done: Callable[[int, bool, str], None],
+        *,
+        store: AssetStore | None = None,
+    ) -> None:
+        self.content_dir = Path(content_dir)
+        self.store = store or AssetStore(self.content_dir)
+        self.on_done = on_done  # (playlist version, ok, one-line reason)
+        self._gen = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def install(self, manifest: ContentManifest) -> None:
+        with self._lock:
+            self._gen += 1
+            gen = self._gen
+        t = threading.Thread(
+            target=self._run, args=(manifest, gen), name="content-fetch", daemon=True
+        )
+        self._thread = t
+        t.start()
+
+    def wait(self, timeout: float) -> bool:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def _current(self, gen: int) -> bool:
+        with self._lock:
+            return gen == self._gen
+
+    def _run(self, manifest: ContentManifest, gen: int) -> None:
+        version = manifest.playlist.version
+        try:
+            for ref in manifest.assets:
+                if not self._current(gen):
+                    return  # a newer manifest took over; it reports for itself
+                self.store.fetch(ref)
+            with self._lock:
+                if gen != self._gen:
+                    return
+                self.content_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(
+                    self.content_dir / "playlist.json",
+                    manifest.playlist.model_dump_json(indent=1).encode(),
+                )
+                removed = self.store.gc({a.sha256 for a in manifest.assets})
+        except (AssetFetchError, OSError) as exc:
+            log.error("content v%d not installed, the previous loop plays on: %s", version, exc)
+            self.on_done(version, False, str(exc)[:300])
+            return
+        reason = f"{len(manifest.assets)} asset(s) ready, {removed} unused removed"
+        log.info("content v%d installed: %s", version, reason)
+        self.on_done(version, True, reason)

@@ -1,0 +1,64 @@
+"""`edge-agent campaigns check BUNDLE [-c agent.toml] [--at TIME]`: validate a campaign bundle
+before central ops signs it, and say what each screen would show now and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("campaigns", help="campaign bundle tools")
+    p_sub = p.add_subparsers(dest="campaigns_command", required=True)
+    check = p_sub.add_parser(
+        "check", help="validate a bundle (exit 2 on errors); with -c, lint it against the store"
+    )
+    check.add_argument("bundle", help="campaign bundle JSON file")
+    check.add_argument("--config", "-c", help="the store's agent.toml, for store-specific checks")
+    check.add_argument(
+        "--at", help="ISO time in the store's zone for the dry run (default: now)", default=None
+    )
+    check.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.config import load_or_report
+    from edge_agent.journey.campaigns import lint
+    from edge_agent.journey.content_store import parse_bundle
+    from edge_agent.journey.decide import ScreenContext, decide
+
+    try:
+        body = json.loads(Path(args.bundle).read_bytes())
+        bundle = parse_bundle(body)
+    except (OSError, ValueError) as exc:  # BundleError is a ValueError naming the field
+        print(f"{args.bundle}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.bundle}: v{bundle.version}, {len(bundle.campaigns)} campaigns: valid")
+    if not args.config:
+        return 0
+    cfg = load_or_report(args.config)
+    if cfg is None:
+        return 2
+    tz = ZoneInfo(cfg.store.timezone)
+    now = datetime.fromisoformat(args.at) if args.at else datetime.now(tz)
+    now = now.replace(tzinfo=tz) if now.tzinfo is None else now.astimezone(tz)
+    warnings = lint(
+        bundle,
+        zones=[z.id for z in cfg.zones],
+        screens=[s.id for s in cfg.screens],
+        max_people_for_personal=max(s.max_people_for_personal for s in cfg.screens),
+        now=now,
+    )
+    for line in warnings:
+        print(f"warning: {line}")
+    # A dry run: what each screen shows to an anonymous passer-by at that time, and why.
+    for s in cfg.screens:
+        d = decide(ScreenContext(s.id, s.zone, s.max_people_for_personal, 1), bundle, now)
+        why = ", ".join(d.reasons[:4])
+        print(f"{s.id} at {now:%a %H:%M %Z}: {d.content.content_id} ({why})")
+    return 0

@@ -1,0 +1,104 @@
+"""The journey engine: decisions with their consequences, in one place for the agent and tests.
+
+``decide`` is pure; this keeps the state around it consistent: what was shown counts against
+caps, becomes a touch for attribution and a number in the KPIs; a held-out shopper becomes a
+control touch; a receipt becomes a conversion attributed first-touch and last-touch. No I/O
+and no clock of its own: the agent passes time in, a day-long scenario test passes a simulated
+one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from edge_agent.journey.attribution import Attribution, AttributionBook, Touch
+from edge_agent.journey.campaigns import CampaignBundle
+from edge_agent.journey.caps import CapsLedger
+from edge_agent.journey.decide import CampaignIndex, Decision, ScreenContext, World, decide
+from edge_agent.journey.kpis import JourneyKpis
+from edge_agent.slice.store import Profile
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    attribution: Attribution
+    first_campaign_id: str | None
+    last_campaign_id: str | None
+    group: str | None
+
+
+class JourneyEngine:
+    def __init__(self, bundle: CampaignBundle, attribution_window_s: float = 3600.0) -> None:
+        self.index = CampaignIndex(bundle)
+        self.caps = CapsLedger()
+        self.book = AttributionBook(attribution_window_s)
+        self.kpis = JourneyKpis()
+
+    def set_bundle(self, bundle: CampaignBundle) -> None:
+        if bundle is not self.index.bundle:
+            self.index = CampaignIndex(bundle)
+
+    def decide(
+        self, ctx: ScreenContext, now_local: datetime, stock: Mapping[str, bool] | None = None
+    ) -> Decision:
+        return decide(ctx, self.index, now_local, World(stock=stock or {}, caps=self.caps))
+
+    def shown(
+        self,
+        screen_id: str,
+        d: Decision,
+        ts: float,
+        now_local: datetime,
+        present: Iterable[Profile] = (),
+        event_id: str = "",
+    ) -> list[tuple[str, Profile]]:
+        """``d`` went on ``screen_id`` at ``ts``; ``present`` are the identified shoppers at
+        the screen: those held out of a campaign they were eligible for get a control touch,
+        and are returned as (campaign id, shopper) for the agent to report."""
+        self.kpis.roll(now_local.date())
+        if d.campaign_id is not None:
+            self.caps.record(d.campaign_id, screen_id, d.profile_id, now_local)
+            self.book.add(Touch(ts, d.campaign_id, screen_id, d.profile_id, "exposed", event_id))
+            self.kpis.shown(d.campaign_id, d.profile_id, ts)
+        held: list[tuple[str, Profile]] = []
+        for cid in d.held_out:
+            c = next((c for c in self.index.ordered if c.id == cid), None)
+            if c is None:
+                continue
+            for p in present:
+                if p.consent_personalisation and c.targets(p) and c.held_out(p.profile_id):
+                    self.book.add(Touch(ts, cid, screen_id, p.profile_id, "holdout", event_id))
+                    self.kpis.held_out(cid, p.profile_id)
+                    held.append((cid, p))
+        return held
+
+    def entered_store(self, profile_id: str, ts: float, now_local: datetime) -> None:
+        self.kpis.roll(now_local.date())
+        self.kpis.store_entry(profile_id, ts)
+
+    def conversion(
+        self,
+        ts: float,
+        profile_id: str | None,
+        now_local: datetime,
+        screens: Iterable[str] | None = None,
+    ) -> ConversionResult:
+        self.kpis.roll(now_local.date())
+        a = self.book.attribute(ts, profile_id, screens)
+        first = a.first.campaign_id if a.first else None
+        last = a.last.campaign_id if a.last else None
+        self.kpis.conversion(last, a.group, profile_id, ts)
+        return ConversionResult(a, first, last, a.group)
+
+    def forget(self, profile_id: str) -> None:
+        """Consent withdrawn: nothing about the shopper stays in caps, touches or KPIs."""
+        self.caps.forget(profile_id)
+        self.book.forget(profile_id)
+        self.kpis.forget(profile_id)
+
+    def housekeeping(self, ts: float, now_local: datetime) -> None:
+        self.book.prune(ts)
+        self.caps.prune(now_local)
+        self.kpis.roll(now_local.date())

@@ -1,0 +1,199 @@
+"""The profile slice's SQLite schema: created and migrated step by step with sqlite-utils.
+
+``schema_version`` holds one row. A new file runs every step from 0, so the path an old box
+takes on upgrade is the path every test and every new box takes too. Each step runs in one
+transaction: a power cut mid-migration leaves the previous version, not a mix.
+
+Version 1 (the foundation issue): profiles with one open order, identity keys in plain hex.
+Version 2 (issue 5): affinities, open orders (list), expiry and per-row slice version; identity
+keys sealed with the device key (several per profile); a stock table; the apply journal that
+makes deltas idempotent; an index for the retention purge.
+Version 3: staging for snapshots too big for one downlink message (``snapshot_part`` bodies):
+the parts received so far, their validated rows with sealed keys, and the snapshot they build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import sqlite_utils
+
+from edge_agent.slice.crypto import DeviceKey
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this agent (for example, a newer schema)."""
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _set_version(db: sqlite_utils.Database, version: int) -> None:
+    db.execute("DELETE FROM schema_version")
+    db["schema_version"].insert({"version": version})
+
+
+def _v0_to_v1(db: sqlite_utils.Database, key: DeviceKey) -> bool:
+    """Exactly the tables the foundation issue created (kept so old files have a start)."""
+    db["schema_version"].create({"version": int}, if_not_exists=True)
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["profiles"].create(
+        {
+            "profile_id": str,
+            "first_name": str,
+            "language": str,
+            "consent_personalisation": int,
+            "consent_analytics": int,
+            "consent_staff_alerts": int,
+            "segments": str,
+            "loyalty_tier": str,
+            "churn_risk": float,
+            "open_order": str,
+        },
+        pk="profile_id",
+        if_not_exists=True,
+    )
+    db["identity_keys"].create(
+        {"profile_id": str, "key_hex": str},
+        pk="profile_id",
+        foreign_keys=[("profile_id", "profiles", "profile_id")],
+        if_not_exists=True,
+    )
+    return False
+
+
+def _v1_to_v2(db: sqlite_utils.Database, key: DeviceKey) -> bool:
+    profiles = db.table("profiles")
+    for name, typ in (("open_orders", str), ("affinities", str), ("expires_at", float)):
+        profiles.add_column(name, typ)
+    profiles.add_column("version", int, not_null_default=0)
+    # One order (or none) becomes a list of orders; JSON in, JSON out, in SQL.
+    db.execute(
+        "UPDATE profiles SET open_orders = json_array(json(open_order)) "
+        "WHERE open_order IS NOT NULL AND open_order != ''"
+    )
+    db.execute(
+        "UPDATE profiles SET version = "
+        "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'version'), 0)"
+    )
+    profiles.transform(drop={"open_order"})
+    # Keys: plain hex -> sealed with the device key, bound to (profile, slot).
+    old = list(db.execute("SELECT profile_id, key_hex FROM identity_keys"))
+    db["identity_keys_v2"].create(
+        {"profile_id": str, "slot": int, "sealed": bytes}, pk=("profile_id", "slot")
+    )
+    db["identity_keys_v2"].insert_all(
+        {"profile_id": pid, "slot": 0, "sealed": key.seal(pid, 0, bytes.fromhex(hexkey))}
+        for pid, hexkey in old
+        if hexkey
+    )
+    db["identity_keys"].drop()
+    db.rename_table("identity_keys_v2", "identity_keys")
+    db["stock"].create(
+        {"sku": str, "available": int, "quantity": int, "aisle": str, "version": int},
+        pk="sku",
+    )
+    db["slice_log"].create(
+        {"version": int, "kind": str, "digest": str, "rows": int, "applied_at": float},
+        pk="version",
+    )
+    # The version the file already holds gets its journal entry (no digest: never a duplicate).
+    db.execute(
+        "INSERT INTO slice_log (version, kind, digest, rows, applied_at) "
+        "SELECT CAST(value AS INTEGER), 'migrated', NULL, (SELECT count(*) FROM profiles), "
+        "unixepoch() FROM meta WHERE key = 'version' AND CAST(value AS INTEGER) > 0"
+    )
+    # The retention purge looks for expired rows; most rows may have no expiry of their own.
+    db.execute(
+        "CREATE INDEX profiles_expires_at ON profiles(expires_at) WHERE expires_at IS NOT NULL"
+    )
+    return bool(old)  # plaintext keys were in the file: scrub the free pages
+
+
+def _v2_to_v3(db: sqlite_utils.Database, key: DeviceKey) -> bool:
+    """Staging for chunked snapshots: rows are validated and keys sealed as each part arrives
+    (never a plaintext key on disk), so the swap is a copy between tables in one transaction."""
+    # At most one snapshot is staged at a time; a newer one supersedes it.
+    db["snapshot_staging"].create(
+        {
+            "snapshot_id": str,
+            "version": int,
+            "store_id": str,
+            "parts": int,
+            "started_at": float,
+            "updated_at": float,
+        },
+        pk="snapshot_id",
+    )
+    db["snapshot_parts"].create(
+        {
+            "snapshot_id": str,
+            "part": int,
+            "digest": str,
+            "rows": int,
+            "has_stock": int,
+            "received_at": float,
+        },
+        pk=("snapshot_id", "part"),
+    )
+    # Same columns as the live tables, so the swap is INSERT ... SELECT.
+    db.execute(
+        "CREATE TABLE staged_profiles (profile_id TEXT PRIMARY KEY, first_name TEXT, "
+        "language TEXT, consent_personalisation INTEGER, consent_analytics INTEGER, "
+        "consent_staff_alerts INTEGER, segments TEXT, loyalty_tier TEXT, churn_risk FLOAT, "
+        "open_orders TEXT, affinities TEXT, expires_at FLOAT, version INTEGER, "
+        "part INTEGER NOT NULL)"
+    )
+    db["staged_identity_keys"].create(
+        {"profile_id": str, "slot": int, "sealed": bytes}, pk=("profile_id", "slot")
+    )
+    db["staged_stock"].create(
+        {"sku": str, "available": int, "quantity": int, "aisle": str, "version": int},
+        pk="sku",
+    )
+    return False
+
+
+# step n migrates from version n to n + 1
+STEPS: list[Callable[[sqlite_utils.Database, DeviceKey], bool]] = [
+    _v0_to_v1,
+    _v1_to_v2,
+    _v2_to_v3,
+]
+assert len(STEPS) == SCHEMA_VERSION
+
+
+def migrate(db: sqlite_utils.Database, key: DeviceKey, target: int = SCHEMA_VERSION) -> int:
+    """Bring the file to ``target``; returns the version it was at. Idempotent."""
+    start = schema_version(db)
+    if start > SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema v{start} is newer than this agent supports (v{SCHEMA_VERSION}); "
+            "refusing to touch it"
+        )
+    scrub = False
+    for v in range(start, target):
+        with db.atomic():
+            scrub |= STEPS[v](db, key)
+            _set_version(db, v + 1)
+        log.info("profiles: schema migrated v%d -> v%d", v, v + 1)
+    if scrub:
+        # secure_delete zeroed the dropped pages; VACUUM and a truncating checkpoint also
+        # rewrite the file and empty the WAL, so no copy of a plaintext key survives.
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return start
+
+
+def decode_orders(text: str | None) -> list[dict[str, str]]:
+    return json.loads(text) if text else []

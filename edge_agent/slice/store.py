@@ -1,0 +1,1048 @@
+"""The profile slice: a read-only, versioned replica of the CDP's profiles for this store.
+
+SQLite (WAL, ``synchronous=FULL``, ``secure_delete``) with the schema in ``profile_schema``;
+identity keys sealed with a device key kept in another file (``profile_crypto``); input shapes in
+``profile_model``. Central sends a full snapshot or a delta, each carrying the slice version:
+
+- atomic: one transaction per snapshot or delta, so a kill -9 mid-apply leaves the old slice;
+- idempotent: the same version with the same content again changes nothing (a redelivery after a
+  crash between commit and ack is normal with QoS 1);
+- ordered: an older version is refused, and a delta that does not start at the current version
+  is refused as a gap and recorded, so the ack and health ask central for a snapshot;
+- consent first: a withdrawal purges the profile and its keys in the same transaction (and
+  secure_delete plus a WAL checkpoint leave no copy in the file);
+- chunked: a snapshot too big for one message comes as ``snapshot_part`` bodies
+  (``profile_parts``), staged durably in any order (rows validated, keys sealed as they arrive)
+  and swapped in with the last part, in one transaction; until then the current slice serves.
+
+Reads go through their own SQLite connection, which sees only committed slices, and a bounded
+cache that every write invalidates for the ids it touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import sqlite_utils
+
+from contracts.slice_parts import MAX_PARTS, PART_FIELDS, SNAPSHOT_ID
+from edge_agent.slice.crypto import DeviceKey, SealError
+from edge_agent.slice.model import (
+    ConsentOp,
+    DeleteOp,
+    Profile,
+    ProfileRow,
+    SliceError,
+    StockDeleteOp,
+    StockOp,
+    StockRow,
+    UpsertOp,
+    frozen_orders,
+    parse_ops,
+    parse_rows,
+    parse_stock,
+)
+from edge_agent.slice.schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ApplyResult",
+    "Profile",
+    "ProfileRow",
+    "ProfileSlice",
+    "SchemaError",
+    "SliceError",
+    "SliceGapError",
+    "SliceOrderError",
+    "SliceStoreError",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5000
+_MISS = object()
+_COLS = (
+    "profile_id, first_name, language, consent_personalisation, consent_analytics, "
+    "consent_staff_alerts, segments, loyalty_tier, churn_risk, open_orders, affinities, "
+    "expires_at, version"
+)
+_INSERT = f"INSERT OR REPLACE INTO profiles ({_COLS}) VALUES ({', '.join('?' * 13)})"
+_INSERT_KEY = "INSERT INTO identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
+_STAGE = f"INSERT INTO staged_profiles ({_COLS}, part) VALUES ({', '.join('?' * 14)})"
+_STAGE_KEY = "INSERT INTO staged_identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
+_STOCK_COLS = "sku, available, quantity, aisle, version"
+# A partial snapshot that gets no new part for this long is dropped (central gave up on it).
+STAGING_TTL_S = 24 * 3600.0
+
+
+class SliceOrderError(SliceError):
+    """An older (or conflicting same-version) snapshot or delta."""
+
+
+class SliceGapError(SliceError):
+    """A delta that does not follow the current version: central must send a snapshot."""
+
+
+class SliceStoreError(SliceError):
+    """A slice addressed to another store."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    kind: str  # "snapshot" | "delta"
+    version: int
+    rows: int  # profiles in a snapshot, ops in a delta
+    duplicate: bool = False  # the same version and content was already applied: no change
+    # Profiles whose identity keys changed (None: all of them, after a snapshot).
+    keys_changed: frozenset[str] | None = frozenset()
+    # Profiles deleted or purged on consent withdrawal: the agent forgets their journey state.
+    forgotten: tuple[str, ...] = ()
+    # A "snapshot_part": parts staged so far of how many (the last one swaps: kind "snapshot").
+    staged: int = 0
+    parts: int = 0
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    expired: int
+    log_rows: int
+    forgotten: tuple[str, ...]
+    staged_dropped: int = 0  # parts of an expired partial snapshot
+
+
+@dataclass(frozen=True)
+class Staging:
+    """The partial snapshot being staged (at most one)."""
+
+    snapshot_id: str
+    version: int
+    store_id: str
+    parts: int
+    received: int
+    rows: int
+    updated_at: float
+
+
+def _digest(body: Any) -> str:
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def _parse_time(v: Any, where: str) -> float | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise SliceError(f"{where}: expected an RFC 3339 time string")
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise SliceError(f"{where}: not an RFC 3339 time") from None
+    if dt.tzinfo is None:
+        raise SliceError(f"{where}: needs a time zone (RFC 3339)")
+    return dt.timestamp()
+
+
+def _int(body: dict[str, Any], key: str, minimum: int) -> int:
+    v = body.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise SliceError(f"{key}: expected an integer >= {minimum}")
+    return v
+
+
+def _row_values(p: ProfileRow, version: int, default_expiry: float | None) -> tuple:
+    orders = p.orders()
+    exp = _epoch(p.expires_at)
+    return (
+        p.profile_id,
+        p.first_name,
+        p.language,
+        int(p.consent_personalisation),
+        int(p.consent_analytics),
+        int(p.consent_staff_alerts),
+        json.dumps(p.segments, separators=(",", ":")),
+        p.loyalty_tier,
+        p.churn_risk,
+        json.dumps([o.model_dump() for o in orders], separators=(",", ":")) if orders else None,
+        json.dumps(p.affinities, separators=(",", ":")) if p.affinities else None,
+        exp if exp is not None else default_expiry,
+        version,
+    )
+
+
+def _to_profile(r: tuple) -> Profile:
+    orders = frozen_orders(json.loads(r[9])) if r[9] else ()
+    return Profile(
+        profile_id=r[0],
+        first_name=r[1],
+        language=r[2],
+        consent_personalisation=bool(r[3]),
+        consent_analytics=bool(r[4]),
+        consent_staff_alerts=bool(r[5]),
+        segments=tuple(json.loads(r[6])) if r[6] else (),
+        loyalty_tier=r[7],
+        churn_risk=r[8],
+        open_order=orders[0] if orders else None,
+        open_orders=orders,
+        affinities=MappingProxyType(json.loads(r[10]) if r[10] else {}),
+        expires_at=r[11],
+        version=r[12] or 0,
+    )
+
+
+def _private_file(path: Path) -> None:
+    """Create with 0600 before SQLite writes anything; tighten a file someone loosened."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.warning("profiles: %s was readable by others; set to 0600", path)
+        os.chmod(path, 0o600)
+
+
+class ProfileSlice:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        key_path: Path | str | None = None,
+        store_id: str | None = None,
+        cache_size: int = 50_000,
+        create: bool = True,
+        staging_ttl_s: float = STAGING_TTL_S,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Apart from the database: a copied .db file alone does not open the identity keys.
+        self.key_path = Path(key_path) if key_path else self.path.with_suffix(".key")
+        self.store_id = store_id
+        self.cache_size = max(0, cache_size)
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no profile slice here")
+        # The key first: a database must never be created without the key that seals it.
+        self._key = DeviceKey.load_or_create(self.key_path, create=create)
+        _private_file(self.path)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (a consent purge) are overwritten, not just unlinked.
+        self.db.execute("PRAGMA secure_delete=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.migrated_from = migrate(self.db, self._key)
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+        )
+        self._reader.execute("PRAGMA busy_timeout=5000")
+        # Writes arrive on the downlink and scheduler threads while the agent loop reads.
+        self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._cache: OrderedDict[str, Profile | None] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._gen = 0
+        self._stock: dict[str, bool] | None = None
+        self.key_errors = 0
+        self.last_error = ""
+        self.staging_ttl_s = staging_ttl_s
+        self._resume_staging()
+
+    # ---- reads -------------------------------------------------------------------------
+    def _meta(self, key: str, conn: Any = None) -> str | None:
+        """From ``conn`` (the writer, inside a write), else the last committed value: a reader
+        must not wait for a long snapshot import (the heartbeat asks on the agent loop)."""
+        if conn is None:
+            with self._read_lock:
+                row = self._reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        else:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def version(self) -> int:
+        v = self._meta("version")
+        return int(v) if v else 0
+
+    @property
+    def snapshot_needed(self) -> str | None:
+        """Why central should send a full snapshot (a gap, unreadable keys), or None."""
+        return self._meta("snapshot_needed")
+
+    def get(self, profile_id: str) -> Profile | None:
+        """Warm cache first, then one primary-key read; expired profiles are not returned."""
+        with self._cache_lock:
+            p = self._cache.get(profile_id, _MISS)
+            if p is not _MISS:
+                self._cache.move_to_end(profile_id)
+        if p is _MISS:
+            gen = self._gen
+            with self._read_lock:
+                row = self._reader.execute(
+                    f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
+                ).fetchone()
+            p = _to_profile(row) if row else None
+            with self._cache_lock:
+                # A write that landed while we read must not be overwritten by what we read.
+                if gen == self._gen and self.cache_size:
+                    self._cache[profile_id] = p
+                    if len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        if p is not None and p.expires_at is not None and p.expires_at <= time.time():
+            return None  # the retention purge has not run yet; the profile is already dead
+        return p  # type: ignore[return-value]
+
+    def _invalidate(self, ids: Iterable[str] | None) -> None:
+        with self._cache_lock:
+            self._gen += 1
+            if ids is None:
+                self._cache.clear()
+            else:
+                for pid in ids:
+                    self._cache.pop(pid, None)
+
+    def _open_keys(self, rows: Iterable[tuple[str, int, bytes]]) -> dict[str, tuple[bytes, ...]]:
+        out: dict[str, list[bytes]] = {}
+        bad = 0
+        for pid, slot, sealed in rows:
+            try:
+                key = self._key.open(pid, slot, sealed)
+            except SealError:
+                bad += 1
+            else:
+                out.setdefault(pid, []).append(key)
+        if bad:
+            self.key_errors = bad
+            # Count only: which profile does not matter to the log, the fix is a new snapshot.
+            log.error("profiles: %d identity keys do not open with %s", bad, self.key_path)
+            with self._lock, self.db.atomic():
+                self._set_meta("snapshot_needed", f"{bad} identity keys do not open")
+        return {pid: tuple(ks) for pid, ks in out.items()}
+
+    def identity_keys(self, ids: Iterable[str] | None = None) -> dict[str, tuple[bytes, ...]]:
+        """Decrypted keys by profile (all, or those of ``ids``), for the token resolver only."""
+        with self._read_lock:
+            if ids is None:
+                rows = self._reader.execute(
+                    "SELECT profile_id, slot, sealed FROM identity_keys ORDER BY profile_id, slot"
+                ).fetchall()
+            else:
+                rows = []
+                for pid in ids:
+                    rows += self._reader.execute(
+                        "SELECT profile_id, slot, sealed FROM identity_keys WHERE profile_id=? "
+                        "ORDER BY slot",
+                        (pid,),
+                    ).fetchall()
+        return self._open_keys(rows)
+
+    def stock_levels(self) -> dict[str, bool]:
+        """SKU -> available, what decisions and campaign lint read (cached until a change)."""
+        stock = self._stock
+        if stock is None:
+            with self._read_lock:
+                rows = self._reader.execute("SELECT sku, available FROM stock").fetchall()
+            stock = {sku: bool(a) for sku, a in rows}
+            self._stock = stock
+        return stock
+
+    def stock(self, sku: str) -> dict[str, Any] | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT sku, available, quantity, aisle FROM stock WHERE sku=?", (sku,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {"sku": row[0], "available": bool(row[1]), "quantity": row[2], "aisle": row[3]}
+
+    def count(self) -> int:
+        with self._read_lock:
+            return self._reader.execute("SELECT count(*) FROM profiles").fetchone()[0]
+
+    # ---- writes ------------------------------------------------------------------------
+    def apply(self, body: Any, on_progress: Callable[[int], None] | None = None) -> ApplyResult:
+        """Apply one downlink body (snapshot or delta); raises ``SliceError`` naming the field."""
+        if not isinstance(body, dict):
+            raise SliceError("body: expected a JSON object")
+        kind = body.get("type", "snapshot")
+        allowed = (
+            {
+                "snapshot": {"type", "store_id", "version", "expires_at", "profiles", "stock"},
+                "delta": {"type", "store_id", "base_version", "version", "expires_at", "ops"},
+                "snapshot_part": PART_FIELDS,
+            }.get(kind)
+            if isinstance(kind, str)
+            else None
+        )
+        if allowed is None:
+            raise SliceError("type: expected 'snapshot' or 'delta' (or 'snapshot_part')")
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise SliceError(f"{unknown[0]}: unknown field in a {kind}")
+        store = body.get("store_id")
+        if not isinstance(store, str):
+            raise SliceError("store_id: missing")
+        if self.store_id is not None and store != self.store_id:
+            raise SliceStoreError(
+                f"store_id: slice for store {store[:64]!r}, this box is in {self.store_id!r}"
+            )
+        version = _int(body, "version", 1)
+        expires = _parse_time(body.get("expires_at"), "expires_at")
+        if kind == "snapshot_part":
+            return self._part(body, version, expires, store, on_progress)
+        if kind == "snapshot":
+            if "profiles" not in body:
+                raise SliceError("profiles: missing")
+            return self._snapshot(
+                body["profiles"],
+                version,
+                stock=body.get("stock"),
+                replace_stock="stock" in body,
+                expires_at=expires,
+                store=store,
+                digest=_digest(body),
+                on_progress=on_progress,
+            )
+        base = _int(body, "base_version", 0)
+        if version <= base:
+            raise SliceError("version: must be greater than base_version")
+        ops = parse_ops(body.get("ops"))
+        return self._delta(ops, base, version, expires, store, _digest(body), on_progress)
+
+    def load_snapshot(
+        self,
+        rows: list[dict[str, Any]],
+        version: int,
+        *,
+        stock: list[dict[str, Any]] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Replace the whole slice atomically; refuses the lot if any row is malformed."""
+        res = self._snapshot(
+            rows,
+            version,
+            stock=stock,
+            replace_stock=stock is not None,
+            expires_at=None,
+            store=self.store_id,
+            digest=None,
+            on_progress=on_progress,
+        )
+        return res.rows
+
+    def _check_order(self, kind: str, version: int, digest: str | None) -> bool:
+        """True when this exact version was applied already (a redelivery); raises if older."""
+        cur = int(self._meta("version", self.db.conn) or 0)
+        if version > cur:
+            return False
+        if version == cur and digest is not None:
+            row = self.db.execute(
+                "SELECT digest FROM slice_log WHERE version=?", (version,)
+            ).fetchone()
+            if row and row[0] == digest:
+                return True
+        raise SliceOrderError(f"{kind} version {version} is not newer than {cur}")
+
+    def _snapshot(
+        self,
+        rows: Any,
+        version: int,
+        *,
+        stock: Any,
+        replace_stock: bool,
+        expires_at: float | None,
+        store: str | None,
+        digest: str | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> ApplyResult:
+        if not isinstance(rows, list):
+            raise SliceError("profiles: expected a list")
+        stock_rows = parse_stock(stock)
+        with self._lock:
+            if self._check_order("snapshot", version, digest):
+                return ApplyResult("snapshot", version, len(rows), duplicate=True)
+            # Validated chunk by chunk inside the one transaction: a million parsed rows at once
+            # would not fit a small box's memory; a bad row rolls everything back.
+            seen: set[str] = set()
+            with self.db.atomic():
+                cur = self.db.conn
+                cur.execute("DELETE FROM identity_keys")
+                cur.execute("DELETE FROM profiles")
+                for i in range(0, len(rows), CHUNK):
+                    chunk = parse_rows(rows[i : i + CHUNK], start=i, seen=seen)
+                    cur.executemany(_INSERT, [_row_values(p, version, expires_at) for p in chunk])
+                    cur.executemany(_INSERT_KEY, self._sealed(chunk))
+                    if on_progress is not None:
+                        on_progress(i + len(chunk))
+                if replace_stock:
+                    cur.execute("DELETE FROM stock")
+                    self._write_stock(stock_rows, version)
+                self._finish("snapshot", version, digest, len(rows), store)
+            self._invalidate(None)
+            self._stock = None
+        return ApplyResult("snapshot", version, len(rows), keys_changed=None)
+
+    def _sealed(self, chunk: Iterable[ProfileRow]) -> Iterator[tuple[str, int, bytes]]:
+        seal = self._key.seal
+        for p in chunk:
+            for slot, k in enumerate(p.keys()):
+                yield (p.profile_id, slot, seal(p.profile_id, slot, bytes.fromhex(k)))
+
+    def _write_stock(self, rows: Iterable[StockRow], version: int) -> None:
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO stock (sku, available, quantity, aisle, version) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in rows],
+        )
+
+    def _finish(
+        self, kind: str, version: int, digest: str | None, rows: int, store: str | None
+    ) -> None:
+        # A partial snapshot this version overtakes can never be swapped in: drop it now.
+        for (sid,) in self.db.execute(
+            "SELECT snapshot_id FROM snapshot_staging WHERE version <= ?", (version,)
+        ).fetchall():
+            self._drop_staging(sid, f"superseded by {kind} v{version}")
+        self._set_meta("version", str(version))
+        if store:
+            self._set_meta("store_id", store)
+        self._set_meta("snapshot_needed", None)
+        self._set_meta("applied_at", str(time.time()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO slice_log (version, kind, digest, rows, applied_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (version, kind, digest, rows, time.time()),
+        )
+
+    # ---- chunked snapshots -------------------------------------------------------------
+    def staging(self) -> Staging | None:
+        """The partial snapshot being staged, from the last committed state."""
+        with self._read_lock:
+            return self._staging(self._reader)
+
+    def _staging(self, conn: Any) -> Staging | None:
+        row = conn.execute(
+            "SELECT s.snapshot_id, s.version, s.store_id, s.parts, count(p.part), "
+            "coalesce(sum(p.rows), 0), s.updated_at FROM snapshot_staging s "
+            "LEFT JOIN snapshot_parts p ON p.snapshot_id = s.snapshot_id "
+            "GROUP BY s.snapshot_id ORDER BY s.version DESC LIMIT 1"
+        ).fetchone()
+        return Staging(*row) if row else None
+
+    def _drop_staging(self, snapshot_id: str | None, why: str | None) -> int:
+        """Inside a write transaction: forget the staged snapshot (logged unless ``why`` is
+        None: the swap empties the staging too)."""
+        n = self.db.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+        for table in (
+            "staged_identity_keys",
+            "staged_profiles",
+            "staged_stock",
+            "snapshot_parts",
+            "snapshot_staging",
+        ):
+            self.db.execute(f"DELETE FROM {table}")
+        if why is not None:
+            # Ids of snapshots are central's, not shoppers': fine in a log.
+            log.info("profiles: dropped partial snapshot %s (%d parts): %s", snapshot_id, n, why)
+        return n
+
+    def _part(
+        self,
+        body: dict[str, Any],
+        version: int,
+        expires: float | None,
+        store: str,
+        on_progress: Callable[[int], None] | None,
+    ) -> ApplyResult:
+        sid = body.get("snapshot_id")
+        if not isinstance(sid, str) or not SNAPSHOT_ID.match(sid):
+            raise SliceError("snapshot_id: expected 1-64 of A-Z a-z 0-9 _ . : -")
+        parts = _int(body, "parts", 1)
+        if parts > MAX_PARTS:
+            raise SliceError(f"parts: at most {MAX_PARTS}")
+        part = _int(body, "part", 0)
+        if part >= parts:
+            raise SliceError(f"part: {part} is not below parts ({parts})")
+        rows = body.get("rows")
+        if not isinstance(rows, list):
+            raise SliceError("rows: expected a list")
+        has_stock = "stock" in body
+        stock_rows = parse_stock(body.get("stock"))
+        digest = _digest(body)
+        where = f"part {part} rows"
+        with self._lock:
+            conn = self.db.conn
+            cur = int(self._meta("version", conn) or 0)
+            if version <= cur:
+                # A part of the snapshot already swapped in, redelivered: nothing to do.
+                row = conn.execute(
+                    "SELECT digest FROM slice_log WHERE version=?", (version,)
+                ).fetchone()
+                if version == cur and row and row[0] == f"parts:{sid}":
+                    return ApplyResult("snapshot_part", version, len(rows), duplicate=True)
+                raise SliceOrderError(f"snapshot version {version} is not newer than {cur}")
+            now = time.time()
+            staged = self._staging(conn)
+            dropped: tuple[str, str] | None = None
+            if staged is not None and staged.updated_at < now - self.staging_ttl_s:
+                dropped = (staged.snapshot_id, "expired")
+                staged = None
+            elif staged is not None and staged.snapshot_id != sid:
+                if staged.version > version:
+                    raise SliceOrderError(
+                        f"snapshot_id: {sid} v{version} is older than the staged snapshot "
+                        f"{staged.snapshot_id} v{staged.version}"
+                    )
+                dropped = (staged.snapshot_id, f"superseded by {sid} v{version}")
+                staged = None
+            elif staged is not None and (staged.version, staged.parts, staged.store_id) != (
+                version,
+                parts,
+                store,
+            ):
+                raise SliceError(
+                    f"parts: snapshot {sid} is staged as v{staged.version} in {staged.parts} "
+                    f"parts, this part says v{version} in {parts}"
+                )
+            if staged is not None:
+                row = conn.execute(
+                    "SELECT digest FROM snapshot_parts WHERE snapshot_id=? AND part=?", (sid, part)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != digest:
+                        raise SliceError(
+                            f"part: part {part} of {sid} is already staged with other content"
+                        )
+                    return ApplyResult(
+                        "snapshot_part",
+                        version,
+                        len(rows),
+                        duplicate=True,
+                        staged=staged.received,
+                        parts=parts,
+                    )
+            # Validate before any write: a refused part leaves the staging as it was.
+            seen: set[str] = set()
+            chunks = [
+                parse_rows(rows[i : i + CHUNK], where=where, start=i, seen=seen)
+                for i in range(0, len(rows), CHUNK)
+            ]
+            with self.db.atomic():
+                if dropped is not None:
+                    self._drop_staging(*dropped)
+                if staged is None:
+                    conn.execute(
+                        "INSERT INTO snapshot_staging (snapshot_id, version, store_id, parts, "
+                        "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (sid, version, store, parts, now, now),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE snapshot_staging SET updated_at=? WHERE snapshot_id=?", (now, sid)
+                    )
+                for n, chunk in enumerate(chunks):
+                    try:
+                        conn.executemany(
+                            _STAGE, [(*_row_values(p, version, expires), part) for p in chunk]
+                        )
+                    except sqlite3.IntegrityError:
+                        raise self._cross_part_duplicate(chunk, where, n * CHUNK, part) from None
+                    conn.executemany(_STAGE_KEY, self._sealed(chunk))
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO staged_stock ({_STOCK_COLS}) VALUES (?, ?, ?, ?, ?)",
+                    [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in stock_rows],
+                )
+                conn.execute(
+                    "INSERT INTO snapshot_parts (snapshot_id, part, digest, rows, has_stock, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (sid, part, digest, len(rows), int(has_stock), now),
+                )
+                received = conn.execute(
+                    "SELECT count(*) FROM snapshot_parts WHERE snapshot_id=?", (sid,)
+                ).fetchone()[0]
+                total = 0
+                if received == parts:
+                    # The last part: the swap commits with it, or neither does.
+                    total = self._swap(sid, version, store, on_progress)
+            if received < parts:
+                return ApplyResult(
+                    "snapshot_part", version, len(rows), staged=received, parts=parts
+                )
+            self._invalidate(None)
+            self._stock = None
+            self._checkpoint()
+        return ApplyResult(
+            "snapshot", version, total, keys_changed=None, staged=received, parts=parts
+        )
+
+    def _cross_part_duplicate(
+        self, chunk: list[ProfileRow], where: str, start: int, part: int
+    ) -> SliceError:
+        # Which row clashed, and with which part: a bounded query per row of this chunk only.
+        for i, p in enumerate(chunk, start):
+            row = self.db.execute(
+                "SELECT part FROM staged_profiles WHERE profile_id=? AND part != ?",
+                (p.profile_id, part),
+            ).fetchone()
+            if row is not None:
+                return SliceError(
+                    f"{where}[{i}] ({p.profile_id}): profile_id: duplicate in the slice "
+                    f"(also in part {row[0]})"
+                )
+        return SliceError(f"{where}: profile_id: duplicate in the slice")
+
+    def _swap(
+        self,
+        sid: str,
+        version: int,
+        store: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Inside a write transaction: the staged snapshot becomes the slice."""
+        conn = self.db.conn
+        step = 0
+
+        def progress() -> None:
+            nonlocal step
+            step += 1
+            if on_progress is not None:
+                on_progress(-step)  # negative: swap steps, not rows (kill -9 tests hook here)
+
+        progress()
+        conn.execute("DELETE FROM identity_keys")
+        conn.execute("DELETE FROM profiles")
+        progress()
+        total = conn.execute(
+            f"INSERT INTO profiles ({_COLS}) SELECT {_COLS} FROM staged_profiles"
+        ).rowcount
+        conn.execute(
+            "INSERT INTO identity_keys (profile_id, slot, sealed) "
+            "SELECT profile_id, slot, sealed FROM staged_identity_keys"
+        )
+        progress()
+        if conn.execute(
+            "SELECT 1 FROM snapshot_parts WHERE snapshot_id=? AND has_stock", (sid,)
+        ).fetchone():
+            conn.execute("DELETE FROM stock")
+            conn.execute(
+                f"INSERT INTO stock ({_STOCK_COLS}) SELECT {_STOCK_COLS} FROM staged_stock"
+            )
+        self._drop_staging(sid, None)
+        self._finish("snapshot", version, f"parts:{sid}", total, store)
+        progress()
+        log.info("profiles: swapped in chunked snapshot %s v%d (%d profiles)", sid, version, total)
+        return total
+
+    def _resume_staging(self) -> None:
+        """At open: a staging that is complete but was not swapped (it cannot be, as the swap
+        commits with the last part, unless a swap failed, e.g. on a full disk) is swapped now."""
+        with self._lock:
+            staged = self._staging(self.db.conn)
+            if staged is None or staged.received < staged.parts:
+                return
+            if staged.version <= int(self._meta("version", self.db.conn) or 0):
+                with self.db.atomic():
+                    self._drop_staging(staged.snapshot_id, "older than the slice")
+                return
+            with self.db.atomic():
+                self._swap(staged.snapshot_id, staged.version, staged.store_id)
+
+    def _delete(self, pid: str) -> bool:
+        self.db.execute("DELETE FROM identity_keys WHERE profile_id=?", (pid,))
+        return self.db.execute("DELETE FROM profiles WHERE profile_id=?", (pid,)).rowcount > 0
+
+    def _delta(
+        self,
+        ops: list[Any],
+        base: int,
+        version: int,
+        expires: float | None,
+        store: str,
+        digest: str,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ApplyResult:
+        touched: set[str] = set()
+        keys: set[str] = set()
+        forgotten: list[str] = []
+        stock_changed = False
+        with self._lock:
+            if self._check_order("delta", version, digest):
+                return ApplyResult("delta", version, len(ops), duplicate=True)
+            cur = int(self._meta("version", self.db.conn) or 0)
+            if base != cur:
+                # Recorded outside any apply transaction, so it survives the refusal.
+                with self.db.atomic():
+                    self._set_meta("snapshot_needed", f"delta from v{base}, slice at v{cur}")
+                raise SliceGapError(
+                    f"base_version: delta v{base}->v{version} does not follow slice v{cur}; "
+                    "snapshot needed"
+                )
+            with self.db.atomic():
+                for i, op in enumerate(ops, 1):
+                    if on_progress is not None and i % 1000 == 0:
+                        on_progress(i)
+                    if isinstance(op, UpsertOp):
+                        p = op.profile
+                        self.db.execute(
+                            "DELETE FROM identity_keys WHERE profile_id=?", (p.profile_id,)
+                        )
+                        self.db.execute(_INSERT, _row_values(p, version, expires))
+                        self.db.conn.executemany(_INSERT_KEY, self._sealed([p]))
+                        touched.add(p.profile_id)
+                        keys.add(p.profile_id)
+                    elif isinstance(op, DeleteOp):
+                        if self._delete(op.profile_id):
+                            forgotten.append(op.profile_id)
+                        touched.add(op.profile_id)
+                        keys.add(op.profile_id)
+                    elif isinstance(op, ConsentOp):
+                        if self._consent(op):
+                            forgotten.append(op.profile_id)
+                            keys.add(op.profile_id)
+                        touched.add(op.profile_id)
+                    elif isinstance(op, StockOp):
+                        self._write_stock([op], version)
+                        stock_changed = True
+                    elif isinstance(op, StockDeleteOp):
+                        self.db.execute("DELETE FROM stock WHERE sku=?", (op.sku,))
+                        stock_changed = True
+                self._finish("delta", version, digest, len(ops), store)
+            self._invalidate(touched)
+            if stock_changed:
+                self._stock = None
+            if forgotten:
+                self._checkpoint()
+        return ApplyResult(
+            "delta", version, len(ops), keys_changed=frozenset(keys), forgotten=tuple(forgotten)
+        )
+
+    def _consent(self, op: ConsentOp) -> bool:
+        """Update the flags; any withdrawal (or an opt-out) purges the profile. True if purged."""
+        row = self.db.execute(
+            "SELECT consent_personalisation, consent_analytics, consent_staff_alerts "
+            "FROM profiles WHERE profile_id=?",
+            (op.profile_id,),
+        ).fetchone()
+        if row is None:
+            return False  # nothing held here: already gone, nothing to do (idempotent)
+        new = [
+            bool(old) if v is None else v
+            for old, v in zip(row, (op.personalisation, op.analytics, op.staff_alerts), strict=True)
+        ]
+        withdrawn = op.opt_out or any(o and not n for o, n in zip(row, new, strict=True))
+        if withdrawn:
+            # The box keeps nothing it may no longer use; central (the source of truth) sends
+            # the reduced profile again if the shopper still agrees to something.
+            return self._delete(op.profile_id)
+        self.db.execute(
+            "UPDATE profiles SET consent_personalisation=?, consent_analytics=?, "
+            "consent_staff_alerts=? WHERE profile_id=?",
+            (*map(int, new), op.profile_id),
+        )
+        return False
+
+    def _checkpoint(self) -> None:
+        # Old page images of purged rows may sit in the WAL until it is checkpointed.
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.warning("profiles: checkpoint after purge deferred: %s", exc)
+
+    def purge_expired(
+        self, now: float | None = None, log_retention_s: float = 30 * 86400
+    ) -> PurgeResult:
+        """Retention: drop profiles past their expiry and apply-journal rows past retention."""
+        now = time.time() if now is None else now
+        with self._lock:
+            with self.db.atomic():
+                ids = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT profile_id FROM profiles WHERE expires_at IS NOT NULL "
+                        "AND expires_at <= ?",
+                        (now,),
+                    )
+                ]
+                for pid in ids:
+                    self._delete(pid)
+                # Keep the newest entry: it is what makes a redelivered last message a no-op.
+                n_log = self.db.execute(
+                    "DELETE FROM slice_log WHERE applied_at < ? "
+                    "AND version < (SELECT max(version) FROM slice_log)",
+                    (now - log_retention_s,),
+                ).rowcount
+                if ids:
+                    total = int(self._meta("expired_purged", self.db.conn) or 0) + len(ids)
+                    self._set_meta("expired_purged", str(total))
+                staged = self._staging(self.db.conn)
+                n_staged = 0
+                if staged is not None and staged.updated_at < now - self.staging_ttl_s:
+                    n_staged = self._drop_staging(staged.snapshot_id, "expired")
+            if ids:
+                self._invalidate(ids)
+                self._checkpoint()
+        return PurgeResult(len(ids), n_log, tuple(ids), n_staged)
+
+    # ---- for health, staff and installers ----------------------------------------------
+    def health(self) -> dict[str, str]:
+        """String values for the heartbeat's ``sensors`` map; counts only, no ids."""
+        return {
+            "profiles": str(self.count()),
+            "profiles_version": str(self.version),
+            "profiles_expired_purged": self._meta("expired_purged") or "0",
+            "profiles_snapshot_needed": "yes" if self.snapshot_needed else "no",
+            "profiles_snapshot_staged": self._staged_text(),
+        }
+
+    def _staged_text(self) -> str:
+        st = self.staging()
+        return f"v{st.version} {st.received}/{st.parts} parts" if st else "no"
+
+    def stats(self) -> dict[str, Any]:
+        with self._read_lock:
+            q = self._reader.execute
+            n, pers, ana, staff, expiring = q(
+                "SELECT count(*), sum(consent_personalisation), sum(consent_analytics), "
+                "sum(consent_staff_alerts), count(expires_at) FROM profiles"
+            ).fetchone()
+            with_keys = q("SELECT count(DISTINCT profile_id) FROM identity_keys").fetchone()[0]
+            stock_n, stock_out = q(
+                "SELECT count(*), count(*) - coalesce(sum(available), 0) FROM stock"
+            ).fetchone()
+            meta = dict(q("SELECT key, value FROM meta").fetchall())
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        applied = meta.get("applied_at")
+        return {
+            "path": str(self.path),
+            "store_id": meta.get("store_id"),
+            "schema": SCHEMA_VERSION,
+            "version": int(meta.get("version") or 0),
+            "applied_at": (
+                datetime.fromtimestamp(float(applied)).astimezone().isoformat(timespec="seconds")
+                if applied
+                else None
+            ),
+            "profiles": n,
+            "consent": {
+                "personalisation": pers or 0,
+                "analytics": ana or 0,
+                "staff_alerts": staff or 0,
+            },
+            "with_identity_keys": with_keys,
+            "with_expiry": expiring,
+            "stock": {"skus": stock_n, "out_of_stock": stock_out},
+            "expired_purged": int(meta.get("expired_purged") or 0),
+            "snapshot_needed": meta.get("snapshot_needed"),
+            "snapshot_staged": self._staged_text(),
+            "file_bytes": size,
+            "bytes_per_profile": round(size / n) if n else None,
+        }
+
+    def show(self, profile_id: str) -> dict[str, Any] | None:
+        """A profile for staff: every field except its identity keys (only their number)."""
+        with self._read_lock:
+            row = self._reader.execute(
+                f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
+            ).fetchone()
+            n_keys = self._reader.execute(
+                "SELECT count(*) FROM identity_keys WHERE profile_id=?", (profile_id,)
+            ).fetchone()[0]
+        if row is None:
+            return None
+        p = _to_profile(row)
+        return {
+            "profile_id": p.profile_id,
+            "first_name": p.first_name,
+            "language": p.language,
+            "consent": {
+                "personalisation": p.consent_personalisation,
+                "analytics": p.consent_analytics,
+                "staff_alerts": p.consent_staff_alerts,
+            },
+            "segments": list(p.segments),
+            "affinities": dict(p.affinities),
+            "loyalty_tier": p.loyalty_tier,
+            "churn_risk": p.churn_risk,
+            "open_orders": [dict(o) for o in p.open_orders],
+            "identity_keys": n_keys,
+            "expires_at": (
+                datetime.fromtimestamp(p.expires_at).astimezone().isoformat(timespec="seconds")
+                if p.expires_at is not None
+                else None
+            ),
+            "slice_version": p.version,
+        }
+
+    def verify(self) -> list[str]:
+        """Problems an installer should know about; an empty list means the slice is sound."""
+        problems: list[str] = []
+        for f in (self.path, self.key_path):
+            mode = stat.S_IMODE(f.stat().st_mode)
+            if mode & 0o077:
+                problems.append(f"{f}: mode {mode:o}, expected 600")
+        with self._read_lock:
+            q = self._reader.execute
+            check = q("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                problems.append(f"{self.path}: SQLite check: {check}")
+            if schema_version(sqlite_utils.Database(self._reader)) != SCHEMA_VERSION:
+                problems.append(f"{self.path}: schema is not v{SCHEMA_VERSION}")
+            orphans = q(
+                "SELECT count(*) FROM identity_keys WHERE profile_id NOT IN "
+                "(SELECT profile_id FROM profiles)"
+            ).fetchone()[0]
+            if orphans:
+                problems.append(f"identity_keys: {orphans} keys without a profile")
+            bad_json = q(
+                "SELECT count(*) FROM profiles WHERE NOT json_valid(segments) "
+                "OR (open_orders IS NOT NULL AND NOT json_valid(open_orders)) "
+                "OR (affinities IS NOT NULL AND NOT json_valid(affinities))"
+            ).fetchone()[0]
+            if bad_json:
+                problems.append(f"profiles: {bad_json} rows with unreadable JSON")
+            row = q("SELECT value FROM meta WHERE key='version'").fetchone()
+            version = int(row[0]) if row else 0
+            newer = q("SELECT count(*) FROM profiles WHERE version > ?", (version,)).fetchone()[0]
+            if newer:
+                problems.append(f"profiles: {newer} rows newer than slice v{version}")
+            if version and not q("SELECT 1 FROM slice_log WHERE version=?", (version,)).fetchone():
+                problems.append(f"slice_log: no entry for slice v{version}")
+            sealed = q("SELECT profile_id, slot, sealed FROM identity_keys").fetchall()
+        bad = 0
+        for pid, slot, blob in sealed:
+            try:
+                self._key.open(pid, slot, blob)
+            except SealError:
+                bad += 1
+        if bad:
+            problems.append(f"identity_keys: {bad} keys do not open with {self.key_path}")
+        need = self.snapshot_needed
+        if need:
+            problems.append(f"snapshot needed: {need}")
+        return problems
+
+    def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
+        with self._lock:
+            self.db.conn.close()

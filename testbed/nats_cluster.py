@@ -1,0 +1,220 @@
+"""A 3-node nats-server cluster on loopback with JetStream and MQTT, for tests and trials.
+
+Stands in for a clustered central broker tier: every node has a client port, a cluster route
+port and an MQTT listener (nats-server 2.9 speaks MQTT 3.1.1 only). JetStream is on, because
+nats keeps MQTT sessions, QoS 1 messages and retained messages in JetStream streams; with
+three nodes those streams are replicated (R3), so a node can die without losing them.
+
+Each node lives in its own temp dir and dies with its owner (``stop``/``cleanup``). ``kill`` is
+kill -9 of one node; ``start_node`` brings it back on the same ports with the same store.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from testbed.broker import BrokerError, port_open
+from testbed.procs import terminate
+
+CLUSTER_NAME = "edge-central"
+
+
+@dataclass
+class NatsNode:
+    name: str
+    client_port: int
+    cluster_port: int
+    mqtt_port: int
+    monitor_port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "nats.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "nats.log"
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together so none is handed out twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def mqtt_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when the node answers an MQTT 3.1.1 CONNECT with success.
+
+    A listening port is not enough: nats refuses MQTT clients until JetStream has a meta
+    leader and its MQTT streams exist."""
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def on_connect(c, userdata, flags, reason_code, properties) -> None:
+        ok.append(not reason_code.is_failure)
+        done.set()
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"ready-probe-{port}",
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=5)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        done.wait(timeout)
+        return bool(ok and ok[0])
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@dataclass
+class NatsCluster:
+    """``start()`` it, use ``nodes[i].mqtt_port``, ``kill(i)``/``start_node(i)``, ``cleanup()``."""
+
+    size: int = 3
+    host: str = "127.0.0.1"
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-cluster-")))
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            ports = _free_ports(4 * self.size)
+            for i in range(self.size):
+                c, r, m, h = ports[4 * i : 4 * i + 4]
+                d = self.workdir / f"n{i + 1}"
+                d.mkdir(parents=True, exist_ok=True)
+                self.nodes.append(NatsNode(f"n{i + 1}", c, r, m, h, d))
+
+    def _conf(self, node: NatsNode) -> str:
+        routes = ", ".join(
+            f"nats-route://{self.host}:{n.cluster_port}" for n in self.nodes if n is not node
+        )
+        # Quoted strings: nats' config parser would read a bare path as something else.
+        return f"""
+server_name: {node.name}
+listen: "{self.host}:{node.client_port}"
+http: "{self.host}:{node.monitor_port}"
+log_file: "{node.log_path}"
+jetstream {{
+  store_dir: "{node.workdir / "js"}"
+  max_memory_store: 64MB
+  max_file_store: 1GB
+}}
+cluster {{
+  name: {CLUSTER_NAME}
+  listen: "{self.host}:{node.cluster_port}"
+  routes: [{routes}]
+}}
+mqtt {{
+  listen: "{self.host}:{node.mqtt_port}"
+  # Sessions, QoS 1 messages and retained messages replicated on every node, so losing one
+  # node loses none of them (JetStream keeps working with 2 of 3).
+  stream_replicas: {min(3, self.size)}
+  # Redelivery of an unacknowledged QoS 1 message to a connected subscriber.
+  ack_wait: "5s"
+  max_ack_pending: 1000
+}}
+"""
+
+    def _spawn(self, node: NatsNode) -> None:
+        exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        if not Path(exe).exists():
+            raise BrokerError("nats-server not found; run: apt-get install -y nats-server")
+        node.conf_path.write_text(self._conf(node))
+        node.proc = subprocess.Popen(
+            [exe, "-c", str(node.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def _wait(self, nodes: list[NatsNode], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(nodes)
+        while pending and time.monotonic() < deadline:
+            for node in list(pending):
+                if node.proc is None or node.proc.poll() is not None:
+                    err = b""
+                    if node.proc is not None and node.proc.stderr is not None:
+                        err = node.proc.stderr.read()
+                    raise BrokerError(
+                        f"nats-server {node.name} exited: {err.decode(errors='replace').strip()}"
+                        f" (log: {node.log_path})"
+                    )
+                if port_open(self.host, node.mqtt_port) and mqtt_ready(
+                    self.host, node.mqtt_port, timeout=min(2.0, deadline - time.monotonic())
+                ):
+                    pending.remove(node)
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            names = ", ".join(n.name for n in pending)
+            raise BrokerError(
+                f"nats MQTT not ready on {names} within {timeout}s (logs in {self.workdir})"
+            )
+
+    def start(self, timeout: float = 30.0) -> NatsCluster:
+        try:
+            for node in self.nodes:
+                self._spawn(node)
+            self._wait(self.nodes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_node(self, i: int, timeout: float = 30.0) -> None:
+        node = self.nodes[i]
+        if node.proc is not None and node.proc.poll() is None:
+            return
+        self._spawn(node)
+        self._wait([node], timeout)
+
+    def kill(self, i: int) -> None:
+        """kill -9 one node: no goodbye to clients or to the other nodes."""
+        proc = self.nodes[i].proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        self.nodes[i].proc = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            terminate(node.proc)
+            node.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
