@@ -29,11 +29,12 @@ from typing import Any
 from bench.outbox import _append_rate, _events
 from central.cdp_sink import CdpSink
 from contracts import topics
+from contracts.batch import encode_batch, publish_properties
 from contracts.events import AudienceSample, make_event
 from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox
-from sync.uplink import Uplink, encode_batch, publish_properties
+from sync.uplink import Uplink
 from testbed.broker import Mosquitto
 
 

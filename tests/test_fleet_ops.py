@@ -18,10 +18,11 @@ from central.cdp_sink import CdpSink
 from central.fleet_status import collect, summary
 from central.ops_cli import main
 from contracts import topics
+from contracts.batch import encode_batch, publish_properties
 from contracts.events import AudienceSample, make_event, source_for
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox
-from sync.uplink import Uplink, encode_batch, publish_properties
+from sync.uplink import Uplink
 
 REPO = Path(__file__).resolve().parents[1]
 

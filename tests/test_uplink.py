@@ -25,18 +25,17 @@ from watching import wait_for
 
 from central.cdp_sink import MAX_DECODED_BYTES, BatchError, CdpSink, decode_batch
 from contracts import topics
-from contracts.events import AudienceSample, CloudEvent, make_event
-from contracts.mqtt import connect, make_client
-from edge_agent.config import BrokerConfig, UplinkConfig
-from sync.outbox import Outbox
-from sync.uplink import (
-    ClockOffset,
-    Uplink,
+from contracts.batch import (
     decode_confirmation,
     encode_batch,
     encode_confirmation,
     publish_properties,
 )
+from contracts.events import AudienceSample, CloudEvent, make_event
+from contracts.mqtt import connect, make_client
+from edge_agent.config import BrokerConfig, UplinkConfig
+from sync.outbox import Outbox
+from sync.uplink import ClockOffset, Uplink
 from testbed.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]

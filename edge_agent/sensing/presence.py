@@ -33,6 +33,7 @@ from edge_agent.sensing.ble.zones import (
     Receiver,
     ZoneEngine,
     ZoneParams,
+    ZoneTracker,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Left",
     "PresenceChange",
     "PresenceTracker",
+    "ZoneTracker",
     "tracker_from_config",
 ]
 
@@ -107,7 +109,7 @@ class PresenceTracker:
                 away_misses=params.away_misses,
                 dwell_report_s=self.dwell_report_s,
             )
-            self.engine = BayesZoneEngine([local, *others], bp, fallback=local)
+            self.engine: ZoneTracker = BayesZoneEngine([local, *others], bp, fallback=local)
             return
         self.engine = ZoneEngine([local, *others], params, fallback=local)
 

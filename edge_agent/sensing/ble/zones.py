@@ -22,6 +22,7 @@ Keys are whatever the caller uses (the agent passes internal keys, never raw add
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edge_agent.sensing.ble.calibrate import Calibration
 from edge_agent.sensing.ble.filters import FilterSpec, RssiFilter
@@ -71,6 +72,21 @@ class DwellTick:
 
 
 PresenceChange = Entered | Left | DwellTick
+
+
+class ZoneTracker(Protocol):
+    """The one interface of every zone engine here (``ZoneEngine``, ``BayesZoneEngine``, the
+    agent's ``PresenceTracker``): observations and clock ticks in, presence changes out."""
+
+    def observe(
+        self, key: str, rssi: float, ts: float, receiver: str = "local"
+    ) -> list[PresenceChange]: ...
+
+    def tick(self, now: float) -> list[PresenceChange]: ...
+
+    def present(self, zone: str | None = None) -> set[str]: ...
+
+    def dwell_s(self, key: str, now: float) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
