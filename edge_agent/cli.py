@@ -72,7 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Refuse a broken config before importing (or starting) anything else.
     if load_or_report(args.config) is None:
         return 2
-    from edge_agent.app.agent import run_agent_cli
+    from edge_agent.app.main import run_agent_cli
     from edge_agent.box.logs import setup_logging
 
     setup_logging()  # JSON lines under journald / when piped, text on a terminal

@@ -160,6 +160,15 @@ class Downlink:
             self._client.loop_stop()
             self._client = None
 
+    def publish_ack(self, doc: dict[str, Any]) -> bool:
+        """A message of this box's own on its acks topic (a later ack, a resync request), shaped
+        like the downlink's acks so ops tools read them the same way. False when not started."""
+        client = self._client
+        if client is None:
+            return False
+        client.publish(self.ack_topic, json.dumps(doc), 1)
+        return True
+
     def stats(self) -> dict[str, Any]:
         return {
             "applied": self.applied,

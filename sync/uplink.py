@@ -259,6 +259,12 @@ class Uplink:
         self._thread = None
 
     @property
+    def alive(self) -> bool | None:
+        """Whether the uplink thread runs (None before ``start``): the watchdog's liveness probe."""
+        thread = self._thread
+        return thread.is_alive() if thread is not None else None
+
+    @property
     def connected(self) -> bool:
         """Cheap (no outbox query, unlike ``stats()``): for loops that poll it."""
         return self._stats.connected

@@ -221,7 +221,7 @@ def test_a_campaign_this_store_cannot_run_is_flagged_when_applied(tmp_path: Path
             {"id": "other-store", "zones": ["z-nowhere"], "anonymous": {"title": "Hi"}}
         )
         with caplog.at_level("WARNING"):
-            agent._apply_campaigns(bundle)
+            agent.handlers.apply_campaigns(bundle)
         assert agent.content.bundle.version == 7  # the rest of the bundle is in force
         assert agent.campaign_warnings == [
             "other-store: none of its zones (z-nowhere) is in this store"

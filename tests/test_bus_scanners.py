@@ -28,14 +28,14 @@ def test_scanner_node_adverts_and_mmwave_over_the_bus(tmp_path: Path, broker) ->
     clock = ScaledClock(scenario.T0, 1.0)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     heard: list = []
-    local_on_advert = agent.on_advert
+    local_on_advert = agent.presence.on_advert
 
     def on_advert(advert) -> None:
         if advert.receiver != "local":
             heard.append(advert)
         local_on_advert(advert)
 
-    agent.on_advert = on_advert  # type: ignore[method-assign]
+    agent.presence.on_advert = on_advert  # type: ignore[method-assign]
     with gzip.open(DEMO / "data" / "trace.jsonl.gz", "rt") as fh:
         lines = [json.loads(next(fh)) for _ in range(20)]
     for line in lines:
@@ -44,7 +44,7 @@ def test_scanner_node_adverts_and_mmwave_over_the_bus(tmp_path: Path, broker) ->
     occupancy = BusRecorder(broker.host, broker.port, topics.zone_occupancy(store, "womens"))
 
     def node() -> None:
-        while agent._loop is None or agent.bus is None:
+        while agent.presence.loop is None or not agent.bus.running:
             time.sleep(0.05)
         time.sleep(0.5)  # the agent's SUBSCRIBE follows its CONNACK
         c = occupancy.c

@@ -96,7 +96,16 @@ def test_fusion_and_privacy_end_to_end(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench", REPO / "sync", REPO / "central", REPO / "contracts", REPO / "demo"]
+    roots = [
+        tmp_path,
+        REPO / "edge_agent",
+        REPO / "tests",
+        REPO / "bench",
+        REPO / "sync",
+        REPO / "central",
+        REPO / "contracts",
+        REPO / "demo",
+    ]
     before = snapshot(roots)
 
     # Alice is alone in the BLE zone from second 18 to 62. The camera sees nobody at first
@@ -195,7 +204,7 @@ def test_stuck_camera_never_stalls_the_agent_and_blocks_personal_content(tmp_pat
     camera = HangingCamera()
     agent = prepared(cfg, clock, frame_source=camera)
     events: list[Any] = []
-    agent._emit_event = events.append  # type: ignore[method-assign]
+    agent.journal.emit_event = events.append  # type: ignore[method-assign]
     decisions = spy_decisions(agent)
     try:
         t0 = time.monotonic()

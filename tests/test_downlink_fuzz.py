@@ -54,8 +54,8 @@ def box(tmp_path_factory: pytest.TempPathFactory):
     clock = ScaledClock(scenario.T0, 1.0)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
-    agent.config_path = tmp / "agent.toml"
-    agent.config_path.write_text(demo_toml(tmp))
+    agent.handlers.config_path = tmp / "agent.toml"
+    agent.handlers.config_path.write_text(demo_toml(tmp))
     dl = Downlink(
         BrokerConfig(),
         STORE,
@@ -63,11 +63,11 @@ def box(tmp_path_factory: pytest.TempPathFactory):
         load_public_key(PUB),
         tmp / "downlink-state.json",
         appliers={
-            "campaigns": agent._apply_campaigns,
-            "profiles": agent._apply_profiles,
-            "command": agent._apply_command,
-            "config": agent._apply_config,
-            "content": agent._apply_content,
+            "campaigns": agent.handlers.apply_campaigns,
+            "profiles": agent.handlers.apply_profiles,
+            "command": agent.handlers.apply_command,
+            "config": agent.handlers.apply_config,
+            "content": agent.handlers.apply_content,
         },
     )
     yield agent, dl, tmp
@@ -81,7 +81,7 @@ def snapshot(agent: Agent, tmp: Path) -> tuple:
         agent.content.bundle.version,
         agent.profiles.count(),
         sorted(agent.profiles.identity_keys()),
-        agent.config_path.read_bytes(),  # type: ignore[union-attr]
+        agent.handlers.config_path.read_bytes(),  # type: ignore[union-attr]
         (content / "playlist.json").exists(),
         agent.exit_code,
     )

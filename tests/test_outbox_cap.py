@@ -157,7 +157,7 @@ def test_agent_on_a_full_disk_keeps_what_matters_and_goes_on(tmp_path: Path, cap
     cfg = demo_config(tmp_path, 1, generate_keypair()[1], camera=False)
     clock = ScaledClock(scenario.T0, 1.0)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
-    agent.outbox = Outbox(tmp_path / "full.db", max_file_bytes=64 * 1024)
+    agent.outbox = agent.journal.outbox = Outbox(tmp_path / "full.db", max_file_bytes=64 * 1024)
     try:
         j = 0
         for step in (100, 10, 1):  # a disk full of conversions: nothing droppable is left
@@ -167,12 +167,12 @@ def test_agent_on_a_full_disk_keeps_what_matters_and_goes_on(tmp_path: Path, cap
                 except OutboxFull:
                     break
                 j += step
-        agent._emit(Conversion(receipt_id="r-keep", amount=3.0))
-        agent._emit(AudienceSample(screen_id="s1", people=1, watchers=0))
+        agent.journal.emit(Conversion(receipt_id="r-keep", amount=3.0))
+        agent.journal.emit(AudienceSample(screen_id="s1", people=1, watchers=0))
         assert agent.flush_events() == 0
         assert agent.stats.events_refused_disk_full == 1
         assert "disk full" in caplog.text
-        assert agent._dropped() == {"refused:disk_full": 1}
+        assert agent.journal.dropped() == {"refused:disk_full": 1}
         # Still full: the conversion waits in memory, the error is not repeated every flush.
         caplog.clear()
         assert agent.flush_events() == 0 and "disk full" not in caplog.text

@@ -103,7 +103,7 @@ def test_withdrawal_over_the_downlink_clears_the_screen_within_a_second(
     rows = scenario.profile_slice() + [
         {"profile_id": "cdp-p-old", "expires_at": "2020-01-01T00:00:00Z"}
     ]
-    agent._apply_profiles({"store_id": store, "version": 1, "profiles": rows})
+    agent.handlers.apply_profiles({"store_id": store, "version": 1, "profiles": rows})
     agent.content.replace(scenario.CAMPAIGNS_V1)
     assert agent.profiles.key_path == tmp_path / "keys" / "profiles.key"
 
@@ -180,11 +180,11 @@ def test_the_heartbeat_carries_the_slice_health(tmp_path: Path) -> None:
     data.pop("camera", None)
     cfg = parse_config(data, base_dir=DEMO)
     agent = Agent(cfg, clock=ScaledClock(scenario.T0, 1.0), ble_source=None)
-    agent._apply_profiles(
+    agent.handlers.apply_profiles(
         {"store_id": cfg.store.store_id, "version": 3, "profiles": scenario.profile_slice()}
     )
     events: list = []
-    agent._emit = events.append  # type: ignore[method-assign]
+    agent.journal.emit = events.append  # type: ignore[method-assign,assignment]
     agent.heartbeat()
     sensors = events[-1].sensors
     assert sensors["profiles"] == str(len(scenario.profile_slice()))

@@ -325,7 +325,9 @@ def test_a_50k_snapshot_pushed_in_parts_over_the_broker_is_swapped_atomically(
     cfg = parse_config(data, base_dir=demo)
     store, device = cfg.store.store_id, cfg.store.device_id
     agent = Agent(cfg, clock=ScaledClock(scenario.T0, 1.0), ble_source=None)
-    agent._apply_profiles({"store_id": store, "version": 1, "profiles": scenario.profile_slice()})
+    agent.handlers.apply_profiles(
+        {"store_id": store, "version": 1, "profiles": scenario.profile_slice()}
+    )
     before = agent.profiles.count()
 
     body = {**snapshot(2, rows(50_000)), "store_id": store}

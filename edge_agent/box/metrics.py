@@ -97,11 +97,10 @@ class AgentCollector(Collector):
             f"{PREFIX}_mqtt_connected", "1 when the MQTT link is connected", labels=["link"]
         )
         mq.add_metric(["central"], 1.0 if up.get("connected") else 0.0)
-        bus = getattr(a, "bus", None)
-        mq.add_metric(["bus"], 1.0 if bus is not None and bus.is_connected() else 0.0)
+        mq.add_metric(["bus"], 1.0 if a.bus.is_connected() else 0.0)
         yield mq
 
-        cam = getattr(a, "camera", None)
+        cam = a.camera
         if cam is not None:
             h = cam.health()
             yield gauge("camera_fps", "Camera frames analysed per second", h.fps)
@@ -138,9 +137,9 @@ class AgentCollector(Collector):
         fam.add_metric(["ble_bad_line"], getattr(src, "bad_lines", 0))
         fam.add_metric(["bus_rejected"], st.bus_rejects)
         fam.add_metric(["downlink_refused"], st.downlink_refused)
-        receipts = getattr(a, "receipts", None)
-        fam.add_metric(["receipt_refused"], getattr(receipts, "refused", 0))
-        outbox = getattr(a, "outbox", None)
+        fam.add_metric(["receipt_refused"], a.receipts.refused)
+        fam.add_metric(["bus_handler_error"], a.bus.counts.handler_errors)
+        outbox = a.outbox
         if outbox is not None:
             try:
                 drops = outbox.drops()

@@ -90,16 +90,15 @@ class Supervisor:
 
     def sample(self, uplink_stats: dict[str, Any]) -> Sample:
         a = self.agent
-        cam = getattr(a, "camera", None)
-        up = getattr(a, "uplink", None)
-        thread = getattr(up, "_thread", None) if up is not None else None
+        cam = a.camera
+        up = a.uplink
         return Sample(
             now=time.monotonic(),
-            tick_at=getattr(a, "_tick_at", None),
+            tick_at=a.tick_at,
             adverts=a.stats.adverts,
             beacons_configured=bool(a.cfg.ble.beacons) and a.cfg.ble.source != "replay",
             camera_state=cam.health().state if cam is not None else None,
-            uplink_alive=thread.is_alive() if thread is not None else None,
+            uplink_alive=up.alive if up is not None else None,
             uplink_connected=bool(uplink_stats.get("connected")),
             outbox_depth=int(uplink_stats.get("depth") or 0),
             uplink_progress=tuple(

@@ -1,0 +1,97 @@
+"""The in-store bus: one MQTT client of the box on the store's broker, typed routes per topic.
+
+Stages say what they publish and which topics they handle; the bus owns the client. Handlers run
+in paho's network thread, so they only validate and hand data over. A handler that raises is
+caught here, counted and logged once per kind of error: no message may kill the network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import paho.mqtt.client as mqtt
+
+from contracts.mqtt import BrokerConfig, connect, make_client
+
+log = logging.getLogger("edge_agent")
+
+Handler = Callable[[str, bytes], None]
+
+
+class Publisher(Protocol):
+    """What a stage needs to speak on the bus (the bus, or a recorder in tests)."""
+
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
+    ) -> bool: ...
+
+
+@dataclass
+class BusCounts:
+    handler_errors: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class InStoreBus:
+    def __init__(self, cfg: BrokerConfig, client_id: str) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.counts = BusCounts()
+        self._routes: list[tuple[str, int, Handler]] = []
+        self._client: mqtt.Client | None = None
+
+    def route(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Subscribe ``topic_filter`` (on every connect) and hand its messages to ``handler``."""
+        self._routes.append((topic_filter, qos, handler))
+
+    def start(self) -> None:
+        client = make_client(self.client_id, self.cfg)
+        for topic_filter, _qos, handler in self._routes:
+            client.message_callback_add(topic_filter, self._guarded(handler))
+
+        def on_connect(c, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+            if not reason_code.is_failure:
+                for topic_filter, qos, _ in self._routes:
+                    c.subscribe(topic_filter, qos=qos)
+                log.info("bus: connected to %s:%s", self.cfg.host, self.cfg.port)
+
+        client.on_connect = on_connect
+        connect(client, self.cfg)
+        client.loop_start()
+        self._client = client
+
+    def _guarded(self, handler: Handler) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
+        def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            try:
+                handler(msg.topic, msg.payload)
+            except Exception as exc:  # one bad message must never stop the bus
+                kind = type(exc).__name__
+                self.counts.handler_errors += 1
+                seen = self.counts.errors_by_kind.get(kind, 0)
+                self.counts.errors_by_kind[kind] = seen + 1
+                if not seen:
+                    log.error("bus: message on %s dropped: %s", msg.topic, kind)
+
+        return on_message
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.is_connected()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> bool:
+        """Publish if the bus runs; False when it does not (a run without a bus, e.g. a bench)."""
+        if self._client is None:
+            return False
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+        return True
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()

@@ -1,0 +1,242 @@
+"""What the box does with each kind of message central pushes, once the downlink has checked its
+signature, version and expiry: campaigns, profile slices, content, config and commands; and the
+probation of a pushed config or certificate until central is reached with it.
+
+A handler that raises refuses the message: the downlink acks it with the reason, nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from contracts import topics
+from contracts.events import DownlinkApplied
+from contracts.screen_protocol import ScreenCommand
+from edge_agent.app.bus import Publisher
+from edge_agent.config import AgentConfig
+from edge_agent.downlink import credentials
+from edge_agent.downlink.content_manifest import ContentInstaller, parse_manifest
+from edge_agent.identity.resolver import TokenResolver
+from edge_agent.journey.campaigns import lint
+from edge_agent.journey.content_store import ContentStore
+from edge_agent.journey.director import ScreenDirector
+from edge_agent.slice.store import ProfileSlice
+from sync.journal import EventJournal
+
+log = logging.getLogger("edge_agent")
+
+
+class UplinkPort(Protocol):
+    """What the handlers need of the uplink to central."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def resync(self) -> None: ...
+
+    def publish_status(self, subtopic: str, payload: bytes, *, retain: bool = True) -> bool: ...
+
+
+class DownlinkPort(Protocol):
+    """What the handlers need of the downlink."""
+
+    def publish_ack(self, doc: dict[str, Any]) -> bool: ...
+
+    @property
+    def state(self) -> Any: ...
+
+
+class DownlinkHandlers:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        now: Callable[[], float],
+        profiles: ProfileSlice,
+        resolver: TokenResolver,
+        content: ContentStore,
+        director: ScreenDirector,
+        journal: EventJournal,
+        bus: Publisher,
+        request_restart: Callable[[str, int], None],
+        content_dir: Path,
+    ) -> None:
+        self.cfg = cfg
+        self._now = now
+        self.profiles = profiles
+        self.resolver = resolver
+        self.content = content
+        self.director = director
+        self.journal = journal
+        self.bus = bus
+        self.request_restart = request_restart
+        self.uplink: UplinkPort | None = None  # set once sync starts
+        self.downlink: DownlinkPort | None = None
+        self.campaign_warnings: list[str] = []
+        # Set by `edge-agent run`: pushed configs replace this file (downlink/config_apply.py).
+        self.config_path: Path | None = None
+        self.config_sha256: str | None = None  # of the file this process loaded
+        self.cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
+        self.content_installer = ContentInstaller(content_dir, self.on_content_installed)
+
+    def appliers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        return {
+            "campaigns": self.apply_campaigns,
+            "profiles": self.apply_profiles,
+            "command": self.apply_command,
+            "config": self.apply_config,
+            "content": self.apply_content,
+        }
+
+    # ---- profiles ------------------------------------------------------------------------
+    def apply_profiles(self, body: dict[str, Any]) -> None:
+        """A slice snapshot or delta (shapes in edge_agent/slice/model.py); all or nothing.
+        A refusal (older, gap, bad row, other store) raises and the ack carries the reason."""
+        res = self.profiles.apply(body)
+        if res.duplicate:
+            log.info("profiles: %s v%d already applied", res.kind, res.version)
+            return
+        if res.kind == "snapshot_part":
+            # Staged; the current slice keeps serving until the last part swaps it in.
+            log.info("profiles: snapshot v%d: %d/%d parts", res.version, res.staged, res.parts)
+            return
+        if res.keys_changed is None:
+            self.resolver.set_keys(self.profiles.identity_keys())
+        elif res.keys_changed:
+            keys = self.profiles.identity_keys(res.keys_changed)
+            self.resolver.update_keys(keys, removed=res.keys_changed - keys.keys())
+        if res.forgotten:
+            # Consent withdrawn or deleted: get() already returns None; the screen must not
+            # keep a personal message up for its minimum hold either.
+            self.director.forget(res.forgotten, cut_hold=True)
+        log.info("profiles: applied %s v%d (%d rows)", res.kind, res.version, res.rows)
+        self.director.invalidate()
+
+    def purge_profiles(self) -> None:
+        """The retention job (APScheduler thread): expired profiles and old journal entries."""
+        days = self.cfg.profiles.journal_retention_days
+        try:
+            res = self.profiles.purge_expired(log_retention_s=days * 86400)
+        except Exception:
+            log.exception("profiles: retention purge failed")
+            return
+        if res.forgotten:
+            self.resolver.update_keys({}, removed=res.forgotten)
+            self.director.forget(res.forgotten)
+        log.info("profiles: retention purged %d expired profiles", res.expired)
+
+    # ---- campaigns and content -----------------------------------------------------------
+    def apply_campaigns(self, body: dict[str, Any]) -> None:
+        bundle = self.content.replace(body)
+        log.info(
+            "campaigns: applied bundle v%s with %d campaigns", bundle.version, len(bundle.campaigns)
+        )
+        # Campaigns this store can never run load anyway (others in the bundle may), but ops
+        # hear about each in the log and the warnings count of the heartbeat.
+        self.campaign_warnings = lint(
+            bundle,
+            zones=[z.id for z in self.cfg.zones],
+            screens=[s.id for s in self.cfg.screens],
+            max_people_for_personal=max(s.max_people_for_personal for s in self.cfg.screens),
+            stock=self.director.stock() or None,
+            now=datetime.fromtimestamp(self._now(), UTC),
+        )
+        for line in self.campaign_warnings:
+            log.warning("campaigns v%s: %s", bundle.version, line)
+        self.director.invalidate()
+
+    def apply_content(self, body: dict[str, Any]) -> None:
+        # Checked now (a bad manifest is refused in the ack); assets download in the background
+        # and the loop swaps only when all of them are verified.
+        self.content_installer.install(parse_manifest(body))
+
+    def on_content_installed(self, version: int, ok: bool, reason: str) -> None:
+        self.journal.emit(
+            DownlinkApplied(kind="content.installed", version=version, accepted=ok, reason=reason)
+        )
+        if self.downlink is not None:
+            doc = {"kind": "content.installed", "version": version, "accepted": ok}
+            self.downlink.publish_ack({**doc, "reason": reason})
+
+    # ---- commands and config -------------------------------------------------------------
+    def apply_command(self, body: dict[str, Any]) -> None:
+        from edge_agent.downlink.commands import (
+            RESTART_EXIT_STATUS,
+            emergency_command,
+            parse_command,
+            target_screens,
+        )
+
+        screens = [s.id for s in self.cfg.screens]
+        store = self.cfg.store.store_id
+        cmd = parse_command(body, screens)  # ValueError: refused, acked with the reason
+        log.info("command %s%s", cmd.command, f" ({cmd.reason})" if cmd.reason else "")
+        if cmd.command == "screenshot":
+            ask = ScreenCommand(kind="screenshot").to_bytes()
+            for screen in target_screens(cmd, screens):
+                if not self.bus.publish(topics.screen_cmd(store, screen), ask, qos=1):
+                    raise RuntimeError("the in-store bus is not connected")
+        elif cmd.command in ("emergency", "clear_emergency"):
+            # Retained on the store's emergency topic: every screen obeys, also one that starts
+            # later, until cleared.
+            body_out = emergency_command(cmd).to_bytes()
+            if not self.bus.publish(topics.emergency(store), body_out, qos=1, retain=True):
+                raise RuntimeError("the in-store bus is not connected")
+        elif cmd.command == "resync":
+            if self.uplink is not None:
+                self.uplink.resync()
+            if self.downlink is not None:
+                # Central answers with fresh snapshots for whatever it finds behind.
+                self.downlink.publish_ack({"kind": "resync", "versions": self.downlink.state.all()})
+        elif cmd.command == "rotate_credentials":
+            csr = credentials.request(self.cfg.central, store, self.cfg.store.device_id)
+            if self.uplink is None or not self.uplink.publish_status("csr", csr, retain=True):
+                raise RuntimeError("not connected to central: the request could not be sent")
+        elif cmd.command == "install_certificate":
+            assert cmd.certificate_pem is not None
+            device = self.cfg.store.device_id
+            credentials.check(self.cfg.central, store, device, cmd.certificate_pem)
+            credentials.install(self.cfg.central, cmd.certificate_pem)
+            self.request_restart("new client certificate", RESTART_EXIT_STATUS)
+        else:
+            self.request_restart("restart command", RESTART_EXIT_STATUS)
+
+    def apply_config(self, body: dict[str, Any]) -> None:
+        from edge_agent.downlink import config_apply
+        from edge_agent.downlink.commands import RESTART_EXIT_STATUS
+
+        if self.config_path is None:
+            raise RuntimeError("this agent was not started from a config file")
+        config_apply.stage(body, self.config_path, self.cfg)
+        log.warning("config: new config installed; restarting on it (on probation)")
+        self.request_restart("pushed config", RESTART_EXIT_STATUS)
+
+    def check_probation(self) -> None:
+        """A pushed config or certificate is confirmed once central is reached with it, else
+        rolled back."""
+        from edge_agent.downlink import config_apply
+        from edge_agent.downlink.commands import RESTART_EXIT_STATUS
+
+        connected = self.uplink is not None and self.uplink.connected
+        central = self.cfg.central
+        limit = self.cfg.downlink.config_probation_s
+        cred_age = credentials.on_probation(central, self.cert_sha256)
+        if cred_age is not None and connected:
+            credentials.confirm(central)
+            log.info("credentials: central accepted the new certificate; confirmed")
+        elif cred_age is not None and cred_age > limit:
+            log.error("%s", credentials.rollback(central, "central refused it"))
+            self.request_restart("credential rollback", RESTART_EXIT_STATUS)
+        age = config_apply.on_probation(self.config_path, self.config_sha256)
+        if age is None or self.config_path is None:
+            return
+        if connected:
+            config_apply.confirm(self.config_path)
+            log.info("config: the pushed config reached central; confirmed")
+        elif age > limit:
+            log.error("%s", config_apply.rollback(self.config_path, "central unreachable with it"))
+            self.request_restart("config rollback", RESTART_EXIT_STATUS)

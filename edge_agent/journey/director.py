@@ -1,0 +1,244 @@
+"""The screen director: context -> decide -> show, for every screen of this box.
+
+Each tick it re-decides the screens whose world changed (``invalidate``) once their content's
+minimum hold is over, sends a retained ``ScreenCommand`` when the content changes, and records
+what was shown (caps, touches, holdouts, offers). Campaign alerts for staff (order ready, VIP)
+go out once per shopper, campaign and day. The decision itself is the pure ``decide``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from contracts import topics
+from contracts.events import HoldoutAssigned, OfferShown
+from contracts.screen_protocol import ScreenCommand
+from edge_agent.app.alerts import StaffAlerts
+from edge_agent.app.bus import Publisher
+from edge_agent.config import AgentConfig
+from edge_agent.journey.content_store import ContentStore
+from edge_agent.journey.decide import Decision, ScreenContext, World, staff_alerts
+from edge_agent.journey.engine import JourneyEngine
+from edge_agent.sensing.audience_stage import AudienceStage
+from edge_agent.sensing.presence_stage import PresenceStage
+from edge_agent.slice.store import ProfileSlice
+from sync.journal import EventJournal
+
+log = logging.getLogger("edge_agent")
+
+
+@dataclass
+class _ScreenState:
+    decision: Decision | None = None
+    shown_at: float = 0.0
+
+
+@dataclass
+class DirectorCounts:
+    decisions: int = 0
+    content_changes: int = 0
+    holdouts: int = 0
+    current: dict[str, str] = field(default_factory=dict)  # screen -> content id on it
+    variants: Counter[str] = field(default_factory=Counter)
+
+
+class ScreenDirector:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        now: Callable[[], float],
+        speed: float,
+        presence: PresenceStage,
+        audience: AudienceStage,
+        profiles: ProfileSlice,
+        content: ContentStore,
+        journey: JourneyEngine,
+        journal: EventJournal,
+        bus: Publisher,
+        alerts: StaffAlerts,
+    ) -> None:
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.store.timezone)
+        self._now = now
+        self.speed = speed
+        self.presence = presence
+        self.audience = audience
+        self.profiles = profiles
+        self.content = content
+        self.journey = journey
+        self.journal = journal
+        self.bus = bus
+        self.alerts = alerts
+        self.counts = DirectorCounts()
+        self._screens = {s.id: _ScreenState() for s in cfg.screens}
+        self._dirty = True
+        # Profiles deleted or withdrawn on the downlink/scheduler threads; the loop forgets them.
+        self._forget: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._alerted: set[tuple[str, str, str]] = set()
+        self._screen_status: dict[str, str] = {}
+
+    def invalidate(self) -> None:
+        """Something a decision depends on changed: re-decide at the next tick."""
+        self._dirty = True
+
+    def forget(self, profile_ids: Iterable[str], *, cut_hold: bool = False) -> None:
+        """Profiles the slice no longer holds (any thread): their journey state goes at the next
+        tick; with ``cut_hold`` a screen showing one of them does not keep it for its hold."""
+        ids = set(profile_ids)
+        for pid in ids:
+            self._forget.put(pid)
+        if cut_hold:
+            for st in self._screens.values():
+                if st.decision is not None and st.decision.profile_id in ids:
+                    st.shown_at = float("-inf")
+        self._dirty = True
+
+    def _forget_profiles(self) -> None:
+        while True:
+            try:
+                self.journey.forget(self._forget.get_nowait())
+            except queue.Empty:
+                return
+
+    def stock(self) -> dict[str, bool]:
+        return self.profiles.stock_levels()
+
+    # ---- deciding ------------------------------------------------------------------------
+    def context(self, screen_id: str) -> ScreenContext:
+        sc = self.cfg.screen(screen_id)
+        shoppers = []
+        unresolved = 0
+        dwell: dict[str, float] = {}
+        zone_dwell = 0.0
+        now = self._now()
+        # Presence is per zone: a zone that no receiver covers has nobody in it.
+        for key in sorted(self.presence.present(sc.zone)):
+            stay = max(0.0, now - self.presence.entered_at.get(key, now))
+            zone_dwell = max(zone_dwell, stay)
+            p = self.presence.profile_for(key)
+            if p is not None:
+                shoppers.append(p)
+                dwell[p.profile_id] = stay
+            else:
+                unresolved += 1
+        people = watchers = None
+        if self.audience.screen == screen_id:
+            people, watchers = self.audience.people_in_view()
+        return ScreenContext(
+            screen_id=screen_id,
+            zone_id=sc.zone,
+            max_people_for_personal=sc.max_people_for_personal,
+            people_in_view=people,
+            shoppers=tuple(shoppers),
+            unresolved_shoppers=unresolved,
+            dwell_s=dwell,
+            zone_dwell_s=zone_dwell,
+            watchers=watchers,
+        )
+
+    def decide_screens(self) -> None:
+        now = self._now()
+        now_local = datetime.fromtimestamp(now, self.tz)
+        dirty, self._dirty = self._dirty, False
+        self._forget_profiles()
+        for screen_id, st in self._screens.items():
+            held = st.decision is not None and now - st.shown_at < st.decision.min_on_screen_s
+            if not dirty and not held and st.decision is not None:
+                continue
+            if held:
+                # Re-check when the hold ends; until then the screen keeps what it shows.
+                self._dirty = True
+                continue
+            ctx = self.context(screen_id)
+            self.journey.set_bundle(self.content.bundle)
+            d = self.journey.decide(ctx, now_local, self.stock())
+            self.counts.decisions += 1
+            self._raise_staff_alerts(ctx, now_local)
+            if st.decision is not None and d.content == st.decision.content:
+                continue
+            st.decision, st.shown_at = d, now
+            self._show(screen_id, d, ctx, now, now_local)
+
+    def _raise_staff_alerts(self, ctx: ScreenContext, now_local: datetime) -> None:
+        """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day."""
+        world = World(stock=self.stock())
+        for a in staff_alerts(ctx, self.journey.index, now_local, world):
+            key = (a.campaign_id, a.profile_id, now_local.date().isoformat())
+            if key in self._alerted:
+                continue
+            self._alerted.add(key)
+            self.alerts.raise_alert(a.kind, a.text, campaign_id=a.campaign_id, zone_id=a.zone_id)
+
+    def new_day(self, today: str) -> None:
+        """Alerts are once per day: forget yesterday's."""
+        self._alerted = {k for k in self._alerted if k[2] == today}
+
+    def _show(
+        self, screen_id: str, d: Decision, ctx: ScreenContext, now: float, now_local: datetime
+    ) -> None:
+        c = self.counts
+        c.content_changes += 1
+        c.current[screen_id] = d.content.content_id
+        c.variants[d.variant] += 1
+        log.info(
+            "screen %s: %s (%s) because %s",
+            screen_id,
+            d.content.content_id,
+            d.variant,
+            ", ".join(d.reasons[:3]),
+        )
+        cmd = ScreenCommand(
+            kind="show" if d.variant != "default" else "default",
+            content=d.content.model_copy(update={"rule": d.rule, "reasons": d.reasons[:8]}),
+            min_duration_s=d.min_on_screen_s / self.speed,
+            issued_at=datetime.now(UTC),
+        )
+        topic = topics.screen_cmd(self.cfg.store.store_id, screen_id)
+        self.bus.publish(topic, cmd.to_bytes(), qos=1, retain=True)
+        for cid, p in self.journey.shown(screen_id, d, now, now_local, present=ctx.shoppers):
+            c.holdouts += 1
+            hid = p.profile_id if p.consent_analytics else None
+            self.journal.emit(
+                HoldoutAssigned(campaign_id=cid, screen_id=screen_id, profile_id=hid), subject=hid
+            )
+        if d.campaign_id is not None:
+            # Shown to them, yes; tracked by id at the CDP only with their analytics consent.
+            profile = self.profiles.get(d.profile_id) if d.profile_id else None
+            pid = profile.profile_id if profile and profile.consent_analytics else None
+            self.journal.emit(
+                OfferShown(
+                    screen_id=screen_id,
+                    campaign_id=d.campaign_id,
+                    content_id=d.content.content_id,
+                    variant=d.variant,  # type: ignore[arg-type]
+                    profile_id=pid,
+                    reasons=list(d.reasons[:8]),
+                    rule=d.rule,
+                ),
+                subject=pid,
+            )
+
+    # ---- the players ---------------------------------------------------------------------
+    def on_screen_state(self, screen_id: str, payload: bytes) -> None:
+        """A player's retained state (its last will says "offline"): staff hear of a dark
+        screen. Runs in the bus thread."""
+        try:
+            status = json.loads(payload).get("status")
+        except (ValueError, AttributeError):
+            return
+        if status not in ("online", "offline"):
+            return
+        was = self._screen_status.get(screen_id)
+        self._screen_status[screen_id] = status
+        if status == "offline" and was != "offline":
+            self.alerts.raise_alert(
+                "screen_offline", f"Screen {screen_id} is offline", screen_id=screen_id
+            )

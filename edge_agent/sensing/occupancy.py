@@ -1,0 +1,58 @@
+"""Live people per zone for the staff kiosks, retained on the bus: BLE devices present, the
+camera's count where a camera watches the zone and sees more, at least one where a radar
+(mmWave) sees someone. Published on every change and at least every 30 s (kiosks blank a figure
+older than two minutes)."""
+
+from __future__ import annotations
+
+import json
+
+from contracts import topics
+from edge_agent.app.bus import Publisher
+from edge_agent.config import AgentConfig
+from edge_agent.sensing.audience_stage import AudienceStage
+from edge_agent.sensing.presence_stage import PresenceStage
+
+REPUBLISH_S = 30.0
+
+
+class ZoneOccupancy:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        presence: PresenceStage,
+        audience: AudienceStage,
+        bus: Publisher,
+    ) -> None:
+        self.cfg = cfg
+        self.presence = presence
+        self.audience = audience
+        self.bus = bus
+        self._published: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
+        self._mmwave: dict[tuple[str, str], bool] = {}  # (zone, sensor) -> someone there
+
+    def on_mmwave(self, zone: str, sensor: str, payload: bytes) -> None:
+        """An mmWave sensor's ON/OFF (bus thread)."""
+        self._mmwave[(zone, sensor)] = payload.strip().upper() == b"ON"
+
+    def people(self, zone: str) -> int:
+        people = len(self.presence.present(zone))
+        cam = self.cfg.camera
+        cam_zone = next((s.zone for s in self.cfg.screens if cam and s.id == cam.screen), None)
+        if zone == cam_zone and self.audience.people is not None:
+            people = max(people, self.audience.people)
+        if people == 0 and any(on for (z, _), on in self._mmwave.items() if z == zone):
+            people = 1  # a radar sees someone that no phone or camera does: at least one
+        return people
+
+    def publish(self, now: float) -> None:
+        for zone in self.cfg.zones:
+            people = self.people(zone.id)
+            last = self._published.get(zone.id)
+            if last is not None and last[0] == people and now - last[1] < REPUBLISH_S:
+                continue
+            doc = {"zone_id": zone.id, "people": people, "ts": now}
+            topic = topics.zone_occupancy(self.cfg.store.store_id, zone.id)
+            if self.bus.publish(topic, json.dumps(doc), qos=1, retain=True):
+                self._published[zone.id] = (people, now)

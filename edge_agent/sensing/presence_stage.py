@@ -1,0 +1,273 @@
+"""The presence stage: advert -> decode -> token -> zone events, and the store's beacons.
+
+Every BLE source (radio, UART scanner node, recorded trace) and every scanner node on the bus
+calls ``on_advert`` with the same ``Advert``. Shopper tokens are resolved to profiles, zones
+are decided by the zone engine, and each change becomes a journey event keyed by a salted,
+daily rotating presence key: raw addresses and tokens never leave this stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from contracts.events import (
+    BeaconTelemetry,
+    Dwell,
+    ShopperIdentified,
+    ZoneEntered,
+    ZoneLeft,
+)
+from edge_agent.app.alerts import StaffAlerts
+from edge_agent.config import AgentConfig
+from edge_agent.identity.resolver import TokenResolver
+from edge_agent.journey.engine import JourneyEngine
+from edge_agent.sensing.ble.advert import Advert, AdvertError
+from edge_agent.sensing.ble.beacon_health import BeaconHealth
+from edge_agent.sensing.ble.decode import decode_advert
+from edge_agent.sensing.ble.sources import advert_from_line
+from edge_agent.sensing.presence import DwellTick, Entered, Left, ZoneTracker
+from edge_agent.slice.model import Profile
+from edge_agent.slice.store import ProfileSlice
+from sync.journal import EventJournal
+
+log = logging.getLogger("edge_agent")
+
+
+def presence_salt(day: str, secret: bytes) -> bytes:
+    """A salt that rotates daily, so presence keys cannot be joined across days."""
+    return hmac.new(secret, day.encode(), hashlib.sha256).digest()
+
+
+def device_secret(state_dir: Path) -> bytes:
+    """This box's secret for presence keys, made once (0600)."""
+    p = state_dir / "presence.secret"
+    if not p.exists():
+        fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    return p.read_bytes()
+
+
+@dataclass
+class PresenceCounts:
+    adverts: int = 0
+    decode_errors: int = 0
+    zone_entries: int = 0
+    zone_exits: int = 0
+    shoppers_resolved: int = 0
+    unresolved_tokens: int = 0
+    bus_adverts: int = 0  # from scanner nodes on the in-store bus
+    bus_advert_rejects: int = 0
+
+
+class PresenceStage:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        now: Callable[[], float],
+        tracker: ZoneTracker,
+        resolver: TokenResolver,
+        profiles: ProfileSlice,
+        journey: JourneyEngine,
+        journal: EventJournal,
+        alerts: StaffAlerts,
+        invalidate: Callable[[], None],
+        secret: bytes,
+    ) -> None:
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.store.timezone)
+        self._now = now
+        self.tracker = tracker
+        self.resolver = resolver
+        self.profiles = profiles
+        self.journey = journey
+        self.journal = journal
+        self.alerts = alerts
+        self.invalidate = invalidate
+        self._secret = secret
+        self.counts = PresenceCounts()
+        # When each present device entered its zone (by internal key), for dwell rules.
+        self.entered_at: dict[str, float] = {}
+        self._beacons = {
+            (bc.uuid.replace("-", "").lower(), bc.major, bc.minor): bc for bc in cfg.ble.beacons
+        }
+        self._beacon_low: dict[str, bool] = {}
+        self._addr_beacon: dict[str, str] = {}
+        self.beacon_health = BeaconHealth(
+            [bc.name for bc in cfg.ble.beacons], cfg.ble.beacon_missing_s
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when the agent runs
+
+    # ---- who is where --------------------------------------------------------------------
+    def present(self, zone: str) -> set[str]:
+        return self.tracker.present(zone)
+
+    def profile_for(self, internal: str) -> Profile | None:
+        return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
+
+    def presence_key(self, internal: str, ts: float) -> str:
+        day = datetime.fromtimestamp(ts, self.tz).date().isoformat()
+        salt = presence_salt(day, self._secret)
+        return hmac.new(salt, internal.encode(), hashlib.sha256).hexdigest()[:16]
+
+    # ---- adverts -------------------------------------------------------------------------
+    def on_advert(self, advert: Advert) -> None:
+        """The one callback every BLE source calls. Never raises."""
+        self.counts.adverts += 1
+        try:
+            result = decode_advert(advert)
+        except Exception as exc:  # the decoder promises not to raise; be safe in the field anyway
+            self.counts.decode_errors += 1
+            log.warning("ble: decoder raised %s", type(exc).__name__)
+            return
+        if result.errors:
+            self.counts.decode_errors += len(result.errors)
+        ts = advert.timestamp or self._now()
+        for frame in result.frames:
+            f = frame.fields
+            if frame.format == "eddystone_eid":
+                self._on_token(bytes.fromhex(f["eid"]), advert.rssi, ts, advert.receiver)
+            elif frame.format == "ibeacon":
+                key = (str(f["uuid"]).replace("-", ""), int(f["major"]), int(f["minor"]))
+                beacon = self._beacons.get(key)
+                if beacon is not None:
+                    self._addr_beacon[advert.address] = beacon.name
+                    self.beacon_health.heard(beacon.name, ts)
+            elif frame.format == "eddystone_tlm":
+                name = self._addr_beacon.get(advert.address)
+                if name is not None:
+                    self._on_tlm(name, f)
+
+    def on_bus_advert(self, scanner: str, payload: bytes) -> None:
+        """An advert from a scanner node over MQTT (bus thread): same JSON and same path as the
+        UART line. The topic names the receiver (a node cannot speak for another), and the box's
+        clock stamps it when the node did not."""
+        try:
+            advert = advert_from_line(payload, self._now(), receiver=scanner)
+        except AdvertError as exc:
+            self.counts.bus_advert_rejects += 1
+            log.debug("bus advert from %s refused: %s", scanner, exc)
+            return
+        loop = self.loop
+        if loop is None:
+            return  # not running yet
+        self.counts.bus_adverts += 1
+        loop.call_soon_threadsafe(self.on_advert, advert)
+
+    def _on_token(self, eid: bytes, rssi: int, ts: float, receiver: str = "local") -> None:
+        pid = self.resolver.resolve(eid, ts)
+        internal = f"p:{pid}" if pid else f"t:{eid.hex()}"
+        for change in self.tracker.observe(internal, rssi, ts, receiver):
+            self.on_change(change)
+
+    def _on_tlm(self, name: str, f: dict[str, Any]) -> None:
+        bc = next(b for b in self.cfg.ble.beacons if b.name == name)
+        mv = f.get("battery_mv")
+        low = mv is not None and 0 < int(mv) < bc.low_battery_mv
+        if self._beacon_low.get(name) != low:
+            # Report on change only: the first TLM, and every crossing of the threshold.
+            self._beacon_low[name] = low
+            self.journal.emit(
+                BeaconTelemetry(
+                    beacon=name,
+                    zone_id=bc.zone,
+                    battery_mv=mv,
+                    temperature_c=f.get("temperature_c"),
+                    low_battery=low,
+                )
+            )
+            if low:
+                self.alerts.raise_alert(
+                    "beacon_battery_low",
+                    f"Beacon {name} battery low ({mv} mV): replace it",
+                    beacon=name,
+                    battery_mv=mv,
+                    zone_id=bc.zone,
+                )
+
+    # ---- the clock -----------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Leaves and dwell ticks that only time decides; beacons gone quiet."""
+        for change in self.tracker.tick(now):
+            self.on_change(change)
+        for name, silent in self.beacon_health.newly_missing(now):
+            self.alerts.raise_alert(
+                "beacon_missing",
+                f"Beacon {name} not heard for {silent / 60:.0f} min: check it",
+                beacon=name,
+            )
+
+    def close_all(self) -> None:
+        """Everyone still present leaves now, so dwell is closed and counted."""
+        for change in self.tracker.tick(float("inf")):
+            self.on_change(change)
+
+    # ---- zone changes --------------------------------------------------------------------
+    def on_change(self, change: Entered | Left | DwellTick) -> None:
+        zone = change.zone or self.cfg.ble.zone
+        profile = self.profile_for(change.key)
+        pkey = self.presence_key(change.key, change.ts)
+        # The profile id travels only with the shopper's analytics consent.
+        pid = profile.profile_id if profile and profile.consent_analytics else None
+        emit = self.journal.emit
+        if isinstance(change, Entered):
+            self.counts.zone_entries += 1
+            self.entered_at[change.key] = change.ts
+            if profile is not None:
+                local = datetime.fromtimestamp(change.ts, self.tz)
+                self.journey.entered_store(profile.profile_id, change.ts, local)
+            emit(
+                ZoneEntered(zone_id=zone, presence_key=pkey, profile_id=pid, rssi=change.rssi),
+                ts=change.ts,
+            )
+            if profile is not None:
+                self.counts.shoppers_resolved += 1
+                if pid:
+                    emit(
+                        ShopperIdentified(
+                            profile_id=pid,
+                            zone_id=zone,
+                            consent_personalisation=profile.consent_personalisation,
+                        ),
+                        subject=pid,
+                        ts=change.ts,
+                    )
+            elif change.key.startswith("t:"):
+                self.counts.unresolved_tokens += 1
+        elif isinstance(change, Left):
+            self.counts.zone_exits += 1
+            self.entered_at.pop(change.key, None)
+            self.journey.kpis.dwell(change.dwell_s)
+            emit(
+                ZoneLeft(
+                    zone_id=zone,
+                    presence_key=pkey,
+                    profile_id=pid,
+                    dwell_s=round(change.dwell_s, 2),
+                ),
+                ts=change.ts,
+            )
+        else:
+            emit(
+                Dwell(
+                    zone_id=zone,
+                    presence_key=pkey,
+                    profile_id=pid,
+                    dwell_s=round(change.dwell_s, 2),
+                ),
+                ts=change.ts,
+            )
+            return
+        self.invalidate()
