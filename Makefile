@@ -14,8 +14,10 @@ test: bootstrap
 	@$(MAKE) --no-print-directory esphome >/dev/null 2>&1 || echo "make test: ESPHome could not be installed; tests/test_firmware.py skips its validator check"
 	@$(VENV)/bin/python -m pytest
 
+# ruff everywhere; mypy on the product (every function typed in the pure core and the stages:
+# pyproject.toml, [tool.mypy]).
 lint: bootstrap
-	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 format: bootstrap
 	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

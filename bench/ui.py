@@ -291,7 +291,7 @@ def _child(mode: str, cfg_path: str, out: str, n: int) -> None:  # pragma: no co
         )
     else:
         cmds = [ScreenCommand(kind="show", content=c, ttl_s=1e6).to_bytes() for c in items]
-        state = {"i": 0, "phase": "warm"}
+        state: dict[str, Any] = {"i": 0, "phase": "warm"}
 
         def step(_dt: float) -> None:
             app.show(ScreenCommand.from_bytes(cmds[state["i"] % len(cmds)]).content)
@@ -360,7 +360,12 @@ class Driver:
         self.topic = topics.screen_cmd(STORE, SCREEN)
         self.online = threading.Event()
         self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        self.c.on_message = lambda _c, _u, m: b"online" in m.payload and self.online.set()
+
+        def on_message(_c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+            if b"online" in m.payload:
+                self.online.set()
+
+        self.c.on_message = on_message
         self.c.connect(host, port)
         self.c.subscribe(topics.screen_state(STORE, SCREEN), qos=1)
         self.c.loop_start()

@@ -52,7 +52,8 @@ def decode_confirmation(payload: bytes) -> tuple[str | None, list[str], float | 
     bid = doc.get("batch_id")
     t = doc.get("t")
     ok_t = isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-    return (bid if isinstance(bid, str) else None), ids, (float(t) if ok_t else None)
+    cdp_time = float(t) if ok_t and isinstance(t, int | float) else None
+    return (bid if isinstance(bid, str) else None), ids, cdp_time
 
 
 def encode_batch(

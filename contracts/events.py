@@ -14,7 +14,7 @@ from typing import Any, Literal
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Literal["1.0"] = "1.0"
 TYPE_PREFIX = "retail.instore."
 
 

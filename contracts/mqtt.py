@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,12 +48,12 @@ def make_client(
     client_id: str,
     broker: BrokerConfig,
     *,
-    protocol: int | None = None,
+    protocol: mqtt.MQTTProtocolVersion | None = None,
     max_inflight: int = 50,
 ) -> mqtt.Client:
     if protocol is None:  # the broker's config decides unless the caller insists
         protocol = mqtt.MQTTv311 if broker.protocol == "3.1.1" else mqtt.MQTTv5
-    kwargs = {} if protocol == mqtt.MQTTv5 else {"clean_session": False}
+    kwargs: dict[str, Any] = {} if protocol == mqtt.MQTTv5 else {"clean_session": False}
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -62,7 +62,8 @@ def make_client(
         **kwargs,
     )
     # Jittered minimum so a fleet does not reconnect in lockstep after a broker outage.
-    client.reconnect_delay_set(min_delay=1 + random.random(), max_delay=30)
+    # paho's hints say int; a float works and spreads the fleet (paho only compares and doubles).
+    client.reconnect_delay_set(min_delay=1 + random.random(), max_delay=30)  # type: ignore[arg-type]
     client.max_inflight_messages_set(max_inflight)
     # Bounded queue while disconnected; durability itself comes from the SQLite outbox.
     client.max_queued_messages_set(10_000)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.eid import compute_eid
+from edge_agent.sensing.camera.scene import ENTRANCE_TIMELINE
 
 DATA = Path(__file__).parent / "data"
 TRACE = DATA / "trace.jsonl.gz"
@@ -110,18 +111,8 @@ VISITS = [
     Visit("cdp-p-1004", 158, 180),  # Dave, after the winter campaign push: personalised
 ]
 
-# (start, end, people the camera sees) in trace seconds.
-CAMERA_TIMELINE: list[tuple[float, float, int]] = [
-    (0, 18, 0),
-    (18, 62, 1),
-    (62, 75, 0),
-    (75, 100, 1),
-    (100, 115, 2),
-    (115, 120, 0),
-    (120, 152, 3),
-    (152, 158, 0),
-    (158, 180, 1),
-]
+# (start, end, people the camera sees) in trace seconds: the scene `demo:entrance` plays.
+CAMERA_TIMELINE = ENTRANCE_TIMELINE
 
 # Central ops pushes campaign bundle v2 (adds the winter sale) at this trace second.
 PUSH_V2_AT = 140.0

@@ -290,9 +290,9 @@ class AgentConfig(_Strict):
         if self.camera and self.camera.screen not in screens:
             raise ValueError(f"camera.screen: unknown screen {self.camera.screen!r}")
         for till, linked in self.pos.tills.items():
-            for s in linked:
-                if s not in screens:
-                    raise ValueError(f"pos.tills.{till}: unknown screen {s!r}")
+            for screen in linked:
+                if screen not in screens:
+                    raise ValueError(f"pos.tills.{till}: unknown screen {screen!r}")
         return self
 
     @property

@@ -492,15 +492,16 @@ class KioskApp(App):
 
     # ---- screenshots, shutdown ---------------------------------------------------------------
     def snapshot(self, name: str) -> None:
-        if self.screenshot_dir is None:
+        shots = self.screenshot_dir
+        if shots is None:
             return
 
         def shoot(_dt: float) -> None:
-            self.screenshot_dir.mkdir(parents=True, exist_ok=True)
+            shots.mkdir(parents=True, exist_ok=True)
             self._shots += 1
-            scratch = self.screenshot_dir / ".partial.png"
+            scratch = shots / ".partial.png"
             if cv2.imwrite(str(scratch), grab_window()):
-                os.replace(scratch, self.screenshot_dir / f"{self._shots:04d}-kiosk-{name}.png")
+                os.replace(scratch, shots / f"{self._shots:04d}-kiosk-{name}.png")
 
         # After the next frame, so the new screen is what gets captured.
         Clock.schedule_once(shoot, 0.15)

@@ -200,7 +200,7 @@ class Downlink:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
-            result = self.handle(msg.topic, msg.payload)
+            result = self.handle(msg.topic, bytes(msg.payload))
         except Exception as exc:  # handle() does not raise; this is the last line of defence
             log.exception("downlink: unexpected error")
             result = DownlinkResult(_kind_from_topic(msg.topic), 0, False, f"internal: {exc!r}")

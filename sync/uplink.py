@@ -298,7 +298,7 @@ class Uplink:
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
             s = self._stats
-            out = {
+            out: dict[str, Any] = {
                 "published_batches": s.published_batches,
                 "published_events": s.published_events,
                 "publish_attempts": s.publish_attempts,
@@ -341,7 +341,7 @@ class Uplink:
         if msg.topic != self.delivered_topic:
             return
         try:
-            batch_id, ids, cdp_time = decode_confirmation(msg.payload)
+            batch_id, ids, cdp_time = decode_confirmation(bytes(msg.payload))
         except ValueError as exc:
             self._events.put(("bad_confirmation", str(exc)))
             return
@@ -569,7 +569,7 @@ class Uplink:
             info = None
             err = repr(exc)
         else:
-            err = mqtt.error_string(info.rc)
+            err = mqtt.error_string(info.rc) if info is not None else ""
         # NO_CONN still queues the message inside paho; it goes out on reconnect.
         if info is not None and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self._inflight[info.mid] = batch

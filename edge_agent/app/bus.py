@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -52,7 +52,9 @@ class InStoreBus:
         for topic_filter, _qos, handler in self._routes:
             client.message_callback_add(topic_filter, self._guarded(handler))
 
-        def on_connect(c, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        def on_connect(
+            c: mqtt.Client, userdata: object, flags: Any, reason_code: Any, properties: Any
+        ) -> None:
             if not reason_code.is_failure:
                 for topic_filter, qos, _ in self._routes:
                     c.subscribe(topic_filter, qos=qos)
@@ -66,7 +68,7 @@ class InStoreBus:
     def _guarded(self, handler: Handler) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
         def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
             try:
-                handler(msg.topic, msg.payload)
+                handler(msg.topic, bytes(msg.payload))
             except Exception as exc:  # one bad message must never stop the bus
                 kind = type(exc).__name__
                 self.counts.handler_errors += 1

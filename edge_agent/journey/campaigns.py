@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge_agent.slice.store import Profile
+from edge_agent.slice.model import Profile
 
 _DAYPART = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 # Fields a template may use; anything else in braces is refused at load, not at show time.

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("campaigns", help="campaign bundle tools")
     p_sub = p.add_subparsers(dest="campaigns_command", required=True)
     check = p_sub.add_parser(

@@ -45,8 +45,8 @@ class CapsLedger:
         today = now_local.date()
         for key in [k for k in self._shopper if k[2] < today]:
             del self._shopper[key]
-        for key in [k for k in self._screen if k[2][0] < today]:
-            del self._screen[key]
+        for skey in [k for k in self._screen if k[2][0] < today]:
+            del self._screen[skey]
 
     def __len__(self) -> int:
         return len(self._shopper) + len(self._screen)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from contracts.screen_protocol import Content
 from edge_agent.journey.campaigns import Campaign, CampaignBundle, Variant, open_orders
-from edge_agent.slice.store import Profile
+from edge_agent.slice.model import Profile
 
 
 @dataclass(frozen=True)

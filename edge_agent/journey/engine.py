@@ -18,7 +18,7 @@ from edge_agent.journey.campaigns import CampaignBundle
 from edge_agent.journey.caps import CapsLedger
 from edge_agent.journey.decide import CampaignIndex, Decision, ScreenContext, World, decide
 from edge_agent.journey.kpis import JourneyKpis
-from edge_agent.slice.store import Profile
+from edge_agent.slice.model import Profile
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,25 @@ CAMERA_LOST_AFTER_S = 10.0
 
 
 class CameraHealth(Protocol):
-    state: str
-    fps: float
-    reconnects: int
-    frame_age_s: float | None
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def fps(self) -> float: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    @property
+    def frame_age_s(self) -> float | None: ...
 
 
 class Camera(Protocol):
-    """What the agent needs of a running camera worker."""
+    """What the agent needs of a running camera worker (``CameraWorker``)."""
 
     def health(self) -> CameraHealth: ...
 
-    def stop(self, timeout: float | None = None) -> Any: ...
+    def stop(self, timeout: float = 5.0) -> bool: ...
 
 
 @dataclass
@@ -115,7 +122,7 @@ class AudienceStage:
             return
         # Capture and analysis run in the camera's own thread; this loop only takes the counts,
         # so a slow or stuck camera never stalls the agent.
-        self.camera = CameraWorker(
+        camera = self.camera = CameraWorker(
             pipelines,
             observations.put,
             source=self.frame_source,
@@ -147,7 +154,7 @@ class AudienceStage:
                     new_tracks = 0
                 await asyncio.sleep(min(0.05, 0.5 / (cam.fps * speed)))
         finally:
-            self.camera.stop(timeout=2.0)
+            camera.stop(timeout=2.0)
             self._drain(observations, watchers_window)
 
     def _drain(self, observations: queue.SimpleQueue[Any], watchers: deque[int]) -> int:

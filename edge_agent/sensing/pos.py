@@ -71,7 +71,8 @@ def parse_receipt(raw: bytes | str) -> Receipt:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "receipt"
-        rid = obj.get("receipt") if isinstance(obj.get("receipt"), str) else "?"
+        given = obj.get("receipt")
+        rid = given if isinstance(given, str) else "?"
         raise ReceiptError(f"receipt {rid[:64]}: {where}: {err['msg']}") from None
 
 

@@ -30,7 +30,7 @@ class SerialLineReader:
     def __init__(
         self,
         url: str,
-        on_line: Callable[[bytes], None],
+        on_line: Callable[[bytes], object],
         *,
         baudrate: int = 115200,
         max_line: int = 4096,

@@ -308,7 +308,8 @@ class ProfileSlice:
                     self._cache[profile_id] = p
                     if len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
-        if p is not None and p.expires_at is not None and p.expires_at <= time.time():
+        # p is a Profile here or None (the sentinel is gone): no isinstance on the hot path.
+        if p is not None and p.expires_at is not None and p.expires_at <= time.time():  # type: ignore[attr-defined]
             return None  # the retention purge has not run yet; the profile is already dead
         return p  # type: ignore[return-value]
 

@@ -248,6 +248,7 @@ class BayesZoneEngine:
                 w = 0.0
             tr.rssi = rssi
             tr.missed = 0
+        assert dev is not None  # a known track has its device
         if ts > dev.last:
             dev.last = ts
         self._predict(dev, ts)

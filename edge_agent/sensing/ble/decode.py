@@ -238,10 +238,10 @@ def decode_advert(advert: Advert) -> DecodeResult:
                     frames.append(frame)
         sd = advert.service_data
         if sd:
-            data = sd.get(EDDYSTONE_UUID)
-            if data is not None:
+            eddystone = sd.get(EDDYSTONE_UUID)
+            if eddystone is not None:
                 try:
-                    frames.append(decode_eddystone(data))
+                    frames.append(decode_eddystone(eddystone))
                 except FrameError as exc:
                     errors.append(str(exc))
                 except Exception as exc:

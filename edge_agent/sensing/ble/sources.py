@@ -233,7 +233,7 @@ class BleakSource:
             factory = BleakScanner
         last = time.monotonic()
 
-        def on_detect(device, adv) -> None:  # bleak's callback signature
+        def on_detect(device: Any, adv: Any) -> None:  # bleak's callback signature
             nonlocal last
             last = time.monotonic()
             self.stats.adverts += 1

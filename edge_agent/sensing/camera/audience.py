@@ -66,7 +66,7 @@ class AudienceResult:
 
 
 def _cascade(path: str | None, default: str) -> cv2.CascadeClassifier:
-    path = path or cv2.data.haarcascades + default
+    path = path or cv2.data.haarcascades + default  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
         raise RuntimeError(f"cannot load face cascade {path}")
@@ -307,6 +307,7 @@ class AudienceAnalyzer:
 
     def _detect_yunet(self, det: np.ndarray) -> list[Box]:
         h, w = det.shape[:2]
+        assert self._yunet is not None  # only called when a YuNet model is loaded
         self._yunet.setInputSize((w, h))
         _, found = self._yunet.detect(cv2.cvtColor(det, cv2.COLOR_GRAY2BGR))
         boxes = []

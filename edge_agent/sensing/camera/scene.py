@@ -205,12 +205,25 @@ def frames_for(
         yield t, scene.people_at(t), scene.render(t)
 
 
+# The demo store's entrance camera, (start, end, people seen) in trace seconds: the scene
+# `demo:entrance` plays (demo/scenario.py times its shoppers' visits to it).
+ENTRANCE_TIMELINE: list[tuple[float, float, int]] = [
+    (0, 18, 0),
+    (18, 62, 1),
+    (62, 75, 0),
+    (75, 100, 1),
+    (100, 115, 2),
+    (115, 120, 0),
+    (120, 152, 3),
+    (152, 158, 0),
+    (158, 180, 1),
+]
+
+
 def demo_timeline(name: str) -> list[tuple[float, float, int]]:
     """Named scenes for ``demo:<name>``: entrance (the demo scenario), empty, or 0..3 people."""
     if name == "entrance":
-        from demo.scenario import CAMERA_TIMELINE
-
-        return list(CAMERA_TIMELINE)
+        return list(ENTRANCE_TIMELINE)
     if name == "empty":
         return [(0.0, 3600.0, 0)]
     if name.isdigit() and int(name) <= MAX_PEOPLE:
