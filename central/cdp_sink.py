@@ -285,7 +285,9 @@ class CdpSink:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
-            done = self.handle_batch(msg.topic, bytes(msg.payload), getattr(msg, "properties", None))
+            done = self.handle_batch(
+                msg.topic, bytes(msg.payload), getattr(msg, "properties", None)
+            )
         except Exception as exc:  # DB trouble: do not ack; the broker redelivers later
             log.error("cdp-sink: could not store batch from %s: %r", msg.topic, exc)
             return
