@@ -17,13 +17,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from contracts.validation import StrictModel
 
 
-class BrokerConfig(BaseModel):
+class BrokerConfig(StrictModel):
     """Where and how to reach a broker: the in-store bus or central (box, player, central tools)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)

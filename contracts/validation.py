@@ -4,10 +4,17 @@ them the same way)."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 # Store, device, screen and zone ids: they appear in MQTT topics and certificate names.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class StrictModel(BaseModel):
+    """Settings read from a file people write: an unknown key (a typo) is an error, never a
+    silently missing setting in the field."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

@@ -11,18 +11,13 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from contracts.mqtt import BrokerConfig
-from contracts.validation import ID_PATTERN, key_path
+from contracts.validation import ID_PATTERN, StrictModel, key_path
 
 
-class _Strict(BaseModel):
-    # Unknown keys are an error: a typo in a key must not be silently ignored in the field.
-    model_config = ConfigDict(extra="forbid")
-
-
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     store_id: str = Field(pattern=ID_PATTERN)
     device_id: str = Field(pattern=ID_PATTERN)
     timezone: str = "UTC"
@@ -39,12 +34,12 @@ class StoreConfig(_Strict):
         return v
 
 
-class ZoneConfig(_Strict):
+class ZoneConfig(StrictModel):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
 
 
-class ScreenConfig(_Strict):
+class ScreenConfig(StrictModel):
     id: str = Field(pattern=ID_PATTERN)
     zone: str
     orientation: Literal["landscape", "portrait"] = "landscape"
@@ -55,7 +50,7 @@ class ScreenConfig(_Strict):
     min_on_screen_s: float = Field(8.0, ge=0)
 
 
-class BeaconConfig(_Strict):
+class BeaconConfig(StrictModel):
     """A store navigation beacon, known by its iBeacon identity."""
 
     name: str
@@ -68,7 +63,7 @@ class BeaconConfig(_Strict):
     low_battery_mv: int = Field(2400, ge=0)
 
 
-class BleConfig(_Strict):
+class BleConfig(StrictModel):
     source: Literal["replay", "bleak", "serial"] = "bleak"
     replay_file: Path | None = None
     # 0 = as fast as possible; 1 = real time.
@@ -119,7 +114,7 @@ class BleConfig(_Strict):
         return self
 
 
-class CameraConfig(_Strict):
+class CameraConfig(StrictModel):
     enabled: bool = True
     # A V4L2 index ("0"), an RTSP/HTTP URL, a video file, or "demo:<scenario>" for the embedded scene.
     source: str = "0"
@@ -161,7 +156,7 @@ class CameraConfig(_Strict):
         return v
 
 
-class UplinkConfig(_Strict):
+class UplinkConfig(StrictModel):
     max_batch: int = Field(200, ge=1, le=5000)
     max_batch_bytes: int = Field(128_000, ge=1024)
     linger_s: float = Field(0.2, ge=0)
@@ -176,7 +171,7 @@ class UplinkConfig(_Strict):
     max_unconfirmed_batches: int = Field(64, ge=1)
 
 
-class DownlinkConfig(_Strict):
+class DownlinkConfig(StrictModel):
     # Ed25519 public key of central ops: base64 of the 32 raw bytes, or a path to a PEM file.
     ops_public_key: str
     max_message_bytes: int = Field(1_048_576, ge=1024)
@@ -184,7 +179,7 @@ class DownlinkConfig(_Strict):
     config_probation_s: float = Field(300.0, ge=10)
 
 
-class PathsConfig(_Strict):
+class PathsConfig(StrictModel):
     state_dir: Path = Path("var")
     profiles_db: Path | None = None
     outbox_db: Path | None = None
@@ -207,7 +202,7 @@ class ResolvedPaths(BaseModel):
     content_dir: Path
 
 
-class PosConfig(_Strict):
+class PosConfig(StrictModel):
     """Receipts from the tills (line protocol in edge_agent/sensing/pos.py), for closed-loop attribution."""
 
     # A UART the till bridge writes receipts to; absent when tills use the in-store bus only.
@@ -221,7 +216,7 @@ class PosConfig(_Strict):
     tills: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class ProfilesConfig(_Strict):
+class ProfilesConfig(StrictModel):
     """The profile slice (edge_agent/slice/store.py)."""
 
     # The device key that seals identity keys at rest (default <state_dir>/profiles.key). Keep
@@ -234,7 +229,7 @@ class ProfilesConfig(_Strict):
     journal_retention_days: float = Field(30.0, gt=0)
 
 
-class SystemdConfig(_Strict):
+class SystemdConfig(StrictModel):
     """Watchdog health (edge_agent/box/liveness.py): what stops the pings so systemd restarts us.
     Only faults a restart can cure; 0 turns a check off."""
 
@@ -244,7 +239,7 @@ class SystemdConfig(_Strict):
     uplink_stall_s: float = Field(600.0, ge=0)
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     """The Prometheus endpoint (edge_agent/box/metrics.py). Loopback unless ops open it on purpose."""
 
     enabled: bool = True
@@ -253,7 +248,7 @@ class MetricsConfig(_Strict):
     port: int = Field(9410, ge=0, le=65535)
 
 
-class AgentConfig(_Strict):
+class AgentConfig(StrictModel):
     store: StoreConfig
     zones: list[ZoneConfig] = Field(min_length=1)
     screens: list[ScreenConfig] = Field(min_length=1)

@@ -53,6 +53,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from contracts import topics
+from contracts.backoff import Backoff
 from contracts.batch import (
     DEFAULT_COMPRESS_OVER,
     NO_MATCHING_SUBSCRIBERS,
@@ -114,30 +115,6 @@ class _Batch:
 
 
 @dataclass
-class _Backoff:
-    """Exponential backoff with full-ish jitter (50-100 % of the step) so a fleet spreads out."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    failures: int = 0
-    until: float = 0.0
-
-    def fail(self) -> float:
-        self.failures += 1
-        step = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
-        delay = step * random.uniform(0.5, 1.0)
-        self.until = time.monotonic() + delay
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
-        self.until = 0.0
-
-    def remaining(self) -> float:
-        return max(0.0, self.until - time.monotonic())
-
-
-@dataclass
 class _Stats:
     published_batches: int = 0  # PUBACKed
     published_events: int = 0  # rows deleted (confirmed by the CDP, or PUBACKed if confirm=broker)
@@ -195,7 +172,8 @@ class Uplink:
         # Confirmations that beat their PUBACK (different flows, no ordering between them).
         self._early: OrderedDict[str, None] = OrderedDict()
         self._cursor = 0  # highest sequence handed to a batch (in flight or waiting for retry)
-        self._backoff = _Backoff()
+        # Half to all of each step: a fleet refused together does not retry together.
+        self._backoff = Backoff(0.5, 2.0, 30.0, jitter=0.5)
         self._stats = _Stats()
         self._stats_lock = threading.Lock()
         self._progress = threading.Condition()
@@ -369,7 +347,7 @@ class Uplink:
                 timeout = self._pump()
             except Exception as exc:  # e.g. disk error reading the outbox: back off, go on
                 self._set_error(f"pump: {exc!r}")
-                timeout = self._backoff.fail()
+                timeout = self._backoff.next()
 
     def _safe_handle(self, ev: tuple[Any, ...]) -> None:
         try:
@@ -457,7 +435,7 @@ class Uplink:
                 # Delivered but not deleted: send again later (a duplicate the sink absorbs)
                 # rather than leave rows behind the cursor until the next restart.
                 self._retry.append(batch)
-                self._backoff.fail()
+                self._backoff.next()
                 self._set_error(f"outbox delete failed: {exc!r}")
                 return
             with self._stats_lock:
@@ -470,7 +448,7 @@ class Uplink:
             # Keep the rows; retry the same batch later. Never drop data on a refusal.
             batch.attempts += 1
             self._retry.append(batch)
-            self._backoff.fail()
+            self._backoff.next()
             with self._stats_lock:
                 self._stats.refused_batches += 1
             self._set_error(f"batch refused by the broker: {reason}; holding it and retrying")
@@ -576,7 +554,7 @@ class Uplink:
             return
         batch.attempts += 1
         self._retry.append(batch)
-        self._backoff.fail()
+        self._backoff.next()
         self._set_error(f"publish failed: {err}; retrying with backoff")
 
     def _set_error(self, msg: str) -> None:

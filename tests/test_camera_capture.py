@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from watching import wait_for
 
-from edge_agent.sensing.camera.capture import Backoff, CameraWorker
+from contracts.backoff import Backoff
+from edge_agent.sensing.camera.capture import CameraWorker
 from edge_agent.sensing.camera.pipeline import ScreenObservation, ScreenPipeline
 from edge_agent.sensing.camera.sources import CameraError, VideoCaptureSource, open_source
 
@@ -222,3 +223,15 @@ def test_malformed_frames_are_skipped_not_fatal() -> None:
     assert poll(lambda: w.health().state == "reconnecting")
     assert w.stop(5)
     assert w.health().frames == 8 and len([o for o in got.drain() if o.seen]) == 8
+
+
+def test_backoff_with_jitter_stays_within_its_step_and_counts_failures() -> None:
+    b = Backoff(0.5, 2.0, 30.0, jitter=0.5)
+    delays = [b.next() for _ in range(8)]
+    steps = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert all(s * 0.5 <= d <= s for d, s in zip(delays, steps, strict=True))
+    assert b.failures == 8 and 0 < b.remaining() <= 30.0
+    b.reset()
+    assert b.failures == 0 and b.remaining() == 0.0
+    with pytest.raises(ValueError):
+        Backoff(jitter=1.5)

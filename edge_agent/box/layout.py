@@ -13,10 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from contracts.validation import ID_PATTERN
-from edge_agent.config import format_validation_error
+from contracts.validation import ID_PATTERN, StrictModel
+
+# Zones and screens are the same things in the layout as in the agent's config: one model each.
+from edge_agent.config import ScreenConfig, ZoneConfig, format_validation_error
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 # ESPHome node names become hostnames: lowercase letters, digits and hyphens.
@@ -47,30 +49,14 @@ HM10_INTERVAL_MS = {
 ESP32_POWER_DBM = (-12, -9, -6, -3, 0, 3, 6, 9)
 
 
-class _Strict(BaseModel):
-    # A typo in a key must be an error, not a silently missing setting in the store.
-    model_config = ConfigDict(extra="forbid")
-
-
-class LayoutStore(_Strict):
+class LayoutStore(StrictModel):
     store_id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     # The iBeacon UUID every store beacon shares unless it sets its own.
     beacon_uuid: str = Field(pattern=UUID_PATTERN)
 
 
-class LayoutZone(_Strict):
-    id: str = Field(pattern=ID_PATTERN)
-    name: str = ""
-
-
-class LayoutScreen(_Strict):
-    id: str = Field(pattern=ID_PATTERN)
-    zone: str
-    orientation: Literal["landscape", "portrait"] = "landscape"
-
-
-class LayoutBeacon(_Strict):
+class LayoutBeacon(StrictModel):
     name: str = Field(pattern=ID_PATTERN)
     zone: str
     hardware: Literal["esp32", "hm10"] = "esp32"
@@ -108,13 +94,13 @@ class LayoutBeacon(_Strict):
         return self
 
 
-class UartOutput(_Strict):
+class UartOutput(StrictModel):
     tx_pin: str = Field("GPIO1", pattern=GPIO_PATTERN)
     rx_pin: str = Field("GPIO3", pattern=GPIO_PATTERN)
     baud: int = Field(115200, ge=1200, le=2_000_000)
 
 
-class LayoutScanner(_Strict):
+class LayoutScanner(StrictModel):
     """An ESP32 that hears adverts in a zone and forwards each as one JSON line."""
 
     id: str = Field(pattern=NODE_PATTERN)
@@ -125,7 +111,7 @@ class LayoutScanner(_Strict):
     uart: UartOutput = Field(default_factory=UartOutput)
 
 
-class LayoutPresenceSensor(_Strict):
+class LayoutPresenceSensor(StrictModel):
     """An mmWave radar (HLK-LD2410) on an ESP32: someone is there, moving or still."""
 
     id: str = Field(pattern=NODE_PATTERN)
@@ -137,23 +123,23 @@ class LayoutPresenceSensor(_Strict):
     rx_pin: str = Field("GPIO16", pattern=GPIO_PATTERN)
 
 
-class LayoutBus(_Strict):
+class LayoutBus(StrictModel):
     """The in-store MQTT bus as the ESP32 nodes reach it (the box's LAN address)."""
 
     host: str = Field(min_length=1)
     port: int = Field(1883, ge=1, le=65535)
 
 
-class LayoutWifi(_Strict):
+class LayoutWifi(StrictModel):
     # Names of entries in ESPHome's secrets.yaml: the layout never holds a password.
     ssid_secret: str = Field("wifi_ssid", pattern=r"^[a-z0-9_]+$")
     password_secret: str = Field("wifi_password", pattern=r"^[a-z0-9_]+$")
 
 
-class StoreLayout(_Strict):
+class StoreLayout(StrictModel):
     store: LayoutStore
-    zones: list[LayoutZone] = Field(min_length=1)
-    screens: list[LayoutScreen] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(min_length=1)
+    screens: list[ScreenConfig] = Field(default_factory=list)
     beacons: list[LayoutBeacon] = Field(default_factory=list)
     scanners: list[LayoutScanner] = Field(default_factory=list)
     presence_sensors: list[LayoutPresenceSensor] = Field(default_factory=list)
@@ -162,7 +148,7 @@ class StoreLayout(_Strict):
 
     @field_validator("zones")
     @classmethod
-    def _unique_zones(cls, v: list[LayoutZone]) -> list[LayoutZone]:
+    def _unique_zones(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
         _unique("zones", [z.id for z in v])
         return v
 

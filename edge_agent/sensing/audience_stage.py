@@ -108,7 +108,8 @@ class AudienceStage:
         return (self.people if self.people is not None else 0, self.watchers or 0)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        from edge_agent.sensing.camera.capture import Backoff, CameraWorker, make_pipelines
+        from contracts.backoff import Backoff
+        from edge_agent.sensing.camera.capture import CameraWorker, make_pipelines
         from edge_agent.sensing.camera.sources import CameraError
 
         cam = self.cfg

@@ -19,33 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.backoff import Backoff
 from edge_agent.sensing.camera.pipeline import ScreenObservation, ScreenPipeline
 from edge_agent.sensing.camera.sources import CameraError, FrameSource
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Backoff:
-    """Delays for retries: initial, times factor after each failure, capped; reset on success."""
-
-    initial_s: float = 0.5
-    factor: float = 2.0
-    max_s: float = 30.0
-    _next: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.factor < 1 or self.max_s < self.initial_s:
-            raise ValueError("backoff needs initial_s > 0, factor >= 1, max_s >= initial_s")
-        self._next = self.initial_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.max_s, self._next * self.factor)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 @dataclass(frozen=True)
