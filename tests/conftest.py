@@ -51,3 +51,27 @@ def kivy_env(tmp_path: Path, xvfb_display: str) -> dict[str, str]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "test.db"
+
+
+# Tests that need real servers, a display or child processes: `-m "not integration"` leaves
+# the fast, pure ones (a quick loop while editing); `make test` runs everything.
+REAL_PARTS = {"broker", "fresh_broker", "xvfb_display", "kivy_env"}
+STARTS_PROCESSES = {
+    "tests/app/test_agent_process.py",
+    "tests/box/test_install.py",
+    "tests/box/test_units.py",
+    "tests/central/test_fleet_ops.py",
+    "tests/central/test_nats_cluster.py",
+    "tests/central/test_tls_acl.py",
+    "tests/demo/test_demo.py",
+    "tests/signage_ui/test_kiosk.py",
+    "tests/sync/test_chaos.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        rel = Path(str(item.path)).resolve().relative_to(root).as_posix()
+        if REAL_PARTS & set(getattr(item, "fixturenames", ())) or rel in STARTS_PROCESSES:
+            item.add_marker(pytest.mark.integration)

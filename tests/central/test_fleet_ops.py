@@ -1,0 +1,128 @@
+"""Central ops' view: fleet status from the retained topics, sequence gaps at the CDP, the sink
+streaming events as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from central.cdp_sink import CdpSink
+from central.fleet_status import collect, summary
+from central.ops_cli import main
+from contracts import topics
+from contracts.batch import encode_batch, publish_properties
+from contracts.events import AudienceSample, make_event, source_for
+from edge_agent.config import BrokerConfig, UplinkConfig
+from sync.outbox import Outbox
+from sync.uplink import Uplink
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def evs(n: int, store: str, device: str):
+    return [
+        make_event(
+            AudienceSample(screen_id="s", people=1, watchers=0), store_id=store, device_id=device
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_status_shows_every_box_from_retained_topics(broker, tmp_path: Path) -> None:
+    store = f"st-{uuid.uuid4().hex[:6]}"
+    b = BrokerConfig(host=broker.host, port=broker.port)
+    sink = CdpSink(b, tmp_path / "cdp.db", group=None)
+    assert sink.start(wait_s=5)
+    boxes = []
+    try:
+        for i, device in enumerate(("box-a", "box-b")):
+            ob = Outbox(tmp_path / f"{device}.db")
+            ob.append(evs(10 * (i + 1), store, device))
+            up = Uplink(ob, b, store, device, UplinkConfig(linger_s=0), config_hash=f"h{i}")
+            up.start()
+            assert up.flush(10)
+            assert up.publish_health({"ts": time.time(), "outbox_depth": ob.depth()})
+            boxes.append((ob, up))
+        boxes[1][1].stop(flush_timeout_s=0)  # box-b says goodbye: offline
+        rows = collect(b, store=store, wait_s=1.0)
+        by = {r["device"]: r for r in rows}
+        assert set(by) == {"box-a", "box-b"}
+        assert by["box-a"]["status"] == "online" and by["box-a"]["config_hash"] == "h0"
+        assert by["box-b"]["status"] == "offline" and by["box-b"]["config_hash"] == "h1"
+        assert by["box-a"]["outbox_depth"] == 0 and by["box-a"]["health_age_s"] < 30
+        s = summary(rows)
+        assert s["online"] == 1 and s["offline"] == [f"{store}/box-b"]
+        assert s["config_hashes"] == ["h0", "h1"]
+    finally:
+        for ob, up in boxes:
+            up.stop(flush_timeout_s=0)
+            ob.close()
+        sink.stop(end_session=True)
+
+
+def test_gaps_name_the_missing_sequences(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    got: list[str] = []
+    sink = CdpSink(BrokerConfig(), tmp_path / "cdp.db", on_stored=got.extend)
+    topic = topics.events("s1", "d1")
+    try:
+        with Outbox(tmp_path / "ob.db") as ob:
+            ob.append(evs(30, "s1", "d1"))
+            rows = ob.pending(100, 10**9)
+        keep = [r for r in rows if r.sequence not in (11, 12, 20)]
+        for part in (keep[:10], keep[10:], keep[:5]):  # the last one is all duplicates
+            payload, enc = encode_batch("b", "s1", "d1", [r.body for r in part], 10**9)
+            sink.handle_batch(topic, payload, publish_properties(enc))
+        # Each event streamed once, duplicates not again, in the order stored.
+        assert [json.loads(b)["id"] for b in got] == [r.id for r in keep]
+        [gap] = sink.gaps()
+        assert gap == {
+            "store": "s1",
+            "device": "d1",
+            "first": 1,
+            "last": 30,
+            "stored": 27,
+            "missing": 3,
+            "ranges": [[11, 12], [20, 20]],
+        }
+    finally:
+        sink.stop()
+    assert main(["cdp-gaps", "--db", str(tmp_path / "cdp.db")]) == 0
+    assert json.loads(capsys.readouterr().out)["ranges"] == [[11, 12], [20, 20]]
+
+
+@pytest.mark.timeout(60)
+def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
+    store, device = f"st-{uuid.uuid4().hex[:6]}", "box-1"
+    exe = [sys.executable, "-m", "central.ops_cli", "cdp-sink", "--db", str(tmp_path / "cdp.db")]
+    args = ["--group", "", "--stdout", "--host", broker.host, "--port", str(broker.port)]
+    proc = subprocess.Popen(
+        exe + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.5)  # its SUBSCRIBE
+        with Outbox(tmp_path / "ob.db") as ob:
+            sent = evs(25, store, device)
+            ob.append(sent)
+            up = Uplink(ob, BrokerConfig(host=broker.host, port=broker.port), store, device,
+                        UplinkConfig(linger_s=0))  # fmt: skip
+            up.start()
+            try:
+                assert up.flush(15), up.stats()
+            finally:
+                up.stop(flush_timeout_s=0)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    mine = [e for e in lines if e["source"] == source_for(store, device)]
+    assert [e["id"] for e in mine] == [e.id for e in sent]
+    assert "cdp-sink:" in err  # its reports went to stderr, the stream is clean

@@ -1,0 +1,454 @@
+"""TLS with per-device certificates and the rendered ACL, on a real mosquitto.
+
+The test makes its own CA and certificates (nothing is committed), starts mosquitto with a TLS
+listener that requires a client certificate, takes the username from its CN and applies the ACL
+rendered by ``central.acl``. Then: the real Uplink and CdpSink deliver end to end over it; a device
+cannot publish as another device or store, nor read another store's commands; clients without a
+certificate, or with one from another CA, cannot connect at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from central import ops_cli
+from central.acl import FleetDevice, FleetError, device_grants, parse_fleet, render_acl
+from central.cdp_sink import CdpSink
+from central.pki import Issued, PkiError, init_ca, issue, load_ca
+from contracts import topics
+from contracts.events import AudienceSample, make_event
+from contracts.mqtt import connect, make_client
+from edge_agent.config import BrokerConfig, UplinkConfig
+from sync.outbox import Outbox
+from sync.uplink import Uplink
+from testbed.broker import Mosquitto, free_port, port_open
+from testbed.procs import terminate
+
+FLEET = "# store device\ns1 d1\ns1 d2\ns2 d1   # another store, same device id\n"
+
+
+@dataclass
+class Pki:
+    dir: Path
+    server: Issued
+    cdp: Issued
+    ops: Issued
+    s1d1: Issued
+    s1d2: Issued
+    s2d1: Issued
+    rogue_s1d1: Issued  # same CN as s1d1, signed by another CA
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    init_ca(d, days=1)
+    rogue = tmp_path_factory.mktemp("rogue-pki")
+    init_ca(rogue, name="edge fleet CA", days=1)  # same name, different key
+    return Pki(
+        dir=d,
+        server=issue(d, "server", days=1),
+        cdp=issue(d, "role", name="cdp", days=1),
+        ops=issue(d, "role", name="ops", days=1),
+        s1d1=issue(d, "device", store_id="s1", device_id="d1", days=1),
+        s1d2=issue(d, "device", store_id="s1", device_id="d2", days=1),
+        s2d1=issue(d, "device", store_id="s2", device_id="d1", days=1),
+        rogue_s1d1=issue(rogue, "device", store_id="s1", device_id="d1", days=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki: Pki) -> Iterator[Mosquitto]:
+    acl = pki.dir / "acl"
+    acl.write_text(render_acl(parse_fleet(FLEET)))
+    # Appended after the fixture's listener line, so these apply to that (only) listener.
+    conf = "\n".join(
+        [
+            f"cafile {pki.dir / 'ca.pem'}",
+            f"certfile {pki.server.cert}",
+            f"keyfile {pki.server.key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            f"acl_file {acl}",
+            "",
+        ]
+    )
+    with Mosquitto(extra_conf=conf) as m:
+        yield m
+
+
+def bcfg(m: Mosquitto, pki: Pki, who: Issued | None, ca: Path | None = None) -> BrokerConfig:
+    return BrokerConfig(
+        host="127.0.0.1",
+        port=m.port,
+        keepalive=5,
+        tls=True,
+        ca_file=ca or pki.dir / "ca.pem",
+        cert_file=who.cert if who else None,
+        key_file=who.key if who else None,
+    )
+
+
+class Client:
+    """A real paho client (MQTT 5, TLS) that records what it gets."""
+
+    def __init__(self, cfg: BrokerConfig, name: str) -> None:
+        self.c = make_client(f"{name}-{uuid.uuid4().hex[:6]}", cfg)
+        self.c.reconnect_delay_set(30, 60)  # a refused client should not retry during a test
+        self.connected = threading.Event()
+        self.subacks: list[list[int]] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.got = threading.Condition()
+        self.c.on_connect = self._on_connect
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_message = self._on_message
+        connect(self.c, cfg, clean_start=True, session_expiry_s=0)
+        self.c.loop_start()
+
+    def _on_connect(self, c, u, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            self.connected.set()
+
+    def _on_subscribe(self, c, u, mid, reason_codes, properties) -> None:
+        with self.got:
+            self.subacks.append([rc.value for rc in reason_codes])
+            self.got.notify_all()
+
+    def _on_message(self, c, u, msg) -> None:
+        with self.got:
+            self.messages.append((msg.topic, msg.payload))
+            self.got.notify_all()
+
+    def subscribe(self, topic: str) -> int:
+        n = len(self.subacks)
+        self.c.subscribe(topic, qos=1)
+        with self.got:
+            assert self.got.wait_for(lambda: len(self.subacks) > n, 5)
+            return self.subacks[n][0]
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Returns the PUBACK reason code (MQTT 5: 0 ok, 0x87 not authorised, 0x10 no subs)."""
+        codes: list[int] = []
+        done = threading.Event()
+
+        def on_publish(c, u, mid, reason_code, properties) -> None:
+            codes.append(reason_code.value)
+            done.set()
+
+        self.c.on_publish = on_publish
+        self.c.publish(topic, payload, qos=1)
+        assert done.wait(5), "no PUBACK"
+        return codes[0]
+
+    def wait_messages(self, n: int, timeout: float = 5) -> bool:
+        with self.got:
+            return self.got.wait_for(lambda: len(self.messages) >= n, timeout)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def clients() -> Iterator:
+    made: list[Client] = []
+
+    def make(cfg: BrokerConfig, name: str, *, must_connect: bool = True) -> Client:
+        c = Client(cfg, name)
+        made.append(c)
+        if must_connect:
+            assert c.connected.wait(5), f"{name} could not connect"
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# ---- the PKI and the ACL file (no broker) -----------------------------------------------
+def test_pki_writes_private_keys_0600_and_proper_certificates(pki: Pki) -> None:
+    ca_cert, _ = load_ca(pki.dir)
+    for issued in (pki.server, pki.cdp, pki.ops, pki.s1d1, pki.s2d1):
+        assert stat.S_IMODE(issued.key.stat().st_mode) == 0o600
+        cert = x509.load_pem_x509_certificate(issued.cert.read_bytes())
+        cert.verify_directly_issued_by(ca_cert)
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == issued.identity
+        # Short-lived: the test asked for one day (plus the clock-skew backdating).
+        lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+        assert lifetime < dt.timedelta(days=1, minutes=10)
+    assert stat.S_IMODE((pki.dir / "ca.key").stat().st_mode) == 0o600
+    assert pki.s1d1.identity == "s1:d1"
+    server = x509.load_pem_x509_certificate(pki.server.cert.read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    rogue = x509.load_pem_x509_certificate(pki.rogue_s1d1.cert.read_bytes())
+    with pytest.raises(InvalidSignature):
+        rogue.verify_directly_issued_by(ca_cert)
+
+
+def test_pki_refuses_bad_input_with_a_clear_message(tmp_path: Path, pki: Pki) -> None:
+    with pytest.raises(PkiError, match="already has a CA"):
+        init_ca(pki.dir)
+    with pytest.raises(PkiError, match="no CA in"):
+        issue(tmp_path, "role", name="cdp")
+    with pytest.raises(PkiError, match="device id 'a:b'"):
+        issue(pki.dir, "device", store_id="s1", device_id="a:b")
+    with pytest.raises(PkiError, match="needs --store and --device"):
+        issue(pki.dir, "device", store_id="s1")
+    with pytest.raises(PkiError, match="role name"):
+        issue(pki.dir, "role", name="s1:d1")  # a role may not pose as a device
+    # Dots in ids are fine and do not clobber file names.
+    dotted = issue(pki.dir, "device", store_id="s.9", device_id="dev.1", days=1)
+    assert dotted.cert.name == "dev.1.pem" and dotted.key.name == "dev.1.key"
+
+
+def test_acl_grants_each_device_only_its_own_topics() -> None:
+    text = render_acl(parse_fleet(FLEET))
+    blocks = {}
+    for b in text.split("\n\n")[1:]:
+        lines = [line for line in b.splitlines() if not line.startswith("#")]
+        blocks[lines[0]] = lines[1:]
+    assert blocks["user s1:d1"] == device_grants("s1", "d1")
+    assert "topic write stores/s1/devices/d1/events" in blocks["user s1:d1"]
+    assert "topic read stores/s1/cmd/#" in blocks["user s1:d1"]
+    assert not any("s2" in line or "d2" in line for line in blocks["user s1:d1"])
+    assert "topic read $share/cdp/stores/+/devices/+/events" in blocks["user cdp"]
+    assert "topic write stores/+/cmd/#" in blocks["user ops"]
+    assert not any(line.startswith("topic") for line in text.split("\n\n")[0].splitlines())
+
+
+@pytest.mark.parametrize(
+    ("text", "msg"),
+    [
+        ("s1\n", "line 1: expected 'STORE DEVICE'"),
+        ("s1 d1\n\ns1 d1 extra\n", "line 3: expected"),
+        ("s1 d+1\n", "line 1: device id 'd\\+1'"),
+        ("# ok\ns1 d1\ns1,d1\n", "line 3: s1 d1 already on line 2"),
+        ("s#1 d1\n", "line 1: expected"),
+    ],
+)
+def test_fleet_errors_name_the_line(text: str, msg: str) -> None:
+    with pytest.raises(FleetError, match=msg):
+        parse_fleet(text)
+
+
+_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,10}\Z")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_fleet_fuzz_only_raises_fleet_error(text: str) -> None:
+    try:
+        fleet = parse_fleet(text)
+    except FleetError as exc:
+        assert "\n" not in str(exc)
+        return
+    for d in fleet:  # whatever it accepts is safe to put in a topic and an ACL line
+        assert not set(d.store_id + d.device_id) & set("+#/ \t\n\x00:")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_ids, _ids), max_size=12, unique=True))
+def test_render_then_parse_roundtrip(pairs: list[tuple[str, str]]) -> None:
+    fleet_text = "".join(f"{s} {d}\n" for s, d in pairs)
+    fleet = parse_fleet(fleet_text)
+    assert fleet == [FleetDevice(s, d) for s, d in pairs]
+    acl = render_acl(fleet)
+    for s, d in pairs:
+        assert f"user {s}:{d}\n" + "\n".join(device_grants(s, d)) in acl
+
+
+def test_edge_ops_pki_and_acl_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = tmp_path / "pki"
+    assert ops_cli.main(["pki", "init", "--dir", str(d), "--days", "2"]) == 0
+    assert ops_cli.main(["pki", "init", "--dir", str(d)]) == 1  # never clobbers a CA
+    assert "already has a CA" in capsys.readouterr().err
+    argv = ["pki", "issue", "--dir", str(d), "device", "--store", "s1", "--device", "d1"]
+    assert ops_cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert out["identity"] == "s1:d1" and Path(out["key"]).stat().st_mode & 0o077 == 0
+    assert ops_cli.main(["pki", "issue", "--dir", str(d), "server", "--host", "broker.lan"]) == 0
+    assert ops_cli.main(["pki", "issue", "--dir", str(d), "role", "--name", "cdp"]) == 0
+    assert ops_cli.main(["pki", "issue", "--dir", str(d), "device", "--store", "s1"]) == 2
+    assert "needs --store and --device" in capsys.readouterr().err
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text(FLEET)
+    out_acl = tmp_path / "acl"
+    assert ops_cli.main(["acl", str(fleet), "--out", str(out_acl)]) == 0
+    assert "user s2:d1" in out_acl.read_text()
+    fleet.write_text("s1 d1\nbad\n")
+    assert ops_cli.main(["acl", str(fleet)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert ops_cli.main(["acl", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_shipped_example_acl_is_what_the_renderer_makes() -> None:
+    ex = Path(__file__).resolve().parents[2] / "central" / "examples"
+    fleet = parse_fleet((ex / "fleet.txt").read_text())
+    assert (ex / "acl").read_text() == render_acl(fleet)
+    conf = (ex / "mosquitto.conf").read_text()
+    for key in ("require_certificate true", "use_identity_as_username true", "acl_file"):
+        assert key in conf
+
+
+# ---- over a real mosquitto with TLS and the ACL -----------------------------------------
+@pytest.mark.timeout(30)
+def test_uplink_and_cdp_sink_deliver_over_tls(tls_broker: Mosquitto, pki: Pki, tmp_path) -> None:
+    sink = CdpSink(bcfg(tls_broker, pki, pki.cdp), tmp_path / "cdp.db", group="cdp")
+    assert sink.start(wait_s=5), "the CDP identity could not subscribe to $share/cdp/..."
+    evs = [
+        make_event(
+            AudienceSample(screen_id="scr", people=i % 5, watchers=i % 2),
+            store_id="s1",
+            device_id="d1",
+        )
+        for i in range(500)
+    ]
+    cfg = UplinkConfig(max_batch=50, linger_s=0.02)
+    try:
+        with Outbox(tmp_path / "outbox.db") as ob:
+            ob.append(evs)
+            up = Uplink(ob, bcfg(tls_broker, pki, pki.s1d1), "s1", "d1", cfg)
+            up.start()
+            try:
+                assert sink.wait_for(500, 15), (sink.stats(), up.stats())
+                # The CDP's confirmations pass the ACL too: the outbox empties.
+                assert up.flush(10), up.stats()
+                assert up.stats()["refused_batches"] == 0
+            finally:
+                up.stop(flush_timeout_s=0)
+        assert sink.ids() == {e.id for e in evs}
+        assert sink.stats()["rejected"] == 0
+    finally:
+        sink.stop(end_session=True)
+
+
+@pytest.mark.timeout(30)
+def test_device_cannot_publish_as_another_device_or_store(
+    tls_broker: Mosquitto, pki: Pki, clients
+) -> None:
+    cdp = clients(bcfg(tls_broker, pki, pki.cdp), "cdp")
+    assert cdp.subscribe(topics.ALL_EVENTS) == 1  # granted QoS 1
+    dev = clients(bcfg(tls_broker, pki, pki.s1d1), "s1d1")
+    forged = [
+        topics.events("s2", "d1"),  # another store
+        topics.events("s1", "d2"),  # another device of its store
+        topics.state("s2", "d1"),
+        topics.delivered("s1", "d1"),  # only the CDP confirms delivery
+        topics.store_cmd("s1", "content"),  # only ops sends commands
+    ]
+    for t in forged:
+        assert dev.publish(t, b'{"forged":true}') == 0x87, t  # MQTT 5 PUBACK: Not authorized
+    assert dev.publish(topics.events("s1", "d1"), b"{}") == 0  # its own topic: fine
+    assert cdp.wait_messages(1)
+    time.sleep(0.3)  # anything forged would have arrived by now
+    assert [t for t, _ in cdp.messages] == [topics.events("s1", "d1")]
+
+
+@pytest.mark.timeout(30)
+def test_device_cannot_read_another_stores_commands(
+    tls_broker: Mosquitto, pki: Pki, clients
+) -> None:
+    dev = clients(bcfg(tls_broker, pki, pki.s1d1), "s1d1")
+    assert dev.subscribe(topics.store_cmd("s1", "#")) == 1
+    assert dev.subscribe(topics.device_cmd("s1", "d1", "+")) == 1  # what Downlink subscribes
+    # mosquitto 2.0 grants any SUBSCRIBE and enforces "read" on every message it would
+    # deliver, so what proves the ACL is what arrives, not the SUBACK.
+    wide = [
+        dev.subscribe(t)
+        for t in (topics.store_cmd("s2", "#"), topics.device_cmd("s1", "d2", "#"), "stores/#")
+    ]
+    ops = clients(bcfg(tls_broker, pki, pki.ops), "ops")
+    for t in (
+        topics.store_cmd("s2", "content"),
+        topics.device_cmd("s2", "d1", "content"),
+        topics.device_cmd("s1", "d2", "content"),
+        topics.store_cmd("s1", "content"),  # the only one for s1:d1
+    ):
+        assert ops.publish(t, b"cmd") in (0, 0x10), t
+    assert dev.wait_messages(1)
+    time.sleep(0.3)
+    got = {t for t, _ in dev.messages}
+    assert got == {topics.store_cmd("s1", "content")}, (got, wide)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("who", ["no-cert", "other-ca", "plain-tcp"])
+def test_clients_without_a_fleet_certificate_cannot_connect(
+    tls_broker: Mosquitto, pki: Pki, clients, who: str
+) -> None:
+    if who == "plain-tcp":
+        cfg = BrokerConfig(host="127.0.0.1", port=tls_broker.port, keepalive=5)
+    elif who == "no-cert":
+        cfg = bcfg(tls_broker, pki, None)
+    else:
+        cfg = bcfg(tls_broker, pki, pki.rogue_s1d1)
+    c = clients(cfg, who, must_connect=False)
+    assert not c.connected.wait(1.5), f"{who} got a CONNACK"
+    # The broker's own client works on the same listener (so the refusal is about the cert).
+    ok = clients(bcfg(tls_broker, pki, pki.s1d2), "s1d2")
+    assert ok.connected.is_set()
+
+
+@pytest.mark.timeout(30)
+def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
+    """The example mosquitto.conf, with its paths pointed at this test's PKI, really starts
+    and admits a fleet device (a typo in the example would fail here, not in a store)."""
+    ex = Path(__file__).resolve().parents[2] / "central" / "examples"
+    port = free_port()
+    conf = (
+        (ex / "mosquitto.conf")
+        .read_text()
+        .replace("/etc/mosquitto/pki/ca.pem", str(pki.dir / "ca.pem"))
+        .replace("/etc/mosquitto/pki/server.pem", str(pki.server.cert))
+        .replace("/etc/mosquitto/pki/server.key", str(pki.server.key))
+        .replace("/etc/mosquitto/acl", str(ex / "acl"))
+        .replace("/var/lib/mosquitto/", f"{tmp_path}/")
+        .replace("listener 8883", f"listener {port} 127.0.0.1")
+    )
+    settings_lines = [line for line in conf.splitlines() if not line.startswith("#")]
+    assert str(port) in conf and not any("/etc/" in line for line in settings_lines)
+    if os.geteuid() == 0:
+        conf += "user root\n"  # as root mosquitto would drop to a user who cannot read tmp
+    (tmp_path / "m.conf").write_text(conf + f"log_dest file {tmp_path}/m.log\n")
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(tmp_path / "m.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "m.log").read_text()
+            time.sleep(0.02)
+        box = issue(pki.dir, "device", store_id="berlin-01", device_id="screen-entrance", days=1)
+        cfg = BrokerConfig(
+            port=port, tls=True, ca_file=pki.dir / "ca.pem", cert_file=box.cert, key_file=box.key
+        )
+        dev = clients(cfg, "example-box")
+        assert dev.publish(topics.events("berlin-01", "screen-entrance"), b"{}") in (0, 0x10)
+        assert dev.publish(topics.events("munich-02", "screen-entrance"), b"{}") == 0x87
+    finally:
+        terminate(proc)

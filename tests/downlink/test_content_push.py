@@ -1,0 +1,104 @@
+"""Content manifests pushed by ops, end to end: signed push -> agent -> assets fetched over HTTP
+(resumed after a cut) -> playlist swapped for the player; a broken manifest changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from contracts.screen_protocol import Playlist
+from demo import scenario
+from edge_agent.app.agent import Agent
+from edge_agent.clock import ScaledClock
+from edge_agent.downlink.content_manifest import parse_manifest
+from edge_agent.sensing.ble.sources import ReplaySource
+from tests.app.test_agent_journey import demo_config
+from tests.downlink.test_commands import PUB, Ops
+from tests.sync.test_assets import AssetServer
+
+STORE = "store-0042"
+
+
+def item(cid: str, **content) -> dict:
+    return {"content": {"content_id": cid, "title": cid, **content}, "duration_s": 5}
+
+
+def manifest(server: AssetServer, version: int, names: list[str], inline: bytes | None = None):
+    items, assets = [], []
+    for n in names:
+        data = server.files[n]
+        sha = hashlib.sha256(data).hexdigest()
+        field = "video_sha256" if n.endswith(".mp4") else "image_sha256"
+        kind = "video" if n.endswith(".mp4") else "image"
+        items.append(item(n, template=kind, **{field: sha}))
+        assets.append({"sha256": sha, "size": len(data), "url": server.url(n)})
+    if inline is not None:
+        sha = hashlib.sha256(inline).hexdigest()
+        items.append(item("inline", template="image", image_sha256=sha))
+        data_b64 = base64.b64encode(inline).decode()
+        assets.append({"sha256": sha, "size": len(inline), "data_b64": data_b64})
+    return {"playlist": {"version": version, "items": items}, "assets": assets}
+
+
+def test_manifest_must_list_what_it_uses() -> None:
+    sha = "a" * 64
+    body = {"playlist": {"version": 1, "items": [item("x", template="image", image_sha256=sha)]}}
+    with pytest.raises(ValueError, match="playlist.items.0.content.image_sha256 is not in assets"):
+        parse_manifest(body)
+    with pytest.raises(ValueError, match="content playlist.items.0.duration_s"):
+        parse_manifest({"playlist": {"version": 1, "items": [{**item("x"), "duration_s": -1}]}})
+    with pytest.raises(ValueError, match="content colour: Extra inputs"):
+        parse_manifest({"playlist": {"version": 1}, "colour": "red"})
+
+
+@pytest.mark.timeout(60)
+def test_pushed_content_reaches_the_player_cache_whole(tmp_path: Path, broker) -> None:
+    server = AssetServer({"spring.mp4": os.urandom(200_000), "sale.png": os.urandom(3000)})
+    server.thread.start()
+    cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
+    device = f"box-{uuid.uuid4().hex[:6]}"
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"device_id": device})})
+    clock = ScaledClock(scenario.T0, 1.0)
+    agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+    content = cfg.paths_resolved.content_dir
+    ops = Ops(broker, STORE, device)
+    try:
+        agent.start_sync()
+        server.cut_first_after = 64_000  # the shop's link drops during the video
+        first = manifest(server, 7, ["spring.mp4", "sale.png"], inline=b"tiny logo")
+        assert ops.first_push("content", first)["accepted"] is True
+        assert ops.ack("content.installed")["accepted"] is True
+        playlist = Playlist.model_validate_json((content / "playlist.json").read_text())
+        assert playlist.version == 7 and len(playlist.items) == 3
+        cached = {p.name for p in (content / "assets").iterdir() if p.is_file()}
+        assert cached == {a["sha256"] for a in first["assets"]}
+        assert agent.content_installer.store.stats.resumed == 1
+        # A manifest whose asset cannot be fetched: refused later, the loop stays as it was.
+        server.files["gone.png"] = os.urandom(100)
+        broken = manifest(server, 8, ["sale.png", "gone.png"])
+        del server.files["gone.png"]  # listed, but the asset server lost it
+        ops.push("content", broken)
+        assert ops.ack("content")["accepted"] is True  # well-formed: accepted for download
+        failed = ops.ack("content.installed")
+        assert failed["accepted"] is False and "HTTP 404" in failed["reason"]
+        assert Playlist.model_validate_json((content / "playlist.json").read_text()).version == 7
+        # A smaller loop: the video is no longer used and leaves the cache.
+        ops.push("content", manifest(server, 9, ["sale.png"]))
+        assert ops.ack("content")["accepted"] is True
+        assert ops.ack("content.installed")["accepted"] is True
+        cached = {p.name for p in (content / "assets").iterdir() if p.is_file()}
+        assert cached == {hashlib.sha256(server.files["sale.png"]).hexdigest()}
+        # A malformed manifest is refused at once, with the key in the reason.
+        ops.push("content", {"playlist": {"version": 10, "items": [{"duration_s": 3}]}})
+        refused = ops.ack("content")
+        assert refused["accepted"] is False and "playlist.items.0.content" in refused["reason"]
+    finally:
+        ops.close()
+        agent.close(flush_timeout_s=2)
+        server.httpd.shutdown()
+        server.httpd.server_close()
