@@ -21,20 +21,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from contracts import topics
-from contracts.events import EventError, parse_event, source_for
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import InStoreBus
+from edge_agent.app.inbox import BusInbox
 from edge_agent.box.heartbeat import VERSION, Heartbeat
 from edge_agent.box.liveness import StallPoint
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
+from edge_agent.downlink.content_manifest import ContentInstaller
 from edge_agent.downlink.handlers import DownlinkHandlers
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import JourneyEngine
-from edge_agent.sensing.audience_stage import AudienceStage
+from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
 from edge_agent.sensing.occupancy import ZoneOccupancy
@@ -198,13 +199,17 @@ class Agent:
             journey=self.journey,
             journal=self.journal,
         )
+        self.inbox = BusInbox(
+            store,
+            device,
+            journal=self.journal,
+            kpis=self.journey.kpis,
+            receipts=self.checkout.receipts,
+            max_relay_bytes=cfg.downlink.max_message_bytes,
+        )
         self._route_bus()
 
         self.receipts = self.checkout.receipts  # every till line feeds this
-        self._impressions = 0
-        self._bus_rejects = 0
-        self._downlink_applied = 0
-        self._downlink_refused = 0
         self.tick_at: float | None = None  # the watchdog's proof of life (box/watchdog.py)
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._stop = asyncio.Event()
@@ -228,14 +233,14 @@ class Agent:
             content_changes=d.content_changes,
             events_accepted=self.journal.counts.accepted,
             events_refused_disk_full=self.journal.counts.refused_disk_full,
-            impressions_received=self._impressions,
-            bus_rejects=self._bus_rejects,
+            impressions_received=self.inbox.counts.impressions,
+            bus_rejects=self.inbox.counts.rejects,
             bus_adverts=p.bus_adverts,
             bus_advert_rejects=p.bus_advert_rejects,
             audience_samples=a.audience_samples,
             audience_tracks=a.audience_tracks,
-            downlink_applied=self._downlink_applied,
-            downlink_refused=self._downlink_refused,
+            downlink_applied=self.handlers.counts.applied,
+            downlink_refused=self.handlers.counts.refused,
             frames=a.frames,
             staff_alerts=self.alerts.raised,
             conversions=self.checkout.counts.conversions,
@@ -246,7 +251,7 @@ class Agent:
         )
 
     @property
-    def camera(self) -> Any:
+    def camera(self) -> Camera | None:
         return self.audience.camera
 
     @property
@@ -258,7 +263,7 @@ class Agent:
         self.journal.accepted_ids = ids
 
     @property
-    def content_installer(self) -> Any:
+    def content_installer(self) -> ContentInstaller:
         return self.handlers.content_installer
 
     @property
@@ -281,21 +286,21 @@ class Agent:
         def screen_of(topic: str) -> str:
             return topic.split("/")[3]
 
-        bus.route(topics.screen_events(store), self._on_bus_event)
-        bus.route(topics.kiosk_events(store), self._on_bus_event)
+        bus.route(topics.screen_events(store), self.inbox.on_event)
+        bus.route(topics.kiosk_events(store), self.inbox.on_event)
         if cfg.pos.bus:
-            bus.route(topics.pos_receipts(store), self._on_bus_receipt)
+            bus.route(topics.pos_receipts(store), self.inbox.on_receipt)
         bus.route(
             topics.screen_state(store),
             lambda t, p: self.director.on_screen_state(screen_of(t), p),
         )
         bus.route(
             topics.screen_screenshot(store),
-            lambda t, p: self._relay_to_central("screenshots", screen_of(t), p),
+            lambda t, p: self.inbox.relay("screenshots", screen_of(t), p),
         )
         bus.route(
             topics.screen_errors(store),
-            lambda t, p: self._relay_to_central("screen-errors", screen_of(t), p),
+            lambda t, p: self.inbox.relay("screen-errors", screen_of(t), p),
         )
         # A lost advert is no loss: QoS 0.
         bus.route(
@@ -306,54 +311,6 @@ class Agent:
         bus.route(
             topics.mmwave(store),
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
-        )
-
-    def _on_bus_receipt(self, topic: str, payload: bytes) -> None:
-        receipts = self.checkout.receipts
-        if receipts.feed(payload) is None and receipts.last_error:
-            log.warning("pos: %s", receipts.last_error)
-
-    def _on_bus_event(self, topic: str, payload: bytes) -> None:
-        """A player's or kiosk's journey event (impression, survey answer) for the outbox."""
-        try:
-            event = parse_event(payload)
-        except EventError as exc:
-            self._bus_rejects += 1
-            log.warning("bus: refused event on %s: %s", topic, exc)
-            return
-        own = source_for(self.cfg.store.store_id, self.cfg.store.device_id)
-        if event.source != own:
-            # The CDP would refuse it under this device's topic: refuse it here, visibly.
-            self._bus_rejects += 1
-            log.warning("bus: refused event on %s: source %r is not this box", topic, event.source)
-            return
-        if event.type.endswith("content.impression.v1"):
-            self._impressions += 1
-        elif event.type.endswith("survey.answer.v1"):
-            self.journey.kpis.nps()
-        self.journal.emit_event(event)
-
-    def _relay_to_central(self, what: str, screen_id: str, payload: bytes) -> None:
-        """A player's screenshot (screen content only) or error report goes to central for ops
-        (status, not an event: if central is unreachable it is simply not relayed)."""
-        if self.uplink is not None and len(payload) <= self.cfg.downlink.max_message_bytes:
-            self.uplink.publish_status(f"{what}/{screen_id}", payload, retain=False)
-
-    def _on_downlink_result(self, result: Any) -> None:
-        from contracts.events import DownlinkApplied
-
-        accepted = bool(getattr(result, "accepted", False))
-        if accepted:
-            self._downlink_applied += 1
-        else:
-            self._downlink_refused += 1
-        self.journal.emit(
-            DownlinkApplied(
-                kind=str(getattr(result, "kind", "") or "unknown"),
-                version=int(getattr(result, "version", 0) or 0),
-                accepted=accepted,
-                reason=str(getattr(result, "reason", "")),
-            )
         )
 
     def start_sync(self) -> None:
@@ -377,7 +334,7 @@ class Agent:
             config_hash=hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12],
         )
         self.uplink.start()
-        self.handlers.uplink = self.heartbeat_stage.uplink = self.uplink
+        self.handlers.uplink = self.heartbeat_stage.uplink = self.inbox.uplink = self.uplink
         self.downlink = Downlink(
             cfg.central,
             cfg.store.store_id,
@@ -385,7 +342,7 @@ class Agent:
             load_public_key(cfg.downlink.ops_public_key),
             self.paths.state_dir / "downlink-state.json",
             appliers=self.handlers.appliers(),
-            on_result=self._on_downlink_result,
+            on_result=self.handlers.on_result,
             max_bytes=cfg.downlink.max_message_bytes,
         )
         self.downlink.start()

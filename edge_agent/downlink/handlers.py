@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +51,12 @@ class DownlinkPort(Protocol):
     def state(self) -> Any: ...
 
 
+@dataclass
+class HandlerCounts:
+    applied: int = 0
+    refused: int = 0
+
+
 class DownlinkHandlers:
     def __init__(
         self,
@@ -77,6 +84,7 @@ class DownlinkHandlers:
         self.uplink: UplinkPort | None = None  # set once sync starts
         self.downlink: DownlinkPort | None = None
         self.campaign_warnings: list[str] = []
+        self.counts = HandlerCounts()
         # Set by `edge-agent run`: pushed configs replace this file (downlink/config_apply.py).
         self.config_path: Path | None = None
         self.config_sha256: str | None = None  # of the file this process loaded
@@ -91,6 +99,22 @@ class DownlinkHandlers:
             "config": self.apply_config,
             "content": self.apply_content,
         }
+
+    def on_result(self, result: Any) -> None:
+        """Every downlink message's outcome, applied or refused, as an event for the CDP."""
+        accepted = bool(getattr(result, "accepted", False))
+        if accepted:
+            self.counts.applied += 1
+        else:
+            self.counts.refused += 1
+        self.journal.emit(
+            DownlinkApplied(
+                kind=str(getattr(result, "kind", "") or "unknown"),
+                version=int(getattr(result, "version", 0) or 0),
+                accepted=accepted,
+                reason=str(getattr(result, "reason", "")),
+            )
+        )
 
     # ---- profiles ------------------------------------------------------------------------
     def apply_profiles(self, body: dict[str, Any]) -> None:
