@@ -4,7 +4,7 @@ then the broker too; every accepted event must reach the CDP exactly once.
 The box is ``edge-agent loadgen --uplink`` (the agent's own outbox and uplink) in a child
 process. Its events are deterministic in (seed, index) and a restarted run resumes at the
 outbox's accepted count, so the CDP must end up with exactly ``loadgen.ids(seed, range(count))``.
-``tests/test_chaos.py`` runs 20 kills in CI; ``edge-agent bench chaos`` runs 100.
+``tests/sync/test_chaos.py`` runs 20 kills in CI; ``edge-agent bench chaos`` runs 100.
 """
 
 from __future__ import annotations

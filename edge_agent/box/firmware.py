@@ -3,7 +3,7 @@
 Pure: ``render(layout)`` returns {file name: text}; ``write_rendered`` puts them in a
 directory. Because every ESP32 node config and the agent fragment come from the same
 ``StoreLayout``, a beacon's major/minor or a scanner's name cannot drift between firmware and
-agent (tests/test_firmware.py parses both back and compares them).
+agent (tests/box/test_firmware.py parses both back and compares them).
 
 Rendered per layout:
 - ``<scanner>.yaml``: an ESP32 BLE scanner that forwards every advert as one JSON line (the

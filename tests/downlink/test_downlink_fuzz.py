@@ -1,6 +1,6 @@
 """Bad downlink input, properly signed: whatever body central (or an attacker with a stolen
 signing key) sends for any kind, the box refuses it with a reason, never crashes, and changes
-nothing. (Unsigned, forged and malformed envelopes: tests/test_signing.py.)"""
+nothing. (Unsigned, forged and malformed envelopes: tests/contracts/test_signing.py.)"""
 
 from __future__ import annotations
 
