@@ -38,7 +38,8 @@ import sqlite_utils
 
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.sensing.ble.eid import compute_eid
-from edge_agent.slice.store import ProfileSlice, _to_profile
+from edge_agent.slice.rows import to_profile
+from edge_agent.slice.store import ProfileSlice
 
 STORE = "bench-store"
 SEGMENTS = ["outdoor", "running", "family", "winter", "loyal", "new", "vip", "kids"]
@@ -86,7 +87,7 @@ def _naive_get(table: sqlite_utils.db.Table, pid: str) -> Any:
         "consent_staff_alerts", "segments", "loyalty_tier", "churn_risk", "open_orders",
         "affinities", "expires_at", "version",
     ]  # fmt: skip
-    return _to_profile(tuple(r[c] for c in cols))
+    return to_profile(tuple(r[c] for c in cols))
 
 
 def _lookups(s: ProfileSlice, n: int, samples: int, rng: random.Random) -> dict[str, Any]:

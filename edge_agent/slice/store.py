@@ -21,25 +21,21 @@ cache that every write invalidates for the ids it touched.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import sqlite3
-import stat
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import sqlite_utils
 
 from contracts.slice_parts import MAX_PARTS, PART_FIELDS, SNAPSHOT_ID
+from edge_agent.slice import reports
+from edge_agent.slice import rows as slice_rows
 from edge_agent.slice.crypto import DeviceKey, SealError
 from edge_agent.slice.model import (
     ConsentOp,
@@ -51,12 +47,25 @@ from edge_agent.slice.model import (
     StockOp,
     StockRow,
     UpsertOp,
-    frozen_orders,
     parse_ops,
     parse_rows,
     parse_stock,
 )
-from edge_agent.slice.schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+from edge_agent.slice.rows import (
+    COLS,
+    INSERT,
+    INSERT_KEY,
+    STAGE,
+    STAGE_KEY,
+    STOCK_COLS,
+    digest,
+    int_field,
+    parse_time,
+    private_file,
+    row_values,
+    to_profile,
+)
+from edge_agent.slice.schema import SCHEMA_VERSION, SchemaError, migrate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -75,16 +84,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 5000
 _MISS = object()
-_COLS = (
-    "profile_id, first_name, language, consent_personalisation, consent_analytics, "
-    "consent_staff_alerts, segments, loyalty_tier, churn_risk, open_orders, affinities, "
-    "expires_at, version"
-)
-_INSERT = f"INSERT OR REPLACE INTO profiles ({_COLS}) VALUES ({', '.join('?' * 13)})"
-_INSERT_KEY = "INSERT INTO identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
-_STAGE = f"INSERT INTO staged_profiles ({_COLS}, part) VALUES ({', '.join('?' * 14)})"
-_STAGE_KEY = "INSERT INTO staged_identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
-_STOCK_COLS = "sku, available, quantity, aisle, version"
 # A partial snapshot that gets no new part for this long is dropped (central gave up on it).
 STAGING_TTL_S = 24 * 3600.0
 
@@ -137,85 +136,6 @@ class Staging:
     updated_at: float
 
 
-def _digest(body: Any) -> str:
-    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(data).hexdigest()
-
-
-def _epoch(dt: datetime | None) -> float | None:
-    return dt.timestamp() if dt is not None else None
-
-
-def _parse_time(v: Any, where: str) -> float | None:
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise SliceError(f"{where}: expected an RFC 3339 time string")
-    try:
-        dt = datetime.fromisoformat(v)
-    except ValueError:
-        raise SliceError(f"{where}: not an RFC 3339 time") from None
-    if dt.tzinfo is None:
-        raise SliceError(f"{where}: needs a time zone (RFC 3339)")
-    return dt.timestamp()
-
-
-def _int(body: dict[str, Any], key: str, minimum: int) -> int:
-    v = body.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise SliceError(f"{key}: expected an integer >= {minimum}")
-    return v
-
-
-def _row_values(p: ProfileRow, version: int, default_expiry: float | None) -> tuple:
-    orders = p.orders()
-    exp = _epoch(p.expires_at)
-    return (
-        p.profile_id,
-        p.first_name,
-        p.language,
-        int(p.consent_personalisation),
-        int(p.consent_analytics),
-        int(p.consent_staff_alerts),
-        json.dumps(p.segments, separators=(",", ":")),
-        p.loyalty_tier,
-        p.churn_risk,
-        json.dumps([o.model_dump() for o in orders], separators=(",", ":")) if orders else None,
-        json.dumps(p.affinities, separators=(",", ":")) if p.affinities else None,
-        exp if exp is not None else default_expiry,
-        version,
-    )
-
-
-def _to_profile(r: tuple) -> Profile:
-    orders = frozen_orders(json.loads(r[9])) if r[9] else ()
-    return Profile(
-        profile_id=r[0],
-        first_name=r[1],
-        language=r[2],
-        consent_personalisation=bool(r[3]),
-        consent_analytics=bool(r[4]),
-        consent_staff_alerts=bool(r[5]),
-        segments=tuple(json.loads(r[6])) if r[6] else (),
-        loyalty_tier=r[7],
-        churn_risk=r[8],
-        open_order=orders[0] if orders else None,
-        open_orders=orders,
-        affinities=MappingProxyType(json.loads(r[10]) if r[10] else {}),
-        expires_at=r[11],
-        version=r[12] or 0,
-    )
-
-
-def _private_file(path: Path) -> None:
-    """Create with 0600 before SQLite writes anything; tighten a file someone loosened."""
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
-        log.warning("profiles: %s was readable by others; set to 0600", path)
-        os.chmod(path, 0o600)
-
-
 class ProfileSlice:
     def __init__(
         self,
@@ -237,7 +157,7 @@ class ProfileSlice:
             raise FileNotFoundError(f"{self.path}: no profile slice here")
         # The key first: a database must never be created without the key that seals it.
         self._key = DeviceKey.load_or_create(self.key_path, create=create)
-        _private_file(self.path)
+        private_file(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -299,9 +219,9 @@ class ProfileSlice:
             gen = self._gen
             with self._read_lock:
                 row = self._reader.execute(
-                    f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
+                    f"SELECT {COLS} FROM profiles WHERE profile_id=?", (profile_id,)
                 ).fetchone()
-            p = _to_profile(row) if row else None
+            p = to_profile(row) if row else None
             with self._cache_lock:
                 # A write that landed while we read must not be overwritten by what we read.
                 if gen == self._gen and self.cache_size:
@@ -407,8 +327,8 @@ class ProfileSlice:
             raise SliceStoreError(
                 f"store_id: slice for store {store[:64]!r}, this box is in {self.store_id!r}"
             )
-        version = _int(body, "version", 1)
-        expires = _parse_time(body.get("expires_at"), "expires_at")
+        version = int_field(body, "version", 1)
+        expires = parse_time(body.get("expires_at"), "expires_at")
         if kind == "snapshot_part":
             return self._part(body, version, expires, store, on_progress)
         if kind == "snapshot":
@@ -421,14 +341,14 @@ class ProfileSlice:
                 replace_stock="stock" in body,
                 expires_at=expires,
                 store=store,
-                digest=_digest(body),
+                digest=digest(body),
                 on_progress=on_progress,
             )
-        base = _int(body, "base_version", 0)
+        base = int_field(body, "base_version", 0)
         if version <= base:
             raise SliceError("version: must be greater than base_version")
         ops = parse_ops(body.get("ops"))
-        return self._delta(ops, base, version, expires, store, _digest(body), on_progress)
+        return self._delta(ops, base, version, expires, store, digest(body), on_progress)
 
     def load_snapshot(
         self,
@@ -491,8 +411,8 @@ class ProfileSlice:
                 cur.execute("DELETE FROM profiles")
                 for i in range(0, len(rows), CHUNK):
                     chunk = parse_rows(rows[i : i + CHUNK], start=i, seen=seen)
-                    cur.executemany(_INSERT, [_row_values(p, version, expires_at) for p in chunk])
-                    cur.executemany(_INSERT_KEY, self._sealed(chunk))
+                    cur.executemany(INSERT, [row_values(p, version, expires_at) for p in chunk])
+                    cur.executemany(INSERT_KEY, self._sealed(chunk))
                     if on_progress is not None:
                         on_progress(i + len(chunk))
                 if replace_stock:
@@ -578,10 +498,10 @@ class ProfileSlice:
         sid = body.get("snapshot_id")
         if not isinstance(sid, str) or not SNAPSHOT_ID.match(sid):
             raise SliceError("snapshot_id: expected 1-64 of A-Z a-z 0-9 _ . : -")
-        parts = _int(body, "parts", 1)
+        parts = int_field(body, "parts", 1)
         if parts > MAX_PARTS:
             raise SliceError(f"parts: at most {MAX_PARTS}")
-        part = _int(body, "part", 0)
+        part = int_field(body, "part", 0)
         if part >= parts:
             raise SliceError(f"part: {part} is not below parts ({parts})")
         rows = body.get("rows")
@@ -589,7 +509,7 @@ class ProfileSlice:
             raise SliceError("rows: expected a list")
         has_stock = "stock" in body
         stock_rows = parse_stock(body.get("stock"))
-        digest = _digest(body)
+        digest = slice_rows.digest(body)
         where = f"part {part} rows"
         with self._lock:
             conn = self.db.conn
@@ -664,13 +584,13 @@ class ProfileSlice:
                 for n, chunk in enumerate(chunks):
                     try:
                         conn.executemany(
-                            _STAGE, [(*_row_values(p, version, expires), part) for p in chunk]
+                            STAGE, [(*row_values(p, version, expires), part) for p in chunk]
                         )
                     except sqlite3.IntegrityError:
                         raise self._cross_part_duplicate(chunk, where, n * CHUNK, part) from None
-                    conn.executemany(_STAGE_KEY, self._sealed(chunk))
+                    conn.executemany(STAGE_KEY, self._sealed(chunk))
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO staged_stock ({_STOCK_COLS}) VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO staged_stock ({STOCK_COLS}) VALUES (?, ?, ?, ?, ?)",
                     [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in stock_rows],
                 )
                 conn.execute(
@@ -734,7 +654,7 @@ class ProfileSlice:
         conn.execute("DELETE FROM profiles")
         progress()
         total = conn.execute(
-            f"INSERT INTO profiles ({_COLS}) SELECT {_COLS} FROM staged_profiles"
+            f"INSERT INTO profiles ({COLS}) SELECT {COLS} FROM staged_profiles"
         ).rowcount
         conn.execute(
             "INSERT INTO identity_keys (profile_id, slot, sealed) "
@@ -745,9 +665,7 @@ class ProfileSlice:
             "SELECT 1 FROM snapshot_parts WHERE snapshot_id=? AND has_stock", (sid,)
         ).fetchone():
             conn.execute("DELETE FROM stock")
-            conn.execute(
-                f"INSERT INTO stock ({_STOCK_COLS}) SELECT {_STOCK_COLS} FROM staged_stock"
-            )
+            conn.execute(f"INSERT INTO stock ({STOCK_COLS}) SELECT {STOCK_COLS} FROM staged_stock")
         self._drop_staging(sid, None)
         self._finish("snapshot", version, f"parts:{sid}", total, store)
         progress()
@@ -807,8 +725,8 @@ class ProfileSlice:
                         self.db.execute(
                             "DELETE FROM identity_keys WHERE profile_id=?", (p.profile_id,)
                         )
-                        self.db.execute(_INSERT, _row_values(p, version, expires))
-                        self.db.conn.executemany(_INSERT_KEY, self._sealed([p]))
+                        self.db.execute(INSERT, row_values(p, version, expires))
+                        self.db.conn.executemany(INSERT_KEY, self._sealed([p]))
                         touched.add(p.profile_id)
                         keys.add(p.profile_id)
                     elif isinstance(op, DeleteOp):
@@ -912,135 +830,24 @@ class ProfileSlice:
             "profiles_version": str(self.version),
             "profiles_expired_purged": self._meta("expired_purged") or "0",
             "profiles_snapshot_needed": "yes" if self.snapshot_needed else "no",
-            "profiles_snapshot_staged": self._staged_text(),
+            "profiles_snapshot_staged": self.staged_text(),
         }
 
-    def _staged_text(self) -> str:
+    def staged_text(self) -> str:
+        """The partial snapshot being staged, as one short phrase."""
         st = self.staging()
         return f"v{st.version} {st.received}/{st.parts} parts" if st else "no"
 
     def stats(self) -> dict[str, Any]:
-        with self._read_lock:
-            q = self._reader.execute
-            n, pers, ana, staff, expiring = q(
-                "SELECT count(*), sum(consent_personalisation), sum(consent_analytics), "
-                "sum(consent_staff_alerts), count(expires_at) FROM profiles"
-            ).fetchone()
-            with_keys = q("SELECT count(DISTINCT profile_id) FROM identity_keys").fetchone()[0]
-            stock_n, stock_out = q(
-                "SELECT count(*), count(*) - coalesce(sum(available), 0) FROM stock"
-            ).fetchone()
-            meta = dict(q("SELECT key, value FROM meta").fetchall())
-        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        applied = meta.get("applied_at")
-        return {
-            "path": str(self.path),
-            "store_id": meta.get("store_id"),
-            "schema": SCHEMA_VERSION,
-            "version": int(meta.get("version") or 0),
-            "applied_at": (
-                datetime.fromtimestamp(float(applied)).astimezone().isoformat(timespec="seconds")
-                if applied
-                else None
-            ),
-            "profiles": n,
-            "consent": {
-                "personalisation": pers or 0,
-                "analytics": ana or 0,
-                "staff_alerts": staff or 0,
-            },
-            "with_identity_keys": with_keys,
-            "with_expiry": expiring,
-            "stock": {"skus": stock_n, "out_of_stock": stock_out},
-            "expired_purged": int(meta.get("expired_purged") or 0),
-            "snapshot_needed": meta.get("snapshot_needed"),
-            "snapshot_staged": self._staged_text(),
-            "file_bytes": size,
-            "bytes_per_profile": round(size / n) if n else None,
-        }
+        return reports.stats(self)
 
     def show(self, profile_id: str) -> dict[str, Any] | None:
         """A profile for staff: every field except its identity keys (only their number)."""
-        with self._read_lock:
-            row = self._reader.execute(
-                f"SELECT {_COLS} FROM profiles WHERE profile_id=?", (profile_id,)
-            ).fetchone()
-            n_keys = self._reader.execute(
-                "SELECT count(*) FROM identity_keys WHERE profile_id=?", (profile_id,)
-            ).fetchone()[0]
-        if row is None:
-            return None
-        p = _to_profile(row)
-        return {
-            "profile_id": p.profile_id,
-            "first_name": p.first_name,
-            "language": p.language,
-            "consent": {
-                "personalisation": p.consent_personalisation,
-                "analytics": p.consent_analytics,
-                "staff_alerts": p.consent_staff_alerts,
-            },
-            "segments": list(p.segments),
-            "affinities": dict(p.affinities),
-            "loyalty_tier": p.loyalty_tier,
-            "churn_risk": p.churn_risk,
-            "open_orders": [dict(o) for o in p.open_orders],
-            "identity_keys": n_keys,
-            "expires_at": (
-                datetime.fromtimestamp(p.expires_at).astimezone().isoformat(timespec="seconds")
-                if p.expires_at is not None
-                else None
-            ),
-            "slice_version": p.version,
-        }
+        return reports.show(self, profile_id)
 
     def verify(self) -> list[str]:
         """Problems an installer should know about; an empty list means the slice is sound."""
-        problems: list[str] = []
-        for f in (self.path, self.key_path):
-            mode = stat.S_IMODE(f.stat().st_mode)
-            if mode & 0o077:
-                problems.append(f"{f}: mode {mode:o}, expected 600")
-        with self._read_lock:
-            q = self._reader.execute
-            check = q("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                problems.append(f"{self.path}: SQLite check: {check}")
-            if schema_version(sqlite_utils.Database(self._reader)) != SCHEMA_VERSION:
-                problems.append(f"{self.path}: schema is not v{SCHEMA_VERSION}")
-            orphans = q(
-                "SELECT count(*) FROM identity_keys WHERE profile_id NOT IN "
-                "(SELECT profile_id FROM profiles)"
-            ).fetchone()[0]
-            if orphans:
-                problems.append(f"identity_keys: {orphans} keys without a profile")
-            bad_json = q(
-                "SELECT count(*) FROM profiles WHERE NOT json_valid(segments) "
-                "OR (open_orders IS NOT NULL AND NOT json_valid(open_orders)) "
-                "OR (affinities IS NOT NULL AND NOT json_valid(affinities))"
-            ).fetchone()[0]
-            if bad_json:
-                problems.append(f"profiles: {bad_json} rows with unreadable JSON")
-            row = q("SELECT value FROM meta WHERE key='version'").fetchone()
-            version = int(row[0]) if row else 0
-            newer = q("SELECT count(*) FROM profiles WHERE version > ?", (version,)).fetchone()[0]
-            if newer:
-                problems.append(f"profiles: {newer} rows newer than slice v{version}")
-            if version and not q("SELECT 1 FROM slice_log WHERE version=?", (version,)).fetchone():
-                problems.append(f"slice_log: no entry for slice v{version}")
-            sealed = q("SELECT profile_id, slot, sealed FROM identity_keys").fetchall()
-        bad = 0
-        for pid, slot, blob in sealed:
-            try:
-                self._key.open(pid, slot, blob)
-            except SealError:
-                bad += 1
-        if bad:
-            problems.append(f"identity_keys: {bad} keys do not open with {self.key_path}")
-        need = self.snapshot_needed
-        if need:
-            problems.append(f"snapshot needed: {need}")
-        return problems
+        return reports.verify(self)
 
     def close(self) -> None:
         with self._read_lock:
