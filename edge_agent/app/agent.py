@@ -15,9 +15,10 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from contracts import topics
@@ -45,6 +46,11 @@ from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from edge_agent.box.metrics import MetricsServer
+    from edge_agent.box.watchdog import Supervisor
+    from edge_agent.sensing.camera.sources import FrameSource
     from sync.downlink import Downlink
     from sync.outbox import Outbox
     from sync.uplink import Uplink
@@ -99,8 +105,8 @@ class Agent:
         *,
         clock: Clock | None = None,
         ble_source: AdvertSource,
-        frame_source: Any | None = None,
-        camera_opener: Any | None = None,
+        frame_source: FrameSource | None = None,
+        camera_opener: Callable[[], FrameSource] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
@@ -358,7 +364,7 @@ class Agent:
         else:
             self.stop()
 
-    def _start_retention(self) -> Any:
+    def _start_retention(self) -> BackgroundScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         sched = BackgroundScheduler(daemon=True, timezone=self.tz)
@@ -375,7 +381,7 @@ class Agent:
         sched.start()
         return sched
 
-    def _start_supervision(self) -> tuple[Any, Any]:
+    def _start_supervision(self) -> tuple[Supervisor, MetricsServer | None]:
         """systemd READY/watchdog/STATUS (box/watchdog.py) and the metrics endpoint."""
         from edge_agent.box.liveness import Thresholds
         from edge_agent.box.metrics import start_metrics

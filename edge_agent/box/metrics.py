@@ -14,10 +14,14 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from edge_agent.app.agent import Agent
+    from edge_agent.box.watchdog import Supervisor
 
 log = logging.getLogger("edge_agent.box.metrics")
 
@@ -51,7 +55,7 @@ def _num(v: Any) -> float | None:
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: Any, supervisor: Any, screens: ScreenStates) -> None:
+    def __init__(self, agent: Agent, supervisor: Supervisor, screens: ScreenStates) -> None:
         self.agent = agent
         self.supervisor = supervisor
         self.screens = screens
@@ -168,7 +172,7 @@ class MetricsServer:
             self._listener.disconnect()
 
 
-def _screen_listener(agent: Any, screens: ScreenStates) -> Any:
+def _screen_listener(agent: Agent, screens: ScreenStates) -> Any:
     """A subscriber of its own to the players' state (the agent's bus client is not ours)."""
     from contracts import topics
     from contracts.mqtt import connect, make_client
@@ -193,7 +197,7 @@ def _screen_listener(agent: Any, screens: ScreenStates) -> Any:
     return client
 
 
-def start_metrics(agent: Any, supervisor: Any) -> MetricsServer | None:
+def start_metrics(agent: Agent, supervisor: Supervisor) -> MetricsServer | None:
     """Serve /metrics; a port in use is logged and the agent runs on without metrics."""
     from prometheus_client import start_http_server
 

@@ -14,10 +14,13 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.box.liveness import Liveness, Sample, Thresholds
 from edge_agent.box.sdnotify import Notifier, watchdog_usec
+
+if TYPE_CHECKING:
+    from edge_agent.app.agent import Agent
 
 log = logging.getLogger("edge_agent.box.watchdog")
 
@@ -52,7 +55,7 @@ class RateMeter:
         return (count - c0) / (now - t0) if now > t0 else 0.0
 
 
-def status_line(agent: Any, snap: Snapshot) -> str:
+def status_line(agent: Agent, snap: Snapshot) -> str:
     """One line for `systemctl status`: counts only, never an identifier."""
     up = snap.uplink
     people = sum(snap.occupancy.values())
@@ -70,7 +73,7 @@ def status_line(agent: Any, snap: Snapshot) -> str:
 class Supervisor:
     def __init__(
         self,
-        agent: Any,
+        agent: Agent,
         notifier: Notifier | None = None,
         *,
         thresholds: Thresholds | None = None,

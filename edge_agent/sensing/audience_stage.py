@@ -14,13 +14,16 @@ import queue
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contracts.events import AudienceSample, AudienceTrack
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.config import CameraConfig
 from edge_agent.journey.kpis import JourneyKpis
 from sync.journal import EventJournal
+
+if TYPE_CHECKING:
+    from edge_agent.sensing.camera.sources import FrameSource
 
 log = logging.getLogger("edge_agent")
 # Seconds without a camera frame (agent clock) before staff are told the camera is lost.
@@ -67,8 +70,8 @@ class AudienceStage:
         journal: EventJournal,
         alerts: StaffAlerts,
         invalidate: Callable[[], None],
-        frame_source: Any | None = None,
-        camera_opener: Callable[[], Any] | None = None,
+        frame_source: FrameSource | None = None,
+        camera_opener: Callable[[], FrameSource] | None = None,
     ) -> None:
         self.cfg = cam
         self._now = now
