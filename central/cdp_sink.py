@@ -40,6 +40,7 @@ from contracts import topics
 from contracts.batch import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation
 from contracts.events import EventError, parse_event, source_for
 from contracts.mqtt import BrokerConfig, make_client, start_subscriber
+from contracts.payload import PayloadError, loads
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,9 @@ def decode_batch(payload: bytes, properties: Properties | None = None) -> dict[s
     else:
         raise BatchError(f"unknown encoding {encoding!r}")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BatchError(f"not JSON: {exc}") from None
+        doc = loads(raw, max_bytes=MAX_DECODED_BYTES, what="batch")
+    except PayloadError as exc:
+        raise BatchError(str(exc)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise BatchError("not a batch: expected an object with an 'events' list")
     return doc

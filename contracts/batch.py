@@ -20,6 +20,8 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from contracts.payload import loads
+
 ENCODING_IDENTITY = "identity"
 ENCODING_ZLIB = "zlib"
 CONTENT_TYPE = "application/json"
@@ -38,12 +40,7 @@ def encode_confirmation(batch_id: str | None, ids: list[str], t: float | None = 
 
 def decode_confirmation(payload: bytes) -> tuple[str | None, list[str], float | None]:
     """``(batch_id, ids, cdp_time)`` from a confirmation; ValueError says what is wrong."""
-    if len(payload) > MAX_CONFIRMATION_BYTES:
-        raise ValueError(f"confirmation of {len(payload)} bytes is too large")
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"confirmation is not JSON: {exc}") from None
+    doc = loads(payload, max_bytes=MAX_CONFIRMATION_BYTES, what="confirmation")
     if not isinstance(doc, dict):
         raise ValueError("confirmation is not a JSON object")
     ids = doc.get("ids")

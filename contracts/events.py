@@ -7,12 +7,13 @@ pseudonymous profile id (from the slice) or a salted, rotating presence key.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import uuid6
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contracts import payload
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 TYPE_PREFIX = "retail.instore."
@@ -249,7 +250,7 @@ def parse_payload(event_type: str, data: dict[str, Any]) -> Payload:
 def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
     """Parse and fully validate an event (envelope and payload)."""
     try:
-        obj = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        obj = payload.loads(raw, what="event") if isinstance(raw, str | bytes) else raw
         event = CloudEvent.model_validate(obj)
     except (ValueError, ValidationError) as exc:
         if isinstance(exc, ValidationError):

@@ -6,6 +6,7 @@ Callback API VERSION2 always (paho silently falls back to VERSION1 without it), 
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import ssl
@@ -61,6 +62,11 @@ def make_client(
         reconnect_on_failure=True,
         **kwargs,
     )
+    # No callback may kill the network thread: paho re-raises a callback's exception by default
+    # and its thread dies while the process and is_connected() look fine. Suppressed here, the
+    # message is acknowledged and paho logs the error; our own callbacks also guard and count.
+    client.suppress_exceptions = True
+    client.enable_logger(logging.getLogger("paho"))
     # Jittered minimum so a fleet does not reconnect in lockstep after a broker outage.
     # paho's hints say int; a float works and spreads the fleet (paho only compares and doubles).
     client.reconnect_delay_set(min_delay=1 + random.random(), max_delay=30)  # type: ignore[arg-type]
@@ -132,3 +138,10 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def network_alive(client: mqtt.Client | None) -> bool | None:
+    """Whether ``client``'s network thread (``loop_start``) runs; None when it was never
+    started. The watchdog's probe for a link that went silent without disconnecting."""
+    thread = getattr(client, "_thread", None) if client is not None else None
+    return thread.is_alive() if thread is not None else None

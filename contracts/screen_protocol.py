@@ -6,13 +6,13 @@ as ``content.impression.v1`` CloudEvents on its screen's events topic.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, date, datetime, time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contracts import payload
 from contracts.events import new_event_id
 
 
@@ -70,7 +70,7 @@ class ScreenCommand(BaseModel):
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScreenCommand:
-        return cls.model_validate(json.loads(raw))
+        return cls.model_validate(payload.loads(raw, what="screen command"))
 
     def expired(self, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)

@@ -35,6 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from contracts.payload import PayloadError, loads
+
 KINDS = frozenset({"campaigns", "content", "profiles", "config", "command"})
 DEFAULT_MAX_BYTES = 1_048_576
 _FIELDS = ("kind", "store_id", "device_id", "version", "issued_at", "expires_at", "body")
@@ -215,9 +217,9 @@ def _verify(
     if len(raw) > max_bytes:
         raise DownlinkRejected(f"oversized: {len(raw)} bytes > {max_bytes}")
     try:
-        envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise DownlinkRejected("not JSON") from None
+        envelope = loads(raw, max_bytes=max_bytes)
+    except PayloadError as exc:
+        raise DownlinkRejected(str(exc) if "nested" in str(exc) else "not JSON") from None
     if not isinstance(envelope, dict):
         raise DownlinkRejected("not a JSON object")
     if "payload" not in envelope:
@@ -237,9 +239,9 @@ def _verify(
         raise DownlinkRejected("bad signature") from None
     # Only now is the payload trusted enough to be parsed.
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise DownlinkRejected("payload: not JSON") from None
+        doc = loads(payload, max_bytes=max_bytes, what="payload")
+    except PayloadError as exc:
+        raise DownlinkRejected(str(exc) if "nested" in str(exc) else "payload: not JSON") from None
     if not isinstance(doc, dict):
         raise DownlinkRejected("payload: not a JSON object")
     missing = [f for f in _FIELDS if f not in doc]

@@ -8,7 +8,6 @@ talks MQTT on the in-store bus; the rules live in ``kiosk_model.py``. Touch targ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -36,6 +35,7 @@ from pydantic import ValidationError
 
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.payload import loads
 from contracts.screen_protocol import ScreenCommand
 from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
@@ -460,7 +460,8 @@ class KioskApp(App):
                 self.occupancy.update(km.parse_occupancy(raw))
                 self.refresh_occupancy()
             elif topic.endswith("/state"):
-                status = json.loads(raw).get("status")
+                doc = loads(raw, what="screen state")
+                status = doc.get("status") if isinstance(doc, dict) else None
                 if status in ("online", "offline"):
                     self.screen_status[topic.split("/")[3]] = status
                     self.refresh_occupancy()

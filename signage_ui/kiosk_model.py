@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.events import CloudEvent, SurveyAnswer, make_event
+from contracts.payload import PayloadError, loads
 from contracts.screen_protocol import Content, ScreenCommand
 from contracts.validation import first_error
 
@@ -67,9 +68,9 @@ class Occupancy(BaseModel):
 
 def _parse(model: type[BaseModel], raw: bytes, what: str) -> Any:
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise KioskInputError(f"{what}: not JSON: {exc}") from None
+        obj = loads(raw, what=what)
+    except PayloadError as exc:
+        raise KioskInputError(str(exc)) from None
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
@@ -129,9 +130,9 @@ def ack_message(alert_id: str, kiosk_id: str, now: datetime | None = None) -> by
 
 def parse_ack(raw: bytes) -> tuple[str, str]:
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise KioskInputError(f"ack: not JSON: {exc}") from None
+        obj = loads(raw, what="ack")
+    except PayloadError as exc:
+        raise KioskInputError(str(exc)) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("alert_id"), str):
         raise KioskInputError("ack.alert_id: missing or not a string")
     return obj["alert_id"], str(obj.get("kiosk_id", "?"))

@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts import topics
-from contracts.mqtt import make_client, start_subscriber
+from contracts.mqtt import make_client, network_alive, start_subscriber
 from contracts.signing import DEFAULT_MAX_BYTES, DownlinkRejected, SignedMessage, verify_message
 from edge_agent.config import BrokerConfig
 
@@ -159,6 +159,11 @@ class Downlink:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+    @property
+    def network_alive(self) -> bool | None:
+        """Whether paho's network thread of the downlink runs (None before ``start``)."""
+        return network_alive(self._client)
 
     def publish_ack(self, doc: dict[str, Any]) -> bool:
         """A message of this box's own on its acks topic (a later ack, a resync request), shaped

@@ -62,7 +62,7 @@ from contracts.batch import (
     publish_properties,
 )
 from contracts.events import new_event_id
-from contracts.mqtt import connect, make_client
+from contracts.mqtt import connect, make_client, network_alive
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox, OutboxRow
 
@@ -235,6 +235,11 @@ class Uplink:
         client.disconnect()
         client.loop_stop()
         self._thread = None
+
+    @property
+    def network_alive(self) -> bool | None:
+        """Whether paho's network thread of the central link runs (None before ``start``)."""
+        return network_alive(self._client)
 
     @property
     def alive(self) -> bool | None:

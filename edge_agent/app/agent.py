@@ -216,6 +216,7 @@ class Agent:
         self._route_bus()
 
         self.receipts = self.checkout.receipts  # every till line feeds this
+        self.supervisor: Supervisor | None = None  # systemd watchdog, once run() starts
         self.tick_at: float | None = None  # the watchdog's proof of life (box/watchdog.py)
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._stop = asyncio.Event()
@@ -389,9 +390,9 @@ class Agent:
 
         sd = self.cfg.systemd
         limits = Thresholds(sd.tick_stale_s, sd.ble_silent_s, sd.camera_stall_s, sd.uplink_stall_s)
-        self.supervisor = Supervisor(self, thresholds=limits)
-        metrics = start_metrics(self, self.supervisor) if self.cfg.metrics.enabled else None
-        return self.supervisor, metrics
+        sup = self.supervisor = Supervisor(self, thresholds=limits)
+        metrics = start_metrics(self, sup) if self.cfg.metrics.enabled else None
+        return sup, metrics
 
     # ---- loops ---------------------------------------------------------------------------
     def decide_screens(self) -> None:
@@ -403,7 +404,12 @@ class Agent:
         self.journey.housekeeping(now, today)
         self.director.new_day(today.date().isoformat())
         self.handlers.check_probation()
-        self.heartbeat_stage.beat()
+        sup = self.supervisor
+        problems = list(sup.snapshot.problems) if sup is not None else []
+        dropped = {f"bus:{why}": n for why, n in self.inbox.counts.dropped.items()}
+        if self.bus.counts.handler_errors:
+            dropped["bus:unreadable"] = self.bus.counts.handler_errors
+        self.heartbeat_stage.beat(problems, dropped)
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0

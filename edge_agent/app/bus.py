@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
-from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.mqtt import BrokerConfig, connect, make_client, network_alive
 
 log = logging.getLogger("edge_agent")
 
@@ -82,6 +82,10 @@ class InStoreBus:
     @property
     def running(self) -> bool:
         return self._client is not None
+
+    @property
+    def network_alive(self) -> bool | None:
+        return network_alive(self._client)
 
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected()

@@ -8,10 +8,18 @@ or error report is relayed to central as device status. Runs in the bus thread.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from contracts.events import EventError, parse_event, source_for
+from contracts.events import (
+    TYPE_OF,
+    CloudEvent,
+    ContentImpression,
+    EventError,
+    SurveyAnswer,
+    parse_event,
+    source_for,
+)
 from edge_agent.journey.kpis import JourneyKpis
 from edge_agent.sensing.pos import ReceiptDeduper
 from sync.journal import EventJournal
@@ -23,10 +31,21 @@ class StatusUplink(Protocol):
     def publish_status(self, subtopic: str, payload: bytes, *, retain: bool = True) -> bool: ...
 
 
+# What a player or a kiosk may say on the bus. Anything else is dropped, and what passes is
+# rebuilt from its typed payload: no field a bus client adds reaches the CDP.
+FROM_THE_BUS = frozenset({TYPE_OF[ContentImpression], TYPE_OF[SurveyAnswer]})
+
+
 @dataclass
 class InboxCounts:
     impressions: int = 0
     rejects: int = 0
+    # Dropped bus events by reason: "invalid", "source", "type:<type>", "extra fields".
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.rejects += 1
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
 class BusInbox:
@@ -53,19 +72,34 @@ class BusInbox:
         try:
             event = parse_event(payload)
         except EventError as exc:
-            self.counts.rejects += 1
+            self.counts.drop("invalid")
             log.warning("bus: refused event on %s: %s", topic, exc)
             return
         if event.source != self.source:
             # The CDP would refuse it under this device's topic: refuse it here, visibly.
-            self.counts.rejects += 1
+            self.counts.drop("source")
             log.warning("bus: refused event on %s: source %r is not this box", topic, event.source)
             return
-        if event.type.endswith("content.impression.v1"):
+        if event.type not in FROM_THE_BUS:
+            self.counts.drop(f"type:{event.type[:64]}")
+            log.warning(
+                "bus: refused event on %s: %s is not a player's or kiosk's", topic, event.type
+            )
+            return
+        clean = CloudEvent(
+            id=event.id,  # kept: a player re-sending the same impression is deduplicated
+            source=event.source,
+            type=event.type,
+            time=event.time,
+            data=event.payload().model_dump(mode="json", exclude_none=True),
+        )
+        if event.model_extra or event.subject is not None:
+            self.counts.dropped["extra fields"] = self.counts.dropped.get("extra fields", 0) + 1
+        if event.type == TYPE_OF[ContentImpression]:
             self.counts.impressions += 1
-        elif event.type.endswith("survey.answer.v1"):
+        else:
             self.kpis.nps()
-        self.journal.emit_event(event)
+        self.journal.emit_event(clean)
 
     def on_receipt(self, topic: str, payload: bytes) -> None:
         if self.receipts.feed(payload) is None and self.receipts.last_error:

@@ -56,7 +56,11 @@ class Heartbeat:
         self.uplink: HealthUplink | None = None
         self._started = time.monotonic()
 
-    def beat(self) -> DeviceHeartbeat:
+    def beat(
+        self, problems: list[str] | None = None, dropped_inputs: dict[str, int] | None = None
+    ) -> DeviceHeartbeat:
+        """``problems``: what the watchdog finds wrong now (a dead link names itself);
+        ``dropped_inputs``: messages from the bus dropped since start, by reason."""
         ob = self.outbox
         depth = ob.depth() if ob is not None else 0
         oldest = ob.oldest_pending_age_s() if ob is not None else 0.0
@@ -72,9 +76,10 @@ class Heartbeat:
                 "ble_beacons": self.presence.beacon_health.summary(),
                 **self.profiles.health(),
                 **self.audience.health(),
+                "watchdog": "; ".join(problems) if problems else "ok",
             },
             kpis=self.journey.kpis.snapshot(),
-            dropped=self.journal.dropped(),
+            dropped={**self.journal.dropped(), **(dropped_inputs or {})},
             **self._clock_fields(),
         )
         self.journal.emit(hb)

@@ -38,6 +38,9 @@ class Sample:
     outbox_depth: int = 0
     # Counters that move whenever the uplink does work (publishes, confirmations, re-sends).
     uplink_progress: tuple[int, ...] = ()
+    # MQTT links (bus, uplink, downlink) whose network thread is gone: nothing arrives on them
+    # any more although the process and the connection flag look fine.
+    dead_links: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Liveness:
 
         if s.uplink_alive is False:
             problems.append("uplink thread died")
+        for link in s.dead_links:
+            problems.append(f"{link} network thread died")
         progress = (*s.uplink_progress, s.outbox_depth)
         if progress != self._progress or not s.uplink_connected or s.outbox_depth == 0:
             self._progress, self._progress_since = progress, s.now

@@ -9,7 +9,6 @@ the config, never a shopper, device address or token.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from contracts.payload import PayloadError, loads
 
 if TYPE_CHECKING:
     from edge_agent.app.agent import Agent
@@ -37,8 +38,8 @@ class ScreenStates:
 
     def update(self, screen_id: str, payload: bytes) -> None:
         try:
-            body = json.loads(payload)
-        except ValueError:
+            body = loads(payload, what="screen state")
+        except PayloadError:
             return
         if not isinstance(body, dict):
             return

@@ -102,6 +102,15 @@ class Supervisor:
             beacons_configured=bool(a.cfg.ble.beacons) and a.cfg.ble.source != "replay",
             camera_state=cam.health().state if cam is not None else None,
             uplink_alive=up.alive if up is not None else None,
+            dead_links=tuple(
+                name
+                for name, alive in (
+                    ("bus", a.bus.network_alive),
+                    ("uplink", up.network_alive if up is not None else None),
+                    ("downlink", a.downlink.network_alive if a.downlink is not None else None),
+                )
+                if alive is False
+            ),
             uplink_connected=bool(uplink_stats.get("connected")),
             outbox_depth=int(uplink_stats.get("depth") or 0),
             uplink_progress=tuple(

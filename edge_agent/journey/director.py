@@ -8,7 +8,6 @@ go out once per shopper, campaign and day. The decision itself is the pure ``dec
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 from collections import Counter
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from contracts import topics
 from contracts.events import HoldoutAssigned, OfferShown
+from contracts.payload import PayloadError, loads
 from contracts.screen_protocol import ScreenCommand
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import Publisher
@@ -231,9 +231,10 @@ class ScreenDirector:
         """A player's retained state (its last will says "offline"): staff hear of a dark
         screen. Runs in the bus thread."""
         try:
-            status = json.loads(payload).get("status")
-        except (ValueError, AttributeError):
+            doc = loads(payload, what="screen state")
+        except PayloadError:
             return
+        status = doc.get("status") if isinstance(doc, dict) else None
         if status not in ("online", "offline"):
             return
         was = self._screen_status.get(screen_id)

@@ -17,12 +17,13 @@ Unknown fields are refused, so a till upgrade that changes the format is noticed
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.payload import PayloadError, loads
 
 MAX_LINE = 4096
 
@@ -59,11 +60,9 @@ def parse_receipt(raw: bytes | str) -> Receipt:
     if len(raw) > MAX_LINE:
         raise ReceiptError(f"receipt line is {len(raw)} bytes, over the {MAX_LINE} limit")
     try:
-        obj = json.loads(raw, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise ReceiptError(f"receipt line is not JSON: {str(exc)[:80]}") from None
-    except RecursionError:
-        raise ReceiptError("receipt line is not JSON: nested too deeply") from None
+        obj = loads(raw, parse_constant=_refuse_constant, what="receipt line")
+    except PayloadError as exc:
+        raise ReceiptError(str(exc)[:120]) from None
     if not isinstance(obj, dict):
         raise ReceiptError("receipt line must be a JSON object")
     try:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.payload import PayloadError, loads
+
 
 class AdvertError(ValueError):
     """An advert that cannot be read at all; the message names the field."""
@@ -103,11 +105,9 @@ class Advert:
     def from_json(cls, line: str | bytes) -> Advert:
         try:
             # NaN/Infinity are not JSON; refusing them here keeps them out of every filter.
-            obj = json.loads(line, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AdvertError(f"not JSON: {exc}") from None
-        except RecursionError:
-            raise AdvertError("not JSON: nested too deeply") from None
+            obj = loads(line, parse_constant=_refuse_constant, what="advert")
+        except PayloadError as exc:
+            raise AdvertError(str(exc)) from None
         return cls.from_json_obj(obj)
 
     def to_json(self) -> str:
