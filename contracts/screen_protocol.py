@@ -64,6 +64,9 @@ class ScreenCommand(BaseModel):
     issued_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     # A command older than this when it arrives is stale and ignored (the bus may have queued it).
     ttl_s: float = Field(30.0, gt=0)
+    # Replace what is on screen at once, whatever its hold (only an override outranks it): the
+    # shopper on screen withdrew consent. Absent (None) on every other command.
+    preempt: bool | None = None
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

@@ -39,9 +39,9 @@ BENCHES = {
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_or_report
+    from edge_agent.config import load_for_agent
 
-    if load_or_report(args.file) is None:
+    if load_for_agent(args.file) is None:
         return 2
     print(f"{args.file}: OK")
     return 0
@@ -67,10 +67,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_or_report
+    from edge_agent.config import load_for_agent
 
-    # Refuse a broken config before importing (or starting) anything else.
-    if load_or_report(args.config) is None:
+    # Refuse a broken config (or a missing trace) before importing or starting anything else.
+    if load_for_agent(args.config) is None:
         return 2
     from edge_agent.app.main import run_agent_cli
     from edge_agent.box.logs import setup_logging

@@ -375,6 +375,26 @@ def load_config(path: Path | str) -> AgentConfig:
     return parse_config(data, base_dir=path.resolve().parent, origin=str(path))
 
 
+def missing_files(cfg: AgentConfig) -> list[str]:
+    """Files the agent needs to start that are not there, one line each naming the key (the
+    player shares this config but not these files, so the model itself does not check them)."""
+    ble = cfg.ble
+    if ble.source == "replay" and ble.replay_file is not None and not ble.replay_file.is_file():
+        return [f"ble.replay_file: no such file: {ble.replay_file}"]
+    return []
+
+
+def load_for_agent(path: Path | str, stream: TextIO | None = None) -> AgentConfig | None:
+    """``load_or_report``, and the files ``edge-agent run`` needs must exist."""
+    cfg = load_or_report(path, stream)
+    if cfg is None:
+        return None
+    problems = missing_files(cfg)
+    for line in problems:
+        print(f"{path}: {line}", file=stream or sys.stderr)
+    return None if problems else cfg
+
+
 def load_or_report(path: Path | str, stream: TextIO | None = None) -> AgentConfig | None:
     """Load ``path``, or print every error (one line each, ``FILE: key.path: message``) and
     return None. The CLI commands that take a config all refuse a bad one this same way."""

@@ -3,7 +3,8 @@
 Three modes: the default ``loop`` (playlist by dayparts), a ``targeted`` item from the agent, and
 an ``override`` (emergency). Rules: ``show``/``default`` replace the current item once its
 minimum time is over (a command arriving earlier waits, and only the latest waiting one counts);
-``default`` goes back to the loop; ``override`` replaces anything at once and holds until
+``default`` goes back to the loop; a ``preempt`` command (consent withdrawn) replaces the item at
+once, hold or not; ``override`` replaces anything at once and holds until
 ``clear_override``; stale commands change nothing. With the bus down, a targeted item goes back
 to the loop once its minimum time is over (nobody is left to say when the shopper has gone).
 Every item that leaves the screen becomes an ``Impression`` (proof of play), loop items too.
@@ -133,7 +134,7 @@ class Playback:
         if self.override_active:
             self._resume = cmd
             return None
-        if now < self.current.min_until:
+        if now < self.current.min_until and not cmd.preempt:
             self.pending = cmd
             return None
         self.pending = None

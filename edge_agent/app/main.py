@@ -21,7 +21,7 @@ def run_agent_cli(config_path: str) -> int:
     import sys
 
     from edge_agent.clock import ScaledClock, TraceClock
-    from edge_agent.config import load_or_report
+    from edge_agent.config import load_for_agent
     from edge_agent.downlink import config_apply
     from edge_agent.downlink.probation import file_sha256
     from edge_agent.sensing.ble.sources import (
@@ -38,7 +38,7 @@ def run_agent_cli(config_path: str) -> int:
     note = config_apply.on_start(Path(config_path))
     if note:
         log.error("%s", note)
-    cfg = load_or_report(config_path)
+    cfg = load_for_agent(config_path)
     if cfg is None:
         return 2
     clock: Clock = SystemClock()

@@ -84,6 +84,8 @@ class ScreenDirector:
         self._forget: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._alerted: set[tuple[str, str, str]] = set()
         self._screen_status: dict[str, str] = {}
+        # Screens whose shopper withdrew consent: their next command cuts through any hold.
+        self._preempt: set[str] = set()
 
     def invalidate(self) -> None:
         """Something a decision depends on changed: re-decide at the next tick."""
@@ -96,9 +98,10 @@ class ScreenDirector:
         for pid in ids:
             self._forget.put(pid)
         if cut_hold:
-            for st in self._screens.values():
+            for screen_id, st in self._screens.items():
                 if st.decision is not None and st.decision.profile_id in ids:
                     st.shown_at = float("-inf")
+                    self._preempt.add(screen_id)
         self._dirty = True
 
     def _forget_profiles(self) -> None:
@@ -163,9 +166,11 @@ class ScreenDirector:
             self.counts.decisions += 1
             self._raise_staff_alerts(ctx, now_local)
             if st.decision is not None and d.content == st.decision.content:
+                self._preempt.discard(screen_id)
                 continue
             st.decision, st.shown_at = d, now
             self._show(screen_id, d, ctx, now, now_local)
+            self._preempt.discard(screen_id)
 
     def _raise_staff_alerts(self, ctx: ScreenContext, now_local: datetime) -> None:
         """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day."""
@@ -200,9 +205,13 @@ class ScreenDirector:
             content=d.content.model_copy(update={"rule": d.rule, "reasons": d.reasons[:8]}),
             min_duration_s=d.min_on_screen_s / self.speed,
             issued_at=datetime.now(UTC),
+            preempt=True if screen_id in self._preempt else None,
         )
         topic = topics.screen_cmd(self.cfg.store.store_id, screen_id)
-        self.bus.publish(topic, cmd.to_bytes(), qos=1, retain=True)
+        # Retained, so a restarting player resumes what it should show; never a personal one
+        # (a first name must not stay readable on the bus after the shopper has gone).
+        personal = d.variant == "personalised"
+        self.bus.publish(topic, cmd.to_bytes(), qos=1, retain=not personal)
         for cid, p in self.journey.shown(screen_id, d, now, now_local, present=ctx.shoppers):
             c.holdouts += 1
             hid = p.profile_id if p.consent_analytics else None

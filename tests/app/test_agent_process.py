@@ -131,7 +131,16 @@ def test_sigterm_stops_cleanly_and_kill9_loses_nothing(tmp_path: Path, broker) -
 def test_missing_trace_is_one_line(tmp_path: Path, broker) -> None:
     cfg = write_config(tmp_path, broker.port, "box-proc-3", speed=0)
     cfg.write_text(cfg.read_text().replace("trace.jsonl.gz", "nope.jsonl.gz"))
+    # `config check` says so first (exit 2, as for any config error), and `run` refuses the same.
+    check = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert "ble.replay_file: no such file" in check.stderr
     proc = start_agent(cfg)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "ble.replay_file" in out and "Traceback" not in out

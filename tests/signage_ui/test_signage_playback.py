@@ -51,6 +51,26 @@ def test_a_command_during_the_hold_waits_and_only_the_latest_runs() -> None:
     assert change.ended is not None and change.ended.duration_s == 10.0
 
 
+def test_a_preempting_command_cuts_through_the_hold_but_not_an_override() -> None:
+    p = Playback()
+    p.start(T0)
+    p.apply(cmd("show", "greeting", s(0), hold=10), s(0))
+    assert p.apply(cmd("show", "waiting", s(1)), s(1)) is None  # an ordinary one waits
+    withdrawn = cmd("show", "anonymous", s(2)).model_copy(update={"preempt": True})
+    change = p.apply(withdrawn, s(2))
+    assert change is not None and change.showing.content.content_id == "anonymous"
+    assert p.pending is None  # what waited behind the greeting is not shown after it
+    assert change.ended is not None and change.ended.duration_s == 2.0
+    # During an emergency a preempting command waits like any other.
+    p.apply(cmd("override", "evacuate", s(3)), s(3))
+    assert p.apply(cmd("show", "x", s(4)).model_copy(update={"preempt": True}), s(4)) is None
+    assert p.current.content.content_id == "evacuate"
+    # On the wire it is absent unless set, so a player of the previous release still reads
+    # every ordinary command.
+    assert b"preempt" not in cmd("show", "a", s(0)).to_bytes()
+    assert ScreenCommand.from_bytes(withdrawn.to_bytes()).preempt is True
+
+
 def test_default_during_the_hold_waits_too() -> None:
     p = Playback()
     p.start(T0)
