@@ -1,18 +1,31 @@
-"""Render a mosquitto ACL file for the fleet: each identity gets exactly the topics it needs.
+"""Render the fleet's ACL for mosquitto's dynamic security plugin: each identity gets exactly the
+topics it needs, and nothing else, subscriptions included.
 
 With ``require_certificate true`` and ``use_identity_as_username true`` the broker takes a
 client's username from its certificate CN (``central.pki``), so these grants cannot be claimed by
-anyone without the matching key. Everything not granted is denied (mosquitto's acl_file is
-deny-by-default), including anything for clients without a username.
+anyone without the matching key. Everything not granted is denied: publish, delivery and
+SUBSCRIBE, for every identity, and a CA-signed certificate that is not in the fleet (a box taken
+out of service) gets nothing at all.
 
 - device ``<store>:<device>``: write its own ``events``, ``state``, ``health``, ``acks``; read
   its own ``cmd/#`` and ``delivered``, and its store's ``cmd/#``. Nothing of other devices.
-- the CDP identity: read every device's ``events`` (also through ``$share/<group>/``), write
-  ``delivered`` confirmations.
+- the CDP identity: read every device's ``events``, subscribe ``$share/<group>/`` to them (that
+  exact filter), write ``delivered`` confirmations.
 - the ops identity: write device and store ``cmd`` topics; read ``state``, ``acks``, ``health``.
 
-Explicit lines per device rather than ``pattern`` lines: a pattern can substitute the whole
-username (``%u``) but cannot split ``<store>:<device>`` into two topic levels.
+Why the plugin and not an ``acl_file`` (measured on mosquitto 2.0.11): the acl_file never checks a
+SUBSCRIBE (every filter is granted, ``topic deny`` lines included, which act on publish and
+delivery only), and a ``$share/<group>/`` member is served its turn before "read" is checked,
+at delivery. So a device certificate subscribing ``$share/cdp/stores/+/devices/+/events`` joined
+the CDP's group and its turns were dropped: with two such members the CDP got 13 of a store's 40
+batches; the uplink recovers only by re-sending after ``confirm_timeout_s``, and with ``confirm =
+"broker"`` the events are lost. The plugin checks each SUBSCRIBE filter as sent, ``$share``
+prefix included: the device gets SUBACK 0x87 (Not authorized), never joins, and the CDP gets
+every batch on the first send (``tests/central/test_tls_acl.py``). mosquitto 2.0 loads the
+plugin's file at start only: after re-rendering, restart the broker (sessions persist).
+
+Explicit grants per device rather than patterns: the plugin has no ``%u``, and a pattern could not
+split ``<store>:<device>`` into two topic levels anyway.
 
 Fleet file: one device per line, ``STORE DEVICE`` (or ``STORE,DEVICE`` or ``STORE/DEVICE``);
 blank lines and ``#`` comments ignored.
@@ -20,9 +33,11 @@ blank lines and ``#`` comments ignored.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from contracts import topics
 from contracts.certnames import device_identity
@@ -74,20 +89,78 @@ def _check_role(name: str, what: str) -> None:
         raise FleetError(f"{what} {name!r} does not match {ID_PATTERN}")
 
 
-def device_grants(store_id: str, device_id: str) -> list[str]:
+@dataclass(frozen=True)
+class Grant:
+    """``write``: publish to ``topic``. ``read``: subscribe to ``topic`` or any filter inside it,
+    and receive what is published there. ``subscribe``: subscribe to exactly ``topic`` (a
+    ``$share/<group>/`` filter; its messages still need a ``read`` grant for their real topic)."""
+
+    access: Literal["write", "read", "subscribe"]
+    topic: str
+
+
+def device_grants(store_id: str, device_id: str) -> list[Grant]:
+    base = topics.device_base(store_id, device_id)
     return [
-        f"topic write {topics.events(store_id, device_id)}",
-        f"topic write {topics.state(store_id, device_id)}",
-        f"topic write {topics.health(store_id, device_id)}",
-        f"topic write {topics.acks(store_id, device_id)}",
+        Grant("write", topics.events(store_id, device_id)),
+        Grant("write", topics.state(store_id, device_id)),
+        Grant("write", topics.health(store_id, device_id)),
+        Grant("write", topics.acks(store_id, device_id)),
         # Status for ops: its certificate request, screenshots and player error reports.
-        f"topic write {topics.device_base(store_id, device_id)}/csr",
-        f"topic write {topics.device_base(store_id, device_id)}/screenshots/+",
-        f"topic write {topics.device_base(store_id, device_id)}/screen-errors/+",
-        f"topic read {topics.device_cmd(store_id, device_id, '#')}",
-        f"topic read {topics.delivered(store_id, device_id)}",
-        f"topic read {topics.store_cmd(store_id, '#')}",
+        Grant("write", f"{base}/csr"),
+        Grant("write", f"{base}/screenshots/+"),
+        Grant("write", f"{base}/screen-errors/+"),
+        Grant("read", topics.device_cmd(store_id, device_id, "#")),
+        Grant("read", topics.delivered(store_id, device_id)),
+        Grant("read", topics.store_cmd(store_id, "#")),
     ]
+
+
+def cdp_grants(share_group: str = "cdp") -> list[Grant]:
+    return [
+        Grant("read", topics.ALL_EVENTS),  # the plain subscription too (`--group ''`)
+        # The only way into the share group: nobody else may subscribe to this filter.
+        Grant("subscribe", topics.shared(share_group, topics.ALL_EVENTS)),
+        Grant("write", topics.delivered("+", "+")),
+    ]
+
+
+def ops_grants() -> list[Grant]:
+    any_device = topics.device_base("+", "+")
+    return [
+        Grant("write", f"{any_device}/cmd/#"),
+        Grant("write", topics.store_cmd("+", "#")),
+        *(
+            Grant("read", f"{any_device}/{what}")
+            for what in ("state", "acks", "health", "csr", "screenshots/+", "screen-errors/+")
+        ),
+    ]
+
+
+def fleet_grants(
+    fleet: Iterable[FleetDevice],
+    *,
+    cdp_identity: str = "cdp",
+    ops_identity: str = "ops",
+    share_group: str = "cdp",
+) -> dict[str, list[Grant]]:
+    """Every identity (certificate CN) and its grants, the CDP and ops first."""
+    _check_role(cdp_identity, "CDP identity")
+    _check_role(ops_identity, "ops identity")
+    _check_role(share_group, "shared subscription group")
+    if cdp_identity == ops_identity:
+        raise FleetError(f"the CDP and ops identities are both {cdp_identity!r}")
+    out = {cdp_identity: cdp_grants(share_group), ops_identity: ops_grants()}
+    for d in fleet:
+        out[d.identity] = device_grants(d.store_id, d.device_id)
+    return out
+
+
+_DYNSEC_TYPES = {
+    "write": ("publishClientSend",),
+    "read": ("subscribePattern", "publishClientReceive"),
+    "subscribe": ("subscribeLiteral",),
+}
 
 
 def render_acl(
@@ -97,33 +170,35 @@ def render_acl(
     ops_identity: str = "ops",
     share_group: str = "cdp",
 ) -> str:
-    _check_role(cdp_identity, "CDP identity")
-    _check_role(ops_identity, "ops identity")
-    _check_role(share_group, "shared subscription group")
-    any_device = topics.device_base("+", "+")
-    lines = [
-        "# mosquitto ACL rendered by `edge-ops acl`: deny by default, grants per certificate CN.",
-        "# Needs: require_certificate true, use_identity_as_username true, acl_file <this file>.",
-        "",
-        "# The CDP sink: every device's events (plain and shared subscription), confirmations.",
-        f"user {cdp_identity}",
-        f"topic read {topics.ALL_EVENTS}",
-        # mosquitto 2.0.11 checks "read" only on each delivered message (real topic); brokers
-        # that also check the SUBSCRIBE filter see it as sent, $share prefix included.
-        f"topic read {topics.shared(share_group, topics.ALL_EVENTS)}",
-        f"topic write {any_device}/delivered",
-        "",
-        "# Central ops: signed commands down, device state, acks and health up.",
-        f"user {ops_identity}",
-        f"topic write {any_device}/cmd/#",
-        "topic write stores/+/cmd/#",
-        f"topic read {any_device}/state",
-        f"topic read {any_device}/acks",
-        f"topic read {any_device}/health",
-        f"topic read {any_device}/csr",
-        f"topic read {any_device}/screenshots/+",
-        f"topic read {any_device}/screen-errors/+",
-    ]
-    for d in fleet:
-        lines += ["", f"user {d.identity}", *device_grants(d.store_id, d.device_id)]
-    return "\n".join(lines) + "\n"
+    """The dynamic security plugin's JSON (``plugin_opt_config_file``): one role per identity,
+    deny by default."""
+    grants = fleet_grants(
+        fleet, cdp_identity=cdp_identity, ops_identity=ops_identity, share_group=share_group
+    )
+    default = {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    clients = [{"username": who, "roles": [{"rolename": who}]} for who in grants]
+    roles = []
+    for who, gs in grants.items():
+        acls = [
+            {"acltype": t, "topic": g.topic, "allow": True}
+            for g in gs
+            for t in _DYNSEC_TYPES[g.access]
+        ]
+        roles.append(
+            f'    {{"rolename": {json.dumps(who)}, "acls": [\n'
+            + ",\n".join(f"      {json.dumps(a)}" for a in acls)
+            + "\n    ]}"
+        )
+    # JSON, one client and one grant a line (readable in a diff).
+    return (
+        f'{{\n  "defaultACLAccess": {json.dumps(default)},\n  "clients": [\n'
+        + ",\n".join(f"    {json.dumps(c)}" for c in clients)
+        + '\n  ],\n  "groups": [],\n  "roles": [\n'
+        + ",\n".join(roles)
+        + "\n  ]\n}\n"
+    )

@@ -386,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     psc.add_argument("--days", type=int, default=90)
     psc.set_defaults(func=cmd_sign_csr)
 
-    a = sub.add_parser("acl", help="render a mosquitto ACL file from a fleet list")
+    a = sub.add_parser(
+        "acl", help="render the broker's ACL (mosquitto dynamic security JSON) from a fleet list"
+    )
     a.add_argument("fleet", help="one 'STORE DEVICE' per line")
     a.add_argument("--out", help="write here instead of stdout")
     a.add_argument("--cdp", default="cdp", help="the CDP sink's certificate CN")

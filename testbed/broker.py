@@ -6,6 +6,7 @@ with its owner.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -27,6 +28,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def dynsec_plugin() -> Path:
+    """mosquitto's dynamic security plugin (shipped with mosquitto 2.0; Debian puts it under the
+    architecture's lib directory)."""
+    for pattern in (
+        "/usr/lib/*/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+        "/usr/local/lib/mosquitto_dynamic_security.so",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[0])
+    raise BrokerError("mosquitto_dynamic_security.so not found (it ships with mosquitto >= 2.0)")
+
+
+def fleet_acl_conf(acl: Path) -> str:
+    """Config lines that make mosquitto apply the ACL ``edge-ops acl`` rendered into ``acl``."""
+    return f"plugin {dynsec_plugin()}\nplugin_opt_config_file {acl}\n"
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 The test makes its own CA and certificates (nothing is committed), starts mosquitto with a TLS
 listener that requires a client certificate, takes the username from its CN and applies the ACL
-rendered by ``central.acl``. Then: the real Uplink and CdpSink deliver end to end over it; a device
-cannot publish as another device or store, nor read another store's commands; clients without a
-certificate, or with one from another CA, cannot connect at all.
+rendered by ``central.acl`` (mosquitto's dynamic security plugin). Then: the real Uplink and
+CdpSink deliver end to end over it; a device cannot publish as another device or store, nor read
+another store's commands, nor join the CDP's shared subscription; clients without a certificate,
+or with one from another CA, cannot connect at all.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central import ops_cli
-from central.acl import FleetDevice, FleetError, device_grants, parse_fleet, render_acl
+from central.acl import (
+    FleetDevice,
+    FleetError,
+    Grant,
+    device_grants,
+    fleet_grants,
+    parse_fleet,
+    render_acl,
+)
 from central.cdp_sink import CdpSink
 from central.pki import Issued, PkiError, init_ca, issue, load_ca
 from contracts import topics
@@ -39,7 +48,7 @@ from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox
 from sync.uplink import Uplink
-from testbed.broker import Mosquitto, free_port, port_open
+from testbed.broker import Mosquitto, dynsec_plugin, fleet_acl_conf, free_port, port_open
 from testbed.procs import terminate
 
 FLEET = "# store device\ns1 d1\ns1 d2\ns2 d1   # another store, same device id\n"
@@ -55,6 +64,7 @@ class Pki:
     s1d2: Issued
     s2d1: Issued
     rogue_s1d1: Issued  # same CN as s1d1, signed by another CA
+    s9d9: Issued  # signed by our CA, but not in the fleet (a box taken out of service)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +82,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         s1d2=issue(d, "device", store_id="s1", device_id="d2", days=1),
         s2d1=issue(d, "device", store_id="s2", device_id="d1", days=1),
         rogue_s1d1=issue(rogue, "device", store_id="s1", device_id="d1", days=1),
+        s9d9=issue(d, "device", store_id="s9", device_id="d9", days=1),
     )
 
 
 @pytest.fixture(scope="module")
 def tls_broker(pki: Pki) -> Iterator[Mosquitto]:
-    acl = pki.dir / "acl"
+    acl = pki.dir / "dynamic-security.json"
     acl.write_text(render_acl(parse_fleet(FLEET)))
     # Appended after the fixture's listener line, so these apply to that (only) listener.
     conf = "\n".join(
@@ -87,8 +98,7 @@ def tls_broker(pki: Pki) -> Iterator[Mosquitto]:
             f"keyfile {pki.server.key}",
             "require_certificate true",
             "use_identity_as_username true",
-            f"acl_file {acl}",
-            "",
+            fleet_acl_conf(acl),
         ]
     )
     with Mosquitto(extra_conf=conf) as m:
@@ -225,18 +235,36 @@ def test_pki_refuses_bad_input_with_a_clear_message(tmp_path: Path, pki: Pki) ->
 
 
 def test_acl_grants_each_device_only_its_own_topics() -> None:
-    text = render_acl(parse_fleet(FLEET))
-    blocks = {}
-    for b in text.split("\n\n")[1:]:
-        lines = [line for line in b.splitlines() if not line.startswith("#")]
-        blocks[lines[0]] = lines[1:]
-    assert blocks["user s1:d1"] == device_grants("s1", "d1")
-    assert "topic write stores/s1/devices/d1/events" in blocks["user s1:d1"]
-    assert "topic read stores/s1/cmd/#" in blocks["user s1:d1"]
-    assert not any("s2" in line or "d2" in line for line in blocks["user s1:d1"])
-    assert "topic read $share/cdp/stores/+/devices/+/events" in blocks["user cdp"]
-    assert "topic write stores/+/cmd/#" in blocks["user ops"]
-    assert not any(line.startswith("topic") for line in text.split("\n\n")[0].splitlines())
+    grants = fleet_grants(parse_fleet(FLEET))
+    assert list(grants) == ["cdp", "ops", "s1:d1", "s1:d2", "s2:d1"]
+    assert grants["s1:d1"] == device_grants("s1", "d1")
+    assert Grant("write", "stores/s1/devices/d1/events") in grants["s1:d1"]
+    assert Grant("read", "stores/s1/cmd/#") in grants["s1:d1"]
+    assert not any("s2" in g.topic or "d2" in g.topic for g in grants["s1:d1"])
+    # Only the CDP may subscribe to its share group, and only by that exact filter.
+    share = Grant("subscribe", "$share/cdp/stores/+/devices/+/events")
+    assert [who for who, gs in grants.items() if share in gs] == ["cdp"]
+    assert not any(g.topic.startswith("$") for who in grants if who != "cdp" for g in grants[who])
+    assert Grant("write", "stores/+/cmd/#") in grants["ops"]
+    # The plugin's file: deny by default, one role per identity, its grants and nothing else.
+    doc = json.loads(render_acl(parse_fleet(FLEET)))
+    assert doc["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    assert doc["clients"][2] == {"username": "s1:d1", "roles": [{"rolename": "s1:d1"}]}
+    cdp = {(a["acltype"], a["topic"]) for a in doc["roles"][0]["acls"]}
+    assert ("subscribeLiteral", "$share/cdp/stores/+/devices/+/events") in cdp
+    assert ("publishClientReceive", "stores/+/devices/+/events") in cdp
+    s1d1 = {(a["acltype"], a["topic"]) for a in doc["roles"][2]["acls"]}
+    assert ("subscribePattern", "stores/s1/cmd/#") in s1d1
+    assert ("publishClientReceive", "stores/s1/cmd/#") in s1d1
+    assert ("publishClientSend", "stores/s1/devices/d1/events") in s1d1
+    assert all(a["allow"] is True for r in doc["roles"] for a in r["acls"])
+    with pytest.raises(FleetError, match="both 'cdp'"):
+        fleet_grants([], ops_identity="cdp")
 
 
 @pytest.mark.parametrize(
@@ -275,9 +303,16 @@ def test_render_then_parse_roundtrip(pairs: list[tuple[str, str]]) -> None:
     fleet_text = "".join(f"{s} {d}\n" for s, d in pairs)
     fleet = parse_fleet(fleet_text)
     assert fleet == [FleetDevice(s, d) for s, d in pairs]
-    acl = render_acl(fleet)
+    doc = json.loads(render_acl(fleet))
+    roles = {r["rolename"]: r["acls"] for r in doc["roles"]}
+    assert [c["username"] for c in doc["clients"]] == [
+        "cdp",
+        "ops",
+        *(f"{s}:{d}" for s, d in pairs),
+    ]
     for s, d in pairs:
-        assert f"user {s}:{d}\n" + "\n".join(device_grants(s, d)) in acl
+        topics_granted = {a["topic"] for a in roles[f"{s}:{d}"]}
+        assert topics_granted == {g.topic for g in device_grants(s, d)}
 
 
 def test_edge_ops_pki_and_acl_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -297,7 +332,9 @@ def test_edge_ops_pki_and_acl_commands(tmp_path: Path, capsys: pytest.CaptureFix
     fleet.write_text(FLEET)
     out_acl = tmp_path / "acl"
     assert ops_cli.main(["acl", str(fleet), "--out", str(out_acl)]) == 0
-    assert "user s2:d1" in out_acl.read_text()
+    assert {"username": "s2:d1", "roles": [{"rolename": "s2:d1"}]} in json.loads(
+        out_acl.read_text()
+    )["clients"]
     fleet.write_text("s1 d1\nbad\n")
     assert ops_cli.main(["acl", str(fleet)]) == 2
     assert "line 2" in capsys.readouterr().err
@@ -307,10 +344,17 @@ def test_edge_ops_pki_and_acl_commands(tmp_path: Path, capsys: pytest.CaptureFix
 def test_shipped_example_acl_is_what_the_renderer_makes() -> None:
     ex = Path(__file__).resolve().parents[2] / "central" / "examples"
     fleet = parse_fleet((ex / "fleet.txt").read_text())
-    assert (ex / "acl").read_text() == render_acl(fleet)
+    assert (ex / "dynamic-security.json").read_text() == render_acl(fleet)
     conf = (ex / "mosquitto.conf").read_text()
-    for key in ("require_certificate true", "use_identity_as_username true", "acl_file"):
-        assert key in conf
+    settings_lines = [line for line in conf.splitlines() if not line.startswith("#")]
+    for key in (
+        "require_certificate true",
+        "use_identity_as_username true",
+        "plugin_opt_config_file /etc/mosquitto/dynamic-security.json",
+    ):
+        assert key in settings_lines
+    # An acl_file next to the plugin would grant every SUBSCRIBE of clients the plugin defers.
+    assert not any(line.startswith("acl_file") for line in settings_lines)
 
 
 # ---- over a real mosquitto with TLS and the ACL -----------------------------------------
@@ -374,12 +418,12 @@ def test_device_cannot_read_another_stores_commands(
     dev = clients(bcfg(tls_broker, pki, pki.s1d1), "s1d1")
     assert dev.subscribe(topics.store_cmd("s1", "#")) == 1
     assert dev.subscribe(topics.device_cmd("s1", "d1", "+")) == 1  # what Downlink subscribes
-    # mosquitto 2.0 grants any SUBSCRIBE and enforces "read" on every message it would
-    # deliver, so what proves the ACL is what arrives, not the SUBACK.
+    # Refused at SUBSCRIBE already (MQTT 5 SUBACK 0x87); what arrives is checked below too.
     wide = [
         dev.subscribe(t)
         for t in (topics.store_cmd("s2", "#"), topics.device_cmd("s1", "d2", "#"), "stores/#")
     ]
+    assert wide == [0x87] * 3
     ops = clients(bcfg(tls_broker, pki, pki.ops), "ops")
     for t in (
         topics.store_cmd("s2", "content"),
@@ -392,6 +436,59 @@ def test_device_cannot_read_another_stores_commands(
     time.sleep(0.3)
     got = {t for t, _ in dev.messages}
     assert got == {topics.store_cmd("s1", "content")}, (got, wide)
+
+
+@pytest.mark.timeout(60)
+def test_devices_cannot_join_the_cdps_shared_subscription(
+    tls_broker: Mosquitto, pki: Pki, clients, tmp_path: Path
+) -> None:
+    """A fleet certificate must not get into the CDP's share group: mosquitto hands each batch to
+    the next member in turn and checks "read" only then, so a member without the right drops
+    its turns (the uplink would have to re-send them; with confirm = "broker" they were lost)."""
+    share = topics.shared("cdp", topics.ALL_EVENTS)
+    rogue = clients(bcfg(tls_broker, pki, pki.s1d1), "rogue-s1d1")
+    stranger = clients(bcfg(tls_broker, pki, pki.s9d9), "stranger-s9d9")
+    subacks = {
+        (name, t): c.subscribe(t)
+        for name, c in (("s1:d1", rogue), ("s9:d9", stranger))
+        for t in (share, topics.ALL_EVENTS, "#")
+    }
+    assert rogue.subscribe(topics.store_cmd("s1", "#")) == 1  # its own store's commands: fine
+    evs = [
+        make_event(
+            AudienceSample(screen_id="scr", people=i % 5, watchers=0), store_id="s2", device_id="d1"
+        )
+        for i in range(200)
+    ]
+    # 40 batches of 5; no re-send can happen during the test, so a lost turn shows as a gap.
+    cfg = UplinkConfig(max_batch=5, linger_s=0, confirm_timeout_s=60)
+    sink = CdpSink(bcfg(tls_broker, pki, pki.cdp), tmp_path / "cdp.db", group="cdp")
+    try:
+        assert sink.start(wait_s=5), "the CDP identity could not subscribe to $share/cdp/..."
+        with Outbox(tmp_path / "outbox.db") as ob:
+            ob.append(evs)
+            up = Uplink(ob, bcfg(tls_broker, pki, pki.s2d1), "s2", "d1", cfg)
+            up.start()
+            try:
+                delivered = up.flush(15)
+                stats = up.stats()
+            finally:
+                up.stop(flush_timeout_s=0)
+        assert delivered, (stats, sink.stats(), subacks)
+        assert stats["confirmed_batches"] == 40 and stats["resent_unconfirmed"] == 0, stats
+        assert sink.stats()["batches"] == 40 and sink.stats()["duplicates"] == 0
+        assert sink.ids() == {e.id for e in evs}
+    finally:
+        sink.stop(end_session=True)
+    # mosquitto handles one message after another: a command published now reaches the rogue
+    # after anything the batches could have brought it.
+    ops = clients(bcfg(tls_broker, pki, pki.ops), "ops")
+    assert ops.publish(topics.store_cmd("s1", "content"), b"end") == 0
+    assert rogue.wait_messages(1)
+    assert rogue.messages == [(topics.store_cmd("s1", "content"), b"end")]
+    assert stranger.messages == []
+    # The broker refuses the subscriptions outright (MQTT 5 SUBACK 0x87 Not authorized).
+    assert subacks == dict.fromkeys(subacks, 0x87), subacks
 
 
 @pytest.mark.timeout(30)
@@ -417,6 +514,8 @@ def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
     """The example mosquitto.conf, with its paths pointed at this test's PKI, really starts
     and admits a fleet device (a typo in the example would fail here, not in a store)."""
     ex = Path(__file__).resolve().parents[2] / "central" / "examples"
+    acl = tmp_path / "dynamic-security.json"  # a copy: the example stays untouched
+    shutil.copy(ex / "dynamic-security.json", acl)
     port = free_port()
     conf = (
         (ex / "mosquitto.conf")
@@ -424,7 +523,8 @@ def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
         .replace("/etc/mosquitto/pki/ca.pem", str(pki.dir / "ca.pem"))
         .replace("/etc/mosquitto/pki/server.pem", str(pki.server.cert))
         .replace("/etc/mosquitto/pki/server.key", str(pki.server.key))
-        .replace("/etc/mosquitto/acl", str(ex / "acl"))
+        .replace("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so", str(dynsec_plugin()))
+        .replace("/etc/mosquitto/dynamic-security.json", str(acl))
         .replace("/var/lib/mosquitto/", f"{tmp_path}/")
         .replace("listener 8883", f"listener {port} 127.0.0.1")
     )

@@ -28,7 +28,7 @@ from edge_agent.config import BrokerConfig
 from edge_agent.downlink import credentials
 from edge_agent.downlink.commands import RESTART_EXIT_STATUS
 from edge_agent.sensing.ble.sources import ReplaySource
-from testbed.broker import Mosquitto
+from testbed.broker import Mosquitto, fleet_acl_conf
 from tests.app.test_agent_journey import demo_config
 from tests.central.test_tls_acl import Client
 from tests.downlink.test_commands import PRIV, PUB
@@ -119,11 +119,11 @@ def test_rotation_over_tls_with_the_fleet_acl(tmp_path: Path, broker) -> None:
     server = issue(ca, "server", days=1)
     ops_cert = issue(ca, "role", name="ops", days=1)
     cdp_cert = issue(ca, "role", name="cdp", days=1)
-    acl = tmp_path / "acl"
+    acl = tmp_path / "dynamic-security.json"
     acl.write_text(render_acl([FleetDevice(STORE, DEVICE)]))
     conf = (
         f"cafile {ca / 'ca.pem'}\ncertfile {server.cert}\nkeyfile {server.key}\n"
-        f"require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n"
+        f"require_certificate true\nuse_identity_as_username true\n{fleet_acl_conf(acl)}"
     )
     with Mosquitto(extra_conf=conf) as tls:
         central = box_broker(tmp_path, ca, tls.port)
