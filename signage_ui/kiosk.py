@@ -423,7 +423,7 @@ class KioskApp(App):
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             topic, raw = msg.topic, bytes(msg.payload)
-            self._later(lambda: self._on_message(topic, raw))
+            self._later(lambda: self._guarded(topic, raw))
 
         client.on_connect = on_connect
         client.on_connect_fail = lambda *_a: self._later(lambda: self._bus(False))
@@ -443,6 +443,13 @@ class KioskApp(App):
         self.bus_up = up
         self.status.text = "bus: ok" if up else "bus: OFFLINE"
         self.status.color = INK if up else get_color_from_hex(URGENT_C)
+
+    def _guarded(self, topic: str, raw: bytes) -> None:
+        """No message may stop the kiosk: what the handler did not expect is logged in one line."""
+        try:
+            self._on_message(topic, raw)
+        except Exception as exc:
+            log.error("bus: dropped a message on %s: %s", topic, type(exc).__name__)
 
     def _on_message(self, topic: str, raw: bytes) -> None:
         """One message from the bus; a bad one is logged in one line and changes nothing."""

@@ -356,7 +356,7 @@ class PlayerApp(App):
             raw, received = bytes(msg.payload), time.monotonic()
             if not raw:  # a retained message being deleted
                 return
-            Clock.schedule_once(lambda _dt: self._on_command(raw, received), 0)
+            Clock.schedule_once(lambda _dt: self._guarded_command(raw, received), 0)
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
@@ -372,6 +372,14 @@ class PlayerApp(App):
             (log.info if state == "up" else log.warning)(line)
             up = state == "up"
             Clock.schedule_once(lambda _dt: setattr(self.playback, "bus_up", up), 0)
+
+    def _guarded_command(self, raw: bytes, received: float | None) -> None:
+        """No message may stop the player: whatever a command breaks is reported, once per
+        kind, and the screen plays on."""
+        try:
+            self._on_command(raw, received)
+        except Exception as exc:
+            self._report_error("bad_command", None, f"{type(exc).__name__}: {str(exc)[:120]}")
 
     def _on_command(self, raw: bytes, received: float | None = None) -> None:
         try:
