@@ -409,7 +409,7 @@ class Agent:
         dropped = {f"bus:{why}": n for why, n in self.inbox.counts.dropped.items()}
         if self.bus.counts.handler_errors:
             dropped["bus:unreadable"] = self.bus.counts.handler_errors
-        self.heartbeat_stage.beat(problems, dropped)
+        self.heartbeat_stage.beat(problems, dropped, self.director.health())
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0

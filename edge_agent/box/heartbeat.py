@@ -57,7 +57,10 @@ class Heartbeat:
         self._started = time.monotonic()
 
     def beat(
-        self, problems: list[str] | None = None, dropped_inputs: dict[str, int] | None = None
+        self,
+        problems: list[str] | None = None,
+        dropped_inputs: dict[str, int] | None = None,
+        sensors: dict[str, str] | None = None,
     ) -> DeviceHeartbeat:
         """``problems``: what the watchdog finds wrong now (a dead link names itself);
         ``dropped_inputs``: messages from the bus dropped since start, by reason."""
@@ -77,6 +80,7 @@ class Heartbeat:
                 **self.profiles.health(),
                 **self.audience.health(),
                 "watchdog": "; ".join(problems) if problems else "ok",
+                **(sensors or {}),
             },
             kpis=self.journey.kpis.snapshot(),
             dropped={**self.journal.dropped(), **(dropped_inputs or {})},

@@ -17,7 +17,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.slice.model import Profile
 
@@ -143,8 +143,9 @@ class Campaign(BaseModel):
     max_people: int | None = Field(None, ge=0)
     # Schedule: a date range and dayparts, each "HH:MM-HH:MM" local or a 5-field cron expression
     # ("* 7-10 * * mon-fri": active in every minute it fires), in the store's time zone.
-    start: datetime | None = None
-    end: datetime | None = None
+    # With a UTC offset: a bare "2026-12-24T18:00" means different moments in different stores.
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
     dayparts: list[str] = Field(default_factory=list)
     caps: Caps = Field(default_factory=Caps)
     # The promoted SKU must be in stock (per the store's stock table) for the campaign to run.

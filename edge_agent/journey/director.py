@@ -43,6 +43,7 @@ class _ScreenState:
 @dataclass
 class DirectorCounts:
     decisions: int = 0
+    decide_errors: int = 0
     content_changes: int = 0
     holdouts: int = 0
     current: dict[str, str] = field(default_factory=dict)  # screen -> content id on it
@@ -86,6 +87,8 @@ class ScreenDirector:
         self._screen_status: dict[str, str] = {}
         # Screens whose shopper withdrew consent: their next command cuts through any hold.
         self._preempt: set[str] = set()
+        # Screens whose last decision failed, with the error (logged once, sent in health).
+        self._failing: dict[str, str] = {}
 
     def invalidate(self) -> None:
         """Something a decision depends on changed: re-decide at the next tick."""
@@ -160,17 +163,32 @@ class ScreenDirector:
                 # Re-check when the hold ends; until then the screen keeps what it shows.
                 self._dirty = True
                 continue
-            ctx = self.context(screen_id)
-            self.journey.set_bundle(self.content.bundle)
-            d = self.journey.decide(ctx, now_local, self.stock())
+            try:
+                ctx = self.context(screen_id)
+                self.journey.set_bundle(self.content.bundle)
+                d = self.journey.decide(ctx, now_local, self.stock())
+                self._raise_staff_alerts(ctx, now_local)
+            except Exception as exc:
+                # One screen's failure (a bundle the validator let through, a slice read error)
+                # must not stop the loop or the other screens: this one keeps what it shows.
+                self._decide_failed(screen_id, exc)
+                continue
             self.counts.decisions += 1
-            self._raise_staff_alerts(ctx, now_local)
+            if self._failing.pop(screen_id, None) is not None:
+                log.info("screen %s: deciding again", screen_id)
             if st.decision is not None and d.content == st.decision.content:
                 self._preempt.discard(screen_id)
                 continue
             st.decision, st.shown_at = d, now
             self._show(screen_id, d, ctx, now, now_local)
             self._preempt.discard(screen_id)
+
+    def _decide_failed(self, screen_id: str, exc: Exception) -> None:
+        kind = f"{type(exc).__name__}: {str(exc)[:160]}"
+        self.counts.decide_errors += 1
+        if self._failing.get(screen_id) != kind:
+            self._failing[screen_id] = kind
+            log.error("screen %s: decision failed, keeping what it shows: %s", screen_id, kind)
 
     def _raise_staff_alerts(self, ctx: ScreenContext, now_local: datetime) -> None:
         """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day."""
@@ -181,6 +199,13 @@ class ScreenDirector:
                 continue
             self._alerted.add(key)
             self.alerts.raise_alert(a.kind, a.text, campaign_id=a.campaign_id, zone_id=a.zone_id)
+
+    def health(self) -> dict[str, str]:
+        """For the heartbeat: decisions that failed, and the screens failing now (with why)."""
+        out = {"decide_errors": str(self.counts.decide_errors)}
+        for screen_id, why in sorted(self._failing.items()):
+            out[f"decide_failing:{screen_id}"] = why
+        return out
 
     def new_day(self, today: str) -> None:
         """Alerts are once per day: forget yesterday's."""
