@@ -9,7 +9,6 @@ import asyncio
 import json
 import threading
 import time
-import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -17,43 +16,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import topics
-from contracts.signing import expires_in, generate_keypair, sign_message
+from contracts.signing import expires_in, sign_message
 from demo import scenario
-from edge_agent.app.agent import Agent
-from edge_agent.clock import ScaledClock
-from edge_agent.config import parse_config
 from tests.app.test_agent_process import write_config
-from tests.app.test_profiles_agent import ALICE, DEMO, AliceAtTheScreen
+from tests.app.test_profiles_agent import ALICE, Watcher, alice_agent
 from tests.signage_ui.test_signage_player import load, share_of
 from tests.signage_ui.test_signage_screen import logs, player, pngs
 from tests.watching import wait_for
 
 SCREEN = "screen-entrance"
 PURPLE = (0xAD, 0x0D, 0x6A)  # BGR of the personal trail-shoes card (#6a0dad)
-
-
-class States:
-    """The player's state messages (one per frame change), with arrival times."""
-
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.items: list[tuple[float, dict]] = []
-        ready = threading.Event()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.items.append(
-            (time.monotonic(), json.loads(m.payload))
-        )
-        self.c.on_subscribe = lambda *a: ready.set()
-        self.c.connect(host, port)
-        self.c.subscribe(topic, qos=1)
-        self.c.loop_start()
-        assert ready.wait(5)
-
-    def first(self, pred, since: float = 0.0) -> tuple[float, dict] | None:
-        return next(((t, s) for t, s in list(self.items) if t >= since and pred(s)), None)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def retained(host: str, port: int, topic: str) -> list[bytes]:
@@ -87,39 +59,29 @@ def greeting(state: dict) -> bool:
 def test_withdrawal_takes_the_greeting_off_the_screen_within_a_second_despite_its_hold(
     tmp_path: Path, kivy_env: dict[str, str], broker
 ) -> None:
-    pem, public = generate_keypair()
-    data = tomllib.loads((DEMO / "store.toml").read_text())
-    data["central"]["port"] = data["bus"]["port"] = broker.port
-    data["downlink"]["ops_public_key"] = public
-    data["paths"]["state_dir"] = str(tmp_path / "var")
-    data["profiles"] = {"key_file": str(tmp_path / "keys" / "profiles.key")}
-    data.pop("camera", None)
-    cfg = parse_config(data, base_dir=DEMO)
+    pem, agent = alice_agent(tmp_path, broker.port)
+    store, device = agent.cfg.store.store_id, agent.cfg.store.device_id
     # The player reads the store's file as shipped, on this broker.
     (tmp_path / "player").mkdir()
-    cfg_path = write_config(tmp_path / "player", broker.port, cfg.store.device_id, speed=1)
-    store, device = cfg.store.store_id, cfg.store.device_id
-
-    clock = ScaledClock(scenario.T0 + 20, 1.0)
-    agent = Agent(cfg, clock=clock, ble_source=AliceAtTheScreen(clock))
+    cfg_path = write_config(tmp_path / "player", broker.port, device, speed=1)
     agent.handlers.apply_profiles(
         {"store_id": store, "version": 1, "profiles": scenario.profile_slice()}
     )
     agent.content.replace(scenario.CAMPAIGNS_V1)
-    states = States(broker.host, broker.port, topics.screen_state(store, SCREEN))
+    states = Watcher(broker.host, broker.port, topics.screen_state(store, SCREEN), json.loads)
     pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.connect(broker.host, broker.port)
     pub.loop_start()
     loop_thread = threading.Thread(target=lambda: asyncio.run(agent.run()), daemon=True)
     try:
         with player(tmp_path, kivy_env, cfg_path, SCREEN) as shots:
-            assert wait_for(lambda: states.items, 30), logs(tmp_path)
+            assert states.wait_for(lambda s: True, 0, 30), logs(tmp_path)
             agent.start_sync()
             assert agent.downlink is not None and agent.downlink._subscribed.wait(10)
             loop_thread.start()
-            greeted = wait_for(lambda: states.first(greeting), 20)
+            greeted = states.wait_for(greeting, 0, 20)
             assert greeted, [s for _, s in states.items]
-            shown_at = states.first(greeting)[0]
+            shown_at = greeted[0]
             assert wait_for(
                 lambda: pngs(shots) and share_of(load(pngs(shots)[-1]), PURPLE) > 0.5, 10
             )
@@ -146,12 +108,8 @@ def test_withdrawal_takes_the_greeting_off_the_screen_within_a_second_despite_it
                 expires_in(60),
             )
             pub.publish(topics.device_cmd(store, device, "profiles"), msg, qos=1)
-            gone = None
-            assert wait_for(lambda: states.first(lambda s: not greeting(s), sent), 5), [
-                s for _, s in states.items
-            ]
-            gone = states.first(lambda s: not greeting(s), sent)
-            assert gone is not None
+            gone = states.wait_for(lambda s: not greeting(s), sent, 5)
+            assert gone is not None, [s for _, s in states.items]
             took = gone[0] - sent
             print(f"withdrawal -> new frame: {took:.3f}s (hold was 10 s)")
             assert took < 1.0, f"took {took:.2f}s"

@@ -10,6 +10,7 @@ import threading
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -53,20 +54,20 @@ class AliceAtTheScreen:
 
 
 class Watcher:
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.items: list[tuple[float, ScreenCommand]] = []
+    """Messages on ``topic``, decoded, with their arrival times."""
+
+    def __init__(self, host: str, port: int, topic: str, decode=ScreenCommand.from_bytes) -> None:
+        self.items: list[tuple[float, Any]] = []
         ready = threading.Event()
         self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.items.append(
-            (time.monotonic(), ScreenCommand.from_bytes(m.payload))
-        )
+        self.c.on_message = lambda c, u, m: self.items.append((time.monotonic(), decode(m.payload)))
         self.c.on_subscribe = lambda *a: ready.set()
         self.c.connect(host, port)
         self.c.subscribe(topic, qos=1)
         self.c.loop_start()
         assert ready.wait(5)
 
-    def wait_for(self, pred, after: float, timeout: float) -> tuple[float, ScreenCommand] | None:
+    def wait_for(self, pred, after: float, timeout: float) -> tuple[float, Any] | None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for t, cmd in list(self.items):
@@ -80,6 +81,21 @@ class Watcher:
         self.c.disconnect()
 
 
+def alice_agent(tmp_path: Path, port: int) -> tuple[bytes, Agent]:
+    """The demo store's agent without a camera, Alice's phone at its screen, and the ops key
+    that signs its downlink."""
+    pem, public = generate_keypair()
+    data = tomllib.loads((DEMO / "store.toml").read_text())
+    data["central"]["port"] = data["bus"]["port"] = port
+    data["downlink"]["ops_public_key"] = public
+    data["paths"]["state_dir"] = str(tmp_path / "var")
+    data["profiles"] = {"key_file": str(tmp_path / "keys" / "profiles.key")}
+    data.pop("camera", None)
+    cfg = parse_config(data, base_dir=DEMO)
+    clock = ScaledClock(scenario.T0 + 20, 1.0)
+    return pem, Agent(cfg, clock=clock, ble_source=AliceAtTheScreen(clock))
+
+
 def _title(cmd: ScreenCommand) -> str:
     return cmd.content.title if cmd.content else ""
 
@@ -88,18 +104,9 @@ def _title(cmd: ScreenCommand) -> str:
 def test_withdrawal_over_the_downlink_clears_the_screen_within_a_second(
     tmp_path: Path, broker
 ) -> None:
-    pem, public = generate_keypair()
-    data = tomllib.loads((DEMO / "store.toml").read_text())
-    data["central"]["port"] = data["bus"]["port"] = broker.port
-    data["downlink"]["ops_public_key"] = public
-    data["paths"]["state_dir"] = str(tmp_path / "var")
-    data["profiles"] = {"key_file": str(tmp_path / "keys" / "profiles.key")}
-    data.pop("camera", None)
-    cfg = parse_config(data, base_dir=DEMO)
+    pem, agent = alice_agent(tmp_path, broker.port)
+    cfg = agent.cfg
     store, device = cfg.store.store_id, cfg.store.device_id
-
-    clock = ScaledClock(scenario.T0 + 20, 1.0)
-    agent = Agent(cfg, clock=clock, ble_source=AliceAtTheScreen(clock))
     rows = scenario.profile_slice() + [
         {"profile_id": "cdp-p-old", "expires_at": "2020-01-01T00:00:00Z"}
     ]
