@@ -51,7 +51,8 @@ def loads(
     parse_constant: Any = None,
 ) -> Any:
     """The JSON value of ``payload``, or PayloadError naming what is wrong with it."""
-    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    # A str with lone surrogates still becomes bytes, and then fails below as not UTF-8.
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
         raise PayloadError(f"{what} of {len(raw)} bytes is over the {max_bytes}-byte limit")
     # Big messages (event batches at the CDP) skip the scan, which costs several parses; the
@@ -61,7 +62,7 @@ def loads(
     try:
         return json.loads(raw, parse_constant=parse_constant)
     except UnicodeDecodeError:
-        raise PayloadError(f"{what} is not UTF-8") from None
+        raise PayloadError(f"{what} is not JSON: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is not JSON: {exc.msg} at {exc.pos}") from None
     except ValueError as exc:  # parse_constant refused NaN or Infinity

@@ -205,6 +205,17 @@ def run_demo(
             f"[bold]Northwind Outfitters demo[/]: broker 127.0.0.1:{port}, player pid {player.pid}, screenshots in {shots}"
         )
         console.print(ops_push(keys, cfg, work / "campaigns-v1.json", 1))
+        # The player listens before the store opens: personal commands are not retained on the
+        # bus, so a greeting sent before it subscribed would never reach the screen.
+        screen = cfg.screens[0].id
+        deadline = time.monotonic() + 60
+        while agent.director.screen_status(screen) != "online" and time.monotonic() < deadline:
+            if player.poll() is not None:
+                break
+            time.sleep(0.05)
+        if agent.director.screen_status(screen) != "online":
+            console.print(f"[yellow]the player is not online yet; see {work / 'signage-ui.log'}[/]")
+        clock.restart()  # the scenario starts now, with the player listening
 
         async def main() -> None:
             pushed = False

@@ -36,6 +36,10 @@ class ScaledClock:
     def real_seconds_until(self, t: float) -> float:
         return max(0.0, (t - self.now()) / self.speed) if self.speed > 0 else 0.0
 
+    def restart(self) -> None:
+        """Be at ``start`` again now (a replay that waited for something before it began)."""
+        self._m0 = time.monotonic()
+
 
 @dataclass
 class TraceClock:

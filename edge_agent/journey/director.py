@@ -261,6 +261,10 @@ class ScreenDirector:
             )
 
     # ---- the players ---------------------------------------------------------------------
+    def screen_status(self, screen_id: str) -> str | None:
+        """What the screen's player last said of itself: "online", "offline" or None yet."""
+        return self._screen_status.get(screen_id)
+
     def on_screen_state(self, screen_id: str, payload: bytes) -> None:
         """A player's retained state (its last will says "offline"): staff hear of a dark
         screen. Runs in the bus thread."""
