@@ -100,12 +100,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from sync.outbox import Outbox
+    from sync.outbox import Outbox, OutboxDamaged
 
     if not Path(args.db).exists():
         print(f"{args.db}: no such file", file=sys.stderr)
         return 1
-    with Outbox(args.db) as ob:
+    try:
+        # A tool that only looks: a damaged file is the agent's to set aside, not ours.
+        ob = Outbox(args.db, recover=False)
+    except OutboxDamaged as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    with ob:
         print(
             json.dumps(
                 {

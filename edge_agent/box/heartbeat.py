@@ -24,6 +24,8 @@ class OutboxDepth(Protocol):
 
     def oldest_pending_age_s(self) -> float | None: ...
 
+    def health(self) -> dict[str, str]: ...
+
 
 class HealthUplink(Protocol):
     def clock_offset(self) -> tuple[float, float] | None: ...
@@ -79,6 +81,7 @@ class Heartbeat:
                 "ble_beacons": self.presence.beacon_health.summary(),
                 **self.profiles.health(),
                 **self.audience.health(),
+                **(ob.health() if ob is not None else {}),  # "outbox_recovered" after a repair
                 "watchdog": "; ".join(problems) if problems else "ok",
                 **(sensors or {}),
             },
