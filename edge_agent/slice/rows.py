@@ -1,22 +1,15 @@
 """The slice's rows as SQLite stores them: the column lists, a validated profile row to a table
-row and back to a ``Profile``, times and integers from a downlink body. Pure shaping, no I/O but
-the 0600 file guard."""
+row and back to a ``Profile``, times and integers from a downlink body. Pure shaping, no I/O."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import stat
 from datetime import datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from edge_agent.slice.model import Profile, ProfileRow, SliceError, frozen_orders
-
-log = logging.getLogger("edge_agent.slice.store")
 
 COLS = (
     "profile_id, first_name, language, consent_personalisation, consent_analytics, "
@@ -98,12 +91,3 @@ def to_profile(r: tuple) -> Profile:
         expires_at=r[11],
         version=r[12] or 0,
     )
-
-
-def private_file(path: Path) -> None:
-    """Create with 0600 before SQLite writes anything; tighten a file someone loosened."""
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
-        log.warning("profiles: %s was readable by others; set to 0600", path)
-        os.chmod(path, 0o600)

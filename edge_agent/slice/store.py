@@ -13,7 +13,10 @@ identity keys sealed with a device key kept in another file (``profile_crypto``)
   secure_delete plus a WAL checkpoint leave no copy in the file);
 - chunked: a snapshot too big for one message comes as ``snapshot_part`` bodies
   (``profile_parts``), staged durably in any order (rows validated, keys sealed as they arrive)
-  and swapped in with the last part, in one transaction; until then the current slice serves.
+  and swapped in with the last part, in one transaction; until then the current slice serves;
+- replaceable: a file found damaged at open (``PRAGMA quick_check``, "file is not a database",
+  ...) is set aside as ``profiles.db.corrupt-<UTC time>`` (``sync.sqlite_guard``) and an empty
+  slice starts with ``snapshot_needed`` set: it is a replica, central sends it again.
 
 Reads go through their own SQLite connection, which sees only committed slices, and a bounded
 cache that every write invalidates for the ids it touched.
@@ -21,6 +24,7 @@ cache that every write invalidates for the ids it touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -28,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +66,11 @@ from edge_agent.slice.rows import (
     digest,
     int_field,
     parse_time,
-    private_file,
     row_values,
     to_profile,
 )
 from edge_agent.slice.schema import SCHEMA_VERSION, SchemaError, migrate
+from sync.sqlite_guard import check, damaged, private_file, reason, set_aside
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -157,19 +162,6 @@ class ProfileSlice:
             raise FileNotFoundError(f"{self.path}: no profile slice here")
         # The key first: a database must never be created without the key that seals it.
         self._key = DeviceKey.load_or_create(self.key_path, create=create)
-        private_file(self.path)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        # Deleted rows (a consent purge) are overwritten, not just unlinked.
-        self.db.execute("PRAGMA secure_delete=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.migrated_from = migrate(self.db, self._key)
-        self._reader = sqlite3.connect(
-            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
-        )
-        self._reader.execute("PRAGMA busy_timeout=5000")
         # Writes arrive on the downlink and scheduler threads while the agent loop reads.
         self._lock = threading.RLock()
         self._read_lock = threading.Lock()
@@ -180,7 +172,68 @@ class ProfileSlice:
         self.key_errors = 0
         self.last_error = ""
         self.staging_ttl_s = staging_ttl_s
+        # Set when a damaged file was set aside at open: reason, moved_to, at.
+        self.recovered: dict[str, str] | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                raise
+            self._close_quietly()
+            if not create:  # a tool that only looks: say so, touch nothing
+                raise SliceError(
+                    f"{self.path}: damaged ({reason(exc)}); the agent sets it aside at its "
+                    "next start"
+                ) from None
+            self._replace_damaged(reason(exc))
+
+    def _open(self) -> None:
+        private_file(self.path, "profiles")
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (a consent purge) are overwritten, not just unlinked.
+        self.db.execute("PRAGMA secure_delete=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        check(conn)
+        self.migrated_from = migrate(self.db, self._key)
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+        )
+        self._reader.execute("PRAGMA busy_timeout=5000")
         self._resume_staging()
+
+    def _close_quietly(self) -> None:
+        for conn in (
+            getattr(self, "_reader", None),
+            getattr(getattr(self, "db", None), "conn", None),
+        ):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def _replace_damaged(self, why: str) -> None:
+        """A broken file is set aside for forensics and an empty slice takes its place: the
+        slice is a replica, central sends it again once the ack and health ask for a snapshot."""
+        aside = set_aside(self.path)
+        self._open()
+        need = f"the slice file was damaged ({why}) and set aside as {aside.path.name}"
+        with self._lock, self.db.atomic():
+            self._set_meta("snapshot_needed", need)
+        self.recovered = {
+            "reason": why,
+            "moved_to": str(aside.path),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        log.error(
+            "profiles: %s is damaged (%s): moved to %s, started an empty slice; snapshot "
+            "needed from central%s",
+            self.path,
+            why,
+            aside.path.name,
+            f"; {aside.removed} older copies removed" if aside.removed else "",
+        )
 
     # ---- reads -------------------------------------------------------------------------
     def _meta(self, key: str, conn: Any = None) -> str | None:
@@ -825,13 +878,17 @@ class ProfileSlice:
     # ---- for health, staff and installers ----------------------------------------------
     def health(self) -> dict[str, str]:
         """String values for the heartbeat's ``sensors`` map; counts only, no ids."""
-        return {
+        out = {
             "profiles": str(self.count()),
             "profiles_version": str(self.version),
             "profiles_expired_purged": self._meta("expired_purged") or "0",
             "profiles_snapshot_needed": "yes" if self.snapshot_needed else "no",
             "profiles_snapshot_staged": self.staged_text(),
         }
+        if self.recovered is not None:
+            r = self.recovered
+            out["profiles_recovered"] = f"{r['reason']}; moved to {Path(r['moved_to']).name}"
+        return out
 
     def staged_text(self) -> str:
         """The partial snapshot being staged, as one short phrase."""
