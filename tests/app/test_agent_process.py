@@ -17,6 +17,7 @@ from central.cdp_sink import CdpSink
 from contracts.signing import generate_keypair
 from demo import scenario
 from edge_agent.config import BrokerConfig
+from sync import sqlite_guard
 from sync.outbox import Outbox
 from tests.watching import wait_for
 
@@ -144,3 +145,63 @@ def test_missing_trace_is_one_line(tmp_path: Path, broker) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "ble.replay_file" in out and "Traceback" not in out
+
+
+@pytest.mark.timeout(180)
+def test_a_damaged_outbox_is_repaired_at_start_and_the_agent_delivers(
+    tmp_path: Path, broker
+) -> None:
+    """Issue 14: a broken outbox.db used to make every start exit 1 with a traceback."""
+    device = "box-proc-4"
+    cfg = write_config(tmp_path, broker.port, device, speed=4)
+    db = tmp_path / "var" / "outbox.db"
+    with cdp_sink(broker, tmp_path) as sink:
+        with agent_process(cfg) as proc:
+            assert wait_for(lambda: stored(sink, device) >= 3, timeout=60, step=0.1), "no events"
+            proc.kill()  # events still pending, a WAL not checkpointed
+            proc.wait(10)
+        with Outbox(db) as ob:
+            accepted_before = ob.total_accepted()
+        # The 100-byte header overwritten: "file is not a database" at the first statement.
+        with open(db, "r+b") as fh:
+            fh.write(bytes(100))
+        with agent_process(cfg) as proc:
+
+            def reported() -> bool:
+                rows = sink._db.execute(
+                    "SELECT body FROM events WHERE device_id = ? AND type LIKE '%heartbeat%'",
+                    (device,),
+                ).fetchall()
+                return any("outbox_recovered" in r[0] for r in rows)
+
+            # It runs (no exit 1), ships what the dead one left and more, and says so.
+            more = wait_for(
+                lambda: (
+                    proc.poll() is not None
+                    or (stored(sink, device) > accepted_before and reported())
+                ),
+                60,
+                step=0.1,
+            )
+            if proc.poll() is not None:
+                out, _ = proc.communicate()
+                pytest.fail(f"the agent exited {proc.returncode}:\n{out[-3000:]}")
+            assert more, f"delivered {stored(sink, device)}, heartbeat said so: {reported()}"
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
+        assert "Traceback" not in out
+        (line,) = [ln for ln in out.splitlines() if "is damaged" in ln]
+        assert "outbox.db.corrupt-" in line and "salvaged" in line
+        assert len(sqlite_guard.aside_sets(db)) == 1
+        with Outbox(db) as ob:
+            accepted = ob.total_accepted()
+            assert ob.recovered is None and ob.depth() == 0
+        assert accepted > accepted_before
+        # Every accepted event reached the CDP once, and no sequence number was used twice.
+        assert device_events(sink, device, accepted) == accepted
+        n, distinct = sink._db.execute(
+            "SELECT count(*), count(DISTINCT sequence) FROM events WHERE device_id = ?",
+            (device,),
+        ).fetchone()
+        assert n == distinct == accepted
