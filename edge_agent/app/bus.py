@@ -8,6 +8,7 @@ caught here, counted and logged once per kind of error: no message may kill the 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ class InStoreBus:
         self.counts = BusCounts()
         self._routes: list[tuple[str, int, Handler]] = []
         self._client: mqtt.Client | None = None
+        # Set when the broker has granted every route (the SUBACK of the last connect).
+        self.subscribed = threading.Event()
 
     def route(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Subscribe ``topic_filter`` (on every connect) and hand its messages to ``handler``."""
@@ -56,11 +59,17 @@ class InStoreBus:
             c: mqtt.Client, userdata: object, flags: Any, reason_code: Any, properties: Any
         ) -> None:
             if not reason_code.is_failure:
-                for topic_filter, qos, _ in self._routes:
-                    c.subscribe(topic_filter, qos=qos)
+                self.subscribed.clear()
+                c.subscribe([(topic_filter, qos) for topic_filter, qos, _ in self._routes])
                 log.info("bus: connected to %s:%s", self.cfg.host, self.cfg.port)
 
+        def on_subscribe(
+            c: mqtt.Client, userdata: object, mid: int, reason_codes: Any, properties: Any
+        ) -> None:
+            self.subscribed.set()
+
         client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
         connect(client, self.cfg)
         client.loop_start()
         self._client = client

@@ -7,7 +7,6 @@ import asyncio
 import gzip
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.sensing.ble.sources import ReplaySource
 from tests.app.test_agent_journey import DEMO, BusRecorder, demo_config
+from tests.watching import wait_for
 
 
 @pytest.mark.timeout(60)
@@ -44,9 +44,10 @@ def test_scanner_node_adverts_and_mmwave_over_the_bus(tmp_path: Path, broker) ->
     occupancy = BusRecorder(broker.host, broker.port, topics.zone_occupancy(store, "womens"))
 
     def node() -> None:
-        while agent.presence.loop is None or not agent.bus.running:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the agent's SUBSCRIBE follows its CONNACK
+        # The agent runs and the broker has granted its routes (a node's advert sent earlier
+        # would reach nobody).
+        assert wait_for(lambda: agent.presence.loop is not None, 20)
+        assert agent.bus.subscribed.wait(20)
         c = occupancy.c
         for line in lines:
             c.publish(topics.scanner_adverts(store, "node-womens-1"), json.dumps(line), qos=1)

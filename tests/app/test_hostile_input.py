@@ -6,6 +6,7 @@ still travels bus -> outbox -> uplink -> CDP, and the agent says what it dropped
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import threading
@@ -18,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import topics
-from contracts.events import ContentImpression, make_event
+from contracts.events import ContentImpression, Conversion, ZoneEntered, make_event
 from contracts.signing import generate_keypair
 from edge_agent.app.agent import Agent
 from edge_agent.clock import SystemClock
@@ -111,6 +112,7 @@ def test_no_message_on_any_topic_silences_the_agent(tmp_path: Path, broker) -> N
         try:
             agent.start_sync()
             runner.start()
+            assert agent.bus.subscribed.wait(10), "the agent's bus never subscribed"
             n = 0
 
             def send_probe() -> float:
@@ -152,3 +154,62 @@ def test_no_message_on_any_topic_silences_the_agent(tmp_path: Path, broker) -> N
     )
     # Within a second here (p95 0.41 s); CI machines run loaded, so they get twice that.
     assert p95 < (2.0 if os.environ.get("CI") else 1.0), f"p95 {p95:.2f}s"
+
+
+@pytest.mark.timeout(120)
+def test_a_bus_client_cannot_add_fields_or_event_types_that_reach_the_cdp(
+    tmp_path: Path, broker
+) -> None:
+    cfg = demo_config(tmp_path, broker.port, generate_keypair()[1], camera=False)
+    store, device = cfg.store.store_id, cfg.store.device_id
+    ops = Ops(broker.host, broker.port)
+    agent = Agent(cfg, clock=SystemClock(), ble_source=Quiet())
+    with cdp_sink(broker, tmp_path) as sink:
+        runner = threading.Thread(target=lambda: asyncio.run(agent.run()), daemon=True)
+        try:
+            agent.start_sync()
+            runner.start()
+            assert agent.bus.subscribed.wait(10), "the agent's bus never subscribed"
+            # A fake player: a valid impression with fields of its own, and a subject.
+            imp_id, body = probe(store, device, 1)
+            doc = json.loads(body)
+            doc.update(phone_mac="AA:BB:CC:DD:EE:FF", email="alice@example.com", subject="p-1")
+            ops.publish(topics.screen_events(store, SCREEN), json.dumps(doc).encode())
+            # And event types only the agent may emit, with this box's source.
+            forged = [
+                make_event(
+                    Conversion(receipt_id="R-FAKE", amount=999.0),
+                    store_id=store,
+                    device_id=device,
+                ),
+                make_event(
+                    ZoneEntered(zone_id="entrance", presence_key="0" * 16, profile_id="cdp-p-1001"),
+                    store_id=store,
+                    device_id=device,
+                ),
+            ]
+            for ev in forged:
+                ops.publish(topics.kiosk_events(store, "kiosk-1"), ev.to_json().encode())
+            _, body2 = probe(store, device, 2)
+            ops.publish(topics.screen_events(store, SCREEN), body2)  # the last one, to wait on
+            last = json.loads(body2)["id"]
+            assert wait_for(lambda: last in sink.ids(), 15), "the probe never reached the CDP"
+            stored = {
+                r[0]: json.loads(r[1])
+                for r in sink._db.execute(
+                    "SELECT id, body FROM events WHERE store_id = ?", (store,)
+                )
+            }
+            assert imp_id in stored, agent.inbox.counts
+            assert {"phone_mac", "email", "subject"}.isdisjoint(stored[imp_id])
+            assert "alice@example.com" not in json.dumps(list(stored.values()))
+            assert not any(ev.id in stored for ev in forged)
+            dropped = agent.inbox.counts.dropped
+            assert dropped.get(f"type:{forged[0].type}") == 1
+            assert dropped.get(f"type:{forged[1].type}") == 1
+            assert dropped.get("extra fields") == 1
+        finally:
+            agent.stop()
+            runner.join(15)
+            agent.close(flush_timeout_s=5)
+            ops.close()
