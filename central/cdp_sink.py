@@ -101,7 +101,8 @@ def decode_batch(payload: bytes, properties: Properties | None = None) -> dict[s
     else:
         raise BatchError(f"unknown encoding {encoding!r}")
     try:
-        doc = loads(raw, max_bytes=MAX_DECODED_BYTES, what="batch")
+        # No depth scan: a batch is big and every event in it is validated on its own next.
+        doc = loads(raw, max_bytes=MAX_DECODED_BYTES, max_depth=None, what="batch")
     except PayloadError as exc:
         raise BatchError(str(exc)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):

@@ -46,18 +46,22 @@ def loads(
     payload: bytes | bytearray | str,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    max_depth: int = MAX_DEPTH,
+    max_depth: int | None = MAX_DEPTH,
     what: str = "message",
     parse_constant: Any = None,
 ) -> Any:
-    """The JSON value of ``payload``, or PayloadError naming what is wrong with it."""
+    """The JSON value of ``payload``, or PayloadError naming what is wrong with it.
+
+    ``max_depth=None`` skips the depth scan (it costs several parses on a big message): for the
+    CDP's event batches, where the parser's own recursion guard and the per-event validation
+    that follows are the limit."""
     # A str with lone surrogates still becomes bytes, and then fails below as not UTF-8.
     raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
         raise PayloadError(f"{what} of {len(raw)} bytes is over the {max_bytes}-byte limit")
     # Big messages (event batches at the CDP) skip the scan, which costs several parses; the
     # parser's own recursion guard still turns deep nesting into a PayloadError below.
-    if len(raw) <= SCAN_BYTES and depth(raw) > max_depth:
+    if max_depth is not None and len(raw) <= SCAN_BYTES and depth(raw) > max_depth:
         raise PayloadError(f"{what} is nested too deeply (over {max_depth} levels)")
     try:
         return json.loads(raw, parse_constant=parse_constant)
