@@ -458,8 +458,9 @@ class KioskApp(App):
                 if self.alerts.add(km.parse_alert(raw)):
                     self.refresh_alerts()
             elif topic == topics.alert_acks(self.store):
-                alert_id, _by = km.parse_ack(raw)
-                if self.alerts.ack(alert_id, _by):
+                alert_id, by = km.parse_ack(raw)
+                if self.alerts.ack(alert_id, by):
+                    log.info("alert %s acknowledged by %s", alert_id, by)
                     self.refresh_alerts()
             elif topic == topics.emergency(self.store):
                 self._on_emergency(raw)
