@@ -45,6 +45,18 @@ class BrokerConfig(StrictModel):
         return self
 
 
+class _CallbackErrorsOnly(logging.Filter):
+    """Of paho's own log, only what a suppressed callback exception leaves: paho also logs at
+    ERROR the ordinary ends of a connection (a loop after disconnect), which are no news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().startswith("Caught exception")
+
+
+_PAHO_LOG = logging.getLogger("paho")
+_PAHO_LOG.addFilter(_CallbackErrorsOnly())
+
+
 def make_client(
     client_id: str,
     broker: BrokerConfig,
@@ -66,7 +78,7 @@ def make_client(
     # and its thread dies while the process and is_connected() look fine. Suppressed here, the
     # message is acknowledged and paho logs the error; our own callbacks also guard and count.
     client.suppress_exceptions = True
-    client.enable_logger(logging.getLogger("paho"))
+    client.enable_logger(_PAHO_LOG)
     # Jittered minimum so a fleet does not reconnect in lockstep after a broker outage.
     # paho's hints say int; a float works and spreads the fleet (paho only compares and doubles).
     client.reconnect_delay_set(min_delay=1 + random.random(), max_delay=30)  # type: ignore[arg-type]

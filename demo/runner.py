@@ -239,6 +239,8 @@ def run_demo(
                     await asyncio.sleep(0.25)
                 await run
                 live.update(_table(agent, sink, clock, "draining"))
+            if not console.is_terminal:
+                console.print()  # piped: the last live table ends its line before the summary
 
         asyncio.run(main())
         # The player reports its last impression on the way out; the agent takes it in.

@@ -198,8 +198,12 @@ class AudienceStage:
         # A read stuck for a while (frozen driver, stalled stream) is as blind as a lost camera.
         stuck = h.frame_age_s is not None and h.frame_age_s > max(2.0, 5.0 / cam.fps)
         if (h.state != "ok" or stuck) and self.people is not None:
-            # Fail safe: a lost camera sees nobody until it delivers again.
-            log.warning("camera: no frame; treating the screen as unobserved")
+            # Fail safe: a lost camera sees nobody until it delivers again. A recording that
+            # played to its end (a replay, the demo), or our own stop at shutdown, is no fault.
+            if h.state in ("ended", "stopped"):
+                log.info("camera: %s; the screen counts as unobserved", h.state)
+            else:
+                log.warning("camera: no frame; treating the screen as unobserved")
             self.people = None
             self.watchers = None
             self._people_window.clear()
