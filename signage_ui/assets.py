@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.files import SHA256, sha256_of  # noqa: E402
+from contracts.files import SHA256, atomic_write, sha256_of  # noqa: E402
 
 
 class AssetError(Exception):
@@ -68,16 +67,7 @@ class AssetCache:
         """Store bytes under their hash, atomically (temp file, fsync, rename); returns the hash."""
         digest = hashlib.sha256(data).hexdigest()
         self.assets_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.assets_dir, prefix=".partial-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path_for(digest))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path_for(digest), data, mode=0o600)
         return digest
 
     def size_bytes(self) -> int:

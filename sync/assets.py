@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The cache's layout and names belong to the player's side; this module only fills it.
-from contracts.files import SHA256, sha256_of
+from contracts.files import SHA256, fsync_path, sha256_of
 
 CHUNK = 1 << 16
 MAX_INLINE_BYTES = 256 * 1024
@@ -112,9 +112,9 @@ class AssetStore:
             raise AssetFetchError(
                 ref.sha256, f"got {size} bytes with sha256 {digest[:12]}, expected {ref.size}"
             )
-        _fsync(partial)
+        fsync_path(partial)
         os.replace(partial, final)
-        _fsync(self.dir)
+        fsync_path(self.dir)
         return final
 
     def _download(self, ref: AssetRef, partial: Path) -> None:
@@ -177,12 +177,3 @@ class AssetStore:
                     p.unlink(missing_ok=True)
                     removed += 1
         return removed
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's bytes, or a directory's entries (the rename), to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts import topics
+from contracts.files import atomic_write
 from contracts.mqtt import make_client, network_alive, start_subscriber
 from contracts.signing import DEFAULT_MAX_BYTES, DownlinkRejected, SignedMessage, verify_message
 from edge_agent.config import BrokerConfig
@@ -91,22 +90,8 @@ class VersionState:
     def set(self, kind: str, version: int) -> None:
         versions = {**self._versions, kind: version}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".downlink-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"versions": versions}, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # fsync the directory so the rename itself survives a power cut.
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        body = json.dumps({"versions": versions}, sort_keys=True).encode()
+        atomic_write(self.path, body, mode=0o600)
         self._versions = versions
 
 

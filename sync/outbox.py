@@ -57,13 +57,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contracts.events import TYPE_PREFIX, CloudEvent
+from contracts.files import fsync_path
 from sync.sqlite_guard import (
     Damaged,
     ScanStats,
     check,
     damaged,
     empty,
-    fsync_dir,
     graft_first_page,
     open_readonly,
     private_file,
@@ -224,7 +224,7 @@ class Outbox:
             else:
                 self._build(new, None)
                 os.replace(new, self.path)
-            fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         else:
             remove_set(new)  # a recovery that died while building: the old file is still here
         private_file(self.path, "outbox")
@@ -291,7 +291,7 @@ class Outbox:
         try:
             aside = set_aside(self.path)
             os.replace(new, self.path)
-            fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         except BaseException:
             self._recovery_failed_at = time.monotonic()
             with contextlib.suppress(sqlite3.Error, OSError):

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from contracts.files import fsync_path
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -110,14 +112,6 @@ def check(conn: sqlite3.Connection) -> None:
         raise Damaged(f"quick_check: {found}"[:200])
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_set(path: Path) -> None:
     """Remove a database file and its sidecars, whichever exist."""
     for p in (path, *(sidecar(path, s) for s in SIDECARS)):
@@ -147,7 +141,7 @@ def set_aside(path: Path, now: datetime | None = None) -> Aside:
             dst = sidecar(base, s)
             os.replace(src, dst)
             moved.append(dst.name)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return Aside(base, tuple(moved), _prune(path))
 
 

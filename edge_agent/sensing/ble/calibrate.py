@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from contracts.files import atomic_write
 
 DEFAULT_RSSI_1M = -59.0  # a typical phone / tag at 0 dBm as a Pi-class radio hears it
 DEFAULT_PATH_LOSS_N = 2.0
@@ -118,14 +118,4 @@ def save(path: Path | str, cals: dict[str, Calibration]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     body = {"version": 1, "receivers": {rid: asdict(c) for rid, c in sorted(cals.items())}}
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(p, (json.dumps(body, indent=2) + "\n").encode(), mode=0o600)
