@@ -122,3 +122,11 @@ class Playlist(BaseModel):
 
     version: int = Field(0, ge=0)
     items: tuple[PlaylistItem, ...] = ()
+
+
+def screen_status(raw: bytes) -> str | None:
+    """ "online" or "offline" from a player's retained state message (its last will says
+    "offline"), None when the message says neither; PayloadError when it cannot be read."""
+    doc = payload.loads(raw, what="screen state")
+    status = doc.get("status") if isinstance(doc, dict) else None
+    return status if status in ("online", "offline") else None

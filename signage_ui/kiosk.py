@@ -35,8 +35,7 @@ from pydantic import ValidationError
 
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.payload import loads
-from contracts.screen_protocol import ScreenCommand
+from contracts.screen_protocol import ScreenCommand, screen_status
 from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
 from signage_ui.player import grab_window
@@ -468,9 +467,8 @@ class KioskApp(App):
                 self.occupancy.update(km.parse_occupancy(raw))
                 self.refresh_occupancy()
             elif topic.endswith("/state"):
-                doc = loads(raw, what="screen state")
-                status = doc.get("status") if isinstance(doc, dict) else None
-                if status in ("online", "offline"):
+                status = screen_status(raw)  # PayloadError: logged below
+                if status is not None:
                     self.screen_status[topic.split("/")[3]] = status
                     self.refresh_occupancy()
         except km.KioskInputError as exc:

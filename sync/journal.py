@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from contracts.events import CloudEvent, Payload, make_event
 from sync.outbox import PRIORITY_HIGH, OutboxFull, priority_of
+from sync.ports import OutboxPort
 
 log = logging.getLogger("edge_agent")
 
 # Events that must not be lost kept in memory while the disk is full, at most.
 MAX_HELD_IN_MEMORY = 10_000
-
-
-class EventSink(Protocol):
-    """What the journal needs of the outbox."""
-
-    def append(self, events: Sequence[CloudEvent]) -> object: ...
-
-    def drops(self) -> dict[str, int]: ...
 
 
 @dataclass
@@ -44,7 +36,7 @@ class EventJournal:
         self.store_id = store_id
         self.device_id = device_id
         self._now = now
-        self.outbox: EventSink | None = None  # set once sync starts; events wait until then
+        self.outbox: OutboxPort | None = None  # set once sync starts; events wait until then
         self.counts = JournalCounts()
         # Set to a list to keep every accepted id (the demo and tests audit delivery with it).
         self.accepted_ids: list[str] | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from contracts.events import (
     TYPE_OF,
@@ -23,12 +22,9 @@ from contracts.events import (
 from edge_agent.journey.kpis import JourneyKpis
 from edge_agent.sensing.pos import ReceiptDeduper
 from sync.journal import EventJournal
+from sync.ports import UplinkPort
 
 log = logging.getLogger("edge_agent")
-
-
-class StatusUplink(Protocol):
-    def publish_status(self, subtopic: str, payload: bytes, *, retain: bool = True) -> bool: ...
 
 
 # What a player or a kiosk may say on the bus. Anything else is dropped, and what passes is
@@ -64,7 +60,7 @@ class BusInbox:
         self.kpis = kpis
         self.receipts = receipts
         self.max_relay_bytes = max_relay_bytes
-        self.uplink: StatusUplink | None = None  # set once sync starts
+        self.uplink: UplinkPort | None = None  # set once sync starts
         self.counts = InboxCounts()
 
     def on_event(self, topic: str, payload: bytes) -> None:

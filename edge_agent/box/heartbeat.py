@@ -7,7 +7,6 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 from contracts.events import DeviceHeartbeat
 from edge_agent.journey.engine import JourneyEngine
@@ -15,24 +14,9 @@ from edge_agent.sensing.audience_stage import AudienceStage
 from edge_agent.sensing.presence_stage import PresenceStage
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
+from sync.ports import OutboxPort, UplinkPort
 
 VERSION = "0.1.0"
-
-
-class OutboxDepth(Protocol):
-    def depth(self) -> int: ...
-
-    def oldest_pending_age_s(self) -> float | None: ...
-
-    def health(self) -> dict[str, str]: ...
-
-
-class HealthUplink(Protocol):
-    def clock_offset(self) -> tuple[float, float] | None: ...
-
-    def publish_health(self, doc: dict[str, Any]) -> bool: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 class Heartbeat:
@@ -54,8 +38,8 @@ class Heartbeat:
         self.profiles = profiles
         self.journey = journey
         self.journal = journal
-        self.outbox: OutboxDepth | None = None  # set once sync starts
-        self.uplink: HealthUplink | None = None
+        self.outbox: OutboxPort | None = None  # set once sync starts
+        self.uplink: UplinkPort | None = None
         self._started = time.monotonic()
 
     def beat(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from contracts import topics
 from contracts.events import DownlinkApplied
@@ -27,28 +27,9 @@ from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
+from sync.ports import DownlinkPort, UplinkPort
 
 log = logging.getLogger("edge_agent")
-
-
-class UplinkPort(Protocol):
-    """What the handlers need of the uplink to central."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def resync(self) -> None: ...
-
-    def publish_status(self, subtopic: str, payload: bytes, *, retain: bool = True) -> bool: ...
-
-
-class DownlinkPort(Protocol):
-    """What the handlers need of the downlink."""
-
-    def publish_ack(self, doc: dict[str, Any]) -> bool: ...
-
-    @property
-    def state(self) -> Any: ...
 
 
 @dataclass

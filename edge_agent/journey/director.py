@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from contracts import topics
 from contracts.events import HoldoutAssigned, OfferShown
-from contracts.payload import PayloadError, loads
-from contracts.screen_protocol import ScreenCommand
+from contracts.payload import PayloadError
+from contracts.screen_protocol import ScreenCommand, screen_status
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import Publisher
 from edge_agent.config import AgentConfig
@@ -269,11 +269,10 @@ class ScreenDirector:
         """A player's retained state (its last will says "offline"): staff hear of a dark
         screen. Runs in the bus thread."""
         try:
-            doc = loads(payload, what="screen state")
+            status = screen_status(payload)
         except PayloadError:
             return
-        status = doc.get("status") if isinstance(doc, dict) else None
-        if status not in ("online", "offline"):
+        if status is None:
             return
         was = self._screen_status.get(screen_id)
         self._screen_status[screen_id] = status

@@ -31,6 +31,9 @@ class ZoneOccupancy:
         self.bus = bus
         self._published: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
         self._mmwave: dict[tuple[str, str], bool] = {}  # (zone, sensor) -> someone there
+        cam = cfg.camera
+        # The zone in front of the camera's screen, where its count can exceed BLE's.
+        self._camera_zone = next((s.zone for s in cfg.screens if cam and s.id == cam.screen), None)
 
     def on_mmwave(self, zone: str, sensor: str, payload: bytes) -> None:
         """An mmWave sensor's ON/OFF (bus thread)."""
@@ -38,9 +41,7 @@ class ZoneOccupancy:
 
     def people(self, zone: str) -> int:
         people = len(self.presence.present(zone))
-        cam = self.cfg.camera
-        cam_zone = next((s.zone for s in self.cfg.screens if cam and s.id == cam.screen), None)
-        if zone == cam_zone and self.audience.people is not None:
+        if zone == self._camera_zone and self.audience.people is not None:
             people = max(people, self.audience.people)
         if people == 0 and any(on for (z, _), on in self._mmwave.items() if z == zone):
             people = 1  # a radar sees someone that no phone or camera does: at least one
