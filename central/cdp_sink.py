@@ -60,6 +60,14 @@ CREATE TABLE IF NOT EXISTS events (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_device_seq ON events (store_id, device_id, sequence);
+-- Every (device, sequence) received, stored or a duplicate: a receipt's conversion reported by
+-- two boxes is one event (same id), yet both boxes' sequences arrived and are no gap.
+CREATE TABLE IF NOT EXISTS sequences (
+    store_id    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    PRIMARY KEY (store_id, device_id, sequence)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejects (
     n           INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -152,7 +160,16 @@ class CdpSink:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: the PUBACK goes out after the commit, so the commit must really be on disk.
         self._db.execute("PRAGMA synchronous=FULL")
+        fresh = not self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sequences'"
+        ).fetchone()
         self._db.executescript(_SCHEMA)
+        if fresh:
+            # A database from before the sequences table: what it stored was received.
+            self._db.execute(
+                "INSERT OR IGNORE INTO sequences SELECT store_id, device_id,"
+                " CAST(sequence AS INTEGER) FROM events WHERE sequence IS NOT NULL"
+            )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stats = SinkStats()
@@ -202,23 +219,21 @@ class CdpSink:
             ]
 
     def gaps(self, max_ranges: int = 20) -> list[dict[str, Any]]:
-        """Per device: first and last sequence stored, how many, and the missing ranges (an
+        """Per device: first and last sequence received, how many, and the missing ranges (an
         event the CDP never got, or one the box dropped to respect its disk cap: the box's
-        heartbeats count those under ``dropped``)."""
+        heartbeats count those under ``dropped``). A sequence whose event was a duplicate of
+        another box's (one receipt, one conversion) counts as received."""
         with self._lock:
             summary = self._db.execute(
-                "SELECT store_id, device_id, min(CAST(sequence AS INTEGER)),"
-                " max(CAST(sequence AS INTEGER)), count(*) FROM events"
-                " WHERE sequence IS NOT NULL GROUP BY store_id, device_id"
-                " ORDER BY store_id, device_id"
+                "SELECT store_id, device_id, min(sequence), max(sequence), count(*)"
+                " FROM sequences GROUP BY store_id, device_id ORDER BY store_id, device_id"
             ).fetchall()
             holes = self._db.execute(
                 "SELECT store_id, device_id, prev + 1, seq - 1 FROM ("
-                "  SELECT store_id, device_id, CAST(sequence AS INTEGER) AS seq,"
-                "    lag(CAST(sequence AS INTEGER)) OVER ("
-                "      PARTITION BY store_id, device_id ORDER BY CAST(sequence AS INTEGER)"
-                "    ) AS prev"
-                "  FROM events WHERE sequence IS NOT NULL"
+                "  SELECT store_id, device_id, sequence AS seq,"
+                "    lag(sequence) OVER (PARTITION BY store_id, device_id ORDER BY sequence)"
+                "    AS prev"
+                "  FROM sequences"
                 ") WHERE seq - prev > 1 ORDER BY store_id, device_id, seq"
             ).fetchall()
         ranges: dict[tuple[str, str], list[list[int]]] = {}
@@ -375,6 +390,11 @@ class CdpSink:
                     stored += cur.rowcount
                     if cur.rowcount:
                         new_bodies.append(row[-1])
+                    if row[3] is not None and row[3].isdigit():
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO sequences VALUES (?, ?, ?)",
+                            (row[1], row[2], int(row[3])),
+                        )
                 self._db.executemany(
                     "INSERT INTO rejects (received_at, topic, batch_id, event_id, reason, raw)"
                     " VALUES (?,?,?,?,?,?)",

@@ -7,6 +7,7 @@ pseudonymous profile id (from the slice) or a salted, rotating presence key.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -217,6 +218,16 @@ def new_event_id() -> str:
     return str(uuid6.uuid7())
 
 
+# Fixed forever: ids derived from it must come out the same on every box and every release.
+_RECEIPT_NAMESPACE = uuid.UUID("5b0f4a52-8f0c-4c61-9a8e-2f1f0c7c2d11")
+
+
+def receipt_event_id(store_id: str, till: str, receipt: str) -> str:
+    """The one conversion id of a receipt (a UUIDv5 of store, till and receipt number): every box
+    that hears the till derives the same id, so the CDP's dedup keeps one conversion per receipt."""
+    return str(uuid.uuid5(_RECEIPT_NAMESPACE, f"{store_id}\x1f{till}\x1f{receipt}"))
+
+
 def make_event(
     payload: Payload,
     *,
@@ -224,9 +235,10 @@ def make_event(
     device_id: str,
     subject: str | None = None,
     time: datetime | None = None,
+    event_id: str | None = None,
 ) -> CloudEvent:
     return CloudEvent(
-        id=new_event_id(),
+        id=event_id or new_event_id(),
         source=source_for(store_id, device_id),
         type=TYPE_OF[type(payload)],
         time=time or datetime.now(UTC),

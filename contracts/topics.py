@@ -20,6 +20,8 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/alerts                      agent -> kiosks: staff alerts
   instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
   instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
+  instore/<store>/touches/<device>            agent -> agents: offers its screens showed (QoS 1)
+  instore/<store>/touches/<device>/window     agent, retained: its touches of the window
 """
 
 from __future__ import annotations
@@ -121,3 +123,13 @@ def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
 def pos_receipts(store_id: str) -> str:
     """Till bridges publish receipts here (line protocol in edge_agent/sensing/pos.py)."""
     return f"instore/{store_id}/pos"
+
+
+def touches(store_id: str, device_id: str = "+") -> str:
+    """Agent -> the store's other agents: the offers its screens just showed (attribution)."""
+    return f"instore/{store_id}/touches/{device_id}"
+
+
+def touches_window(store_id: str, device_id: str = "+") -> str:
+    """Agent, retained: every touch of its attribution window, for a box that (re)starts."""
+    return f"instore/{store_id}/touches/{device_id}/window"

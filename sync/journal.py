@@ -45,9 +45,15 @@ class EventJournal:
         self._disk_full = False
 
     def emit(
-        self, payload: Payload, *, subject: str | None = None, ts: float | None = None
+        self,
+        payload: Payload,
+        *,
+        subject: str | None = None,
+        ts: float | None = None,
+        event_id: str | None = None,
     ) -> None:
-        """A journey event of this box, stamped ``ts`` (clock seconds) or now."""
+        """A journey event of this box, stamped ``ts`` (clock seconds) or now; ``event_id`` when
+        the id must be the same on every box that reports the fact (a receipt)."""
         when = datetime.fromtimestamp(ts if ts is not None else self._now(), UTC)
         self.emit_event(
             make_event(
@@ -56,6 +62,7 @@ class EventJournal:
                 device_id=self.device_id,
                 subject=subject,
                 time=when,
+                event_id=event_id,
             )
         )
 

@@ -36,6 +36,8 @@ from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import JourneyEngine
+from edge_agent.journey.memory import JourneyMemory
+from edge_agent.journey.touch_share import TouchShare
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["VERSION", "Agent", "AgentStats"]
 
 log = logging.getLogger("edge_agent")
+
+KPI_SAVE_S = 2.0  # the day's KPIs lost to a kill -9 at most (clock seconds)
 
 
 class AdvertSource(Protocol):
@@ -130,13 +134,24 @@ class Agent:
         self.resolver = TokenResolver(cfg.ble.eid_rotation_exponent, background=True, clock=now)
         self.resolver.set_keys(self.profiles.identity_keys())
         self.content = ContentStore(paths.state_dir)
-        # Caps, attribution touches and KPIs around the pure decision.
+        # Caps, attribution touches and KPIs around the pure decision, kept across restarts.
         self.journey = JourneyEngine(self.content.bundle, cfg.pos.attribution_window_s)
+        self.memory = JourneyMemory(paths.state_dir / "journey.db")
+        t0 = now()
+        restored = self.memory.load_into(self.journey, t0, datetime.fromtimestamp(t0, self.tz))
+        if restored["touches"] or restored["caps"]:
+            log.info(
+                "journey: carried on with %d touch(es) and %d cap count(s) from before the restart",
+                restored["touches"],
+                restored["caps"],
+            )
+        self._kpis_saved_at = float("-inf")
 
         # The wire on both sides: the journal (-> outbox -> uplink) and the in-store bus.
         self.journal = EventJournal(store, device, now)
         self.bus = InStoreBus(cfg.bus, f"agent-{store}-{device}")
         self.alerts = StaffAlerts(self.bus, store)
+        self.touch_share = TouchShare(self.bus, store, device, self.journey, now)
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self.downlink: Downlink | None = None
@@ -293,6 +308,9 @@ class Agent:
         def screen_of(topic: str) -> str:
             return topic.split("/")[3]
 
+        # The store's other boxes: the offers their screens showed, for attribution.
+        bus.route(topics.touches(store), self.touch_share.on_message)
+        bus.route(topics.touches_window(store), self.touch_share.on_message)
         bus.route(topics.screen_events(store), self.inbox.on_event)
         bus.route(topics.kiosk_events(store), self.inbox.on_event)
         if cfg.pos.bus:
@@ -398,10 +416,23 @@ class Agent:
     def decide_screens(self) -> None:
         self.director.decide_screens()
 
+    def save_journey(self, now: float, *, final: bool = False) -> None:
+        """Caps and touches of this tick saved before its events reach the outbox (an offer the
+        CDP hears of is one the caps remember), shared with the store's other boxes; the KPIs
+        with them, else every few seconds (audience counts change with every camera frame)."""
+        changes = self.journey.drain_changes()
+        # An offer shown or a shopper forgotten saves them at once, with the caps.
+        kpis_due = final or bool(changes) or now - self._kpis_saved_at >= KPI_SAVE_S
+        if kpis_due:
+            self._kpis_saved_at = now
+        self.memory.apply(changes, self.journey.kpis if kpis_due else None)
+        self.touch_share.publish(changes)
+
     def heartbeat(self) -> None:
         now = self.clock.now()
         today = datetime.fromtimestamp(now, self.tz)
         self.journey.housekeeping(now, today)
+        self.memory.prune(now - self.journey.book.window_s, today.date())
         self.director.new_day(today.date().isoformat())
         self.handlers.check_probation()
         sup = self.supervisor
@@ -424,6 +455,7 @@ class Agent:
                 time.sleep(3600)  # the whole event loop hangs
             now = self.clock.now()
             self.presence.tick(now)
+            self.touch_share.drain()
             self.checkout.drain()
             self.audience.check(now)
             self.director.decide_screens()
@@ -431,6 +463,7 @@ class Agent:
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()
+            self.save_journey(now)
             await asyncio.to_thread(self.journal.flush)
             await asyncio.sleep(min(0.2, 0.5 / speed))
 
@@ -482,6 +515,7 @@ class Agent:
             self.checkout.drain()
             # A last heartbeat on the way out: the CDP sees the day's final KPIs.
             self.heartbeat()
+            self.save_journey(self.clock.now(), final=True)
             self.journal.flush()
 
     def stop(self) -> None:
@@ -497,3 +531,4 @@ class Agent:
         if self.outbox is not None:
             self.outbox.close()
         self.profiles.close()
+        self.memory.close()

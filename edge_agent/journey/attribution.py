@@ -10,7 +10,7 @@ Pure bookkeeping: the agent feeds it, events carry the result.
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -23,10 +23,18 @@ class Touch:
     ts: float
     campaign_id: str
     screen_id: str
-    # The shopper it was shown to; None for an anonymous audience. Stays on the box.
+    # The shopper it was shown to; None for an anonymous audience. Stays in the store.
     profile_id: str | None
     group: Group = "exposed"
     event_id: str = ""
+    # The box whose screen showed it; "" for this box. Boxes of a store share their touches
+    # (journey/touch_share.py), so any of them attributes a receipt to every screen's offers.
+    origin: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str | None, str]:
+        """What makes a touch the same touch when it arrives twice (from a peer's snapshot)."""
+        return (self.event_id, self.campaign_id, self.screen_id, self.profile_id, self.group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,31 +54,43 @@ NONE = Attribution(None, None, 0)
 class AttributionBook:
     """Touches of the last ``window_s`` seconds, searched per shopper or per screen."""
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, max_touches: int = 200_000) -> None:
         self.window_s = window_s
-        self._touches: deque[Touch] = deque()
+        # A bound for a pathological day (or a peer flooding the bus): the oldest go first.
+        self.max_touches = max_touches
+        self._touches: list[Touch] = []  # sorted by ts
+        self._keys: set[tuple[str, str, str, str | None, str]] = set()
 
-    def add(self, touch: Touch) -> None:
-        # Touches arrive in time order from one agent; keep it that way for pruning.
-        if self._touches and touch.ts < self._touches[-1].ts:
-            touch = Touch(
-                self._touches[-1].ts,
-                touch.campaign_id,
-                touch.screen_id,
-                touch.profile_id,
-                touch.group,
-                touch.event_id,
-            )
-        self._touches.append(touch)
+    def add(self, touch: Touch) -> bool:
+        """Keep ``touch`` in time order; False when it is already here (a peer resending it)."""
+        if touch.event_id:
+            if touch.key in self._keys:
+                return False
+            self._keys.add(touch.key)
+        if not self._touches or touch.ts >= self._touches[-1].ts:
+            self._touches.append(touch)  # the usual case: this box's touches come in order
+        else:
+            bisect.insort(self._touches, touch, key=lambda t: t.ts)
+        if len(self._touches) > self.max_touches:
+            self._drop(len(self._touches) - self.max_touches)
+        return True
+
+    def _drop(self, n: int) -> None:
+        for t in self._touches[:n]:
+            self._keys.discard(t.key)
+        del self._touches[:n]
+
+    def touches(self) -> list[Touch]:
+        return list(self._touches)
 
     def prune(self, now: float) -> None:
         horizon = now - self.window_s
-        while self._touches and self._touches[0].ts < horizon:
-            self._touches.popleft()
+        self._drop(bisect.bisect_left(self._touches, horizon, key=lambda t: t.ts))
 
     def forget(self, profile_id: str) -> None:
         """Consent withdrawn: the shopper's touches go, so nothing is attributed to them later."""
-        self._touches = deque(t for t in self._touches if t.profile_id != profile_id)
+        self._touches = [t for t in self._touches if t.profile_id != profile_id]
+        self._keys = {t.key for t in self._touches if t.event_id}
 
     def attribute(
         self, ts: float, profile_id: str | None, screens: Iterable[str] | None = None

@@ -2,7 +2,7 @@
 
 Days and hours are the store's local calendar (a cap "per day" resets at local midnight, also on
 DST days). The ledger only counts; the decision reads it through ``CapsView`` and stays pure.
-Profile ids stay in memory on the box.
+Profile ids stay on the box (saved across restarts by journey/memory.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 
-def _hour_key(now_local: datetime) -> tuple[date, int, int]:
+def hour_key(now_local: datetime) -> tuple[date, int, int]:
     # fold tells the two 02:00 hours of a fall-back night apart.
     return (now_local.date(), now_local.hour, now_local.fold)
 
@@ -25,15 +25,24 @@ class CapsLedger:
     def record(
         self, campaign_id: str, screen_id: str, profile_id: str | None, now_local: datetime
     ) -> None:
-        self._screen[(campaign_id, screen_id, _hour_key(now_local))] += 1
+        self._screen[(campaign_id, screen_id, hour_key(now_local))] += 1
         if profile_id is not None:
             self._shopper[(campaign_id, profile_id, now_local.date())] += 1
+
+    def restore_shopper(self, campaign_id: str, profile_id: str, day: date, n: int) -> None:
+        """A count saved before a restart (journey/memory.py)."""
+        self._shopper[(campaign_id, profile_id, day)] = n
+
+    def restore_screen(
+        self, campaign_id: str, screen_id: str, hour: tuple[date, int, int], n: int
+    ) -> None:
+        self._screen[(campaign_id, screen_id, hour)] = n
 
     def shopper_today(self, campaign_id: str, profile_id: str, now_local: datetime) -> int:
         return self._shopper[(campaign_id, profile_id, now_local.date())]
 
     def screen_this_hour(self, campaign_id: str, screen_id: str, now_local: datetime) -> int:
-        return self._screen[(campaign_id, screen_id, _hour_key(now_local))]
+        return self._screen[(campaign_id, screen_id, hour_key(now_local))]
 
     def forget(self, profile_id: str) -> None:
         """A shopper who withdrew consent leaves no trace here either."""

@@ -1,7 +1,12 @@
 """The checkout stage: receipts from the tills -> attributed conversions.
 
 Receipts arrive on the serial thread and the bus thread, deduplicated by receipt id; the loop
-drains them, attributes each to the offers shown before it and emits one conversion event.
+drains them, attributes each to the offers shown before it (this box's and, shared over the
+in-store bus, every other box's: journey/touch_share.py) and emits one conversion event.
+
+Every box of a store hears the store's tills. The conversion's event id is derived from the
+receipt (store, till, receipt number), so however many boxes report it, and however often a
+till resends it across restarts, the CDP stores one conversion per receipt.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import queue
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from contracts.events import Conversion
+from contracts.events import Conversion, receipt_event_id
 from edge_agent.config import AgentConfig
 from edge_agent.journey.engine import JourneyEngine
 from edge_agent.sensing.pos import Receipt, ReceiptDeduper
@@ -33,6 +38,7 @@ class Checkout:
         journal: EventJournal,
     ) -> None:
         self.tz = ZoneInfo(cfg.store.timezone)
+        self.store_id = cfg.store.store_id
         self.tills = cfg.pos.tills
         self.profiles = profiles
         self.journey = journey
@@ -76,4 +82,5 @@ class Checkout:
             ),
             subject=pid,
             ts=ts,
+            event_id=receipt_event_id(self.store_id, r.till, r.receipt),
         )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from contracts import topics
-from contracts.events import HoldoutAssigned, OfferShown
+from contracts.events import HoldoutAssigned, OfferShown, new_event_id
 from contracts.payload import PayloadError
 from contracts.screen_protocol import ScreenCommand, screen_status
 from edge_agent.app.alerts import StaffAlerts
@@ -237,7 +237,12 @@ class ScreenDirector:
         # (a first name must not stay readable on the bus after the shopper has gone).
         personal = d.variant == "personalised"
         self.bus.publish(topic, cmd.to_bytes(), qos=1, retain=not personal)
-        for cid, p in self.journey.shown(screen_id, d, now, now_local, present=ctx.shoppers):
+        # One id for the offer event and its touch: peers dedupe the touch by it.
+        offer_id = new_event_id()
+        shown = self.journey.shown(
+            screen_id, d, now, now_local, present=ctx.shoppers, event_id=offer_id
+        )
+        for cid, p in shown:
             c.holdouts += 1
             hid = p.profile_id if p.consent_analytics else None
             self.journal.emit(
@@ -258,6 +263,7 @@ class ScreenDirector:
                     rule=d.rule,
                 ),
                 subject=pid,
+                event_id=offer_id,
             )
 
     # ---- the players ---------------------------------------------------------------------

@@ -5,6 +5,10 @@ caps, becomes a touch for attribution and a number in the KPIs; a held-out shopp
 control touch; a receipt becomes a conversion attributed first-touch and last-touch. No I/O
 and no clock of its own: the agent passes time in, a day-long scenario test passes a simulated
 one.
+
+What changes is also written down as data (``drain_changes``): the agent persists it
+(journey/memory.py, so a restart keeps caps, touches and KPIs) and shares this box's touches with
+the other boxes of the store (journey/touch_share.py), which add them with ``add_peer_touches``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,34 @@ from edge_agent.journey.kpis import JourneyKpis
 from edge_agent.slice.model import Profile
 
 
+@dataclass(frozen=True, slots=True)
+class TouchAdded:
+    touch: Touch
+
+
+@dataclass(frozen=True, slots=True)
+class CapCounted:
+    campaign_id: str
+    screen_id: str
+    profile_id: str | None
+    now_local: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Forgot:
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """A receipt counted in the KPIs: worth saving them at once, not within seconds."""
+
+    receipt_ts: float
+
+
+Change = TouchAdded | CapCounted | Forgot | Converted
+
+
 @dataclass(frozen=True)
 class ConversionResult:
     attribution: Attribution
@@ -35,6 +67,25 @@ class JourneyEngine:
         self.caps = CapsLedger()
         self.book = AttributionBook(attribution_window_s)
         self.kpis = JourneyKpis()
+        self._changes: list[Change] = []
+
+    def drain_changes(self) -> list[Change]:
+        """What changed since the last call, in order (for persistence and sharing)."""
+        out, self._changes = self._changes, []
+        return out
+
+    def _touch(self, touch: Touch) -> None:
+        if self.book.add(touch):
+            self._changes.append(TouchAdded(touch))
+
+    def add_peer_touches(self, touches: Iterable[Touch]) -> int:
+        """Touches another box of the store showed; returns how many were new here."""
+        n = 0
+        for t in touches:
+            if self.book.add(t):
+                self._changes.append(TouchAdded(t))
+                n += 1
+        return n
 
     def set_bundle(self, bundle: CampaignBundle) -> None:
         if bundle is not self.index.bundle:
@@ -60,7 +111,8 @@ class JourneyEngine:
         self.kpis.roll(now_local.date())
         if d.campaign_id is not None:
             self.caps.record(d.campaign_id, screen_id, d.profile_id, now_local)
-            self.book.add(Touch(ts, d.campaign_id, screen_id, d.profile_id, "exposed", event_id))
+            self._changes.append(CapCounted(d.campaign_id, screen_id, d.profile_id, now_local))
+            self._touch(Touch(ts, d.campaign_id, screen_id, d.profile_id, "exposed", event_id))
             self.kpis.shown(d.campaign_id, d.profile_id, ts)
         held: list[tuple[str, Profile]] = []
         for cid in d.held_out:
@@ -69,7 +121,7 @@ class JourneyEngine:
                 continue
             for p in present:
                 if p.consent_personalisation and c.targets(p) and c.held_out(p.profile_id):
-                    self.book.add(Touch(ts, cid, screen_id, p.profile_id, "holdout", event_id))
+                    self._touch(Touch(ts, cid, screen_id, p.profile_id, "holdout", event_id))
                     self.kpis.held_out(cid, p.profile_id)
                     held.append((cid, p))
         return held
@@ -90,6 +142,7 @@ class JourneyEngine:
         first = a.first.campaign_id if a.first else None
         last = a.last.campaign_id if a.last else None
         self.kpis.conversion(last, a.group, profile_id, ts)
+        self._changes.append(Converted(ts))
         return ConversionResult(a, first, last, a.group)
 
     def forget(self, profile_id: str) -> None:
@@ -97,6 +150,7 @@ class JourneyEngine:
         self.caps.forget(profile_id)
         self.book.forget(profile_id)
         self.kpis.forget(profile_id)
+        self._changes.append(Forgot(profile_id))
 
     def housekeeping(self, ts: float, now_local: datetime) -> None:
         self.book.prune(ts)

@@ -1,7 +1,8 @@
 """Journey KPIs computed on the box for the current store day, sent in every heartbeat.
 
 Only counts and averages leave the box; the per-shopper sets used to count unique shoppers and
-time to value stay in memory and are cleared at local midnight (``roll``).
+time to value stay on the box (in its state directory across restarts, journey/memory.py) and
+are cleared at local midnight (``roll``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from statistics import median
+from typing import Any
 
 
 @dataclass
@@ -148,3 +150,63 @@ class JourneyKpis:
             "time_to_value_p50_s": round(median(ttv), 1) if ttv else None,
             "campaigns": {cid: c.snapshot() for cid, c in sorted(self.campaigns.items())},
         }
+
+    # ---- persistence (journey/memory.py keeps the day across restarts) --------------------
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to carry on counting the same day after a restart (ids included:
+        this stays in the box's state directory, it is never sent)."""
+        return {
+            "day": self.day.isoformat() if self.day else None,
+            "counters": {name: getattr(self, name) for name in _COUNTERS},
+            "campaigns": {
+                cid: {
+                    "shown": c.shown,
+                    "exposed": sorted(c.exposed),
+                    "holdout": sorted(c.holdout),
+                    "exposed_conversions": c.exposed_conversions,
+                    "holdout_conversions": c.holdout_conversions,
+                    "anonymous_conversions": c.anonymous_conversions,
+                }
+                for cid, c in self.campaigns.items()
+            },
+            "entered": self._entered,
+            "valued": sorted(self._valued),
+            "time_to_value": self._time_to_value,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Carry on from ``state`` in place: the stages that feed the KPIs hold this object."""
+        self.__dict__.update(JourneyKpis.from_state(state).__dict__)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> JourneyKpis:
+        k = cls(day=date.fromisoformat(state["day"]) if state.get("day") else None)
+        for name, value in state.get("counters", {}).items():
+            if name in _COUNTERS:
+                setattr(k, name, type(getattr(k, name))(value))
+        for cid, c in state.get("campaigns", {}).items():
+            k.campaigns[str(cid)] = CampaignKpi(
+                shown=int(c["shown"]),
+                exposed=set(c["exposed"]),
+                holdout=set(c["holdout"]),
+                exposed_conversions=int(c["exposed_conversions"]),
+                holdout_conversions=int(c["holdout_conversions"]),
+                anonymous_conversions=int(c["anonymous_conversions"]),
+            )
+        k._entered = {str(p): float(t) for p, t in state.get("entered", {}).items()}
+        k._valued = set(state.get("valued", []))
+        k._time_to_value = [float(x) for x in state.get("time_to_value", [])]
+        return k
+
+
+_COUNTERS = (
+    "opportunities_to_see",
+    "watchers",
+    "dwell_total_s",
+    "dwell_count",
+    "attention_total_s",
+    "attention_count",
+    "offers_shown",
+    "conversions",
+    "nps_answers",
+)

@@ -205,3 +205,95 @@ def test_a_damaged_outbox_is_repaired_at_start_and_the_agent_delivers(
             (device,),
         ).fetchone()
         assert n == distinct == accepted
+
+
+@pytest.mark.timeout(240)
+def test_caps_touches_and_kpis_survive_a_kill9(tmp_path: Path, broker) -> None:
+    """Issue 22.5: a restarted agent showed Alice her once-a-day offer again, left her next
+    purchase unattributed and started the day's KPIs from zero."""
+    import copy
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from contracts import topics
+    from edge_agent.app.agent import Agent
+    from edge_agent.config import load_for_agent
+    from tests.app.test_agent_closed_loop import receipt
+
+    device = "box-proc-5"
+    cfg_path = write_config(tmp_path, broker.port, device, speed=4)
+    cfg = load_for_agent(cfg_path)
+    assert cfg is not None
+    # The box's state as central's pushes leave it: the slice and a bundle whose trail-shoes
+    # offer may be shown to a shopper once a day.
+    seed = Agent(cfg, ble_source=None)
+    seed.profiles.load_snapshot(scenario.profile_slice(), version=1)
+    bundle = copy.deepcopy(scenario.CAMPAIGNS_V1)
+    trail = next(c for c in bundle["campaigns"] if c["id"] == "trail-shoes")
+    trail["caps"] = {"per_shopper_per_day": 1}
+    seed.content.replace(bundle)
+    seed.close()
+
+    def offers() -> list[dict]:
+        rows = sink._db.execute(
+            "SELECT body FROM events WHERE device_id = ? AND type LIKE '%offer.shown%'",
+            (device,),
+        ).fetchall()
+        return [json.loads(r[0])["data"] for r in rows]
+
+    def alice_offers() -> int:
+        return sum(1 for o in offers() if o.get("content_id") == "trail-shoes:personalised")
+
+    def latest(kind: str) -> list[dict]:
+        rows = sink._db.execute(
+            "SELECT body FROM events WHERE device_id = ? AND type LIKE ? ORDER BY"
+            " CAST(sequence AS INTEGER)",
+            (device, f"%{kind}%"),
+        ).fetchall()
+        return [json.loads(r[0])["data"] for r in rows]
+
+    def alice_exits() -> int:
+        return sum(1 for e in latest("zone.left") if e.get("profile_id") == "cdp-p-1001")
+
+    pos = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pos.connect(broker.host, broker.port)
+    pos.loop_start()
+    store = cfg.store.store_id
+    with cdp_sink(broker, tmp_path) as sink:
+        try:
+            with agent_process(cfg_path) as proc:
+                assert wait_for(lambda: alice_offers() == 1, timeout=90, step=0.1), offers()
+                proc.kill()  # kill -9 right after her offer reached the CDP
+                proc.wait(10)
+            shown_before = len(offers())
+            exits_before = alice_exits()
+            # Her purchase comes while the box is down; the till's bridge keeps it retained.
+            pos.publish(
+                topics.pos_receipts(store), receipt("R-ALICE", 66, "cdp-p-1001"), qos=1, retain=True
+            ).wait_for_publish(5)
+            # The same trace again, slower: Alice walks up to the screen again at 18 s.
+            write_config(tmp_path, broker.port, device, speed=3)
+            with agent_process(cfg_path) as proc:
+                # Past Alice's second visit (she leaves at 62 s), then a clean stop.
+                def past_alice() -> bool:
+                    return alice_exits() > exits_before or proc.poll() is not None
+
+                assert wait_for(past_alice, timeout=120, step=0.2), latest("zone.left")
+                proc.send_signal(signal.SIGTERM)
+                out, _ = proc.communicate(timeout=30)
+                assert proc.returncode == 0, out
+        finally:
+            pos.publish(topics.pos_receipts(store), b"", qos=1, retain=True).wait_for_publish(5)
+            pos.loop_stop()
+            pos.disconnect()
+        # The cap held across the kill: she saw her personal offer once, not once per process.
+        assert alice_offers() == 1, offers()
+        # The purchase made after the restart is attributed to the offer shown before it.
+        (conv,) = latest("conversion")
+        assert conv["attributed_campaign_id"] == "trail-shoes" and conv["group"] == "exposed"
+        # The day's KPIs carried on: the last heartbeat counts the offers of both processes.
+        kpis = latest("heartbeat")[-1]["kpis"]
+        assert kpis["offers_shown"] == len(offers()) > shown_before
+        assert kpis["campaigns"]["trail-shoes"]["exposed_conversions"] == 1
+        assert "carried on with" in out  # and it says so at start
