@@ -35,7 +35,7 @@ from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
-from edge_agent.journey.engine import JourneyEngine
+from edge_agent.journey.engine import Converted, JourneyEngine
 from edge_agent.journey.memory import JourneyMemory
 from edge_agent.journey.touch_share import TouchShare
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
@@ -146,6 +146,7 @@ class Agent:
                 restored["caps"],
             )
         self._kpis_saved_at = float("-inf")
+        self._converted: list[str] = []  # receipts to mark counted once the outbox has them
 
         # The wire on both sides: the journal (-> outbox -> uplink) and the in-store bus.
         self.journal = EventJournal(store, device, now)
@@ -231,6 +232,7 @@ class Agent:
         self._route_bus()
 
         self.receipts = self.checkout.receipts  # every till line feeds this
+        self.receipts.remember(self.memory.receipts_seen())
         self.supervisor: Supervisor | None = None  # systemd watchdog, once run() starts
         self.tick_at: float | None = None  # the watchdog's proof of life (box/watchdog.py)
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
@@ -427,6 +429,15 @@ class Agent:
             self._kpis_saved_at = now
         self.memory.apply(changes, self.journey.kpis if kpis_due else None)
         self.touch_share.publish(changes)
+        self._converted += [c.receipt for c in changes if isinstance(c, Converted) and c.receipt]
+
+    def flush_journal(self) -> None:
+        """The tick's events to the outbox; then the receipts they convert count as seen."""
+        # 0 with conversions pending: a full disk holds them in memory; not counted yet.
+        if self.journal.flush() and self._converted:
+            today = datetime.fromtimestamp(self.clock.now(), self.tz).date()
+            self.memory.mark_receipts(self._converted, today)
+            self._converted = []
 
     def heartbeat(self) -> None:
         now = self.clock.now()
@@ -464,7 +475,7 @@ class Agent:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()
             self.save_journey(now)
-            await asyncio.to_thread(self.journal.flush)
+            await asyncio.to_thread(self.flush_journal)
             await asyncio.sleep(min(0.2, 0.5 / speed))
 
     async def run(self, until: float | None = None) -> None:
@@ -516,7 +527,7 @@ class Agent:
             # A last heartbeat on the way out: the CDP sees the day's final KPIs.
             self.heartbeat()
             self.save_journey(self.clock.now(), final=True)
-            self.journal.flush()
+            self.flush_journal()
 
     def stop(self) -> None:
         self._stop.set()

@@ -64,7 +64,7 @@ class Checkout:
         # A loyalty id not in this store's slice: no consent known, so treated as anonymous.
         known = profile.profile_id if profile is not None else None
         screens = self.tills.get(r.till)
-        result = self.journey.conversion(ts, known, local, screens)
+        result = self.journey.conversion(ts, known, local, screens, receipt=r.receipt)
         self.counts.conversions += 1
         pid = known if profile is not None and profile.consent_analytics else None
         self.journal.emit(

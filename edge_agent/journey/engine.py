@@ -48,6 +48,8 @@ class Converted:
     """A receipt counted in the KPIs: worth saving them at once, not within seconds."""
 
     receipt_ts: float
+    # The receipt's id: marked seen once its conversion is in the outbox (journey/memory.py).
+    receipt: str | None = None
 
 
 Change = TouchAdded | CapCounted | Forgot | Converted
@@ -136,13 +138,14 @@ class JourneyEngine:
         profile_id: str | None,
         now_local: datetime,
         screens: Iterable[str] | None = None,
+        receipt: str | None = None,
     ) -> ConversionResult:
         self.kpis.roll(now_local.date())
         a = self.book.attribute(ts, profile_id, screens)
         first = a.first.campaign_id if a.first else None
         last = a.last.campaign_id if a.last else None
         self.kpis.conversion(last, a.group, profile_id, ts)
-        self._changes.append(Converted(ts))
+        self._changes.append(Converted(ts, receipt))
         return ConversionResult(a, first, last, a.group)
 
     def forget(self, profile_id: str) -> None:

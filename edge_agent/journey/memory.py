@@ -9,6 +9,8 @@ again (caps), left later receipts unattributed (touches) and started the day's K
   is an offer the caps remember.
 - Bounded and expired by their windows: touches older than the attribution window, caps of
   earlier days and KPIs of earlier days are deleted by ``prune`` (and never loaded back).
+- Receipts already counted (two days' worth), marked after the journal's flush, so a till that
+  resends one after a restart is still one conversion in the KPIs.
 - Ids stay here (mode 0600, like the slice); a withdrawn consent deletes the shopper's rows,
   with ``secure_delete`` so the bytes are overwritten.
 - A damaged file is set aside (``sync.sqlite_guard``) and the box starts with an empty memory;
@@ -22,7 +24,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from edge_agent.journey.attribution import Touch
@@ -59,6 +61,10 @@ CREATE TABLE IF NOT EXISTS caps_screen (
     fold        INTEGER NOT NULL,
     n           INTEGER NOT NULL,
     PRIMARY KEY (campaign_id, screen_id, day, hour, fold)
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    receipt     TEXT PRIMARY KEY,
+    day         TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kpis (
     day   TEXT PRIMARY KEY,
@@ -208,14 +214,36 @@ class JourneyMemory:
                 self._db.execute("DELETE FROM caps_shopper WHERE day < ?", (day,))
                 self._db.execute("DELETE FROM caps_screen WHERE day < ?", (day,))
                 self._db.execute("DELETE FROM kpis WHERE day < ?", (day,))
+                # A till may resend yesterday's last receipts after midnight.
+                yesterday = (today - timedelta(days=1)).isoformat()
+                self._db.execute("DELETE FROM receipts WHERE day < ?", (yesterday,))
         except sqlite3.Error as exc:
             log.warning("journey: could not prune %s: %s", self.path.name, exc)
+
+    def mark_receipts(self, receipts: list[str], today: date) -> None:
+        """Receipts whose conversion the outbox holds: after the journal's flush, never before,
+        so a kill -9 in between costs at most a duplicate (the CDP merges it), never a loss."""
+        if not receipts:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO receipts VALUES (?, ?)",
+                    [(r, today.isoformat()) for r in receipts],
+                )
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.warning("journey: could not mark %d receipt(s) as counted: %s", len(receipts), exc)
+
+    def receipts_seen(self) -> list[str]:
+        return [r for (r,) in self._db.execute("SELECT receipt FROM receipts ORDER BY rowid")]
 
     def counts(self) -> dict[str, int]:
         """Rows per table (tests and `doctor` read it)."""
         return {
             t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
-            for t in ("touches", "caps_shopper", "caps_screen", "kpis")
+            for t in ("touches", "caps_shopper", "caps_screen", "kpis", "receipts")
         }
 
     def close(self) -> None:

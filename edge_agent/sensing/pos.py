@@ -89,6 +89,13 @@ class ReceiptDeduper:
         # Fed from the serial thread and the bus thread at once.
         self._lock = threading.Lock()
 
+    def remember(self, receipt_ids: list[str]) -> None:
+        """Receipts already counted before a restart (journey/memory.py): a till that resends
+        one after the box restarted is still a duplicate."""
+        with self._lock:
+            for key in receipt_ids[-self.capacity :]:
+                self._seen[key] = None
+
     def feed(self, raw: bytes | str) -> Receipt | None:
         try:
             receipt = parse_receipt(raw)
