@@ -50,17 +50,44 @@ class ScreenConfig(StrictModel):
     min_on_screen_s: float = Field(8.0, ge=0)
 
 
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+ADDRESS_PATTERN = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+KEY_PATTERN = r"^[0-9A-Fa-f]{32}$"
+
+
 class BeaconConfig(StrictModel):
-    """A store navigation beacon, known by its iBeacon identity."""
+    """A store beacon, known by its iBeacon identity (uuid, major, minor; its Eddystone-UID is
+    read the layout's way from the same), its EID identity key, or its static address. Its
+    telemetry (Eddystone-TLM, plain or encrypted) is paired with it through the address it is
+    heard from (edge_agent/sensing/ble/store_beacons.py)."""
 
     name: str
-    uuid: str = Field(
-        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-    )
-    major: int = Field(ge=0, le=65535)
-    minor: int = Field(ge=0, le=65535)
+    uuid: str | None = Field(None, pattern=UUID_PATTERN)
+    major: int | None = Field(None, ge=0, le=65535)
+    minor: int | None = Field(None, ge=0, le=65535)
     zone: str
     low_battery_mv: int = Field(2400, ge=0)
+    # A beacon that never changes its address (most TLM-only beacons): "AA:BB:CC:DD:EE:FF".
+    address: str | None = Field(None, pattern=ADDRESS_PATTERN)
+    # Eddystone-EID: the beacon's 16-byte identity key (hex) opens its encrypted TLM and
+    # recognises its EID frames. A key: keep this file readable by the agent only.
+    eik: str | None = Field(None, pattern=KEY_PATTERN, repr=False)
+    # Its EID rotation exponent K (default: ble.eid_rotation_exponent), and its time counter's
+    # offset: the beacon's clock reads Unix time minus this many seconds.
+    eid_rotation_exponent: int | None = Field(None, ge=0, le=15)
+    eid_clock_offset_s: int = 0
+
+    @model_validator(mode="after")
+    def _known_somehow(self) -> BeaconConfig:
+        ibeacon = (self.uuid, self.major, self.minor)
+        if any(v is not None for v in ibeacon) and any(v is None for v in ibeacon):
+            raise ValueError("uuid, major and minor: give all three or none")
+        if self.uuid is None and self.address is None and self.eik is None:
+            raise ValueError(
+                "a beacon needs uuid/major/minor, an address or an eik (else nothing "
+                "it sends can be told apart)"
+            )
+        return self
 
 
 class BleConfig(StrictModel):
@@ -275,9 +302,18 @@ class AgentConfig(StrictModel):
                 raise ValueError(f"screens[{i}].zone: unknown zone {s.zone!r}")
         if self.ble.zone not in zones:
             raise ValueError(f"ble.zone: unknown zone {self.ble.zone!r}")
+        seen: dict[str, str] = {}
         for i, b in enumerate(self.ble.beacons):
             if b.zone not in zones:
                 raise ValueError(f"ble.beacons[{i}].zone: unknown zone {b.zone!r}")
+            # Two beacons with one name, address or key could not be told apart.
+            for what, v in (("name", b.name), ("address", b.address), ("eik", b.eik)):
+                if v is None:
+                    continue
+                key = f"{what}:{v.upper()}"
+                if key in seen:
+                    raise ValueError(f"ble.beacons[{i}].{what}: same as {seen[key]!r}")
+                seen[key] = b.name
         for node, z in self.ble.receivers.items():
             if z not in zones:
                 raise ValueError(f"ble.receivers.{node}: unknown zone {z!r}")
