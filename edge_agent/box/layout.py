@@ -93,10 +93,13 @@ class LayoutBeacon(StrictModel):
 
     @model_validator(mode="after")
     def _radio(self) -> LayoutBeacon:
-        if (self.major is None) != (self.minor is None):
-            raise ValueError("major, minor: give both or neither")
-        if self.hardware != "eddystone" and self.major is None:
-            raise ValueError(f"major: required (an {self.hardware} beacon sends iBeacon)")
+        for key, other in (("major", self.minor), ("minor", self.major)):
+            if getattr(self, key) is not None:
+                continue
+            if self.hardware != "eddystone":
+                raise ValueError(f"{key}: required (an {self.hardware} beacon sends iBeacon)")
+            if other is not None:
+                raise ValueError(f"{key}: an Eddystone-UID needs both major and minor")
         if self.hardware == "eddystone":
             if self.eddystone:
                 raise ValueError(

@@ -70,9 +70,8 @@ class _EidBeacon:
 def uid_of(uuid: str, major: int, minor: int) -> tuple[str, str]:
     """The Eddystone-UID (namespace hex, instance hex) the layout gives an iBeacon identity."""
     u = bytes.fromhex(uuid.replace("-", ""))
-    return (u[:4] + u[-6:]).hex(), (
-        b"\x00\x00" + major.to_bytes(2, "big") + minor.to_bytes(2, "big")
-    ).hex()
+    instance = b"\x00\x00" + major.to_bytes(2, "big") + minor.to_bytes(2, "big")
+    return (u[:4] + u[-6:]).hex(), instance.hex()
 
 
 class StoreBeacons:
