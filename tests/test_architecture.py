@@ -21,6 +21,7 @@ PURE = [
     "contracts/screen_protocol.py",
     "contracts/slice_parts.py",
     "contracts/topics.py",
+    "contracts/uplift.py",
     "contracts/validation.py",
     "edge_agent/journey/attribution.py",
     "edge_agent/journey/campaigns.py",
