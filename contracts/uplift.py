@@ -114,7 +114,7 @@ class Uplift:
             return why
         d, lo, hi = self.difference, self.ci_low, self.ci_high
         assert d is not None and lo is not None and hi is not None
-        return f"{_pts(d)} pts (95% CI {_pts(lo)} to {_pts(hi)})"
+        return f"{points(d)} pts (95% CI {points(lo)} to {points(hi)})"
 
 
 def uplift(
@@ -155,7 +155,7 @@ def _check(successes: int, n: int) -> None:
         raise ValueError(f"need 0 <= conversions <= shoppers, got {successes} of {n}")
 
 
-def _pts(v: float) -> str:
-    # Percentage points with a sign, and never "-0.0".
+def points(v: float) -> str:
+    """A difference of rates in percentage points, signed: 0.052 -> "+5.2" (never "-0.0")."""
     s = f"{v * 100:+.1f}"
     return "+0.0" if s == "-0.0" else s
