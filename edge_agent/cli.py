@@ -35,6 +35,7 @@ BENCHES = {
     "decide": "bench.decide",
     "profiles": "bench.profiles",
     "box": "bench.box",
+    "product-search": "bench.product_search",
 }
 
 
@@ -115,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+
+    # `edge-agent map ...`: wayfinding, one group shared by its parts; each adds its own commands.
+    map_group = sub.add_parser("map", help="store map, routes and the product finder")
+    map_sub = map_group.add_subparsers(dest="map_command", required=True)
+    # Product finder: `map find` (edge_agent/wayfinding/products_cli.py).
+    from edge_agent.wayfinding.products_cli import add_find_parser
+
+    add_find_parser(map_sub)
     return p
 
 

@@ -42,6 +42,7 @@ PURE = [
     "edge_agent/sensing/presence.py",
     "edge_agent/downlink/commands.py",
     "edge_agent/slice/model.py",
+    "edge_agent/wayfinding/products.py",
     "edge_agent/box/firmware.py",
     "edge_agent/box/layout.py",
     "signage_ui/kiosk_model.py",
