@@ -85,7 +85,8 @@ class LocationRow(_Strict):
     unit_id: PlaceId
     section_id: PlaceId | None = None
     shelf: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
-    point: tuple[float, float]
+    # [x, y] in the map's metres (JSON has no tuples; a strict tuple would refuse every list).
+    point: Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
 class PlanogramRow(_Strict):
@@ -316,10 +317,7 @@ def parse_csv(text: str, version: int) -> Planogram:
             loc: dict[str, Any] = {
                 "level_id": cells["level_id"],
                 "unit_id": cells["unit_id"],
-                "point": (
-                    _number(cells["x"], "x", where),
-                    _number(cells["y"], "y", where),
-                ),
+                "point": [_number(cells["x"], "x", where), _number(cells["y"], "y", where)],
             }
             for k in ("section_id", "shelf"):
                 if cells.get(k):
