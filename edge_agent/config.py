@@ -47,6 +47,12 @@ class ScreenConfig(StrictModel):
     height: int = Field(720, ge=120, le=4320)
     # More people in view than this switches personalised content to the anonymous variant.
     max_people_for_personal: int = Field(1, ge=1)
+    # Only a camera can tell that a shopper is alone at a screen; BLE and mmWave only show that
+    # someone else is there. So a screen without a camera stays anonymous, unless it is a spot
+    # one person uses at a time (a fitting-room mirror, a kiosk with a privacy filter): then set
+    # this, and personal content runs while no more than max_people_for_personal BLE devices
+    # (app tokens and other phones, watches, ...) are in its zone.
+    personal_without_crowd_sensor: bool = False
     min_on_screen_s: float = Field(8.0, ge=0)
 
 

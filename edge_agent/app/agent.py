@@ -11,6 +11,7 @@ hand data to it. This module holds no domain logic: each step lives in its stage
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -158,10 +159,11 @@ class Agent:
         self.downlink: Downlink | None = None
 
         # The stages, in flow order.
+        tracker = tracker_from_config(cfg.ble, paths.state_dir)
         self.presence = PresenceStage(
             cfg,
             now=now,
-            tracker=tracker_from_config(cfg.ble, paths.state_dir),
+            tracker=tracker,
             resolver=self.resolver,
             profiles=self.profiles,
             journey=self.journey,
@@ -169,6 +171,8 @@ class Agent:
             alerts=self.alerts,
             invalidate=self._invalidate,
             secret=device_secret(paths.state_dir),
+            # Other devices (the crowd without a camera) by the same zone rules as shoppers.
+            devices=dataclasses.replace(tracker),
         )
         self.audience = AudienceStage(
             cfg.camera,
@@ -180,6 +184,13 @@ class Agent:
             invalidate=self._invalidate,
             frame_source=frame_source,
             camera_opener=camera_opener,
+        )
+        self.occupancy = ZoneOccupancy(
+            cfg,
+            presence=self.presence,
+            audience=self.audience,
+            bus=self.bus,
+            invalidate=self._invalidate,
         )
         self.director = ScreenDirector(
             cfg,
@@ -193,9 +204,7 @@ class Agent:
             journal=self.journal,
             bus=self.bus,
             alerts=self.alerts,
-        )
-        self.occupancy = ZoneOccupancy(
-            cfg, presence=self.presence, audience=self.audience, bus=self.bus
+            radar=self.occupancy.radar,
         )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal

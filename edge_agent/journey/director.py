@@ -65,6 +65,7 @@ class ScreenDirector:
         journal: EventJournal,
         bus: Publisher,
         alerts: StaffAlerts,
+        radar: Callable[[str], bool | None] = lambda zone: None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -78,6 +79,8 @@ class ScreenDirector:
         self.journal = journal
         self.bus = bus
         self.alerts = alerts
+        # mmWave per zone: someone there, nobody, or None (no radar covers it).
+        self.radar = radar
         self.counts = DirectorCounts()
         self._screens = {s.id: _ScreenState() for s in cfg.screens}
         self._dirty = True
@@ -148,6 +151,10 @@ class ScreenDirector:
             dwell_s=dwell,
             zone_dwell_s=zone_dwell,
             watchers=watchers,
+            # What a screen without a camera has to judge the crowd by (decide's privacy guard).
+            ble_devices=self.presence.devices_in(sc.zone, now),
+            radar=self.radar(sc.zone),
+            personal_without_crowd_sensor=sc.personal_without_crowd_sensor,
         )
 
     def decide_screens(self) -> None:

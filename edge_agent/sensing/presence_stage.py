@@ -4,6 +4,10 @@ Every BLE source (radio, UART scanner node, recorded trace) and every scanner no
 calls ``on_advert`` with the same ``Advert``. Shopper tokens are resolved to profiles, zones
 are decided by the zone engine, and each change becomes a journey event keyed by a salted,
 daily rotating presence key: raw addresses and tokens never leave this stage.
+
+Every other device close by (an advert with no beacon frame and no app token: phones' own
+adverts, watches, earbuds) goes through a second zone engine with the same rules, for the
+privacy guard's crowd estimate only: it leaves the stage as a count per zone, never as an event.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
 log = logging.getLogger("edge_agent")
+
+# A device in a zone longer than this is part of the furniture (a payment terminal, the screen's
+# own controller), not a shopper: phones change their private address every 15 min or so.
+FIXTURE_S = 20 * 60.0
 
 
 def presence_salt(day: str, secret: bytes) -> bytes:
@@ -90,6 +98,7 @@ class PresenceStage:
         alerts: StaffAlerts,
         invalidate: Callable[[], None],
         secret: bytes,
+        devices: ZoneTracker | None = None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -114,10 +123,22 @@ class PresenceStage:
             [bc.name for bc in cfg.ble.beacons], cfg.ble.beacon_missing_s
         )
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the agent runs
+        # Other devices by the tracker's zone rules (None: not tracked, counted as none).
+        self.devices = devices
+        # Addresses that carried an app token, and when: the same phone's other adverts are
+        # the shopper already counted, not a second person.
+        self._token_addresses: dict[str, float] = {}
 
     # ---- who is where --------------------------------------------------------------------
     def present(self, zone: str) -> set[str]:
         return self.tracker.present(zone)
+
+    def devices_in(self, zone: str, now: float) -> int:
+        """Other BLE devices in ``zone`` now (not app tokens, not beacons, not fixtures)."""
+        devices = self.devices
+        if devices is None:
+            return 0
+        return sum(1 for key in devices.present(zone) if devices.dwell_s(key, now) < FIXTURE_S)
 
     def profile_for(self, internal: str) -> Profile | None:
         return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
@@ -140,8 +161,13 @@ class PresenceStage:
         if result.errors:
             self.counts.decode_errors += len(result.errors)
         ts = advert.timestamp or self._now()
+        if not result.frames and not result.errors:
+            # No beacon frame at all: a phone, a watch. A malformed frame is a tag, not counted.
+            self._on_other_device(advert, ts)
+            return
         heard = self.store_beacons.observe(advert.address, result.frames, ts)
         for token in heard.tokens:
+            self._token_addresses[advert.address] = ts
             self._on_token(token, advert.rssi, ts, advert.receiver)
         for name in heard.beacons:
             self.beacon_health.heard(name, ts)
@@ -186,6 +212,14 @@ class PresenceStage:
         for change in self.tracker.observe(internal, rssi, ts, receiver):
             self.on_change(change)
 
+    def _on_other_device(self, advert: Advert, ts: float) -> None:
+        if self.devices is None or advert.address in self._token_addresses:
+            return
+        key = f"d:{advert.address}"
+        for change in self.devices.observe(key, advert.rssi, ts, advert.receiver):
+            if not isinstance(change, DwellTick):
+                self.invalidate()  # the crowd at a screen changed
+
     def _on_tlm(self, name: str, f: dict[str, Any]) -> None:
         bc = self._beacon_cfg[name]
         mv = f.get("battery_mv")
@@ -217,6 +251,16 @@ class PresenceStage:
         """Leaves and dwell ticks that only time decides; beacons gone quiet."""
         for change in self.tracker.tick(now):
             self.on_change(change)
+        if self.devices is not None:
+            if any(not isinstance(c, DwellTick) for c in self.devices.tick(now)):
+                self.invalidate()
+            if len(self._token_addresses) > 256:
+                # Phones rotate addresses: the map only grows unless those unheard go. Once its
+                # token is gone, a phone's other adverts are the only sign of that person left.
+                away = self.cfg.ble.away_timeout_s
+                self._token_addresses = {
+                    a: t for a, t in self._token_addresses.items() if now - t < away
+                }
         for name, silent in self.beacon_health.newly_missing(now):
             self.alerts.raise_alert(
                 "beacon_missing",

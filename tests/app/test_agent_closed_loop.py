@@ -45,7 +45,9 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
-    cfg = demo_config(tmp_path, broker.port, public, camera=False)
+    # Without a camera, a screen greets a shopper by name only at a spot made for one: the
+    # personal offers whose conversions are attributed here need it.
+    cfg = demo_config(tmp_path, broker.port, public, camera=False, single_person_spot=True)
     store = cfg.store.store_id
     sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
     sink.start()
