@@ -289,9 +289,10 @@ def decide(
         if c.uses_profile_data:
             # Targeting an anonymous variant uses only consented shoppers' data, and a shopper
             # held out of the campaign does not count towards it.
-            matching = [p for p in consented if c.targets(p)]
+            misses = {p.profile_id: c.mismatch(p) for p in consented}
+            matching = [p for p in consented if misses[p.profile_id] is None]
             if not matching:
-                reasons.append(f"{c.id}:lost:no-consented-match")
+                reasons.append(f"{c.id}:lost:{_no_match(misses)}")
                 continue
             if all(c.held_out(p.profile_id) for p in matching):
                 held.append(c.id)
@@ -338,6 +339,14 @@ def _gate(
     if c.attention_required and not ctx.watchers:
         return "no-attention"
     return None
+
+
+def _no_match(misses: Mapping[str, str | None]) -> str:
+    """Why no consented shopper at the screen matched: the targeting rule each one missed
+    (``churn_risk``, ``segments_any+loyalty_tier`` when they missed different ones), or
+    ``no-consented-match`` when nobody there consented. Rule names only, never an id."""
+    rules = sorted({why for why in misses.values() if why is not None})
+    return "+".join(rules) or "no-consented-match"
 
 
 def _personal_mismatch(

@@ -1,4 +1,5 @@
-"""The privacy guard without a camera (issue 22, point 3), on the pure decision."""
+"""The privacy guard without a camera, and reasons that say which rule a shopper missed
+(issue 22, points 3 and 7), on the pure decision."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from edge_agent.journey.decide import Crowd, ScreenContext, decide
 from tests.journey.test_decision import ALICE, BOB, CAROL, DAVE, MORNING, V1, V2
-from tests.journey.test_decision_rules import NOON, bundle, camp
+from tests.journey.test_decision_rules import NOON, bundle, camp, shopper
 
 
 def no_camera(*shoppers, unresolved=0, devices=0, radar=None, spot=False, limit=1):
@@ -110,3 +111,38 @@ def test_without_a_camera_personal_content_only_for_one_app_user_at_a_declared_s
     else:
         assert not any(p.first_name in d.content.title + d.content.body for p in who)
     assert not any("cdp-p-" in r for r in d.reasons)
+
+
+# ---- which rule a consented shopper missed ---------------------------------------------------
+
+WINBACK = camp("winback", churn_risk_min=0.6)
+
+
+def test_a_consented_shopper_who_misses_the_rule_is_told_which_rule() -> None:
+    calm = shopper("p-calm", churn_risk=0.0)
+    b = bundle(WINBACK)
+    # Alone: the personal variant and then the anonymous one lose on her churn score.
+    d = decide(ScreenContext("s1", "z1", 1, 1, (calm,)), b, NOON)
+    assert d.variant == "default"
+    assert "winback:lost:churn_risk" in d.reasons
+    assert "winback:lost:no-consented-match" not in d.reasons
+    # In a crowd (no personal target): the anonymous variant says the same.
+    d = decide(ScreenContext("s1", "z1", 1, 3, (calm,)), b, NOON)
+    assert "winback:lost:churn_risk" in d.reasons
+
+
+def test_consented_shoppers_missing_different_rules_are_all_named_without_ids() -> None:
+    b = bundle(camp("gold-winback", churn_risk_min=0.6, loyalty_tiers=["gold"]))
+    calm_gold = shopper("p-gold", churn_risk=0.1, loyalty_tier="gold")
+    risky_silver = shopper("p-silver", churn_risk=0.9, loyalty_tier="silver")
+    d = decide(ScreenContext("s1", "z1", 1, 2, (calm_gold, risky_silver)), b, NOON)
+    assert "gold-winback:lost:churn_risk+loyalty_tier" in d.reasons
+    assert not any("p-gold" in r or "p-silver" in r for r in d.reasons)
+
+
+def test_nobody_consented_still_says_no_consented_match() -> None:
+    b = bundle(WINBACK)
+    shy = shopper("p-shy", churn_risk=0.9, consent_personalisation=False)
+    d = decide(ScreenContext("s1", "z1", 1, 1, (shy,)), b, NOON)
+    # Her profile data is not used at all: not even to say which rule she would have missed.
+    assert "winback:lost:no-consented-match" in d.reasons
