@@ -28,7 +28,7 @@ from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
 from edge_agent.box.heartbeat import VERSION, Heartbeat
 from edge_agent.box.liveness import StallPoint
-from edge_agent.clock import Clock, SystemClock
+from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
 from edge_agent.downlink.handlers import DownlinkHandlers
@@ -237,6 +237,7 @@ class Agent:
             kpis=self.journey.kpis,
             receipts=self.checkout.receipts,
             max_relay_bytes=cfg.downlink.max_message_bytes,
+            to_clock=wall_to_clock(self.clock),
         )
         self._route_bus()
 
