@@ -225,6 +225,7 @@ class PathsConfig(StrictModel):
             profiles_db=self.profiles_db or s / "profiles.db",
             outbox_db=self.outbox_db or s / "outbox.db",
             content_dir=self.content_dir or s / "content",
+            alerts_db=s / "alerts.db",
         )
 
 
@@ -233,6 +234,7 @@ class ResolvedPaths(BaseModel):
     profiles_db: Path
     outbox_db: Path
     content_dir: Path
+    alerts_db: Path
 
 
 class PosConfig(StrictModel):
@@ -260,6 +262,18 @@ class ProfilesConfig(StrictModel):
     # How often the retention purge runs (expired profiles, old apply-journal entries).
     retention_interval_s: float = Field(3600.0, gt=0)
     journal_retention_days: float = Field(30.0, gt=0)
+
+
+class AlertsConfig(StrictModel):
+    """Staff alerts (edge_agent/app/alerts.py): open until a kiosk acknowledges them, kept on the
+    box's disk and retained on the in-store bus."""
+
+    # More open alerts than this: the oldest is closed (and logged) so the kiosks stay usable
+    # and the retained set on the bus stays small.
+    max_open: int = Field(200, ge=1, le=10_000)
+    # An alert nobody acknowledged for this long closes by itself: a shopper waiting at the
+    # counter is gone by then, and a dead beacon or screen is raised again when still dead.
+    max_age_s: float = Field(12 * 3600.0, ge=60)
 
 
 class SystemdConfig(StrictModel):
@@ -294,6 +308,7 @@ class AgentConfig(StrictModel):
     downlink: DownlinkConfig
     pos: PosConfig = Field(default_factory=PosConfig)
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     systemd: SystemdConfig = Field(default_factory=SystemdConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -152,7 +152,8 @@ class Agent:
         # The wire on both sides: the journal (-> outbox -> uplink) and the in-store bus.
         self.journal = EventJournal(store, device, now)
         self.bus = InStoreBus(cfg.bus, f"agent-{store}-{device}")
-        self.alerts = StaffAlerts(self.bus, store)
+        # Open alerts survive restarts (alerts.db) and are retained for the kiosks.
+        self.alerts = StaffAlerts(self.bus, store, device, paths.alerts_db, cfg.alerts)
         self.touch_share = TouchShare(self.bus, store, device, self.journey, now)
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
@@ -349,6 +350,8 @@ class Agent:
             topics.mmwave(store),
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
         )
+        # Kiosks' acks close alerts for every kiosk; open ones are published again on connect.
+        self.alerts.listen(bus)
 
     def start_sync(self) -> None:
         """Outbox, uplink to central, downlink from central, in-store bus."""
@@ -455,13 +458,16 @@ class Agent:
         self.journey.housekeeping(now, today)
         self.memory.prune(now - self.journey.book.window_s, today.date())
         self.director.new_day(today.date().isoformat())
+        self.alerts.expire()
         self.handlers.check_probation()
         sup = self.supervisor
         problems = list(sup.snapshot.problems) if sup is not None else []
         dropped = {f"bus:{why}": n for why, n in self.inbox.counts.dropped.items()}
         if self.bus.counts.handler_errors:
             dropped["bus:unreadable"] = self.bus.counts.handler_errors
-        self.heartbeat_stage.beat(problems, dropped, self.director.health())
+        self.heartbeat_stage.beat(
+            problems, dropped, {**self.director.health(), **self.alerts.health()}
+        )
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
@@ -545,6 +551,7 @@ class Agent:
     def close(self, flush_timeout_s: float = 10.0) -> None:
         self.journal.flush()
         self.bus.stop()
+        self.alerts.shutdown()
         if self.downlink is not None:
             self.downlink.stop()
         if self.uplink is not None:

@@ -43,13 +43,22 @@ def demo_config(
 
 
 class BusRecorder:
-    """A subscriber on the in-store bus that records every message on ``topic``, decoded."""
+    """A subscriber on the in-store bus that records every message on ``topic``, decoded; not
+    the empty payloads that clear a retained topic, and with ``live_only`` not the retained
+    copies an earlier test left on the shared broker either."""
 
-    def __init__(self, host: str, port: int, topic: str, decode=json.loads) -> None:
+    def __init__(
+        self, host: str, port: int, topic: str, decode=json.loads, *, live_only: bool = False
+    ) -> None:
         self.messages: list = []
         self.ready = threading.Event()
         self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.messages.append(decode(m.payload))
+
+        def on_message(c: object, u: object, m: mqtt.MQTTMessage) -> None:
+            if m.payload and not (live_only and m.retain):
+                self.messages.append(decode(m.payload))
+
+        self.c.on_message = on_message
         self.c.on_subscribe = lambda *a: self.ready.set()
         self.c.connect(host, port)
         self.c.subscribe(topic, qos=1)
