@@ -87,7 +87,9 @@ def test_beacons_without_ibeacon_get_one_battery_alert_each(tmp_path: Path, brok
     data["ble"]["beacons"] = BEACONS
     data["ble"]["replay_file"] = str(replay)
     cfg = parse_config(data, base_dir=DEMO)
-    alerts = BusRecorder(broker.host, broker.port, topics.alerts(cfg.store.store_id))
+    alerts = BusRecorder(
+        broker.host, broker.port, topics.alerts(cfg.store.store_id), live_only=True
+    )
     clock = ScaledClock(T0, 10.0)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(replay, clock))
     try:
