@@ -28,6 +28,7 @@ from edge_agent.journey.decide import Decision, ScreenContext, World, staff_aler
 from edge_agent.journey.engine import JourneyEngine
 from edge_agent.sensing.audience_stage import AudienceStage
 from edge_agent.sensing.presence_stage import PresenceStage
+from edge_agent.slice.model import Profile
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
@@ -38,6 +39,8 @@ log = logging.getLogger("edge_agent")
 class _ScreenState:
     decision: Decision | None = None
     shown_at: float = 0.0
+    # Shoppers this show has already been decided for (holdout controls are counted once each).
+    seen: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -185,6 +188,7 @@ class ScreenDirector:
                 log.info("screen %s: deciding again", screen_id)
             if st.decision is not None and d.content == st.decision.content:
                 self._preempt.discard(screen_id)
+                self._hold_arrivals(screen_id, st, d, ctx, now, now_local)
                 continue
             st.decision, st.shown_at = d, now
             self._show(screen_id, d, ctx, now, now_local)
@@ -255,12 +259,8 @@ class ScreenDirector:
         shown = self.journey.shown(
             screen_id, d, now, now_local, present=ctx.shoppers, event_id=offer_id
         )
-        for cid, p in shown:
-            c.holdouts += 1
-            hid = p.profile_id if p.consent_analytics else None
-            self.journal.emit(
-                HoldoutAssigned(campaign_id=cid, screen_id=screen_id, profile_id=hid), subject=hid
-            )
+        self._screens[screen_id].seen = {p.profile_id for p in ctx.shoppers}
+        self._report_holdouts(screen_id, shown)
         if d.campaign_id is not None:
             # Shown to them, yes; tracked by id at the CDP only with their analytics consent.
             profile = self.profiles.get(d.profile_id) if d.profile_id else None
@@ -277,6 +277,35 @@ class ScreenDirector:
                 ),
                 subject=pid,
                 event_id=offer_id,
+            )
+
+    def _hold_arrivals(
+        self,
+        screen_id: str,
+        st: _ScreenState,
+        d: Decision,
+        ctx: ScreenContext,
+        now: float,
+        now_local: datetime,
+    ) -> None:
+        """A shopper held out of a campaign who arrives while the screen's content is already
+        up is a control too; without this, only those present when it changed were counted."""
+        new = [p for p in ctx.shoppers if p.profile_id not in st.seen]
+        if not new:
+            return
+        st.seen.update(p.profile_id for p in new)
+        if d.held_out:
+            held = self.journey.hold(
+                screen_id, d, now, now_local, present=new, event_id=new_event_id()
+            )
+            self._report_holdouts(screen_id, held)
+
+    def _report_holdouts(self, screen_id: str, held: list[tuple[str, Profile]]) -> None:
+        for cid, p in held:
+            self.counts.holdouts += 1
+            hid = p.profile_id if p.consent_analytics else None
+            self.journal.emit(
+                HoldoutAssigned(campaign_id=cid, screen_id=screen_id, profile_id=hid), subject=hid
             )
 
     # ---- the players ---------------------------------------------------------------------

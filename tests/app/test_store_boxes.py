@@ -43,6 +43,8 @@ def box_config(tmp_path: Path, port: int, public_key: str, device: str, screen: 
     data.pop("camera")
     data.setdefault("metrics", {})["enabled"] = False  # two boxes on one machine, one port
     data["screens"][0]["id"] = screen
+    # No camera here: a declared single-person spot, so Alice gets her personal offer.
+    data["screens"][0]["personal_without_crowd_sensor"] = True
     return parse_config(data, base_dir=DEMO)
 
 

@@ -169,3 +169,21 @@ def test_privacy_guard_holds_for_any_context(
     else:
         for p in (ALICE, BOB, CAROL, DAVE):
             assert p.first_name not in d.content.title + d.content.body
+
+
+def test_a_held_out_shopper_arriving_while_the_content_is_up_is_a_control_once() -> None:
+    from edge_agent.journey.engine import JourneyEngine
+
+    frank = profile("cdp-p-1006")
+    engine = JourneyEngine(V1)
+    # Bob alone: the members' coffee goes up. Then Frank joins: the same content, decided again.
+    first = engine.decide(ctx(BOB, people=1), MORNING)
+    assert engine.shown("screen-entrance", first, 0.0, MORNING, present=[BOB]) == []
+    again = engine.decide(ctx(BOB, frank, people=2), MORNING)
+    assert again.content == first.content and "trail-shoes" in again.held_out
+    held = engine.hold("screen-entrance", again, 5.0, MORNING, [BOB, frank], skip={"cdp-p-1002"})
+    assert [(cid, p.profile_id) for cid, p in held] == [("trail-shoes", "cdp-p-1006")]
+    kpi = engine.kpis.snapshot()["campaigns"]["trail-shoes"]
+    assert kpi["holdout_shoppers"] == 1
+    # He buys: a control conversion for the campaign.
+    assert engine.conversion(60.0, "cdp-p-1006", MORNING).group == "holdout"
