@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
+    "edge_agent.wayfinding.cli",
 ]
 
 BENCHES = {
@@ -35,6 +36,7 @@ BENCHES = {
     "decide": "bench.decide",
     "profiles": "bench.profiles",
     "box": "bench.box",
+    "wayfinding": "bench.wayfinding",
 }
 
 

@@ -86,6 +86,8 @@ class PlanArea(Shape):
     alt_name: Name | None = None
     category: str = "room"
     restriction: Literal["employeesonly", "restricted"] | None = None
+    # Where its name is drawn and where a route "to the shop floor" ends (IMDF display_point).
+    label_at: XY | None = None
 
 
 class PlanFixture(Shape):
@@ -380,7 +382,7 @@ def plan_to_imdf(
                 "name": L(a.name),
                 "alt_name": L(a.alt_name),
                 "level_id": w.level_ids[a.level],
-                "display_point": None,
+                "display_point": w.point(a.label_at) if a.label_at else None,
             },
             f"areas[{i}]",
         )
