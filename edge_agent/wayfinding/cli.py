@@ -11,7 +11,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI builds every parser on each call: import the map code lazily
+    from edge_agent.wayfinding.imdf import ImportResult
+    from edge_agent.wayfinding.model import VenueMap
+    from edge_agent.wayfinding.route import Place, Route
 
 
 def register(sub: Any) -> None:
@@ -47,7 +52,7 @@ def register(sub: Any) -> None:
             r.set_defaults(func=_cmd_route)
 
 
-def _import(path: str):  # type: ignore[no-untyped-def]
+def _import(path: str) -> tuple[ImportResult, list[str], list[str]]:
     """(ImportResult, plan errors): a plan is authored in memory first."""
     from edge_agent.wayfinding.imdf import ImportResult, load_imdf
 
@@ -64,7 +69,7 @@ def _import(path: str):  # type: ignore[no-untyped-def]
     return result, [str(e) for e in result.errors], [str(w) for w in result.warnings]
 
 
-def _load_map(path: str):  # type: ignore[no-untyped-def]
+def _load_map(path: str) -> VenueMap | None:
     result, errors, _ = _import(path)
     if errors or result.venue is None:
         for line in errors or ["no map"]:
@@ -128,7 +133,7 @@ def _cmd_author(args: argparse.Namespace) -> int:
     return 0
 
 
-def _route(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _route(args: argparse.Namespace) -> tuple[int, VenueMap | None, Route | None]:
     from edge_agent.wayfinding.graph import build_graph
     from edge_agent.wayfinding.route import NoRoute, RefError, plan_route, resolve_ref
 
@@ -145,11 +150,11 @@ def _route(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return 0, venue, route
 
 
-def route_json(venue: Any, route: Any, language: str) -> dict[str, Any]:
+def route_json(venue: VenueMap, route: Route, language: str) -> dict[str, Any]:
     from edge_agent.wayfinding.model import label
     from edge_agent.wayfinding.steps import route_steps
 
-    def place(p: Any) -> dict[str, Any]:
+    def place(p: Place) -> dict[str, Any]:
         return {
             "kind": p.kind,
             "id": p.id,
@@ -182,8 +187,8 @@ def route_json(venue: Any, route: Any, language: str) -> dict[str, Any]:
 
 def _cmd_route(args: argparse.Namespace) -> int:
     code, venue, route = _route(args)
-    if route is None:
-        return int(code)
+    if route is None or venue is None:
+        return code
     print(json.dumps(route_json(venue, route, args.lang), ensure_ascii=False, indent=2))
     return 0
 
@@ -197,8 +202,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"edge-agent map render: --size {args.size!r} is not WIDTHxHEIGHT", file=sys.stderr)
         return 2
     code, venue, route = _route(args)
-    if route is None:
-        return int(code)
+    if route is None or venue is None:
+        return code
     import cv2
 
     from edge_agent.wayfinding.render import render
