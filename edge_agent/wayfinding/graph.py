@@ -97,6 +97,11 @@ class NavGraph:
     spaces: dict[str, UnitSpace] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     ordinals: dict[str, int] = field(default_factory=dict)
+    # Ways off each level, for A*'s heuristic: level id -> [(x, y, cost, flags, to_x, to_y,
+    # to_ordinal)], one per connector edge leaving the level.
+    exits: dict[str, list[tuple[float, float, float, int, float, float, int]]] = field(
+        default_factory=dict
+    )
     _trees: dict[str, tuple[STRtree, list[UnitSpace]]] = field(default_factory=dict)
 
     def add_node(self, node: Node) -> int:
@@ -239,6 +244,14 @@ def build_graph(venue: VenueMap, clearance: float = CLEARANCE_M) -> NavGraph:
         cost = planar + LEVEL_COST_M.get(c.category, 10.0) * max(levels, 1)
         flags = UNIT_FLAGS.get(c.category, 0)
         g.add_edge(a, b, cost, flags, g.tag(f"connector:{c.category}"), c.directed)
+    for n in connector_node.values():
+        na = g.nodes[n]
+        for b, cost, flags, tag in g.adj[n]:
+            nb = g.nodes[b]
+            if g.tags[tag].startswith("connector:"):
+                g.exits.setdefault(na.level_id, []).append(
+                    (na.x, na.y, cost, flags, nb.x, nb.y, g.ordinals[nb.level_id])
+                )
     return g
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
+from shapely.strtree import STRtree
 
 # A name in several languages, IMDF's LABELS: {"en": "Fitting rooms", "de": "Umkleiden"}.
 Labels = dict[str, str]
@@ -199,6 +200,28 @@ class VenueMap:
     occupants: dict[str, Occupant] = field(default_factory=dict)
     connectors: list[Connector] = field(default_factory=list)
     placements: dict[tuple[str, str], Placement] = field(default_factory=dict)
+    # Named units and areas per level in an R-tree, built on first use (steps look for
+    # landmarks at every bend; a big venue has hundreds of rooms).
+    _named: dict[str, tuple[STRtree, list[Unit | Area]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def named_near(self, level_id: str, x: float, y: float, radius: float) -> list[Unit | Area]:
+        """Named units and areas on a level whose bounds come within ``radius`` of (x, y)."""
+        if self._named is None:
+            self._named = {}
+            for lid in self.levels:
+                feats: list[Unit | Area] = [
+                    f
+                    for f in [*self.units.values(), *self.areas.values()]
+                    if f.level_id == lid and (f.name or f.alt_name)
+                ]
+                self._named[lid] = (STRtree([f.polygon for f in feats]), feats)
+        tree, feats = self._named.get(level_id, (None, []))
+        if tree is None:
+            return []
+        hits = tree.query(box(x - radius, y - radius, x + radius, y + radius))
+        return [feats[int(i)] for i in sorted(hits)]
 
     def level_order(self) -> list[Level]:
         return sorted(self.levels.values(), key=lambda lv: lv.ordinal)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 from shapely.geometry import Point
 
-from edge_agent.wayfinding.model import Labels, VenueMap, label
+from edge_agent.wayfinding.model import Area, Labels, Unit, VenueMap, label
 from edge_agent.wayfinding.route import Route, Waypoint
 
 STRAIGHT_DEG = 25.0
@@ -170,10 +170,9 @@ def _landmark(
     pt, prev = Point(at.x, at.y), Point(came_from.x, came_from.y)
     # (rank, distance, name, centre): aisles before shelves, then the nearest.
     cands: list[tuple[int, float, str, tuple[float, float]]] = []
-    for a in venue.areas.values():
-        if a.level_id != level_id or not (a.name or a.alt_name):
-            continue
-        if a.polygon.covers(prev) or a.polygon.covers(pt):
+    near = venue.named_near(level_id, at.x, at.y, LANDMARK_M)
+    for a in near:
+        if not isinstance(a, Area) or a.polygon.covers(prev) or a.polygon.covers(pt):
             continue
         d = a.polygon.distance(pt)
         if d <= LANDMARK_M:
@@ -182,13 +181,8 @@ def _landmark(
             cands.append((rank, d, _short_name(a.name, a.alt_name, language), (c.x, c.y)))
     if not cands:
         # At a door: the room on its other side.
-        for u in venue.units.values():
-            if (
-                u.level_id == level_id
-                and u.name
-                and not u.polygon.covers(prev)
-                and u.polygon.distance(pt) < 0.5
-            ):
+        for u in near:
+            if isinstance(u, Unit) and not u.polygon.covers(prev) and u.polygon.distance(pt) < 0.5:
                 c = u.polygon.representative_point()
                 cands.append((2, 0.0, _short_name(u.name, u.alt_name, language), (c.x, c.y)))
     best = min(cands, default=None)

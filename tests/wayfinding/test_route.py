@@ -3,6 +3,8 @@ reason, and steps in the shopper's language relative to the screen."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from shapely.geometry import LineString
 
@@ -92,17 +94,14 @@ def test_no_route_says_why(demo_map: VenueMap, demo_graph: NavGraph) -> None:
     with pytest.raises(NoRoute, match="is in Stock room, staff only"):
         route(demo_map, demo_graph, SCREEN, "Stock room")
     # Without the lift, upstairs is stairs only: the accessible mode refuses, with the reason.
-    no_lift = VenueMap(
-        **{
-            **demo_map.__dict__,
-            "connectors": [c for c in demo_map.connectors if c.category != "elevator"],
-        }
+    no_lift = replace(
+        demo_map, connectors=[c for c in demo_map.connectors if c.category != "elevator"]
     )
     g = build_graph(no_lift)
     with pytest.raises(NoRoute, match="no step-free route .* only by stairs or escalator"):
         route(no_lift, g, SCREEN, "Aisle 6", accessible=True)
     assert route(no_lift, g, SCREEN, "Aisle 6").uses == ["stairs"]
-    no_stairs = VenueMap(**{**no_lift.__dict__, "connectors": []})
+    no_stairs = replace(no_lift, connectors=[])
     with pytest.raises(NoRoute, match="no stairs, escalator or lift joins their levels"):
         route(no_stairs, build_graph(no_stairs), SCREEN, "Aisle 6")
 
