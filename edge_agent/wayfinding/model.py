@@ -211,11 +211,8 @@ class VenueMap:
         if self._named is None:
             self._named = {}
             for lid in self.levels:
-                feats: list[Unit | Area] = [
-                    f
-                    for f in [*self.units.values(), *self.areas.values()]
-                    if f.level_id == lid and (f.name or f.alt_name)
-                ]
+                every: list[Unit | Area] = [*self.units.values(), *self.areas.values()]
+                feats = [f for f in every if f.level_id == lid and (f.name or f.alt_name)]
                 self._named[lid] = (STRtree([f.polygon for f in feats]), feats)
         tree, feats = self._named.get(level_id, (None, []))
         if tree is None:
