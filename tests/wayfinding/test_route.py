@@ -137,3 +137,19 @@ def test_turn_words_and_spoken_distances() -> None:
         "25 m",
         "40 m",
     ]
+
+
+def test_a_one_way_escalator_is_taken_one_way_only() -> None:
+    from edge_agent.wayfinding.plan import author, parse_plan
+    from testbed.venues import grid_plan
+
+    plan = grid_plan(levels=2, rows=1, cols=5, connectors=(("escalator", 0, 0), ("stairs", 0, 4)))
+    plan["connectors"][0]["direction"] = "up"
+    _, result, errors, _ = author(parse_plan(plan))
+    assert not errors and result.venue is not None
+    vm, g = result.venue, build_graph(result.venue)
+    lower, upper = resolve_ref(vm, "Room 0-0-1"), resolve_ref(vm, "Room 1-0-1")
+    assert plan_route(g, lower, upper).uses == ["escalator"]
+    assert plan_route(g, upper, lower).uses == ["stairs"]  # the long way round, down the stairs
+    with pytest.raises(NoRoute, match="no step-free route"):
+        plan_route(g, lower, upper, accessible=True)
