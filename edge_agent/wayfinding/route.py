@@ -32,7 +32,7 @@ from edge_agent.wayfinding.graph import (
     snap_to_free,
     unit_is_staff_only,
 )
-from edge_agent.wayfinding.model import Labels, VenueMap, label
+from edge_agent.wayfinding.model import Labels, Placement, VenueMap, label
 
 # An indoor shopping pace (slower than a street walk: people look around).
 WALKING_SPEED_M_S = 1.0
@@ -80,7 +80,7 @@ def resolve_ref(
         if pl is None:
             known = ", ".join(sorted(i for k, i in venue.placements if k == prefix)) or "none"
             raise RefError(f"{ref}: no {prefix} {rest!r} on this map (placed: {known})")
-        return Place(prefix, rest, pl.level_id, pl.xy, {"en": rest}, pl.facing_deg, pl.xy)
+        return Place(prefix, rest, pl.level_id, _in_front(pl), {"en": rest}, pl.facing_deg, pl.xy)
     if sep and prefix in resolvers:
         return resolvers[prefix](rest)
     if sep and prefix == "sku":
@@ -114,6 +114,23 @@ def resolve_ref(
             ids = ", ".join(p.id for p in found[:4])
             raise RefError(f"{ref}: names {len(found)} places ({ids}); use a feature id")
     raise RefError(f"{ref}: no feature, name, screen or kiosk by that reference")
+
+
+# Where a shopper reading a screen or using a kiosk stands: this far in front of its face.
+STAND_OFF_M = 0.6
+
+
+def _in_front(pl: Placement) -> tuple[float, float]:
+    """The spot in front of a screen or kiosk (a kiosk's own footprint is an obstacle)."""
+    if pl.facing_deg is None:
+        return pl.xy
+    dx, dy = math.sin(math.radians(pl.facing_deg)), math.cos(math.radians(pl.facing_deg))
+    reach = STAND_OFF_M
+    if pl.polygon is not None:
+        # From the middle of the footprint to its edge along the facing, then the stand-off.
+        x0, y0, x1, y1 = pl.polygon.bounds
+        reach += abs(dx) * (x1 - x0) / 2 + abs(dy) * (y1 - y0) / 2
+    return (pl.xy[0] + dx * reach, pl.xy[1] + dy * reach)
 
 
 def _unit_place(uid: str, venue: VenueMap) -> Place:
