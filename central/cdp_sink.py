@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,10 @@ from paho.mqtt.properties import Properties
 
 from contracts import topics
 from contracts.batch import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation
-from contracts.events import EventError, parse_event, source_for
+from contracts.events import TYPE_PREFIX, EventError, parse_event, source_for
 from contracts.mqtt import BrokerConfig, make_client, start_subscriber
 from contracts.payload import PayloadError, loads
+from contracts.uplift import Uplift, uplift
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,41 @@ class CdpSink:
                 lambda: predicate({**asdict(self._stats), "count": self._count}), timeout
             )
 
+    def uplift(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        store: str | None = None,
+    ) -> dict[str, Uplift]:
+        """Per campaign, exposed against held-out shoppers from the events stored here, with
+        event times in ``[since, until)`` (naive times are UTC) and of one store or all.
+
+        Exposed: shoppers an offer of the campaign was shown to (``offer.shown``); held out:
+        shoppers in its control group (``holdout.assigned``); a shopper in both (the campaign's
+        holdout share changed) saw it, so counts as exposed. Converted: shoppers with a
+        conversion attributed to the campaign. Only shoppers with a profile id count, that is
+        those who consented to analytics, on both sides of the comparison alike; shoppers and
+        converters are counted once each however often they came or bought."""
+        params = {
+            "shown": TYPE_PREFIX + "offer.shown.v1",
+            "holdout": TYPE_PREFIX + "holdout.assigned.v1",
+            "conversion": TYPE_PREFIX + "conversion.v1",
+            "since": _utc_iso(since),
+            "until": _utc_iso(until),
+            "store": store,
+        }
+        with self._lock:
+            rows = self._db.execute(_UPLIFT_SQL, params).fetchall()
+        counts: dict[str, dict[str, tuple[int, int]]] = {}
+        for campaign, group, shoppers, converted in rows:
+            counts.setdefault(campaign, {})[group] = (int(shoppers), int(converted))
+        out = {}
+        for campaign, by_group in sorted(counts.items()):
+            n_e, x_e = by_group.get("exposed", (0, 0))
+            n_h, x_h = by_group.get("holdout", (0, 0))
+            out[campaign] = uplift(x_e, n_e, x_h, n_h)
+        return out
+
     # ---- paho callbacks (paho's thread): never raise -----------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -432,3 +469,50 @@ def _prefix(value: Any) -> str:
         except (TypeError, ValueError):
             text = repr(value)
     return text[:MAX_REJECT_RAW]
+
+
+def _utc_iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).isoformat()
+
+
+# One pass over the three event types: distinct shoppers per campaign and group, and how many of
+# them converted. julianday() compares instants, whatever UTC offset a box wrote its times with.
+_UPLIFT_SQL = """
+WITH ev AS (
+    SELECT type,
+           json_extract(body, '$.data.profile_id') AS profile,
+           coalesce(json_extract(body, '$.data.campaign_id'),
+                    json_extract(body, '$.data.attributed_campaign_id')) AS campaign,
+           json_extract(body, '$.data.group') AS grp
+    FROM events
+    WHERE type IN (:shown, :holdout, :conversion)
+      AND (:since IS NULL OR julianday(time) >= julianday(:since))
+      AND (:until IS NULL OR julianday(time) < julianday(:until))
+      AND (:store IS NULL OR store_id = :store)
+),
+exposed AS (
+    SELECT DISTINCT campaign, profile FROM ev
+    WHERE type = :shown AND profile IS NOT NULL AND campaign IS NOT NULL
+),
+held AS (
+    SELECT DISTINCT campaign, profile FROM ev
+    WHERE type = :holdout AND profile IS NOT NULL AND campaign IS NOT NULL
+    EXCEPT SELECT campaign, profile FROM exposed
+),
+converted AS (
+    SELECT DISTINCT campaign, profile FROM ev
+    WHERE type = :conversion AND profile IS NOT NULL AND campaign IS NOT NULL
+      AND grp IS NOT NULL
+),
+members AS (
+    SELECT campaign, profile, 'exposed' AS grp FROM exposed
+    UNION ALL
+    SELECT campaign, profile, 'holdout' AS grp FROM held
+)
+SELECT m.campaign, m.grp, count(*), count(c.profile)
+FROM members AS m
+LEFT JOIN converted AS c ON c.campaign = m.campaign AND c.profile = m.profile
+GROUP BY m.campaign, m.grp
+"""

@@ -9,6 +9,8 @@
   edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G] [--stdout]
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
   edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
+  edge-ops uplift --db PATH [--day D | --since T --until T] [--tz Z] [--store S] [--json]
+                (per campaign: exposed against holdout shoppers, uplift with its 95% CI)
   edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
@@ -27,12 +29,16 @@ import os
 import signal
 import sys
 import threading
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
 from contracts.signing import KINDS, expires_in, generate_keypair, sign_message
+from contracts.uplift import Uplift
 
 
 def _broker(args: argparse.Namespace) -> BrokerConfig:
@@ -227,6 +233,92 @@ def cmd_cdp_gaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_uplift(args: argparse.Namespace) -> int:
+    from central.cdp_sink import CdpSink
+
+    try:
+        since, until = _uplift_range(args)
+    except ValueError as exc:
+        print(f"edge-ops uplift: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.db).exists():
+        print(f"{args.db}: no such file", file=sys.stderr)
+        return 1
+    sink = CdpSink(BrokerConfig(), args.db)  # not started: only reads its database
+    try:
+        by_campaign = sink.uplift(since, until, store=args.store)
+    finally:
+        sink.stop()
+    if args.json:
+        for campaign, u in by_campaign.items():
+            print(json.dumps({"campaign": campaign, **u.as_dict(), "summary": u.describe()}))
+        return 0
+    print(uplift_table(by_campaign))
+    return 0
+
+
+def _uplift_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """``--day`` or ``--since``/``--until`` as instants; dates and naive times in ``--tz``."""
+    try:
+        tz = ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"--tz {args.tz!r}: not a time zone (e.g. UTC, Europe/Paris)") from None
+
+    def instant(text: str, flag: str) -> datetime:
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{flag} {text!r}: expected YYYY-MM-DD or an ISO time") from None
+        return t if t.tzinfo is not None else t.replace(tzinfo=tz)
+
+    if args.day is not None:
+        if args.since is not None or args.until is not None:
+            raise ValueError("--day or --since/--until, not both")
+        try:
+            day = date.fromisoformat(args.day)
+        except ValueError:
+            raise ValueError(f"--day {args.day!r}: expected YYYY-MM-DD") from None
+        # Local midnight to the next one, not + 24 h: a day with a clock change is 23 or 25 h.
+        start = datetime.combine(day, clock_time(), tz)
+        return start, datetime.combine(day + timedelta(days=1), clock_time(), tz)
+    since = instant(args.since, "--since") if args.since is not None else None
+    until = instant(args.until, "--until") if args.until is not None else None
+    if since is not None and until is not None and until <= since:
+        raise ValueError("--until must be after --since")
+    return since, until
+
+
+def uplift_table(by_campaign: dict[str, Uplift]) -> str:
+    """Exposed against holdout per campaign, one row each, for people."""
+    if not by_campaign:
+        return "no exposed or held-out shoppers in this range"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v * 100:.1f}%"
+
+    head = ("campaign", "exposed", "conv", "rate", "holdout", "conv", "rate", "uplift (95% CI)")
+    rows = [
+        (
+            campaign,
+            str(u.exposed_shoppers),
+            str(u.exposed_conversions),
+            pct(u.exposed_rate),
+            str(u.holdout_shoppers),
+            str(u.holdout_conversions),
+            pct(u.holdout_rate),
+            u.describe(),
+        )
+        for campaign, u in by_campaign.items()
+    ]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+
+    def line(r: tuple[str, ...]) -> str:
+        nums = [c.rjust(w) for c, w in zip(r[1:-1], widths[1:], strict=True)]
+        return "  ".join([r[0].ljust(widths[0]), *nums, r[-1]])
+
+    return "\n".join(line(r) for r in (head, *rows))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from central.fleet_status import collect, summary
 
@@ -356,6 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("cdp-gaps", help="per device: sequences stored and missing at the CDP")
     g.add_argument("--db", required=True)
     g.set_defaults(func=cmd_cdp_gaps)
+
+    up = sub.add_parser(
+        "uplift", help="per campaign: exposed against holdout shoppers at the CDP, with a 95% CI"
+    )
+    up.add_argument("--db", required=True, help="the CDP sink's database")
+    up.add_argument("--day", help="one day, YYYY-MM-DD (in --tz)")
+    up.add_argument("--since", help="from this date or ISO time (in --tz unless it has an offset)")
+    up.add_argument("--until", help="up to (not including) this date or ISO time")
+    up.add_argument("--tz", default="UTC", help="time zone of dates and naive times (default UTC)")
+    up.add_argument("--store", help="one store (default: all)")
+    up.add_argument("--json", action="store_true", help="one JSON object per campaign")
+    up.set_defaults(func=cmd_uplift)
 
     st = sub.add_parser("status", help="fleet status from the boxes' retained state and health")
     st.add_argument("--store", default="+", help="one store (default: all)")

@@ -17,7 +17,8 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/emergency                   kiosk/ops, retained: override or clear on every screen
   instore/<store>/alert-acks                  kiosk -> agent and other kiosks: alert acknowledged
   instore/<store>/zones/<zone>/occupancy      agent, retained: live occupancy for kiosks
-  instore/<store>/alerts                      agent -> kiosks: staff alerts
+  instore/<store>/alerts/<alert>              agent, retained: one open staff alert; an empty
+                                              retained payload when it is closed (acked, expired)
   instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
   instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
   instore/<store>/touches/<device>            agent -> agents: offers its screens showed (QoS 1)
@@ -84,8 +85,10 @@ def zone_occupancy(store_id: str, zone_id: str = "+") -> str:
     return f"instore/{store_id}/zones/{zone_id}/occupancy"
 
 
-def alerts(store_id: str) -> str:
-    return f"instore/{store_id}/alerts"
+def alerts(store_id: str, alert_id: str = "+") -> str:
+    """One open staff alert, retained until the agent clears it (empty payload): a kiosk that
+    starts or restarts sees every open alert at once. The default is the kiosks' filter."""
+    return f"instore/{store_id}/alerts/{alert_id}"
 
 
 def screen_errors(store_id: str, screen_id: str = "+") -> str:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -111,6 +112,35 @@ def ops_push(keys: Path, cfg: AgentConfig, body_path: Path, version: int) -> str
     return out.stdout.strip()
 
 
+class Till:
+    """The store's till on the in-store bus: sends the scenario's receipts when their time
+    comes, as a real till does (README, "Point of sale"), for the closed loop and uplift."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        from contracts import topics
+        from contracts.mqtt import connect, make_client
+
+        self.topic = topics.pos_receipts(cfg.store.store_id)
+        self.pending = sorted(scenario.RECEIPTS, key=lambda r: r[0])
+        self.sent = 0
+        connected = threading.Event()
+        self.client = make_client(f"demo-till-{os.getpid()}", cfg.bus)
+        self.client.on_connect = lambda *a: connected.set()
+        connect(self.client, cfg.bus, clean_start=True, session_expiry_s=0)
+        self.client.loop_start()
+        connected.wait(10)
+
+    def send_due(self, trace_s: float) -> None:
+        while self.pending and self.pending[0][0] <= trace_s:
+            _, receipt = self.pending.pop(0)
+            self.client.publish(self.topic, scenario.receipt_line(receipt), qos=1)
+            self.sent += 1
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def _table(agent: Any, sink: Any, clock: ScaledClock, status: str) -> Table:
     s = agent.stats
     t = Table(title=f"Northwind Outfitters, store-0042 - {status}", show_header=False, min_width=60)
@@ -171,6 +201,7 @@ def run_demo(
     xvfb: Xvfb | None = None
     sink = None
     agent = None
+    till: Till | None = None
     try:
         keys = work / "keys"
         keys.mkdir()
@@ -215,6 +246,7 @@ def run_demo(
             time.sleep(0.05)
         if agent.director.screen_status(screen) != "online":
             console.print(f"[yellow]the player is not online yet; see {work / 'signage-ui.log'}[/]")
+        till = Till(cfg)
         clock.restart()  # the scenario starts now, with the player listening
 
         async def main() -> None:
@@ -224,6 +256,8 @@ def run_demo(
                 _table(agent, sink, clock, "running"), console=console, refresh_per_second=4
             ) as live:
                 while not run.done():
+                    if till is not None:
+                        till.send_due(clock.now() - scenario.T0)
                     if not pushed and clock.now() - scenario.T0 >= scenario.PUSH_V2_AT:
                         pushed = True
                         msg = await asyncio.to_thread(
@@ -254,6 +288,8 @@ def run_demo(
         sink.wait_for(len(set(accepted)), timeout=15)
         return _summary(console, agent, sink, accepted, shots)
     finally:
+        if till is not None:
+            till.close()
         if player is not None:
             stop_player(player)
         if xvfb is not None:
@@ -290,6 +326,7 @@ def _summary(console: Console, agent: Any, sink: Any, accepted: list[str], shots
         ("duplicates absorbed by the CDP", sink.stats().get("duplicates", 0)),
         ("events lost", lost),
         ("screenshots", f"{len(screenshots)} in {shots}"),
+        *_uplift_rows(sink),
     ]:
         t.add_row(k, str(v))
     console.print(t)
@@ -298,3 +335,58 @@ def _summary(console: Console, agent: Any, sink: Any, accepted: list[str], shots
     ok = lost == 0 and bool(screenshots) and s.variants["personalised"] > 0
     console.print("[green]demo OK[/]" if ok else "[red]demo FAILED[/]")
     return 0 if ok else 1
+
+
+def _last_heartbeat_kpis(sink: Any) -> dict[str, Any]:
+    """Per campaign KPIs of the box's last heartbeat (it sends one on the way out), as stored
+    at the CDP: what central learns from the box, not what the box holds in memory."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{sink.db_path}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT body FROM events WHERE type = 'retail.instore.device.heartbeat.v1'"
+            " ORDER BY julianday(time) DESC, CAST(sequence AS INTEGER) DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        db.close()
+    return json.loads(row[0])["data"]["kpis"].get("campaigns", {}) if row else {}
+
+
+def _uplift_rows(sink: Any) -> list[tuple[str, str]]:
+    """Exposed against holdout for every campaign that held someone out: as the CDP computes it
+    from the events it stored, and as the box's KPIs in its heartbeat say."""
+    from contracts.uplift import NOT_ENOUGH_DATA, points
+
+    at_cdp = sink.uplift()
+    on_box = _last_heartbeat_kpis(sink)
+    held = sorted(
+        {c for c, u in at_cdp.items() if u.holdout_shoppers}
+        | {c for c, k in on_box.items() if k["holdout_shoppers"]}
+    )
+    if not held:
+        return [("uplift", "no campaign held anyone out")]
+    rows = []
+    for c in held:
+        if c in at_cdp:
+            u = at_cdp[c]
+            counts = (
+                f"exposed {u.exposed_conversions}/{u.exposed_shoppers}, "
+                f"holdout {u.holdout_conversions}/{u.holdout_shoppers}"
+            )
+            rows.append((f"uplift {c} at the CDP", f"{counts}: {u.describe()}"))
+        k = on_box.get(c)
+        if k is not None:
+            d, lo, hi = k["uplift"], k["uplift_ci_low"], k["uplift_ci_high"]
+            said = (
+                NOT_ENOUGH_DATA
+                if d is None
+                else f"{points(d)} pts (95% CI {points(lo)} to {points(hi)})"
+            )
+            counts = (
+                f"exposed {k['exposed_conversions']}/{k['exposed_shoppers']}, "
+                f"holdout {k['holdout_conversions']}/{k['holdout_shoppers']}"
+            )
+            rows.append((f"uplift {c} in the box's KPIs", f"{counts}: {said}"))
+    return rows

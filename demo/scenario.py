@@ -86,6 +86,17 @@ PROFILES: list[dict] = [
         "loyalty_tier": "none",
         "churn_risk": 0.3,
     },
+    {
+        # Like Alice to the trail-shoes campaign, but in its holdout (the control group).
+        "profile_id": "cdp-p-1006",
+        "first_name": "Frank",
+        "language": "en",
+        "consent_personalisation": True,
+        "consent_analytics": True,
+        "segments": ["outdoor"],
+        "loyalty_tier": "none",
+        "churn_risk": 0.2,
+    },
 ]
 
 
@@ -101,6 +112,9 @@ class Visit:
     start: float
     end: float
     peak_rssi: float = -58.0
+    # A visit added later draws its noise from a generator of its own: every other advert of
+    # the recorded trace, which tests and benches pin their expectations to, stays as it was.
+    seed: int | None = None
 
 
 VISITS = [
@@ -109,7 +123,35 @@ VISITS = [
     Visit("unknown-7", 100, 115),  # an app user from another store: two shoppers -> no personal
     Visit("cdp-p-1003", 120, 152),  # Carol with friends, order ready: privacy guard in the crowd
     Visit("cdp-p-1004", 158, 180),  # Dave, after the winter campaign push: personalised
+    # Frank comes in with Bob. He would count for trail-shoes' anonymous offer, but he is in its
+    # holdout: the screen shows the members' coffee, and Frank becomes the campaign's control.
+    Visit("cdp-p-1006", 72, 96, seed=1006),
 ]
+
+# The till (instore/<store>/pos): (trace second to send it, receipt). Alice buys the shoes
+# the screen showed her; Frank, held out, buys nothing. Uplift in the demo summary.
+RECEIPTS: list[tuple[float, dict]] = [
+    (
+        70.0,
+        {
+            "receipt": "R-DEMO-0001",
+            "trace_s": 66.0,
+            "till": "till-1",
+            "loyalty": "cdp-p-1001",
+            "currency": "EUR",
+            "total": 129.9,
+            "items": [{"sku": "SKU-RIDGE-GTX-42", "qty": 1, "amount": 129.9}],
+        },
+    ),
+]
+
+
+def receipt_line(r: dict) -> bytes:
+    """A receipt as the till sends it, stamped at its trace second."""
+    body = {k: v for k, v in r.items() if k != "trace_s"}
+    body["ts"] = datetime.fromtimestamp(T0 + r["trace_s"], UTC).isoformat()
+    return json.dumps(body).encode()
+
 
 # (start, end, people the camera sees) in trace seconds: the scene `demo:entrance` plays.
 CAMERA_TIMELINE = ENTRANCE_TIMELINE
@@ -169,11 +211,12 @@ def generate(seed: int = 7) -> list[Advert]:
     step = 0.2
     n = int(DURATION_S / step)
     phones = [f"7{i}:3A:{rng.randrange(256):02X}:10:BE:{i:02X}" for i in range(6)]
+    own = {v.who: random.Random(v.seed) for v in VISITS if v.seed is not None}
     for i in range(n):
         t = i * step
         ts = round(T0 + t + rng.uniform(0, 0.05), 3)
         for v in VISITS:
-            rssi = _rssi_for(v, t, rng)
+            rssi = _rssi_for(v, t, own.get(v.who, rng))
             if rssi is None:
                 continue
             key = demo_identity_key(v.who)
@@ -290,6 +333,8 @@ CAMPAIGNS_V1: dict = {
                 "accent": "#ffd166",
             },
             "min_on_screen_s": 10,
+            # A quarter of its audience is held out, to measure what the campaign earns.
+            "holdout_share": 0.25,
         },
         {
             "id": "members-coffee",

@@ -21,7 +21,6 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
-    "edge_agent.wayfinding.cli",
 ]
 
 BENCHES = {
@@ -37,6 +36,7 @@ BENCHES = {
     "profiles": "bench.profiles",
     "box": "bench.box",
     "wayfinding": "bench.wayfinding",
+    "product-search": "bench.product_search",
 }
 
 
@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+
+    # `edge-agent map ...`: wayfinding, one group shared by its parts; each adds its own commands.
+    map_group = sub.add_parser("map", help="store map, routes and the product finder")
+    map_sub = map_group.add_subparsers(dest="map_command", required=True)
+    # Map core: `map check|author|route|render` (edge_agent/wayfinding/cli.py).
+    from edge_agent.wayfinding.cli import add_map_parsers
+
+    add_map_parsers(map_sub)
+    # Product finder: `map find` (edge_agent/wayfinding/products_cli.py).
+    from edge_agent.wayfinding.products_cli import add_find_parser
+
+    add_find_parser(map_sub)
     return p
 
 

@@ -47,20 +47,53 @@ class ScreenConfig(StrictModel):
     height: int = Field(720, ge=120, le=4320)
     # More people in view than this switches personalised content to the anonymous variant.
     max_people_for_personal: int = Field(1, ge=1)
+    # Only a camera can tell that a shopper is alone at a screen; BLE and mmWave only show that
+    # someone else is there. So a screen without a camera stays anonymous, unless it is a spot
+    # one person uses at a time (a fitting-room mirror, a kiosk with a privacy filter): then set
+    # this, and personal content runs while no more than max_people_for_personal BLE devices
+    # (app tokens and other phones, watches, ...) are in its zone.
+    personal_without_crowd_sensor: bool = False
     min_on_screen_s: float = Field(8.0, ge=0)
 
 
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+ADDRESS_PATTERN = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+KEY_PATTERN = r"^[0-9A-Fa-f]{32}$"
+
+
 class BeaconConfig(StrictModel):
-    """A store navigation beacon, known by its iBeacon identity."""
+    """A store beacon, known by its iBeacon identity (uuid, major, minor; its Eddystone-UID is
+    read the layout's way from the same), its EID identity key, or its static address. Its
+    telemetry (Eddystone-TLM, plain or encrypted) is paired with it through the address it is
+    heard from (edge_agent/sensing/ble/store_beacons.py)."""
 
     name: str
-    uuid: str = Field(
-        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-    )
-    major: int = Field(ge=0, le=65535)
-    minor: int = Field(ge=0, le=65535)
+    uuid: str | None = Field(None, pattern=UUID_PATTERN)
+    major: int | None = Field(None, ge=0, le=65535)
+    minor: int | None = Field(None, ge=0, le=65535)
     zone: str
     low_battery_mv: int = Field(2400, ge=0)
+    # A beacon that never changes its address (most TLM-only beacons): "AA:BB:CC:DD:EE:FF".
+    address: str | None = Field(None, pattern=ADDRESS_PATTERN)
+    # Eddystone-EID: the beacon's 16-byte identity key (hex) opens its encrypted TLM and
+    # recognises its EID frames. A key: keep this file readable by the agent only.
+    eik: str | None = Field(None, pattern=KEY_PATTERN, repr=False)
+    # Its EID rotation exponent K (default: ble.eid_rotation_exponent), and its time counter's
+    # offset: the beacon's clock reads Unix time minus this many seconds.
+    eid_rotation_exponent: int | None = Field(None, ge=0, le=15)
+    eid_clock_offset_s: int = 0
+
+    @model_validator(mode="after")
+    def _known_somehow(self) -> BeaconConfig:
+        ibeacon = (self.uuid, self.major, self.minor)
+        if any(v is not None for v in ibeacon) and any(v is None for v in ibeacon):
+            raise ValueError("uuid, major and minor: give all three or none")
+        if self.uuid is None and self.address is None and self.eik is None:
+            raise ValueError(
+                "a beacon needs uuid/major/minor, an address or an eik (else nothing "
+                "it sends can be told apart)"
+            )
+        return self
 
 
 class BleConfig(StrictModel):
@@ -192,6 +225,7 @@ class PathsConfig(StrictModel):
             profiles_db=self.profiles_db or s / "profiles.db",
             outbox_db=self.outbox_db or s / "outbox.db",
             content_dir=self.content_dir or s / "content",
+            alerts_db=s / "alerts.db",
         )
 
 
@@ -200,6 +234,7 @@ class ResolvedPaths(BaseModel):
     profiles_db: Path
     outbox_db: Path
     content_dir: Path
+    alerts_db: Path
 
 
 class PosConfig(StrictModel):
@@ -227,6 +262,18 @@ class ProfilesConfig(StrictModel):
     # How often the retention purge runs (expired profiles, old apply-journal entries).
     retention_interval_s: float = Field(3600.0, gt=0)
     journal_retention_days: float = Field(30.0, gt=0)
+
+
+class AlertsConfig(StrictModel):
+    """Staff alerts (edge_agent/app/alerts.py): open until a kiosk acknowledges them, kept on the
+    box's disk and retained on the in-store bus."""
+
+    # More open alerts than this: the oldest is closed (and logged) so the kiosks stay usable
+    # and the retained set on the bus stays small.
+    max_open: int = Field(200, ge=1, le=10_000)
+    # An alert nobody acknowledged for this long closes by itself: a shopper waiting at the
+    # counter is gone by then, and a dead beacon or screen is raised again when still dead.
+    max_age_s: float = Field(12 * 3600.0, ge=60)
 
 
 class SystemdConfig(StrictModel):
@@ -261,6 +308,7 @@ class AgentConfig(StrictModel):
     downlink: DownlinkConfig
     pos: PosConfig = Field(default_factory=PosConfig)
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     systemd: SystemdConfig = Field(default_factory=SystemdConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -275,9 +323,18 @@ class AgentConfig(StrictModel):
                 raise ValueError(f"screens[{i}].zone: unknown zone {s.zone!r}")
         if self.ble.zone not in zones:
             raise ValueError(f"ble.zone: unknown zone {self.ble.zone!r}")
+        seen: dict[str, str] = {}
         for i, b in enumerate(self.ble.beacons):
             if b.zone not in zones:
                 raise ValueError(f"ble.beacons[{i}].zone: unknown zone {b.zone!r}")
+            # Two beacons with one name, address or key could not be told apart.
+            for what, v in (("name", b.name), ("address", b.address), ("eik", b.eik)):
+                if v is None:
+                    continue
+                key = f"{what}:{v.upper()}"
+                if key in seen:
+                    raise ValueError(f"ble.beacons[{i}].{what}: same as {seen[key]!r}")
+                seen[key] = b.name
         for node, z in self.ble.receivers.items():
             if z not in zones:
                 raise ValueError(f"ble.receivers.{node}: unknown zone {z!r}")

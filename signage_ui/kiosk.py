@@ -107,7 +107,7 @@ class KioskApp(App):
         self.tz = ZoneInfo(cfg.store.timezone)
         self.screenshot_dir = screenshot_dir
         self.exit_after = exit_after
-        self.alerts = km.AlertBoard()
+        self.alerts = km.AlertBoard(max_open=cfg.alerts.max_open, max_age_s=cfg.alerts.max_age_s)
         self.occupancy = km.OccupancyBoard()
         self.screen_status: dict[str, str] = {}
         self.emergency: ScreenCommand | None = None
@@ -148,6 +148,7 @@ class KioskApp(App):
         self._refresh_tabs()
         self._start_bus()
         Clock.schedule_interval(lambda _dt: self.refresh_occupancy(), 1.0)
+        Clock.schedule_interval(lambda _dt: self._expire_alerts(), 60.0)
         if self.exit_after is not None:
             Clock.schedule_once(lambda _dt: self.shutdown(), self.exit_after)
         signal.signal(
@@ -242,6 +243,12 @@ class KioskApp(App):
             row.add_widget(ack)
             box.add_widget(row)
         self._refresh_tabs()
+
+    def _expire_alerts(self) -> None:
+        old = self.alerts.expire()
+        if old:
+            log.info("alerts %s: too old, no longer shown", ", ".join(old))
+            self.refresh_alerts()
 
     def acknowledge(self, alert_id: str) -> None:
         if self.alerts.ack(alert_id, self.kiosk_id):
@@ -453,9 +460,8 @@ class KioskApp(App):
     def _on_message(self, topic: str, raw: bytes) -> None:
         """One message from the bus; a bad one is logged in one line and changes nothing."""
         try:
-            if topic == topics.alerts(self.store):
-                if self.alerts.add(km.parse_alert(raw)):
-                    self.refresh_alerts()
+            if topic.startswith(self._alert_prefix):
+                self._on_alert(topic[len(self._alert_prefix) :], raw)
             elif topic == topics.alert_acks(self.store):
                 alert_id, by = km.parse_ack(raw)
                 if self.alerts.ack(alert_id, by):
@@ -475,6 +481,23 @@ class KioskApp(App):
             log.warning("bus: ignored on %s: %s", topic, exc)
         except (ValueError, AttributeError) as exc:
             log.warning("bus: ignored on %s: not a JSON object (%s)", topic, exc)
+
+    @property
+    def _alert_prefix(self) -> str:
+        return topics.alerts(self.store, "")
+
+    def _on_alert(self, alert_id: str, raw: bytes) -> None:
+        """One alert's retained topic: the alert while it is open, empty once the agent has
+        closed it (acknowledged on any kiosk, or expired)."""
+        if not raw:
+            if self.alerts.close(alert_id):
+                log.info("alert %s closed", alert_id)
+                self.refresh_alerts()
+            return
+        alert = km.parse_alert(raw, alert_id)
+        if self.alerts.add(alert):
+            log.info("alert %s open: %s", alert_id, alert.kind)
+            self.refresh_alerts()
 
     def _on_emergency(self, raw: bytes) -> None:
         if not raw:

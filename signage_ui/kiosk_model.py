@@ -3,7 +3,8 @@ occupancy per screen, the emergency override, survey answers. Pure, so every rul
 alone; the Kivy screens in ``kiosk.py`` only draw this and forward taps.
 
 Wire formats (in-store bus, JSON):
-  alerts      {"alert_id", "kind", "text", "ts", ...}        (agent, ``_staff_alert``)
+  alerts      {"alert_id", "kind", "text", "ts", "device_id", ...}   (agent, retained, one topic
+              per alert: ``alerts/<alert_id>``; an empty payload there: closed)
   alert acks  {"alert_id", "kiosk_id", "ts"}                  (kiosk -> agent and other kiosks)
   occupancy   {"zone_id", "people", "ts"}                      (agent, retained, per zone)
   emergency   a ScreenCommand override / clear_override         (kiosk, retained, every screen)
@@ -77,8 +78,13 @@ def _parse(model: type[BaseModel], raw: bytes, what: str) -> Any:
         raise KioskInputError(_first_error(exc, what)) from None
 
 
-def parse_alert(raw: bytes) -> Alert:
-    return _parse(Alert, raw, "alert")
+def parse_alert(raw: bytes, alert_id: str | None = None) -> Alert:
+    """An alert; with ``alert_id`` (its topic's), one that names another alert is refused: a
+    stray copy must not open, or later fail to close, the wrong alert."""
+    alert: Alert = _parse(Alert, raw, "alert")
+    if alert_id is not None and alert.alert_id != alert_id:
+        raise KioskInputError("alert.alert_id: not the id in its topic")
+    return alert
 
 
 def parse_occupancy(raw: bytes) -> Occupancy:
@@ -91,26 +97,54 @@ def label_for(kind: str) -> str:
 
 @dataclass
 class AlertBoard:
-    """Open alerts, newest and most urgent first; an acknowledged alert leaves the list."""
+    """Open alerts, newest and most urgent first; an acknowledged or closed alert leaves the
+    list. ``max_age_s``: the agent closes older ones; a copy the agent can no longer clear (its
+    box gone) must not stay on the kiosks forever either."""
 
     alerts: dict[str, Alert] = field(default_factory=dict)
     acked: dict[str, str] = field(default_factory=dict)  # alert_id -> kiosk that acknowledged
     max_open: int = 200
+    max_age_s: float | None = None
 
-    def add(self, alert: Alert) -> bool:
-        """True when the alert is new (tills and agents may resend)."""
+    def add(self, alert: Alert, now: datetime | None = None) -> bool:
+        """True when the alert is new (the agent publishes it again at every reconnect);
+        KioskInputError when it is too old to show."""
         if alert.alert_id in self.alerts or alert.alert_id in self.acked:
             return False
+        if self.max_age_s is not None and self._age(alert, now) > self.max_age_s:
+            raise KioskInputError(f"alert.ts: older than {self.max_age_s / 3600:g} h, not shown")
         self.alerts[alert.alert_id] = alert
         while len(self.alerts) > self.max_open:  # the oldest go first
             oldest = min(self.alerts.values(), key=lambda a: a.ts)
             del self.alerts[oldest.alert_id]
         return True
 
+    @staticmethod
+    def _age(alert: Alert, now: datetime | None) -> float:
+        ts = alert.ts if alert.ts.tzinfo is not None else alert.ts.replace(tzinfo=UTC)
+        return ((now or datetime.now(UTC)) - ts).total_seconds()
+
     def ack(self, alert_id: str, kiosk_id: str) -> bool:
         """Acknowledge (here or on another kiosk); True when it was open."""
         self.acked[alert_id] = kiosk_id
+        # Remembered so a late copy does not reopen it; bounded, the oldest acks go first.
+        for old in list(self.acked)[: max(0, len(self.acked) - 4 * self.max_open)]:
+            del self.acked[old]
         return self.alerts.pop(alert_id, None) is not None
+
+    def close(self, alert_id: str) -> bool:
+        """The agent cleared the alert (acknowledged somewhere, expired); True when it was open."""
+        return self.alerts.pop(alert_id, None) is not None
+
+    def expire(self, now: datetime | None = None) -> list[str]:
+        """Drop alerts older than ``max_age_s``; their ids."""
+        if self.max_age_s is None:
+            return []
+        max_age = self.max_age_s
+        old = [a for a, alert in self.alerts.items() if self._age(alert, now) > max_age]
+        for alert_id in old:
+            del self.alerts[alert_id]
+        return old
 
     def open(self) -> list[Alert]:
         return sorted(

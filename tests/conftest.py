@@ -63,6 +63,7 @@ STARTS_PROCESSES = {
     "tests/central/test_fleet_ops.py",
     "tests/central/test_nats_cluster.py",
     "tests/central/test_tls_acl.py",
+    "tests/central/test_uplift.py",
     "tests/demo/test_demo.py",
     "tests/signage_ui/test_kiosk.py",
     "tests/sync/test_chaos.py",

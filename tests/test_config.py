@@ -40,6 +40,33 @@ def test_the_shipped_demo_config_is_valid() -> None:
         (lambda d: d["ble"]["beacons"][1].update(major=70000), "ble.beacons[1].major"),
         (lambda d: d["central"].update(port="mqtt"), "central.port"),
         (lambda d: d["central"].update(tls=True), "ca_file is required when tls = true"),
+        (
+            lambda d: d["ble"]["beacons"][0].pop("uuid"),
+            "ble.beacons[0]: uuid, major and minor: give all three or none",
+        ),
+        (
+            lambda d: d["ble"]["beacons"].append({"name": "tlm", "zone": "womens"}),
+            "ble.beacons[3]: a beacon needs uuid/major/minor, an address or an eik",
+        ),
+        (
+            lambda d: d["ble"]["beacons"].append(
+                {"name": "tlm", "zone": "womens", "address": "C0:FF:EE:00:64"}
+            ),
+            "ble.beacons[3].address: String should match",
+        ),
+        (
+            lambda d: d["ble"]["beacons"].extend(
+                [
+                    {"name": "a", "zone": "womens", "eik": "ab" * 16},
+                    {"name": "b", "zone": "womens", "eik": "AB" * 16},
+                ]
+            ),
+            "ble.beacons[4].eik: same as 'a'",
+        ),
+        (
+            lambda d: d["ble"]["beacons"].append(dict(d["ble"]["beacons"][0], major=9)),
+            "ble.beacons[3].name: same as 'entrance-door'",
+        ),
     ],
 )
 def test_errors_name_the_key(mutate, expected: str) -> None:
@@ -100,3 +127,16 @@ def test_agent_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "ble.replay_speed" in out.stderr
+
+
+def test_a_beacon_key_is_not_shown_in_errors_or_repr() -> None:
+    data = demo_data()
+    key = "0f1e2d3c4b5a69788796a5b4c3d2e1ff"
+    data["ble"]["beacons"].append({"name": "till", "zone": "entrance", "eik": key})
+    cfg = parse_config(data, base_dir=DEMO.parent)
+    assert cfg.ble.beacons[3].eik == key
+    assert key not in repr(cfg)
+    data["ble"]["beacons"][3]["eik"] = key[:-1] + "g"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base_dir=DEMO.parent)
+    assert info.value.errors and not any(key[:-1] in line for line in info.value.errors)

@@ -11,6 +11,7 @@ hand data to it. This module holds no domain logic: each step lives in its stage
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -27,7 +28,7 @@ from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
 from edge_agent.box.heartbeat import VERSION, Heartbeat
 from edge_agent.box.liveness import StallPoint
-from edge_agent.clock import Clock, SystemClock
+from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
 from edge_agent.downlink.handlers import DownlinkHandlers
@@ -151,17 +152,19 @@ class Agent:
         # The wire on both sides: the journal (-> outbox -> uplink) and the in-store bus.
         self.journal = EventJournal(store, device, now)
         self.bus = InStoreBus(cfg.bus, f"agent-{store}-{device}")
-        self.alerts = StaffAlerts(self.bus, store)
+        # Open alerts survive restarts (alerts.db) and are retained for the kiosks.
+        self.alerts = StaffAlerts(self.bus, store, device, paths.alerts_db, cfg.alerts)
         self.touch_share = TouchShare(self.bus, store, device, self.journey, now)
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self.downlink: Downlink | None = None
 
         # The stages, in flow order.
+        tracker = tracker_from_config(cfg.ble, paths.state_dir)
         self.presence = PresenceStage(
             cfg,
             now=now,
-            tracker=tracker_from_config(cfg.ble, paths.state_dir),
+            tracker=tracker,
             resolver=self.resolver,
             profiles=self.profiles,
             journey=self.journey,
@@ -169,6 +172,8 @@ class Agent:
             alerts=self.alerts,
             invalidate=self._invalidate,
             secret=device_secret(paths.state_dir),
+            # Other devices (the crowd without a camera) by the same zone rules as shoppers.
+            devices=dataclasses.replace(tracker),
         )
         self.audience = AudienceStage(
             cfg.camera,
@@ -180,6 +185,13 @@ class Agent:
             invalidate=self._invalidate,
             frame_source=frame_source,
             camera_opener=camera_opener,
+        )
+        self.occupancy = ZoneOccupancy(
+            cfg,
+            presence=self.presence,
+            audience=self.audience,
+            bus=self.bus,
+            invalidate=self._invalidate,
         )
         self.director = ScreenDirector(
             cfg,
@@ -193,9 +205,7 @@ class Agent:
             journal=self.journal,
             bus=self.bus,
             alerts=self.alerts,
-        )
-        self.occupancy = ZoneOccupancy(
-            cfg, presence=self.presence, audience=self.audience, bus=self.bus
+            radar=self.occupancy.radar,
         )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal
@@ -228,6 +238,7 @@ class Agent:
             kpis=self.journey.kpis,
             receipts=self.checkout.receipts,
             max_relay_bytes=cfg.downlink.max_message_bytes,
+            to_clock=wall_to_clock(self.clock),
         )
         self._route_bus()
 
@@ -339,6 +350,8 @@ class Agent:
             topics.mmwave(store),
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
         )
+        # Kiosks' acks close alerts for every kiosk; open ones are published again on connect.
+        self.alerts.listen(bus)
 
     def start_sync(self) -> None:
         """Outbox, uplink to central, downlink from central, in-store bus."""
@@ -445,13 +458,16 @@ class Agent:
         self.journey.housekeeping(now, today)
         self.memory.prune(now - self.journey.book.window_s, today.date())
         self.director.new_day(today.date().isoformat())
+        self.alerts.expire()
         self.handlers.check_probation()
         sup = self.supervisor
         problems = list(sup.snapshot.problems) if sup is not None else []
         dropped = {f"bus:{why}": n for why, n in self.inbox.counts.dropped.items()}
         if self.bus.counts.handler_errors:
             dropped["bus:unreadable"] = self.bus.counts.handler_errors
-        self.heartbeat_stage.beat(problems, dropped, self.director.health())
+        self.heartbeat_stage.beat(
+            problems, dropped, {**self.director.health(), **self.alerts.health()}
+        )
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
@@ -535,6 +551,7 @@ class Agent:
     def close(self, flush_timeout_s: float = 10.0) -> None:
         self.journal.flush()
         self.bus.stop()
+        self.alerts.shutdown()
         if self.downlink is not None:
             self.downlink.stop()
         if self.uplink is not None:

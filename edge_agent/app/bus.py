@@ -42,6 +42,7 @@ class InStoreBus:
         self.client_id = client_id
         self.counts = BusCounts()
         self._routes: list[tuple[str, int, Handler]] = []
+        self._on_connected: list[Callable[[], None]] = []
         self._client: mqtt.Client | None = None
         # Set when the broker has granted every route (the SUBACK of the last connect).
         self.subscribed = threading.Event()
@@ -49,6 +50,11 @@ class InStoreBus:
     def route(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Subscribe ``topic_filter`` (on every connect) and hand its messages to ``handler``."""
         self._routes.append((topic_filter, qos, handler))
+
+    def on_connected(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (in paho's thread) after every connect: to publish again what a broker
+        that restarted without its retained messages no longer holds."""
+        self._on_connected.append(fn)
 
     def start(self) -> None:
         client = make_client(self.client_id, self.cfg)
@@ -62,6 +68,11 @@ class InStoreBus:
                 self.subscribed.clear()
                 c.subscribe([(topic_filter, qos) for topic_filter, qos, _ in self._routes])
                 log.info("bus: connected to %s:%s", self.cfg.host, self.cfg.port)
+                for fn in self._on_connected:
+                    try:
+                        fn()
+                    except Exception as exc:  # never into paho's thread
+                        log.error("bus: on connect: %s", type(exc).__name__)
 
         def on_subscribe(
             c: mqtt.Client, userdata: object, mid: int, reason_codes: Any, properties: Any

@@ -3,12 +3,18 @@
 A player's impression and a kiosk's survey answer are journey events of this box: checked
 (envelope, source) and handed to the journal. Receipts go to the checkout. A player's screenshot
 or error report is relayed to central as device status. Runs in the bus thread.
+
+Players and kiosks stamp their events with their wall clock. When the agent runs on another
+clock (a replay, the demo), their times are put on the agent's clock here, so an impression
+lines up with the offer it shows; in production the agent keeps wall time and they pass as is.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from contracts.events import (
     TYPE_OF,
@@ -54,8 +60,11 @@ class BusInbox:
         kpis: JourneyKpis,
         receipts: ReceiptDeduper,
         max_relay_bytes: int,
+        to_clock: Callable[[datetime], datetime] | None = None,
     ) -> None:
         self.source = source_for(store_id, device_id)
+        # Wall time -> the agent's clock; None when the agent keeps wall time (nothing to map).
+        self.to_clock = to_clock
         self.journal = journal
         self.kpis = kpis
         self.receipts = receipts
@@ -82,12 +91,20 @@ class BusInbox:
                 "bus: refused event on %s: %s is not a player's or kiosk's", topic, event.type
             )
             return
+        data, when = event.payload(), event.time
+        to_clock = self.to_clock
+        if to_clock is not None:
+            when = to_clock(when)
+            if isinstance(data, ContentImpression):
+                start, end = to_clock(data.start), to_clock(data.end)
+                duration = round(max(0.0, (end - start).total_seconds()), 3)
+                data = data.model_copy(update={"start": start, "end": end, "duration_s": duration})
         clean = CloudEvent(
             id=event.id,  # kept: a player re-sending the same impression is deduplicated
             source=event.source,
             type=event.type,
-            time=event.time,
-            data=event.payload().model_dump(mode="json", exclude_none=True),
+            time=when,
+            data=data.model_dump(mode="json", exclude_none=True),
         )
         if event.model_extra or event.subject is not None:
             self.counts.dropped["extra fields"] = self.counts.dropped.get("extra fields", 0) + 1

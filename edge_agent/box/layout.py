@@ -1,7 +1,7 @@
 """The store layout: one file an installer writes, from which firmware and agent config are made.
 
 Zones, screens, store beacons (position, iBeacon identity, calibrated power at 1 m, radio
-settings), ESP32 scanner nodes (zone, UART or MQTT output) and optional mmWave presence
+settings; for a bought Eddystone beacon, its address and EID identity key), ESP32 scanner nodes (zone, UART or MQTT output) and optional mmWave presence
 sensors. TOML or YAML (by extension), validated with pydantic; every error names its key path
 (``beacons[2].interval_ms: ...``) the same way ``edge_agent/config.py`` does. Pure: no I/O but
 reading the one file.
@@ -18,9 +18,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from contracts.validation import ID_PATTERN, StrictModel
 
 # Zones and screens are the same things in the layout as in the agent's config: one model each.
-from edge_agent.config import ScreenConfig, ZoneConfig, format_validation_error
+from edge_agent.config import (
+    ADDRESS_PATTERN,
+    KEY_PATTERN,
+    UUID_PATTERN,
+    ScreenConfig,
+    ZoneConfig,
+    format_validation_error,
+)
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 # ESPHome node names become hostnames: lowercase letters, digits and hyphens.
 NODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}$"
 GPIO_PATTERN = r"^GPIO[0-9]{1,2}$"
@@ -59,10 +65,14 @@ class LayoutStore(StrictModel):
 class LayoutBeacon(StrictModel):
     name: str = Field(pattern=ID_PATTERN)
     zone: str
-    hardware: Literal["esp32", "hm10"] = "esp32"
+    # "eddystone": a bought Eddystone beacon set up with its maker's tool. The layout only says
+    # how the agent knows it (major/minor as its Eddystone-UID, address, eik); no firmware is
+    # rendered for it and `edge-agent provision` does not touch it.
+    hardware: Literal["esp32", "hm10", "eddystone"] = "esp32"
     uuid: str | None = Field(None, pattern=UUID_PATTERN)
-    major: int = Field(ge=0, le=65535)
-    minor: int = Field(ge=0, le=65535)
+    # Required for esp32 and hm10 (they send iBeacon); optional for an Eddystone beacon.
+    major: int | None = Field(None, ge=0, le=65535)
+    minor: int | None = Field(None, ge=0, le=65535)
     # Calibrated RSSI at 1 m (the iBeacon "measured power" byte).
     measured_power: int = Field(-59, ge=-127, le=0)
     tx_power_dbm: int = 0
@@ -71,10 +81,36 @@ class LayoutBeacon(StrictModel):
     position: tuple[float, float] = (0.0, 0.0)
     # ESP32 only: also advertise an Eddystone-UID frame with the same identity.
     eddystone: bool = False
+    # Its static address, for a beacon that sends telemetry but no identifying frame.
+    address: str | None = Field(None, pattern=ADDRESS_PATTERN)
+    # Eddystone-EID: identity key (32 hex digits), rotation exponent K and clock offset (beacon
+    # time = Unix time - offset), as set when the beacon was registered; the agent opens its
+    # encrypted telemetry with them. Unlike the Wi-Fi password, which this file only names, the
+    # agent needs the key itself: a layout with keys is kept as private as agent.toml.
+    eik: str | None = Field(None, pattern=KEY_PATTERN, repr=False)
+    eid_rotation_exponent: int | None = Field(None, ge=0, le=15)
+    eid_clock_offset_s: int = 0
 
     @model_validator(mode="after")
     def _radio(self) -> LayoutBeacon:
-        if self.hardware == "hm10":
+        for key, other in (("major", self.minor), ("minor", self.major)):
+            if getattr(self, key) is not None:
+                continue
+            if self.hardware != "eddystone":
+                raise ValueError(f"{key}: required (an {self.hardware} beacon sends iBeacon)")
+            if other is not None:
+                raise ValueError(f"{key}: an Eddystone-UID needs both major and minor")
+        if self.hardware == "eddystone":
+            if self.eddystone:
+                raise ValueError(
+                    "eddystone: for an ESP32 only (set this beacon's frames in its tool)"
+                )
+            if self.major is None and self.address is None and self.eik is None:
+                raise ValueError(
+                    "address: an Eddystone beacon needs major/minor (its UID), an address or "
+                    "an eik, else the agent cannot tell it apart"
+                )
+        elif self.hardware == "hm10":
             if self.tx_power_dbm not in HM10_POWER_DBM:
                 raise ValueError(
                     f"tx_power_dbm: an HM-10 transmits at {sorted(HM10_POWER_DBM)} dBm only"
@@ -169,14 +205,22 @@ class StoreLayout(StrictModel):
             if p.id in scanner_ids:
                 raise ValueError(f"presence_sensors[{i}].id: {p.id!r} is also a scanner's id")
         seen: dict[tuple[str, int, int], str] = {}
+        keys: dict[str, str] = {}
         for i, b in enumerate(self.beacons):
-            key = (self.beacon_uuid(b), b.major, b.minor)
-            if key in seen:
-                raise ValueError(
-                    f"beacons[{i}]: same uuid/major/minor as {seen[key]!r} "
-                    "(the agent could not tell them apart)"
-                )
-            seen[key] = b.name
+            if b.major is not None and b.minor is not None:
+                key = (self.beacon_uuid(b), b.major, b.minor)
+                if key in seen:
+                    raise ValueError(
+                        f"beacons[{i}]: same uuid/major/minor as {seen[key]!r} "
+                        "(the agent could not tell them apart)"
+                    )
+                seen[key] = b.name
+            for what, v in (("address", b.address), ("eik", b.eik)):
+                if v is not None:
+                    if f"{what}:{v.upper()}" in keys:
+                        other = keys[f"{what}:{v.upper()}"]
+                        raise ValueError(f"beacons[{i}].{what}: same as {other!r}")
+                    keys[f"{what}:{v.upper()}"] = b.name
         needs_network = [s.id for s in self.scanners if s.output == "mqtt"] + [
             p.id for p in self.presence_sensors
         ]
@@ -185,6 +229,12 @@ class StoreLayout(StrictModel):
         if needs_network and self.wifi is None:
             raise ValueError(f"wifi: required by {needs_network[0]!r} (it publishes over MQTT)")
         return self
+
+    def ibeacon_id(self, beacon: LayoutBeacon) -> tuple[str, int, int]:
+        """uuid, major, minor of a beacon that sends iBeacon (esp32 and hm10 always do)."""
+        if beacon.major is None or beacon.minor is None:
+            raise LayoutError("<layout>", [f"beacons: {beacon.name!r} has no major/minor"])
+        return self.beacon_uuid(beacon), beacon.major, beacon.minor
 
     def beacon_uuid(self, beacon: LayoutBeacon) -> str:
         """The beacon's UUID in canonical lowercase 8-4-4-4-12 form."""

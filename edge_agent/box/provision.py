@@ -66,15 +66,20 @@ class Hm10Target:
     @classmethod
     def from_layout(cls, layout: StoreLayout, beacon: LayoutBeacon) -> Hm10Target:
         if beacon.hardware != "hm10":
-            raise ProvisionError(
-                f"beacon {beacon.name!r} is hardware = {beacon.hardware!r}, not an HM-10 "
-                "(render its firmware with `edge-agent firmware render`)"
+            how = (
+                "set it up with its maker's tool"
+                if beacon.hardware == "eddystone"
+                else "render its firmware with `edge-agent firmware render`"
             )
+            raise ProvisionError(
+                f"beacon {beacon.name!r} is hardware = {beacon.hardware!r}, not an HM-10 ({how})"
+            )
+        uuid, major, minor = layout.ibeacon_id(beacon)
         return cls(
             name=beacon.name,
-            uuid=layout.beacon_uuid(beacon).replace("-", "").upper(),
-            major=beacon.major,
-            minor=beacon.minor,
+            uuid=uuid.replace("-", "").upper(),
+            major=major,
+            minor=minor,
             power_code=HM10_POWER_DBM[beacon.tx_power_dbm],
             interval_code=HM10_INTERVAL_MS[beacon.interval_ms],
         )

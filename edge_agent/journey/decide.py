@@ -4,10 +4,21 @@
 database, no randomness (holdout is a hash), so the same inputs give the same content and the
 same reasons, and every rule is testable alone.
 
-Privacy guard first: personalised content only for exactly one identified shopper at the screen,
-who consented, while the camera sees at least one and no more than the screen's limit of people.
-Otherwise the anonymous variant of the best campaign, otherwise the default loop. Reasons say
-why each campaign won or lost and never carry an id.
+Privacy guard first: personalised content only for exactly one app user at the screen, who
+consented, and only when the box can tell that nobody else is reading along:
+
+- with a camera, it must see at least one and no more than the screen's limit of people;
+- without one, nothing can prove that a shopper is alone (a stranger without a phone, or with
+  Bluetooth off, is invisible to BLE; an mmWave radar says "someone", not how many), so the
+  screen stays anonymous ("privacy:no-crowd-sensor") unless its config declares a spot one
+  person uses at a time (``personal_without_crowd_sensor``). Even there, BLE devices in the zone
+  (app tokens, resolved or not, plus other phones, watches, ...) above the limit veto it
+  ("privacy:3-devices-in-zone"): in doubt, anonymous.
+
+Otherwise the anonymous variant of the best campaign, for an audience of the crowd estimate
+(``ScreenContext.crowd``: the camera's count, else the BLE devices in the zone, at least one
+when a radar sees someone), otherwise the default loop. Reasons say why each campaign won or
+lost and never carry an id.
 """
 
 from __future__ import annotations
@@ -15,11 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from contracts.screen_protocol import Content
 from edge_agent.journey.campaigns import Campaign, CampaignBundle, Variant, open_orders
 from edge_agent.slice.model import Profile
+
+
+@dataclass(frozen=True)
+class Crowd:
+    """People at a screen as the box counts them, and the sensor that counted."""
+
+    people: int
+    source: Literal["camera", "ble", "radar"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,27 @@ class ScreenContext:
     zone_dwell_s: float = 0.0
     # Faces turned to the screen (camera); None without a camera.
     watchers: int | None = None
+    # Other BLE devices close by in the zone (phones' other adverts, watches, earbuds; not app
+    # tokens, not beacons): strangers without the app show up here, if at all.
+    ble_devices: int = 0
+    # An mmWave radar covering the zone: someone there (True) or not; None when none does.
+    radar: bool | None = None
+    # The screen is a spot one person uses at a time (its config says so): see the module doc.
+    personal_without_crowd_sensor: bool = False
+
+    def crowd(self) -> Crowd:
+        """How many people are at the screen, as best this box can tell, and from what.
+
+        The camera counts the people who can read the screen, so its count stands alone.
+        Without it, every BLE device in the zone counts as one person (a shopper's own watch
+        too: over-counting errs on the side of privacy), and a radar that sees someone makes it
+        at least one."""
+        if self.people_in_view is not None:
+            return Crowd(self.people_in_view, "camera")
+        devices = len(self.shoppers) + self.unresolved_shoppers + self.ble_devices
+        if devices == 0 and self.radar:
+            return Crowd(1, "radar")
+        return Crowd(devices, "ble")
 
 
 class CapsView(Protocol):
@@ -126,6 +166,15 @@ def _personal_target(ctx: ScreenContext, reasons: list[str]) -> Profile | None:
         if ctx.people_in_view > ctx.max_people_for_personal:
             reasons.append(f"privacy:{ctx.people_in_view}-people-in-view")
             return None
+        return consented[0]
+    # No camera. The devices come first: when there is a crowd to see, that is the reason.
+    crowd = ctx.crowd()
+    if crowd.people > ctx.max_people_for_personal:
+        reasons.append(f"privacy:{crowd.people}-devices-in-zone")
+        return None
+    if not ctx.personal_without_crowd_sensor:
+        reasons.append("privacy:no-crowd-sensor")
+        return None
     return consented[0]
 
 
@@ -191,7 +240,8 @@ def decide(
     reasons: list[str] = []
     held: list[str] = []
     target = _personal_target(ctx, reasons)
-    audience = ctx.people_in_view if ctx.people_in_view is not None else len(ctx.shoppers)
+    # App users whose token did not resolve and strangers' devices are an audience too.
+    audience = ctx.crowd().people
     consented = [p for p in ctx.shoppers if p.consent_personalisation]
     caps = world.caps
     for c in index.at(ctx.zone_id, ctx.screen_id):
@@ -239,9 +289,10 @@ def decide(
         if c.uses_profile_data:
             # Targeting an anonymous variant uses only consented shoppers' data, and a shopper
             # held out of the campaign does not count towards it.
-            matching = [p for p in consented if c.targets(p)]
+            misses = {p.profile_id: c.mismatch(p) for p in consented}
+            matching = [p for p in consented if misses[p.profile_id] is None]
             if not matching:
-                reasons.append(f"{c.id}:lost:no-consented-match")
+                reasons.append(f"{c.id}:lost:{_no_match(misses)}")
                 continue
             if all(c.held_out(p.profile_id) for p in matching):
                 held.append(c.id)
@@ -288,6 +339,14 @@ def _gate(
     if c.attention_required and not ctx.watchers:
         return "no-attention"
     return None
+
+
+def _no_match(misses: Mapping[str, str | None]) -> str:
+    """Why no consented shopper at the screen matched: the targeting rule each one missed
+    (``churn_risk``, ``segments_any+loyalty_tier`` when they missed different ones), or
+    ``no-consented-match`` when nobody there consented. Rule names only, never an id."""
+    rules = sorted({why for why in misses.values() if why is not None})
+    return "+".join(rules) or "no-consented-match"
 
 
 def _personal_mismatch(

@@ -65,6 +65,7 @@ class ScreenDirector:
         journal: EventJournal,
         bus: Publisher,
         alerts: StaffAlerts,
+        radar: Callable[[str], bool | None] = lambda zone: None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -78,12 +79,13 @@ class ScreenDirector:
         self.journal = journal
         self.bus = bus
         self.alerts = alerts
+        # mmWave per zone: someone there, nobody, or None (no radar covers it).
+        self.radar = radar
         self.counts = DirectorCounts()
         self._screens = {s.id: _ScreenState() for s in cfg.screens}
         self._dirty = True
         # Profiles deleted or withdrawn on the downlink/scheduler threads; the loop forgets them.
         self._forget: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._alerted: set[tuple[str, str, str]] = set()
         self._screen_status: dict[str, str] = {}
         # Screens whose shopper withdrew consent: their next command cuts through any hold.
         self._preempt: set[str] = set()
@@ -100,6 +102,7 @@ class ScreenDirector:
         ids = set(profile_ids)
         for pid in ids:
             self._forget.put(pid)
+        self.alerts.forget(ids)  # no open alert keeps their name up
         if cut_hold:
             for screen_id, st in self._screens.items():
                 if st.decision is not None and st.decision.profile_id in ids:
@@ -148,6 +151,10 @@ class ScreenDirector:
             dwell_s=dwell,
             zone_dwell_s=zone_dwell,
             watchers=watchers,
+            # What a screen without a camera has to judge the crowd by (decide's privacy guard).
+            ble_devices=self.presence.devices_in(sc.zone, now),
+            radar=self.radar(sc.zone),
+            personal_without_crowd_sensor=sc.personal_without_crowd_sensor,
         )
 
     def decide_screens(self) -> None:
@@ -191,14 +198,20 @@ class ScreenDirector:
             log.error("screen %s: decision failed, keeping what it shows: %s", screen_id, kind)
 
     def _raise_staff_alerts(self, ctx: ScreenContext, now_local: datetime) -> None:
-        """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day."""
+        """Campaign alerts for staff (order ready, VIP), once per shopper, campaign and day;
+        StaffAlerts keeps the keys on disk, so a restarted agent does not alert twice."""
         world = World(stock=self.stock())
+        day = now_local.date().isoformat()
         for a in staff_alerts(ctx, self.journey.index, now_local, world):
-            key = (a.campaign_id, a.profile_id, now_local.date().isoformat())
-            if key in self._alerted:
-                continue
-            self._alerted.add(key)
-            self.alerts.raise_alert(a.kind, a.text, campaign_id=a.campaign_id, zone_id=a.zone_id)
+            self.alerts.raise_once(
+                (a.campaign_id, a.profile_id),
+                day,
+                a.kind,
+                a.text,
+                subject=a.profile_id,
+                campaign_id=a.campaign_id,
+                zone_id=a.zone_id,
+            )
 
     def health(self) -> dict[str, str]:
         """For the heartbeat: decisions that failed, and the screens failing now (with why)."""
@@ -209,7 +222,7 @@ class ScreenDirector:
 
     def new_day(self, today: str) -> None:
         """Alerts are once per day: forget yesterday's."""
-        self._alerted = {k for k in self._alerted if k[2] == today}
+        self.alerts.new_day(today)
 
     def _show(
         self, screen_id: str, d: Decision, ctx: ScreenContext, now: float, now_local: datetime

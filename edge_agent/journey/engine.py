@@ -13,7 +13,7 @@ the other boxes of the store (journey/touch_share.py), which add them with ``add
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -116,12 +116,30 @@ class JourneyEngine:
             self._changes.append(CapCounted(d.campaign_id, screen_id, d.profile_id, now_local))
             self._touch(Touch(ts, d.campaign_id, screen_id, d.profile_id, "exposed", event_id))
             self.kpis.shown(d.campaign_id, d.profile_id, ts)
+        return self.hold(screen_id, d, ts, now_local, present, event_id)
+
+    def hold(
+        self,
+        screen_id: str,
+        d: Decision,
+        ts: float,
+        now_local: datetime,
+        present: Iterable[Profile] = (),
+        event_id: str = "",
+        skip: Collection[str] = (),
+    ) -> list[tuple[str, Profile]]:
+        """The shoppers at the screen held out of a campaign they were eligible for get a
+        control touch: when the content goes up, and for a shopper who arrives while it is up
+        (``skip``: those the show already counted), so late arrivals are controls too."""
+        self.kpis.roll(now_local.date())
         held: list[tuple[str, Profile]] = []
         for cid in d.held_out:
             c = next((c for c in self.index.ordered if c.id == cid), None)
             if c is None:
                 continue
             for p in present:
+                if p.profile_id in skip:
+                    continue
                 if p.consent_personalisation and c.targets(p) and c.held_out(p.profile_id):
                     self._touch(Touch(ts, cid, screen_id, p.profile_id, "holdout", event_id))
                     self.kpis.held_out(cid, p.profile_id)

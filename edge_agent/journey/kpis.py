@@ -12,6 +12,8 @@ from datetime import date
 from statistics import median
 from typing import Any
 
+from contracts.uplift import uplift
+
 
 @dataclass
 class CampaignKpi:
@@ -23,18 +25,35 @@ class CampaignKpi:
     anonymous_conversions: int = 0
 
     def snapshot(self) -> dict[str, float | int | None]:
-        def rate(n: int, d: int) -> float | None:
-            return round(n / d, 4) if d else None
-
+        # A shopper shown the offer after being held out (the campaign's holdout share changed
+        # today) saw it: exposed, as the CDP counts them, so the two groups stay disjoint.
+        exposed = len(self.exposed)
+        holdout = len(self.holdout - self.exposed)
+        # The box counts purchases, the statistics need converters: a shopper buying twice
+        # (or a purchase attributed after midnight to a touch of yesterday, whose shopper
+        # today's sets no longer hold) must not push a rate past 1. The CDP counts distinct
+        # converters from the events; this is the box's close, live estimate of it.
+        u = uplift(
+            min(self.exposed_conversions, exposed),
+            exposed,
+            min(self.holdout_conversions, holdout),
+            holdout,
+        ).as_dict()
         return {
             "shown": self.shown,
-            "exposed_shoppers": len(self.exposed),
-            "holdout_shoppers": len(self.holdout),
+            "exposed_shoppers": exposed,
+            "holdout_shoppers": holdout,
             "exposed_conversions": self.exposed_conversions,
             "holdout_conversions": self.holdout_conversions,
             "anonymous_conversions": self.anonymous_conversions,
-            "exposed_conversion_rate": rate(self.exposed_conversions, len(self.exposed)),
-            "holdout_conversion_rate": rate(self.holdout_conversions, len(self.holdout)),
+            "exposed_conversion_rate": u["exposed_rate"],
+            "holdout_conversion_rate": u["holdout_rate"],
+            # Exposed minus holdout rate and its 95% interval (contracts/uplift.py); None when
+            # either group has nobody yet.
+            "uplift": u["uplift"],
+            "uplift_relative": u["uplift_relative"],
+            "uplift_ci_low": u["uplift_ci_low"],
+            "uplift_ci_high": u["uplift_ci_high"],
         }
 
 

@@ -6,6 +6,7 @@ older than two minutes)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from contracts import topics
 from edge_agent.app.bus import Publisher
@@ -24,11 +25,13 @@ class ZoneOccupancy:
         presence: PresenceStage,
         audience: AudienceStage,
         bus: Publisher,
+        invalidate: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
         self.presence = presence
         self.audience = audience
         self.bus = bus
+        self.invalidate = invalidate
         self._published: dict[str, tuple[int, float]] = {}  # zone -> (people, when published)
         self._mmwave: dict[tuple[str, str], bool] = {}  # (zone, sensor) -> someone there
         cam = cfg.camera
@@ -37,13 +40,21 @@ class ZoneOccupancy:
 
     def on_mmwave(self, zone: str, sensor: str, payload: bytes) -> None:
         """An mmWave sensor's ON/OFF (bus thread)."""
-        self._mmwave[(zone, sensor)] = payload.strip().upper() == b"ON"
+        on = payload.strip().upper() == b"ON"
+        if self._mmwave.get((zone, sensor)) != on:
+            self._mmwave[(zone, sensor)] = on
+            self.invalidate()  # a screen without a camera estimates its audience from it
+
+    def radar(self, zone: str) -> bool | None:
+        """Whether an mmWave sensor sees someone in ``zone``; None when none has spoken for it."""
+        seen = [on for (z, _), on in list(self._mmwave.items()) if z == zone]
+        return any(seen) if seen else None
 
     def people(self, zone: str) -> int:
         people = len(self.presence.present(zone))
         if zone == self._camera_zone and self.audience.people is not None:
             people = max(people, self.audience.people)
-        if people == 0 and any(on for (z, _), on in self._mmwave.items() if z == zone):
+        if people == 0 and self.radar(zone):
             people = 1  # a radar sees someone that no phone or camera does: at least one
         return people
 

@@ -4,6 +4,10 @@ Every BLE source (radio, UART scanner node, recorded trace) and every scanner no
 calls ``on_advert`` with the same ``Advert``. Shopper tokens are resolved to profiles, zones
 are decided by the zone engine, and each change becomes a journey event keyed by a salted,
 daily rotating presence key: raw addresses and tokens never leave this stage.
+
+Every other device close by (an advert with no beacon frame and no app token: phones' own
+adverts, watches, earbuds) goes through a second zone engine with the same rules, for the
+privacy guard's crowd estimate only: it leaves the stage as a count per zone, never as an event.
 """
 
 from __future__ import annotations
@@ -33,15 +37,20 @@ from edge_agent.config import AgentConfig
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.engine import JourneyEngine
 from edge_agent.sensing.ble.advert import Advert, AdvertError
-from edge_agent.sensing.ble.beacon_health import BeaconHealth
+from edge_agent.sensing.ble.beacon_health import BatteryWatch, BeaconHealth
 from edge_agent.sensing.ble.decode import decode_advert
 from edge_agent.sensing.ble.sources import advert_from_line
+from edge_agent.sensing.ble.store_beacons import StoreBeacons
 from edge_agent.sensing.presence import DwellTick, Entered, Left, ZoneTracker
 from edge_agent.slice.model import Profile
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
 log = logging.getLogger("edge_agent")
+
+# A device in a zone longer than this is part of the furniture (a payment terminal, the screen's
+# own controller), not a shopper: phones change their private address every 15 min or so.
+FIXTURE_S = 20 * 60.0
 
 
 def presence_salt(day: str, secret: bytes) -> bytes:
@@ -69,6 +78,10 @@ class PresenceCounts:
     unresolved_tokens: int = 0
     bus_adverts: int = 0  # from scanner nodes on the in-store bus
     bus_advert_rejects: int = 0
+    beacon_telemetry: int = 0  # TLM frames paired with a configured beacon (eTLM opened)
+    untied_tlm: int = 0  # TLM from an address where no configured beacon was heard
+    etlm_refused: int = 0  # eTLM whose MIC matched in no window (also a decode error)
+    etlm_no_key: int = 0  # eTLM from a configured beacon that has no eik
 
 
 class PresenceStage:
@@ -85,6 +98,7 @@ class PresenceStage:
         alerts: StaffAlerts,
         invalidate: Callable[[], None],
         secret: bytes,
+        devices: ZoneTracker | None = None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -100,19 +114,31 @@ class PresenceStage:
         self.counts = PresenceCounts()
         # When each present device entered its zone (by internal key), for dwell rules.
         self.entered_at: dict[str, float] = {}
-        self._beacons = {
-            (bc.uuid.replace("-", "").lower(), bc.major, bc.minor): bc for bc in cfg.ble.beacons
-        }
-        self._beacon_low: dict[str, bool] = {}
-        self._addr_beacon: dict[str, str] = {}
+        self.store_beacons = StoreBeacons(cfg.ble.beacons, cfg.ble.eid_rotation_exponent)
+        self._beacon_cfg = {bc.name: bc for bc in cfg.ble.beacons}
+        self._zone_names = {z.id: z.name or z.id for z in cfg.zones}
+        self.battery = BatteryWatch()
+        self._told: set[tuple[str, str]] = set()  # (beacon, problem) already logged
         self.beacon_health = BeaconHealth(
             [bc.name for bc in cfg.ble.beacons], cfg.ble.beacon_missing_s
         )
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the agent runs
+        # Other devices by the tracker's zone rules (None: not tracked, counted as none).
+        self.devices = devices
+        # Addresses that carried an app token, and when: the same phone's other adverts are
+        # the shopper already counted, not a second person.
+        self._token_addresses: dict[str, float] = {}
 
     # ---- who is where --------------------------------------------------------------------
     def present(self, zone: str) -> set[str]:
         return self.tracker.present(zone)
+
+    def devices_in(self, zone: str, now: float) -> int:
+        """Other BLE devices in ``zone`` now (not app tokens, not beacons, not fixtures)."""
+        devices = self.devices
+        if devices is None:
+            return 0
+        return sum(1 for key in devices.present(zone) if devices.dwell_s(key, now) < FIXTURE_S)
 
     def profile_for(self, internal: str) -> Profile | None:
         return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
@@ -135,20 +161,34 @@ class PresenceStage:
         if result.errors:
             self.counts.decode_errors += len(result.errors)
         ts = advert.timestamp or self._now()
-        for frame in result.frames:
-            f = frame.fields
-            if frame.format == "eddystone_eid":
-                self._on_token(bytes.fromhex(f["eid"]), advert.rssi, ts, advert.receiver)
-            elif frame.format == "ibeacon":
-                key = (str(f["uuid"]).replace("-", ""), int(f["major"]), int(f["minor"]))
-                beacon = self._beacons.get(key)
-                if beacon is not None:
-                    self._addr_beacon[advert.address] = beacon.name
-                    self.beacon_health.heard(beacon.name, ts)
-            elif frame.format == "eddystone_tlm":
-                name = self._addr_beacon.get(advert.address)
-                if name is not None:
-                    self._on_tlm(name, f)
+        if not result.frames and not result.errors:
+            # No beacon frame at all: a phone, a watch. A malformed frame is a tag, not counted.
+            self._on_other_device(advert, ts)
+            return
+        heard = self.store_beacons.observe(advert.address, result.frames, ts)
+        for token in heard.tokens:
+            self._token_addresses[advert.address] = ts
+            self._on_token(token, advert.rssi, ts, advert.receiver)
+        for name in heard.beacons:
+            self.beacon_health.heard(name, ts)
+        for t in heard.telemetry:
+            self.counts.beacon_telemetry += 1
+            self._on_tlm(t.beacon, t.fields)
+        self.counts.untied_tlm += heard.untied_tlm
+        for name, reason in heard.refused:
+            self.counts.etlm_refused += 1
+            self.counts.decode_errors += 1
+            self._tell(name, "refused", "ble: beacon %s: %s", name, reason)
+        for name in heard.no_key:
+            self.counts.etlm_no_key += 1
+            self._tell(name, "no_key", "ble: beacon %s sends encrypted TLM: give it its eik", name)
+
+    def _tell(self, name: str, problem: str, msg: str, *args: object) -> None:
+        """A beacon's problem is logged once at warning (an installer must fix it), then at
+        debug: a beacon repeats it every few seconds."""
+        first = (name, problem) not in self._told
+        self._told.add((name, problem))
+        log.log(logging.WARNING if first else logging.DEBUG, msg, *args)
 
     def on_bus_advert(self, scanner: str, payload: bytes) -> None:
         """An advert from a scanner node over MQTT (bus thread): same JSON and same path as the
@@ -172,13 +212,20 @@ class PresenceStage:
         for change in self.tracker.observe(internal, rssi, ts, receiver):
             self.on_change(change)
 
+    def _on_other_device(self, advert: Advert, ts: float) -> None:
+        if self.devices is None or advert.address in self._token_addresses:
+            return
+        key = f"d:{advert.address}"
+        for change in self.devices.observe(key, advert.rssi, ts, advert.receiver):
+            if not isinstance(change, DwellTick):
+                self.invalidate()  # the crowd at a screen changed
+
     def _on_tlm(self, name: str, f: dict[str, Any]) -> None:
-        bc = next(b for b in self.cfg.ble.beacons if b.name == name)
+        bc = self._beacon_cfg[name]
         mv = f.get("battery_mv")
-        low = mv is not None and 0 < int(mv) < bc.low_battery_mv
-        if self._beacon_low.get(name) != low:
-            # Report on change only: the first TLM, and every crossing of the threshold.
-            self._beacon_low[name] = low
+        low = self.battery.reading(name, None if mv is None else int(mv), bc.low_battery_mv)
+        if low is not None:
+            # Report on change only: the first TLM, the start and the end of an episode.
             self.journal.emit(
                 BeaconTelemetry(
                     beacon=name,
@@ -189,9 +236,11 @@ class PresenceStage:
                 )
             )
             if low:
+                # Staff find it by its layout name and zone; no address or key leaves here.
+                where = self._zone_names.get(bc.zone, bc.zone)
                 self.alerts.raise_alert(
                     "beacon_battery_low",
-                    f"Beacon {name} battery low ({mv} mV): replace it",
+                    f"Beacon {name} ({where}) battery low ({mv} mV): replace it",
                     beacon=name,
                     battery_mv=mv,
                     zone_id=bc.zone,
@@ -202,6 +251,16 @@ class PresenceStage:
         """Leaves and dwell ticks that only time decides; beacons gone quiet."""
         for change in self.tracker.tick(now):
             self.on_change(change)
+        if self.devices is not None:
+            if any(not isinstance(c, DwellTick) for c in self.devices.tick(now)):
+                self.invalidate()
+            if len(self._token_addresses) > 256:
+                # Phones rotate addresses: the map only grows unless those unheard go. Once its
+                # token is gone, a phone's other adverts are the only sign of that person left.
+                away = self.cfg.ble.away_timeout_s
+                self._token_addresses = {
+                    a: t for a, t in self._token_addresses.items() if now - t < away
+                }
         for name, silent in self.beacon_health.newly_missing(now):
             self.alerts.raise_alert(
                 "beacon_missing",

@@ -19,9 +19,8 @@ if TYPE_CHECKING:  # the CLI builds every parser on each call: import the map co
     from edge_agent.wayfinding.route import Place, Route
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("map", help="the store map: IMDF check, authoring, routes, drawings")
-    m = p.add_subparsers(dest="map_command", required=True)
+def add_map_parsers(m: Any) -> None:
+    """Add the map core's commands to the ``map`` group's subparsers (shared with ``map find``)."""
 
     c = m.add_parser("check", help="validate an IMDF archive/folder or a store plan")
     c.add_argument("path")

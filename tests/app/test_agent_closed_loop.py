@@ -45,11 +45,13 @@ def test_receipts_become_attributed_conversions_at_the_cdp(tmp_path: Path, broke
     from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
-    cfg = demo_config(tmp_path, broker.port, public, camera=False)
+    # Without a camera, a screen greets a shopper by name only at a spot made for one: the
+    # personal offers whose conversions are attributed here need it.
+    cfg = demo_config(tmp_path, broker.port, public, camera=False, single_person_spot=True)
     store = cfg.store.store_id
     sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
     sink.start()
-    bus = BusRecorder(broker.host, broker.port, topics.alerts(store))
+    bus = BusRecorder(broker.host, broker.port, topics.alerts(store), live_only=True)
     device = cfg.store.device_id
     health = BusRecorder(broker.host, broker.port, topics.health(store, device))
     state = BusRecorder(broker.host, broker.port, topics.state(store, device))
@@ -174,7 +176,7 @@ def test_operational_alerts_a_dark_screen_and_a_dead_camera_once_each(
     _, public = generate_keypair()
     cfg = demo_config(tmp_path, broker.port, public, camera=True)
     store = cfg.store.store_id
-    bus = BusRecorder(broker.host, broker.port, topics.alerts(store))
+    bus = BusRecorder(broker.host, broker.port, topics.alerts(store), live_only=True)
     clock = ScaledClock(scenario.T0, SPEED)
     # The camera is configured but could not be opened: no frame source at all.
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))

@@ -101,6 +101,8 @@ def test_no_message_on_any_topic_silences_the_agent(tmp_path: Path, broker) -> N
         "receipts": topics.pos_receipts(store),
         "scanner adverts": topics.scanner_adverts(store, "node-1"),
         "mmwave": topics.mmwave(store, "entrance", "radar-1"),
+        "alert acks": topics.alert_acks(store),
+        "alerts": topics.alerts(store, "a-1"),
         "delivered": topics.delivered(store, device),
         "downlink": topics.device_cmd(store, device, "campaigns"),
         "store downlink": topics.store_cmd(store, "command"),

@@ -83,7 +83,8 @@ class Watcher:
 
 def alice_agent(tmp_path: Path, port: int) -> tuple[bytes, Agent]:
     """The demo store's agent without a camera, Alice's phone at its screen, and the ops key
-    that signs its downlink."""
+    that signs its downlink. The screen is a spot one person uses at a time, so it greets her
+    without a camera (decide.py's privacy guard)."""
     pem, public = generate_keypair()
     data = tomllib.loads((DEMO / "store.toml").read_text())
     data["central"]["port"] = data["bus"]["port"] = port
@@ -91,6 +92,7 @@ def alice_agent(tmp_path: Path, port: int) -> tuple[bytes, Agent]:
     data["paths"]["state_dir"] = str(tmp_path / "var")
     data["profiles"] = {"key_file": str(tmp_path / "keys" / "profiles.key")}
     data.pop("camera", None)
+    data["screens"][0]["personal_without_crowd_sensor"] = True
     cfg = parse_config(data, base_dir=DEMO)
     clock = ScaledClock(scenario.T0 + 20, 1.0)
     return pem, Agent(cfg, clock=clock, ble_source=AliceAtTheScreen(clock))

@@ -234,3 +234,42 @@ def test_esphome_rejects_a_broken_render(tmp_path, layout):
     path.write_text(files["entrance-door.yaml"].replace("major: 100", "major: 70000"))
     proc = _esphome_config(path)
     assert proc.returncode != 0
+
+
+def test_eddystone_beacons_reach_the_agent_with_their_address_and_key_and_no_firmware():
+    data = tomllib.loads(EXAMPLE.read_text())
+    key = "0f1e2d3c4b5a69788796a5b4c3d2e1ff"
+    data["beacons"] += [
+        {"name": "fitting-room", "zone": "womens", "hardware": "eddystone",
+         "address": "d0:0d:00:00:00:01"},
+        {"name": "till-eid", "zone": "entrance", "hardware": "eddystone", "eik": key.upper(),
+         "eid_rotation_exponent": 12, "eid_clock_offset_s": 1_759_000_000},
+        {"name": "uid-tag", "zone": "womens", "hardware": "eddystone", "major": 300, "minor": 4},
+    ]  # fmt: skip
+    layout = parse_layout(data)
+    files = render(layout)
+    # Set up with their maker's tool: nothing to flash.
+    assert not {"fitting-room.yaml", "till-eid.yaml", "uid-tag.yaml"} & set(files)
+    fragment = files[FRAGMENT]
+    assert "keep it, like agent.toml, private" in fragment
+    base = {
+        "store": {"store_id": layout.store.store_id, "device_id": "box-1"},
+        "screens": [{"id": "s1", "zone": "entrance"}],
+        "ble": {"source": "bleak", "zone": "entrance"},
+        "downlink": {"ops_public_key": "x"},
+    }
+    parsed = tomllib.loads(fragment)
+    base["zones"] = parsed["zones"]
+    base["ble"].update(parsed["ble"])
+    beacons = {b.name: b for b in parse_config(base).ble.beacons}
+    fitting, till, uid = beacons["fitting-room"], beacons["till-eid"], beacons["uid-tag"]
+    assert (fitting.address, fitting.uuid, fitting.eik) == ("D0:0D:00:00:00:01", None, None)
+    assert (till.eik, till.eid_rotation_exponent, till.eid_clock_offset_s) == (
+        key,
+        12,
+        1_759_000_000,
+    )
+    assert (uid.uuid, uid.major, uid.minor) == (layout.store.beacon_uuid, 300, 4)
+    # The demo layout's own beacons are unchanged, and no key is written where none was given.
+    assert beacons["entrance-door"].eik is None and beacons["entrance-door"].major == 100
+    assert fragment.count("eik = ") == 1

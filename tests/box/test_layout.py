@@ -15,6 +15,9 @@ from edge_agent.cli import main
 pytestmark = pytest.mark.timeout(30)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "firmware_configs" / "demo-store.layout.toml"
+# A bought Eddystone beacon, before it is told how the agent knows it.
+EDDY = {"name": "eddy", "zone": "womens", "hardware": "eddystone"}
+ADDR = "D0:0D:00:00:00:01"
 
 
 @pytest.fixture()
@@ -71,6 +74,31 @@ def test_yaml_layout_is_the_same_as_toml(tmp_path, data):
         (lambda d: d.pop("wifi"), "wifi: required by 'node-womens-1'"),
         (lambda d: d["store"].update(beacon_uuid="nope"), "store.beacon_uuid: String should"),
         (lambda d: d["presence_sensors"][0].update(kind="ld9999"), "presence_sensors[0].kind"),
+        (lambda d: d["beacons"][0].pop("major"), "beacons[0].major: required (an esp32"),
+        (lambda d: d["beacons"][1].pop("minor"), "beacons[1].minor: required (an hm10"),
+        (lambda d: d["beacons"].append(EDDY | {"major": 7}), "beacons[3].minor: an Eddystone-UID"),
+        (
+            lambda d: d["beacons"].append(dict(EDDY)),
+            "beacons[3].address: an Eddystone beacon needs major/minor (its UID), an address",
+        ),
+        (
+            lambda d: d["beacons"].append(EDDY | {"eddystone": True, "address": ADDR}),
+            "beacons[3].eddystone: for an ESP32 only",
+        ),
+        (lambda d: d["beacons"].append(EDDY | {"address": "D0:0D"}), "beacons[3].address: String"),
+        (lambda d: d["beacons"].append(EDDY | {"eik": "12" * 15}), "beacons[3].eik: String should"),
+        (
+            lambda d: d["beacons"].extend(
+                [EDDY | {"address": ADDR}, EDDY | {"name": "b", "address": ADDR.lower()}]
+            ),
+            "beacons[4].address: same as 'eddy'",
+        ),
+        (
+            lambda d: d["beacons"].extend(
+                [EDDY | {"eik": "ab" * 16}, EDDY | {"name": "b", "eik": "AB" * 16}]
+            ),
+            "beacons[4].eik: same as 'eddy'",
+        ),
     ],
 )
 def test_each_mistake_names_its_key(data, mutate, expected):

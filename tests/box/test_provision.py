@@ -7,13 +7,14 @@ exactly what was verified, exit code 1, and never a hang.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.box.layout import load_layout
+from edge_agent.box.layout import load_layout, parse_layout
 from edge_agent.box.provision import (
     AtPort,
     Hm10Target,
@@ -84,6 +85,16 @@ def test_target_from_layout(target):
     layout = load_layout(EXAMPLE)
     with pytest.raises(ProvisionError, match="not an HM-10"):
         Hm10Target.from_layout(layout, layout.beacon("entrance-door"))
+
+
+def test_a_bought_eddystone_beacon_is_not_provisioned_here():
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["beacons"].append(
+        {"name": "tag", "zone": "womens", "hardware": "eddystone", "address": "D0:0D:00:00:00:01"}
+    )
+    layout = parse_layout(data)
+    with pytest.raises(ProvisionError, match="not an HM-10 \\(set it up with its maker's tool\\)"):
+        Hm10Target.from_layout(layout, layout.beacon("tag"))
 
 
 @pytest.mark.parametrize("kw", [{}, {"crlf": True, "chunked": True}], ids=["bare", "crlf-chunked"])

@@ -32,6 +32,13 @@ def test_demo_runs_end_to_end_with_zero_loss(tmp_path: Path) -> None:
     accepted = int(re.search(r"events accepted into the outbox\s*│\s*(\d+)", text)[1])
     delivered = int(re.search(r"events delivered to the CDP sink\s*│\s*(\d+)", text)[1])
     assert accepted == delivered > 50
+    # Alice bought the shoes the screen showed her; Frank, held out of that campaign, bought
+    # nothing: the CDP and the box's heartbeat KPIs say the same, and with two shoppers the
+    # interval still spans zero.
+    for where in ("at the CDP", "in the box's KPIs"):
+        row = re.search(rf"uplift trail-shoes {where}\s*│\s*([^│]+?)\s*│", text)
+        assert row, text
+        assert row[1] == "exposed 1/1, holdout 0/1: +100.0 pts (95% CI -12.2 to +100.0)"
     shots = sorted(p.name for p in (tmp_path / "out" / "screens").glob("*.png"))
     # Targeted for Alice alone, anonymous for the crowd, default otherwise, and the pushed campaign.
     assert any("trail-shoes_personalised" in s for s in shots), shots

@@ -16,7 +16,7 @@ from edge_agent.slice.store import ProfileSlice, SliceError
 
 def test_snapshot_loads_and_reads_back(tmp_path: Path) -> None:
     s = ProfileSlice(tmp_path / "p.db")
-    assert s.load_snapshot(profile_slice(), version=3) == 5
+    assert s.load_snapshot(profile_slice(), version=3) == 6
     alice = s.get("cdp-p-1001")
     assert alice is not None and alice.first_name == "Alice" and alice.consent_personalisation
     assert "outdoor" in alice.segments
@@ -30,7 +30,7 @@ def test_snapshot_loads_and_reads_back(tmp_path: Path) -> None:
     s.close()
     # Survives a reopen: it is a real file.
     again = ProfileSlice(tmp_path / "p.db")
-    assert again.count() == 5 and again.version == 3
+    assert again.count() == 6 and again.version == 3
 
 
 def test_the_slice_file_is_private(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_a_bad_row_is_refused_by_row_and_field_and_the_slice_stays(tmp_path: Pat
     rows[2]["churn_risk"] = 7
     with pytest.raises(SliceError, match=r"profiles\[2\] \(cdp-p-1003\): churn_risk"):
         s.load_snapshot(rows, version=2)
-    assert s.count() == 5 and s.version == 1
+    assert s.count() == 6 and s.version == 1
 
 
 def test_an_older_snapshot_is_refused(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_an_older_snapshot_is_refused(tmp_path: Path) -> None:
     s.load_snapshot(profile_slice(), version=5)
     with pytest.raises(SliceError, match="not newer"):
         s.load_snapshot(profile_slice()[:1], version=4)
-    assert s.count() == 5
+    assert s.count() == 6
 
 
 def test_token_resolves_in_current_previous_and_next_period() -> None:

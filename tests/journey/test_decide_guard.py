@@ -95,7 +95,8 @@ def test_one_screen_failing_to_decide_never_stops_the_others(tmp_path: Path, bro
         before = len(entrance.messages)
         broken.set()
         n_side = len(side.messages)
-        # Alice arrives at 18 s of the trace: the side screen greets her; the broken one cannot.
+        # Alice arrives at 18 s of the trace: the side screen shows her campaign; the broken
+        # one cannot.
         assert wait_for(lambda: len(side.messages) > n_side, 30), "the other screen stopped"
         assert wait_for(lambda: agent.director.counts.decide_errors > 0, 10)
         assert runner.is_alive()

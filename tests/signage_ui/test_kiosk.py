@@ -86,14 +86,15 @@ def test_kiosk_flows_by_touch(tmp_path: Path, kivy_env: dict[str, str], broker) 
         assert wait_for(lambda: "ready" in steps(), 30), kiosk_log()
         # Alerts arrive while the kiosk runs; garbage is ignored with a line in the log.
         bus.publish(
-            topics.alerts(STORE),
+            topics.alerts(STORE, "a-batt"),
             alert("a-batt", "beacon_battery_low", "Beacon door-1 battery low", 5),
         )
         bus.publish(
-            topics.alerts(STORE), alert("a-help", "assistance_wanted", "Assistance wanted in shoes")
+            topics.alerts(STORE, "a-help"),
+            alert("a-help", "assistance_wanted", "Assistance wanted in shoes"),
         )
-        bus.publish(topics.alerts(STORE), b'{"kind": "vip"}')
-        bus.publish(topics.alerts(STORE), alert("a-help", "assistance_wanted", "resent"))
+        bus.publish(topics.alerts(STORE, "a-vip"), b'{"kind": "vip"}')
+        bus.publish(topics.alerts(STORE, "a-help"), alert("a-help", "assistance_wanted", "resent"))
         assert wait_for(lambda: "done" in steps() or proc.poll() is not None, 60), kiosk_log()
         s = steps()
         assert s["done"]["ok"], s
@@ -128,7 +129,7 @@ def test_kiosk_flows_by_touch(tmp_path: Path, kivy_env: dict[str, str], broker) 
         for sc in ("door", "boots"):
             bus.publish(topics.screen_state(STORE, sc), b"", retain=True)
         bus.close()
-    assert "ignored on instore/store-ui/alerts: alert.alert_id: Field required" in kiosk_log()
+    assert "ignored on instore/store-ui/alerts/a-vip: alert.alert_id: Field required" in kiosk_log()
     # What staff saw, by pixels: the confirmation is a dark red panel; survey buttons in colour.
     pics: dict[str, object] = {}
     for p in sorted(shots.glob("*.png")):  # the first screenshot of each screen

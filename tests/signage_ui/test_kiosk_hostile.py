@@ -1,6 +1,7 @@
 """Hostile input on every topic the staff kiosk listens to (alerts, acks, occupancy, screen state,
-emergency; retained poison before it starts): the real kiosk process keeps running and still
-takes the next good message (an alert and another kiosk's ack of it, which it logs)."""
+emergency; retained poison before it starts, an alert's own topic included): the real kiosk
+process keeps running and still takes the next good message (an alert and another kiosk's ack of
+it, which it logs)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
 def test_no_message_stops_the_kiosk(tmp_path: Path, kivy_env: dict[str, str], broker) -> None:
     cfg = kiosk_config(tmp_path, broker.port)
     bus = Recorder(broker.host, broker.port)
-    poisoned = [topics.emergency(STORE), topics.zone_occupancy(STORE, "entrance")]
+    poisoned = [
+        topics.emergency(STORE),
+        topics.zone_occupancy(STORE, "entrance"),
+        topics.alerts(STORE, "poison"),
+    ]
     for topic in poisoned:  # retained: delivered again at every (re)subscribe
         bus.publish(topic, CORPUS["deep object"], retain=True)
     exe = os.path.join(os.path.dirname(sys.executable), "signage-ui")
@@ -42,7 +47,7 @@ def test_no_message_stops_the_kiosk(tmp_path: Path, kivy_env: dict[str, str], br
         return log_path.read_text(errors="replace")
 
     targets = [
-        topics.alerts(STORE),
+        topics.alerts(STORE, "hostile"),
         topics.alert_acks(STORE),
         topics.zone_occupancy(STORE, "shoes"),
         topics.screen_state(STORE, "door"),
@@ -55,13 +60,19 @@ def test_no_message_stops_the_kiosk(tmp_path: Path, kivy_env: dict[str, str], br
             for what, payload in CORPUS.items():
                 bus.publish(topic, payload)
                 n += 1
-                bus.publish(topics.alerts(STORE), alert(f"probe-{n}", "assistance_wanted", "x"))
+                probe = f"probe-{n}"
+                bus.publish(topics.alerts(STORE, probe), alert(probe, "assistance_wanted", "x"))
                 bus.publish(topics.alert_acks(STORE), ack_message(f"probe-{n}", "ops-test"))
                 line = f"alert probe-{n} acknowledged by ops-test"
                 assert wait_for(lambda line=line: line in text(), 10), (
                     f"after {what} on {topic}:\n{text()[-2000:]}"
                 )
                 assert proc.poll() is None, f"the kiosk died after {what} on {topic}"
+        # A well-formed alert under another alert's topic opens nothing (nor could its empty
+        # retained copy later close the wrong one).
+        bus.publish(topics.alerts(STORE, "other"), alert("probe-x", "assistance_wanted", "x"))
+        line = "ignored on instore/store-ui/alerts/other: alert.alert_id: not the id in its topic"
+        assert wait_for(lambda: line in text(), 10), text()[-2000:]
         assert "Traceback" not in text()
     finally:
         terminate(proc)

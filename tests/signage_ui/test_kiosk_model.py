@@ -36,6 +36,35 @@ def test_urgent_alerts_first_then_newest_and_resends_do_not_duplicate() -> None:
     assert [a.alert_id for a in board.open()] == ["order", "batt"]
 
 
+def test_an_alert_closed_by_the_agent_leaves_and_one_under_another_id_is_refused() -> None:
+    board = km.AlertBoard()
+    raw = json.dumps({"alert_id": "a1", "kind": "vip", "text": "x", "ts": T0.isoformat()})
+    assert board.add(km.parse_alert(raw.encode(), "a1"))
+    with pytest.raises(km.KioskInputError, match="not the id in its topic"):
+        km.parse_alert(raw.encode(), "a2")
+    assert board.close("a1") and not board.close("a1")
+    assert board.open() == []
+
+
+def test_alerts_too_old_to_matter_are_not_shown() -> None:
+    board = km.AlertBoard(max_age_s=3600)
+    now = T0 + timedelta(minutes=90)
+    with pytest.raises(km.KioskInputError, match="older than 1 h"):
+        board.add(alert("old", "vip", 0), now=now)
+    assert board.add(alert("young", "vip", 60), now=now)
+    naive = km.Alert(alert_id="naive", kind="vip", text="", ts=datetime(2026, 11, 20, 10, 20))
+    assert board.add(naive, now=now)
+    assert board.expire(now + timedelta(minutes=31)) == ["young"]
+    assert list(board.alerts) == ["naive"]
+
+
+def test_remembered_acks_are_bounded() -> None:
+    board = km.AlertBoard(max_open=2)
+    for i in range(20):
+        board.ack(f"a{i}", "kiosk-1")
+    assert list(board.acked) == [f"a{i}" for i in range(12, 20)]
+
+
 def test_the_board_is_bounded() -> None:
     board = km.AlertBoard(max_open=3)
     for i in range(10):

@@ -1,9 +1,11 @@
-"""Store beacons' health: which configured beacons went silent, for staff alerts and heartbeats.
+"""Store beacons' health: which configured beacons went silent or run low on battery, for staff
+alerts and heartbeats.
 
 Pure: the agent reports when it hears a configured beacon and asks, on its tick, which ones
 have been silent longer than ``missing_after_s`` (one alert per outage, again only after the
 beacon was heard and lost anew). A beacon never heard since start gets the same allowance
-from the start time, so a box that boots next to a dead beacon still says so.
+from the start time, so a box that boots next to a dead beacon still says so. Battery readings
+go to ``BatteryWatch``: one low-battery episode per flat battery, however often it is read.
 """
 
 from __future__ import annotations
@@ -39,3 +41,32 @@ class BeaconHealth:
         """For the heartbeat: "heard/configured", e.g. "2/3"."""
         ok = sum(1 for n in self.names if n in self._last and n not in self._alerted)
         return f"{ok}/{len(self.names)}"
+
+
+# An episode ends only when the voltage is this far above the threshold, i.e. a new battery: a
+# cell hovering at the threshold as the store warms and cools must not alert every hour.
+RECOVERED_MARGIN_MV = 100
+
+
+@dataclass
+class BatteryWatch:
+    recovered_margin_mv: int = RECOVERED_MARGIN_MV
+    _low: dict[str, bool] = field(default_factory=dict)
+
+    def reading(self, name: str, battery_mv: int | None, low_below_mv: int) -> bool | None:
+        """The beacon's new state (True: low) when it changes, else None.
+
+        Changes are the first reading, the start of an episode and its end. ``None`` mV (mains
+        powered, or no sensor) says nothing about an episode under way.
+        """
+        was = self._low.get(name)
+        if battery_mv is None:
+            low = bool(was)
+        elif was:
+            low = battery_mv < low_below_mv + self.recovered_margin_mv
+        else:
+            low = battery_mv < low_below_mv
+        if was is low:
+            return None
+        self._low[name] = low
+        return low

@@ -79,6 +79,8 @@ def _target(args: argparse.Namespace, cfg: Any) -> Target | str:
             return "--beacon needs -c/--config (beacons are named there); or give --uuid"
         for b in cfg.ble.beacons:
             if b.name == args.beacon:
+                if b.uuid is None or b.major is None or b.minor is None:
+                    return f"--beacon: {b.name!r} has no iBeacon identity to calibrate with"
                 return Target(b.uuid.replace("-", "").lower(), b.major, b.minor, b.name)
         names = ", ".join(b.name for b in cfg.ble.beacons) or "none configured"
         return f"--beacon: no beacon named {args.beacon!r} in the config ({names})"
