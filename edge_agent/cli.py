@@ -35,6 +35,7 @@ BENCHES = {
     "decide": "bench.decide",
     "profiles": "bench.profiles",
     "box": "bench.box",
+    "wayfinding": "bench.wayfinding",
     "product-search": "bench.product_search",
 }
 
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     # `edge-agent map ...`: wayfinding, one group shared by its parts; each adds its own commands.
     map_group = sub.add_parser("map", help="store map, routes and the product finder")
     map_sub = map_group.add_subparsers(dest="map_command", required=True)
+    # Map core: `map check|author|route|render` (edge_agent/wayfinding/cli.py).
+    from edge_agent.wayfinding.cli import add_map_parsers
+
+    add_map_parsers(map_sub)
     # Product finder: `map find` (edge_agent/wayfinding/products_cli.py).
     from edge_agent.wayfinding.products_cli import add_find_parser
 

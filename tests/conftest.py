@@ -67,6 +67,7 @@ STARTS_PROCESSES = {
     "tests/demo/test_demo.py",
     "tests/signage_ui/test_kiosk.py",
     "tests/sync/test_chaos.py",
+    "tests/wayfinding/test_cli.py",
 }
 
 
