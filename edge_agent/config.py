@@ -449,6 +449,15 @@ def load_for_agent(path: Path | str, stream: TextIO | None = None) -> AgentConfi
     problems = missing_files(cfg)
     for line in problems:
         print(f"{path}: {line}", file=stream or sys.stderr)
+    if not problems and any(b.eik for b in cfg.ble.beacons):
+        mode = Path(path).stat().st_mode & 0o777
+        if mode & 0o007:
+            # The beacons' identity keys let anyone forge their EIDs and telemetry.
+            print(
+                f"{path}: holds beacon keys (ble.beacons.eik) and is readable by everyone "
+                f"(mode {mode:04o}); chmod 0640 and chgrp edge-agent",
+                file=stream or sys.stderr,
+            )
     return None if problems else cfg
 
 

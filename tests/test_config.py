@@ -140,3 +140,26 @@ def test_a_beacon_key_is_not_shown_in_errors_or_repr() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, base_dir=DEMO.parent)
     assert info.value.errors and not any(key[:-1] in line for line in info.value.errors)
+
+
+def test_a_config_holding_beacon_keys_must_not_be_world_readable(tmp_path: Path) -> None:
+    import io
+    import os
+
+    from edge_agent.config import load_for_agent
+    from tests.app.test_agent_process import write_config
+
+    path = write_config(tmp_path, 1883, "box-keys", speed=0)
+    path.write_text(
+        path.read_text()
+        + '\n[[ble.beacons]]\nname = "till"\nzone = "entrance"\n'
+        + 'eik = "0f1e2d3c4b5a69788796a5b4c3d2e1ff"\n'
+    )
+    said = io.StringIO()
+    os.chmod(path, 0o644)
+    assert load_for_agent(path, said) is not None  # it runs, and says what to fix
+    assert "readable by everyone (mode 0644); chmod 0640" in said.getvalue()
+    assert "0f1e2d3c" not in said.getvalue()
+    os.chmod(path, 0o640)
+    quiet = io.StringIO()
+    assert load_for_agent(path, quiet) is not None and quiet.getvalue() == ""
