@@ -97,6 +97,24 @@ def private_file(path: Path, what: str) -> bool:
     return False
 
 
+def open_private(
+    path: Path, what: str, *, synchronous: str = "FULL", timeout: float = 5.0
+) -> sqlite3.Connection:
+    """A state file of the box: 0600, WAL, deleted rows overwritten, checked at open (closed
+    again and the error raised when the check fails, for the caller to set it aside)."""
+    private_file(path, what)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA secure_delete=ON")
+        check(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def empty(path: Path) -> bool:
     """An existing file with nothing in it, not even in its WAL (a WAL-mode file stays 0 bytes
     until its first checkpoint)."""

@@ -26,10 +26,9 @@ from pathlib import Path
 
 from sync.sqlite_guard import (
     ScanStats,
-    check,
     damaged,
+    open_private,
     open_readonly,
-    private_file,
     readable_rows,
     reason,
     set_aside,
@@ -100,16 +99,9 @@ class AlertStore:
             log.error("alerts: cannot open %s (%s): open alerts kept in memory", path, reason(exc))
 
     def _open(self) -> None:
-        private_file(self.path, "alerts")
-        db = self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-        )
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an alert raised just before a power cut is still open after it.
-        db.execute("PRAGMA synchronous=FULL")
-        # Closed alerts carry shoppers' first names: overwritten, not just unlinked.
-        db.execute("PRAGMA secure_delete=ON")
-        check(db)
+        # FULL: an alert raised just before a power cut is still open after it. Closed alerts
+        # carry shoppers' first names: secure_delete overwrites them, not just unlinks.
+        db = self._db = open_private(self.path, "alerts")
         db.executescript(_SCHEMA)
 
     def _close_db(self) -> None:

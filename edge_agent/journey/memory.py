@@ -31,7 +31,7 @@ from edge_agent.journey.attribution import Touch
 from edge_agent.journey.caps import hour_key
 from edge_agent.journey.engine import CapCounted, Change, Forgot, JourneyEngine, TouchAdded
 from edge_agent.journey.kpis import JourneyKpis
-from sync.sqlite_guard import check, damaged, private_file, reason, set_aside
+from sync.sqlite_guard import damaged, open_private, reason, set_aside
 
 log = logging.getLogger("edge_agent")
 
@@ -95,15 +95,9 @@ class JourneyMemory:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        private_file(self.path, "journey")
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # NORMAL in WAL mode: a power cut may lose the last transactions, never corrupt.
+        db = open_private(self.path, "journey", synchronous="NORMAL")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a power cut may lose the last transactions, never corrupt.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA secure_delete=ON")
-            db.execute("PRAGMA busy_timeout=5000")
-            check(db)
             db.executescript(_SCHEMA)
         except BaseException:
             db.close()

@@ -40,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
+from contracts.validation import first_error
+
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
 PLACE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # IMDF ids are UUIDs; layouts use slugs
 LANG = r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$"
@@ -194,12 +196,6 @@ KnownPlaces = Callable[[str], bool] | set[str] | frozenset[str]
 
 
 # ---- parsing ---------------------------------------------------------------------------------
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(row)"
-    return f"{where}: {err['msg']}"
-
-
 def _sku_of(raw: Any) -> str:
     # Only a plausible SKU is echoed into a message: the row is found by it, and nothing else.
     v = raw.get("sku") if isinstance(raw, dict) else None
@@ -232,7 +228,9 @@ def parse_rows(
         try:
             row = PlanogramRow.model_validate(raw)
         except ValidationError as exc:
-            raise PlanogramError(f"{name(i)} ({_sku_of(raw)}): {_first_error(exc)}") from None
+            raise PlanogramError(
+                f"{name(i)} ({_sku_of(raw)}): {first_error(exc, '(row)')}"
+            ) from None
         if row.sku in seen:
             raise PlanogramError(f"{name(i)} ({row.sku}): sku: duplicate on the planogram")
         seen.add(row.sku)
