@@ -112,11 +112,18 @@ def show(bus: Recorder, screen: str, content: Content) -> None:
     )
 
 
+CARDS = {
+    "en": ("Hi Alice! Your trail shoes are in", "The Ridge GTX you viewed: try a pair, aisle 4."),
+    "de": ("Carol, Ihre Bestellung CC-4711 ist da", "Abholung an Theke 2, ohne Warten."),
+}
+
+
 def card(cid: str, w: Wayfinding | None, language: str = "en") -> Content:
+    title, body = CARDS[language]
     return Content(
         content_id=cid,
-        title="Hi Alice! Your trail shoes are in",
-        body="The Ridge GTX you viewed: try a pair.",
+        title=title,
+        body=body,
         language=language,
         background=BACKGROUND,
         accent=ACCENT,
