@@ -32,6 +32,7 @@ from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
 from edge_agent.downlink.handlers import DownlinkHandlers
+from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
@@ -221,6 +222,8 @@ class Agent:
             bus=self.bus,
             request_restart=self.request_restart,
             content_dir=paths.content_dir,
+            # The pushed store map and planogram (state_dir/map, planogram.db).
+            wayfinding=WayfindingApplier(paths.state_dir, store),
         )
         self.heartbeat_stage = Heartbeat(
             now=now,
@@ -466,8 +469,14 @@ class Agent:
         if self.bus.counts.handler_errors:
             dropped["bus:unreadable"] = self.bus.counts.handler_errors
         self.heartbeat_stage.beat(
-            problems, dropped, {**self.director.health(), **self.alerts.health()}
+            problems,
+            dropped,
+            {**self.director.health(), **self.alerts.health(), **self._wayfinding()},
         )
+
+    def _wayfinding(self) -> dict[str, str]:
+        w = self.handlers.wayfinding
+        return w.health() if w is not None else {}
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
@@ -560,3 +569,5 @@ class Agent:
             self.outbox.close()
         self.profiles.close()
         self.memory.close()
+        if self.handlers.wayfinding is not None:
+            self.handlers.wayfinding.close()
