@@ -37,6 +37,7 @@ from shapely.geometry import LineString, Polygon
 from shapely.strtree import STRtree
 from shapely.validation import explain_validity
 
+from contracts import map_bundle
 from edge_agent.wayfinding.model import (
     Area,
     Connector,
@@ -283,24 +284,9 @@ class ImportResult:
 
 
 def read_delivery(path: Path | str) -> dict[str, bytes]:
-    """The files of an IMDF archive or folder by base name. Raises OSError (or
-    zipfile.BadZipFile) when the path cannot be read at all."""
-    path = Path(path)
-    files: dict[str, bytes] = {}
-    if path.is_dir():
-        for p in sorted(path.iterdir()):
-            if p.is_file() and p.suffix.lower() in (".geojson", ".json"):
-                files[p.name] = p.read_bytes()
-        return files
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name = info.filename.rsplit("/", 1)[-1]
-            # macOS archivers add __MACOSX/._name shadows: not IMDF.
-            if info.is_dir() or name.startswith("._") or "__MACOSX" in info.filename:
-                continue
-            if name.lower().endswith((".geojson", ".json")):
-                files[name] = zf.read(info)
-    return files
+    """The files of an IMDF archive or folder by base name (the same reader ``edge-ops push
+    map`` uses). Raises OSError (or zipfile.BadZipFile) when the path cannot be read at all."""
+    return map_bundle.read_delivery(path)
 
 
 def load_imdf(path: Path | str) -> ImportResult:
