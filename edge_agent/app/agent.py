@@ -40,6 +40,7 @@ from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import Converted, JourneyEngine
 from edge_agent.journey.memory import JourneyMemory
 from edge_agent.journey.touch_share import TouchShare
+from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
@@ -207,6 +208,7 @@ class Agent:
             bus=self.bus,
             alerts=self.alerts,
             radar=self.occupancy.radar,
+            wayfinder=ScreenWayfinder.from_path(cfg.map.path if cfg.map else None),
         )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal
