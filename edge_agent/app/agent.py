@@ -195,6 +195,11 @@ class Agent:
             bus=self.bus,
             invalidate=self._invalidate,
         )
+        # The pushed map (central's word on the store) wins over [map] path, from the start and
+        # on every push; the screens' routes then follow it.
+        wayfinding = WayfindingApplier(paths.state_dir, store)
+        wayfinder = ScreenWayfinder.from_path(cfg.map.path if cfg.map else None)
+        wayfinding.on_map = wayfinder.use
         self.director = ScreenDirector(
             cfg,
             now=now,
@@ -208,7 +213,7 @@ class Agent:
             bus=self.bus,
             alerts=self.alerts,
             radar=self.occupancy.radar,
-            wayfinder=ScreenWayfinder.from_path(cfg.map.path if cfg.map else None),
+            wayfinder=wayfinder,
         )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal
@@ -224,8 +229,7 @@ class Agent:
             bus=self.bus,
             request_restart=self.request_restart,
             content_dir=paths.content_dir,
-            # The pushed store map and planogram (state_dir/map, planogram.db).
-            wayfinding=WayfindingApplier(paths.state_dir, store),
+            wayfinding=wayfinding,  # the pushed store map and planogram
         )
         self.heartbeat_stage = Heartbeat(
             now=now,

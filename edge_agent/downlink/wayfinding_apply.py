@@ -19,6 +19,7 @@ from typing import Any
 from contracts.map_bundle import unbundle
 from edge_agent.wayfinding.imdf import parse_imdf
 from edge_agent.wayfinding.map_store import MapStore
+from edge_agent.wayfinding.model import VenueMap
 from edge_agent.wayfinding.planogram_store import PlanogramStore
 from edge_agent.wayfinding.product_places import MapPlaces, stale_summary
 
@@ -26,6 +27,8 @@ log = logging.getLogger("edge_agent")
 
 # (kind, version, one line): a warning ops should hear about, sent as its own ack.
 WarningSink = Callable[[str, int, str], None]
+# The map now in use and its version, for whoever draws routes (the screens' wayfinder).
+MapSink = Callable[[VenueMap, str], None]
 
 
 @dataclass
@@ -45,6 +48,19 @@ class WayfindingApplier:
         self.on_warning: WarningSink | None = None
         self._check("startup", 0)  # the heartbeat counts entries off the map from the start
         self.on_warning = on_warning
+        self._on_map: MapSink | None = None
+
+    @property
+    def on_map(self) -> MapSink | None:
+        return self._on_map
+
+    @on_map.setter
+    def on_map(self, sink: MapSink | None) -> None:
+        """Told the map in use at once (a box restarting on a pushed map) and on every push."""
+        self._on_map = sink
+        loaded = self.maps.load()
+        if sink is not None and loaded is not None:
+            sink(loaded[1], str(loaded[0]))
 
     def close(self) -> None:
         self.planograms.close()
@@ -71,6 +87,8 @@ class WayfindingApplier:
             log.warning("map v%d: %s", version, w)
         self.maps.install(version, files)
         log.info("map: v%d in use (%s)", version, _counts(result.counts))
+        if self._on_map is not None:
+            self._on_map(result.venue, str(version))
         self._check("map", version)
 
     def apply_planogram(self, body: dict[str, Any]) -> None:

@@ -130,11 +130,16 @@ def test_map_and_planogram_applied_swapped_and_checked_against_each_other(
             w.apply_planogram(_planogram_body(9))
     finally:
         w.close()
-    # A restart counts the entries off the map again, without a new push.
+    # A restart counts the entries off the map again, without a new push, and hands the map in
+    # use to whoever draws routes as soon as it listens.
     again = WayfindingApplier(tmp_path, STORE)
     assert again.health() == {
         "map_version": "5", "planogram_version": "10", "planogram_off_map": "3",
     }  # fmt: skip
+    maps: list[tuple[int, str]] = []
+    again.on_map = lambda venue, version: maps.append((len(venue.areas), version))
+    again.apply_map(bundle(demo_files, 8, STORE))
+    assert [v for _, v in maps] == ["5", "8"] and maps[1][0] == maps[0][0] + 1
     again.close()
 
 
@@ -156,6 +161,7 @@ def test_pushed_map_and_planogram_reach_the_box_and_its_routes(
         agent.start_sync()
         assert ops.first_push("map", bundle(demo_files, 101, STORE))["accepted"] is True
         assert (state / "map" / "current").resolve().name == "v101"
+        assert agent.director.wayfinder.version == "101"  # the screens route on it now
         ops.push("planogram", _planogram_body(101))
         assert ops.ack("planogram")["accepted"] is True
         # A corrupt map: refused with the feature and field in the ack; v101 stays.
@@ -176,6 +182,7 @@ def test_pushed_map_and_planogram_reach_the_box_and_its_routes(
         # A map without shelf 4: applied; the planogram entries on it reported to ops.
         ops.push("map", bundle(_without_shelf(demo_files, "shelf-4"), 104, STORE))
         assert ops.ack("map")["accepted"] is True
+        assert agent.director.wayfinder.version == "104"
         warning = ops.ack("map.warnings")
         assert warning["version"] == 104 and warning["reason"].startswith("3 of 20 products")
         # The versions in use, in the heartbeat ops read.

@@ -133,6 +133,8 @@ def test_a_location_off_this_map_is_refused_naming_the_map_version(demo_map: Ven
     ]:
         got = places.locate(_product(loc))
         assert got == Refusal("sku:SKU-X", reason)
+    # A route REF may be the store's plan id as well.
+    assert resolve_ref(demo_map, "aisle-4").id == demo_map.plan_ids["aisle-4"]
     with pytest.raises(RefError, match="sku:SKU-NONE: no product SKU-NONE on the planogram"):
         resolve_ref(demo_map, "sku:SKU-NONE", {"sku": places.resolver({})})
 
