@@ -49,6 +49,7 @@ PURE = [
     "edge_agent/wayfinding/imdf.py",
     "edge_agent/wayfinding/model.py",
     "edge_agent/wayfinding/plan.py",
+    "edge_agent/wayfinding/product_places.py",
     "edge_agent/wayfinding/route.py",
     "edge_agent/wayfinding/screen_map.py",
     "edge_agent/wayfinding/steps.py",
