@@ -6,14 +6,117 @@ as ``content.impression.v1`` CloudEvents on its screen's events topic.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts import payload
 from contracts.events import new_event_id
+
+# --- wayfinding: a route on a level plan, self-contained (the player has no map database) ---
+
+# Bounds a hostile or broken message cannot exceed; the builder (edge_agent/wayfinding/
+# screen_map.py) stays well inside them. A store plan is a few hundred metres at most.
+MAX_COORD_M = 5_000.0
+MAX_RING_VERTICES = 256
+MAX_SHAPES_PER_LEVEL = 400
+MAX_ROUTE_POINTS = 200
+MAX_LEVELS = 4
+MAX_VERTICES = 6_000  # every ring and route point of the payload together
+MAX_STEPS = 12
+
+Point2 = tuple[float, float]  # metres on the store's plan: x east/right, y north/into the store
+
+
+def _check_point(p: Point2) -> Point2:
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORD_M for v in p):
+        raise ValueError(f"coordinate {p!r} is not a finite number within {MAX_COORD_M:.0f} m")
+    return p
+
+
+class MapShape(BaseModel):
+    """One simplified polygon of a level plan (outer ring only; the player fills it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # floor: walkable room; room: a room shoppers do not walk (stock room, toilets' walls drawn
+    # as outline); shelf: an obstacle; counter: a counter or kiosk; connector: stairs and lifts.
+    kind: Literal["floor", "room", "shelf", "counter", "connector"]
+    ring: tuple[Point2, ...] = Field(min_length=3, max_length=MAX_RING_VERTICES)
+
+    @field_validator("ring")
+    @classmethod
+    def _finite(cls, v: tuple[Point2, ...]) -> tuple[Point2, ...]:
+        for p in v:
+            _check_point(p)
+        return v
+
+
+class WayLevel(BaseModel):
+    """A level the route crosses: its plan and the part of the route walked on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=40)
+    name: str = Field("", max_length=60)
+    shapes: tuple[MapShape, ...] = Field(max_length=MAX_SHAPES_PER_LEVEL)
+    route: tuple[Point2, ...] = Field(min_length=1, max_length=MAX_ROUTE_POINTS)
+
+    @field_validator("route")
+    @classmethod
+    def _finite(cls, v: tuple[Point2, ...]) -> tuple[Point2, ...]:
+        for p in v:
+            _check_point(p)
+        return v
+
+
+class Wayfinding(BaseModel):
+    """The way from this screen to a place: what a you-are-here map needs and nothing more.
+
+    ``facing_deg`` is the shopper's heading standing at the screen (a compass bearing on the
+    plan, 0 = +y, clockwise): the player turns the plan so that it points up on the screen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    levels: tuple[WayLevel, ...] = Field(min_length=1, max_length=MAX_LEVELS)
+    here: Point2
+    here_level: str = Field(min_length=1, max_length=40)
+    facing_deg: float = Field(ge=0, lt=360)
+    destination: Point2
+    destination_level: str = Field(min_length=1, max_length=40)
+    destination_label: str = Field(min_length=1, max_length=60)
+    distance_m: float = Field(ge=0, le=10_000)
+    walking_time_s: int = Field(ge=0, le=36_000)
+    # Turn by turn, already in the shopper's language.
+    steps: tuple[Annotated[str, Field(max_length=160)], ...] = Field(max_length=MAX_STEPS)
+
+    @field_validator("here", "destination")
+    @classmethod
+    def _finite(cls, v: Point2) -> Point2:
+        return _check_point(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Wayfinding:
+        ids = [lv.id for lv in self.levels]
+        if len(set(ids)) != len(ids):
+            raise ValueError("wayfinding: a level appears twice")
+        for what, lid in (
+            ("here_level", self.here_level),
+            ("destination_level", self.destination_level),
+        ):
+            if lid not in ids:
+                raise ValueError(f"wayfinding: {what} {lid!r} is not one of its levels")
+        total = sum(len(s.ring) for lv in self.levels for s in lv.shapes)
+        total += sum(len(lv.route) for lv in self.levels)
+        if total > MAX_VERTICES:
+            raise ValueError(f"wayfinding: {total} vertices, more than {MAX_VERTICES}")
+        return self
+
+    def level(self, level_id: str) -> WayLevel:
+        return next(lv for lv in self.levels if lv.id == level_id)
 
 
 class Content(BaseModel):
@@ -50,6 +153,8 @@ class Content(BaseModel):
     # them into its impression events, so proof of play explains itself.
     rule: str = ""
     reasons: tuple[str, ...] = ()
+    # The way from this screen to the offer's place, drawn beside the card (None: no map).
+    wayfinding: Wayfinding | None = None
 
 
 class ScreenCommand(BaseModel):

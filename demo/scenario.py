@@ -314,6 +314,8 @@ CAMPAIGNS_V1: dict = {
                 "accent": "#e9c46a",
             },
             "min_on_screen_s": 10,
+            # The way to the pickup counter from the screen (demo/store-map.toml, alt name).
+            "wayfinding": {"to": "Pickup"},
         },
         {
             "id": "trail-shoes",
@@ -335,6 +337,7 @@ CAMPAIGNS_V1: dict = {
             "min_on_screen_s": 10,
             # A quarter of its audience is held out, to measure what the campaign earns.
             "holdout_share": 0.25,
+            "wayfinding": {"to": "Aisle 4"},
         },
         {
             "id": "members-coffee",

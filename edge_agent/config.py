@@ -295,6 +295,14 @@ class MetricsConfig(StrictModel):
     port: int = Field(9410, ge=0, le=65535)
 
 
+class MapConfig(StrictModel):
+    """The store map the screens draw routes on (edge_agent/journey/wayfinding_stage.py): a
+    plan in TOML (demo/store-map.toml) or an IMDF archive or folder. Absent: no routes on
+    screens, the content goes out without its map."""
+
+    path: Path
+
+
 class AgentConfig(StrictModel):
     store: StoreConfig
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -312,6 +320,7 @@ class AgentConfig(StrictModel):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     systemd: SystemdConfig = Field(default_factory=SystemdConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    map: MapConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
@@ -395,6 +404,7 @@ _PATH_FIELDS = {
     ("paths", "outbox_db"),
     ("paths", "content_dir"),
     ("profiles", "key_file"),
+    ("map", "path"),
 }
 
 

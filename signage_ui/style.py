@@ -48,3 +48,24 @@ def mix(a: str, b: str, share_b: float) -> str:
     return "#" + "".join(
         f"{round((x + (y - x) * share_b) * 255):02x}" for x, y in zip(ca, cb, strict=True)
     )
+
+
+# The wayfinding map's calm, fixed palette: a paper-like plan (light floor, warm grey fixtures)
+# that reads on any campaign background; only the route takes the campaign's accent.
+MAP_PALETTE: dict[str, str] = {
+    "floor": "#f4f1ea",
+    "room": "#d9d5cc",
+    "connector": "#d3dde4",
+    "shelf": "#bdb6a8",
+    "counter": "#a9b7c3",
+    "outline": "#7d776c",
+    "here": "#1d3557",
+    "mark_dot": "#ffffff",
+    "text": "#1d3557",
+}
+
+
+def route_casing(accent: str) -> str:
+    """The dark edge under the route line: the accent darkened, so a pale accent (a yellow) still
+    stands out on the light floor."""
+    return mix(accent, "#000000", 0.6)

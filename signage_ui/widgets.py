@@ -24,6 +24,7 @@ from contracts.screen_protocol import Content
 from signage_ui.layout import regions
 from signage_ui.style import mix, text_colour_for
 from signage_ui.template import render_card
+from signage_ui.wayfinding_view import WayfindingCard
 
 
 class Panel(FloatLayout):
@@ -99,6 +100,24 @@ class OfferCard(Panel):
             label.color = ink
             label.text = value
         self.relayout()
+
+
+class WayCard(Panel):
+    """An offer card that carries the way to its place: words beside a you-are-here map."""
+
+    def __init__(self, **kwargs) -> None:
+        self.view: WayfindingCard | None = None
+        super().__init__(**kwargs)
+        self.view = WayfindingCard(self)
+
+    def relayout(self) -> None:
+        if self.view is not None:
+            self.view.relayout()
+
+    def show(self, content: Content) -> None:
+        self.set_background(content.background)
+        assert self.view is not None
+        self.view.show(content)
 
 
 class MediaView(Panel):
@@ -205,6 +224,7 @@ class ItemView(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.card = OfferCard()
+        self.way = WayCard()
         self.media = MediaView()
         self.ticker = Ticker()
         self.side = SidePanel()
@@ -216,6 +236,7 @@ class ItemView(Widget):
         r = regions(self.width, self.height, ticker=bool(c and c.ticker), side=bool(c and c.side))
         self.card.pos, self.card.size = (self.x + r.main[0], self.y + r.main[1]), r.main[2:]
         self.media.pos, self.media.size = self.card.pos, self.card.size
+        self.way.pos, self.way.size = self.card.pos, self.card.size
         for w, box in ((self.ticker, r.ticker), (self.side, r.side)):
             if box:
                 w.pos, w.size = (self.x + box[0], self.y + box[1]), box[2:]
@@ -231,6 +252,10 @@ class ItemView(Widget):
         elif content.template == "video" and isinstance(asset, Path):
             self.media.show_video(content, asset)
             main = self.media
+        elif content.wayfinding is not None:
+            self.media.stop_video()
+            self.way.show(content)
+            main = self.way
         else:
             self.media.stop_video()
             self.card.show(content)

@@ -32,6 +32,7 @@ from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
 from edge_agent.downlink.handlers import DownlinkHandlers
+from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
@@ -39,6 +40,7 @@ from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import Converted, JourneyEngine
 from edge_agent.journey.memory import JourneyMemory
 from edge_agent.journey.touch_share import TouchShare
+from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
@@ -193,6 +195,11 @@ class Agent:
             bus=self.bus,
             invalidate=self._invalidate,
         )
+        # The pushed map (central's word on the store) wins over [map] path, from the start and
+        # on every push; the screens' routes then follow it.
+        wayfinding = WayfindingApplier(paths.state_dir, store)
+        wayfinder = ScreenWayfinder.from_path(cfg.map.path if cfg.map else None)
+        wayfinding.on_map = wayfinder.use
         self.director = ScreenDirector(
             cfg,
             now=now,
@@ -206,6 +213,7 @@ class Agent:
             bus=self.bus,
             alerts=self.alerts,
             radar=self.occupancy.radar,
+            wayfinder=wayfinder,
         )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal
@@ -221,6 +229,7 @@ class Agent:
             bus=self.bus,
             request_restart=self.request_restart,
             content_dir=paths.content_dir,
+            wayfinding=wayfinding,  # the pushed store map and planogram
         )
         self.heartbeat_stage = Heartbeat(
             now=now,
@@ -466,8 +475,14 @@ class Agent:
         if self.bus.counts.handler_errors:
             dropped["bus:unreadable"] = self.bus.counts.handler_errors
         self.heartbeat_stage.beat(
-            problems, dropped, {**self.director.health(), **self.alerts.health()}
+            problems,
+            dropped,
+            {**self.director.health(), **self.alerts.health(), **self._wayfinding()},
         )
+
+    def _wayfinding(self) -> dict[str, str]:
+        w = self.handlers.wayfinding
+        return w.health() if w is not None else {}
 
     async def _tick_loop(self) -> None:
         speed = getattr(self.clock, "speed", 1.0) or 1.0
@@ -560,3 +575,5 @@ class Agent:
             self.outbox.close()
         self.profiles.close()
         self.memory.close()
+        if self.handlers.wayfinding is not None:
+            self.handlers.wayfinding.close()

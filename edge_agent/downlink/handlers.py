@@ -1,5 +1,6 @@
 """What the box does with each kind of message central pushes, once the downlink has checked its
-signature, version and expiry: campaigns, profile slices, content, config and commands; and the
+signature, version and expiry: campaigns, profile slices, content, config, commands, the store map
+and the planogram; and the
 probation of a pushed config or certificate until central is reached with it.
 
 A handler that raises refuses the message: the downlink acks it with the reason, nothing changes.
@@ -21,6 +22,7 @@ from edge_agent.app.bus import Publisher
 from edge_agent.config import AgentConfig
 from edge_agent.downlink import credentials
 from edge_agent.downlink.content_manifest import ContentInstaller, parse_manifest
+from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.campaigns import lint
 from edge_agent.journey.content_store import ContentStore
@@ -52,6 +54,7 @@ class DownlinkHandlers:
         bus: Publisher,
         request_restart: Callable[[str, int], None],
         content_dir: Path,
+        wayfinding: WayfindingApplier | None = None,
     ) -> None:
         self.cfg = cfg
         self._now = now
@@ -71,6 +74,9 @@ class DownlinkHandlers:
         self.config_sha256: str | None = None  # of the file this process loaded
         self.cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
         self.content_installer = ContentInstaller(content_dir, self.on_content_installed)
+        self.wayfinding = wayfinding
+        if wayfinding is not None:
+            wayfinding.on_warning = self.on_later_result
 
     def appliers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {
@@ -79,6 +85,11 @@ class DownlinkHandlers:
             "command": self.apply_command,
             "config": self.apply_config,
             "content": self.apply_content,
+            **(
+                {"map": self.wayfinding.apply_map, "planogram": self.wayfinding.apply_planogram}
+                if self.wayfinding is not None
+                else {}
+            ),
         }
 
     def on_result(self, result: Any) -> None:
@@ -166,6 +177,15 @@ class DownlinkHandlers:
         if self.downlink is not None:
             doc = {"kind": "content.installed", "version": version, "accepted": ok}
             self.downlink.publish_ack({**doc, "reason": reason})
+
+    def on_later_result(self, kind: str, version: int, reason: str) -> None:
+        """A warning about something applied (a planogram entry off the map): as its own ack
+        (``<kind>.warnings``) for ops, and as an event for the CDP."""
+        kind = f"{kind}.warnings"
+        self.journal.emit(DownlinkApplied(kind=kind, version=version, accepted=True, reason=reason))
+        if self.downlink is not None:
+            doc = {"kind": kind, "version": version, "accepted": True, "reason": reason[:300]}
+            self.downlink.publish_ack(doc)
 
     # ---- commands and config -------------------------------------------------------------
     def apply_command(self, body: dict[str, Any]) -> None:

@@ -119,6 +119,16 @@ class Caps(BaseModel):
     per_screen_per_hour: int | None = Field(None, ge=1)
 
 
+class WayTo(BaseModel):
+    """Where a campaign's screens show the way to: a map reference (a feature id, a name or alt
+    name in any language, ``sku:<sku>`` once the planogram resolves it). Data only: the
+    director routes from the screen on the map the box has, or sends the card without a map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: str = Field(min_length=1, max_length=200)
+
+
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,6 +167,8 @@ class Campaign(BaseModel):
     personalised: Variant | None = None
     anonymous: Variant | None = None
     min_on_screen_s: float = Field(8.0, ge=0)
+    # The way from the screen to the offer's place, drawn beside the card when the box has a map.
+    wayfinding: WayTo | None = None
 
     @field_validator("dayparts")
     @classmethod
@@ -371,6 +383,7 @@ __all__ = [
     "DefaultItem",
     "Translation",
     "Variant",
+    "WayTo",
     "affinity",
     "cron_matches",
     "cron_trigger",

@@ -26,6 +26,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.decide import Decision, ScreenContext, World, staff_alerts
 from edge_agent.journey.engine import JourneyEngine
+from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage
 from edge_agent.sensing.presence_stage import PresenceStage
 from edge_agent.slice.model import Profile
@@ -69,6 +70,7 @@ class ScreenDirector:
         bus: Publisher,
         alerts: StaffAlerts,
         radar: Callable[[str], bool | None] = lambda zone: None,
+        wayfinder: ScreenWayfinder | None = None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -84,6 +86,8 @@ class ScreenDirector:
         self.alerts = alerts
         # mmWave per zone: someone there, nobody, or None (no radar covers it).
         self.radar = radar
+        # The way to a campaign's place, from the map this box has (none: cards go without).
+        self.wayfinder = wayfinder or ScreenWayfinder()
         self.counts = DirectorCounts()
         self._screens = {s.id: _ScreenState() for s in cfg.screens}
         self._dirty = True
@@ -242,9 +246,11 @@ class ScreenDirector:
             d.variant,
             ", ".join(d.reasons[:3]),
         )
+        content = d.content.model_copy(update={"rule": d.rule, "reasons": d.reasons[:8]})
+        content = self.wayfinder.attach(content, screen_id, self._way_to(d.campaign_id))
         cmd = ScreenCommand(
             kind="show" if d.variant != "default" else "default",
-            content=d.content.model_copy(update={"rule": d.rule, "reasons": d.reasons[:8]}),
+            content=content,
             min_duration_s=d.min_on_screen_s / self.speed,
             issued_at=datetime.now(UTC),
             preempt=True if screen_id in self._preempt else None,
@@ -278,6 +284,15 @@ class ScreenDirector:
                 subject=pid,
                 event_id=offer_id,
             )
+
+    def _way_to(self, campaign_id: str | None) -> str | None:
+        """Where the campaign's screens show the way to (its ``wayfinding.to``), if anywhere."""
+        if campaign_id is None:
+            return None
+        for c in self.content.bundle.campaigns:
+            if c.id == campaign_id:
+                return c.wayfinding.to if c.wayfinding is not None else None
+        return None
 
     def _hold_arrivals(
         self,

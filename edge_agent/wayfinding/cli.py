@@ -36,19 +36,77 @@ def add_map_parsers(m: Any) -> None:
         ("render", "draw the plan and the way as PNG"),
     ):
         r = m.add_parser(name, help=helptext)
-        r.add_argument("path")
         r.add_argument(
-            "--from", dest="src", required=True, help="feature id, name, screen:ID, kiosk:ID"
+            "path", nargs="?", help="the map (default with -c: the box's pushed map in use)"
+        )
+        r.add_argument(
+            "--from",
+            dest="src",
+            required=True,
+            help="feature id, name, screen:ID, kiosk:ID, sku:SKU",
         )
         r.add_argument("--to", dest="dst", required=True)
         r.add_argument("--accessible", action="store_true", help="no stairs, no escalators")
         r.add_argument("--lang", default="en", help="the shopper's language (en, de)")
+        add_planogram_args(r)
         if name == "render":
             r.add_argument("--out", required=True, help="FILE.png")
             r.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default 1280x720)")
             r.set_defaults(func=_cmd_render)
         else:
             r.set_defaults(func=_cmd_route)
+
+
+def add_planogram_args(p: Any) -> None:
+    """Where ``sku:`` references and ``map find`` take their products and map version from."""
+    p.add_argument("--planogram", help="for sku:SKU: an ERP export (.csv, .json) or a planogram.db")
+    p.add_argument("--config", "-c", help="agent.toml: the box's planogram, stock and pushed map")
+    p.add_argument(
+        "--map-version",
+        help="the version to name in refusals (default: a pushed map's own, else a digest)",
+    )
+
+
+def map_version(path: str, given: str | None) -> int | str:
+    """The version a refusal names: given, a pushed map's (its folder), else the first 8 hex
+    of the map files' sha256 (two different local maps never share one)."""
+    import hashlib
+
+    from edge_agent.wayfinding.map_store import version_of
+
+    if given:
+        return int(given) if given.isdigit() else given
+    p = Path(path)
+    v = version_of(p) if p.is_dir() else None
+    if v is not None:
+        return v
+    h = hashlib.sha256()
+    try:
+        for f in sorted(p.iterdir()) if p.is_dir() else [p]:
+            if f.is_file():
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+    except OSError:
+        pass
+    return h.hexdigest()[:8]
+
+
+def map_path(args: argparse.Namespace) -> str | None:
+    """PATH, or with -c the box's map in use (``<state_dir>/map/current``)."""
+    if getattr(args, "path", None):
+        return str(args.path)
+    if getattr(args, "config", None):
+        from edge_agent.config import load_or_report
+
+        cfg = load_or_report(args.config)
+        if cfg is None:
+            return None
+        current = cfg.paths_resolved.state_dir / "map" / "current"
+        if not current.exists():
+            print(f"edge-agent map: {current}: no map pushed to this box yet", file=sys.stderr)
+            return None
+        return str(current)
+    print("edge-agent map: give the map PATH or -c agent.toml", file=sys.stderr)
+    return None
 
 
 def _import(path: str) -> tuple[ImportResult, list[str], list[str]]:
@@ -134,14 +192,27 @@ def _cmd_author(args: argparse.Namespace) -> int:
 
 def _route(args: argparse.Namespace) -> tuple[int, VenueMap | None, Route | None]:
     from edge_agent.wayfinding.graph import build_graph
-    from edge_agent.wayfinding.route import NoRoute, RefError, plan_route, resolve_ref
+    from edge_agent.wayfinding.route import NoRoute, RefError, Resolver, plan_route, resolve_ref
 
-    venue = _load_map(args.path)
+    path = map_path(args)
+    if path is None:
+        return 2, None, None
+    venue = _load_map(path)
     if venue is None:
         return 2, None, None
+    resolvers: dict[str, Resolver] = {}
+    if any(ref.startswith("sku:") for ref in (args.src, args.dst)):
+        from edge_agent.wayfinding.product_places import MapPlaces
+        from edge_agent.wayfinding.products_cli import load_planogram
+
+        loaded = load_planogram(args, "edge-agent map")
+        if isinstance(loaded, int):
+            return loaded, None, None
+        places = MapPlaces(venue, map_version(path, args.map_version))
+        resolvers["sku"] = places.resolver(loaded[0].by_sku())
     try:
-        start = resolve_ref(venue, args.src)
-        end = resolve_ref(venue, args.dst)
+        start = resolve_ref(venue, args.src, resolvers)
+        end = resolve_ref(venue, args.dst, resolvers)
         route = plan_route(build_graph(venue), start, end, accessible=args.accessible)
     except (RefError, NoRoute) as exc:
         print(f"edge-agent map: {exc}", file=sys.stderr)

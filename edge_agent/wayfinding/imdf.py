@@ -37,6 +37,7 @@ from shapely.geometry import LineString, Polygon
 from shapely.strtree import STRtree
 from shapely.validation import explain_validity
 
+from contracts import map_bundle
 from edge_agent.wayfinding.model import (
     Area,
     Connector,
@@ -283,24 +284,9 @@ class ImportResult:
 
 
 def read_delivery(path: Path | str) -> dict[str, bytes]:
-    """The files of an IMDF archive or folder by base name. Raises OSError (or
-    zipfile.BadZipFile) when the path cannot be read at all."""
-    path = Path(path)
-    files: dict[str, bytes] = {}
-    if path.is_dir():
-        for p in sorted(path.iterdir()):
-            if p.is_file() and p.suffix.lower() in (".geojson", ".json"):
-                files[p.name] = p.read_bytes()
-        return files
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name = info.filename.rsplit("/", 1)[-1]
-            # macOS archivers add __MACOSX/._name shadows: not IMDF.
-            if info.is_dir() or name.startswith("._") or "__MACOSX" in info.filename:
-                continue
-            if name.lower().endswith((".geojson", ".json")):
-                files[name] = zf.read(info)
-    return files
+    """The files of an IMDF archive or folder by base name (the same reader ``edge-ops push
+    map`` uses). Raises OSError (or zipfile.BadZipFile) when the path cannot be read at all."""
+    return map_bundle.read_delivery(path)
 
 
 def load_imdf(path: Path | str) -> ImportResult:
@@ -681,7 +667,7 @@ def _build(p: _Parser, features: dict[str, list[dict[str, Any]]], lang: str) -> 
                 p.display_point(ref, props),
             )
             ext = props.get(EXTENSION_KEY)
-            if ext is not None:
+            if ext is not None and not _plan_id_only(ext):
                 _placement(p, vm, ref, ext, lid, vm.areas[f["id"]].anchor_xy(), f["id"], poly)
 
     for f in features.get("anchor", []):
@@ -744,7 +730,34 @@ def _build(p: _Parser, features: dict[str, list[dict[str, Any]]], lang: str) -> 
                 p.err(_ref(ftype, a.id), "anchor_id", f"{a.anchor_id} is not an anchor")
 
     _connectors(p, vm, features.get("relationship", []))
+    _plan_ids(p, vm, features)
     return vm
+
+
+def _plan_id_only(ext: Any) -> bool:
+    """An extension that only names the feature in the store's plan, not a placement."""
+    return isinstance(ext, dict) and "kind" not in ext and "plan_id" in ext
+
+
+def _plan_ids(p: _Parser, vm: VenueMap, features: dict[str, list[dict[str, Any]]]) -> None:
+    """The store's own ids (``edge_agent.plan_id``) of the features the map kept."""
+    kept = {*vm.levels, *vm.units, *vm.areas, *vm.openings}
+    owner: dict[str, str] = {}
+    for ftype, feats in features.items():
+        for f in feats:
+            ext = f["properties"].get(EXTENSION_KEY)
+            if not isinstance(ext, dict) or "plan_id" not in ext or f["id"] not in kept:
+                continue
+            ref, pid = _ref(ftype, f["id"]), ext["plan_id"]
+            if not isinstance(pid, str) or not pid:
+                p.err(ref, f"{EXTENSION_KEY}.plan_id", f"{pid!r} is not a name")
+            elif pid in owner:
+                p.err(ref, f"{EXTENSION_KEY}.plan_id", f"{pid!r} also names {owner[pid]}")
+            elif pid in kept and pid != f["id"]:
+                p.err(ref, f"{EXTENSION_KEY}.plan_id", f"{pid!r} is another feature's id")
+            else:
+                owner[pid] = ref
+                vm.plan_ids[pid] = f["id"]
 
 
 def _placement(

@@ -200,6 +200,10 @@ class VenueMap:
     occupants: dict[str, Occupant] = field(default_factory=dict)
     connectors: list[Connector] = field(default_factory=list)
     placements: dict[tuple[str, str], Placement] = field(default_factory=dict)
+    # The store's own names for its places (a plan's ids: "aisle-4", "L0") -> feature id, from
+    # the ``edge_agent.plan_id`` extension property: an ERP planogram names places the way the
+    # store does, and a UUID changes meaning only when the map is re-authored.
+    plan_ids: dict[str, str] = field(default_factory=dict)
     # Named units and areas per level in an R-tree, built on first use (steps look for
     # landmarks at every bend; a big venue has hundreds of rooms).
     _named: dict[str, tuple[STRtree, list[Unit | Area]]] | None = field(
@@ -219,6 +223,14 @@ class VenueMap:
             return []
         hits = tree.query(box(x - radius, y - radius, x + radius, y + radius))
         return [feats[int(i)] for i in sorted(hits)]
+
+    def feature_id(self, ref: str) -> str | None:
+        """A level, unit, opening or area by its feature id or its plan id; None if absent."""
+        fid = self.plan_ids.get(ref, ref)
+        for table in (self.levels, self.units, self.areas, self.openings):
+            if fid in table:
+                return fid
+        return None
 
     def level_order(self) -> list[Level]:
         return sorted(self.levels.values(), key=lambda lv: lv.ordinal)

@@ -367,6 +367,7 @@ def plan_to_imdf(
                 "display_point": None,
                 "address_id": None,
                 "building_ids": None,
+                "edge_agent": {"plan_id": lv.id},
             },
             f"levels[{i}]",
         )
@@ -383,6 +384,7 @@ def plan_to_imdf(
                 "alt_name": L(a.alt_name),
                 "level_id": w.level_ids[a.level],
                 "display_point": w.point(a.label_at) if a.label_at else None,
+                "edge_agent": {"plan_id": a.id},
             },
             f"areas[{i}]",
         )
@@ -406,6 +408,7 @@ def plan_to_imdf(
                     "alt_name": None,
                     "level_id": w.level_ids[lvid],
                     "display_point": None,
+                    "edge_agent": {"plan_id": f"{c.id}@{lvid}"},
                 },
                 f"connectors[{i}]",
             )
@@ -436,6 +439,7 @@ def plan_to_imdf(
                 "alt_name": L(f.alt_name),
                 "level_id": w.level_ids[f.level],
                 "display_point": None,
+                "edge_agent": {"plan_id": f.id},
             }
             if kind == "fixture":
                 props["anchor_id"] = None
@@ -458,6 +462,7 @@ def plan_to_imdf(
                 "alt_name": None,
                 "display_point": None,
                 "level_id": w.level_ids[d.level],
+                "edge_agent": {"plan_id": d.id},
             },
             f"doors[{i}]",
         )
@@ -484,7 +489,7 @@ def plan_to_imdf(
         ext = {"kind": "screen", "id": s.id, "facing_deg": s.facing_deg}
         anchor(f"screens[{i}]", f"screen/{s.id}", s.level, s.position, ext)
     for i, k in enumerate(plan.kiosks):
-        ext = {"kind": "kiosk", "id": k.id, "facing_deg": k.facing_deg}
+        ext = {"kind": "kiosk", "id": k.id, "facing_deg": k.facing_deg, "plan_id": k.id}
         props = {
             "name": L(k.name) or {w.lang: k.id},
             "alt_name": None,

@@ -33,7 +33,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -193,6 +193,16 @@ class Hit:
 
 
 KnownPlaces = Callable[[str], bool] | set[str] | frozenset[str]
+
+
+@runtime_checkable
+class MapCheck(Protocol):
+    """Known places that can also check a location's geometry against the map (levels, and
+    the point inside its unit and shelf): product_places.MapPlaces."""
+
+    def __call__(self, place: str) -> bool: ...
+
+    def misplaced(self, loc: Location) -> str: ...
 
 
 # ---- parsing ---------------------------------------------------------------------------------
@@ -606,6 +616,10 @@ def check_place(
         return False, f"unit {loc.unit_id} is not on {on_map}"
     if loc.section_id is not None and not _known(known_places, loc.section_id):
         return False, f"shelf {loc.shelf or loc.section_id} is not on {on_map}"
+    if isinstance(known_places, MapCheck):
+        why = known_places.misplaced(loc)
+        if why:
+            return False, why
     return True, ""
 
 

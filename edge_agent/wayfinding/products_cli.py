@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 # Every `edge-agent` run builds this parser: the search (numpy, rapidfuzz) loads in the handler.
 if TYPE_CHECKING:
+    from edge_agent.wayfinding.product_places import MapPlaces
     from edge_agent.wayfinding.products import KnownPlaces, Planogram, Stock
 
 PROG = "edge-agent map find"
@@ -33,6 +34,12 @@ def add_find_parser(subparsers: Any) -> None:
         help="an ERP export (.csv, .json) or a planogram.db (default: the box's, with -c)",
     )
     p.add_argument("--config", "-c", help="agent.toml: the box's planogram and its slice's stock")
+    p.add_argument(
+        "--map",
+        help="the store map in use (IMDF or plan): hits whose place it does not have are "
+        "marked not routable, with the reason (with -c and no --map: the box's pushed map)",
+    )
+    p.add_argument("--map-version", help="the version named in reasons (default: the map's own)")
     p.add_argument(
         "--places",
         help='JSON {"version": V, "places": [unit and section ids]} of the current map: '
@@ -62,12 +69,21 @@ class _SliceStock(Mapping[str, "Stock"]):
         return len(self._profiles.stock_levels())
 
 
-def _fail(msg: str, code: int) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+def _fail(msg: str, code: int, prog: str = PROG) -> int:
+    print(f"{prog}: {msg}", file=sys.stderr)
     return code
 
 
-def _load(args: argparse.Namespace) -> tuple[Planogram, Mapping[str, Stock] | None] | int:
+def load_planogram(
+    args: argparse.Namespace, prog: str = PROG
+) -> tuple[Planogram, Mapping[str, Stock] | None] | int:
+    """The planogram from ``--planogram`` or the box's (``-c``), with the slice's stock."""
+    return _load(args, prog)
+
+
+def _load(
+    args: argparse.Namespace, prog: str = PROG
+) -> tuple[Planogram, Mapping[str, Stock] | None] | int:
     from edge_agent.wayfinding.planogram_store import PlanogramStore, load_file
     from edge_agent.wayfinding.products import PlanogramError
 
@@ -93,26 +109,26 @@ def _load(args: argparse.Namespace) -> tuple[Planogram, Mapping[str, Stock] | No
             )
             stock = _SliceStock(profiles)
         except Exception as exc:  # no slice yet: results without stock, said once
-            print(f"{PROG}: no stock from the slice ({type(exc).__name__})", file=sys.stderr)
+            print(f"{prog}: no stock from the slice ({type(exc).__name__})", file=sys.stderr)
     if args.planogram:
         path = Path(args.planogram)
         if path.suffix.lower() in {".csv", ".json"}:
             try:
                 return load_file(path), stock
             except PlanogramError as exc:
-                return _fail(str(exc), 2)
+                return _fail(str(exc), 2, prog)
         db = path
     if db is None:
-        return _fail("give --planogram FILE or -c agent.toml", 2)
+        return _fail("give --planogram FILE or -c agent.toml", 2, prog)
     if not db.exists():
-        return _fail(f"{db}: no planogram (not pushed yet?)", 2)
+        return _fail(f"{db}: no planogram (not pushed yet?)", 2, prog)
     store = PlanogramStore(db)
     try:
         planogram = store.load()
     finally:
         store.close()
     if planogram is None:
-        return _fail(f"{db}: no planogram (not pushed yet?)", 2)
+        return _fail(f"{db}: no planogram (not pushed yet?)", 2, prog)
     return planogram, stock
 
 
@@ -130,6 +146,29 @@ def _places(path: str) -> tuple[KnownPlaces, int | str | None] | str:
     return set(places), version if isinstance(version, int | str) else None
 
 
+def _map_places(args: argparse.Namespace) -> MapPlaces | int | None:
+    """The map in use as known places: ``--map PATH``, else the box's pushed map (``-c``) if
+    one was pushed (None: nothing to check against, hits are not marked)."""
+    from edge_agent.wayfinding.cli import _load_map, map_path, map_version
+    from edge_agent.wayfinding.product_places import MapPlaces
+
+    if not args.map:
+        from edge_agent.config import load_or_report
+
+        cfg = load_or_report(args.config)
+        if cfg is None:
+            return 2
+        if not (cfg.paths_resolved.state_dir / "map" / "current").exists():
+            return None
+    path = map_path(argparse.Namespace(path=args.map, config=args.config))
+    if path is None:
+        return 2
+    venue = _load_map(path)
+    if venue is None:
+        return 2
+    return MapPlaces(venue, map_version(path, args.map_version))
+
+
 def cmd_find(args: argparse.Namespace) -> int:
     from edge_agent.wayfinding.products import ProductIndex, fold
 
@@ -144,6 +183,12 @@ def cmd_find(args: argparse.Namespace) -> int:
         if isinstance(got, str):
             return _fail(got, 2)
         known, map_version = got
+    elif args.map or (args.config and not args.places):
+        got_map = _map_places(args)
+        if isinstance(got_map, int):
+            return got_map
+        if got_map is not None:
+            known, map_version = got_map, got_map.version
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded

@@ -71,7 +71,7 @@ def _norm(s: str) -> str:
 def resolve_ref(
     venue: VenueMap, ref: str, resolvers: Mapping[str, Resolver] | None = None
 ) -> Place:
-    """A feature id, a name or alt name in any language, ``screen:<id>``, ``kiosk:<id>``, or
+    """A feature id or plan id, a name or alt name in any language, ``screen:<id>``, ``kiosk:<id>``, or
     ``<prefix>:<value>`` for a prefix in ``resolvers`` (the planogram adds ``sku``)."""
     resolvers = resolvers or {}
     prefix, sep, rest = ref.partition(":")
@@ -86,7 +86,8 @@ def resolve_ref(
     if sep and prefix == "sku":
         raise RefError(f"{ref}: no product locations on this box (no planogram loaded)")
 
-    by_id = _by_id(venue, ref)
+    # A feature id, or the store's own id for it (a plan id: "aisle-4"), before any name.
+    by_id = _by_id(venue, venue.plan_ids.get(ref, ref))
     if by_id is not None:
         return by_id
     # Names: units first (what a shopper asks for), then everything else that has a name.

@@ -35,6 +35,9 @@ PHRASES: dict[str, dict[str, str]] = {
         "walk_to": "{prefix}{dist} ahead to the {connector_to}",
         "arrive": "{prefix}{dist} ahead; {dest} is {side}",
         "here": "{dest} is {side}",
+        # A product is a thing on a shelf, not a place: "the Ridge GTX trail shoe".
+        "arrive_product": "{prefix}{dist} ahead; the {dest} is {side}",
+        "here_product": "the {dest} is {side}",
         "level": "Take the {connector} {updown} to {level}",
         "from_connector": "Leave the {connector}: ",
         "up": "up",
@@ -69,6 +72,8 @@ PHRASES: dict[str, dict[str, str]] = {
         "walk_to": "{prefix}{dist} geradeaus {connector_to}",
         "arrive": "{prefix}{dist} geradeaus; {dest} ist {side}",
         "here": "{dest} ist {side}",
+        "arrive_product": "{prefix}{dist} geradeaus; {dest} ist {side}",
+        "here_product": "{dest} ist {side}",
         "level": "Mit {connector_dat} {updown} ({level})",
         "from_connector": "{connector} verlassen: ",
         "up": "nach oben",
@@ -218,6 +223,8 @@ def _simplify(points: list[Waypoint]) -> list[Waypoint]:
 def route_steps(route: Route, venue: VenueMap, language: str = "en") -> list[Step]:
     ph = _phrases(language)
     dest_name = label(route.end.name, language, route.end.id)
+    product = route.end.kind == "product" and "arrive_product" in ph
+    arrive, here_key = ("arrive_product", "here_product") if product else ("arrive", "here")
     # The shopper reading a screen faces it: their heading is the screen's facing turned round.
     facing: float | None = None
     if route.start.facing_deg is not None:
@@ -277,7 +284,7 @@ def route_steps(route: Route, venue: VenueMap, language: str = "en") -> list[Ste
                 steps.append(Step("walk", text, round(d, 1), connector=connector))
             else:
                 side = _side(route, b, h_in)
-                text = ph["arrive"].format(
+                text = ph[arrive].format(
                     prefix=prefix, dist=dist, dest=dest_name, side=ph[f"side_{side}"]
                 )
                 steps.append(Step("arrive", text, round(d, 1), side=side))
@@ -285,7 +292,7 @@ def route_steps(route: Route, venue: VenueMap, language: str = "en") -> list[Ste
             i += 1
         if len(pts) == 1 and is_last:
             side = _side(route, pts[0], facing)
-            text = ph["here"].format(dest=dest_name, side=ph[f"side_{side}"])
+            text = ph[here_key].format(dest=dest_name, side=ph[f"side_{side}"])
             steps.append(Step("arrive", text[0].upper() + text[1:], 0.0, side=side))
         if connector is not None:
             nxt_level = segments[seg_i + 1][0][0].level_id

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -126,3 +127,53 @@ def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
     mine = [e for e in lines if e["source"] == source_for(store, device)]
     assert [e["id"] for e in mine] == [e.id for e in sent]
     assert "cdp-sink:" in err  # its reports went to stderr, the stream is clean
+
+
+@pytest.mark.timeout(60)
+def test_ops_push_a_map_from_an_imdf_folder(broker, tmp_path: Path) -> None:
+    """`edge-ops push map DIR`: the folder goes out as one signed `map` body of that version,
+    which the box's side reads back file for file."""
+    from contracts.map_bundle import read_delivery, unbundle
+    from contracts.mqtt import connect, make_client
+    from contracts.signing import verify_message
+
+    imdf = tmp_path / "imdf"
+    code = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "map", "author", str(REPO / "demo" / "store-map.toml"),
+         "--out", str(imdf)], capture_output=True, text=True, timeout=60, cwd=REPO,
+    ).returncode  # fmt: skip
+    assert code == 0
+    keys = tmp_path / "keys"
+    assert main(["keygen", "--out", str(keys)]) == 0
+    public = (keys / "ops_public.b64").read_text().strip()
+    store = f"store-{uuid.uuid4().hex[:6]}"
+    got: list[bytes] = []
+    ready = threading.Event()
+    bcfg = BrokerConfig(host=broker.host, port=broker.port)
+    c = make_client(f"t-{uuid.uuid4().hex[:6]}", bcfg)
+    c.on_connect = lambda c, *a: c.subscribe(topics.store_cmd(store, "map"), qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda c, u, m: got.append(m.payload)
+    connect(c, bcfg, clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    try:
+        assert ready.wait(5)
+        args = ["push", "map", str(imdf), "--store", store, "--version", "12"]
+        args += ["--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]
+        assert main(args) == 0
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    from contracts.signing import load_public_key
+
+    msg = verify_message(load_public_key(public), got[0], store, "box-1")
+    assert (msg.kind, msg.version) == ("map", 12)
+    version, files = unbundle(msg.body)
+    sent = {n: json.loads(b) for n, b in files.items()}
+    assert version == 12 and sent == {n: json.loads(b) for n, b in read_delivery(imdf).items()}
+    # Not an IMDF delivery: said before anything is signed.
+    assert main(["push", "map", str(tmp_path), "--store", store, "--version", "13",
+                 "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]) == 2  # fmt: skip

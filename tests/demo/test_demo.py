@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from tests.signage_ui.test_signage_player import share_of
+
 
 @pytest.mark.ui
 @pytest.mark.timeout(150)
@@ -48,6 +50,14 @@ def test_demo_runs_end_to_end_with_zero_loss(tmp_path: Path) -> None:
     for name in shots:
         img = cv2.imread(str(tmp_path / "out" / "screens" / name))
         assert img is not None and img.mean() > 20, f"{name} is black"
+        # The trail shoes and the order pickup carry the way from the entrance screen (the box
+        # has demo/store-map.toml): the plan's floor and the route in the card's accent.
+        floor = share_of(img, (0xEA, 0xF1, 0xF4))
+        if "trail-shoes" in name or "order-ready" in name:
+            accent = (0x66, 0xD1, 0xFF) if "trail-shoes" in name else (0x6A, 0xC4, 0xE9)
+            assert floor > 0.15 and share_of(img, accent) > 0.003, name
+        else:
+            assert floor < 0.001, name
     # Proof of play explains itself: the player's impressions carry the decision's rule and
     # why other campaigns lost, as the agent sent them (and no profile id).
     import json

@@ -21,12 +21,13 @@ from edge_agent.clock import ScaledClock
 from edge_agent.config import BrokerConfig
 from edge_agent.downlink.content_manifest import parse_manifest
 from edge_agent.sensing.ble.sources import ReplaySource
+from edge_agent.wayfinding.products import parse_body
 from sync.downlink import Downlink
 from tests.app.test_agent_journey import demo_config
 from tests.downlink.test_commands import PRIV, PUB, demo_toml
 
 STORE, DEVICE = "store-0042", "box-entrance-1"
-KINDS = ["campaigns", "profiles", "content", "config", "command"]
+KINDS = ["campaigns", "profiles", "content", "config", "command", "map", "planogram"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -41,7 +42,8 @@ near_miss = st.fixed_dictionaries(
     optional={
         k: json_values
         for k in ("command", "screen", "toml", "playlist", "assets", "version", "type",
-                  "profiles", "campaigns", "default", "title", "certificate_pem", "store_id")
+                  "profiles", "campaigns", "default", "title", "certificate_pem", "store_id",
+                  "manifest", "collections", "products")
     },
 )  # fmt: skip
 bodies = st.dictionaries(st.text(max_size=12), json_values, max_size=6) | near_miss
@@ -68,6 +70,8 @@ def box(tmp_path_factory: pytest.TempPathFactory):
             "command": agent.handlers.apply_command,
             "config": agent.handlers.apply_config,
             "content": agent.handlers.apply_content,
+            "map": agent.handlers.appliers()["map"],
+            "planogram": agent.handlers.appliers()["planogram"],
         },
     )
     yield agent, dl, tmp
@@ -84,6 +88,8 @@ def snapshot(agent: Agent, tmp: Path) -> tuple:
         agent.handlers.config_path.read_bytes(),  # type: ignore[union-attr]
         (content / "playlist.json").exists(),
         agent.exit_code,
+        agent.handlers.wayfinding.health() if agent.handlers.wayfinding else None,
+        sorted(p.name for p in (agent.paths.state_dir / "map").glob("*")),
     )
 
 
@@ -97,6 +103,11 @@ def test_any_signed_body_is_refused_cleanly_and_changes_nothing(box, kind, body,
         # An empty loop is a legitimate manifest (the player falls back to its default card).
         with contextlib.suppress(ValueError):
             parse_manifest(body)
+            assume(False)
+    if kind == "planogram":
+        # An empty planogram is a legitimate push too.
+        with contextlib.suppress(ValueError):
+            parse_body(body)
             assume(False)
     before = snapshot(agent, tmp)
     raw = sign_message(PRIV, kind, body, STORE, DEVICE, version, expires_in(600))

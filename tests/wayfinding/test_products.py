@@ -315,7 +315,7 @@ def test_the_demo_planogram_loads_in_english_and_german():
     pg = load_file(DEMO)
     ridge = pg.by_sku()["SKU-RIDGE-GTX-42"]
     assert ridge.names == {"en": "Ridge GTX trail shoe", "de": "Ridge GTX Trailschuh"}
-    assert ridge.location is not None and ridge.location.shelf == "S-4-2"
+    assert ridge.location is not None and ridge.location.shelf == "S-1-2"
     assert all(set(p.names) == {"en", "de"} for p in pg.products)
     assert any(p.location is None for p in pg.products)  # the gift card: nowhere to walk to
 
@@ -329,7 +329,7 @@ def _find(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
 
 def test_find_prints_json_results_in_the_language_asked(capsys, tmp_path: Path):
     places = tmp_path / "places.json"
-    places.write_text(json.dumps({"version": 7, "places": ["unit-aisle-4"]}))
+    places.write_text(json.dumps({"version": 7, "places": ["sales-floor"]}))
     code, out, _ = _find(
         capsys, "trialschuh", "--lang", "de", "--limit", "2",
         "--planogram", str(DEMO), "--places", str(places),
@@ -339,7 +339,7 @@ def test_find_prints_json_results_in_the_language_asked(capsys, tmp_path: Path):
     first = doc["results"][0]
     assert first["sku"] == "SKU-RIDGE-GTX-42" and first["name"] == "Ridge GTX Trailschuh"
     assert first["stock"] == {"available": True, "quantity": 7}
-    assert (first["routable"], first["reason"]) == (False, "shelf S-4-2 is not on map version 7")
+    assert (first["routable"], first["reason"]) == (False, "shelf S-1-2 is not on map version 7")
     assert len(doc["results"]) <= 2 and doc["map_checked"] is True
 
 

@@ -1,0 +1,132 @@
+"""Routes on the screens: the way from a screen to a campaign's place, added to its content.
+
+``decide`` stays pure and knows nothing of maps: a campaign's ``wayfinding = {to = ...}`` is
+data, and this stage turns it into the content's ``Wayfinding`` payload when the command goes
+out. A box without a map, a reference the map does not know, or no route between the two sends
+the card without a map (never a route on a map the box does not have). Routes are cached per
+(screen, destination, language, map version): the director re-sends the same content many times
+a day, and a new map (a version) never serves an old route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.screen_protocol import Content, Wayfinding
+from edge_agent.wayfinding.graph import NavGraph, build_graph
+from edge_agent.wayfinding.model import VenueMap
+from edge_agent.wayfinding.route import NoRoute, RefError, plan_route, resolve_ref
+from edge_agent.wayfinding.screen_map import PayloadTooBig, build_wayfinding
+
+log = logging.getLogger("edge_agent")
+
+
+class MapLoadError(Exception):
+    """The configured map cannot be read; ``lines`` say why, one problem each."""
+
+    def __init__(self, path: Path, lines: list[str]) -> None:
+        super().__init__(f"{path}: {'; '.join(lines[:3])}")
+        self.lines = lines
+
+
+def load_venue(path: Path) -> tuple[VenueMap, str]:
+    """A plan (.toml) or IMDF (archive or folder) as a VenueMap, with a version: the sha256 of
+    the file's bytes (a folder: of its files), so an edited map is a new version."""
+    from edge_agent.wayfinding.imdf import load_imdf
+    from edge_agent.wayfinding.plan import PlanError, author, load_plan
+
+    if path.suffix.lower() == ".toml":
+        try:
+            plan, layout = load_plan(path)
+        except PlanError as exc:
+            raise MapLoadError(path, exc.errors) from None
+        _, result, errors, _ = author(plan, layout)
+    else:
+        result = load_imdf(str(path))
+        errors = [str(e) for e in result.errors]
+    if errors or result.venue is None:
+        raise MapLoadError(path, errors or ["no map"])
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.read_bytes())
+    return result.venue, h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Map:
+    venue: VenueMap
+    version: str
+    graph: NavGraph
+
+
+class ScreenWayfinder:
+    """Adds the way to a campaign's place to a screen's content, from the map this box has."""
+
+    def __init__(self, venue: VenueMap | None = None, version: str = "") -> None:
+        self._lock = threading.Lock()
+        self._map: _Map | None = None
+        self._cache: dict[tuple[str, str, str, str], Wayfinding | None] = {}
+        self.routes_built = 0
+        if venue is not None:
+            self.use(venue, version)
+
+    @classmethod
+    def from_path(cls, path: Path | None) -> ScreenWayfinder:
+        """The configured map, or none when it cannot be read (said once: screens go on
+        without maps rather than the agent not starting)."""
+        if path is None:
+            return cls()
+        try:
+            venue, version = load_venue(path)
+        except (MapLoadError, OSError) as exc:
+            log.error("map: %s: screens show no routes", exc)
+            return cls()
+        log.info("map: %s version %s", path, version)
+        return cls(venue, version)
+
+    @property
+    def version(self) -> str | None:
+        m = self._map
+        return m.version if m is not None else None
+
+    def use(self, venue: VenueMap, version: str) -> None:
+        """Swap to another map (a push): one assignment, so a route is built on one map or the
+        other, never a mix; the cache is keyed by version, old routes are never served."""
+        built = _Map(venue, version, build_graph(venue))
+        with self._lock:
+            self._map = built
+            self._cache = {k: v for k, v in self._cache.items() if k[3] == version}
+
+    def way(self, screen_id: str, to: str, language: str) -> Wayfinding | None:
+        m = self._map
+        if m is None:
+            return None
+        key = (screen_id, to, language, m.version)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        way: Wayfinding | None = None
+        try:
+            start = resolve_ref(m.venue, f"screen:{screen_id}")
+            end = resolve_ref(m.venue, to)
+            route = plan_route(m.graph, start, end)
+            way = build_wayfinding(m.venue, route, language)
+            self.routes_built += 1
+        except (RefError, NoRoute, PayloadTooBig) as exc:
+            # Said once per key (the cache remembers the miss): the card goes without a map.
+            log.warning("map %s: no way from screen %s to %r: %s", m.version, screen_id, to, exc)
+        with self._lock:
+            self._cache[key] = way
+        return way
+
+    def attach(self, content: Content, screen_id: str, to: str | None) -> Content:
+        """``content`` with the way to ``to`` from the screen, or as it is when there is none."""
+        if to is None:
+            return content
+        way = self.way(screen_id, to, content.language)
+        return content if way is None else content.model_copy(update={"wayfinding": way})

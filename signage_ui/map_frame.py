@@ -1,0 +1,124 @@
+"""Where a wayfinding card puts things: its regions, and plan metres -> screen pixels.
+
+A you-are-here map is read "forward-up": what is ahead of the reader is up on the map, so the
+plan is turned by the shopper's heading at the screen (never drawn north-up: a shopper would
+have to turn the map in their head, and many turn the wrong way). Pure geometry in Kivy's
+convention (origin bottom left, y up), so tests compute where a marker must be drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from contracts.screen_protocol import Wayfinding
+from signage_ui.layout import Box
+from signage_ui.template import base_language
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class MapFrame:
+    """Plan metres to pixels: turn by ``ahead_deg`` about ``centre`` (so that compass bearing
+    points up), scale, and put the centre at ``origin`` (pixels)."""
+
+    ahead_deg: float
+    centre: Point
+    scale: float  # pixels per metre
+    origin: Point
+
+    def turned(self, p: Point) -> Point:
+        # A bearing b is the plan vector (sin b, cos b); turning it counter-clockwise by b
+        # gives (0, 1): up.
+        t = math.radians(self.ahead_deg)
+        x, y = p[0] - self.centre[0], p[1] - self.centre[1]
+        return (x * math.cos(t) - y * math.sin(t), x * math.sin(t) + y * math.cos(t))
+
+    def to_px(self, p: Point) -> Point:
+        x, y = self.turned(p)
+        return (self.origin[0] + x * self.scale, self.origin[1] + y * self.scale)
+
+
+def fit_frame(
+    points: Iterable[Point], box: Box, ahead_deg: float, margin: float = 0.06
+) -> MapFrame:
+    """The frame that shows every point inside ``box`` (pixels), turned forward-up."""
+    pts = list(points)
+    if not pts:
+        pts = [(0.0, 0.0)]
+    probe = MapFrame(ahead_deg, (0.0, 0.0), 1.0, (0.0, 0.0))
+    turned = [probe.turned(p) for p in pts]
+    xs, ys = [p[0] for p in turned], [p[1] for p in turned]
+    w, h = max(max(xs) - min(xs), 1.0), max(max(ys) - min(ys), 1.0)
+    bx, by, bw, bh = box
+    scale = min(bw * (1 - 2 * margin) / w, bh * (1 - 2 * margin) / h)
+    # The centre of the turned bounds, turned back onto the plan.
+    mx, my = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    t = math.radians(ahead_deg)
+    centre = (mx * math.cos(t) + my * math.sin(t), -mx * math.sin(t) + my * math.cos(t))
+    return MapFrame(ahead_deg, centre, scale, (bx + bw / 2, by + bh / 2))
+
+
+def level_frame(w: Wayfinding, box: Box) -> MapFrame:
+    """The frame of the level the shopper stands on: its plan and its part of the route."""
+    lv = w.level(w.here_level)
+    pts: list[Point] = [p for s in lv.shapes for p in s.ring] + list(lv.route)
+    return fit_frame(pts, box, w.facing_deg)
+
+
+@dataclass(frozen=True)
+class WayRegions:
+    map: Box
+    header: Box  # title and body
+    info: Box  # destination, distance and walking time
+    steps: Box
+
+
+def way_regions(width: float, height: float) -> WayRegions:
+    """Landscape: the map on the left, the words in a column on the right. Portrait: the words
+    above and below the map, which takes the middle of the screen at full width."""
+    pad = round(min(width, height) * 0.04)
+    if width >= height:
+        map_w = round(width * 0.58)
+        col_x, col_w = map_w + pad, width - map_w - 2 * pad
+        inner_h = height - 2 * pad
+        return WayRegions(
+            map=(pad, pad, map_w - pad, inner_h),
+            header=(col_x, pad + inner_h * 0.62, col_w, inner_h * 0.38),
+            info=(col_x, pad + inner_h * 0.44, col_w, inner_h * 0.18),
+            steps=(col_x, pad, col_w, inner_h * 0.44),
+        )
+    inner_w = width - 2 * pad
+    header_h, info_h, steps_h = height * 0.17, height * 0.08, height * 0.17
+    map_h = height - header_h - info_h - steps_h - 2 * pad
+    return WayRegions(
+        map=(pad, pad + steps_h + info_h, inner_w, map_h),
+        header=(pad, height - pad - header_h, inner_w, header_h),
+        info=(pad, pad + steps_h, inner_w, info_h),
+        steps=(pad, pad, inner_w, steps_h),
+    )
+
+
+# The words a wayfinding card adds, per language; unknown languages read English.
+WAY_LABELS: dict[str, dict[str, str]] = {
+    "en": {"walk": "{dist} · {time} walk", "here": "You are here"},
+    "de": {"walk": "{dist} · {time} zu Fuß", "here": "Sie sind hier"},
+    "fr": {"walk": "{dist} · {time} à pied", "here": "Vous êtes ici"},
+    "es": {"walk": "{dist} · {time} a pie", "here": "Usted está aquí"},
+    "it": {"walk": "{dist} · {time} a piedi", "here": "Voi siete qui"},
+    "nl": {"walk": "{dist} · {time} lopen", "here": "U bent hier"},
+}
+
+
+def walk_line(w: Wayfinding, language: str) -> str:
+    """ "18 m · 15 s walk": whole metres, seconds under a minute, then whole minutes."""
+    labels = WAY_LABELS.get(base_language(language), WAY_LABELS["en"])
+    t = w.walking_time_s
+    time_text = f"{max(1, t)} s" if t < 60 else f"{round(t / 60)} min"
+    return labels["walk"].format(dist=f"{round(w.distance_m)} m", time=time_text)
+
+
+def here_label(language: str) -> str:
+    return WAY_LABELS.get(base_language(language), WAY_LABELS["en"])["here"]

@@ -1,0 +1,175 @@
+"""The wayfinding card: the offer's words beside a you-are-here map drawn from geometry.
+
+The level plan is filled polygons (Kivy's GLU tesselator turns each ring into convex pieces,
+so L-shaped rooms fill correctly), outlined, turned so that the shopper's ahead is up
+(signage_ui/map_frame.py). The route is the campaign's accent colour on a darker casing, so it
+reads on the light floor whatever the accent. Colours are calm and fixed (a paper-like plan
+on the campaign's background): the campaign chooses its card, not the map's palette.
+"""
+
+from __future__ import annotations
+
+from kivy.graphics import Color, Ellipse, Line, Mesh, Rectangle, Triangle
+from kivy.graphics.instructions import InstructionGroup
+from kivy.graphics.tesselator import TYPE_POLYGONS, WINDING_ODD, Tesselator
+from kivy.uix.label import Label
+from kivy.utils import get_color_from_hex
+
+from contracts.screen_protocol import Content, Wayfinding
+from signage_ui.map_frame import MapFrame, here_label, level_frame, walk_line, way_regions
+from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
+
+# Marker radius as a share of the map's shorter side: big enough to find from a few metres.
+MARK_SHARE = 0.028
+
+
+def _label(**kwargs: object) -> Label:
+    return Label(size_hint=(None, None), halign="left", **kwargs)
+
+
+class WayfindingCard:
+    """Draws into a panel's canvas and owns its labels (the panel is ``OfferCard``'s sibling
+    in ``ItemView``: created once, refilled per item)."""
+
+    def __init__(self, panel: object) -> None:
+        from kivy.uix.widget import Widget
+
+        assert isinstance(panel, Widget)
+        self.panel = panel
+        self.group = InstructionGroup()
+        panel.canvas.add(self.group)
+        self.title = _label(bold=True, valign="bottom")
+        self.body = _label(valign="top")
+        self.info = _label(bold=True, valign="middle")
+        self.steps = _label(valign="top")
+        # On the map beside the mark: dark on the light floor, whatever the card's colour.
+        self.here_text = _label(valign="middle", bold=True)
+        self.labels = (self.title, self.body, self.info, self.steps)
+        for w in (*self.labels, self.here_text):
+            panel.add_widget(w)
+        self.content: Content | None = None
+        self.frame: MapFrame | None = None
+        self.mark_r = 0.0
+
+    def show(self, content: Content) -> None:
+        self.content = content
+        ink = get_color_from_hex(text_colour_for(content.background))
+        w = content.wayfinding
+        assert w is not None
+        self.title.text = content.title
+        self.body.text = content.body
+        self.info.text = f"{w.destination_label}\n{walk_line(w, content.language)}"
+        self.steps.text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
+        for label in self.labels:
+            label.color = ink
+        self.here_text.text = here_label(content.language)
+        self.here_text.color = get_color_from_hex(MAP_PALETTE["text"])
+        self.relayout()
+
+    def relayout(self) -> None:
+        c = self.content
+        if c is None or c.wayfinding is None:
+            return
+        x, y = self.panel.pos
+        width, height = self.panel.size
+        r = way_regions(width, height)
+        portrait = height > width
+        base = min(width, height)
+        self.title.font_size = max(18, base * (0.062 if portrait else 0.07))
+        self.body.font_size = max(12, base * 0.036)
+        self.info.font_size = max(14, base * 0.045)
+        self.steps.font_size = max(12, base * (0.03 if portrait else 0.034))
+        for label, (bx, by, bw, bh) in (
+            (
+                self.title,
+                (r.header[0], r.header[1] + r.header[3] * 0.45, r.header[2], r.header[3] * 0.55),
+            ),
+            (self.body, (r.header[0], r.header[1], r.header[2], r.header[3] * 0.45)),
+            (self.info, r.info),
+            (self.steps, r.steps),
+        ):
+            label.pos, label.size = (x + bx, y + by), (bw, bh)
+            label.text_size = label.size
+        mx, my, mw, mh = r.map
+        self._draw(c, c.wayfinding, (x + mx, y + my, mw, mh))
+
+    # ---- drawing -------------------------------------------------------------------------
+    def _draw(self, c: Content, w: Wayfinding, box: tuple[float, float, float, float]) -> None:
+        g = self.group
+        g.clear()
+        bx, by, bw, bh = box
+        # The map's own panel: a quiet tint of the card, so the plan sits on something.
+        g.add(Color(*get_color_from_hex(mix(c.background, "#ffffff", 0.12))))
+        g.add(Rectangle(pos=(bx, by), size=(bw, bh)))
+        frame = level_frame(w, box)
+        self.frame = frame
+        lv = w.level(w.here_level)
+        outline = get_color_from_hex(MAP_PALETTE["outline"])
+        line_w = max(1.0, min(bw, bh) * 0.002)
+        for shape in lv.shapes:
+            pts = [frame.to_px(p) for p in shape.ring]
+            g.add(Color(*get_color_from_hex(MAP_PALETTE[shape.kind])))
+            for mesh in _fill(pts):
+                g.add(mesh)
+        for shape in lv.shapes:
+            flat = [v for p in (frame.to_px(q) for q in shape.ring) for v in p]
+            g.add(Color(*outline))
+            g.add(Line(points=flat, close=True, width=line_w))
+        # The route: a dark casing, then the accent on top.
+        route = [v for p in (frame.to_px(q) for q in lv.route) for v in p]
+        r = max(6.0, min(bw, bh) * MARK_SHARE)
+        self.mark_r = r
+        if len(route) >= 4:
+            g.add(Color(*get_color_from_hex(route_casing(c.accent))))
+            g.add(Line(points=route, width=r * 0.42, joint="round", cap="round"))
+            g.add(Color(*get_color_from_hex(c.accent)))
+            g.add(Line(points=route, width=r * 0.26, joint="round", cap="round"))
+        if w.destination_level == w.here_level:
+            self._destination(frame.to_px(w.destination), r, c.accent)
+        else:
+            # The way leaves this level: mark where (the stairs or lift), the steps say more.
+            self._destination(frame.to_px(lv.route[-1]), r * 0.8, c.accent)
+        hx, hy = frame.to_px(w.here)
+        self._here((hx, hy), r)
+        # The words beside the mark, on the side with more room in the map's box.
+        t = self.here_text
+        t.font_size = max(12, r * 1.1)
+        t.texture_update()
+        t.size = t.texture_size
+        t.text_size = (None, None)
+        right = hx + r * 1.6 + t.width <= bx + bw
+        t.pos = (hx + r * 1.6 if right else hx - r * 1.6 - t.width, hy - r * 2.2 - t.height / 2)
+
+    def _destination(self, p: tuple[float, float], r: float, accent: str) -> None:
+        g = self.group
+        g.add(Color(*get_color_from_hex(route_casing(accent))))
+        g.add(Ellipse(pos=(p[0] - r * 1.25, p[1] - r * 1.25), size=(r * 2.5, r * 2.5)))
+        g.add(Color(*get_color_from_hex(accent)))
+        g.add(Ellipse(pos=(p[0] - r, p[1] - r), size=(r * 2, r * 2)))
+        g.add(Color(*get_color_from_hex(MAP_PALETTE["mark_dot"])))
+        g.add(Ellipse(pos=(p[0] - r * 0.4, p[1] - r * 0.4), size=(r * 0.8, r * 0.8)))
+
+    def _here(self, p: tuple[float, float], r: float) -> None:
+        """A disc with an arrowhead ahead of it: on a forward-up map, ahead is always up."""
+        g = self.group
+        x, y = p
+        ring = get_color_from_hex(MAP_PALETTE["mark_dot"])
+        here = get_color_from_hex(MAP_PALETTE["here"])
+        tip, half = r * 2.4, r * 0.9
+        g.add(Color(*ring))
+        g.add(
+            Triangle(points=[x - half - 3, y + r * 0.6, x + half + 3, y + r * 0.6, x, y + tip + 4])
+        )
+        g.add(Ellipse(pos=(x - r - 3, y - r - 3), size=(2 * r + 6, 2 * r + 6)))
+        g.add(Color(*here))
+        g.add(Triangle(points=[x - half, y + r * 0.6, x + half, y + r * 0.6, x, y + tip]))
+        g.add(Ellipse(pos=(x - r, y - r), size=(2 * r, 2 * r)))
+
+
+def _fill(pts: list[tuple[float, float]]) -> list[Mesh]:
+    """A ring as filled convex pieces (a fan is wrong for concave rooms; GLU is not)."""
+    tess = Tesselator()
+    tess.add_contour([v for p in pts for v in p])
+    if not tess.tesselate(WINDING_ODD, TYPE_POLYGONS):
+        return []
+    return [Mesh(vertices=v, indices=i, mode="triangle_fan") for v, i in tess.meshes]

@@ -1,0 +1,77 @@
+"""Where the wayfinding card draws (signage_ui/map_frame.py): forward-up for any facing, the
+whole plan inside its box, regions that share the screen without overlapping."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.screen_protocol import Wayfinding
+from signage_ui.map_frame import fit_frame, walk_line, way_regions
+
+coords = st.floats(-200, 200, allow_nan=False)
+points = st.lists(st.tuples(coords, coords), min_size=1, max_size=30)
+bearings = st.floats(0, 359.99)
+
+
+@given(points, bearings, st.integers(200, 2000), st.integers(200, 2000))
+def test_ahead_is_up_and_everything_fits(
+    pts: list[tuple[float, float]], ahead: float, w: int, h: int
+) -> None:
+    box = (10.0, 20.0, float(w), float(h))
+    f = fit_frame(pts, box, ahead)
+    for x, y in (f.to_px(p) for p in pts):
+        assert box[0] - 1e-6 <= x <= box[0] + box[2] + 1e-6
+        assert box[1] - 1e-6 <= y <= box[1] + box[3] + 1e-6
+    # A step ahead of the shopper, from any point, goes straight up the screen.
+    t = math.radians(ahead)
+    a = f.to_px(pts[0])
+    b = f.to_px((pts[0][0] + math.sin(t), pts[0][1] + math.cos(t)))
+    assert abs(b[0] - a[0]) < 1e-6 * max(1.0, f.scale) and b[1] > a[1]
+    # ...and a step to the right goes right.
+    c = f.to_px((pts[0][0] + math.cos(t), pts[0][1] - math.sin(t)))
+    assert c[0] > a[0] and abs(c[1] - a[1]) < 1e-6 * max(1.0, f.scale)
+
+
+def _inside(inner: tuple[float, float, float, float], w: float, h: float) -> bool:
+    x, y, bw, bh = inner
+    return x >= 0 and y >= 0 and x + bw <= w + 1e-6 and y + bh <= h + 1e-6 and bw > 0 and bh > 0
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return (
+        a[0] < b[0] + b[2] - 1e-6
+        and b[0] < a[0] + a[2] - 1e-6
+        and (a[1] < b[1] + b[3] - 1e-6 and b[1] < a[1] + a[3] - 1e-6)
+    )
+
+
+@given(st.integers(320, 3840), st.integers(320, 3840))
+def test_regions_share_the_screen(w: int, h: int) -> None:
+    r = way_regions(w, h)
+    boxes = [r.map, r.header, r.info, r.steps]
+    assert all(_inside(b, w, h) for b in boxes)
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # The map gets the largest share of the screen in both orientations.
+    assert r.map[2] * r.map[3] >= 0.3 * w * h
+
+
+def test_the_walk_line_in_the_shoppers_language() -> None:
+    base = {
+        "levels": [{"id": "L0", "shapes": [], "route": [[0, 0]]}],
+        "here": [0, 0],
+        "here_level": "L0",
+        "facing_deg": 0,
+        "destination": [0, 0],
+        "destination_level": "L0",
+        "destination_label": "x",
+        "distance_m": 18.4,
+        "steps": [],
+    }
+    short = Wayfinding.model_validate({**base, "walking_time_s": 15})
+    long = Wayfinding.model_validate({**base, "walking_time_s": 150})
+    assert walk_line(short, "en") == "18 m · 15 s walk"
+    assert walk_line(long, "de-AT") == "18 m · 2 min zu Fuß"
+    assert walk_line(short, "xx") == "18 m · 15 s walk"
