@@ -18,6 +18,7 @@ OURS = {"contracts", "edge_agent", "sync", "signage_ui", "central", "demo", "tes
 # Pure logic: decisions, presence engines, parsers, playback rules, kiosk model, wire shapes.
 PURE = [
     "contracts/events.py",
+    "contracts/kiosk_finder.py",
     "contracts/screen_protocol.py",
     "contracts/slice_parts.py",
     "contracts/topics.py",
