@@ -54,6 +54,7 @@ PURE = [
     "edge_agent/wayfinding/screen_map.py",
     "edge_agent/wayfinding/steps.py",
     "signage_ui/kiosk_model.py",
+    "signage_ui/finder_model.py",
     "signage_ui/layout.py",
     "signage_ui/map_frame.py",
     "signage_ui/loop.py",
