@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from contracts import topics
 from contracts.kiosk_finder import FinderInputError
-from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.mqtt import BrokerConfig, connect, make_client, no_delay
 from contracts.screen_protocol import ScreenCommand, screen_status
 from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
@@ -427,7 +427,8 @@ class KioskApp(App):
 
     # ---- bus ------------------------------------------------------------------------------------
     def _start_bus(self) -> None:
-        client = make_client(f"kiosk-{self.store}-{self.kiosk_id}", self.bus_cfg)
+        # A search is a request and a reply: no Nagle delay on either (contracts/mqtt.py).
+        client = no_delay(make_client(f"kiosk-{self.store}-{self.kiosk_id}", self.bus_cfg))
         subs = [
             (topics.alerts(self.store), 1),
             (topics.alert_acks(self.store), 1),

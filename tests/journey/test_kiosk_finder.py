@@ -3,7 +3,7 @@ mosquitto with the agent's own bus class, the demo store's map and a planogram i
 
 The demo planogram (demo/data/planogram.csv) names places by layout slugs the demo map does not
 have yet (its ids are IMDF UUIDs), so these tests build a small planogram from the map's real
-section ids and points: ``map_planogram``, also used by the kiosk's screen test."""
+section ids and points: testbed/planograms.py ``map_planogram``."""
 
 from __future__ import annotations
 
@@ -24,80 +24,15 @@ from contracts.mqtt import BrokerConfig
 from edge_agent.app.bus import InStoreBus
 from edge_agent.journey.kiosk_finder import KioskFinder
 from edge_agent.journey.wayfinding_stage import ScreenWayfinder, load_venue
-from edge_agent.wayfinding.model import VenueMap
 from edge_agent.wayfinding.planogram_store import PlanogramStore
 from edge_agent.wayfinding.route import resolve_ref
+from testbed.planograms import map_planogram
 from tests.app.test_hostile_input import CORPUS
 from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MAP = REPO / "demo" / "store-map.toml"
 STORE = "store-find"
-
-
-def place(venue: VenueMap, section_en: str) -> dict[str, Any]:
-    """A planogram location at a section of the map, in the unit that holds it."""
-    a = next(
-        a
-        for a in venue.areas.values()
-        if a.feature_type == "section" and a.name.get("en") == section_en
-    )
-    p = a.polygon.representative_point()
-    u = next(u for u in venue.units.values() if u.level_id == a.level_id and u.polygon.contains(p))
-    return {
-        "level_id": a.level_id,
-        "unit_id": u.id,
-        "section_id": a.id,
-        "shelf": "S-1-2",
-        "point": [round(p.x, 2), round(p.y, 2)],
-    }
-
-
-def map_planogram(venue: VenueMap, version: int = 3) -> dict[str, Any]:
-    """Four products: one downstairs in stock, one upstairs sold out, one without a location,
-    one on a shelf the map no longer has."""
-    stale = {**place(venue, "Aisle 2 – Jackets"), "section_id": "sec-gone", "shelf": "S-9-9"}
-
-    def product(sku: str, en: str, de: str, brand: str, cat: str, qty: int, **loc: Any) -> Any:
-        names = {"en": en, "de": de}
-        return {"sku": sku, "names": names, "brand": brand, "category": cat, "quantity": qty, **loc}
-
-    return {
-        "type": "planogram",
-        "version": version,
-        "products": [
-            product(
-                "SKU-RIDGE-GTX-42",
-                "Ridge GTX trail shoe",
-                "Ridge GTX Trailschuh",
-                "Ridgeline",
-                "Trail shoes",
-                7,
-                location=place(venue, "Aisle 1 – Footwear"),
-            ),
-            product(
-                "SKU-PACK-30L",
-                "Daypack 30 L",
-                "Tagesrucksack 30 L",
-                "Northwind",
-                "Backpacks",
-                0,
-                location=place(venue, "Aisle 6 – Backpacks"),
-            ),
-            product(
-                "SKU-GIFT-CARD-50", "Gift card 50", "Geschenkkarte 50", "Northwind", "Gifts", 40
-            ),
-            product(
-                "SKU-NW-SHELL-L",
-                "Storm shell jacket",
-                "Sturm-Regenjacke",
-                "Northwind",
-                "Jackets",
-                2,
-                location=stale,
-            ),
-        ],
-    }
 
 
 class Kiosk:
@@ -300,3 +235,15 @@ def test_the_agent_answers_with_the_demo_map(tmp_path: Path, broker) -> None:
     finally:
         kiosk.close()
         agent.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_e2e_bench_runs_and_the_nagle_fix_holds() -> None:
+    """`edge-agent bench wayfinding-e2e --quick`: every query found and routed, and without the
+    two delayed ACKs (TCP_NODELAY on the clients and the broker) well under the baseline."""
+    from bench.wayfinding_e2e import run
+
+    out = run(quick=True)
+    assert out["found_at_3"] == out["requests"] == out["routed"]
+    assert out["met"]
+    assert out["e2e_ms"]["p50"] * 4 < out["baseline_e2e_ms_with_nagle"]["p50"], out

@@ -1,7 +1,7 @@
 """The kiosk's product finder end to end: a real kiosk process in a real Kivy window on Xvfb,
 the agent's finder stage on a real mosquitto with the demo store's map, and a planogram in
 planogram.db built from the map's own section ids (the demo CSV's places are layout slugs the
-demo map does not have yet: tests/journey/test_kiosk_finder.py ``map_planogram``).
+demo map does not have yet: testbed/planograms.py ``map_planogram``).
 
 Touches type a query, show results with stock, open the way (route pixels checked along the
 path), switch to German, and open a product without a location (the reason, no map, no QR).
@@ -30,9 +30,10 @@ from edge_agent.config import load_config
 from edge_agent.journey.kiosk_finder import KioskFinder
 from edge_agent.journey.wayfinding_stage import ScreenWayfinder, load_venue
 from edge_agent.wayfinding.planogram_store import PlanogramStore
+from testbed.planograms import map_planogram
 from testbed.procs import terminate
 from tests.app.test_hostile_input import CORPUS
-from tests.journey.test_kiosk_finder import DEMO_MAP, map_planogram
+from tests.journey.test_kiosk_finder import DEMO_MAP
 from tests.signage_ui.test_kiosk import STORE, kiosk_config
 from tests.signage_ui.test_signage_player import load
 from tests.signage_ui.test_signage_screen import Recorder
