@@ -105,3 +105,29 @@ def test_kiosk_topics() -> None:
     for bad in ("instore/s1/kiosks/+/find", "instore/s1/kiosks/k/found", "x/s1/kiosks/k/find"):
         with pytest.raises(FinderInputError):
             kiosk_of(bad, "find")
+
+
+def test_a_route_must_lead_to_a_routable_result() -> None:
+    from contracts.screen_protocol import Wayfinding, WayLevel
+
+    way = Wayfinding(
+        levels=(WayLevel(id="L0", shapes=(), route=((0.0, 0.0), (3.0, 4.0))),),
+        here=(0.0, 0.0),
+        here_level="L0",
+        facing_deg=0.0,
+        destination=(3.0, 4.0),
+        destination_level="L0",
+        destination_label="Tent",
+        distance_m=5.0,
+        walking_time_s=4,
+        steps=(),
+    )
+    link = LINK.model_copy(update={"to_ref": "sku:SKU-1"}).url()
+    route = {"sku": "SKU-1", "wayfinding": way.model_dump(), "distance_m": 5.0, "steps": []}
+    ok = json.loads(_reply(route={**route, "deep_link": link}, results=[]))
+    ok["results"] = [{"sku": "SKU-1", "name": "Tent", "routable": True}]
+    assert parse_found(json.dumps(ok).encode()).route is not None
+    with pytest.raises(FinderInputError, match="route: SKU-1 is not a routable result"):
+        parse_found(_reply(route={**route, "deep_link": link}))
+    with pytest.raises(FinderInputError, match="deep_link: leads to sku:SKU-RIDGE-GTX-42"):
+        parse_found(json.dumps({**ok, "route": {**route, "deep_link": LINK.url()}}).encode())
