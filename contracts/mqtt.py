@@ -6,6 +6,7 @@ Callback API VERSION2 always (paho silently falls back to VERSION1 without it), 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -94,6 +95,21 @@ def make_client(
             keyfile=str(broker.key_file) if broker.key_file else None,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
+    return client
+
+
+def no_delay(client: mqtt.Client) -> mqtt.Client:
+    """Send each packet at once (TCP_NODELAY) on every connect. For request/reply on the
+    in-store bus: a client that has just sent a PUBACK otherwise holds its next small publish
+    until the broker's delayed ACK (Nagle), about 40 ms per hop; measured in BENCHMARKS.md,
+    "Kiosk product finder"."""
+
+    def on_socket_open(c: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # A websocket or unix socket has nothing to tune.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    client.on_socket_open = on_socket_open
     return client
 
 

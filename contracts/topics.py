@@ -21,6 +21,8 @@ In-store bus (local mosquitto, loopback or store LAN):
                                               retained payload when it is closed (acked, expired)
   instore/<store>/pos                         till bridges -> agent: receipts (JSON lines)
   instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
+  instore/<store>/kiosks/<kiosk>/find         kiosk -> agent: product finder request
+  instore/<store>/kiosks/<kiosk>/found        agent -> kiosk: results and the way (not retained)
   instore/<store>/touches/<device>            agent -> agents: offers its screens showed (QoS 1)
   instore/<store>/touches/<device>/window     agent, retained: its touches of the window
 """
@@ -121,6 +123,16 @@ def mmwave(store_id: str, zone_id: str = "+", sensor_id: str = "+") -> str:
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
     """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
     return f"instore/{store_id}/kiosks/{kiosk_id}/events"
+
+
+def kiosk_find(store_id: str, kiosk_id: str = "+") -> str:
+    """Kiosk -> agent: a product finder request (contracts/kiosk_finder.py FindRequest)."""
+    return f"instore/{store_id}/kiosks/{kiosk_id}/find"
+
+
+def kiosk_found(store_id: str, kiosk_id: str) -> str:
+    """Agent -> the asking kiosk only: results, stock and the way (FoundReply)."""
+    return f"instore/{store_id}/kiosks/{kiosk_id}/found"
 
 
 def pos_receipts(store_id: str) -> str:

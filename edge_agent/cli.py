@@ -37,6 +37,7 @@ BENCHES = {
     "box": "bench.box",
     "wayfinding": "bench.wayfinding",
     "product-search": "bench.product_search",
+    "wayfinding-e2e": "bench.wayfinding_e2e",
 }
 
 

@@ -301,6 +301,11 @@ class MapConfig(StrictModel):
     screens, the content goes out without its map."""
 
     path: Path
+    # Where phones open a kiosk's route (the deep link in its QR code, README "Kiosk product
+    # finder"): the store API's page of issue 16 on this box.
+    link_base: str = Field(
+        "https://store.local/w", pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9_.~-]+)*$"
+    )
 
 
 class AgentConfig(StrictModel):

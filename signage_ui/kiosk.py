@@ -1,7 +1,8 @@
 """`signage-ui --kiosk`: the staff kiosk, a touch screen on the store network.
 
-Four screens behind big tabs: live occupancy per screen, alerts with acknowledge, the emergency
-override (with a confirmation step), and a survey mode for shoppers (NPS, then effort). It only
+Five screens behind big tabs: live occupancy per screen, alerts with acknowledge, the emergency
+override (with a confirmation step), a survey mode for shoppers (NPS, then effort), and the
+product finder (results, stock, the way from this kiosk and a QR code: ``finder_view.py``). It only
 talks MQTT on the in-store bus; the rules live in ``kiosk_model.py``. Touch targets are at least
 64 px high (a finger, not a mouse).
 """
@@ -34,10 +35,12 @@ from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
 from contracts import topics
-from contracts.mqtt import BrokerConfig, connect, make_client
+from contracts.kiosk_finder import FinderInputError
+from contracts.mqtt import BrokerConfig, connect, make_client, no_delay
 from contracts.screen_protocol import ScreenCommand, screen_status
 from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
+from signage_ui.finder_view import FinderPanel
 from signage_ui.player import grab_window
 
 log = logging.getLogger("signage_ui.kiosk")
@@ -132,8 +135,9 @@ class KioskApp(App):
             ("alerts", "Alerts"),
             ("emergency", "Emergency"),
             ("survey", "Survey"),
+            ("find", "Find a product"),
         ):
-            b = big_button(label, "#264653")
+            b = big_button(label, "#264653", font_size=22)
             b.bind(on_release=lambda _b, n=name: self.go(n))
             self.tabs.add_widget(b)
             self.w[f"tab:{name}"] = b
@@ -144,6 +148,7 @@ class KioskApp(App):
         for builder in (self._occupancy_screen, self._alerts_screen, self._emergency_screen):
             self.sm.add_widget(builder())
         self.sm.add_widget(self._survey_screen())
+        self.sm.add_widget(self._finder_screen())
         self.root_box = root
         self._refresh_tabs()
         self._start_bus()
@@ -171,7 +176,7 @@ class KioskApp(App):
     def _refresh_tabs(self) -> None:
         n = len(self.alerts.alerts)
         self.w["tab:alerts"].text = f"Alerts ({n})" if n else "Alerts"
-        for name in ("occupancy", "alerts", "emergency", "survey"):
+        for name in ("occupancy", "alerts", "emergency", "survey", "find"):
             b = self.w[f"tab:{name}"]
             active = self.sm.current == name
             colour = "#2a9d8f" if active else "#264653"
@@ -408,15 +413,29 @@ class KioskApp(App):
         self._survey_show("effort" if survey == "nps" else "thanks")
         self.snapshot(f"survey-{self._survey_step}")
 
+    # ---- product finder ------------------------------------------------------------------------
+    def _finder_screen(self) -> Screen:
+        s = Screen(name="find")
+        self.finder = FinderPanel(
+            self.kiosk_id,
+            lambda raw: self._publish(topics.kiosk_find(self.store, self.kiosk_id), raw),
+            self.w,
+            self.snapshot,
+        )
+        s.add_widget(filled(self.finder.root, BG))
+        return s
+
     # ---- bus ------------------------------------------------------------------------------------
     def _start_bus(self) -> None:
-        client = make_client(f"kiosk-{self.store}-{self.kiosk_id}", self.bus_cfg)
+        # A search is a request and a reply: no Nagle delay on either (contracts/mqtt.py).
+        client = no_delay(make_client(f"kiosk-{self.store}-{self.kiosk_id}", self.bus_cfg))
         subs = [
             (topics.alerts(self.store), 1),
             (topics.alert_acks(self.store), 1),
             (topics.zone_occupancy(self.store), 1),
             (topics.screen_state(self.store), 1),
             (topics.emergency(self.store), 1),
+            (topics.kiosk_found(self.store, self.kiosk_id), 1),
         ]
 
         def on_connect(c: mqtt.Client, _u: object, _f: object, rc, _p: object) -> None:
@@ -467,6 +486,8 @@ class KioskApp(App):
                 if self.alerts.ack(alert_id, by):
                     log.info("alert %s acknowledged by %s", alert_id, by)
                     self.refresh_alerts()
+            elif topic == topics.kiosk_found(self.store, self.kiosk_id):
+                self.finder.on_found(raw)
             elif topic == topics.emergency(self.store):
                 self._on_emergency(raw)
             elif topic.endswith("/occupancy"):
@@ -477,7 +498,7 @@ class KioskApp(App):
                 if status is not None:
                     self.screen_status[topic.split("/")[3]] = status
                     self.refresh_occupancy()
-        except km.KioskInputError as exc:
+        except (km.KioskInputError, FinderInputError) as exc:
             log.warning("bus: ignored on %s: %s", topic, exc)
         except (ValueError, AttributeError) as exc:
             log.warning("bus: ignored on %s: not a JSON object (%s)", topic, exc)

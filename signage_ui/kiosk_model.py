@@ -9,6 +9,7 @@ Wire formats (in-store bus, JSON):
   occupancy   {"zone_id", "people", "ts"}                      (agent, retained, per zone)
   emergency   a ScreenCommand override / clear_override         (kiosk, retained, every screen)
   survey      a ``survey.answer.v1`` CloudEvent                 (kiosk -> agent -> CDP)
+  find/found  the product finder (contracts/kiosk_finder.py; words and QR in finder_model.py)
 """
 
 from __future__ import annotations

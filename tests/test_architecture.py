@@ -18,6 +18,7 @@ OURS = {"contracts", "edge_agent", "sync", "signage_ui", "central", "demo", "tes
 # Pure logic: decisions, presence engines, parsers, playback rules, kiosk model, wire shapes.
 PURE = [
     "contracts/events.py",
+    "contracts/kiosk_finder.py",
     "contracts/screen_protocol.py",
     "contracts/slice_parts.py",
     "contracts/topics.py",
@@ -54,6 +55,7 @@ PURE = [
     "edge_agent/wayfinding/screen_map.py",
     "edge_agent/wayfinding/steps.py",
     "signage_ui/kiosk_model.py",
+    "signage_ui/finder_model.py",
     "signage_ui/layout.py",
     "signage_ui/map_frame.py",
     "signage_ui/loop.py",

@@ -38,6 +38,7 @@ from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import Converted, JourneyEngine
+from edge_agent.journey.kiosk_finder import KioskFinder
 from edge_agent.journey.memory import JourneyMemory
 from edge_agent.journey.touch_share import TouchShare
 from edge_agent.journey.wayfinding_stage import ScreenWayfinder
@@ -215,6 +216,10 @@ class Agent:
             radar=self.occupancy.radar,
             wayfinder=wayfinder,
         )
+        # Kiosks' product finder: results, stock and the way on the screens' map (a worker thread).
+        self.kiosk_finder = KioskFinder.from_config(
+            cfg, self.bus, self.director.wayfinder, self.profiles
+        )
         self.checkout = Checkout(
             cfg, profiles=self.profiles, journey=self.journey, journal=self.journal
         )
@@ -359,6 +364,7 @@ class Agent:
             topics.mmwave(store),
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
         )
+        bus.route(topics.kiosk_find(store), self.kiosk_finder.on_find)
         # Kiosks' acks close alerts for every kiosk; open ones are published again on connect.
         self.alerts.listen(bus)
 
@@ -567,6 +573,7 @@ class Agent:
         self.journal.flush()
         self.bus.stop()
         self.alerts.shutdown()
+        self.kiosk_finder.close()
         if self.downlink is not None:
             self.downlink.stop()
         if self.uplink is not None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
-from contracts.mqtt import BrokerConfig, connect, make_client, network_alive
+from contracts.mqtt import BrokerConfig, connect, make_client, network_alive, no_delay
 
 log = logging.getLogger("edge_agent")
 
@@ -57,7 +57,8 @@ class InStoreBus:
         self._on_connected.append(fn)
 
     def start(self) -> None:
-        client = make_client(self.client_id, self.cfg)
+        # Requests and replies (kiosk finder) are small and interactive: no Nagle delay.
+        client = no_delay(make_client(self.client_id, self.cfg))
         for topic_filter, _qos, handler in self._routes:
             client.message_callback_add(topic_filter, self._guarded(handler))
 

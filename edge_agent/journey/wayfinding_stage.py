@@ -94,6 +94,12 @@ class ScreenWayfinder:
         m = self._map
         return m.version if m is not None else None
 
+    def snapshot(self) -> tuple[VenueMap, str, NavGraph] | None:
+        """The map in use, read once (venue, version, graph): the kiosk finder routes on the
+        same map as the screens, never a second copy that could lag a push."""
+        m = self._map
+        return None if m is None else (m.venue, m.version, m.graph)
+
     def use(self, venue: VenueMap, version: str) -> None:
         """Swap to another map (a push): one assignment, so a route is built on one map or the
         other, never a mix; the cache is keyed by version, old routes are never served."""

@@ -95,6 +95,7 @@ def test_no_message_on_any_topic_silences_the_agent(tmp_path: Path, broker) -> N
     targets = {
         "screen events": topics.screen_events(store, SCREEN),
         "kiosk events": topics.kiosk_events(store, "kiosk-1"),
+        "kiosk find": topics.kiosk_find(store, "kiosk-1"),
         "screen state": state_topic,
         "screenshot": topics.screen_screenshot(store, SCREEN),
         "screen errors": topics.screen_errors(store, SCREEN),

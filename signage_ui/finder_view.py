@@ -1,0 +1,320 @@
+"""The kiosk's "Find a product" screen (Kivy): a search field with suggestion chips, results
+with their stock, and for a tapped result the way from the kiosk (the player's wayfinding card,
+signage_ui/wayfinding_view.py), every step, the distance and a QR code for the phone.
+
+It talks to the agent only through ``publish`` (a ``find`` request) and ``on_found`` (its
+reply); the rules live in ``finder_model.py``. Large type, finger-sized targets, the kiosk's
+calm blues; the route takes one warm colour so it is the first thing the eye finds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kivy.clock import Clock
+from kivy.graphics import Color, Rectangle
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
+from kivy.uix.textinput import TextInput
+from kivy.uix.widget import Widget
+from kivy.utils import get_color_from_hex
+from pydantic import ValidationError
+
+from contracts.kiosk_finder import FoundResult, parse_found
+from contracts.screen_protocol import Content
+from signage_ui import finder_model as fm
+from signage_ui.wayfinding_view import WayfindingCard
+
+log = logging.getLogger("signage_ui.kiosk")
+
+BG = "#1d3557"
+ROW = "#264653"
+CALM = "#457b9d"
+CHIP = "#2b4a6f"
+MUTED = "#a8b3c2"
+INK = "#f1faee"
+GOOD = "#2a9d8f"
+OUT = "#e9c46a"
+# The route on the map and the destination mark: warm on the kiosk's blues and the light plan.
+ROUTE = "#e76f51"
+ROW_H = 88
+
+
+def _button(text: str, colour: str, **kw: object) -> Button:
+    kw.setdefault("font_size", 24)
+    return Button(
+        text=text,
+        background_normal="",
+        background_color=get_color_from_hex(colour),
+        color=get_color_from_hex(INK),
+        **kw,
+    )
+
+
+def _label(text: str = "", **kw: object) -> Label:
+    kw.setdefault("halign", "left")
+    kw.setdefault("valign", "middle")
+    kw.setdefault("color", get_color_from_hex(INK))
+    label = Label(text=text, **kw)
+    label.bind(size=lambda w, v: setattr(w, "text_size", v))
+    return label
+
+
+class QrCode(Widget):
+    """A QR code drawn as rectangles on a white square, redrawn when it moves or resizes."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)
+        self.matrix: list[list[bool]] = []
+        self.square: fm.Rect | None = None
+        self.bind(pos=lambda *_: self.draw(), size=lambda *_: self.draw())
+
+    def show(self, matrix: list[list[bool]]) -> None:
+        self.matrix = matrix
+        self.draw()
+
+    def draw(self) -> None:
+        self.canvas.clear()
+        if not self.matrix:
+            self.square = None
+            return
+        square, dark = fm.qr_rects(self.matrix, (*self.pos, *self.size))
+        self.square = square
+        with self.canvas:
+            Color(1, 1, 1, 1)
+            Rectangle(pos=square[:2], size=square[2:])
+            Color(0, 0, 0, 1)
+            for x, y, w, h in dark:
+                Rectangle(pos=(x, y), size=(w, h))
+
+
+class FinderPanel:
+    """Owns the finder screen's widgets; ``root`` goes into the kiosk's screen manager."""
+
+    def __init__(
+        self,
+        kiosk_id: str,
+        publish: Callable[[bytes], None],
+        names: dict[str, Widget],
+        snapshot: Callable[[str], None],
+    ) -> None:
+        self.state = fm.FinderState(kiosk_id)
+        self.publish = publish
+        self.w = names  # the kiosk's named widgets: what tests tap
+        self.snapshot = snapshot
+        self._timeout: object | None = None
+        self.shown_sku: str | None = None
+        self.root = BoxLayout(orientation="vertical", padding=(16, 12), spacing=10)
+        top = BoxLayout(size_hint_y=None, height=72, spacing=10)
+        self.input = TextInput(
+            multiline=False,
+            font_size=30,
+            padding=(16, 16),
+            background_color=get_color_from_hex("#f1faee"),
+            foreground_color=get_color_from_hex(BG),
+            cursor_color=get_color_from_hex(BG),
+        )
+        self.input.bind(on_text_validate=lambda *_: self.search(self.input.text))
+        self.search_btn = _button("", GOOD, size_hint_x=None, width=170, bold=True)
+        self.search_btn.bind(on_release=lambda *_: self.search(self.input.text))
+        self.lang_btn = _button("", CALM, size_hint_x=None, width=150, font_size=22)
+        self.lang_btn.bind(on_release=lambda *_: self.toggle_language())
+        for widget in (self.input, self.search_btn, self.lang_btn):
+            top.add_widget(widget)
+        self.w["find:input"], self.w["find:search"] = self.input, self.search_btn
+        self.w["find:lang"] = self.lang_btn
+        self.chips = BoxLayout(size_hint_y=None, height=58, spacing=10)
+        self.body = BoxLayout()
+        for widget in (top, self.chips, self.body):
+            self.root.add_widget(widget)
+        self.message = _label(font_size=26, halign="center")
+        self.card: WayfindingCard | None = None
+        self.qr = QrCode(size_hint_y=None, height=250)
+        self._words()
+        self.show_message(fm.words(self.state.lang)["start"])
+
+    # ---- words and language ------------------------------------------------------------------
+    def _words(self) -> None:
+        w = fm.words(self.state.lang)
+        self.input.hint_text = w["hint"]
+        self.search_btn.text = w["search"]
+        self.lang_btn.text = w["lang"]
+        self.chips.clear_widgets()
+        for i, text in enumerate(fm.SUGGESTIONS[self.state.lang]):
+            chip = _button(text, CHIP, font_size=22)
+            chip.bind(on_release=lambda _b, q=text: self.pick(q))
+            self.w[f"find:chip:{i}"] = chip
+            self.chips.add_widget(chip)
+
+    def toggle_language(self) -> None:
+        self.state.lang = "de" if self.state.lang == "en" else "en"
+        self._words()
+        if self.state.query:
+            self.search(self.state.query)
+        else:
+            self.show_message(fm.words(self.state.lang)["start"])
+
+    # ---- asking --------------------------------------------------------------------------------
+    def pick(self, query: str) -> None:
+        self.input.text = query
+        self.search(query)
+
+    def search(self, query: str, route_to: str | None = None) -> None:
+        w = fm.words(self.state.lang)
+        try:
+            req = self.state.request(query, route_to)
+        except ValidationError:
+            # Too long, or no letters: the wire would refuse it, so it is not sent.
+            self.show_message(w["nothing"].format(q=query[:40]))
+            return
+        self.publish(req.model_dump_json(exclude_none=True).encode())
+        if route_to is None:
+            self.show_message(w["searching"])
+        if self._timeout is not None:
+            self._timeout.cancel()  # type: ignore[attr-defined]
+        pending = self.state.pending
+        self._timeout = Clock.schedule_once(
+            lambda _dt: self._no_answer(pending), fm.ANSWER_TIMEOUT_S
+        )
+
+    def _no_answer(self, pending: str | None) -> None:
+        if pending is not None and self.state.pending == pending:
+            self.state.pending = None
+            self.show_message(fm.words(self.state.lang)["no_answer"])
+
+    def on_found(self, raw: bytes) -> None:
+        """A reply on this kiosk's ``found`` topic; FinderInputError (one line) when bad."""
+        reply = parse_found(raw)
+        if not self.state.accept(reply):
+            return  # an answer to a search the shopper has already replaced
+        route_sku = reply.route.sku if reply.route is not None else None
+        if self.shown_sku is not None and self.shown_sku == route_sku:
+            self.show_route(self.shown_sku)
+        else:
+            self.show_results()
+
+    # ---- results -----------------------------------------------------------------------------
+    def _clear(self) -> None:
+        if self.qr.parent is not None:
+            self.qr.parent.remove_widget(self.qr)  # one QR widget, moved between layouts
+        self.body.clear_widgets()
+        for key in [k for k in self.w if k.startswith(("find:result:", "find:back"))]:
+            del self.w[key]
+
+    def _chips(self, shown: bool) -> None:
+        c = self.chips
+        c.height, c.opacity, c.disabled = (58, 1, False) if shown else (0, 0, True)
+
+    def show_message(self, text: str) -> None:
+        self._clear()
+        self._chips(True)
+        self.message.text = text
+        self.body.add_widget(self.message)
+
+    def show_results(self) -> None:
+        reply = self.state.reply
+        w = fm.words(self.state.lang)
+        self.shown_sku = None
+        if reply is None or not reply.results:
+            note = reply.note if reply is not None and reply.note else ""
+            text = w["nothing"].format(q=self.state.query[:40])
+            self.show_message(f"{text}\n{note}" if note else text)
+            return
+        self._clear()
+        self._chips(True)
+        scroll = ScrollView()
+        rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=8)
+        rows.bind(minimum_height=rows.setter("height"))
+        for r in reply.results:
+            rows.add_widget(self._row(r))
+        scroll.add_widget(rows)
+        self.body.add_widget(scroll)
+        self.snapshot("find-results")
+
+    def _row(self, r: FoundResult) -> Widget:
+        lang = self.state.lang
+        stock = fm.stock_text(r.stock, lang)
+        detail = stock if r.routable else f"{stock}  ·  {r.reason}" if stock else str(r.reason)
+        b = _button("", ROW if r.routable else "#34495e", size_hint_y=None, height=ROW_H)
+        b.halign, b.valign = "left", "middle"
+        b.padding = (20, 8)
+        b.markup = True
+        colour = GOOD if r.stock is not None and r.stock.available else OUT
+        if not r.routable:
+            colour = MUTED
+        b.text = (
+            f"[size=26][b]{_esc(fm.result_line(r))}[/b][/size]\n"
+            f"[size=21][color={colour}]{_esc(detail)}[/color][/size]"
+        )
+        b.bind(size=lambda w, v: setattr(w, "text_size", (v[0] - 40, v[1])))
+        b.bind(on_release=lambda _b, sku=r.sku: self.tap(sku))
+        self.w[f"find:result:{r.sku}"] = b
+        return b
+
+    def tap(self, sku: str) -> None:
+        reply = self.state.reply
+        hit = next((r for r in reply.results if r.sku == sku), None) if reply else None
+        if hit is None:
+            return
+        self.shown_sku = sku
+        if not hit.routable or self.state.route_for(sku):
+            self.show_route(sku)
+        else:
+            # The reply routed another result: ask for the way to this one.
+            self.search(self.state.query, route_to=sku)
+
+    # ---- the way -----------------------------------------------------------------------------
+    def show_route(self, sku: str) -> None:
+        reply = self.state.reply
+        assert reply is not None
+        hit = next(r for r in reply.results if r.sku == sku)
+        w = fm.words(self.state.lang)
+        self._clear()
+        self._chips(False)  # the map gets their room
+        route = reply.route if reply.route is not None and reply.route.sku == sku else None
+        side = BoxLayout(orientation="vertical", size_hint_x=None, width=300, spacing=10)
+        back = _button(w["back"], CALM, size_hint_y=None, height=72)
+        back.bind(on_release=lambda *_: self.show_results())
+        self.w["find:back"] = back
+        if route is None:
+            self.card = None
+            self.qr.show([])
+            why = hit.reason or reply.note or ""
+            text = f"[b]{_esc(hit.name)}[/b]\n\n{_esc(w['no_route'].format(why=why))}"
+            self.body.add_widget(_label(text, markup=True, font_size=26))
+            side.add_widget(Widget())
+            side.add_widget(back)
+            self.body.add_widget(side)
+            self.snapshot("find-no-route")
+            return
+        panel = Widget()
+        self.body.add_widget(panel)
+        self.card = WayfindingCard(panel)
+        content = Content(
+            content_id=f"finder:{sku}",
+            title=hit.name[:80],
+            body=fm.stock_text(hit.stock, self.state.lang),
+            language=self.state.lang,
+            background=BG,
+            accent=ROUTE,
+            wayfinding=route.wayfinding.model_copy(update={"steps": route.steps[:4]}),
+        )
+        card = self.card
+        card.show(content)
+        panel.bind(pos=lambda *_: card.relayout(), size=lambda *_: card.relayout())
+        side.add_widget(self.qr)
+        self.qr.show(fm.qr_matrix(route.deep_link))
+        side.add_widget(
+            _label(w["scan"], font_size=22, halign="center", size_hint_y=None, height=60)
+        )
+        side.add_widget(back)
+        self.body.add_widget(side)
+        Clock.schedule_once(lambda _dt: self.snapshot("find-route"), 0.1)
+
+
+def _esc(text: str) -> str:
+    """Kivy markup escaped: a product name with [b] in it is text, not formatting."""
+    return text.replace("&", "&amp;").replace("[", "&bl;").replace("]", "&br;")
