@@ -27,6 +27,7 @@ from rich.table import Table
 from demo import scenario
 from edge_agent.clock import ScaledClock
 from edge_agent.config import AgentConfig, parse_config
+from edge_agent.wayfinding.planogram_store import load_file
 from testbed.broker import Mosquitto, port_open
 from testbed.display import Xvfb, kivy_env
 from testbed.procs import terminate
@@ -224,6 +225,9 @@ def run_demo(
         agent.accepted_ids = []
         # The profile slice central provisioned for this store (consented and not).
         agent.profiles.load_snapshot(scenario.profile_slice(), version=1)
+        # And its planogram (the ERP's export): where each product is, for cards and kiosks.
+        if agent.handlers.wayfinding is not None:
+            agent.handlers.wayfinding.planograms.replace(load_file(scenario.PLANOGRAM, version=1))
         agent.resolver.set_keys(agent.profiles.identity_keys())
         agent.start_sync()
         display = os.environ.get("DISPLAY")

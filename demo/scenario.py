@@ -22,6 +22,7 @@ from edge_agent.sensing.camera.scene import ENTRANCE_TIMELINE
 
 DATA = Path(__file__).parent / "data"
 TRACE = DATA / "trace.jsonl.gz"
+PLANOGRAM = DATA / "planogram.csv"  # the ERP export of where each product is
 # 10:00 in Paris on a Friday morning: inside the "opening hours" dayparts.
 T0 = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC).timestamp()
 DURATION_S = 180.0
@@ -324,20 +325,22 @@ CAMPAIGNS_V1: dict = {
             "dayparts": ["08:00-20:00"],
             "personalised": {
                 "title": "Hi {first_name}! Your trail shoes are in",
-                "body": "The Ridge GTX you viewed: try a pair, aisle 4.",
+                "body": "The Ridge GTX you viewed: try a pair, shelf 1.",
                 "background": "#6a0dad",
                 "accent": "#ffd166",
             },
             "anonymous": {
                 "title": "New trail shoes have landed",
-                "body": "Waterproof, light, ready for winter paths. Aisle 4.",
+                "body": "Waterproof, light, ready for winter paths. Shelf 1.",
                 "background": "#3d405b",
                 "accent": "#ffd166",
             },
             "min_on_screen_s": 10,
             # A quarter of its audience is held out, to measure what the campaign earns.
             "holdout_share": 0.25,
-            "wayfinding": {"to": "Aisle 4"},
+            # The way to the shoe itself: its shelf is the planogram's word (demo/data/planogram.csv),
+            # so the card follows the product when the ERP moves it.
+            "wayfinding": {"to": "sku:SKU-RIDGE-GTX-42"},
         },
         {
             "id": "members-coffee",

@@ -201,6 +201,7 @@ class Agent:
         wayfinding = WayfindingApplier(paths.state_dir, store)
         wayfinder = ScreenWayfinder.from_path(cfg.map.path if cfg.map else None)
         wayfinding.on_map = wayfinder.use
+        wayfinder.products = wayfinding.planograms  # campaigns may name a product: sku:<sku>
         self.director = ScreenDirector(
             cfg,
             now=now,

@@ -4,8 +4,13 @@
 data, and this stage turns it into the content's ``Wayfinding`` payload when the command goes
 out. A box without a map, a reference the map does not know, or no route between the two sends
 the card without a map (never a route on a map the box does not have). Routes are cached per
-(screen, destination, language, map version): the director re-sends the same content many times
-a day, and a new map (a version) never serves an old route.
+(screen, destination, language, map version, and for ``sku:`` the planogram version): the
+director re-sends the same content many times a day, and a new map or planogram never serves an
+old route.
+
+A campaign may name its product rather than a place (``sku:SKU-RIDGE-GTX-42``): the way then
+follows the planogram (a product moved to another shelf moves the route), and a product with no
+location, or a place this map does not have, sends the card without a map, never a stale way.
 """
 
 from __future__ import annotations
@@ -15,14 +20,26 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from contracts.screen_protocol import Content, Wayfinding
 from edge_agent.wayfinding.graph import NavGraph, build_graph
 from edge_agent.wayfinding.model import VenueMap
+from edge_agent.wayfinding.product_places import MapPlaces
+from edge_agent.wayfinding.products import Product
 from edge_agent.wayfinding.route import NoRoute, RefError, plan_route, resolve_ref
 from edge_agent.wayfinding.screen_map import PayloadTooBig, build_wayfinding
 
 log = logging.getLogger("edge_agent")
+
+# Screens x destinations x languages is small; this only bounds keys of past planogram versions.
+MAX_CACHED = 4096
+
+
+class ProductLookup(Protocol):
+    """The box's planogram (``PlanogramStore``): its version and one product's row."""
+
+    def product(self, sku: str) -> tuple[int | None, Product | None]: ...
 
 
 class MapLoadError(Exception):
@@ -67,10 +84,16 @@ class _Map:
 class ScreenWayfinder:
     """Adds the way to a campaign's place to a screen's content, from the map this box has."""
 
-    def __init__(self, venue: VenueMap | None = None, version: str = "") -> None:
+    def __init__(
+        self,
+        venue: VenueMap | None = None,
+        version: str = "",
+        products: ProductLookup | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._map: _Map | None = None
-        self._cache: dict[tuple[str, str, str, str], Wayfinding | None] = {}
+        self._cache: dict[tuple[str, str, str, str, str], Wayfinding | None] = {}
+        self.products = products
         self.routes_built = 0
         if venue is not None:
             self.use(venue, version)
@@ -112,14 +135,24 @@ class ScreenWayfinder:
         m = self._map
         if m is None:
             return None
-        key = (screen_id, to, language, m.version)
+        sku = to[4:].strip() if to.startswith("sku:") else None
+        product: Product | None = None
+        pg_version = ""
+        if sku is not None and self.products is not None:
+            v, product = self.products.product(sku)
+            pg_version = "" if v is None else str(v)
+        key = (screen_id, to, language, m.version, pg_version)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
         way: Wayfinding | None = None
         try:
             start = resolve_ref(m.venue, f"screen:{screen_id}")
-            end = resolve_ref(m.venue, to)
+            resolvers = None
+            if sku is not None and pg_version:
+                found = {sku: product} if product is not None else {}
+                resolvers = {"sku": MapPlaces(m.venue, m.version).resolver(found)}
+            end = resolve_ref(m.venue, to, resolvers)
             route = plan_route(m.graph, start, end)
             way = build_wayfinding(m.venue, route, language)
             self.routes_built += 1
@@ -127,6 +160,8 @@ class ScreenWayfinder:
             # Said once per key (the cache remembers the miss): the card goes without a map.
             log.warning("map %s: no way from screen %s to %r: %s", m.version, screen_id, to, exc)
         with self._lock:
+            if len(self._cache) >= MAX_CACHED:  # planogram versions come and go: stay bounded
+                self._cache.clear()
             self._cache[key] = way
         return way
 

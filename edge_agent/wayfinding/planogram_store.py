@@ -127,6 +127,21 @@ class PlanogramStore:
                 raise
             return ApplyResult(planogram.version, n)
 
+    def product(self, sku: str) -> tuple[int | None, Product | None]:
+        """The planogram's version and the row for ``sku`` (None if it has none), read in one
+        snapshot: a screen routes to one product without holding the whole table in memory."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                version = self._meta("version")
+                row = db.execute("SELECT * FROM products WHERE sku=?", (sku,)).fetchone()
+            finally:
+                db.execute("COMMIT")
+        if version is None:
+            return None, None
+        return int(version), None if row is None else _product(row)
+
     def load(self) -> Planogram | None:
         """The current planogram (rows were validated when they came in), or None if none yet."""
         with self._lock:

@@ -34,7 +34,8 @@ from edge_agent.wayfinding.graph import (
 )
 from edge_agent.wayfinding.model import Labels, Placement, VenueMap, label
 
-# An indoor shopping pace (slower than a street walk: people look around).
+# An indoor shopping pace (slower than a street walk: people look around). The one pace the
+# CLI, the screens and the kiosk say: a time that differs by where it is read is not believed.
 WALKING_SPEED_M_S = 1.0
 
 

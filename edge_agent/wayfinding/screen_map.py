@@ -35,9 +35,6 @@ from edge_agent.wayfinding.model import VenueMap, label
 from edge_agent.wayfinding.route import Route
 from edge_agent.wayfinding.steps import heading, route_steps
 
-# What a screen tells a shopper: a brisk shopper who knows where to go walks about 1.2 m/s
-# (route.py's 1.0 m/s is a browsing pace; someone following a map is heading somewhere).
-SCREEN_WALKING_SPEED_M_S = 1.2
 # The whole payload as JSON: well under what the bus and the player's parser accept, and small
 # enough that a screen's content message stays one quick read.
 BYTE_BUDGET = 24 * 1024
@@ -163,7 +160,7 @@ def build_wayfinding(
             destination_level=end.level_id[:40],
             destination_label=dest,
             distance_m=round(route.distance_m, 1),
-            walking_time_s=round(route.distance_m / SCREEN_WALKING_SPEED_M_S),
+            walking_time_s=round(route.walking_time_s),  # one pace everywhere: route.py's
             steps=steps[:MAX_STEPS],
         )
 

@@ -4,6 +4,7 @@ names a place, the stage adds the way from the screen on the map this box has, o
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from demo import scenario
 from edge_agent.config import parse_config
 from edge_agent.journey.campaigns import CampaignBundle
 from edge_agent.journey.wayfinding_stage import MapLoadError, ScreenWayfinder, load_venue
+from edge_agent.wayfinding.products import Planogram
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MAP = REPO / "demo" / "store-map.toml"
@@ -29,7 +31,7 @@ def wayfinder() -> ScreenWayfinder:
 def test_the_demo_campaigns_name_their_places() -> None:
     bundle = CampaignBundle.model_validate(scenario.CAMPAIGNS_V2)
     ways = {c.id: c.wayfinding.to for c in bundle.campaigns if c.wayfinding}
-    assert ways == {"order-ready": "Pickup", "trail-shoes": "Aisle 4"}
+    assert ways == {"order-ready": "Pickup", "trail-shoes": "sku:SKU-RIDGE-GTX-42"}
     with pytest.raises(ValidationError, match="to"):
         CampaignBundle.model_validate(
             {
@@ -105,3 +107,53 @@ def test_the_map_path_in_the_config(tmp_path: Path) -> None:
     assert ScreenWayfinder.from_path(cfg.map.path).version is None
     with pytest.raises(MapLoadError):
         load_venue(tmp_path / "nothing.toml")
+
+
+def test_a_campaign_naming_a_product_follows_the_planogram(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``wayfinding = {to = "sku:..."}``: the way leads to the product's shelf on the planogram
+    the box has; the product moved is the route moved; no location or no planogram, no map."""
+    from edge_agent.wayfinding.planogram_store import PlanogramStore, load_file
+
+    venue, version = load_venue(DEMO_MAP)
+    store = PlanogramStore(tmp_path / "planogram.db")
+    wf = ScreenWayfinder(venue, version, products=store)
+    to = "sku:SKU-RIDGE-GTX-42"
+    try:
+        with caplog.at_level(logging.WARNING, "edge_agent"):
+            # No planogram yet: the card without a map, the reason said.
+            assert wf.attach(CARD, "screen-entrance", to) == CARD
+            assert "no planogram loaded" in caplog.text
+        demo = load_file(REPO / "demo" / "data" / "planogram.csv", version=1)
+        store.replace(demo)
+        w = wf.attach(CARD, "screen-entrance", to).wayfinding
+        assert w is not None
+        # It ends on the product's point on shelf 1 (demo/data/planogram.csv: 8.65, 5.0).
+        shoe = demo.by_sku()["SKU-RIDGE-GTX-42"]
+        assert shoe.location is not None
+        assert abs(w.destination[0] - shoe.location.x) < 1.0
+        assert abs(w.destination[1] - shoe.location.y) < 1.0
+        # The ERP moves it to shelf 6 upstairs (version 2): the same campaign, the new way.
+        moved = [
+            p if p.sku != shoe.sku else replace(p, location=replace(
+                shoe.location, level_id="L1", unit_id="outdoor-floor", section_id="shelf-6",
+                x=12.0, y=6.2))
+            for p in demo.products
+        ]  # fmt: skip
+        store.replace(Planogram(2, tuple(moved), "moved"))
+        w2 = wf.attach(CARD, "screen-entrance", to).wayfinding
+        assert w2 is not None and w2.distance_m > w.distance_m
+        assert abs(w2.destination[0] - 12.0) < 1.0
+        # A product with no place on the planogram: never a way, the reason said once.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "edge_agent"):
+            for _ in range(2):
+                assert wf.attach(CARD, "screen-entrance", "sku:SKU-GIFT-CARD-50") == CARD
+                assert wf.attach(CARD, "screen-entrance", "sku:NOT-A-SKU") == CARD
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2, lines
+        assert any("no location" in line for line in lines)
+        assert any("no product NOT-A-SKU" in line for line in lines)
+    finally:
+        store.close()

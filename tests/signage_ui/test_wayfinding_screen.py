@@ -13,9 +13,12 @@ import pytest
 
 from contracts import topics
 from contracts.screen_protocol import Content, ScreenCommand, Wayfinding
+from demo import scenario
 from edge_agent.wayfinding.graph import build_graph
 from edge_agent.wayfinding.model import Placement, VenueMap
 from edge_agent.wayfinding.plan import author, load_plan
+from edge_agent.wayfinding.planogram_store import load_file
+from edge_agent.wayfinding.product_places import MapPlaces
 from edge_agent.wayfinding.route import plan_route, resolve_ref
 from edge_agent.wayfinding.screen_map import build_wayfinding
 from signage_ui.map_frame import MapFrame, level_frame, way_regions
@@ -55,7 +58,12 @@ def demo_map() -> VenueMap:
 
 def payload(venue: VenueMap, screen: str, to: str, language: str = "en") -> Wayfinding:
     graph = build_graph(venue)
-    route = plan_route(graph, resolve_ref(venue, f"screen:{screen}"), resolve_ref(venue, to))
+    # sku: refs go to the demo planogram's shelf, as the agent's wayfinder does.
+    products = load_file(scenario.PLANOGRAM, version=1).by_sku()
+    resolvers = {"sku": MapPlaces(venue, 1).resolver(products)}
+    route = plan_route(
+        graph, resolve_ref(venue, f"screen:{screen}"), resolve_ref(venue, to, resolvers)
+    )
     return build_wayfinding(venue, route, language)
 
 
@@ -113,7 +121,7 @@ def show(bus: Recorder, screen: str, content: Content) -> None:
 
 
 CARDS = {
-    "en": ("Hi Alice! Your trail shoes are in", "The Ridge GTX you viewed: try a pair, aisle 4."),
+    "en": ("Hi Alice! Your trail shoes are in", "The Ridge GTX you viewed: try a pair, shelf 1."),
     "de": ("Carol, Ihre Bestellung CC-4711 ist da", "Abholung an Theke 2, ohne Warten."),
 }
 
@@ -132,7 +140,7 @@ def card(cid: str, w: Wayfinding | None, language: str = "en") -> Content:
 
 
 @pytest.mark.parametrize("orientation", ["landscape", "portrait"])
-def test_the_way_to_aisle_4_on_the_entrance_screen(
+def test_the_way_to_the_trail_shoes_on_the_entrance_screen(
     tmp_path: Path, kivy_env: dict[str, str], broker, orientation: str
 ) -> None:
     venue = demo_map()
@@ -140,7 +148,8 @@ def test_the_way_to_aisle_4_on_the_entrance_screen(
     # quarter and "ahead" (west) is up on that screen.
     ground = venue.placements[("screen", "screen-entrance")].level_id
     venue.placements[("screen", "side")] = Placement("screen", "side", ground, (7.2, 8.0), 90.0)
-    to_aisle = payload(venue, "screen-entrance", "Aisle 4")
+    to_aisle = payload(venue, "screen-entrance", "sku:SKU-RIDGE-GTX-42")
+    assert to_aisle.destination_label.startswith("Ridge GTX trail shoe")
     turned = payload(venue, "side", "Pickup", "de")
     assert to_aisle.facing_deg == 0.0 and turned.facing_deg == 270.0
     screens = [
