@@ -202,6 +202,10 @@ def in_daypart(daypart: str, t: time) -> bool:
     return start <= now < end if start < end else (now >= start or now < end)
 
 
+# Screens one box drives: the ways of a "find us" item are bounded by it.
+MAX_WAY_SCREENS = 32
+
+
 class PlaylistItem(BaseModel):
     """One item of a screen's default loop, shown for ``duration_s`` within its dayparts."""
 
@@ -211,6 +215,12 @@ class PlaylistItem(BaseModel):
     duration_s: float = Field(10.0, gt=0, le=3600)
     # "HH:MM-HH:MM" in the store's time zone (wraps past midnight); empty = all day.
     dayparts: tuple[str, ...] = ()
+    # A "find us" item: ops name a place on the store map (a feature id, plan id, name, or
+    # sku:<sku>) and the box draws the way from each of its screens, which ops cannot know.
+    way_to: str | None = Field(None, min_length=1, max_length=200)
+    # Filled in by the box, per screen id, from its own map; a screen without one shows the
+    # card alone. Ops leave it empty (the box overwrites it).
+    ways: dict[str, Wayfinding] = Field(default_factory=dict, max_length=MAX_WAY_SCREENS)
 
     @field_validator("dayparts")
     @classmethod
@@ -218,6 +228,12 @@ class PlaylistItem(BaseModel):
         for d in v:
             in_daypart(d, time(0, 0))  # raises ValueError naming the daypart
         return v
+
+    def content_for(self, screen_id: str) -> Content:
+        """What ``screen_id`` shows: the content, with the way from that screen if the box drew
+        one for it."""
+        way = self.ways.get(screen_id)
+        return self.content if way is None else self.content.model_copy(update={"wayfinding": way})
 
 
 class Playlist(BaseModel):

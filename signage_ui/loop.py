@@ -63,6 +63,8 @@ class Loop:
     fallback: Content = BUILTIN_DEFAULT
     # Set by the player: False for an item whose asset is missing or corrupt (it is skipped).
     usable: Callable[[Content], bool] = field(default=lambda _c: True)
+    # Whose loop this is: a "find us" item carries the way from this screen (PlaylistItem.ways).
+    screen_id: str = ""
     _pos: int = -1
 
     def next(self, now: datetime, fallback: Content | None = None) -> tuple[Content, float]:
@@ -75,7 +77,7 @@ class Loop:
             item = self.items[i]
             if in_dayparts(item, local) and self.usable(item.content):
                 self._pos = i
-                return item.content, item.duration_s
+                return item.content_for(self.screen_id), item.duration_s
         return fallback or self.fallback, RECHECK_S
 
 

@@ -101,7 +101,7 @@ class PlayerApp(App):
         self.exit_after = exit_after
         self.cache = AssetCache(content_dir or cfg.paths.resolved().content_dir)
         self.tz = ZoneInfo(cfg.store.timezone)
-        self.loop = Loop(tz=self.tz, usable=self._usable)
+        self.loop = Loop(tz=self.tz, usable=self._usable, screen_id=screen_id)
         self.playback = Playback(loop=self.loop)
         self.stage: Stage | None = None
         self.playlist_version: int | None = None

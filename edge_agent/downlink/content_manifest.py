@@ -76,10 +76,13 @@ class ContentInstaller:
         on_done: Callable[[int, bool, str], None],
         *,
         store: AssetStore | None = None,
+        ways: Callable[[Playlist], Playlist] | None = None,
     ) -> None:
         self.content_dir = Path(content_dir)
         self.store = store or AssetStore(self.content_dir)
         self.on_done = on_done  # (playlist version, ok, one-line reason)
+        # Draws the way from each screen into "find us" items (the box's map, not central's).
+        self.ways = ways
         self._gen = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -115,11 +118,7 @@ class ContentInstaller:
             with self._lock:
                 if gen != self._gen:
                     return
-                self.content_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write(
-                    self.content_dir / "playlist.json",
-                    manifest.playlist.model_dump_json(indent=1).encode(),
-                )
+                self._write(manifest.playlist)
                 removed = self.store.gc({a.sha256 for a in manifest.assets})
         except (AssetFetchError, OSError) as exc:
             log.error("content v%d not installed, the previous loop plays on: %s", version, exc)
@@ -128,3 +127,30 @@ class ContentInstaller:
         reason = f"{len(manifest.assets)} asset(s) ready, {removed} unused removed"
         log.info("content v%d installed: %s", version, reason)
         self.on_done(version, True, reason)
+
+    def _write(self, playlist: Playlist) -> None:
+        if self.ways is not None:
+            playlist = self.ways(playlist)
+        self.content_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.content_dir / "playlist.json", playlist.model_dump_json(indent=1).encode()
+        )
+
+    def redraw_ways(self) -> None:
+        """The map or the planogram changed: the installed loop's "find us" items get the new
+        ways (or lose a way to a place that is gone), in place; nothing else of it changes."""
+        path = self.content_dir / "playlist.json"
+        with self._lock:
+            try:
+                playlist = Playlist.model_validate_json(path.read_bytes())
+            except FileNotFoundError:
+                return
+            except (OSError, ValidationError) as exc:
+                log.warning(
+                    "content: the installed loop cannot be read to redraw its ways: %s",
+                    str(exc).splitlines()[0][:200],
+                )
+                return
+            if not any(item.way_to for item in playlist.items):
+                return
+            self._write(playlist)

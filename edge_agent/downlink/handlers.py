@@ -73,10 +73,18 @@ class DownlinkHandlers:
         self.config_path: Path | None = None
         self.config_sha256: str | None = None  # of the file this process loaded
         self.cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
-        self.content_installer = ContentInstaller(content_dir, self.on_content_installed)
+        screen_ids = [s.id for s in cfg.screens]
+        self.content_installer = ContentInstaller(
+            content_dir,
+            self.on_content_installed,
+            ways=lambda playlist: director.wayfinder.fill(playlist, screen_ids),
+        )
         self.wayfinding = wayfinding
         if wayfinding is not None:
             wayfinding.on_warning = self.on_later_result
+            wayfinding.on_applied = self.content_installer.redraw_ways
+        # The box may have started on another map than the loop was drawn on: draw it again.
+        self.content_installer.redraw_ways()
 
     def appliers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {

@@ -49,6 +49,8 @@ class WayfindingApplier:
         self._check("startup", 0)  # the heartbeat counts entries off the map from the start
         self.on_warning = on_warning
         self._on_map: MapSink | None = None
+        # After a map or planogram is in use (the screens' "find us" loop items redraw ways).
+        self.on_applied: Callable[[], None] | None = None
 
     @property
     def on_map(self) -> MapSink | None:
@@ -90,6 +92,7 @@ class WayfindingApplier:
         if self._on_map is not None:
             self._on_map(result.venue, str(version))
         self._check("map", version)
+        self._applied()
 
     def apply_planogram(self, body: dict[str, Any]) -> None:
         res = self.planograms.apply(body)  # PlanogramError names the row and field
@@ -97,6 +100,14 @@ class WayfindingApplier:
             return
         log.info("planogram: v%d applied (%d products)", res.version, res.products)
         self._check("planogram", res.version)
+        self._applied()
+
+    def _applied(self) -> None:
+        if self.on_applied is not None:
+            try:
+                self.on_applied()
+            except Exception as exc:  # the push is in; a follower's trouble is its own
+                log.error("wayfinding: after apply: %s: %s", type(exc).__name__, exc)
 
     def _check(self, kind: str, version: int) -> None:
         loaded = self.maps.load()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from contracts.screen_protocol import Content, Wayfinding
+from contracts.screen_protocol import Content, Playlist, Wayfinding
 from edge_agent.wayfinding.graph import NavGraph, build_graph
 from edge_agent.wayfinding.model import VenueMap
 from edge_agent.wayfinding.product_places import MapPlaces
@@ -171,3 +171,17 @@ class ScreenWayfinder:
             return content
         way = self.way(screen_id, to, content.language)
         return content if way is None else content.model_copy(update={"wayfinding": way})
+
+    def fill(self, playlist: Playlist, screen_ids: list[str]) -> Playlist:
+        """The loop with the way from each screen drawn into its "find us" items (``way_to``),
+        on the map and planogram in use; ways ops sent, or a screen cannot have, are dropped."""
+        items = []
+        for item in playlist.items:
+            ways: dict[str, Wayfinding] = {}
+            if item.way_to is not None:
+                for sid in screen_ids:
+                    way = self.way(sid, item.way_to, item.content.language)
+                    if way is not None:
+                        ways[sid] = way
+            items.append(item if ways == item.ways else item.model_copy(update={"ways": ways}))
+        return playlist.model_copy(update={"items": tuple(items)})
