@@ -3,7 +3,8 @@
   edge-ops keygen --out DIR
   edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
                 (KIND map also takes an IMDF folder or .zip: pushed as map version N)
-                [--expires-in 3600] [--host H] [--port P] [--wait-ack [SECONDS]]
+                [--expires-in 3600] [--max-bytes B] [--host H] [--port P] [--wait-ack [SECONDS]]
+                (a signed message over the boxes' limit is refused before it is sent)
   edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
                 [--part-rows R] [--max-bytes B] [--only 3,7] [--wait-ack [SECONDS]]
                 (a profile snapshot too big for one message, as signed parts)
@@ -38,7 +39,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.signing import KINDS, expires_in, generate_keypair, sign_message
+from contracts.signing import (
+    DEFAULT_MAX_BYTES,
+    KINDS,
+    expires_in,
+    generate_keypair,
+    sign_message,
+)
 from contracts.uplift import Uplift
 
 
@@ -102,6 +109,16 @@ def cmd_push(args: argparse.Namespace) -> int:
         args.version,
         expires_in(args.expires_in),
     )
+    limit = args.max_bytes or DEFAULT_MAX_BYTES
+    if len(message) > limit:
+        # The box would refuse it unread; say so here, with what to do instead.
+        hint = {"profiles": " (use push-slice: it splits a snapshot into signed parts)"}
+        print(
+            f"{args.file}: the signed {args.kind} message is {len(message):,} bytes, a box takes"
+            f" at most {limit:,} (downlink.max_message_bytes){hint.get(args.kind, '')}",
+            file=sys.stderr,
+        )
+        return 2
     topic = (
         topics.device_cmd(args.store, args.device, args.kind)
         if args.device
@@ -162,7 +179,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_push_slice(args: argparse.Namespace) -> int:
     from central.slice_push import PushError, publish_parts, signed_parts
-    from contracts.signing import DEFAULT_MAX_BYTES
 
     try:
         body = json.loads(Path(args.file).read_text())
@@ -435,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--key", required=True, help="ops_private.pem")
     pu.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
     pu.add_argument("--timeout", type=float, default=10.0)
+    pu.add_argument(
+        "--max-bytes", type=int, default=None, help="the boxes' downlink.max_message_bytes"
+    )
     pu.add_argument(
         "--wait-ack", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS"
     )

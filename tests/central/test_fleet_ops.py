@@ -130,7 +130,9 @@ def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_ops_push_a_map_from_an_imdf_folder(broker, tmp_path: Path) -> None:
+def test_ops_push_a_map_from_an_imdf_folder(
+    broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`edge-ops push map DIR`: the folder goes out as one signed `map` body of that version,
     which the box's side reads back file for file."""
     from contracts.map_bundle import read_delivery, unbundle
@@ -177,3 +179,8 @@ def test_ops_push_a_map_from_an_imdf_folder(broker, tmp_path: Path) -> None:
     # Not an IMDF delivery: said before anything is signed.
     assert main(["push", "map", str(tmp_path), "--store", store, "--version", "13",
                  "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]) == 2  # fmt: skip
+    # Bigger than the boxes take: said before anything is sent, with the sizes.
+    assert main(["push", "map", str(imdf), "--store", store, "--version", "14", "--max-bytes",
+                 "4096", "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]) == 2  # fmt: skip
+    assert "a box takes at most 4,096 (downlink.max_message_bytes)" in capsys.readouterr().err
+    assert len(got) == 1

@@ -4,17 +4,26 @@ are reported when applied and refused at route time."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from contracts import topics
-from contracts.map_bundle import MapBundleError, bundle, read_delivery, unbundle
+from contracts.map_bundle import (
+    MAX_UNZIPPED_BYTES,
+    MapBundleError,
+    bundle,
+    read_delivery,
+    unbundle,
+)
 from contracts.signing import expires_in, generate_keypair, sign_message
 from demo import scenario
 from edge_agent.app.agent import Agent
@@ -74,21 +83,72 @@ def _planogram_body(version: int) -> dict:
 
 # ---- the bundle on the wire --------------------------------------------------------------
 def test_a_map_bundle_round_trips_and_names_what_is_wrong(demo_files: dict[str, bytes]):
-    body = bundle(demo_files, 3, STORE)
-    version, files = unbundle(json.loads(json.dumps(body)))
-    assert version == 3 and set(files) == set(demo_files)
-    assert _docs(files) == _docs(demo_files)
+    for archive in (True, False):
+        body = bundle(demo_files, 3, STORE, archive=archive)
+        assert ("archive" in body) is archive
+        version, files = unbundle(json.loads(json.dumps(body)))
+        assert version == 3 and set(files) == set(demo_files)
+        assert _docs(files) == _docs(demo_files)
+    inline = bundle(demo_files, 3, STORE, archive=False)
     for bad, words in [
         ({**body, "version": 0}, "version: expected a whole number >= 1"),
         ({**body, "type": "planogram"}, "type: expected 'map'"),
         ({**body, "extra": 1}, "extra: unknown field"),
         ({**body, "manifest": []}, "manifest: expected"),
         ({**body, "collections": {"../unit": {}}}, "not a feature type name"),
+        ({**inline, "archive": "x"}, "archive: give the archive or manifest"),
     ]:
         with pytest.raises(MapBundleError, match=words):
             unbundle(bad)
     with pytest.raises(MapBundleError, match="manifest.json: missing"):
         bundle({"unit.geojson": b"{}"}, 1)
+
+
+def _zipped(entries: dict[str, bytes]) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_hostile_map_archive_is_refused_by_name(demo_files: dict[str, bytes]):
+    head = {"type": "map", "version": 5}
+    manifest = demo_files["manifest.json"]
+    bomb = b"[" + b" " * (MAX_UNZIPPED_BYTES + 10) + b"]"  # 64 MB of blanks: a 64 KB zip
+    for archive, words in [
+        (12, "archive: expected base64 text"),
+        ("not base64!", "archive: not base64"),
+        (base64.b64encode(b"PK\x03\x04 not really").decode(), "archive: not a readable zip"),
+        (_zipped({"unit.geojson": b"{}"}), "manifest.json missing"),
+        (_zipped({"manifest.json": manifest, "Unit Plan.geojson": b"{}"}), "not a feature type"),
+        (_zipped({"manifest.json": manifest, "a/unit.geojson": b"{}", "b/unit.geojson": b"{}"}),
+         "unit.geojson: twice"),
+        (_zipped({"manifest.json": manifest, **{f"t{i}.geojson": b"{}" for i in range(70)}}),
+         "71 files"),
+        (_zipped({"manifest.json": manifest, "unit.geojson": bomb}), "over 64 MB unzipped"),
+    ]:  # fmt: skip
+        with pytest.raises(MapBundleError, match=words):
+            unbundle({**head, "archive": archive})
+    # A real delivery zipped by hand, in a folder with macOS shadows: read as the box reads it.
+    shadows = {f"venue/{n}": d for n, d in demo_files.items()}
+    shadows["__MACOSX/venue/._unit.geojson"] = b"\x00junk"
+    _, files = unbundle({**head, "archive": _zipped(shadows)})
+    assert _docs(files) == _docs(demo_files)
+
+
+def test_an_archive_carries_a_big_venue_in_one_message():
+    """The bench's 500-unit, 3-level venue: inline it is over the box's 1 MB once signed; as an
+    archive it is a small fraction of it."""
+    from bench.wayfinding import _imdf
+
+    files = _imdf(3, 12, 14, 0.3)
+    key, _ = generate_keypair()
+    sizes = {}
+    for archive in (False, True):
+        body = bundle(files, 1, STORE, archive=archive)
+        sizes[archive] = len(sign_message(key, "map", body, STORE, None, 1, expires_in(60)))
+    assert sizes[False] > 900_000 and sizes[True] < 150_000, sizes
 
 
 # ---- the applier, on real files ----------------------------------------------------------
