@@ -2,7 +2,8 @@
 
   edge-ops keygen --out DIR
   edge-ops push KIND FILE.json --store S [--device D] --version N --key ops_private.pem
-                (KIND map also takes an IMDF folder or .zip: pushed as map version N)
+                (KIND map also takes an IMDF folder or .zip: pushed as map version N;
+                 KIND planogram an ERP's CSV export: pushed as planogram version N)
                 [--expires-in 3600] [--max-bytes B] [--host H] [--port P] [--wait-ack [SECONDS]]
                 (a signed message over the boxes' limit is refused before it is sent)
   edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
@@ -91,6 +92,14 @@ def cmd_push(args: argparse.Namespace) -> int:
         if got is None:
             return 2
         body: Any = got
+    elif args.kind == "planogram" and path.suffix.lower() == ".csv":
+        from contracts.planogram_csv import PlanogramCsvError, body_from_csv
+
+        try:
+            body = body_from_csv(path.read_text(encoding="utf-8"), args.version, args.store)
+        except (OSError, UnicodeDecodeError, PlanogramCsvError) as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return 2
     else:
         try:
             body = json.loads(path.read_text())
@@ -444,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pu = sub.add_parser("push", help="sign a JSON body and publish it to a store or device")
     pu.add_argument("kind", choices=sorted(KINDS))
-    pu.add_argument("file", help="the JSON body; for map also an IMDF folder or .zip")
+    pu.add_argument(
+        "file", help="the JSON body; for map also an IMDF folder or .zip, for planogram a .csv"
+    )
     pu.add_argument("--store", required=True)
     pu.add_argument("--device")
     pu.add_argument("--version", type=int, required=True)

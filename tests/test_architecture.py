@@ -19,6 +19,7 @@ OURS = {"contracts", "edge_agent", "sync", "signage_ui", "central", "demo", "tes
 PURE = [
     "contracts/events.py",
     "contracts/kiosk_finder.py",
+    "contracts/planogram_csv.py",
     "contracts/screen_protocol.py",
     "contracts/slice_parts.py",
     "contracts/topics.py",

@@ -14,7 +14,8 @@ JSON (export or downlink body)::
 
 CSV: one row per SKU with the columns ``sku, brand, category, name_<lang>..., level_id,
 unit_id, section_id, shelf, x, y, quantity`` (empty cells are absent values; a row with no
-``unit_id`` has no location). Every error is one line naming the row and the field.
+``unit_id`` has no location), read by ``contracts/planogram_csv.py`` (``edge-ops`` reads it
+too). Every error is one line naming the row and the field.
 
 Search ranks exact SKU > exact name > exact brand or category > prefix > fuzzy, in stock first
 among equal scores. Fuzzy matching is per word (rapidfuzz over the planogram's vocabulary of
@@ -25,9 +26,7 @@ SKUs costs 5-100 ms per query, the vocabulary of a catalogue's words is a few th
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
-import io
 import json
 import re
 import unicodedata
@@ -40,11 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
+from contracts.planogram_csv import (
+    LANG,
+    SKU_PATTERN,
+    PlanogramCsvError,
+    csv_column,
+    read_rows,
+    sku_of,
+)
 from contracts.validation import first_error
 
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
 PLACE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # IMDF ids are UUIDs; layouts use slugs
-LANG = r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$"
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
 PlaceId = Annotated[str, StringConstraints(pattern=PLACE_ID)]
@@ -206,12 +211,6 @@ class MapCheck(Protocol):
 
 
 # ---- parsing ---------------------------------------------------------------------------------
-def _sku_of(raw: Any) -> str:
-    # Only a plausible SKU is echoed into a message: the row is found by it, and nothing else.
-    v = raw.get("sku") if isinstance(raw, dict) else None
-    return v if isinstance(v, str) and re.match(SKU_PATTERN, v) else "?"
-
-
 def _product(row: PlanogramRow) -> Product:
     loc = row.location
     return Product(
@@ -239,7 +238,7 @@ def parse_rows(
             row = PlanogramRow.model_validate(raw)
         except ValidationError as exc:
             raise PlanogramError(
-                f"{name(i)} ({_sku_of(raw)}): {first_error(exc, '(row)')}"
+                f"{name(i)} ({sku_of(raw)}): {first_error(exc, '(row)')}"
             ) from None
         if row.sku in seen:
             raise PlanogramError(f"{name(i)} ({row.sku}): sku: duplicate on the planogram")
@@ -271,86 +270,19 @@ def parse_body(body: Any, version: int | None = None) -> Planogram:
     return parse_rows(products, v)
 
 
-_CSV_LOCATION = ("level_id", "unit_id", "section_id", "shelf", "x", "y")
-_CSV_FIELDS = {"sku", "brand", "category", "quantity", *_CSV_LOCATION}
-
-
-def _csv_column(field_path: str) -> str:
-    """The CSV column behind a model field path, so the message names what the ERP wrote."""
-    if field_path.startswith("names."):
-        return "name_" + field_path.split(".")[1]
-    if field_path.startswith("location.point"):
-        return "x" if field_path.endswith(".0") else "y" if field_path.endswith(".1") else "x, y"
-    return field_path.removeprefix("location.")
-
-
-def _number(cell: str, column: str, where: str) -> float | int:
-    try:
-        return int(cell) if column == "quantity" else float(cell)
-    except ValueError:
-        kind = "a whole number" if column == "quantity" else "a number"
-        raise PlanogramError(f"{where}: {column}: expected {kind}") from None
-
-
 def parse_csv(text: str, version: int) -> Planogram:
     """An ERP's CSV export; the version comes from the push (a CSV carries none)."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))  # Excel writes a BOM
-    header = reader.fieldnames or []
-    if "sku" not in header:
-        raise PlanogramError("line 1: sku: missing column")
-    extra = [c for c in header if c not in _CSV_FIELDS and not re.match(r"^name_", c)]
-    if extra:
-        raise PlanogramError(f"line 1: {extra[0]}: unknown column")
-    bad_lang = [c for c in header if c.startswith("name_") and not re.match(LANG, c[5:])]
-    if bad_lang:
-        raise PlanogramError(f"line 1: {bad_lang[0]}: expected name_<language code>")
-    rows: list[dict[str, Any]] = []
-    for rec in reader:
-        where = f"line {reader.line_num} ({_sku_of(rec)})"
-        if None in rec:
-            raise PlanogramError(f"{where}: (row): more cells than columns")
-        cells = {k: (v or "").strip() for k, v in rec.items()}
-        row: dict[str, Any] = {"sku": cells["sku"]}
-        names = {k[5:]: v for k, v in cells.items() if k.startswith("name_") and v}
-        row["names"] = names
-        for k in ("brand", "category"):
-            if cells.get(k):
-                row[k] = cells[k]
-        if cells.get("quantity"):
-            row["quantity"] = _number(cells["quantity"], "quantity", where)
-        if any(cells.get(k) for k in _CSV_LOCATION):
-            for k in ("level_id", "unit_id", "x", "y"):
-                if not cells.get(k):
-                    raise PlanogramError(f"{where}: {k}: missing (the row has a location)")
-            loc: dict[str, Any] = {
-                "level_id": cells["level_id"],
-                "unit_id": cells["unit_id"],
-                "point": [_number(cells["x"], "x", where), _number(cells["y"], "y", where)],
-            }
-            for k in ("section_id", "shelf"):
-                if cells.get(k):
-                    loc[k] = cells[k]
-            row["location"] = loc
-        rows.append(row)
-    lines = _line_numbers(text)
+    try:
+        rows, lines = read_rows(text)
+    except PlanogramCsvError as exc:
+        raise PlanogramError(str(exc)) from None
     try:
         return parse_rows(rows, version, where=lambda i: f"line {lines[i]}")
     except PlanogramError as exc:
         # Name the CSV column, not the model's field ("x", not "location.point.0").
         head, _, rest = str(exc).partition("): ")
         path, _, msg = rest.partition(": ")
-        raise PlanogramError(f"{head}): {_csv_column(path)}: {msg}") from None
-
-
-def _line_numbers(text: str) -> list[int]:
-    """The file line each data row starts on (quoted cells may span lines)."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    out, prev = [], 0
-    for i, _ in enumerate(reader):
-        if i:
-            out.append(prev + 1)
-        prev = reader.line_num
-    return out
+        raise PlanogramError(f"{head}): {csv_column(path)}: {msg}") from None
 
 
 def parse_export(text: str, fmt: Literal["csv", "json"], version: int | None = None) -> Planogram:

@@ -24,6 +24,7 @@ from contracts.events import AudienceSample, make_event, source_for
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox
 from sync.uplink import Uplink
+from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,3 +185,54 @@ def test_ops_push_a_map_from_an_imdf_folder(
                  "4096", "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]) == 2  # fmt: skip
     assert "a box takes at most 4,096 (downlink.max_message_bytes)" in capsys.readouterr().err
     assert len(got) == 1
+
+
+@pytest.mark.timeout(60)
+def test_ops_push_a_planogram_from_the_erp_csv(
+    broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edge-ops push planogram FILE.csv`: the ERP's export goes out as the signed body the box
+    validates (the same rows the box's own CSV reader makes); a broken CSV is refused by line
+    and column before anything is signed."""
+    from contracts.mqtt import connect, make_client
+    from contracts.signing import load_public_key, verify_message
+    from edge_agent.wayfinding.products import parse_body, parse_csv
+
+    csv_path = REPO / "demo" / "data" / "planogram.csv"
+    keys = tmp_path / "keys"
+    assert main(["keygen", "--out", str(keys)]) == 0
+    public = (keys / "ops_public.b64").read_text().strip()
+    store = f"store-{uuid.uuid4().hex[:6]}"
+    got: list[bytes] = []
+    ready = threading.Event()
+    bcfg = BrokerConfig(host=broker.host, port=broker.port)
+    c = make_client(f"t-{uuid.uuid4().hex[:6]}", bcfg)
+    c.on_connect = lambda c, *a: c.subscribe(topics.store_cmd(store, "planogram"), qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda c, u, m: got.append(m.payload)
+    connect(c, bcfg, clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    base = ["--store", store, "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]
+    try:
+        assert ready.wait(5)
+        assert main(["push", "planogram", str(csv_path), "--version", "7", *base]) == 0
+        assert wait_for(lambda: got, 10)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    msg = verify_message(load_public_key(public), got[0], store, "box-1")
+    assert (msg.kind, msg.version) == ("planogram", 7)
+    assert msg.body["store_id"] == store
+    pushed = parse_body(msg.body)
+    read_on_the_box = parse_csv(csv_path.read_text(), 7)
+    assert pushed.products == read_on_the_box.products and pushed.version == 7
+    # A broken export: the line and the column, exit 2, nothing sent.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_path.read_text().replace(",8.65,5.0,7", ",8.65,five,7", 1))
+    capsys.readouterr()
+    assert main(["push", "planogram", str(bad), "--version", "8", *base]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(": line 2 (SKU-RIDGE-GTX-42): y: expected a number")
+    )

@@ -24,6 +24,7 @@ from contracts.map_bundle import (
     read_delivery,
     unbundle,
 )
+from contracts.planogram_csv import body_from_csv
 from contracts.signing import expires_in, generate_keypair, sign_message
 from demo import scenario
 from edge_agent.app.agent import Agent
@@ -31,7 +32,6 @@ from edge_agent.clock import ScaledClock
 from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.sensing.ble.sources import ReplaySource
 from edge_agent.wayfinding.plan import author, load_plan
-from edge_agent.wayfinding.planogram_store import load_file
 from edge_agent.wayfinding.products import PlanogramError
 from tests.app.test_agent_journey import BusRecorder, demo_config
 from tests.downlink.test_commands import PUB, Ops
@@ -70,15 +70,7 @@ def _docs(files: dict[str, bytes]) -> dict[str, object]:
 
 
 def _planogram_body(version: int) -> dict:
-    pg = load_file(PLANOGRAM, version=version)
-    products = []
-    for p in pg.products:
-        row: dict = {"sku": p.sku, "names": dict(p.names), "brand": p.brand}
-        row["category"] = p.category
-        if p.location is not None:
-            row["location"] = {k: v for k, v in p.location.to_json().items() if v is not None}
-        products.append(row)
-    return {"type": "planogram", "store_id": STORE, "version": version, "products": products}
+    return body_from_csv(PLANOGRAM.read_text(), version, STORE)
 
 
 # ---- the bundle on the wire --------------------------------------------------------------
