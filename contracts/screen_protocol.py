@@ -146,6 +146,12 @@ class Content(BaseModel):
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     valid_until: date | None = None
     cta: str = ""
+    # A short flag on the card ("New", "-25 %", "Members"), drawn in the accent.
+    badge: str = Field("", max_length=24)
+    # A link the card draws as a QR code (the offer or the way on the shopper's phone).
+    qr_url: str | None = Field(None, max_length=512, pattern=r"^https://[^\s]+$")
+    # Where the image's subject is (0..1 from the left and from the top): a crop keeps it.
+    image_focus: tuple[float, float] = (0.5, 0.5)
     # Regions beside the main one: a scrolling ticker line and a side panel; empty = no region.
     ticker: str = ""
     side: str = ""
@@ -155,6 +161,13 @@ class Content(BaseModel):
     reasons: tuple[str, ...] = ()
     # The way from this screen to the offer's place, drawn beside the card (None: no map).
     wayfinding: Wayfinding | None = None
+
+    @field_validator("image_focus")
+    @classmethod
+    def _focus(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("image_focus: each coordinate is between 0 and 1")
+        return v
 
 
 class ScreenCommand(BaseModel):
