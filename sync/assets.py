@@ -162,6 +162,12 @@ class AssetStore:
                 last = str(getattr(exc, "reason", exc)) or type(exc).__name__
         raise AssetFetchError(ref.sha256, f"download from {ref.url} failed: {last}")
 
+    def cached(self) -> set[str]:
+        """The sha256 of every verified file in the cache."""
+        if not self.dir.is_dir():
+            return set()
+        return {p.name for p in self.dir.iterdir() if p.is_file() and SHA256.match(p.name)}
+
     def gc(self, keep: Iterable[str]) -> int:
         """Delete cached assets not in ``keep`` and every stale partial; returns files removed."""
         keep = set(keep)

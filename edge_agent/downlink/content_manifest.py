@@ -77,12 +77,15 @@ class ContentInstaller:
         *,
         store: AssetStore | None = None,
         ways: Callable[[Playlist], Playlist] | None = None,
+        in_use: Callable[[], set[str]] | None = None,
     ) -> None:
         self.content_dir = Path(content_dir)
         self.store = store or AssetStore(self.content_dir)
         self.on_done = on_done  # (playlist version, ok, one-line reason)
         # Draws the way from each screen into "find us" items (the box's map, not central's).
         self.ways = ways
+        # Files others still show (the campaigns' product photos): never collected.
+        self.in_use = in_use
         self._gen = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -119,7 +122,10 @@ class ContentInstaller:
                 if gen != self._gen:
                     return
                 self._write(manifest.playlist)
-                removed = self.store.gc({a.sha256 for a in manifest.assets})
+                keep = {a.sha256 for a in manifest.assets}
+                if self.in_use is not None:
+                    keep |= self.in_use()
+                removed = self.store.gc(keep)
         except (AssetFetchError, OSError) as exc:
             log.error("content v%d not installed, the previous loop plays on: %s", version, exc)
             self.on_done(version, False, str(exc)[:300])

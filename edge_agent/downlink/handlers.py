@@ -78,6 +78,7 @@ class DownlinkHandlers:
             content_dir,
             self.on_content_installed,
             ways=lambda playlist: director.wayfinder.fill(playlist, screen_ids),
+            in_use=lambda: content.bundle.assets(),
         )
         self.wayfinding = wayfinding
         if wayfinding is not None:
@@ -168,6 +169,8 @@ class DownlinkHandlers:
             max_people_for_personal=max(s.max_people_for_personal for s in self.cfg.screens),
             stock=self.director.stock() or None,
             now=datetime.fromtimestamp(self._now(), UTC),
+            # A photo not here yet may come with the next content push: said, not refused.
+            assets=self.content_installer.store.cached(),
         )
         for line in self.campaign_warnings:
             log.warning("campaigns v%s: %s", bundle.version, line)

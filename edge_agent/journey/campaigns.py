@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from datetime import datetime, time, tzinfo
+from datetime import date, datetime, time, tzinfo
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -29,18 +29,38 @@ _UTC = ZoneInfo("UTC")
 Trigger = Literal["order_ready", "churn_risk", "product_interest"]
 
 
+SHA256 = r"^[0-9a-f]{64}$"
+
+
 class Variant(BaseModel):
+    """What a screen shows when the campaign wins: everything a loop item can carry. The price
+    comes from the slice's stock table for the campaign's ``stock_sku`` when it has one (today's
+    price), else from ``price`` here."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    template: Literal["offer_card", "image", "video"] = "offer_card"
     title: str = Field(min_length=1, max_length=120)
     body: str = Field("", max_length=400)
     background: str = Field("#1d3557", pattern=r"^#[0-9a-fA-F]{6}$")
     accent: str = Field("#e63946", pattern=r"^#[0-9a-fA-F]{6}$")
     language: str = "en"
+    # A product photo or a short clip in the screens' content cache (pushed with a manifest).
+    image_sha256: str | None = Field(None, pattern=SHA256)
+    image_focus: tuple[float, float] = (0.5, 0.5)
+    video_sha256: str | None = Field(None, pattern=SHA256)
+    price: float | None = Field(None, ge=0)
+    was_price: float | None = Field(None, ge=0)
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    valid_until: date | None = None
+    badge: str = Field("", max_length=24)
+    cta: str = Field("", max_length=80)
+    # Drawn as a QR code: the offer or the way, on the shopper's phone.
+    qr_url: str | None = Field(None, max_length=512, pattern=r"^https://[^\s]+$")
     # Other languages of the same message; the shopper's preferred language wins when present.
     translations: dict[str, Translation] = Field(default_factory=dict)
 
-    @field_validator("title", "body")
+    @field_validator("title", "body", "badge", "cta")
     @classmethod
     def _known_placeholders(cls, v: str) -> str:
         unknown = set(_PLACEHOLDER.findall(v)) - TEMPLATE_FIELDS
@@ -48,12 +68,36 @@ class Variant(BaseModel):
             raise ValueError(f"unknown template field(s): {', '.join(sorted(unknown))}")
         return v
 
+    @field_validator("image_focus")
+    @classmethod
+    def _focus(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("each coordinate is between 0 and 1")
+        return v
+
+    @model_validator(mode="after")
+    def _media(self) -> Variant:
+        if self.template == "image" and self.image_sha256 is None:
+            raise ValueError("template image needs image_sha256")
+        if self.template == "video" and self.video_sha256 is None:
+            raise ValueError("template video needs video_sha256")
+        return self
+
+    def assets(self) -> set[str]:
+        """The sha256 of every file this variant shows (the content cache must have them)."""
+        return {h for h in (self.image_sha256, self.video_sha256) if h}
+
     def in_language(self, language: str | None) -> Variant:
-        """This variant with the title and body of ``language`` when it has them."""
+        """This variant with the words of ``language`` when it has them."""
         t = self.translations.get(language or "")
         if t is None or language == self.language:
             return self
-        return self.model_copy(update={"title": t.title, "body": t.body, "language": language})
+        update: dict[str, object] = {"title": t.title, "body": t.body, "language": language}
+        if t.cta is not None:
+            update["cta"] = t.cta
+        if t.badge is not None:
+            update["badge"] = t.badge
+        return self.model_copy(update=update)
 
 
 class Translation(BaseModel):
@@ -61,11 +105,14 @@ class Translation(BaseModel):
 
     title: str = Field(min_length=1, max_length=120)
     body: str = Field("", max_length=400)
+    # None: the variant's own (a brand's call to action is often not translated).
+    cta: str | None = Field(None, max_length=80)
+    badge: str | None = Field(None, max_length=24)
 
-    @field_validator("title", "body")
+    @field_validator("title", "body", "cta", "badge")
     @classmethod
-    def _known_placeholders(cls, v: str) -> str:
-        return Variant._known_placeholders(v)
+    def _known_placeholders(cls, v: str | None) -> str | None:
+        return None if v is None else Variant._known_placeholders(v)
 
 
 Variant.model_rebuild()
@@ -336,6 +383,17 @@ class CampaignBundle(BaseModel):
     default: list[DefaultItem] = Field(min_length=1)
     campaigns: list[Campaign] = Field(default_factory=list)
 
+    def assets(self) -> set[str]:
+        """Every file the bundle's variants show, by sha256."""
+        out: set[str] = set()
+        for item in self.default:
+            out |= item.variant.assets()
+        for c in self.campaigns:
+            for v in (c.personalised, c.anonymous):
+                if v is not None:
+                    out |= v.assets()
+        return out
+
     @model_validator(mode="after")
     def _unique(self) -> CampaignBundle:
         ids = [c.id for c in self.campaigns]
@@ -353,11 +411,19 @@ def lint(
     max_people_for_personal: int = 1,
     stock: dict[str, bool] | None = None,
     now: datetime | None = None,
+    assets: set[str] | None = None,
 ) -> list[str]:
-    """Campaigns that cannot match in this store, one line each (the bundle still loads)."""
+    """Campaigns that cannot match in this store, or would show something broken, one line
+    each (the bundle still loads). ``assets``: the sha256 of every file the screens' content
+    cache holds or a manifest announces; a variant showing another one is named."""
     zones, screens = set(zones), set(screens)
     out: list[str] = []
+    for item in bundle.default:
+        out += _variant_problems(f"default {item.content_id}", item.variant, None, assets)
     for c in bundle.campaigns:
+        for kind, v in (("personalised", c.personalised), ("anonymous", c.anonymous)):
+            if v is not None:
+                out += _variant_problems(f"{c.id}: {kind}", v, c, assets)
         if c.zones and not set(c.zones) & zones:
             out.append(f"{c.id}: none of its zones ({', '.join(c.zones)}) is in this store")
         if c.screens and not set(c.screens) & screens:
@@ -373,6 +439,39 @@ def lint(
             out.append(f"{c.id}: ended {c.end.isoformat()}")
         if c.anonymous is not None and c.uses_profile_data and c.min_people == 0:
             out.append(f"{c.id}: targets profile data but allows an empty audience")
+    return out
+
+
+# Placeholders filled from a shopper's profile, and from an open order among those.
+_PROFILE_FIELDS = {"first_name", "order_id", "pickup_point"}
+_ORDER_FIELDS = {"order_id", "pickup_point"}
+
+
+def _variant_problems(
+    where: str, v: Variant, c: Campaign | None, assets: set[str] | None
+) -> list[str]:
+    out: list[str] = []
+    if assets is not None:
+        for field in ("image_sha256", "video_sha256"):
+            sha = getattr(v, field)
+            if sha and sha not in assets:
+                out.append(
+                    f"{where}: {field} {sha[:12]}... is neither in the screens' content cache "
+                    "nor announced by a manifest"
+                )
+    texts = [v.title, v.body, v.badge, v.cta]
+    for t in v.translations.values():
+        texts += [t.title, t.body, t.cta or "", t.badge or ""]
+    used = {f for t in texts for f in _PLACEHOLDER.findall(t)}
+    personal = c is not None and v is c.personalised
+    if not personal and used & _PROFILE_FIELDS:
+        names = ", ".join("{" + f + "}" for f in sorted(used & _PROFILE_FIELDS))
+        out.append(f"{where}: {names} would be empty: no shopper's profile fills it here")
+    elif personal and c is not None and used & _ORDER_FIELDS and c.order_status is None:
+        names = ", ".join("{" + f + "}" for f in sorted(used & _ORDER_FIELDS))
+        out.append(f"{where}: {names} may be empty: the campaign does not require an order")
+    if "category" in used and (c is None or c.affinity_category is None):
+        out.append(f"{where}: {{category}} would be empty: the campaign has no affinity_category")
     return out
 
 

@@ -1,5 +1,7 @@
-"""`edge-agent campaigns check BUNDLE [-c agent.toml] [--at TIME]`: validate a campaign bundle
-before central ops signs it, and say what each screen would show now and why."""
+"""`edge-agent campaigns check BUNDLE [-c agent.toml] [--at TIME] [--manifest FILE]`: validate a
+campaign bundle before central ops signs it (with -c: every photo or clip a variant shows is in
+the box's content cache or announced by a manifest, every placeholder can be filled), and say
+what each screen would show now and why."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--at", help="ISO time in the store's zone for the dry run (default: now)", default=None
     )
+    check.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        help="a content manifest (JSON) whose assets will be on the box too; repeatable",
+    )
     check.set_defaults(func=_cmd_check)
 
 
@@ -28,9 +36,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from edge_agent.config import load_or_report
+    from edge_agent.downlink.content_manifest import parse_manifest
     from edge_agent.journey.campaigns import lint
     from edge_agent.journey.content_store import parse_bundle
     from edge_agent.journey.decide import ScreenContext, decide
+    from sync.assets import AssetStore
 
     try:
         body = json.loads(Path(args.bundle).read_bytes())
@@ -47,12 +57,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
     tz = ZoneInfo(cfg.store.timezone)
     now = datetime.fromisoformat(args.at) if args.at else datetime.now(tz)
     now = now.replace(tzinfo=tz) if now.tzinfo is None else now.astimezone(tz)
+    assets = AssetStore(cfg.paths_resolved.content_dir).cached()
+    for m in args.manifest:
+        try:
+            assets |= {a.sha256 for a in parse_manifest(json.loads(Path(m).read_bytes())).assets}
+        except (OSError, ValueError) as exc:
+            print(f"{m}: {exc}", file=sys.stderr)
+            return 2
     warnings = lint(
         bundle,
         zones=[z.id for z in cfg.zones],
         screens=[s.id for s in cfg.screens],
         max_people_for_personal=max(s.max_people_for_personal for s in cfg.screens),
         now=now,
+        assets=assets,
     )
     for line in warnings:
         print(f"warning: {line}")

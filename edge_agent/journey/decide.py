@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 
 from contracts.screen_protocol import Content
 from edge_agent.journey.campaigns import Campaign, CampaignBundle, Variant, open_orders
-from edge_agent.slice.model import Profile
+from edge_agent.slice.model import Profile, StockPrice
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class World:
 
     stock: Mapping[str, bool] = field(default_factory=dict)
     caps: CapsView | None = None
+    # Today's prices (the slice's stock table): a card shows its SKU's, not a typed one.
+    prices: Mapping[str, StockPrice] = field(default_factory=dict)
 
 
 NO_WORLD = World()
@@ -126,6 +128,7 @@ def render_variant(
     kind: str,
     profile: Profile | None,
     category: str | None = None,
+    price: StockPrice | None = None,
 ) -> Content:
     fields = _SafeFields()
     if category:
@@ -141,11 +144,23 @@ def render_variant(
         content_id=content_id,
         campaign_id=campaign_id,
         variant=kind,  # type: ignore[arg-type]
+        template=v.template,
         title=v.title.format_map(fields),
         body=v.body.format_map(fields),
         language=v.language,
         background=v.background,
         accent=v.accent,
+        image_sha256=v.image_sha256,
+        image_focus=v.image_focus,
+        video_sha256=v.video_sha256,
+        # The shelf's price today wins over one typed into the campaign weeks ago.
+        price=price.price if price is not None else v.price,
+        was_price=price.was_price if price is not None else v.was_price,
+        currency=price.currency if price is not None else v.currency,
+        valid_until=v.valid_until,
+        badge=v.badge.format_map(fields),
+        cta=v.cta.format_map(fields),
+        qr_url=v.qr_url,
     )
 
 
@@ -262,6 +277,7 @@ def decide(
                         "personalised",
                         target,
                         c.affinity_category,
+                        world.prices.get(c.stock_sku or ""),
                     ),
                     c.id,
                     "personalised",
@@ -301,7 +317,13 @@ def decide(
         reasons.insert(0, f"{c.id}:won:anonymous")
         return Decision(
             render_variant(
-                c.anonymous, f"{c.id}:anonymous", c.id, "anonymous", None, c.affinity_category
+                c.anonymous,
+                f"{c.id}:anonymous",
+                c.id,
+                "anonymous",
+                None,
+                c.affinity_category,
+                world.prices.get(c.stock_sku or ""),
             ),
             c.id,
             "anonymous",

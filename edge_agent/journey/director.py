@@ -29,7 +29,7 @@ from edge_agent.journey.engine import JourneyEngine
 from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage
 from edge_agent.sensing.presence_stage import PresenceStage
-from edge_agent.slice.model import Profile
+from edge_agent.slice.model import Profile, StockPrice
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
@@ -127,6 +127,9 @@ class ScreenDirector:
     def stock(self) -> dict[str, bool]:
         return self.profiles.stock_levels()
 
+    def prices(self) -> dict[str, StockPrice]:
+        return self.profiles.stock_prices()
+
     # ---- deciding ------------------------------------------------------------------------
     def context(self, screen_id: str) -> ScreenContext:
         sc = self.cfg.screen(screen_id)
@@ -180,7 +183,7 @@ class ScreenDirector:
             try:
                 ctx = self.context(screen_id)
                 self.journey.set_bundle(self.content.bundle)
-                d = self.journey.decide(ctx, now_local, self.stock())
+                d = self.journey.decide(ctx, now_local, self.stock(), self.prices())
                 self._raise_staff_alerts(ctx, now_local)
             except Exception as exc:
                 # One screen's failure (a bundle the validator let through, a slice read error)

@@ -22,7 +22,7 @@ from edge_agent.journey.campaigns import CampaignBundle
 from edge_agent.journey.caps import CapsLedger
 from edge_agent.journey.decide import CampaignIndex, Decision, ScreenContext, World, decide
 from edge_agent.journey.kpis import JourneyKpis
-from edge_agent.slice.model import Profile
+from edge_agent.slice.model import Profile, StockPrice
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +94,14 @@ class JourneyEngine:
             self.index = CampaignIndex(bundle)
 
     def decide(
-        self, ctx: ScreenContext, now_local: datetime, stock: Mapping[str, bool] | None = None
+        self,
+        ctx: ScreenContext,
+        now_local: datetime,
+        stock: Mapping[str, bool] | None = None,
+        prices: Mapping[str, StockPrice] | None = None,
     ) -> Decision:
-        return decide(ctx, self.index, now_local, World(stock=stock or {}, caps=self.caps))
+        world = World(stock=stock or {}, caps=self.caps, prices=prices or {})
+        return decide(ctx, self.index, now_local, world)
 
     def shown(
         self,

@@ -9,7 +9,8 @@ delta: ``{"type": "delta", "store_id": S, "base_version": N, "version": M, "expi
 "ops": [op...]}`` with ops ``{"op": "upsert", "profile": row}``,
 ``{"op": "delete", "profile_id": P}``, ``{"op": "consent", "profile_id": P,
 "personalisation"?: bool, "analytics"?: bool, "staff_alerts"?: bool, "opt_out"?: bool}``,
-``{"op": "stock", "sku": ..., "available": bool, "quantity"?: int, "aisle"?: str}`` and
+``{"op": "stock", "sku": ..., "available": bool, "quantity"?: int, "aisle"?: str, "price"?: float,
+"was_price"?: float, "currency"?: "EUR"}`` and
 ``{"op": "stock_delete", "sku": ...}``.
 
 Validation is strict (a string where a number belongs is an error, not a guess) and every
@@ -112,11 +113,37 @@ class ProfileRow(_Strict):
         return out[:MAX_KEYS]
 
 
+@dataclass(frozen=True)
+class StockPrice:
+    """A SKU's price as the slice's stock table says today (what a card shows)."""
+
+    price: float
+    was_price: float | None = None
+    currency: str = "EUR"
+
+
 class StockRow(_Strict):
     sku: Label
     available: bool
     quantity: int | None = Field(None, ge=0)
     aisle: Short = ""
+    # Today's shelf price and the one it replaces (a markdown), in the store's currency.
+    price: float | None = Field(None, ge=0, le=1_000_000)
+    was_price: float | None = Field(None, ge=0, le=1_000_000)
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+
+    def values(self, version: int) -> tuple[object, ...]:
+        """The row in STOCK_COLS order."""
+        return (
+            self.sku,
+            int(self.available),
+            self.quantity,
+            self.aisle,
+            version,
+            self.price,
+            self.was_price,
+            self.currency,
+        )
 
 
 class UpsertOp(_Strict):

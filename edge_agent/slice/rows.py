@@ -20,7 +20,8 @@ INSERT = f"INSERT OR REPLACE INTO profiles ({COLS}) VALUES ({', '.join('?' * 13)
 INSERT_KEY = "INSERT INTO identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
 STAGE = f"INSERT INTO staged_profiles ({COLS}, part) VALUES ({', '.join('?' * 14)})"
 STAGE_KEY = "INSERT INTO staged_identity_keys (profile_id, slot, sealed) VALUES (?, ?, ?)"
-STOCK_COLS = "sku, available, quantity, aisle, version"
+STOCK_COLS = "sku, available, quantity, aisle, version, price, was_price, currency"
+STOCK_MARKS = ", ".join("?" * len(STOCK_COLS.split(", ")))
 
 
 def digest(body: Any) -> str:

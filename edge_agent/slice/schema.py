@@ -10,6 +10,8 @@ keys sealed with the device key (several per profile); a stock table; the apply 
 makes deltas idempotent; an index for the retention purge.
 Version 3: staging for snapshots too big for one downlink message (``snapshot_part`` bodies):
 the parts received so far, their validated rows with sealed keys, and the snapshot they build.
+Version 4 (issue 17): prices in the stock table (price, was_price, currency), so a targeted card
+shows the price the store charges today, not one typed into a campaign weeks ago.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from edge_agent.slice.crypto import DeviceKey
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(RuntimeError):
@@ -164,11 +166,21 @@ def _v2_to_v3(db: sqlite_utils.Database, key: DeviceKey) -> bool:
     return False
 
 
+def _v3_to_v4(db: sqlite_utils.Database, key: DeviceKey) -> bool:
+    """Prices beside availability; rows from before have none (cards show no price)."""
+    for table in ("stock", "staged_stock"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN price FLOAT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN was_price FLOAT")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN currency TEXT")
+    return False
+
+
 # step n migrates from version n to n + 1
 STEPS: list[Callable[[sqlite_utils.Database, DeviceKey], bool]] = [
     _v0_to_v1,
     _v1_to_v2,
     _v2_to_v3,
+    _v3_to_v4,
 ]
 assert len(STEPS) == SCHEMA_VERSION
 

@@ -50,6 +50,7 @@ from edge_agent.slice.model import (
     SliceError,
     StockDeleteOp,
     StockOp,
+    StockPrice,
     StockRow,
     UpsertOp,
     parse_ops,
@@ -63,6 +64,7 @@ from edge_agent.slice.rows import (
     STAGE,
     STAGE_KEY,
     STOCK_COLS,
+    STOCK_MARKS,
     digest,
     int_field,
     parse_time,
@@ -169,6 +171,7 @@ class ProfileSlice:
         self._cache_lock = threading.Lock()
         self._gen = 0
         self._stock: dict[str, bool] | None = None
+        self._prices: dict[str, StockPrice] | None = None
         self.key_errors = 0
         self.last_error = ""
         self.staging_ttl_s = staging_ttl_s
@@ -343,11 +346,28 @@ class ProfileSlice:
     def stock(self, sku: str) -> dict[str, Any] | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT sku, available, quantity, aisle FROM stock WHERE sku=?", (sku,)
+                "SELECT sku, available, quantity, aisle, price, was_price, currency FROM stock "
+                "WHERE sku=?",
+                (sku,),
             ).fetchone()
         if row is None:
             return None
-        return {"sku": row[0], "available": bool(row[1]), "quantity": row[2], "aisle": row[3]}
+        out = {"sku": row[0], "available": bool(row[1]), "quantity": row[2], "aisle": row[3]}
+        if row[4] is not None:
+            out.update(price=row[4], was_price=row[5], currency=row[6] or "EUR")
+        return out
+
+    def stock_prices(self) -> dict[str, StockPrice]:
+        """SKU -> today's price, for the cards that show one (cached until a change)."""
+        prices = self._prices
+        if prices is None:
+            with self._read_lock:
+                rows = self._reader.execute(
+                    "SELECT sku, price, was_price, currency FROM stock WHERE price IS NOT NULL"
+                ).fetchall()
+            prices = {sku: StockPrice(p, w, c or "EUR") for sku, p, w, c in rows}
+            self._prices = prices
+        return prices
 
     def count(self) -> int:
         with self._read_lock:
@@ -473,7 +493,7 @@ class ProfileSlice:
                     self._write_stock(stock_rows, version)
                 self._finish("snapshot", version, digest, len(rows), store)
             self._invalidate(None)
-            self._stock = None
+            self._stock = self._prices = None
         return ApplyResult("snapshot", version, len(rows), keys_changed=None)
 
     def _sealed(self, chunk: Iterable[ProfileRow]) -> Iterator[tuple[str, int, bytes]]:
@@ -484,9 +504,8 @@ class ProfileSlice:
 
     def _write_stock(self, rows: Iterable[StockRow], version: int) -> None:
         self.db.conn.executemany(
-            "INSERT OR REPLACE INTO stock (sku, available, quantity, aisle, version) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in rows],
+            f"INSERT OR REPLACE INTO stock ({STOCK_COLS}) VALUES ({STOCK_MARKS})",
+            [s.values(version) for s in rows],
         )
 
     def _finish(
@@ -643,8 +662,8 @@ class ProfileSlice:
                         raise self._cross_part_duplicate(chunk, where, n * CHUNK, part) from None
                     conn.executemany(STAGE_KEY, self._sealed(chunk))
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO staged_stock ({STOCK_COLS}) VALUES (?, ?, ?, ?, ?)",
-                    [(s.sku, int(s.available), s.quantity, s.aisle, version) for s in stock_rows],
+                    f"INSERT OR REPLACE INTO staged_stock ({STOCK_COLS}) VALUES ({STOCK_MARKS})",
+                    [s.values(version) for s in stock_rows],
                 )
                 conn.execute(
                     "INSERT INTO snapshot_parts (snapshot_id, part, digest, rows, has_stock, "
@@ -663,7 +682,7 @@ class ProfileSlice:
                     "snapshot_part", version, len(rows), staged=received, parts=parts
                 )
             self._invalidate(None)
-            self._stock = None
+            self._stock = self._prices = None
             self._checkpoint()
         return ApplyResult(
             "snapshot", version, total, keys_changed=None, staged=received, parts=parts
@@ -801,7 +820,7 @@ class ProfileSlice:
                 self._finish("delta", version, digest, len(ops), store)
             self._invalidate(touched)
             if stock_changed:
-                self._stock = None
+                self._stock = self._prices = None
             if forgotten:
                 self._checkpoint()
         return ApplyResult(

@@ -80,11 +80,11 @@ def test_one_screen_failing_to_decide_never_stops_the_others(tmp_path: Path, bro
     decide = agent.journey.decide
     broken = threading.Event()
 
-    def decide_or_fail(ctx, now_local, stock):  # type: ignore[no-untyped-def]
+    def decide_or_fail(ctx, now_local, stock, prices=None):  # type: ignore[no-untyped-def]
         # A fault that validation could not catch, on one screen only, once it has shown once.
         if ctx.screen_id == "screen-entrance" and broken.is_set():
             raise TypeError("can't compare offset-naive and offset-aware datetimes")
-        return decide(ctx, now_local, stock)
+        return decide(ctx, now_local, stock, prices)
 
     agent.journey.decide = decide_or_fail  # type: ignore[method-assign]
     runner = threading.Thread(target=lambda: asyncio.run(agent.run()), daemon=True)

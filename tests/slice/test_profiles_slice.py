@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from edge_agent.slice.model import StockPrice
 from edge_agent.slice.store import (
     ProfileSlice,
     SliceError,
@@ -567,3 +568,31 @@ def test_load_snapshot_keeps_the_version_1_call(tmp_path: Path) -> None:
     with pytest.raises(SliceOrderError, match="not newer"):
         sl.load_snapshot(copy.deepcopy(ROWS), version=3)
     sl.close()
+
+
+def test_prices_ride_the_stock_table_and_follow_deltas(s: ProfileSlice) -> None:
+    """Today's price and the one it replaces (issue 17): a card shows the shelf's price."""
+    assert s.stock_prices() == {}  # the fixture's stock rows carry none
+    s.apply(
+        delta(
+            10,
+            11,
+            {"op": "stock", "sku": "SKU-1", "available": True, "price": 89.0, "was_price": 119.0},
+            {"op": "stock", "sku": "SKU-2", "available": True, "price": 12.5, "currency": "CHF"},
+        )
+    )
+    assert s.stock_prices() == {
+        "SKU-1": StockPrice(89.0, 119.0, "EUR"),
+        "SKU-2": StockPrice(12.5, None, "CHF"),
+    }
+    assert s.stock("SKU-1") == {
+        "sku": "SKU-1", "available": True, "quantity": None, "aisle": "",
+        "price": 89.0, "was_price": 119.0, "currency": "EUR",
+    }  # fmt: skip
+    # The markdown ends: the next delta's row has no old price, and the cache follows.
+    s.apply(delta(11, 12, {"op": "stock", "sku": "SKU-1", "available": True, "price": 119.0}))
+    assert s.stock_prices()["SKU-1"] == StockPrice(119.0, None, "EUR")
+    with pytest.raises(SliceError, match=r"ops\[0\] .*currency: String should match"):
+        s.apply(
+            delta(12, 13, {"op": "stock", "sku": "SKU-1", "available": True, "currency": "euro"})
+        )
