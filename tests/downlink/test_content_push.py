@@ -102,3 +102,30 @@ def test_pushed_content_reaches_the_player_cache_whole(tmp_path: Path, broker) -
         agent.close(flush_timeout_s=2)
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+def test_a_new_loop_keeps_the_photos_campaigns_show(tmp_path: Path) -> None:
+    """The cache is cleaned of what the new loop does not use, except what a campaign shows."""
+    import threading
+
+    from edge_agent.downlink.content_manifest import ContentInstaller
+
+    photo, old, loop = b"campaign photo", b"last season", b"loop still"
+    shas = {n: hashlib.sha256(d).hexdigest() for n, d in (("p", photo), ("o", old), ("l", loop))}
+    done = threading.Event()
+    installer = ContentInstaller(tmp_path, lambda *a: done.set(), in_use=lambda: {shas["p"]})
+
+    def push(version: int, files: list[bytes]) -> None:
+        assets = [
+            {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d),
+             "data_b64": base64.b64encode(d).decode()}
+            for d in files
+        ]  # fmt: skip
+        done.clear()
+        installer.install(parse_manifest({"playlist": {"version": version}, "assets": assets}))
+        assert done.wait(10)
+
+    push(1, [photo, old, loop])
+    assert installer.store.cached() == set(shas.values())
+    push(2, [loop])
+    assert installer.store.cached() == {shas["l"], shas["p"]}
