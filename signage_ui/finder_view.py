@@ -10,6 +10,7 @@ calm blues; the route takes one warm colour so it is the first thing the eye fin
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from kivy.clock import Clock
@@ -101,9 +102,14 @@ class FinderPanel:
         publish: Callable[[bytes], None],
         names: dict[str, Widget],
         snapshot: Callable[[str], None],
+        shown: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self.state = fm.FinderState(kiosk_id)
         self.publish = publish
+        # Told once the first frame showing a reply has been drawn: request id and timings.
+        self.shown = shown
+        self._sent: tuple[str, float] | None = None
+        self._placed = False
         self.w = names  # the kiosk's named widgets: what tests tap
         self.snapshot = snapshot
         self._timeout: object | None = None
@@ -178,7 +184,9 @@ class FinderPanel:
             # Too long, or no letters: the wire would refuse it, so it is not sent.
             self.show_message(w["nothing"].format(q=query[:40]))
             return
-        self.publish(req.model_dump_json(exclude_none=True).encode())
+        raw = req.model_dump_json(exclude_none=True).encode()
+        self._sent = (req.request_id, time.perf_counter())
+        self.publish(raw)
         if route_to is None:
             self.show_message(w["searching"])
         if self._timeout is not None:
@@ -195,14 +203,43 @@ class FinderPanel:
 
     def on_found(self, raw: bytes) -> None:
         """A reply on this kiosk's ``found`` topic; FinderInputError (one line) when bad."""
+        arrived = time.perf_counter()
         reply = parse_found(raw)
         if not self.state.accept(reply):
             return  # an answer to a search the shopper has already replaced
         route_sku = reply.route.sku if reply.route is not None else None
         if self.shown_sku is not None and self.shown_sku == route_sku:
             self.show_route(self.shown_sku)
+            self._after_frame(reply.request_id, "route", arrived)
         else:
             self.show_results()
+            self._after_frame(reply.request_id, "results", arrived)
+
+    def _after_frame(self, request_id: str, what: str, arrived: float) -> None:
+        """Tell ``shown`` after the first frame drawn with this reply on it (the window's
+        flip after the layout has placed the map), with the times from the request's publish."""
+        sent = self._sent
+        if self.shown is None or sent is None or sent[0] != request_id:
+            return
+        from kivy.core.window import Window
+
+        def flipped(*_a: object) -> None:
+            card = self.card
+            if what == "route" and (card is None or card.frame is None or not self._placed):
+                return  # the map is placed by the layout on a later frame
+            Window.unbind(on_flip=flipped)
+            done = time.perf_counter()
+            assert self.shown is not None
+            self.shown(
+                {
+                    "request_id": request_id,
+                    "shown": what,
+                    "reply_ms": round((arrived - sent[1]) * 1000, 2),
+                    "frame_ms": round((done - sent[1]) * 1000, 2),
+                }
+            )
+
+        Window.bind(on_flip=flipped)
 
     # ---- results -----------------------------------------------------------------------------
     def _clear(self) -> None:
@@ -324,7 +361,13 @@ class FinderPanel:
         )
         card = self.card
         card.show(content)
-        panel.bind(pos=lambda *_: card.relayout(), size=lambda *_: card.relayout())
+        self._placed = False  # until the layout gives the panel its size
+
+        def placed(*_a: object) -> None:
+            self._placed = True
+            card.relayout()
+
+        panel.bind(pos=lambda *_: card.relayout(), size=placed)
         way = _label(self._way_text(hit, route.steps, content), markup=True, valign="top")
         self.w["find:way"] = way
         qr_box = BoxLayout(orientation="vertical", spacing=6)

@@ -9,6 +9,7 @@ talks MQTT on the in-store bus; the rules live in ``kiosk_model.py``. Touch targ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -427,6 +428,9 @@ class KioskApp(App):
             lambda raw: self._publish(topics.kiosk_find(self.store, self.kiosk_id), raw),
             self.w,
             self.snapshot,
+            shown=lambda state: self._publish(
+                topics.kiosk_state(self.store, self.kiosk_id), json.dumps(state).encode()
+            ),
         )
         s.add_widget(filled(self.finder.root, BG))
         return s
