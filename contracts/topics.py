@@ -23,6 +23,7 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/kiosks/<kiosk>/events       kiosk -> agent: survey answers (CloudEvents)
   instore/<store>/kiosks/<kiosk>/find         kiosk -> agent: product finder request
   instore/<store>/kiosks/<kiosk>/found        agent -> kiosk: results and the way (not retained)
+  instore/<store>/kiosks/<kiosk>/state        kiosk: a finder reply drawn, request id and timings
   instore/<store>/touches/<device>            agent -> agents: offers its screens showed (QoS 1)
   instore/<store>/touches/<device>/window     agent, retained: its touches of the window
 """
@@ -133,6 +134,13 @@ def kiosk_find(store_id: str, kiosk_id: str = "+") -> str:
 def kiosk_found(store_id: str, kiosk_id: str) -> str:
     """Agent -> the asking kiosk only: results, stock and the way (FoundReply)."""
     return f"instore/{store_id}/kiosks/{kiosk_id}/found"
+
+
+def kiosk_state(store_id: str, kiosk_id: str = "+") -> str:
+    """Kiosk -> anyone (not retained): a finder reply is on screen, ``{"request_id", "shown":
+    "results"|"route", "reply_ms", "frame_ms"}`` from the kiosk's own publish of the request to
+    the reply's arrival and to the first drawn frame showing it. No query, no product."""
+    return f"instore/{store_id}/kiosks/{kiosk_id}/state"
 
 
 def pos_receipts(store_id: str) -> str:

@@ -64,7 +64,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as exc:
             print(json.dumps({"bench": name, "error": f"not available: {exc}"}))
             continue
-        result = mod.run(quick=args.quick)
+        extra = {"frames": args.searches} if args.searches is not None else {}
+        if extra and name != "wayfinding-e2e":
+            extra = {}
+        result = mod.run(quick=args.quick, **extra)
         print(json.dumps({"bench": name, **result}, indent=2))
     return 0
 
@@ -114,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks, printed as JSON")
     bench.add_argument("name", choices=[*BENCHES, "all"])
     bench.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
+    bench.add_argument(
+        "--searches",
+        type=int,
+        metavar="N",
+        help="wayfinding-e2e: searches to the kiosk's first frame (default 200, 20 with --quick)",
+    )
     bench.set_defaults(func=_cmd_bench)
 
     for module in COMMAND_MODULES:

@@ -10,6 +10,7 @@ calm blues; the route takes one warm colour so it is the first thing the eye fin
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from kivy.clock import Clock
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from contracts.kiosk_finder import FoundResult, parse_found
 from contracts.screen_protocol import Content
 from signage_ui import finder_model as fm
+from signage_ui.map_frame import walk_line
 from signage_ui.wayfinding_view import WayfindingCard
 
 log = logging.getLogger("signage_ui.kiosk")
@@ -100,9 +102,14 @@ class FinderPanel:
         publish: Callable[[bytes], None],
         names: dict[str, Widget],
         snapshot: Callable[[str], None],
+        shown: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self.state = fm.FinderState(kiosk_id)
         self.publish = publish
+        # Told once the first frame showing a reply has been drawn: request id and timings.
+        self.shown = shown
+        self._sent: tuple[str, float] | None = None
+        self._placed = False
         self.w = names  # the kiosk's named widgets: what tests tap
         self.snapshot = snapshot
         self._timeout: object | None = None
@@ -118,16 +125,23 @@ class FinderPanel:
             cursor_color=get_color_from_hex(BG),
         )
         self.input.bind(on_text_validate=lambda *_: self.search(self.input.text))
-        self.search_btn = _button("", GOOD, size_hint_x=None, width=170, bold=True)
+        from kivy.core.window import Window
+
+        narrow = Window.width < 800  # a kiosk mounted portrait
+        self.search_btn = _button(
+            "", GOOD, size_hint_x=None, width=140 if narrow else 170, bold=True
+        )
         self.search_btn.bind(on_release=lambda *_: self.search(self.input.text))
-        self.lang_btn = _button("", CALM, size_hint_x=None, width=150, font_size=22)
+        self.lang_btn = _button(
+            "", CALM, size_hint_x=None, width=124 if narrow else 150, font_size=22
+        )
         self.lang_btn.bind(on_release=lambda *_: self.toggle_language())
         for widget in (self.input, self.search_btn, self.lang_btn):
             top.add_widget(widget)
         self.w["find:input"], self.w["find:search"] = self.input, self.search_btn
         self.w["find:lang"] = self.lang_btn
         self.chips = BoxLayout(size_hint_y=None, height=58, spacing=10)
-        self.body = BoxLayout()
+        self.body = BoxLayout(spacing=16)
         for widget in (top, self.chips, self.body):
             self.root.add_widget(widget)
         self.message = _label(font_size=26, halign="center")
@@ -170,7 +184,9 @@ class FinderPanel:
             # Too long, or no letters: the wire would refuse it, so it is not sent.
             self.show_message(w["nothing"].format(q=query[:40]))
             return
-        self.publish(req.model_dump_json(exclude_none=True).encode())
+        raw = req.model_dump_json(exclude_none=True).encode()
+        self._sent = (req.request_id, time.perf_counter())
+        self.publish(raw)
         if route_to is None:
             self.show_message(w["searching"])
         if self._timeout is not None:
@@ -187,21 +203,50 @@ class FinderPanel:
 
     def on_found(self, raw: bytes) -> None:
         """A reply on this kiosk's ``found`` topic; FinderInputError (one line) when bad."""
+        arrived = time.perf_counter()
         reply = parse_found(raw)
         if not self.state.accept(reply):
             return  # an answer to a search the shopper has already replaced
         route_sku = reply.route.sku if reply.route is not None else None
         if self.shown_sku is not None and self.shown_sku == route_sku:
             self.show_route(self.shown_sku)
+            self._after_frame(reply.request_id, "route", arrived)
         else:
             self.show_results()
+            self._after_frame(reply.request_id, "results", arrived)
+
+    def _after_frame(self, request_id: str, what: str, arrived: float) -> None:
+        """Tell ``shown`` after the first frame drawn with this reply on it (the window's
+        flip after the layout has placed the map), with the times from the request's publish."""
+        sent = self._sent
+        if self.shown is None or sent is None or sent[0] != request_id:
+            return
+        from kivy.core.window import Window
+
+        def flipped(*_a: object) -> None:
+            card = self.card
+            if what == "route" and (card is None or card.frame is None or not self._placed):
+                return  # the map is placed by the layout on a later frame
+            Window.unbind(on_flip=flipped)
+            done = time.perf_counter()
+            assert self.shown is not None
+            self.shown(
+                {
+                    "request_id": request_id,
+                    "shown": what,
+                    "reply_ms": round((arrived - sent[1]) * 1000, 2),
+                    "frame_ms": round((done - sent[1]) * 1000, 2),
+                }
+            )
+
+        Window.bind(on_flip=flipped)
 
     # ---- results -----------------------------------------------------------------------------
     def _clear(self) -> None:
         if self.qr.parent is not None:
             self.qr.parent.remove_widget(self.qr)  # one QR widget, moved between layouts
         self.body.clear_widgets()
-        for key in [k for k in self.w if k.startswith(("find:result:", "find:back"))]:
+        for key in [k for k in self.w if k.startswith(("find:result:", "find:back", "find:way"))]:
             del self.w[key]
 
     def _chips(self, shown: bool) -> None:
@@ -267,15 +312,24 @@ class FinderPanel:
             self.search(self.state.query, route_to=sku)
 
     # ---- the way -----------------------------------------------------------------------------
+    def portrait(self) -> bool:
+        from kivy.core.window import Window
+
+        return bool(Window.height > Window.width)
+
     def show_route(self, sku: str) -> None:
+        """The way: the map as large as the screen allows (left in landscape, on top in
+        portrait), the product, its stock, distance and every step in words beside it, and the
+        QR code. A product without a place: why, and neither a map nor a code."""
         reply = self.state.reply
         assert reply is not None
         hit = next(r for r in reply.results if r.sku == sku)
         w = fm.words(self.state.lang)
+        portrait = self.portrait()
         self._clear()
         self._chips(False)  # the map gets their room
+        self.body.orientation = "vertical" if portrait else "horizontal"
         route = reply.route if reply.route is not None and reply.route.sku == sku else None
-        side = BoxLayout(orientation="vertical", size_hint_x=None, width=300, spacing=10)
         back = _button(w["back"], CALM, size_hint_y=None, height=72)
         back.bind(on_release=lambda *_: self.show_results())
         self.w["find:back"] = back
@@ -285,14 +339,17 @@ class FinderPanel:
             why = hit.reason or reply.note or ""
             text = f"[b]{_esc(hit.name)}[/b]\n\n{_esc(w['no_route'].format(why=why))}"
             self.body.add_widget(_label(text, markup=True, font_size=26))
+            side = BoxLayout(orientation="vertical", spacing=10)
+            if not portrait:
+                side.size_hint_x, side.width = None, 300
             side.add_widget(Widget())
             side.add_widget(back)
             self.body.add_widget(side)
             self.snapshot("find-no-route")
             return
-        panel = Widget()
+        panel = Widget(size_hint=(1, 0.56) if portrait else (0.46, 1))
         self.body.add_widget(panel)
-        self.card = WayfindingCard(panel)
+        self.card = WayfindingCard(panel, map_only=True)
         content = Content(
             content_id=f"finder:{sku}",
             title=hit.name[:80],
@@ -304,15 +361,52 @@ class FinderPanel:
         )
         card = self.card
         card.show(content)
-        panel.bind(pos=lambda *_: card.relayout(), size=lambda *_: card.relayout())
-        side.add_widget(self.qr)
+        self._placed = False  # until the layout gives the panel its size
+
+        def placed(*_a: object) -> None:
+            self._placed = True
+            card.relayout()
+
+        panel.bind(pos=lambda *_: card.relayout(), size=placed)
+        way = _label(self._way_text(hit, route.steps, content), markup=True, valign="top")
+        self.w["find:way"] = way
+        qr_box = BoxLayout(orientation="vertical", spacing=6)
+        qr_box.add_widget(self.qr)
         self.qr.show(fm.qr_matrix(route.deep_link))
-        side.add_widget(
-            _label(w["scan"], font_size=22, halign="center", size_hint_y=None, height=60)
-        )
-        side.add_widget(back)
-        self.body.add_widget(side)
+        scan = _label(w["scan"], font_size=21, halign="center", size_hint_y=None, height=56)
+        qr_box.add_widget(scan)
+        if portrait:
+            # Below the map: the words on the left, the code on the right, then "back".
+            self.qr.size_hint_y, self.qr.height = None, 226
+            qr_box.add_widget(Widget())
+            qr_box.size_hint_x, qr_box.width = None, 230
+            row = BoxLayout(spacing=14, size_hint_y=0.44)
+            row.add_widget(way)
+            row.add_widget(qr_box)
+            self.body.add_widget(row)
+            self.body.add_widget(back)
+        else:
+            self.qr.size_hint_y, self.qr.height = None, 250
+            way.size_hint_x = 0.5
+            side = BoxLayout(orientation="vertical", size_hint_x=None, width=270, spacing=10)
+            side.add_widget(qr_box)
+            side.add_widget(back)
+            self.body.add_widget(way)
+            self.body.add_widget(side)
         Clock.schedule_once(lambda _dt: self.snapshot("find-route"), 0.1)
+
+    def _way_text(self, hit: FoundResult, steps: tuple[str, ...], content: Content) -> str:
+        """The product, its stock, distance and walking time, then every step, numbered."""
+        assert content.wayfinding is not None
+        colour = GOOD if hit.stock is not None and hit.stock.available else OUT
+        stock = fm.stock_text(hit.stock, self.state.lang)
+        lines = [f"[size=29][b]{_esc(hit.name)}[/b][/size]"]
+        if stock:
+            lines.append(f"[size=22][color={colour}]{_esc(stock)}[/color][/size]")
+        walk = walk_line(content.wayfinding, self.state.lang)
+        lines.append(f"\n[size=25][b]{_esc(walk)}[/b][/size]")
+        lines += [f"[size=21]{i}.  {_esc(s)}[/size]" for i, s in enumerate(steps, 1)]
+        return "\n".join(lines)
 
 
 def _esc(text: str) -> str:

@@ -9,6 +9,7 @@ talks MQTT on the in-store bus; the rules live in ``kiosk_model.py``. Touch targ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -129,6 +130,7 @@ class KioskApp(App):
         Window.clearcolor = get_color_from_hex(BG)
         root = filled(BoxLayout(orientation="vertical"), BG)
         self.tabs = BoxLayout(size_hint_y=None, height=TAB_H, spacing=4, padding=4)
+        narrow = Window.width < 800
         self.sm = ScreenManager(transition=NoTransition())
         for name, label in (
             ("occupancy", "Occupancy"),
@@ -137,11 +139,16 @@ class KioskApp(App):
             ("survey", "Survey"),
             ("find", "Find a product"),
         ):
-            b = big_button(label, "#264653", font_size=22)
+            b = big_button(label, "#264653", font_size=16 if narrow else 22)
+            if narrow:  # a kiosk mounted portrait: labels wrap inside their tab
+                b.halign, b.valign = "center", "middle"
+                b.bind(size=lambda w, v: setattr(w, "text_size", (v[0] - 8, v[1])))
             b.bind(on_release=lambda _b, n=name: self.go(n))
             self.tabs.add_widget(b)
             self.w[f"tab:{name}"] = b
-        self.status = Label(text="bus: connecting", color=INK, size_hint=(None, 1), width=180)
+        self.status = Label(
+            text="bus: connecting", color=INK, size_hint=(None, 1), width=96 if narrow else 180
+        )
         self.tabs.add_widget(self.status)
         root.add_widget(self.tabs)
         root.add_widget(self.sm)
@@ -421,6 +428,9 @@ class KioskApp(App):
             lambda raw: self._publish(topics.kiosk_find(self.store, self.kiosk_id), raw),
             self.w,
             self.snapshot,
+            shown=lambda state: self._publish(
+                topics.kiosk_state(self.store, self.kiosk_id), json.dumps(state).encode()
+            ),
         )
         s.add_widget(filled(self.finder.root, BG))
         return s

@@ -122,3 +122,52 @@ def walk_line(w: Wayfinding, language: str) -> str:
 
 def here_label(language: str) -> str:
     return WAY_LABELS.get(base_language(language), WAY_LABELS["en"])["here"]
+
+
+def label_spot(
+    mark: Point, r: float, size: tuple[float, float], box: Box, route: Iterable[Point]
+) -> Point:
+    """Where the "you are here" words go (their bottom-left corner): beside the mark, inside
+    ``box``, on neither the mark (its arrowhead points up) nor the route when a side is free.
+    Tried right, left, below, then above; the first with the fewest route points under it."""
+    hx, hy = mark
+    w, h = size
+    bx, by, bw, bh = box
+    gap, pad = r * 1.6, 4.0
+    candidates = [
+        (hx + gap, hy - h / 2),
+        (hx - gap - w, hy - h / 2),
+        (hx - w / 2, hy - gap - h),
+        (hx - w / 2, hy + r * 2.4 + pad + 2),
+        (hx + gap, hy - gap - h),
+        (hx - gap - w, hy - gap - h),
+    ]
+    pts = _dense(list(route), max(2.0, r * 0.5))
+    reach = r * 0.5  # half the route's drawn width, and a little air
+
+    def cost(c: Point) -> tuple[int, int]:
+        x = min(max(c[0], bx + pad), bx + bw - pad - w)
+        y = min(max(c[1], by + pad), by + bh - pad - h)
+        moved = int(abs(x - c[0]) + abs(y - c[1]) > 0.5)
+        under = sum(
+            1
+            for px, py in pts
+            if x - reach <= px <= x + w + reach and y - reach <= py <= y + h + reach
+        )
+        on_mark = int(x - r < hx < x + w + r and y - r < hy < y + h + r)
+        return (under + 100 * on_mark, moved)
+
+    best = min(candidates, key=cost)
+    return (
+        min(max(best[0], bx + pad), bx + bw - pad - w),
+        min(max(best[1], by + pad), by + bh - pad - h),
+    )
+
+
+def _dense(pts: list[Point], step: float) -> list[Point]:
+    """A polyline's points every ``step`` pixels (and its corners)."""
+    out: list[Point] = pts[:1]
+    for (ax, ay), (bx, by) in zip(pts, pts[1:], strict=False):
+        n = max(1, int(math.hypot(bx - ax, by - ay) // step))
+        out.extend((ax + (bx - ax) * i / n, ay + (by - ay) * i / n) for i in range(1, n + 1))
+    return out

@@ -9,14 +9,22 @@ on the campaign's background): the campaign chooses its card, not the map's pale
 
 from __future__ import annotations
 
-from kivy.graphics import Color, Ellipse, Line, Mesh, Rectangle, Triangle
+from kivy.graphics import Color, Ellipse, Line, Mesh, Rectangle, RoundedRectangle, Triangle
 from kivy.graphics.instructions import InstructionGroup
 from kivy.graphics.tesselator import TYPE_POLYGONS, WINDING_ODD, Tesselator
 from kivy.uix.label import Label
 from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import Content, Wayfinding
-from signage_ui.map_frame import MapFrame, here_label, level_frame, walk_line, way_regions
+from signage_ui.map_frame import (
+    MapFrame,
+    WayRegions,
+    here_label,
+    label_spot,
+    level_frame,
+    walk_line,
+    way_regions,
+)
 from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
 
 # Marker radius as a share of the map's shorter side: big enough to find from a few metres.
@@ -29,13 +37,15 @@ def _label(**kwargs: object) -> Label:
 
 class WayfindingCard:
     """Draws into a panel's canvas and owns its labels (the panel is ``OfferCard``'s sibling
-    in ``ItemView``: created once, refilled per item)."""
+    in ``ItemView``: created once, refilled per item). ``map_only``: the whole panel is the map
+    and the words are the caller's (the kiosk's finder lays them out itself)."""
 
-    def __init__(self, panel: object) -> None:
+    def __init__(self, panel: object, *, map_only: bool = False) -> None:
         from kivy.uix.widget import Widget
 
         assert isinstance(panel, Widget)
         self.panel = panel
+        self.map_only = map_only
         self.group = InstructionGroup()
         panel.canvas.add(self.group)
         self.title = _label(bold=True, valign="bottom")
@@ -45,7 +55,7 @@ class WayfindingCard:
         # On the map beside the mark: dark on the light floor, whatever the card's colour.
         self.here_text = _label(valign="middle", bold=True)
         self.labels = (self.title, self.body, self.info, self.steps)
-        for w in (*self.labels, self.here_text):
+        for w in (*(() if map_only else self.labels), self.here_text):
             panel.add_widget(w)
         self.content: Content | None = None
         self.frame: MapFrame | None = None
@@ -72,7 +82,11 @@ class WayfindingCard:
             return
         x, y = self.panel.pos
         width, height = self.panel.size
-        r = way_regions(width, height)
+        none = (0.0, 0.0, 0.0, 0.0)
+        if self.map_only:
+            r = WayRegions((0, 0, width, height), none, none, none)
+        else:
+            r = way_regions(width, height)
         portrait = height > width
         base = min(width, height)
         self.title.font_size = max(18, base * (0.062 if portrait else 0.07))
@@ -131,14 +145,16 @@ class WayfindingCard:
             self._destination(frame.to_px(lv.route[-1]), r * 0.8, c.accent)
         hx, hy = frame.to_px(w.here)
         self._here((hx, hy), r)
-        # The words beside the mark, on the side with more room in the map's box.
+        # The words beside the mark, inside the map's box and off the route when a side is
+        # free, on a floor-coloured tag so they read on the plan and on the panel alike.
         t = self.here_text
         t.font_size = max(12, r * 1.1)
-        t.texture_update()
-        t.size = t.texture_size
         t.text_size = (None, None)
-        right = hx + r * 1.6 + t.width <= bx + bw
-        t.pos = (hx + r * 1.6 if right else hx - r * 1.6 - t.width, hy - r * 2.2 - t.height / 2)
+        t.texture_update()
+        t.size = (t.texture_size[0] + 8, t.texture_size[1] + 2)
+        t.pos = label_spot((hx, hy), r, t.size, box, [frame.to_px(q) for q in lv.route])
+        g.add(Color(*get_color_from_hex(MAP_PALETTE["floor"])[:3], 0.92))
+        g.add(RoundedRectangle(pos=t.pos, size=t.size, radius=[t.height * 0.3]))
 
     def _destination(self, p: tuple[float, float], r: float, accent: str) -> None:
         g = self.group

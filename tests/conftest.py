@@ -65,6 +65,7 @@ STARTS_PROCESSES = {
     "tests/central/test_tls_acl.py",
     "tests/central/test_uplift.py",
     "tests/demo/test_demo.py",
+    "tests/journey/test_kiosk_finder.py",
     "tests/signage_ui/test_kiosk.py",
     "tests/sync/test_chaos.py",
     "tests/wayfinding/test_cli.py",

@@ -5,8 +5,9 @@ The bus thread only reads and queues (paho's network thread also carries adverts
 states); one worker thread answers in arrival order. The search index is built in that worker,
 once per planogram version (``planogram.db`` in the state directory, written by the planogram
 push or an ERP import), and routes use the map the screens use (``ScreenWayfinder``), so a
-kiosk never routes on a map the screens do not have. Results are checked against that map: a
-product whose unit or section is not on it is shown with the reason and never routed to.
+kiosk never routes on a map the screens do not have. Results are checked against that map
+(wayfinding/product_places.py: IMDF ids or the store's own plan ids, the point inside its unit
+and shelf): a product whose place is not on it is shown with the reason and never routed to.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.wayfinding.graph import NavGraph
 from edge_agent.wayfinding.model import VenueMap
 from edge_agent.wayfinding.planogram_store import PlanogramStore
+from edge_agent.wayfinding.product_places import MapPlaces
 from edge_agent.wayfinding.products import (
     Hit,
     Product,
     ProductIndex,
+    Refusal,
     Stock,
     check_place,
     stock_from_levels,
 )
-from edge_agent.wayfinding.route import NoRoute, Place, RefError, plan_route, resolve_ref
+from edge_agent.wayfinding.route import NoRoute, RefError, plan_route, resolve_ref
 from edge_agent.wayfinding.screen_map import PayloadTooBig, build_wayfinding
 from edge_agent.wayfinding.steps import route_steps
 
@@ -73,12 +76,6 @@ class StockSource(Protocol):
 
 def _clean(text: str, n: int) -> str:
     return _CONTROL.sub(" ", text).strip()[:n]
-
-
-def known_places(venue: VenueMap) -> frozenset[str]:
-    """Unit and section ids of the map: where a planogram place may point."""
-    sections = {a.id for a in venue.areas.values() if a.feature_type == "section"}
-    return frozenset(venue.units) | frozenset(sections)
 
 
 class KioskFinder:
@@ -105,7 +102,7 @@ class KioskFinder:
         self.index_builds = 0
         self._store: PlanogramStore | None = None
         self._index: ProductIndex | None = None
-        self._places: tuple[str, frozenset[str]] | None = None
+        self._places: MapPlaces | None = None
         self._levels: tuple[dict[str, bool], dict[str, Stock]] | None = None
         # (kiosk, request) to answer; BUILD to index now; STOP to end the worker.
         self._queue: queue.Queue[tuple[str, FindRequest] | str] = queue.Queue(MAX_PENDING)
@@ -222,10 +219,11 @@ class KioskFinder:
             self._levels = (levels, stock_from_levels(levels))
         return self._levels[1]
 
-    def _known(self, venue: VenueMap, version: str) -> frozenset[str]:
-        if self._places is None or self._places[0] != version:
-            self._places = (version, known_places(venue))
-        return self._places[1]
+    def _known(self, venue: VenueMap, version: str) -> MapPlaces:
+        """The map in use as the planogram sees it (plan ids or IMDF ids, points checked)."""
+        if self._places is None or self._places.version != version:
+            self._places = MapPlaces(venue, version)
+        return self._places
 
     def answer(self, kiosk: str, req: FindRequest) -> FoundReply:
         """The reply to one request (pure apart from reading the index and the stock)."""
@@ -235,7 +233,7 @@ class KioskFinder:
             return FoundReply(
                 request_id=req.request_id, results=(), note="no product catalogue on this box yet"
             )
-        known = self._known(snap[0], snap[1]) if snap is not None else frozenset()
+        known = self._known(snap[0], snap[1]) if snap is not None else None
         map_version = snap[1] if snap is not None else None
         hits = ix.search(
             req.query,
@@ -248,7 +246,7 @@ class KioskFinder:
             # The shopper tapped a result of an earlier search: it leads, whatever this query.
             p = ix.planogram.by_sku().get(req.route_to)
             if p is not None:
-                ok, why = check_place(p, known, map_version)
+                ok, why = check_place(p, known or frozenset(), map_version)
                 hits = [Hit(p, 100.0, "sku", None, ok, why), *hits][: req.limit]
         results = tuple(self._result(h, req.lang) for h in hits)
         if snap is None:
@@ -302,11 +300,9 @@ class KioskFinder:
     ) -> FoundRoute | str:
         """The way from the kiosk to ``p``'s shelf, or why there is none (one line)."""
         venue, version, graph = snap
-        loc = p.location
-        assert loc is not None  # routable hits have one
-        if loc.level_id not in venue.levels:
-            return f"level {loc.level_id[:40]} is not on map version {version}"
-        end = Place("sku", p.sku, loc.level_id, (loc.x, loc.y), dict(p.names), None, (loc.x, loc.y))
+        end = self._known(venue, version).locate(p)
+        if isinstance(end, Refusal):
+            return _clean(end.reason, 160)
         try:
             start = resolve_ref(venue, f"kiosk:{kiosk}")
             route = plan_route(graph, start, end)
