@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
+    "edge_agent.store_api.cli",
 ]
 
 BENCHES = {

@@ -116,7 +116,8 @@ def plan(opts: Options) -> list[Action]:
     actions.append(Action("users", sysusers_path))
 
     unit_dir = _under(r, Path("/etc/systemd/system"))
-    units = ["edge-agent.service", "signage-ui@.service"]
+    # The store API is installed, not enabled: a store opens it to phones when it wants to.
+    units = ["edge-agent.service", "signage-ui@.service", "store-api.service"]
     if opts.with_mosquitto:
         units.append("mosquitto.service")
     for name in units:

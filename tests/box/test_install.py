@@ -50,6 +50,7 @@ def test_install_lays_out_the_box_and_is_idempotent(tmp_path: Path) -> None:
         "edge-agent.service",
         "signage-ui@.service",
         "mosquitto.service",
+        "store-api.service",
     }
     # ExecStart points at this checkout's venv.
     assert f"{Path(sys.prefix)}/bin/edge-agent run" in (units / "edge-agent.service").read_text()

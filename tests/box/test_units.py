@@ -17,6 +17,7 @@ INSTANCES = {
     "edge-agent.service": "edge-agent.service",
     "signage-ui@.service": "signage-ui@screen-1.service",
     "mosquitto.service": "mosquitto.service",
+    "store-api.service": "store-api.service",
 }
 MAX_EXPOSURE = 2.0
 ANALYZE = shutil.which("systemd-analyze")
@@ -122,3 +123,12 @@ def test_hardening_directives(name: str) -> None:
             "char-ttyAMA",
             "char-ttyS",
         }
+
+
+def test_store_api_unit_only_reads_the_agents_state() -> None:
+    d = directives("store-api.service")
+    s = {k.removeprefix("Service."): v for k, v in d.items() if k.startswith("Service.")}
+    assert s["User"] == ["edge-agent"] and s["ProtectSystem"] == ["strict"]
+    assert s["ReadOnlyPaths"] == ["/var/lib/edge-agent"] and "StateDirectory" not in s
+    assert s["MemoryDenyWriteExecute"] == ["yes"] and s["PrivateDevices"] == ["yes"]
+    assert s["CapabilityBoundingSet"] == [""] and "api" in s["ExecStart"][0].split()

@@ -1,0 +1,60 @@
+"""`edge-agent api -c agent.toml [--host H] [--port P]`: the local store API for phones.
+
+Its own process (and systemd unit), not a thread of the agent: a phone rush must not slow the
+agent's loops, a fault in the web stack must not take presence down, and the unit can be
+sandboxed read-only over the agent's state (it only reads the map and the planogram)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("api", help="serve the local store API for phones (map, products, routes)")
+    p.add_argument("--config", "-c", required=True, help="the store's agent.toml")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (store network)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--rate", type=float, default=10.0, help="requests per second per client")
+    p.add_argument("--burst", type=int, default=30, help="burst per client")
+    p.add_argument("--certfile", help="TLS certificate (the store's), PEM")
+    p.add_argument("--keyfile", help="TLS private key, PEM")
+    p.set_defaults(func=_cmd_api)
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+
+    import uvicorn
+
+    from edge_agent.config import load_or_report
+    from edge_agent.store_api.app import create_app
+    from edge_agent.store_api.data import NoMap, StoreData
+
+    cfg = load_or_report(args.config)
+    if cfg is None:
+        return 2
+    if bool(args.certfile) != bool(args.keyfile):
+        print("edge-agent api: give both --certfile and --keyfile, or neither", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    data = StoreData(cfg)
+    try:
+        data.map()  # said at start: a box without a map still serves, with 503 per request
+    except NoMap as exc:
+        print(f"edge-agent api: {exc}", file=sys.stderr)
+    app = create_app(data, rate=args.rate, burst=args.burst)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
+        log_level="warning",
+        # Phones on shop Wi-Fi: bounded work in flight, bounded keep-alive.
+        limit_concurrency=512,
+        timeout_keep_alive=5,
+        server_header=False,
+    )
+    data.close()
+    return 0
