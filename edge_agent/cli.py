@@ -39,6 +39,7 @@ BENCHES = {
     "wayfinding": "bench.wayfinding",
     "product-search": "bench.product_search",
     "wayfinding-e2e": "bench.wayfinding_e2e",
+    "store-api": "bench.store_api",
 }
 
 

@@ -121,7 +121,7 @@ def create_app(
         q: Annotated[str, Query(min_length=1, max_length=100)],
         lang: Annotated[str, Query(pattern=LANG)] = "en",
         limit: Annotated[int, Query(ge=1, le=50)] = 10,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         from edge_agent.wayfinding.products import fold
 
         if not fold(q):
@@ -131,12 +131,15 @@ def create_app(
             raise ApiError(503, "no planogram on this box yet")
         m = current_map()
         hits = cat.index.search(q, limit=limit, known_places=m.places, map_version=m.version)
-        return {
-            "query": q,
-            "planogram_version": cat.version,
-            "map_version": m.version,
-            "results": [h.to_json(lang) for h in hits],
-        }
+        # Plain JSON out: FastAPI's encoder walking a big nested answer costs more than the search.
+        return JSONResponse(
+            {
+                "query": q,
+                "planogram_version": cat.version,
+                "map_version": m.version,
+                "results": [h.to_json(lang) for h in hits],
+            }
+        )
 
     @app.get("/v1/route", summary="The way between two places (the same engine as map route)")
     def get_route(
@@ -144,7 +147,7 @@ def create_app(
         to: Annotated[str, Query(pattern=REF)],
         lang: Annotated[str, Query(pattern=LANG)] = "en",
         accessible: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         from edge_agent.wayfinding.cli import route_json
         from edge_agent.wayfinding.route import NoRoute, RefError, Resolver, plan_route, resolve_ref
         from edge_agent.wayfinding.screen_map import PayloadTooBig, build_wayfinding
@@ -169,7 +172,7 @@ def create_app(
             out["drawing"] = build_wayfinding(m.venue, route, lang).model_dump(mode="json")
         except PayloadTooBig:
             out["drawing"] = None  # the steps still say the way
-        return out
+        return JSONResponse(out)
 
     @app.get("/w", response_class=HTMLResponse, include_in_schema=False)
     def page(
