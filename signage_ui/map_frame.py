@@ -61,11 +61,42 @@ def fit_frame(
     return MapFrame(ahead_deg, centre, scale, (bx + bw / 2, by + bh / 2))
 
 
-def level_frame(w: Wayfinding, box: Box) -> MapFrame:
-    """The frame of the level the shopper stands on: its plan and its part of the route."""
-    lv = w.level(w.here_level)
+def level_frame(w: Wayfinding, box: Box, level_id: str | None = None) -> MapFrame:
+    """The frame of a level (by default the one the shopper stands on): its plan and its part of
+    the route, turned like the shopper's own so the two levels read the same way."""
+    lv = w.level(level_id or w.here_level)
     pts: list[Point] = [p for s in lv.shapes for p in s.ring] + list(lv.route)
     return fit_frame(pts, box, w.facing_deg)
+
+
+def inset_title_height(mark_r: float) -> float:
+    """The band over the destination level's inset that names it (its font is 1.1 r)."""
+    return round(mark_r * 1.9)
+
+
+# The destination level's inset takes this share of the map's longer side.
+INSET_SHARE = 0.4
+
+
+def level_boxes(w: Wayfinding, box: Box) -> tuple[Box, Box | None]:
+    """The map's box for the level the shopper stands on and, when the way ends on another
+    level, an inset for that one: beside it in a wide box, below it in a tall one. A shopper
+    going upstairs sees where the stairs are here and where to go once there."""
+    if w.destination_level == w.here_level:
+        return box, None
+    bx, by, bw, bh = box
+    gap = round(min(bw, bh) * 0.03)
+    iw, ih = round(bw * INSET_SHARE), round(bh * INSET_SHARE)
+    beside = ((bx, by, bw - iw - gap, bh), (bx + bw - iw, by, iw, bh))
+    below = ((bx, by + ih + gap, bw, bh - ih - gap), (bx, by, bw, ih))
+
+    def smaller_scale(split: tuple[Box, Box]) -> float:
+        return min(
+            level_frame(w, split[0]).scale, level_frame(w, split[1], w.destination_level).scale
+        )
+
+    # Whichever split draws both plans bigger: wide plans stack, tall ones sit side by side.
+    return max((beside, below), key=smaller_scale)
 
 
 @dataclass(frozen=True)

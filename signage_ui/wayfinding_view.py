@@ -21,6 +21,8 @@ from signage_ui.map_frame import (
     WayRegions,
     here_label,
     label_spot,
+    inset_title_height,
+    level_boxes,
     level_frame,
     walk_line,
     way_regions,
@@ -54,11 +56,14 @@ class WayfindingCard:
         self.steps = _label(valign="top")
         # On the map beside the mark: dark on the light floor, whatever the card's colour.
         self.here_text = _label(valign="middle", bold=True)
+        # The destination level's name over its inset (a route to another floor).
+        self.level_text = _label(valign="middle", bold=True)
         self.labels = (self.title, self.body, self.info, self.steps)
-        for w in (*(() if map_only else self.labels), self.here_text):
+        for w in (*(() if map_only else self.labels), self.here_text, self.level_text):
             panel.add_widget(w)
         self.content: Content | None = None
         self.frame: MapFrame | None = None
+        self.inset_frame: MapFrame | None = None
         self.mark_r = 0.0
 
     def show(self, content: Content) -> None:
@@ -115,34 +120,41 @@ class WayfindingCard:
         # The map's own panel: a quiet tint of the card, so the plan sits on something.
         g.add(Color(*get_color_from_hex(mix(c.background, "#ffffff", 0.12))))
         g.add(Rectangle(pos=(bx, by), size=(bw, bh)))
-        frame = level_frame(w, box)
+        main, inset = level_boxes(w, box)
+        frame = level_frame(w, main)
         self.frame = frame
         lv = w.level(w.here_level)
-        outline = get_color_from_hex(MAP_PALETTE["outline"])
         line_w = max(1.0, min(bw, bh) * 0.002)
-        for shape in lv.shapes:
-            pts = [frame.to_px(p) for p in shape.ring]
-            g.add(Color(*get_color_from_hex(MAP_PALETTE[shape.kind])))
-            for mesh in _fill(pts):
-                g.add(mesh)
-        for shape in lv.shapes:
-            flat = [v for p in (frame.to_px(q) for q in shape.ring) for v in p]
-            g.add(Color(*outline))
-            g.add(Line(points=flat, close=True, width=line_w))
-        # The route: a dark casing, then the accent on top.
-        route = [v for p in (frame.to_px(q) for q in lv.route) for v in p]
         r = max(6.0, min(bw, bh) * MARK_SHARE)
         self.mark_r = r
-        if len(route) >= 4:
-            g.add(Color(*get_color_from_hex(route_casing(c.accent))))
-            g.add(Line(points=route, width=r * 0.42, joint="round", cap="round"))
-            g.add(Color(*get_color_from_hex(c.accent)))
-            g.add(Line(points=route, width=r * 0.26, joint="round", cap="round"))
-        if w.destination_level == w.here_level:
+        self._plan(lv.shapes, frame, line_w)
+        self._route([frame.to_px(q) for q in lv.route], r, c.accent)
+        self.inset_frame = None
+        self.level_text.text = ""
+        if inset is None:
             self._destination(frame.to_px(w.destination), r, c.accent)
         else:
-            # The way leaves this level: mark where (the stairs or lift), the steps say more.
+            # The way leaves this level: mark where (the stairs or lift), and beside it the
+            # level it ends on, turned the same way, from the arrival to the destination.
             self._destination(frame.to_px(lv.route[-1]), r * 0.8, c.accent)
+            dest = w.level(w.destination_level)
+            ix, iy, iw, ih = inset
+            t = self.level_text
+            t.text = dest.name or w.destination_level
+            t.font_size = max(12, r * 1.1)
+            t.color = get_color_from_hex(text_colour_for(c.background))
+            t.halign = "center"
+            t.size = (iw, inset_title_height(r))
+            t.text_size = t.size
+            t.pos = (ix, iy + ih - t.height)
+            plan_box = (ix, iy, iw, ih - t.height - 4)
+            g.add(Color(*get_color_from_hex(mix(c.background, "#ffffff", 0.22))))
+            g.add(Rectangle(pos=(ix, iy), size=(iw, plan_box[3])))
+            dframe = level_frame(w, plan_box, w.destination_level)
+            self.inset_frame = dframe
+            self._plan(dest.shapes, dframe, line_w)
+            self._route([dframe.to_px(q) for q in dest.route], r * 0.8, c.accent)
+            self._destination(dframe.to_px(w.destination), r, c.accent)
         hx, hy = frame.to_px(w.here)
         self._here((hx, hy), r)
         # The words beside the mark, inside the map's box and off the route when a side is
@@ -152,9 +164,33 @@ class WayfindingCard:
         t.text_size = (None, None)
         t.texture_update()
         t.size = (t.texture_size[0] + 8, t.texture_size[1] + 2)
-        t.pos = label_spot((hx, hy), r, t.size, box, [frame.to_px(q) for q in lv.route])
+        t.pos = label_spot((hx, hy), r, t.size, main, [frame.to_px(q) for q in lv.route])
         g.add(Color(*get_color_from_hex(MAP_PALETTE["floor"])[:3], 0.92))
         g.add(RoundedRectangle(pos=t.pos, size=t.size, radius=[t.height * 0.3]))
+
+    def _plan(self, shapes: tuple, frame: MapFrame, line_w: float) -> None:
+        g = self.group
+        outline = get_color_from_hex(MAP_PALETTE["outline"])
+        for shape in shapes:
+            pts = [frame.to_px(p) for p in shape.ring]
+            g.add(Color(*get_color_from_hex(MAP_PALETTE[shape.kind])))
+            for mesh in _fill(pts):
+                g.add(mesh)
+        for shape in shapes:
+            flat = [v for p in (frame.to_px(q) for q in shape.ring) for v in p]
+            g.add(Color(*outline))
+            g.add(Line(points=flat, close=True, width=line_w))
+
+    def _route(self, pts: list[tuple[float, float]], r: float, accent: str) -> None:
+        """A dark casing, then the accent on top: it reads on the light floor whatever the accent."""
+        route = [v for p in pts for v in p]
+        if len(route) < 4:
+            return
+        g = self.group
+        g.add(Color(*get_color_from_hex(route_casing(accent))))
+        g.add(Line(points=route, width=r * 0.42, joint="round", cap="round"))
+        g.add(Color(*get_color_from_hex(accent)))
+        g.add(Line(points=route, width=r * 0.26, joint="round", cap="round"))
 
     def _destination(self, p: tuple[float, float], r: float, accent: str) -> None:
         g = self.group

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.screen_protocol import Wayfinding
-from signage_ui.map_frame import fit_frame, walk_line, way_regions
+from signage_ui.map_frame import fit_frame, level_boxes, walk_line, way_regions
 
 coords = st.floats(-200, 200, allow_nan=False)
 points = st.lists(st.tuples(coords, coords), min_size=1, max_size=30)
@@ -75,3 +75,26 @@ def test_the_walk_line_in_the_shoppers_language() -> None:
     assert walk_line(short, "en") == "18 m · 15 s walk"
     assert walk_line(long, "de-AT") == "18 m · 2 min zu Fuß"
     assert walk_line(short, "xx") == "18 m · 15 s walk"
+
+
+def _upstairs() -> Wayfinding:
+    from tests.signage_ui.test_wayfinding_screen import demo_map, payload
+
+    return payload(demo_map(), "screen-entrance", "sku:SKU-PACK-30L")
+
+
+UPSTAIRS = _upstairs()
+
+
+@given(st.integers(200, 2000), st.integers(200, 2000))
+def test_another_floor_gets_an_inset_that_shares_the_map_box(w: int, h: int) -> None:
+    box = (10.0, 20.0, float(w), float(h))
+    main, inset = level_boxes(UPSTAIRS, box)
+    assert inset is not None
+    for b in (main, inset):
+        assert b[2] > 0 and b[3] > 0
+        assert box[0] <= b[0] and b[0] + b[2] <= box[0] + box[2] + 1e-6
+        assert box[1] <= b[1] and b[1] + b[3] <= box[1] + box[3] + 1e-6
+    assert not _overlap(main, inset)
+    same_floor = UPSTAIRS.model_copy(update={"destination_level": UPSTAIRS.here_level})
+    assert level_boxes(same_floor, box) == (box, None)

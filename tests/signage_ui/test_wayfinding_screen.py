@@ -21,7 +21,13 @@ from edge_agent.wayfinding.planogram_store import load_file
 from edge_agent.wayfinding.product_places import MapPlaces
 from edge_agent.wayfinding.route import plan_route, resolve_ref
 from edge_agent.wayfinding.screen_map import build_wayfinding
-from signage_ui.map_frame import MapFrame, level_frame, way_regions
+from signage_ui.map_frame import (
+    MapFrame,
+    inset_title_height,
+    level_boxes,
+    level_frame,
+    way_regions,
+)
 from signage_ui.style import MAP_PALETTE, rgb
 from tests.signage_ui.test_signage_player import load, share_of, wait_for
 from tests.signage_ui.test_signage_screen import Recorder, config, logs, player, pngs
@@ -75,17 +81,28 @@ class Shot:
         h, width = img.shape[:2]
         self.height = h
         box = way_regions(width, h).map
-        self.frame: MapFrame = level_frame(w, box)
+        main, inset = level_boxes(w, box)
+        self.frame: MapFrame = level_frame(w, main)
         self.r = max(6.0, min(box[2], box[3]) * MARK_SHARE)
+        # Another floor: its inset under the level's name (the view's own arithmetic).
+        self.dest_frame = self.frame
+        if inset is not None:
+            plan = (inset[0], inset[1], inset[2], inset[3] - inset_title_height(self.r) - 4)
+            self.dest_frame = level_frame(w, plan, w.destination_level)
 
     def px(self, p: tuple[float, float]) -> tuple[float, float]:
         x, y = self.frame.to_px(p)
         return (x, self.height - y)
 
+    def dest_px(self, p: tuple[float, float]) -> tuple[float, float]:
+        x, y = self.dest_frame.to_px(p)
+        return (x, self.height - y)
+
 
 def check_card(shot: Shot, w: Wayfinding) -> None:
     img, r = shot.img, shot.r
-    here, dest = shot.px(w.here), shot.px(w.destination)
+    here, dest = shot.px(w.here), shot.dest_px(w.destination)
+    leaves = shot.px(w.level(w.here_level).route[-1])
     # The route is drawn in the accent along its whole length (away from the two markers).
     route = [shot.px(p) for p in w.level(w.here_level).route]
     samples = hits = 0
@@ -93,7 +110,7 @@ def check_card(shot: Shot, w: Wayfinding) -> None:
         n = max(2, int(math.hypot(bx - ax, by - ay) / 4))
         for i in range(n + 1):
             p = (ax + (bx - ax) * i / n, ay + (by - ay) * i / n)
-            if min(math.dist(p, here), math.dist(p, dest)) < 3 * r:
+            if min(math.dist(p, here), math.dist(p, dest), math.dist(p, leaves)) < 3 * r:
                 continue
             samples += 1
             hits += near(img, p, ACCENT)
@@ -152,6 +169,9 @@ def test_the_way_to_the_trail_shoes_on_the_entrance_screen(
     assert to_aisle.destination_label.startswith("Ridge GTX trail shoe")
     turned = payload(venue, "side", "Pickup", "de")
     assert to_aisle.facing_deg == 0.0 and turned.facing_deg == 270.0
+    # Upstairs: the day pack is on the first floor; its level beside (or under) this one.
+    upstairs = payload(venue, "screen-entrance", "sku:SKU-PACK-30L", "de")
+    assert upstairs.destination_level != upstairs.here_level
     screens = [
         {"id": "s", "zone": "entrance", "width": 960, "height": 540, "orientation": orientation}
     ]
@@ -160,7 +180,11 @@ def test_the_way_to_the_trail_shoes_on_the_entrance_screen(
     try:
         with player(tmp_path, kivy_env, cfg, "s") as shots:
             assert wait_for(lambda: bus.states("s"), 20), logs(tmp_path)
-            for cid, w, lang in (("way:aisle4", to_aisle, "en"), ("way:pickup", turned, "de")):
+            for cid, w, lang in (
+                ("way:aisle4", to_aisle, "en"),
+                ("way:pickup", turned, "de"),
+                ("way:upstairs", upstairs, "de"),
+            ):
                 show(bus, "s", card(cid, w, lang))
                 assert wait_for(
                     lambda cid=cid: pngs(shots) and cid.replace(":", "_") in pngs(shots)[-1].name,
