@@ -23,6 +23,7 @@ from edge_agent.store_api.ratelimit import RateLimiter
 log = logging.getLogger("edge_agent")
 
 MAX_QUERY_BYTES = 1024
+MAX_CACHED_ANSWERS = 2048
 MAX_BODY_BYTES = 8 * 1024
 REF = r"^[A-Za-z0-9][A-Za-z0-9 _.:/()'&-]{0,119}$"
 LANG = r"^[a-z]{2}$"
@@ -46,6 +47,7 @@ def create_app(
 ) -> FastAPI:
     store_id = data.cfg.store.store_id
     limiter = RateLimiter(rate, burst)
+    answers: dict[tuple[object, ...], bytes] = {}
     app = FastAPI(
         title=f"Store API ({store_id})",
         version="1",
@@ -147,14 +149,20 @@ def create_app(
         to: Annotated[str, Query(pattern=REF)],
         lang: Annotated[str, Query(pattern=LANG)] = "en",
         accessible: bool = False,
-    ) -> JSONResponse:
+    ) -> Response:
         from edge_agent.wayfinding.cli import route_json
         from edge_agent.wayfinding.route import NoRoute, RefError, Resolver, plan_route, resolve_ref
         from edge_agent.wayfinding.screen_map import PayloadTooBig, build_wayfinding
 
         m = current_map()
-        resolvers: dict[str, Resolver] = {}
         cat = data.catalogue()
+        # A rush asks for the same few products: the answer is a pure function of the map
+        # and planogram versions, so it is kept (bounded) and never served across versions.
+        key = (from_, to, lang, accessible, m.version, cat.version if cat else None)
+        hit = answers.get(key)
+        if hit is not None:
+            return Response(hit, media_type="application/json")
+        resolvers: dict[str, Resolver] = {}
         if cat is not None:
             resolvers["sku"] = m.places.resolver(cat.by_sku)
         try:
@@ -172,7 +180,11 @@ def create_app(
             out["drawing"] = build_wayfinding(m.venue, route, lang).model_dump(mode="json")
         except PayloadTooBig:
             out["drawing"] = None  # the steps still say the way
-        return JSONResponse(out)
+        body = JSONResponse(out).body
+        if len(answers) >= MAX_CACHED_ANSWERS:
+            answers.pop(next(iter(answers)))
+        answers[key] = bytes(body)
+        return Response(body, media_type="application/json")
 
     @app.get("/w", response_class=HTMLResponse, include_in_schema=False)
     def page(
