@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
+    # Positioning from phone scans (issue 16): `edge-agent position eval|locate`.
+    "edge_agent.positioning.cli",
 ]
 
 BENCHES = {
@@ -38,6 +40,7 @@ BENCHES = {
     "wayfinding": "bench.wayfinding",
     "product-search": "bench.product_search",
     "wayfinding-e2e": "bench.wayfinding_e2e",
+    "position": "bench.position",
 }
 
 

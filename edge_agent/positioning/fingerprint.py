@@ -71,9 +71,9 @@ class CellParams:
 
     bandwidth: float = 1.0  # cells: how far a cell borrows its neighbours' scans
     fill_radius: float = 0.0  # cells: unsurveyed cells this close to a surveyed one get a model
-    sigma_floor: float = 4.0  # dB
-    sigma_prior: float = 6.0  # dB, the spread assumed before any reading
-    prior_weight: float = 2.0  # pseudo-scans pulling a cell's mean to the beacon's overall mean
+    sigma_floor: float = 6.0  # dB
+    sigma_prior: float = 4.0  # dB, the spread assumed before any reading
+    prior_weight: float = 0.5  # pseudo-scans pulling a cell's mean to the beacon's overall mean
     heard_alpha: float = 0.1  # Beta prior on p(heard): alpha, beta pseudo-counts
     heard_beta: float = 1.0
     p_floor: float = 0.002  # p(heard) and p(not heard) never below this
