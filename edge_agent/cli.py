@@ -22,6 +22,8 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
     "edge_agent.store_api.cli",
+    # Positioning from phone scans (issue 16): `edge-agent position eval|locate`.
+    "edge_agent.positioning.cli",
 ]
 
 BENCHES = {
@@ -40,6 +42,7 @@ BENCHES = {
     "product-search": "bench.product_search",
     "wayfinding-e2e": "bench.wayfinding_e2e",
     "store-api": "bench.store_api",
+    "position": "bench.position",
 }
 
 
