@@ -66,6 +66,8 @@ __all__ = ["VERSION", "Agent", "AgentStats"]
 log = logging.getLogger("edge_agent")
 
 KPI_SAVE_S = 2.0  # the day's KPIs lost to a kill -9 at most (clock seconds)
+# After an event wakes the tick loop: the rest of a burst (a group walking in) lands first.
+WAKE_COALESCE_S = 0.01
 
 
 class AdvertSource(Protocol):
@@ -264,9 +266,26 @@ class Agent:
         self.exit_code = 0  # RESTART_EXIT_STATUS after a restart command or a pushed config
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set when something a decision depends on changed (a shopper entered, the crowd at a
+        # screen changed, a push landed): the tick loop runs now instead of at its next beat.
+        self._wake = asyncio.Event()
+        self.wake_on_events = True  # False: decide on the tick only (the bench's baseline)
 
     def _invalidate(self) -> None:
         self.director.invalidate()
+        if not self.wake_on_events:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:  # a bus or downlink thread
+            loop.call_soon_threadsafe(self._wake.set)
 
     # ---- views the demo, the watchdog, metrics and tests read ----------------------------
     @property
@@ -514,7 +533,14 @@ class Agent:
                 self.heartbeat()
             self.save_journey(now)
             await asyncio.to_thread(self.flush_journal)
-            await asyncio.sleep(min(0.2, 0.5 / speed))
+            beat = min(0.2, 0.5 / speed)
+            try:
+                await asyncio.wait_for(self._wake.wait(), beat)
+                # Woken by an event: let a burst of them (a group walking in) land first.
+                await asyncio.sleep(WAKE_COALESCE_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
 
     async def run(self, until: float | None = None) -> None:
         """Run until the BLE source ends (replay) or ``until`` (clock time), or ``stop()``."""
