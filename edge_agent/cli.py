@@ -42,6 +42,7 @@ BENCHES = {
     "product-search": "bench.product_search",
     "wayfinding-e2e": "bench.wayfinding_e2e",
     "store-api": "bench.store_api",
+    "zone-to-frame": "bench.zone_to_frame",
     "position": "bench.position",
 }
 

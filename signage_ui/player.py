@@ -117,6 +117,7 @@ class PlayerApp(App):
         self.last_command_at: datetime | None = None
         # Arrival (monotonic) of the command whose change waits for its first frame.
         self._awaiting_frame: float | None = None
+        self._state_on_flip = False  # a new item: its state goes out after its first frame
         self.latencies_ms: deque[float] = deque(maxlen=2000)
         self.first_frame_at: float | None = None
         # Last bus state logged ("up"/"down"), so retries every few seconds log one line, not many.
@@ -152,6 +153,10 @@ class PlayerApp(App):
         if self._awaiting_frame is not None:
             self.latencies_ms.append((now - self._awaiting_frame) * 1000)
             self._awaiting_frame = None
+        if self._state_on_flip:
+            # The state says what is on the glass: sent once the new item's frame is drawn.
+            self._state_on_flip = False
+            self._publish_state()
 
     def _tick(self, _dt: float) -> None:
         change = self.playback.tick(datetime.now(UTC))
@@ -270,7 +275,7 @@ class PlayerApp(App):
     def _after_change(self, content_id: str) -> None:
         self._change_seq += 1
         seq = self._change_seq
-        self._publish_state()
+        self._state_on_flip = True
         if self.screenshot_dir is not None:
             # Once two more frames have been drawn the new item is on screen (a crossfade is
             # over after FADE_S); skip if something newer replaced it by then.
