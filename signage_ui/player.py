@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import statistics
+import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -41,10 +42,13 @@ from signage_ui.assets import AssetCache, AssetError
 from signage_ui.loop import Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback
 from signage_ui.widgets import Stage
+from sync.outbox import Outbox
 
 log = logging.getLogger("signage_ui")
 
 HEALTH_EVERY_S = 5.0
+# Impressions waiting for the bus, on disk: days of a busy screen's proof of play.
+IMPRESSIONS_CAP_BYTES = 16 * 1024 * 1024
 SCREENSHOT_MAX_SIDE = 480
 # The same broken asset is reported again at most this often (it may sit in the loop for days).
 ERROR_REPEAT_S = 600.0
@@ -114,6 +118,16 @@ class PlayerApp(App):
         self._change_seq = 0
         self._stopping = False
         self._client: mqtt.Client | None = None
+        # Proof of play is kept on disk until the bus has it (a dead bus, a restart): the
+        # screen's own small outbox, the same code as the agent's (sync/outbox.py).
+        self.impressions = Outbox(
+            impressions_path(self.cache.root, screen_id), cap_bytes=IMPRESSIONS_CAP_BYTES
+        )
+        self._in_flight: dict[int, str] = {}  # MQTT message id -> impression event id
+        self._flight_lock = threading.Lock()
+        # Whether the item on screen has been drawn at least once (a frame flipped with it).
+        self._current_drawn = False
+        self.impressions_skipped = 0  # items replaced before their first frame: not a play
         self.last_command_at: datetime | None = None
         # Arrival (monotonic) of the command whose change waits for its first frame.
         self._awaiting_frame: float | None = None
@@ -153,6 +167,7 @@ class PlayerApp(App):
         if self._awaiting_frame is not None:
             self.latencies_ms.append((now - self._awaiting_frame) * 1000)
             self._awaiting_frame = None
+        self._current_drawn = True
         if self._state_on_flip:
             # The state says what is on the glass: sent once the new item's frame is drawn.
             self._state_on_flip = False
@@ -171,8 +186,13 @@ class PlayerApp(App):
         self.stage.show(content, self._safe_asset(content), fade=fade)
         Window.clearcolor = get_color_from_hex(content.background)
         log.info("showing %s (%s, %s)", content.content_id, content.variant, change.showing.mode)
+        drawn, self._current_drawn = self._current_drawn, False
         if change.ended is not None:
-            self._publish_impression(change.ended)
+            if drawn:
+                self._publish_impression(change.ended)
+            else:
+                # Replaced before a single frame showed it: nobody saw it, it is not a play.
+                self.impressions_skipped += 1
         self._after_change(content.content_id)
 
     # ---- content cache ------------------------------------------------------------------
@@ -348,7 +368,10 @@ class PlayerApp(App):
                 return
             c.subscribe([(cmd_topic, 1), (emergency_topic, 1)])
             self._bus_changed("up", f"bus: connected to {where}")
+            with self._flight_lock:
+                self._in_flight.clear()  # what was in flight on the old connection goes again
             Clock.schedule_once(lambda _dt: self._publish_state(), 0)
+            Clock.schedule_once(lambda _dt: self._drain_impressions(), 0)
 
         def on_connect_fail(_c: mqtt.Client, _u: object) -> None:
             self._bus_changed("down", f"bus: {where} unreachable; playing on, retrying")
@@ -367,6 +390,7 @@ class PlayerApp(App):
         client.on_connect_fail = on_connect_fail
         client.on_disconnect = on_disconnect
         client.on_message = on_message
+        client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked(mid)
         connect(client, self.bus_cfg)
         client.loop_start()
         self._client = client
@@ -415,10 +439,9 @@ class PlayerApp(App):
             log.info("holding %s; %s waits", self.playback.current.content.content_id, cmd.kind)
 
     def _publish_impression(self, imp: Impression) -> mqtt.MQTTMessageInfo | None:
-        """Proof of play for an item that left the screen. While the bus is down paho keeps it
-        queued in memory and sends it on reconnect."""
-        if self._client is None:
-            return None
+        """Proof of play for an item that left the screen: on disk first, then to the bus; it
+        leaves the disk when the broker has it (PUBACK), so a dead bus or a restart loses none
+        (the CDP drops a second copy by its id)."""
         event = make_event(
             ContentImpression(
                 impression_id=new_event_id(),
@@ -437,9 +460,42 @@ class PlayerApp(App):
             device_id=self.cfg.store.device_id,
             time=imp.end,
         )
-        return self._client.publish(
-            topics.screen_events(self.store, self.screen_id), event.to_json(), qos=1
-        )
+        try:
+            self.impressions.append([event])
+        except Exception as exc:  # a full or broken disk: still try the bus, say it once
+            self._report_error("impressions", None, f"{type(exc).__name__}: {str(exc)[:120]}")
+            if self._client is None:
+                return None
+            return self._client.publish(
+                topics.screen_events(self.store, self.screen_id), event.to_json(), qos=1
+            )
+        return self._drain_impressions()
+
+    def _drain_impressions(self) -> mqtt.MQTTMessageInfo | None:
+        """Send what the disk holds and the bus has not confirmed (when connected)."""
+        client = self._client
+        if client is None or not client.is_connected():
+            return None
+        topic = topics.screen_events(self.store, self.screen_id)
+        last: mqtt.MQTTMessageInfo | None = None
+        with self._flight_lock:
+            flying = set(self._in_flight.values())
+            for row in self.impressions.pending(200, 512 * 1024):
+                if row.id in flying:
+                    continue
+                info = client.publish(topic, _without_sequence(row.body), qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                self._in_flight[info.mid] = row.id
+                last = info
+        return last
+
+    def _acked(self, mid: int) -> None:
+        """paho's thread: the broker has the impression, the disk may let it go."""
+        with self._flight_lock:
+            event_id = self._in_flight.pop(mid, None)
+        if event_id is not None:
+            self.impressions.mark_sent([event_id])
 
     def health(self) -> dict[str, object]:
         current = self.playback.current
@@ -456,6 +512,8 @@ class PlayerApp(App):
             "cmd_to_frame_ms_p50": round(statistics.median(lat), 1) if lat else None,
             "cmd_to_frame_ms_max": round(lat[-1], 1) if lat else None,
             "errors": self.errors,
+            "impressions_pending": self.impressions.depth(),
+            "impressions_skipped": self.impressions_skipped,
         }
 
     def _publish_state(self) -> None:
@@ -501,8 +559,24 @@ class PlayerApp(App):
             self._delivered(offline, 2.0)
             self._client.disconnect()
             self._client.loop_stop()
+        self.impressions.close()
         if self.stage is not None:
             self.stage.front.release()
             self.stage.back.release()
         log.info("stopped")
         self.stop()
+
+
+def impressions_path(content_root: Path, screen_id: str) -> Path:
+    """The screen's impression outbox: the unit's own state directory (systemd's
+    STATE_DIRECTORY, the player may not write the agent's), else beside the content cache."""
+    base = os.environ.get("STATE_DIRECTORY")
+    root = Path(base.split(":")[0]) if base else content_root.parent / "signage-ui"
+    return root / f"impressions-{screen_id}.db"
+
+
+def _without_sequence(body: str) -> str:
+    """The event as made: the outbox's own ordering number is for the outbox alone."""
+    doc = json.loads(body)
+    doc.pop("sequence", None)
+    return json.dumps(doc, separators=(",", ":"))
