@@ -120,13 +120,23 @@ class WayCard(Panel):
         self.view.show(content)
 
 
+class Clip(Video):
+    """A clip from the cache. Kivy's Video is an Image: when its source changes (and at every
+    loop) it asks the image loader for the file as a picture, which fails on a clip and logs
+    "Image: Error loading" each time. The decoder's frames are its texture; nothing to load."""
+
+    def texture_update(self, *largs: object) -> None:
+        if self.preview:
+            super().texture_update(*largs)
+
+
 class MediaView(Panel):
     """An image or a video, letterboxed on the item's background colour (never black bars)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.image = Image(fit_mode="contain", size_hint=(None, None))
-        self.video: Video | None = None
+        self.video: Clip | None = None
         self.add_widget(self.image)
 
     def relayout(self) -> None:
@@ -145,7 +155,7 @@ class MediaView(Panel):
         self.set_background(content.background)
         self.image.opacity = 0
         if self.video is None:
-            self.video = Video(fit_mode="contain", size_hint=(None, None), options={"eos": "loop"})
+            self.video = Clip(fit_mode="contain", size_hint=(None, None), options={"eos": "loop"})
             self.add_widget(self.video)
         self.video.opacity = 1
         self.video.source = str(path)
