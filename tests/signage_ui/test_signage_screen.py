@@ -426,9 +426,9 @@ def test_video_from_the_cache_plays(tmp_path: Path, kivy_env: dict[str, str], br
             assert wait_for(lambda: green_share() > 0.7, 10), logs(tmp_path)
             # The 2 s clip loops (its frames still on screen well past its end) ...
             started = time.monotonic()
-            assert wait_for(
-                lambda: time.monotonic() - started > 4.5 and green_share() > 0.7, 15
-            ), logs(tmp_path)
+            assert wait_for(lambda: time.monotonic() - started > 4.5 and green_share() > 0.7, 15), (
+                logs(tmp_path)
+            )
         # ... without an error line for it, at its start or at any loop.
         text = logs(tmp_path)
         assert "Error loading" not in text and sha not in text, text[-2000:]
