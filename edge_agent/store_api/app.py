@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_agent.store_api.data import NoMap, StoreData
@@ -29,6 +30,16 @@ REF = r"^[A-Za-z0-9][A-Za-z0-9 _.:/()'&-]{0,119}$"
 LANG = r"^[a-z]{2}$"
 # What a page or script may load: only this origin (no inline script, no third party).
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+
+
+class PositionRequest(BaseModel):
+    """One scan: beacon name (as /v1/beacons gives it) -> RSSI in dBm; -200 or absent: not
+    heard. ``session``: an opaque id the app makes up per walk, for smoothing; never a device id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scan: dict[Annotated[str, StringConstraints(max_length=64)], float] = Field(max_length=64)
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class ApiError(Exception):
@@ -185,6 +196,24 @@ def create_app(
             answers.pop(next(iter(answers)))
         answers[key] = bytes(body)
         return Response(body, media_type="application/json")
+
+    @app.post("/v1/position", summary="Where the phone is, from its own beacon scan")
+    def post_position(body: PositionRequest) -> JSONResponse:
+        """The scan is used and dropped: nothing of it, nor the answer, is kept or sent on
+        (a session's last belief stays in memory for smoothing, 30 s at most)."""
+        from edge_agent.positioning.scan import ScanError
+
+        m = current_map()
+        model = data.positioner(m)
+        if model is None:
+            raise ApiError(503, "no store beacons placed on the map to position with")
+        try:
+            pos = model.locate(body.scan, body.session, time.monotonic())
+        except ScanError as exc:
+            raise ApiError(400, str(exc)) from None
+        out = pos.as_dict()
+        out["map_version"] = m.version
+        return JSONResponse(out)
 
     @app.get("/w", response_class=HTMLResponse, include_in_schema=False)
     def page(

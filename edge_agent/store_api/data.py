@@ -96,6 +96,7 @@ class StoreData:
         self._map: tuple[tuple[str, ...], MapSnapshot] | None = None
         self._catalogue: Catalogue | None = None
         self._planograms: PlanogramStore | None = None
+        self._positioner: tuple[tuple[object, ...], Any] | None = None
 
     # ---- the map -------------------------------------------------------------------------
     def _map_source(self) -> tuple[str, ...]:
@@ -187,6 +188,38 @@ class StoreData:
                 }
             )
         return out
+
+    # ---- positioning ---------------------------------------------------------------------
+    def positioner(self, snapshot: MapSnapshot) -> Any:
+        """Where a phone is from its own scan: fingerprints when a survey of this store is on
+        the box (``<state_dir>/position-survey.csv``), else the placed beacons' path loss. One
+        per map version (beacons move with the map)."""
+        from edge_agent.positioning.dataset import read_survey
+        from edge_agent.positioning.fallback import Beacon
+        from edge_agent.positioning.positioner import Positioner
+
+        survey = self.state_dir / "position-survey.csv"
+        stamp = survey.stat().st_mtime_ns if survey.exists() else None
+        key = (snapshot.version, stamp)
+        cached = self._positioner
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._lock:
+            beacons = [
+                Beacon(b["name"], b["x"], b["y"], b["level_ordinal"], float(b["measured_power"]))
+                for b in self.beacons(snapshot)
+            ]
+            # A beacon's place, as a shopper would say it: its zone's name.
+            zones = {z.id: z.name or z.id for z in self.cfg.zones}
+            labels = {b.name: zones.get(b.zone, b.zone) for b in self.cfg.ble.beacons}
+            if stamp is not None:
+                model = Positioner.from_survey(read_survey(survey), beacons=beacons)
+            elif beacons:
+                model = Positioner(beacons=beacons, beacon_labels=labels)
+            else:
+                model = None
+            self._positioner = (key, model)
+            return model
 
     def close(self) -> None:
         if self._planograms is not None:

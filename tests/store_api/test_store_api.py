@@ -7,6 +7,7 @@ that a kiosk's QR code opens, drawn in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -249,3 +250,39 @@ def test_a_kiosks_qr_link_opens_the_route_page_in_a_browser(api: Api) -> None:
         assert wait_for(lambda: "abgelaufen" in driver.find_element("id", "status").text, 10)
     finally:
         driver.quit()
+
+
+def test_a_phones_scan_gets_a_position_near_the_beacon_it_hears_loudest(api: Api) -> None:
+    beacons = {b["name"]: b for b in api.http.get("/v1/beacons").json()["beacons"]}
+    door = beacons["entrance-door"]
+    scan = {"entrance-door": -52.0, "entrance-shelf": -75.0, "womens-rack": -88.0}
+    r = api.http.post("/v1/position", json={"scan": scan, "session": "walk-1"})
+    assert r.status_code == 200, r.text
+    pos = r.json()
+    assert pos["method"] == "beacons" and pos["level"] == 0 and 0 < pos["confidence"] <= 1
+    near = math.dist((pos["x"], pos["y"]), (door["x"], door["y"]))
+    far = math.dist(
+        (pos["x"], pos["y"]), (beacons["womens-rack"]["x"], beacons["womens-rack"]["y"])
+    )
+    assert near < far, (pos, door)
+    assert pos["label"] == "Entrance"
+    # Nothing heard: no position, said so, not an error.
+    none = api.http.post("/v1/position", json={"scan": {"entrance-door": -200}}).json()
+    assert none["method"] == "none" and none["x"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"scan": {"no-such-beacon": -60}}, "no-such-beacon"),
+        ({"scan": {"entrance-door": "loud"}}, "scan.entrance-door"),
+        ({"scan": {"entrance-door": -60}, "session": "a b"}, "session"),
+        ({"scan": {"entrance-door": -60}, "device": "x"}, "device: Extra inputs"),
+        ({"scan": {f"b{i}": -60 for i in range(70)}}, "scan"),
+        ([], "Input should be a valid dictionary"),
+    ],
+)
+def test_a_malformed_scan_gets_a_one_line_400(api: Api, body: object, words: str) -> None:
+    r = api.http.post("/v1/position", json=body)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"] and "\n" not in r.json()["error"]
