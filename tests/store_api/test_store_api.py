@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 import os
 import subprocess
 import sys
@@ -48,14 +49,20 @@ def _write_config(tmp_path: Path) -> Path:
 
 
 class Api:
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *extra: str,
+        scheme: str = "http",
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.cfg = _write_config(tmp_path)
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.log = open(tmp_path / f"api-{self.port}.log", "wb")  # noqa: SIM115
         args = [EXE, "api", "-c", str(self.cfg), "--port", str(self.port), *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.base, timeout=10)
+        self.http = httpx.Client(base_url=self.base, timeout=10, verify=verify)
 
         def up() -> bool:
             try:
@@ -286,3 +293,31 @@ def test_a_malformed_scan_gets_a_one_line_400(api: Api, body: object, words: str
     r = api.http.post("/v1/position", json=body)
     assert r.status_code == 400, r.text
     assert words in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+def test_the_api_speaks_tls_with_the_stores_certificate(tmp_path: Path) -> None:
+    """Where the app requires TLS: the store's server certificate from the fleet's private CA
+    (`edge-ops pki issue ... server`), checked by the client against that CA."""
+    from central.pki import init_ca, issue
+
+    pki = tmp_path / "pki"
+    init_ca(pki, days=2)
+    made = issue(pki, "server", hosts=["127.0.0.1", "localhost"], days=2)
+    a = Api(
+        tmp_path, "--certfile", str(made.cert), "--keyfile", str(made.key), scheme="https",
+        verify=ssl.create_default_context(cafile=str(pki / "ca.pem")),
+    )  # fmt: skip
+    try:
+        r = a.http.get("/v1/beacons")
+        assert r.status_code == 200 and r.json()["beacons"]
+        # Plain HTTP to the TLS port is not served.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{a.port}/v1/beacons", timeout=3).raise_for_status()
+    finally:
+        a.close()
+    # Half a pair is refused at start, in one line.
+    bad = subprocess.run(
+        [EXE, "api", "-c", str(a.cfg), "--certfile", str(made.cert)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "both --certfile and --keyfile" in bad.stderr
