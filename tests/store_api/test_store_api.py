@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import ssl
 import os
+import ssl
 import subprocess
 import sys
 import time
