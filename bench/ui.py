@@ -141,6 +141,10 @@ def _child(mode: str, cfg_path: str, out: str, n: int) -> None:  # pragma: no co
         Path(out).write_text(json.dumps(result))
         app.stop()
 
+    if mode.startswith("frames-"):
+        _frames(mode, cfg, items, n, result, finish)
+        return
+
     if mode == "latency-ours" or mode == "memory-ours":
 
         class Bench(PlayerApp):
@@ -311,6 +315,114 @@ def _child(mode: str, cfg_path: str, out: str, n: int) -> None:  # pragma: no co
     app.run()
 
 
+def _frames(
+    mode: str, cfg: Any, items: list[Any], n: int, result: dict[str, Any], finish: Any
+) -> None:  # pragma: no cover - subprocess
+    """Every frame read back while the player goes through ``n`` transitions: loop items,
+    photos, takeovers, emergency overrides, the bus going down and back. A frame is black when
+    nearly all of it is near black, blank when it is one flat colour (nothing drawn on it)."""
+    import numpy as np
+    from kivy.app import App
+    from kivy.clock import Clock
+    from kivy.core.window import Window
+    from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
+    from kivy.uix.floatlayout import FloatLayout
+
+    from contracts.screen_protocol import Content, ScreenCommand
+    from signage_ui.player import PlayerApp
+    from signage_ui.widgets import OfferCard
+
+    counts = {"frames": 0, "black": 0, "blank": 0}
+
+    def read(*_a: object) -> None:
+        w, h = Window.size
+        raw = glReadPixels(0, 0, w, h, GL_RGBA, GL_UNSIGNED_BYTE)
+        px = np.frombuffer(raw, np.uint8).reshape(h, w, 4)[::6, ::6, :3]
+        counts["frames"] += 1
+        if (px.max(axis=2) < 24).mean() > 0.98:
+            counts["black"] += 1
+        elif px.reshape(-1, 3).std(axis=0).max() < 1.0:
+            counts["blank"] += 1
+
+    emergency = Content(
+        content_id="emergency:bench", title="Please leave the store", background="#b00020",
+        variant="override",
+    )  # fmt: skip
+
+    def script(i: int) -> tuple[str, Any]:
+        """The i-th transition: mostly shows, an override and its end, the bus down and up."""
+        if i % 50 == 20:
+            return "override", ScreenCommand(kind="override", content=emergency, ttl_s=1e6)
+        if i % 50 == 23:
+            return "override", ScreenCommand(kind="clear_override", ttl_s=1e6)
+        if i % 100 == 60:
+            return "bus", False
+        if i % 100 == 64:
+            return "bus", True
+        return "show", ScreenCommand(kind="show", content=items[i % len(items)], ttl_s=1e6)
+
+    if mode == "frames-ours":
+
+        class Bench(PlayerApp):
+            def _start_bus(self) -> None:
+                pass  # commands come from the script, not the bus
+
+        app: Any = Bench(cfg, SCREEN, bus=cfg.bus)
+
+        def apply(kind: str, what: Any) -> None:
+            if kind == "bus":
+                app.playback.bus_up = what
+            else:
+                app._on_command(what.to_bytes())
+
+    else:
+
+        class Unloader(App):
+            """The naive way: drop the old item, build the new one on the next frame."""
+
+            def build(self) -> FloatLayout:
+                self.box = FloatLayout()
+                return self.box
+
+            def show(self, content: Any) -> None:
+                self.box.clear_widgets()
+
+                def load(_dt: float) -> None:
+                    card = OfferCard()
+                    self.box.add_widget(card)
+                    card.show(content)
+
+                Clock.schedule_once(load, 0)
+
+        app = Unloader()
+
+        def apply(kind: str, what: Any) -> None:
+            if kind != "bus" and what.content is not None:
+                app.show(what.content)
+
+    state = {"i": 0, "frame": 0}
+
+    def step(_dt: float) -> None:
+        state["frame"] += 1
+        if state["frame"] % 3:
+            return  # a transition every third frame: fast, like a busy store's screens
+        kind, what = script(state["i"])
+        apply(kind, what)
+        state["i"] += 1
+        if state["i"] >= n:
+            Clock.unschedule(step)
+            Window.unbind(on_flip=read)
+            result.update(transitions=state["i"], **counts)
+            finish(app)
+
+    def begin(_dt: float) -> None:
+        Window.bind(on_flip=read)
+        Clock.schedule_interval(step, 0)
+
+    Clock.schedule_once(begin, 1.0)
+    app.run()
+
+
 # ---- the parent -------------------------------------------------------------------------------
 
 
@@ -403,6 +515,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     n_cmds = 60 if quick else 300
     n_switch = 1000 if quick else 10_000
+    n_transitions = 300 if quick else 1200
     work = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     xvfb = Xvfb(f"{WIDTH}x{HEIGHT}x24")
     display = xvfb.start()
@@ -416,6 +529,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         lat_naive = _run_child("latency-naive", cfg, env, n_cmds, driver, 120)
         mem_ours = _run_child("memory-ours", cfg, env, n_switch, None, 900)
         mem_naive = _run_child("memory-naive", cfg, env, n_switch, None, 900)
+        frames_ours = _run_child("frames-ours", cfg, env, n_transitions, None, 900)
+        frames_naive = _run_child("frames-naive", cfg, env, n_transitions, None, 900)
     finally:
         driver.close()
         broker.cleanup()
@@ -450,6 +565,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         "switches": n_switch,
         "memory": {"ours": mem(mem_ours), "naive_new_widgets": mem(mem_naive)},
         "goal_growth_under_10pct": mem(mem_ours)["growth_pct"] < 10,
+        "black_frames": {
+            "transitions": frames_ours["transitions"],
+            "total": frames_ours["black"] + frames_ours["blank"],
+            "ours": {k: frames_ours[k] for k in ("frames", "black", "blank")},
+            "naive_unload_then_load": {k: frames_naive[k] for k in ("frames", "black", "blank")},
+        },
+        "goal_no_black_frames": frames_ours["black"] + frames_ours["blank"] == 0,
         "start_to_first_frame_s": {
             "ours": round(lat_ours["start_to_first_frame_s"], 2),
             "naive": round(lat_naive["start_to_first_frame_s"], 2),
