@@ -42,8 +42,12 @@ def collect(broker: BrokerConfig, store: str = "+", wait_s: float = 2.0) -> list
     connect(client, broker, clean_start=True, session_expiry_s=0)
     client.loop_start()
     try:
-        if subscribed.wait(max(wait_s, 5.0)):
-            time.sleep(wait_s)  # retained messages follow the SUBACK
+        if not subscribed.wait(max(wait_s, 5.0)):
+            raise ConnectionError(
+                f"could not reach {broker.host}:{broker.port} (TLS: {'on' if broker.tls else 'off'})"
+                " or subscribe there: no fleet status"
+            )
+        time.sleep(wait_s)  # retained messages follow the SUBACK
     finally:
         client.disconnect()
         client.loop_stop()

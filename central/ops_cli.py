@@ -5,6 +5,8 @@
                 (KIND map also takes an IMDF folder or .zip: pushed as map version N;
                  KIND planogram an ERP's CSV export: pushed as planogram version N)
                 [--expires-in 3600] [--max-bytes B] [--host H] [--port P] [--wait-ack [SECONDS]]
+  every command that talks to a broker: [--ca CA.pem --cert ops.crt --tls-key ops.key]
+                (TLS to the fleet broker with the ops role's certificate; exit 1 if unreachable)
                 (a signed message over the boxes' limit is refused before it is sent)
   edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
                 [--part-rows R] [--max-bytes B] [--only 3,7] [--wait-ack [SECONDS]]
@@ -51,7 +53,31 @@ from contracts.uplift import Uplift
 
 
 def _broker(args: argparse.Namespace) -> BrokerConfig:
-    return BrokerConfig(host=args.host, port=args.port)
+    """The broker ops talk to; over TLS with ``--ca`` (and the ops role's certificate, which the
+    fleet broker requires: ``edge-ops pki issue role --name ops``)."""
+    ca = getattr(args, "ca", None)
+    return BrokerConfig(
+        host=args.host,
+        port=args.port,
+        tls=ca is not None,
+        ca_file=Path(ca) if ca else None,
+        cert_file=Path(args.cert) if getattr(args, "cert", None) else None,
+        key_file=Path(args.key_file) if getattr(args, "key_file", None) else None,
+        protocol=getattr(args, "protocol", "5"),
+    )
+
+
+def _tls_usage(args: argparse.Namespace) -> str | None:
+    """A half-given TLS setup, said before anything connects."""
+    ca, cert, key = (getattr(args, a, None) for a in ("ca", "cert", "key_file"))
+    if bool(cert) != bool(key):
+        return "give both --cert and --tls-key, or neither"
+    if (cert or key) and not ca:
+        return "--cert and --tls-key need --ca (the fleet CA that signed the broker's certificate)"
+    for path in (ca, cert, key):
+        if path and not Path(path).is_file():
+            return f"{path}: no such file"
+    return None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -251,8 +277,16 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    if not sink.start(wait_s=10):
-        logging.getLogger("edge-ops").warning("not subscribed yet; still trying")
+    if not sink.start(wait_s=args.connect_timeout):
+        # A sink that cannot reach its broker stores nothing: say so and fail, rather than
+        # sit there looking healthy (systemd restarts it).
+        print(
+            f"edge-ops cdp-sink: could not reach {args.host}:{args.port} in "
+            f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
+            file=sys.stderr,
+        )
+        sink.stop()
+        return 1
     print(f"cdp-sink: {sink.topic} -> {args.db}", file=report, flush=True)
     try:
         while not done.wait(args.report_s):
@@ -368,7 +402,11 @@ def uplift_table(by_campaign: dict[str, Uplift]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from central.fleet_status import collect, summary
 
-    rows = collect(_broker(args), store=args.store, wait_s=args.wait)
+    try:
+        rows = collect(_broker(args), store=args.store, wait_s=args.wait)
+    except ConnectionError as exc:
+        print(f"edge-ops status: {exc}", file=sys.stderr)
+        return 1
     for row in rows:
         print(json.dumps(row))
     print(json.dumps({"summary": summary(rows)}))
@@ -445,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     def broker_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--host", default="127.0.0.1")
         sp.add_argument("--port", type=int, default=1883)
+        sp.add_argument("--ca", help="TLS: the fleet CA (PEM); turns TLS on")
+        sp.add_argument("--cert", help="TLS: the ops role's certificate (PEM)")
+        sp.add_argument("--tls-key", dest="key_file", help="TLS: its private key (PEM)")
+        sp.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
 
     k = sub.add_parser("keygen", help="new Ed25519 ops key pair")
     k.add_argument("--out", required=True, help="directory for ops_private.pem (mode 0600)")
@@ -493,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", default="cdp", help="shared subscription group ('' = none)")
     s.add_argument("--report-s", type=float, default=10.0)
     s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
+    s.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker"
+    )
     broker_args(s)
     s.set_defaults(func=cmd_cdp_sink)
 
@@ -558,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = build_parser().parse_args(argv)
+    if hasattr(args, "ca"):
+        problem = _tls_usage(args)
+        if problem is not None:
+            print(f"edge-ops: {problem}", file=sys.stderr)
+            return 2
     return int(args.func(args))
 
 

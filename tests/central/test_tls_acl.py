@@ -552,3 +552,43 @@ def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
         assert dev.publish(topics.events("munich-02", "screen-entrance"), b"{}") == 0x87
     finally:
         terminate(proc)
+
+
+def test_edge_ops_speaks_tls_to_the_fleet_broker(
+    tls_broker: Mosquitto, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture, clients
+) -> None:
+    """`edge-ops` against the TLS-only broker the README prescribes: with the fleet CA and the
+    ops role's certificate it pushes and reads status; without them it says it could not reach
+    the broker and exits 1 (never `{"devices": 0}` and 0); a half-given TLS setup is a usage error."""
+    tls = ["--host", "127.0.0.1", "--port", str(tls_broker.port), "--ca", str(pki.dir / "ca.pem")]
+    ops = [*tls, "--cert", str(pki.ops.cert), "--tls-key", str(pki.ops.key)]
+    # A box's retained state, as s1:d1 publishes it.
+    box = clients(bcfg(tls_broker, pki, pki.s1d1), "s1:d1").c
+    try:
+        box.publish(
+            topics.device_base("s1", "d1") + "/state",
+            json.dumps({"status": "online", "version": "9.9"}), qos=1, retain=True,
+        ).wait_for_publish(5)  # fmt: skip
+        assert ops_cli.main(["status", "--store", "s1", "--wait", "1", *ops]) == 0
+        out = capsys.readouterr().out.splitlines()
+        rows = [json.loads(line) for line in out if '"device"' in line]
+        assert any(r["device"] == "d1" and r["version"] == "9.9" for r in rows), out
+        # Signed and pushed over TLS: the box's command topic gets it.
+        keys = tmp_path / "keys"
+        assert ops_cli.main(["keygen", "--out", str(keys)]) == 0
+        body = tmp_path / "campaigns.json"
+        body.write_text(json.dumps({"version": 1, "default": []}))
+        push = ["push", "campaigns", str(body), "--store", "s1", "--device", "d1", "--version", "3"]
+        assert ops_cli.main([*push, "--key", str(keys / "ops_private.pem"), *ops]) == 0
+        assert '"published"' in capsys.readouterr().out
+        # Without the ops certificate the broker refuses the handshake: said, exit 1.
+        assert ops_cli.main(["status", "--store", "s1", "--wait", "0.5", *tls]) == 1
+        assert "could not reach" in capsys.readouterr().err
+        sink = ["cdp-sink", "--db", str(tmp_path / "cdp.db"), "--connect-timeout", "2", *tls]
+        assert ops_cli.main(sink) == 1
+        assert "could not reach" in capsys.readouterr().err
+        # Half a TLS setup: a usage error before anything connects.
+        assert ops_cli.main(["status", *tls, "--cert", str(pki.ops.cert)]) == 2
+        assert "both --cert and --tls-key" in capsys.readouterr().err
+    finally:
+        box.publish(topics.device_base("s1", "d1") + "/state", b"", qos=1, retain=True)
