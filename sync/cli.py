@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="outbox file (without -c)")
     p.add_argument("--store", help="store id (without -c)")
     p.add_argument("--device", help="device id (without -c)")
-    p.add_argument("--seed", type=int, default=1, help="same seed, same events: runs resume")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="same seed, same events: runs resume (default: the device's own, from store/device)",
+    )
     p.add_argument("--uplink", action="store_true", help="also publish to the central broker")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
@@ -41,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_agent.config import BrokerConfig, ConfigError, UplinkConfig, load_config
-    from sync.loadgen import generate
+    from sync.loadgen import device_seed, generate
     from sync.outbox import Outbox
 
     if args.count < 0 or args.rate < 0:
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             res = generate(
                 ob, store_id=store, device_id=device, count=args.count, rate=args.rate,
-                seed=args.seed,
+                seed=args.seed if args.seed is not None else device_seed(store, device),
             )  # fmt: skip
             out = {
                 "accepted": res.accepted,

@@ -48,6 +48,12 @@ def event_id(seed: int, i: int) -> str:
     return str(uuid.UUID(bytes=bytes(b)))
 
 
+def device_seed(store_id: str, device_id: str) -> int:
+    """The default seed of a device's run: its own, so two devices never make the same ids (a
+    CDP that dedups on the id alone would drop one box's events as the other's duplicates)."""
+    return int.from_bytes(hashlib.sha256(f"{store_id}/{device_id}".encode()).digest()[:6], "big")
+
+
 def ids(seed: int, indices: Iterable[int]) -> set[str]:
     return {event_id(seed, i) for i in indices}
 

@@ -70,3 +70,12 @@ def test_a_day_offline_then_the_backlog_drains_in_order(
     assert [int(s) for s, _ in rows] == sorted(int(s) for s, _ in rows)
     times = [t for _, t in rows]
     assert times == sorted(times)
+
+
+def test_two_devices_never_make_the_same_ids_by_default() -> None:
+    """loadgen's default seed is the device's own: a fleet of simulated boxes gives a CDP
+    distinct events, and the same box resumes with the same ids."""
+    a, b = loadgen.device_seed("s1", "d1"), loadgen.device_seed("s1", "d2")
+    assert a != b and a == loadgen.device_seed("s1", "d1")
+    assert loadgen.device_seed("s2", "d1") not in (a, b)
+    assert not loadgen.ids(a, range(2000)) & loadgen.ids(b, range(2000))
