@@ -124,6 +124,10 @@ def layout_offer(
     for share in shares:
         for scale in SCALES:
             lay = _layout(inner, text, measure, min_px, share, has_qr, shape, scale)
+            if lay.body is not None and _fine(lay) > lay.body.fitted.size:
+                # Fine print no larger than the body: again with the fine print at its size.
+                cap = lay.body.fitted.size
+                lay = _layout(inner, text, measure, min_px, share, has_qr, shape, scale, cap)
             if fallback is None or (fallback.shortened and not lay.shortened):
                 fallback = lay
             if _good(lay):
@@ -155,6 +159,10 @@ def _grow_photo(
     return bigger if _good(bigger) else lay
 
 
+def _fine(lay: OfferLayout) -> int:
+    return max((p.fitted.size for p in (lay.valid, lay.scan) if p is not None), default=0)
+
+
 def _good(lay: OfferLayout) -> bool:
     """No text shortened, and the hierarchy holds: the title stands out from the body, and
     the fine print (validity, QR caption) is no larger than the body."""
@@ -163,8 +171,7 @@ def _good(lay: OfferLayout) -> bool:
     if lay.title is None or lay.body is None:
         return True
     body = lay.body.fitted.size
-    fine = [p.fitted.size for p in (lay.valid, lay.scan) if p is not None]
-    return lay.title.fitted.size >= 1.2 * body and all(f <= 1.1 * body for f in fine)
+    return lay.title.fitted.size >= 1.2 * body and _fine(lay) <= 1.1 * body
 
 
 def _layout(
@@ -176,6 +183,7 @@ def _layout(
     has_qr: bool,
     shape: str,
     scale: float,
+    fine_cap: int | None = None,
 ) -> OfferLayout:
     x, y, w, h = inner
     gap = float(max(6, round(0.035 * min(w, h))))
@@ -197,6 +205,8 @@ def _layout(
     # Sizes scale with the column: its height, but no more than its width allows.
     unit = min(ch, cw * 1.2)
     small = max(min_px, round(0.045 * unit * scale))
+    if fine_cap is not None:
+        small = max(min_px, min(small, fine_cap))
 
     def sized(share_of_unit: float) -> int:
         return max(min_px, round(share_of_unit * unit * scale))
@@ -260,12 +270,12 @@ def _layout(
     top = cy + ch
     room_top = ch - bottom_h - (gap if bottom_h else 0)
     if text.badge:
-        base = h if image is not None else unit
+        size = max(min_px, round(0.07 * min(w, h) * scale))
         badge = _line(
             text.badge,
-            (image[2] if image else cw) * 0.6,
+            (image[2] if image else cw) * 0.7 - 1.2 * size,  # the pill's ends are padding
             measure,
-            sized(0.06 * base / unit),
+            size,
             min_px,
             bold=True,
         )
@@ -297,11 +307,30 @@ def _layout(
         if not body.shortened:
             break
     block = title.height + (gap / 2 + body.height if body.lines else 0)
-    if not bottom_h and room_top > block:
-        out["slack"] = room_top - block
-        top -= (room_top - block) / 2  # nothing below: title and body centred in the column
     title_y = top - title.height
     out["title"] = Placed(title, (cx, title_y, cw, title.height))
     if body.lines:
         out["body"] = Placed(body, (cx, title_y - gap / 2 - body.height, cw, body.height))
+    free = room_top - block
+    if free > 0:
+        # Little to say: the words and the price block close up in the middle of the column
+        # (a poster, not a form with a hole in it).
+        if not bottom_h:
+            out["slack"] = free
+        for key in ("badge", "badge_text", "title", "body"):
+            if key != "badge" and key != "badge_text" or image is None:
+                out[key] = _moved(out.get(key), -free / 2)
+        for key in ("qr", "scan", "valid", "cta_pill", "cta", "tag", "price", "was"):
+            out[key] = _moved(out.get(key), free / 2)
+        if "bar" in out:  # the accent rule spans the words, not the empty ends
+            out["bar"] = (x, y + free / 2, float(out["bar"][2]), h - free)  # type: ignore[index]
     return OfferLayout(**out)  # type: ignore[arg-type]
+
+
+def _moved(item: object, dy: float) -> object:
+    if isinstance(item, Placed):
+        x, y, w, h = item.box
+        return Placed(item.fitted, (x, y + dy, w, h))
+    if isinstance(item, tuple):
+        return (item[0], item[1] + dy, item[2], item[3])
+    return item

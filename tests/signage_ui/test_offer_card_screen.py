@@ -4,7 +4,7 @@ German and French copy, prices, badges, QR codes, ticker and side panel) in land
 portrait; the screenshots are checked by pixels: nothing outside the safe area, the photo in its
 region around its subject, the QR code decodes to its link, the price is on its tag.
 
-``OFFER_SHOTS=DIR`` keeps the screenshots (the README's come from here)."""
+``OFFER_SHOTS=DIR`` keeps every screenshot; ``EDGE_DOCS_SHOTS=1`` refreshes the README's."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests.signage_ui.test_signage_player import load
 from tests.signage_ui.test_signage_screen import config, logs, player, pngs, write_playlist
 from tests.watching import wait_for
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(120)]
 
 BOOT_BGR = (30, 110, 210)  # the product: a tan boot on a pale studio gradient
@@ -114,6 +115,16 @@ def cards(photo: str) -> list[Content]:
             image_focus=FOCUS,
             badge="New in",
         ),
+        # Its photo never reached the cache: the card still plays, text-led, and says why once.
+        Content(
+            content_id="offer:no-photo",
+            title="Merino base layer",
+            body="Soft, warm, odour-resistant.",
+            background="#ffffff",
+            accent="#2a9d8f",
+            image_sha256="ab" * 32,
+            price=39.0,
+        ),
     ]
 
 
@@ -144,7 +155,7 @@ def outside_safe(img: np.ndarray) -> np.ndarray:
     return mask
 
 
-def check_card(img: np.ndarray, c: Content) -> None:
+def check_card(img: np.ndarray, c: Content, cached: set[str]) -> None:
     h, w = img.shape[:2]
     # Nothing drawn in the overscan margin: every pixel there is a region's plain fill.
     plain = np.zeros((h, w), bool)
@@ -167,7 +178,7 @@ def check_card(img: np.ndarray, c: Content) -> None:
         assert area > 0.01 * tag.size
         price = main[y : y + th, x : x + tw]
         assert near(price, bgr(text_colour_for(c.accent)), 40).mean() > 0.1
-    if c.image_sha256:
+    if c.image_sha256 in cached:
         boot = near(main, BOOT_BGR, 24)
         assert boot.mean() > 0.015, "the product is not on the card"
         ys, xs = np.nonzero(boot)
@@ -207,9 +218,14 @@ def test_offer_cards_in_german_and_french_fit_the_safe_area(
         for c in items:
             name = f"{c.content_id.split(':')[1]}-{orientation}.png"
             shutil.copy(got[c.content_id.replace(":", "_")], Path(keep) / name)
+    if os.environ.get("EDGE_DOCS_SHOTS"):  # README pictures, refreshed on demand
+        shutil.copy(got["offer_de-photo"], DOCS / f"player-offer-{orientation}.png")
+        if orientation == "landscape":
+            shutil.copy(got["offer_fr-text"], DOCS / "player-offer-text-fr.png")
     for c in items:
         img = load(got[c.content_id.replace(":", "_")])
         assert (img.shape[0] > img.shape[1]) == (orientation == "portrait")
-        check_card(img, c)
+        check_card(img, c, {photo})
     # Even the longest copy fitted at a legible size: nothing was shortened.
     assert "shortened" not in logs(tmp_path)
+    assert "missing: offer:no-photo: asset abababababab: not in the content cache" in logs(tmp_path)

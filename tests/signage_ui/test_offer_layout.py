@@ -230,7 +230,7 @@ def test_the_longest_german_and_french_copy_fits_without_shortening(
 TEXT = st.lists(WORD, min_size=1, max_size=25).map(" ".join)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     sw=st.integers(320, 3840),
     sh=st.integers(320, 3840),
