@@ -105,10 +105,13 @@ def fit(
     min_size: int,
     bold: bool = False,
     max_lines: int = 1000,
+    balance: bool = False,
 ) -> Fitted:
     """The largest size in ``min_size..max_size`` at which ``text`` fits ``width`` x ``height``
     (binary search: fewer and fewer lines fit as the size grows). At ``min_size`` and still too
-    long: as many whole lines as fit, the last ending in an ellipsis (``shortened``)."""
+    long: as many whole lines as fit, the last ending in an ellipsis (``shortened``).
+    ``balance``: lines of even length (the narrowest width that needs no more lines), so a
+    caption or a heading does not leave one word alone on its last line."""
     if not text.strip():
         return NOTHING
     max_size = max(min_size, max_size)
@@ -123,6 +126,23 @@ def fit(
             best, lo = got, mid
         else:
             hi = mid - 1
+    return _balanced(text, best, bold, measure) if balance else best
+
+
+def _balanced(text: str, f: Fitted, bold: bool, measure: Measure) -> Fitted:
+    n = len(f.lines)
+    if n < 2:
+        return f
+    lo, hi = 1.0, f.width
+    best = f
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lines = wrap(text, mid, f.size, bold, measure)
+        if lines is not None and len(lines) <= n:
+            widest = max(measure(x, f.size, bold)[0] for x in lines)
+            best, hi = Fitted(tuple(lines), f.size, f.line_h, widest), mid
+        else:
+            lo = mid
     return best
 
 

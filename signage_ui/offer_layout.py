@@ -217,7 +217,14 @@ def _layout(
     if has_qr:
         q = float(round(max(min(0.42 * ch, 0.36 * cw) * scale, min(0.3 * ch, 0.3 * cw))))
         scan = fit(
-            text.scan, q + gap, 3 * small, measure, max_size=small, min_size=min_px, max_lines=2
+            text.scan,
+            q + gap,
+            3 * small,
+            measure,
+            max_size=small,
+            min_size=min_px,
+            max_lines=2,
+            balance=True,
         )
         qr_w = max(q, scan.width)  # a caption wider than the code: both centred on it
         scan_box = (cx + cw - qr_w, cy, qr_w, scan.height)
@@ -300,6 +307,7 @@ def _layout(
             max_size=title_max,
             min_size=min_px,
             bold=True,
+            balance=True,
         )
         rest = room_top - title.height - (gap / 2 if title.lines else 0)
         body_cap = max(min_px, min(sized(0.07), round(title.size * 0.6)))

@@ -30,7 +30,7 @@ from signage_ui.fit import fit, pages
 from signage_ui.layout import Box, inner, regions
 from signage_ui.offer_layout import OfferLayout, Placed, cover_crop, layout_offer, legible_min
 from signage_ui.qr_view import QrCode
-from signage_ui.style import mix, text_colour_for
+from signage_ui.style import side_tint, text_colour_for
 from signage_ui.template import render_card
 from signage_ui.wayfinding_view import WayfindingCard
 
@@ -410,8 +410,8 @@ class SidePanel(Panel):
         self.text = ""
 
     def show(self, content: Content) -> None:
-        # A tint of the accent on the card's colour, with text that contrasts with it.
-        tint = mix(content.background, content.accent, 0.3)
+        # A tint that belongs to the card, with text that contrasts with it.
+        tint = side_tint(content.background, content.accent)
         self.set_background(tint)
         self._rule_color.rgba = get_color_from_hex(content.accent)
         self.label.color = get_color_from_hex(text_colour_for(tint))
@@ -435,6 +435,7 @@ class SidePanel(Panel):
             kivy_measure,
             max_size=max(small, round(0.06 * min(sw, sh))),
             min_size=small,
+            balance=True,
         )
         _put(self.label, Placed(f, (0, 0, tw, f.height)), (0, 0))
         if wide:

@@ -20,7 +20,7 @@ import pytest
 from contracts.screen_protocol import Content, PlaylistItem
 from signage_ui.assets import AssetCache
 from signage_ui.layout import SAFE_INSET, regions
-from signage_ui.style import mix, text_colour_for
+from signage_ui.style import side_tint, text_colour_for
 from tests.signage_ui.test_signage_player import load
 from tests.signage_ui.test_signage_screen import config, logs, player, pngs, write_playlist
 from tests.watching import wait_for
@@ -30,23 +30,29 @@ pytestmark = [pytest.mark.ui, pytest.mark.timeout(120)]
 
 BOOT_BGR = (30, 110, 210)  # the product: a tan boot on a pale studio gradient
 SOLE_BGR = (30, 30, 30)
-FOCUS = (0.72, 0.62)  # where the boot stands in the photo (from the left, from the top)
+FOCUS = (0.62, 0.55)  # where the boot stands in the photo (from the left, from the top)
 
 
 def product_photo(w: int = 1200, h: int = 800) -> bytes:
-    """A studio shot, synthetic: a vertical pale gradient, the red boot right of centre with a
-    dark sole and a soft shadow, so a centred crop would cut it and a focus crop keeps it."""
+    """A studio shot, synthetic: a vertical pale gradient, a tan boot right of centre filling
+    much of the frame, with a dark sole, laces and a soft shadow, so a centred crop into a
+    narrow box would cut it and a focus crop keeps it."""
     ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     top, bottom = np.array([236, 240, 244], np.float32), np.array([196, 206, 214], np.float32)
     img = (top * (1 - ramp) + bottom * ramp).repeat(w, axis=1).astype(np.uint8)
     cx, cy = int(FOCUS[0] * w), int(FOCUS[1] * h)
-    cv2.ellipse(img, (cx + 10, cy + 150), (230, 28), 0, 0, 360, (170, 178, 186), -1)
-    cv2.rectangle(img, (cx - 60, cy - 200), (cx + 60, cy + 80), BOOT_BGR, -1)  # shaft
-    cv2.ellipse(img, (cx + 40, cy + 80), (160, 70), 0, 180, 360, BOOT_BGR, -1)  # foot
-    cv2.rectangle(img, (cx - 120, cy + 80), (cx + 200, cy + 130), SOLE_BGR, -1)  # sole
-    for i in range(5):  # laces
-        y = cy - 170 + 45 * i
-        cv2.line(img, (cx - 40, y), (cx + 40, y + 15), (235, 235, 235), 8)
+
+    def pts(*xy: tuple[int, int]) -> np.ndarray:
+        return np.array([(cx + x, cy + y) for x, y in xy], np.int32)
+
+    cv2.ellipse(img, (cx + 20, cy + 250), (380, 40), 0, 0, 360, (170, 178, 186), -1)  # shadow
+    boot = pts((-190, -300), (20, -300), (40, 60), (250, 120), (300, 190), (300, 215), (-210, 215))
+    cv2.fillPoly(img, [boot], BOOT_BGR, cv2.LINE_AA)
+    cv2.fillPoly(img, [pts((-215, 190), (310, 190), (310, 240), (-215, 240))], SOLE_BGR)
+    cv2.rectangle(img, (cx - 200, cy - 320), (cx + 30, cy - 280), (20, 80, 160), -1)  # collar
+    for i in range(6):  # laces
+        y = cy - 250 + 50 * i
+        cv2.line(img, (cx - 60, y), (cx + 30, y + 20), (235, 235, 235), 10, cv2.LINE_AA)
     ok, buf = cv2.imencode(".png", img)
     assert ok
     return buf.tobytes()
@@ -143,7 +149,7 @@ def region_fills(c: Content) -> list[np.ndarray]:
     if c.ticker:
         fills.append(bgr(c.accent))
     if c.side:
-        fills.append(bgr(mix(c.background, c.accent, 0.3)))
+        fills.append(bgr(side_tint(c.background, c.accent)))
     return fills
 
 
