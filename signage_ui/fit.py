@@ -110,8 +110,8 @@ def fit(
     """The largest size in ``min_size..max_size`` at which ``text`` fits ``width`` x ``height``
     (binary search: fewer and fewer lines fit as the size grows). At ``min_size`` and still too
     long: as many whole lines as fit, the last ending in an ellipsis (``shortened``).
-    ``balance``: lines of even length (the narrowest width that needs no more lines), so a
-    caption or a heading does not leave one word alone on its last line."""
+    ``balance``: two or three lines of even length (the narrowest width that needs no more
+    lines), so a heading or a caption does not leave one word alone on its last line."""
     if not text.strip():
         return NOTHING
     max_size = max(min_size, max_size)
@@ -131,7 +131,7 @@ def fit(
 
 def _balanced(text: str, f: Fitted, bold: bool, measure: Measure) -> Fitted:
     n = len(f.lines)
-    if n < 2:
+    if not 2 <= n <= 3:  # a paragraph reads better ragged at full width
         return f
     lo, hi = 1.0, f.width
     best = f

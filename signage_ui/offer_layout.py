@@ -310,8 +310,8 @@ def _layout(
             balance=True,
         )
         rest = room_top - title.height - (gap / 2 if title.lines else 0)
-        body_cap = max(min_px, min(sized(0.07), round(title.size * 0.6)))
-        body = fit(text.body, cw, rest, measure, max_size=body_cap, min_size=min_px)
+        body_cap = max(min_px, min(sized(0.09), round(title.size * 0.6)))
+        body = fit(text.body, cw, rest, measure, max_size=body_cap, min_size=min_px, balance=True)
         if not body.shortened:
             break
     block = title.height + (gap / 2 + body.height if body.lines else 0)
