@@ -18,8 +18,8 @@ from contracts.kiosk_finder import (
     FoundStock,
     parse_deep_link,
 )
-from signage_ui import qr
 from signage_ui.qr import Rect, qr_rects
+from signage_ui.qr import matrix as _qr_matrix
 
 __all__ = ["Rect", "qr_rects"]  # the kiosk's view and tests read them from here, as before
 
@@ -124,4 +124,4 @@ def qr_matrix(link: str) -> list[list[bool]]:
     """The QR code of ``link`` (checked first: the kiosk shows only links of the documented
     format), modules as rows, top row first, without the quiet zone."""
     parse_deep_link(link)
-    return qr.matrix(link)
+    return _qr_matrix(link)
