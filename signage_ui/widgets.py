@@ -82,8 +82,7 @@ def _measurer(size: int, bold: bool) -> CoreLabel:
 
 
 def _label(**kwargs) -> Label:
-    # size_hint None: we place labels ourselves; text_size = the label's box, so long copy
-    # wraps at its width and is clipped at its height instead of running over the next label.
+    # size_hint None: we place labels ourselves, at the size of the lines fitted for them.
     return Label(size_hint=(None, None), halign="left", **kwargs)
 
 
@@ -129,6 +128,7 @@ class OfferCard(Panel):
         self.content: Content | None = None
         self.image: CoreImage | None = None
         self.layout: OfferLayout | None = None
+        self._layout_key: tuple[object, ...] = ()
         super().__init__(**kwargs)
         with self.canvas.before:
             self._photo_color = Color(1, 1, 1, 1)
@@ -167,19 +167,27 @@ class OfferCard(Panel):
         if c is None:
             return
         (ix, iy, iw, ih), (sw, sh) = self.safe()
-        text = render_card(c)
-        self.layout = lay = layout_offer(
-            (0.0, 0.0, iw, ih),
-            text,
-            kivy_measure,
-            min_px=legible_min(sw, sh),
-            has_image=self.image is not None,
-            has_qr=c.qr_url is not None,
-        )
+        # Size and position changes arrive one by one: the layout is computed once per item and
+        # box (the content is frozen, so the same object is the same card).
+        key = (c, self.image, iw, ih, sw, sh)
+        old = self._layout_key
+        if self.layout is None or not (
+            old and old[0] is c and old[1] is self.image and old[2:] == key[2:]
+        ):
+            self._layout_key = key
+            self.layout = layout_offer(
+                (0.0, 0.0, iw, ih),
+                render_card(c),
+                kivy_measure,
+                min_px=legible_min(sw, sh),
+                has_image=self.image is not None,
+                has_qr=c.qr_url is not None,
+            )
+            # (Sizes on the way to the window's, at start, do not count.)
+            if self.layout.shortened and (sw, sh) == tuple(Window.size):
+                log.warning("offer %s: text shortened to fit the card", c.content_id)
+        lay = self.layout
         o = (ix, iy)
-        # (Sizes on the way to the window's, at start, do not count.)
-        if lay.shortened and (sw, sh) == tuple(Window.size):
-            log.warning("offer %s: text shortened to fit the card", c.content_id)
         for colour, instr, box, round_ in (
             (self._bar_color, self._bar, lay.bar, 0.0),
             (self._badge_color, self._badge, lay.badge, 0.3),
