@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import segno
-
 from contracts.kiosk_finder import (
     DEFAULT_LIMIT,
     FindRequest,
@@ -20,6 +18,10 @@ from contracts.kiosk_finder import (
     FoundStock,
     parse_deep_link,
 )
+from signage_ui.qr import Rect, qr_rects
+from signage_ui.qr import matrix as _qr_matrix
+
+__all__ = ["Rect", "qr_rects"]  # the kiosk's view and tests read them from here, as before
 
 LABELS: dict[str, dict[str, str]] = {
     "en": {
@@ -122,32 +124,4 @@ def qr_matrix(link: str) -> list[list[bool]]:
     """The QR code of ``link`` (checked first: the kiosk shows only links of the documented
     format), modules as rows, top row first, without the quiet zone."""
     parse_deep_link(link)
-    qr = segno.make(link, error="m", micro=False)
-    return [[bool(v) for v in row] for row in qr.matrix]
-
-
-Rect = tuple[float, float, float, float]
-
-
-def qr_rects(matrix: list[list[bool]], box: Rect, quiet: int = 4) -> tuple[Rect, list[Rect]]:
-    """The light square (quiet zone included) and the dark runs, in a y-up box (Kivy): whole
-    pixels per module, or scanners see blurred edges; runs of a row merged into one rectangle."""
-    bx, by, bw, bh = box
-    n = len(matrix)
-    module = max(1, int(min(bw, bh) // (n + 2 * quiet)))
-    side = module * (n + 2 * quiet)
-    x0 = round(bx + (bw - side) / 2)
-    y0 = round(by + (bh - side) / 2)
-    dark: list[Rect] = []
-    for r, row in enumerate(matrix):
-        y = y0 + side - (quiet + r + 1) * module
-        c = 0
-        while c < n:
-            if row[c]:
-                start = c
-                while c < n and row[c]:
-                    c += 1
-                dark.append((x0 + (quiet + start) * module, y, (c - start) * module, module))
-            else:
-                c += 1
-    return (x0, y0, side, side), dark
+    return _qr_matrix(link)

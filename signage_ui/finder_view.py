@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 from kivy.clock import Clock
-from kivy.graphics import Color, Rectangle
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
@@ -28,6 +27,7 @@ from contracts.kiosk_finder import FoundResult, parse_found
 from contracts.screen_protocol import Content
 from signage_ui import finder_model as fm
 from signage_ui.map_frame import walk_line
+from signage_ui.qr_view import QrCode
 from signage_ui.wayfinding_view import WayfindingCard
 
 log = logging.getLogger("signage_ui.kiosk")
@@ -63,34 +63,6 @@ def _label(text: str = "", **kw: object) -> Label:
     label = Label(text=text, **kw)
     label.bind(size=lambda w, v: setattr(w, "text_size", v))
     return label
-
-
-class QrCode(Widget):
-    """A QR code drawn as rectangles on a white square, redrawn when it moves or resizes."""
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)
-        self.matrix: list[list[bool]] = []
-        self.square: fm.Rect | None = None
-        self.bind(pos=lambda *_: self.draw(), size=lambda *_: self.draw())
-
-    def show(self, matrix: list[list[bool]]) -> None:
-        self.matrix = matrix
-        self.draw()
-
-    def draw(self) -> None:
-        self.canvas.clear()
-        if not self.matrix:
-            self.square = None
-            return
-        square, dark = fm.qr_rects(self.matrix, (*self.pos, *self.size))
-        self.square = square
-        with self.canvas:
-            Color(1, 1, 1, 1)
-            Rectangle(pos=square[:2], size=square[2:])
-            Color(0, 0, 0, 1)
-            for x, y, w, h in dark:
-                Rectangle(pos=(x, y), size=(w, h))
 
 
 class FinderPanel:

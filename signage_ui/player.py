@@ -200,7 +200,8 @@ class PlayerApp(App):
         """The asset a content item needs, loaded and verified (AssetError when it cannot be
         shown). Images are decoded ahead of the switch and kept, so a switch only swaps a
         texture."""
-        if content.template == "image" and content.image_sha256:
+        # An offer card's product photo too (without it, the card is a text-led one).
+        if content.template in ("image", "offer_card") and content.image_sha256:
             sha = content.image_sha256
             if sha not in self._images:
                 path = self.cache.verified(sha)
@@ -243,7 +244,8 @@ class PlayerApp(App):
             return True
         except AssetError as exc:
             self._report_error(exc.kind, content.content_id, str(exc), exc.sha256)
-            return False
+            # An offer card without its photo still sells: it plays as a text-led card.
+            return content.template == "offer_card"
 
     def _reload_playlist(self) -> None:
         path = self.cache.playlist_path

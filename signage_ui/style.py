@@ -50,6 +50,15 @@ def mix(a: str, b: str, share_b: float) -> str:
     )
 
 
+def side_tint(background: str, accent: str) -> str:
+    """The side panel's colour: on a light card a tint of the accent (30 %), which reads as the
+    campaign's; on a dark card a lighter shade of the card itself, since a light accent mixed
+    into a dark colour turns muddy (yellow into navy: olive)."""
+    if relative_luminance(background) >= 0.4:
+        return mix(background, accent, 0.3)
+    return mix(background, "#ffffff", 0.12)
+
+
 # The wayfinding map's calm, fixed palette: a paper-like plan (light floor, warm grey fixtures)
 # that reads on any campaign background; only the route takes the campaign's accent.
 MAP_PALETTE: dict[str, str] = {

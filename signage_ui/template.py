@@ -11,12 +11,16 @@ from contracts.screen_protocol import Content
 
 # Labels per language; an unknown language falls back to English rather than showing a key.
 LABELS: dict[str, dict[str, str]] = {
-    "en": {"was": "was", "valid_until": "Valid until"},
-    "fr": {"was": "au lieu de", "valid_until": "Valable jusqu'au"},
-    "de": {"was": "statt", "valid_until": "Gültig bis"},
-    "es": {"was": "antes", "valid_until": "Válido hasta"},
-    "it": {"was": "invece di", "valid_until": "Valido fino al"},
-    "nl": {"was": "was", "valid_until": "Geldig tot"},
+    "en": {"was": "was", "valid_until": "Valid until", "scan": "Scan for details"},
+    "fr": {
+        "was": "au lieu de",
+        "valid_until": "Valable jusqu'au",
+        "scan": "Scannez pour en savoir plus",
+    },
+    "de": {"was": "statt", "valid_until": "Gültig bis", "scan": "Scannen für Details"},
+    "es": {"was": "antes", "valid_until": "Válido hasta", "scan": "Escanea para más información"},
+    "it": {"was": "invece di", "valid_until": "Valido fino al", "scan": "Inquadra per i dettagli"},
+    "nl": {"was": "was", "valid_until": "Geldig tot", "scan": "Scan voor details"},
 }
 SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "CHF": "CHF "}
 # Languages writing 12,99 (decimal comma) and the date order each uses.
@@ -29,8 +33,16 @@ MONTHS_EN = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct
 class CardText:
     title: str
     body: str
-    price: str  # "" when the offer has no price
-    footer: str  # validity and call to action, "" when neither
+    price: str  # the price line as one string, "12,99 €  (statt 15,00 €)"; "" without a price
+    footer: str  # validity and call to action on one line, "" when neither
+    # The same, in the pieces the card lays out separately ("" when absent):
+    amount: str = ""  # "12,99 €"
+    was: str = ""  # "statt 15,00 €" (only when the old price is higher)
+    saving: str = ""  # "−13 %"
+    valid: str = ""  # "Gültig bis 24.12.2026"
+    cta: str = ""
+    badge: str = ""  # the offer's own flag, else the saving
+    scan: str = ""  # the caption under the QR code, "" without one
 
 
 def base_language(language: str) -> str:
@@ -55,17 +67,38 @@ def format_date(d: date, language: str) -> str:
     return fmt.format(d=d.day, m=d.month, y=d.year, mon=MONTHS_EN[d.month - 1])
 
 
+def format_saving(price: float, was_price: float) -> str:
+    """The saving as a whole percentage with a real minus sign, "−25 %" ("" under 1 %)."""
+    pct = int((was_price - price) / was_price * 100 + 1e-9) if was_price > 0 else 0
+    return f"\u2212{pct} %" if pct >= 1 else ""
+
+
 def render_card(c: Content) -> CardText:
     lang = base_language(c.language)
     labels = LABELS.get(lang, LABELS["en"])
-    price = ""
+    price = amount = was = saving = valid = ""
     if c.price is not None:
-        price = format_price(c.price, c.currency, lang)
+        price = amount = format_price(c.price, c.currency, lang)
         if c.was_price is not None and c.was_price > c.price:
-            price += f"  ({labels['was']} {format_price(c.was_price, c.currency, lang)})"
+            was = f"{labels['was']} {format_price(c.was_price, c.currency, lang)}"
+            price += f"  ({was})"
+            saving = format_saving(c.price, c.was_price)
     parts = []
     if c.valid_until is not None:
-        parts.append(f"{labels['valid_until']} {format_date(c.valid_until, lang)}")
+        valid = f"{labels['valid_until']} {format_date(c.valid_until, lang)}"
+        parts.append(valid)
     if c.cta:
         parts.append(c.cta)
-    return CardText(title=c.title, body=c.body, price=price, footer="  ·  ".join(parts))
+    return CardText(
+        title=c.title,
+        body=c.body,
+        price=price,
+        footer="  ·  ".join(parts),
+        amount=amount,
+        was=was,
+        saving=saving,
+        valid=valid,
+        cta=c.cta,
+        badge=c.badge or saving,
+        scan=labels["scan"] if c.qr_url else "",
+    )

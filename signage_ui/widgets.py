@@ -7,12 +7,16 @@ must not grow memory, and a refill draws in the very next frame.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from pathlib import Path
 
 from kivy.animation import Animation
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
-from kivy.graphics import Color, Rectangle
+from kivy.core.text import Label as CoreLabel
+from kivy.core.window import Window
+from kivy.graphics import Color, Rectangle, RoundedRectangle, ScissorPop, ScissorPush
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.image import Image
 from kivy.uix.label import Label
@@ -21,16 +25,27 @@ from kivy.uix.widget import Widget
 from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import Content
-from signage_ui.layout import regions
-from signage_ui.style import mix, text_colour_for
+from signage_ui import qr
+from signage_ui.fit import fit, pages
+from signage_ui.layout import Box, inner, regions
+from signage_ui.offer_layout import OfferLayout, Placed, cover_crop, layout_offer, legible_min
+from signage_ui.qr_view import QrCode
+from signage_ui.style import side_tint, text_colour_for
 from signage_ui.template import render_card
 from signage_ui.wayfinding_view import WayfindingCard
 
+log = logging.getLogger("signage_ui")
+
 
 class Panel(FloatLayout):
-    """A rectangle of one colour with its own children; the base of every region."""
+    """A rectangle of one colour with its own children; the base of every region.
+
+    ``frame`` is where the region may draw words and pictures (the screen's safe area, clear
+    of its neighbours) and the screen's size, set by ``ItemView``; alone (a bench, a test) a
+    panel computes it from its own box."""
 
     def __init__(self, **kwargs) -> None:
+        self.frame: tuple[Box, tuple[float, float]] | None = None
         super().__init__(**kwargs)
         with self.canvas.before:
             self._bg_color = Color(0, 0, 0, 1)
@@ -44,61 +59,197 @@ class Panel(FloatLayout):
         self._bg.pos, self._bg.size = self.pos, self.size
         self.relayout()
 
+    def safe(self) -> tuple[Box, tuple[float, float]]:
+        """(inner box in window coordinates, screen size)."""
+        if self.frame is not None:
+            return self.frame
+        box = inner((0.0, 0.0, float(self.width), float(self.height)), self.width, self.height)
+        return (self.x + box[0], self.y + box[1], box[2], box[3]), (self.width, self.height)
+
     def relayout(self) -> None:
         pass
 
 
+@lru_cache(maxsize=8192)
+def kivy_measure(text: str, size: int, bold: bool) -> tuple[float, float]:
+    """Width and line height of one line, px, as Kivy's text provider draws it (fit.Measure)."""
+    return _measurer(size, bold).get_extents(text)  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=256)
+def _measurer(size: int, bold: bool) -> CoreLabel:
+    return CoreLabel(font_size=size, bold=bold)
+
+
 def _label(**kwargs) -> Label:
-    # size_hint None: we place labels ourselves; text_size = the label's box, so long copy
-    # wraps at its width and is clipped at its height instead of running over the next label.
+    # size_hint None: we place labels ourselves, at the size of the lines fitted for them.
     return Label(size_hint=(None, None), halign="left", **kwargs)
 
 
+def _put(
+    label: Label, placed: Placed | None, origin: tuple[float, float], centre: bool = False
+) -> None:
+    """A label showing exactly the fitted lines, its top left at the placed box's top left
+    (``centre``: each line centred in the box's width)."""
+    if placed is None or placed.fitted.empty:
+        label.text = ""
+        label.opacity = 0
+        return
+    f = placed.fitted
+    label.opacity = 1
+    label.font_size = f.size
+    label.text = f.text
+    x, y, w, h = placed.box
+    label.halign = "center" if centre else "left"
+    label.text_size = (w, None) if centre else (None, None)
+    label.texture_update()
+    label.size = label.texture_size
+    label.pos = (origin[0] + x, origin[1] + y + h - label.height)
+
+
+def _rect(
+    instr: Rectangle | RoundedRectangle, box: Box | None, origin: tuple[float, float]
+) -> None:
+    if box is None:
+        instr.size = (0, 0)
+        return
+    instr.pos = (origin[0] + box[0], origin[1] + box[1])
+    instr.size = (box[2], box[3])
+
+
 class OfferCard(Panel):
-    """Full-bleed background, an accent bar, title, body, price line and footer."""
+    """An offer as a store would print it: the product photo (cropped to fill its box around its
+    subject), the title and body fitted to their boxes, the price on an accent tag with the old
+    price above it, a call-to-action pill, the validity as fine print, a badge and a QR code.
+    Layout and sizes come from ``offer_layout`` (pure); this only draws them. Created once,
+    refilled per item: the labels, rectangles and the QR widget are reused."""
 
     def __init__(self, **kwargs) -> None:
+        self.content: Content | None = None
+        self.image: CoreImage | None = None
+        self.layout: OfferLayout | None = None
+        self._layout_key: tuple[object, ...] = ()
         super().__init__(**kwargs)
         with self.canvas.before:
-            self._accent_color = Color(1, 1, 1, 1)
-            self._accent = Rectangle()
-        self.title = _label(bold=True, valign="bottom")
-        self.body = _label(valign="top")
-        self.price = _label(bold=True, valign="middle")
-        self.footer = _label(valign="middle")
-        for w in (self.title, self.body, self.price, self.footer):
+            self._photo_color = Color(1, 1, 1, 1)
+            self._photo = Rectangle()
+            # One colour each: a shape the item does not use is hidden by its alpha.
+            self._bar_color = Color(1, 1, 1, 1)
+            self._bar = Rectangle()
+            self._badge_color = Color(1, 1, 1, 1)
+            self._badge = RoundedRectangle()
+            self._tag_color = Color(1, 1, 1, 1)
+            self._tag = RoundedRectangle()
+            self._pill_color = Color(1, 1, 1, 1)
+            self._pill = RoundedRectangle()
+        self.title = _label(bold=True)
+        self.body = _label()
+        self.was = _label()
+        self.price = _label(bold=True)
+        self.cta = _label(bold=True)
+        self.valid = _label()
+        self.scan = _label()
+        self.badge = _label(bold=True)
+        self.qr = QrCode(size_hint=(None, None))
+        self._qr_url: str | None = None
+        for w in (self.title, self.body, self.was, self.price, self.cta, self.valid, self.scan):
             self.add_widget(w)
+        self.add_widget(self.badge)
+        self.add_widget(self.qr)
+
+    # Kept for callers that look for the old footer line (validity and call to action).
+    @property
+    def footer(self) -> Label:
+        return self.valid
 
     def relayout(self) -> None:
-        w, h = self.size
-        x, y = self.pos
-        self._accent.pos, self._accent.size = (x + 0.06 * w, y + 0.18 * h), (0.012 * w, 0.64 * h)
-        left, width = x + 0.1 * w, 0.82 * w
-        self.title.font_size = max(18, min(h * 0.13, w * 0.07))
-        self.body.font_size = max(12, self.title.font_size * 0.45)
-        self.price.font_size = max(14, self.title.font_size * 0.6)
-        self.footer.font_size = max(10, self.title.font_size * 0.3)
-        self.title.pos, self.title.size = (left, y + 0.5 * h), (width, 0.32 * h)
-        self.body.pos, self.body.size = (left, y + 0.3 * h), (width, 0.2 * h)
-        self.price.pos, self.price.size = (left, y + 0.18 * h), (width, 0.12 * h)
-        self.footer.pos, self.footer.size = (left, y + 0.04 * h), (width, 0.1 * h)
-        for label in (self.title, self.body, self.price, self.footer):
-            label.text_size = label.size
-
-    def show(self, content: Content) -> None:
-        self.set_background(content.background)
-        self._accent_color.rgba = get_color_from_hex(content.accent)
-        # The agent chooses any background; the text colour follows it so the copy stays legible.
-        ink = get_color_from_hex(text_colour_for(content.background))
-        text = render_card(content)
-        for label, value in (
-            (self.title, text.title),
-            (self.body, text.body),
-            (self.price, text.price),
-            (self.footer, text.footer),
+        c = self.content
+        if c is None:
+            return
+        (ix, iy, iw, ih), (sw, sh) = self.safe()
+        # Size and position changes arrive one by one: the layout is computed once per item and
+        # box (the content is frozen, so the same object is the same card).
+        key = (c, self.image, iw, ih, sw, sh)
+        old = self._layout_key
+        if self.layout is None or not (
+            old and old[0] is c and old[1] is self.image and old[2:] == key[2:]
         ):
+            self._layout_key = key
+            self.layout = layout_offer(
+                (0.0, 0.0, iw, ih),
+                render_card(c),
+                kivy_measure,
+                min_px=legible_min(sw, sh),
+                has_image=self.image is not None,
+                has_qr=c.qr_url is not None,
+            )
+            # (Sizes on the way to the window's, at start, do not count.)
+            if self.layout.shortened and (sw, sh) == tuple(Window.size):
+                log.warning("offer %s: text shortened to fit the card", c.content_id)
+        lay = self.layout
+        o = (ix, iy)
+        for colour, instr, box, round_ in (
+            (self._bar_color, self._bar, lay.bar, 0.0),
+            (self._badge_color, self._badge, lay.badge, 0.3),
+            (self._tag_color, self._tag, lay.tag, 0.18),
+            (self._pill_color, self._pill, lay.cta_pill, 0.5),
+        ):
+            colour.a = 1 if box is not None else 0
+            _rect(instr, box, o)
+            if box is not None and isinstance(instr, RoundedRectangle):
+                instr.radius = [round_ * box[3]]
+        self._place_photo(lay.image, o)
+        for label, placed in (
+            (self.title, lay.title),
+            (self.body, lay.body),
+            (self.was, lay.was),
+            (self.price, lay.price),
+            (self.cta, lay.cta),
+            (self.valid, lay.valid),
+            (self.badge, lay.badge_text),
+        ):
+            _put(label, placed, o)
+        _put(self.scan, lay.scan, o, centre=True)
+        if lay.qr is not None:
+            self.qr.opacity = 1
+            self.qr.pos = (o[0] + lay.qr[0], o[1] + lay.qr[1])
+            self.qr.size = lay.qr[2:]
+        else:
+            self.qr.opacity = 0
+            self.qr.size = (0, 0)
+
+    def _place_photo(self, box: Box | None, o: tuple[float, float]) -> None:
+        if box is None or self.image is None or self.content is None:
+            self._photo.texture = None
+            self._photo.size = (0, 0)
+            return
+        tex = self.image.texture
+        x, y_top, w, h = cover_crop(tex.width, tex.height, box[2], box[3], self.content.image_focus)
+        # Texture regions count y from the bottom of the picture.
+        self._photo.texture = tex.get_region(x, tex.height - y_top - h, w, h)
+        _rect(self._photo, box, o)
+
+    def show(self, content: Content, image: CoreImage | None = None) -> None:
+        self.content = content
+        self.image = image
+        self.set_background(content.background)
+        accent = get_color_from_hex(content.accent)
+        for colour in (self._bar_color, self._badge_color, self._tag_color):
+            colour.rgba = accent
+        # The agent chooses any background; the text colour follows it so the copy stays legible.
+        ink_hex = text_colour_for(content.background)
+        ink = get_color_from_hex(ink_hex)
+        on_accent = get_color_from_hex(text_colour_for(content.accent))
+        self._pill_color.rgba = ink
+        for label in (self.title, self.body, self.valid, self.scan):
             label.color = ink
-            label.text = value
+        self.was.color = (*ink[:3], 0.85)
+        self.cta.color = get_color_from_hex(content.background)
+        self.price.color = on_accent
+        self.badge.color = on_accent
+        if content.qr_url != self._qr_url:
+            self._qr_url = content.qr_url
+            self.qr.show(qr.matrix(content.qr_url) if content.qr_url else [])
         self.relayout()
 
 
@@ -170,62 +321,140 @@ class MediaView(Panel):
 
 
 class Ticker(Panel):
-    """One line of text scrolling right to left along the bottom band."""
+    """A band along the bottom: its text in pages of whole words that fit the safe width, each
+    held long enough to read, then scrolled up out of the band as the next comes in. A page is
+    never cut: words do not slide past the screen's edge as in a crawl."""
 
-    SPEED = 0.12  # screen widths per second: readable from a few metres
+    SLIDE_S = 0.5
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.label = Label(size_hint=(None, None), valign="middle")
+        with self.canvas.before:
+            # Clips the sliding pages to the band's safe box (popped in canvas.after).
+            self._clip = ScissorPush(x=0, y=0, width=1, height=1)
+        with self.canvas.after:
+            ScissorPop()
+        self.label = Label(size_hint=(None, None))
+        self.next_label = Label(size_hint=(None, None))
         self.add_widget(self.label)
-        self._offset = 0.0
+        self.add_widget(self.next_label)
+        self.text = ""
+        self.pages: list[str] = []
+        self._page = 0
+        self._t = 0.0
         self._ev = Clock.schedule_interval(self._scroll, 1 / 30)
 
     def show(self, content: Content) -> None:
         self.set_background(content.accent)
-        self.label.color = get_color_from_hex(text_colour_for(content.accent))
-        if self.label.text != content.ticker:
-            self.label.text = content.ticker
-            self._offset = 0.0
+        ink = get_color_from_hex(text_colour_for(content.accent))
+        self.label.color = self.next_label.color = ink
+        if self.text != content.ticker:
+            self.text = content.ticker
+            self._page, self._t = 0, 0.0
         self.relayout()
 
+    def hold_s(self, page: str) -> float:
+        """Reading time of a page: 2 s plus a third of a second a word."""
+        return 2.0 + len(page.split()) / 3
+
+    def _box(self) -> Box:
+        (ix, _iy, iw, _ih), (_sw, sh) = self.safe()
+        # The line sits above the bottom overscan margin; the band's colour runs to the edge.
+        bottom = self.y + round(sh * 0.04)
+        return (ix, bottom, iw, max(1.0, self.top - bottom))
+
     def relayout(self) -> None:
-        self.label.font_size = max(12, self.height * 0.5)
-        self.label.texture_update()
-        self.label.size = (self.label.texture_size[0], self.height)
+        x, y, w, h = self._box()
+        _inner, (sw, sh) = self.safe()
+        size = max(12, min(int(h * 0.6), round(0.05 * min(sw, sh))))
+        self.pages = pages(self.text, w, size, False, kivy_measure)
+        self._page %= max(1, len(self.pages))
+        for label in (self.label, self.next_label):
+            label.font_size = size
+        self._clip.x, self._clip.y = int(x), int(y)
+        self._clip.width, self._clip.height = int(w), int(h)
+        self._set(self.label, self._page)
+        self._set(self.next_label, self._page + 1)
         self._place()
 
+    def _set(self, label: Label, page: int) -> None:
+        label.text = self.pages[page % len(self.pages)] if self.pages else ""
+        label.texture_update()
+        label.size = label.texture_size
+
     def _place(self) -> None:
-        travel = self.width + self.label.width
-        x = self.right - (self._offset % max(travel, 1))
-        self.label.pos = (x, self.y)
+        x, y, _w, h = self._box()
+        progress = 0.0
+        if len(self.pages) > 1 and self.pages:
+            hold = self.hold_s(self.pages[self._page])
+            progress = min(1.0, max(0.0, (self._t - hold) / self.SLIDE_S))
+        for label, shift in ((self.label, progress), (self.next_label, progress - 1)):
+            label.pos = (x, y + (h - label.height) / 2 + shift * h)
+        self.next_label.opacity = 1 if progress > 0 else 0
 
     def _scroll(self, dt: float) -> None:
-        if self.label.text and self.parent is not None and self.parent.parent is not None:
-            self._offset += dt * self.SPEED * max(self.width, 1)
-            self._place()
+        if len(self.pages) < 2 or self.parent is None or self.parent.parent is None:
+            return
+        self._t += dt
+        if self._t >= self.hold_s(self.pages[self._page]) + self.SLIDE_S:
+            self._page = (self._page + 1) % len(self.pages)
+            self._t = 0.0
+            self._set(self.label, self._page)
+            self._set(self.next_label, self._page + 1)
+        self._place()
 
 
 class SidePanel(Panel):
+    """A tint of the accent beside the card (a column in landscape, a band in portrait): an
+    accent rule and its text, fitted as large as the panel allows, centred in the panel."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.label = _label(valign="middle")
+        with self.canvas.before:
+            self._rule_color = Color(1, 1, 1, 1)
+            self._rule = Rectangle()
+        self.label = _label()
         self.add_widget(self.label)
+        self.text = ""
 
     def show(self, content: Content) -> None:
-        # A tint of the accent on the card's colour, with text that contrasts with it.
-        tint = mix(content.background, content.accent, 0.3)
+        # A tint that belongs to the card, with text that contrasts with it.
+        tint = side_tint(content.background, content.accent)
         self.set_background(tint)
+        self._rule_color.rgba = get_color_from_hex(content.accent)
         self.label.color = get_color_from_hex(text_colour_for(tint))
-        self.label.text = content.side
+        self.text = content.side
         self.relayout()
 
     def relayout(self) -> None:
-        pad = 0.08 * min(self.width, self.height)
-        self.label.pos = (self.x + pad, self.y + pad)
-        self.label.size = (max(1, self.width - 2 * pad), max(1, self.height - 2 * pad))
-        self.label.text_size = self.label.size
-        self.label.font_size = max(12, min(self.height * 0.08, self.width * 0.09))
+        (x, y, w, h), (sw, sh) = self.safe()
+        if w < 2 or h < 2:
+            return
+        small = legible_min(sw, sh)
+        rule = max(4, round(0.01 * max(sw, sh)))
+        wide = w > h * 1.5
+        # A band (portrait): the rule stands left of the text; a column: it lies above it.
+        tw = w - (3 * rule if wide else 0)
+        th = h - (0 if wide else 3 * rule)
+        f = fit(
+            self.text,
+            tw,
+            th,
+            kivy_measure,
+            max_size=max(small, round(0.06 * min(sw, sh))),
+            min_size=small,
+            balance=True,
+        )
+        _put(self.label, Placed(f, (0, 0, tw, f.height)), (0, 0))
+        if wide:
+            top = y + (h + f.height) / 2
+            self._rule.pos, self._rule.size = (x, top - f.height), (rule, f.height)
+            self.label.pos = (x + 3 * rule, top - self.label.height)
+        else:
+            block = f.height + 3 * rule
+            top = y + (h + block) / 2
+            self._rule.pos, self._rule.size = (x, top - rule), (min(w, 4 * small), rule)
+            self.label.pos = (x, top - 3 * rule - self.label.height)
 
 
 class ItemView(Widget):
@@ -243,13 +472,20 @@ class ItemView(Widget):
 
     def _layout(self, *_: object) -> None:
         c = self.content
-        r = regions(self.width, self.height, ticker=bool(c and c.ticker), side=bool(c and c.side))
-        self.card.pos, self.card.size = (self.x + r.main[0], self.y + r.main[1]), r.main[2:]
-        self.media.pos, self.media.size = self.card.pos, self.card.size
-        self.way.pos, self.way.size = self.card.pos, self.card.size
-        for w, box in ((self.ticker, r.ticker), (self.side, r.side)):
+        W, H = self.width, self.height
+        r = regions(W, H, ticker=bool(c and c.ticker), side=bool(c and c.side))
+        for w, box in (
+            (self.card, r.main),
+            (self.media, r.main),
+            (self.way, r.main),
+            (self.ticker, r.ticker),
+            (self.side, r.side),
+        ):
             if box:
+                ix, iy, iw, ih = inner(box, W, H)
+                w.frame = ((self.x + ix, self.y + iy, iw, ih), (W, H))
                 w.pos, w.size = (self.x + box[0], self.y + box[1]), box[2:]
+                w.relayout()
 
     def show(self, content: Content, asset: CoreImage | Path | None = None) -> None:
         self.content = content
@@ -268,7 +504,7 @@ class ItemView(Widget):
             main = self.way
         else:
             self.media.stop_video()
-            self.card.show(content)
+            self.card.show(content, asset if isinstance(asset, CoreImage) else None)
             main = self.card
         self.add_widget(main)
         if content.side:
