@@ -148,8 +148,9 @@ class Content(BaseModel):
     cta: str = ""
     # A short flag on the card ("New", "-25 %", "Members"), drawn in the accent.
     badge: str = Field("", max_length=24)
-    # A link the card draws as a QR code (the offer or the way on the shopper's phone).
-    qr_url: str | None = Field(None, max_length=512, pattern=r"^https://[^\s]+$")
+    # A link the card draws as a QR code (the offer or the way on the shopper's phone; a way is
+    # the store API's own page, which a store may serve over plain http on its Wi-Fi).
+    qr_url: str | None = Field(None, max_length=512, pattern=r"^https?://[^\s]+$")
     # Where the image's subject is (0..1 from the left and from the top): a crop keeps it.
     image_focus: tuple[float, float] = (0.5, 0.5)
     # Regions beside the main one: a scrolling ticker line and a side panel; empty = no region.

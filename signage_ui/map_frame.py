@@ -134,13 +134,44 @@ def way_regions(width: float, height: float) -> WayRegions:
 
 # The words a wayfinding card adds, per language; unknown languages read English.
 WAY_LABELS: dict[str, dict[str, str]] = {
-    "en": {"walk": "{dist} · {time} walk", "here": "You are here"},
-    "de": {"walk": "{dist} · {time} zu Fuß", "here": "Sie sind hier"},
-    "fr": {"walk": "{dist} · {time} à pied", "here": "Vous êtes ici"},
-    "es": {"walk": "{dist} · {time} a pie", "here": "Usted está aquí"},
-    "it": {"walk": "{dist} · {time} a piedi", "here": "Voi siete qui"},
-    "nl": {"walk": "{dist} · {time} lopen", "here": "U bent hier"},
+    "en": {"walk": "{dist} · {time} walk", "here": "You are here", "scan": "The way on your phone"},
+    "de": {"walk": "{dist} · {time} zu Fuß", "here": "Sie sind hier", "scan": "Der Weg aufs Handy"},
+    "fr": {
+        "walk": "{dist} · {time} à pied",
+        "here": "Vous êtes ici",
+        "scan": "Le chemin sur votre téléphone",
+    },
+    "es": {
+        "walk": "{dist} · {time} a pie",
+        "here": "Usted está aquí",
+        "scan": "El camino en su móvil",
+    },
+    "it": {
+        "walk": "{dist} · {time} a piedi",
+        "here": "Voi siete qui",
+        "scan": "Il percorso sul telefono",
+    },
+    "nl": {"walk": "{dist} · {time} lopen", "here": "U bent hier", "scan": "De weg op uw telefoon"},
 }
+
+
+def scan_label(language: str) -> str:
+    return WAY_LABELS.get(base_language(language), WAY_LABELS["en"])["scan"]
+
+
+def qr_split(steps: Box) -> tuple[Box, Box, Box]:
+    """The steps' region shared with the way's QR code: the words on the left, the code at the
+    top right with its caption under it (the code at least 2.5 cm on a 32" screen)."""
+    x, y, w, h = steps
+    side = min(h * 0.74, w * 0.36)
+    gap = round(w * 0.03)
+    qx = x + w - side
+    caption_h = h - side
+    return (
+        (x, y, w - side - gap, h),
+        (qx, y + caption_h, side, side),
+        (qx - gap, y, side + gap, caption_h),
+    )
 
 
 def walk_line(w: Wayfinding, language: str) -> str:

@@ -16,6 +16,7 @@ from kivy.uix.label import Label
 from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import Content, Wayfinding
+from signage_ui.layout import Box
 from signage_ui.map_frame import (
     MapFrame,
     WayRegions,
@@ -24,9 +25,13 @@ from signage_ui.map_frame import (
     label_spot,
     level_boxes,
     level_frame,
+    qr_split,
+    scan_label,
     walk_line,
     way_regions,
 )
+from signage_ui.qr import matrix as qr_matrix
+from signage_ui.qr_view import QrCode
 from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
 
 # Marker radius as a share of the map's shorter side: big enough to find from a few metres.
@@ -58,9 +63,15 @@ class WayfindingCard:
         self.here_text = _label(valign="middle", bold=True)
         # The destination level's name over its inset (a route to another floor).
         self.level_text = _label(valign="middle", bold=True)
-        self.labels = (self.title, self.body, self.info, self.steps)
+        # The way on the shopper's phone (content.qr_url): a code and a few words under it.
+        self.qr = QrCode(size_hint=(None, None))
+        self.qr_text = _label(valign="top")
+        self.qr_text.halign = "center"
+        self.labels = (self.title, self.body, self.info, self.steps, self.qr_text)
         for w in (*(() if map_only else self.labels), self.here_text, self.level_text):
             panel.add_widget(w)
+        if not map_only:
+            panel.add_widget(self.qr)
         self.content: Content | None = None
         self.frame: MapFrame | None = None
         self.inset_frame: MapFrame | None = None
@@ -77,6 +88,9 @@ class WayfindingCard:
         self.steps.text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
         for label in self.labels:
             label.color = ink
+        has_qr = bool(content.qr_url) and not self.map_only
+        self.qr.show(qr_matrix(content.qr_url) if has_qr and content.qr_url else [])
+        self.qr_text.text = scan_label(content.language) if has_qr else ""
         self.here_text.text = here_label(content.language)
         self.here_text.color = get_color_from_hex(MAP_PALETTE["text"])
         self.relayout()
@@ -105,12 +119,24 @@ class WayfindingCard:
             ),
             (self.body, (r.header[0], r.header[1], r.header[2], r.header[3] * 0.45)),
             (self.info, r.info),
-            (self.steps, r.steps),
+            *self._steps_and_code(r.steps, base),
         ):
             label.pos, label.size = (x + bx, y + by), (bw, bh)
             label.text_size = label.size
+        if self.qr.matrix:
+            qx, qy, qw, qh = self._qr_box
+            self.qr.pos, self.qr.size = (x + qx, y + qy), (qw, qh)
         mx, my, mw, mh = r.map
         self._draw(c, c.wayfinding, (x + mx, y + my, mw, mh))
+
+    def _steps_and_code(self, steps: Box, base: float) -> list[tuple[Label, Box]]:
+        if not self.qr.matrix:
+            self._qr_box: Box = (0.0, 0.0, 0.0, 0.0)
+            return [(self.steps, steps), (self.qr_text, (0.0, 0.0, 0.0, 0.0))]
+        words, code, caption = qr_split(steps)
+        self._qr_box = code
+        self.qr_text.font_size = max(11, base * 0.026)
+        return [(self.steps, words), (self.qr_text, caption)]
 
     # ---- drawing -------------------------------------------------------------------------
     def _draw(self, c: Content, w: Wayfinding, box: tuple[float, float, float, float]) -> None:

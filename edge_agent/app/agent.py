@@ -38,10 +38,10 @@ from edge_agent.journey.checkout import Checkout
 from edge_agent.journey.content_store import ContentStore
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.journey.engine import Converted, JourneyEngine
-from edge_agent.journey.kiosk_finder import KioskFinder
+from edge_agent.journey.kiosk_finder import DEFAULT_LINK_BASE, KioskFinder
 from edge_agent.journey.memory import JourneyMemory
 from edge_agent.journey.touch_share import TouchShare
-from edge_agent.journey.wayfinding_stage import ScreenWayfinder
+from edge_agent.journey.wayfinding_stage import LinkMaker, ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
@@ -204,6 +204,10 @@ class Agent:
         wayfinder = ScreenWayfinder.from_path(cfg.map.path if cfg.map else None)
         wayfinding.on_map = wayfinder.use
         wayfinder.products = wayfinding.planograms  # campaigns may name a product: sku:<sku>
+        # Every way on a screen also goes to the phone: a QR code of the store API's page.
+        wayfinder.links = LinkMaker(
+            cfg.map.link_base if cfg.map else DEFAULT_LINK_BASE, store, time.time
+        )
         self.director = ScreenDirector(
             cfg,
             now=now,

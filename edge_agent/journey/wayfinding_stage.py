@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import ValidationError
+
+from contracts.kiosk_finder import LINK_TTL_S, REF, DeepLink
 from contracts.screen_protocol import Content, Playlist, Wayfinding
 from edge_agent.wayfinding.graph import NavGraph, build_graph
 from edge_agent.wayfinding.model import VenueMap
@@ -40,6 +45,30 @@ class ProductLookup(Protocol):
     """The box's planogram (``PlanogramStore``): its version and one product's row."""
 
     def product(self, sku: str) -> tuple[int | None, Product | None]: ...
+
+
+@dataclass(frozen=True)
+class LinkMaker:
+    """The phone's deep link for a screen's way (contracts/kiosk_finder.py's format): the store
+    API's page (``[map] link_base``), valid for LINK_TTL_S from when the card goes out."""
+
+    base: str
+    store_id: str
+    now: Callable[[], float]
+
+    def url(self, screen_id: str, to_ref: str, map_version: str, language: str) -> str | None:
+        try:
+            return DeepLink(
+                base=self.base,
+                store=self.store_id,
+                map_version=map_version,
+                from_ref=f"screen:{screen_id}",
+                to_ref=to_ref,
+                lang="de" if language.startswith("de") else "en",
+                expires=int(self.now()) + LINK_TTL_S,
+            ).url()
+        except ValidationError:
+            return None  # a place the link format cannot carry: the card goes without a code
 
 
 class MapLoadError(Exception):
@@ -81,6 +110,16 @@ class _Map:
     graph: NavGraph
 
 
+@dataclass(frozen=True)
+class _Way:
+    way: Wayfinding | None
+    link_ref: str = ""  # how a deep link names the destination
+    map_version: str = ""
+
+
+_NO_WAY = _Way(None)
+
+
 class ScreenWayfinder:
     """Adds the way to a campaign's place to a screen's content, from the map this box has."""
 
@@ -92,8 +131,9 @@ class ScreenWayfinder:
     ) -> None:
         self._lock = threading.Lock()
         self._map: _Map | None = None
-        self._cache: dict[tuple[str, str, str, str, str], Wayfinding | None] = {}
+        self._cache: dict[tuple[str, str, str, str, str], _Way] = {}
         self.products = products
+        self.links: LinkMaker | None = None  # set by the agent: a QR code on every way
         self.routes_built = 0
         if venue is not None:
             self.use(venue, version)
@@ -132,9 +172,12 @@ class ScreenWayfinder:
             self._cache = {k: v for k, v in self._cache.items() if k[3] == version}
 
     def way(self, screen_id: str, to: str, language: str) -> Wayfinding | None:
+        return self._way(screen_id, to, language).way
+
+    def _way(self, screen_id: str, to: str, language: str) -> _Way:
         m = self._map
         if m is None:
-            return None
+            return _NO_WAY
         sku = to[4:].strip() if to.startswith("sku:") else None
         product: Product | None = None
         pg_version = ""
@@ -145,7 +188,7 @@ class ScreenWayfinder:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        way: Wayfinding | None = None
+        got = _NO_WAY
         try:
             start = resolve_ref(m.venue, f"screen:{screen_id}")
             resolvers = None
@@ -156,21 +199,33 @@ class ScreenWayfinder:
             route = plan_route(m.graph, start, end)
             way = build_wayfinding(m.venue, route, language)
             self.routes_built += 1
+            # The destination as a deep link can carry it: the campaign's words, else its id.
+            link_ref = to if re.fullmatch(REF, to) else end.id
+            got = _Way(way, link_ref, m.version)
         except (RefError, NoRoute, PayloadTooBig) as exc:
             # Said once per key (the cache remembers the miss): the card goes without a map.
             log.warning("map %s: no way from screen %s to %r: %s", m.version, screen_id, to, exc)
         with self._lock:
             if len(self._cache) >= MAX_CACHED:  # planogram versions come and go: stay bounded
                 self._cache.clear()
-            self._cache[key] = way
-        return way
+            self._cache[key] = got
+        return got
 
     def attach(self, content: Content, screen_id: str, to: str | None) -> Content:
-        """``content`` with the way to ``to`` from the screen, or as it is when there is none."""
+        """``content`` with the way to ``to`` from the screen (and, when the box makes phone
+        links, its QR code), or as it is when there is none."""
         if to is None:
             return content
-        way = self.way(screen_id, to, content.language)
-        return content if way is None else content.model_copy(update={"wayfinding": way})
+        got = self._way(screen_id, to, content.language)
+        if got.way is None:
+            return content
+        update: dict[str, object] = {"wayfinding": got.way}
+        if self.links is not None and content.qr_url is None and got.link_ref:
+            # The same way on the shopper's phone: a code they can take away (never who they are).
+            url = self.links.url(screen_id, got.link_ref, got.map_version, content.language)
+            if url is not None:
+                update["qr_url"] = url
+        return content.model_copy(update=update)
 
     def fill(self, playlist: Playlist, screen_ids: list[str]) -> Playlist:
         """The loop with the way from each screen drawn into its "find us" items (``way_to``),

@@ -321,3 +321,57 @@ def test_the_api_speaks_tls_with_the_stores_certificate(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "both --certfile and --keyfile" in bad.stderr
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(120)
+def test_a_screens_qr_code_hands_the_way_to_the_phone(
+    api: Api, tmp_path: Path, kivy_env: dict[str, str], broker
+) -> None:
+    """The whole hand-off: the agent's wayfinder gives a screen's card its way and a QR code of
+    the store API's page; the real player draws it; OpenCV reads the code off the screenshot;
+    the link opens the page and the route it names is the card's route."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import cv2
+
+    from contracts import topics
+    from contracts.screen_protocol import Content, ScreenCommand
+    from edge_agent.journey.wayfinding_stage import LinkMaker, ScreenWayfinder, load_venue
+    from tests.signage_ui.test_signage_player import load
+    from tests.signage_ui.test_signage_screen import STORE as PLAYER_STORE
+    from tests.signage_ui.test_signage_screen import Recorder, config, logs, player, pngs
+
+    venue, _ = load_venue(REPO / "demo" / "store-map.toml")
+    version = api.http.get("/v1/map").json()["version"]
+    wf = ScreenWayfinder(venue, version)
+    wf.links = LinkMaker(f"{api.base}/w", STORE, time.time)
+    card = Content(
+        content_id="way:pickup", title="Your order is ready", body="Counter 2", language="de",
+        background="#264653", accent="#e9c46a",
+    )  # fmt: skip
+    shown = wf.attach(card, "screen-entrance", "Pickup")
+    assert shown.wayfinding is not None and shown.qr_url is not None
+    screens = [{"id": "screen-entrance", "zone": "entrance", "width": 1280, "height": 720}]
+    cfg = config(tmp_path, broker.port, screens)
+    bus = Recorder(broker.host, broker.port)
+    try:
+        with player(tmp_path, kivy_env, cfg, "screen-entrance") as shots:
+            assert wait_for(lambda: bus.states("screen-entrance"), 20), logs(tmp_path)
+            bus.publish(
+                topics.screen_cmd(PLAYER_STORE, "screen-entrance"),
+                ScreenCommand(kind="show", content=shown, min_duration_s=0).to_bytes(),
+            )
+            assert wait_for(lambda: pngs(shots) and "way_pickup" in pngs(shots)[-1].name, 15)
+            img = load(pngs(shots)[-1])
+    finally:
+        bus.close()
+    link, _pts, _ = cv2.QRCodeDetector().detectAndDecode(img)
+    assert link == shown.qr_url
+    page = api.http.get(link)
+    assert page.status_code == 200 and "/w.js" in page.text
+    q = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    assert (q["f"], q["l"], q["s"]) == ("screen:screen-entrance", "de", STORE)
+    route = api.http.get("/v1/route", params={"from": q["f"], "to": q["t"], "lang": q["l"]})
+    assert route.status_code == 200, route.text
+    assert route.json()["drawing"]["destination"] == list(shown.wayfinding.destination)
