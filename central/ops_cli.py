@@ -175,14 +175,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     def on_subscribe(c, userdata, mid, reason_codes, properties) -> None:
         connected.set()
 
+    # A content push is done when the box says its assets are installed, not when it read the
+    # manifest: wait for that second ack (a refused manifest ends it at the first).
+    final_kind = {"content": "content.installed"}.get(args.kind, args.kind)
+    # The install's ack names the playlist's version (what the screens will play).
+    playlist = body.get("playlist") if args.kind == "content" else None
+    final_version = playlist.get("version") if isinstance(playlist, dict) else args.version
+
     def on_message(c, userdata, msg) -> None:
         try:
             ack = json.loads(msg.payload)
         except ValueError:
             return
-        if ack.get("kind") == args.kind and ack.get("version") in (args.version, 0):
+        kind, version = ack.get("kind"), ack.get("version")
+        wanted = final_version if kind == final_kind != args.kind else args.version
+        if version not in (wanted, 0) or kind not in (args.kind, final_kind):
+            return
+        if kind == final_kind or not ack.get("accepted"):
             acks.append({"topic": msg.topic, **ack})
             acked.set()
+        else:
+            print(json.dumps({"topic": msg.topic, **ack}), flush=True)  # accepted, installing
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe

@@ -210,6 +210,8 @@ class DownlinkConfig(StrictModel):
     max_message_bytes: int = Field(1_048_576, ge=1024)
     # A pushed config that cannot reach central within this long is rolled back.
     config_probation_s: float = Field(300.0, ge=10)
+    # The screens' content cache: a manifest whose assets add up to more is refused at once.
+    content_cache_mb: int = Field(4096, ge=16)
 
 
 class PathsConfig(StrictModel):

@@ -35,9 +35,13 @@ MAX_INLINE_BYTES = 256 * 1024
 
 
 class AssetFetchError(Exception):
-    def __init__(self, sha256: str, detail: str) -> None:
+    """``permanent``: trying again cannot help (wrong bytes, a 404); otherwise the network or
+    the server is down for now and the install should try again later."""
+
+    def __init__(self, sha256: str, detail: str, *, permanent: bool = True) -> None:
         super().__init__(f"asset {sha256[:12]}: {detail}")
         self.sha256 = sha256
+        self.permanent = permanent
 
 
 class AssetRef(BaseModel):
@@ -120,6 +124,7 @@ class AssetStore:
     def _download(self, ref: AssetRef, partial: Path) -> None:
         assert ref.url is not None
         last = "no attempt"
+        permanent = False
         for attempt in range(self.retries + 1):
             if attempt:
                 self.sleep(min(10.0, 0.2 * 2**attempt))
@@ -157,10 +162,13 @@ class AssetStore:
                     partial.unlink(missing_ok=True)
                 last = f"HTTP {exc.code}"
                 if 400 <= exc.code < 500 and exc.code not in (408, 416, 429):
+                    permanent = True
                     break  # retrying a 404 or 403 will not help
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 last = str(getattr(exc, "reason", exc)) or type(exc).__name__
-        raise AssetFetchError(ref.sha256, f"download from {ref.url} failed: {last}")
+        raise AssetFetchError(
+            ref.sha256, f"download from {ref.url} failed: {last}", permanent=permanent
+        )
 
     def cached(self) -> set[str]:
         """The sha256 of every verified file in the cache."""

@@ -507,7 +507,12 @@ class Agent:
         self.heartbeat_stage.beat(
             problems,
             dropped,
-            {**self.director.health(), **self.alerts.health(), **self._wayfinding()},
+            {
+                **self.director.health(),
+                **self.alerts.health(),
+                **self._wayfinding(),
+                **{f"content_{k}": v for k, v in self.content_installer.state.items()},
+            },
         )
 
     def _wayfinding(self) -> dict[str, str]:
@@ -605,6 +610,7 @@ class Agent:
         self.bus.stop()
         self.alerts.shutdown()
         self.kiosk_finder.close()
+        self.content_installer.close()  # a download waiting to retry stops waiting
         if self.downlink is not None:
             self.downlink.stop()
         if self.uplink is not None:

@@ -66,9 +66,17 @@ def parse_manifest(body: dict[str, Any]) -> ContentManifest:
         raise ValueError(f"content {first_error(exc, 'manifest')}") from None
 
 
+# Waits between install attempts while the asset server or the network is down: quick at first
+# (a blip), then every few minutes for as long as it takes (a store offline for a day).
+RETRY_BACKOFF_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+PENDING = "manifest-pending.json"
+
+
 class ContentInstaller:
     """Fetches a manifest's assets off the caller's thread, then swaps the playlist. A newer
-    manifest supersedes one still downloading."""
+    manifest supersedes one still downloading. The manifest is kept on disk until it is
+    installed or refused for good, so a restart resumes it; a server that is down is tried again,
+    backing off, for as long as it takes; only wrong bytes or a missing file fail the push."""
 
     def __init__(
         self,
@@ -89,11 +97,42 @@ class ContentInstaller:
         self._gen = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()  # a newer manifest or close(): stop waiting to retry
+        self._closed = False
+        self.backoff_s = RETRY_BACKOFF_S
+        # What the heartbeat says: version, state (installing, retrying, installed, failed), why.
+        self.state: dict[str, str] = {}
+
+    def resume(self) -> bool:
+        """The manifest a previous run had not finished (a restart mid-download): go on."""
+        path = self.content_dir / PENDING
+        try:
+            manifest = ContentManifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValidationError) as exc:
+            log.warning("content: the pending manifest cannot be read, dropped: %s", str(exc)[:200])
+            path.unlink(missing_ok=True)
+            return False
+        log.info("content v%d: resuming the install a restart interrupted", manifest.playlist.version)
+        self._start(manifest)
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
 
     def install(self, manifest: ContentManifest) -> None:
+        self.content_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.content_dir / PENDING, manifest.model_dump_json().encode())
+        self._start(manifest)
+
+    def _start(self, manifest: ContentManifest) -> None:
         with self._lock:
             self._gen += 1
             gen = self._gen
+        self._wake.set()  # an older install waiting to retry gives up now
+        self.state = {"version": str(manifest.playlist.version), "state": "installing"}
         t = threading.Thread(
             target=self._run, args=(manifest, gen), name="content-fetch", daemon=True
         )
@@ -113,11 +152,36 @@ class ContentInstaller:
 
     def _run(self, manifest: ContentManifest, gen: int) -> None:
         version = manifest.playlist.version
-        try:
-            for ref in manifest.assets:
+        attempt = 0
+        said = ""
+        while True:
+            try:
+                for ref in manifest.assets:
+                    if not self._current(gen) or self._closed:
+                        return  # a newer manifest took over; it reports for itself
+                    self.store.fetch(ref)
+                break
+            except AssetFetchError as exc:
+                if exc.permanent:
+                    self._failed(version, gen, str(exc))
+                    return
+                # Down for now: say it once per reason, then wait and try again.
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning("content v%d: %s; trying again", version, said)
+                self.state = {"version": str(version), "state": "retrying", "reason": said[:200]}
+                wait = self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
+                attempt += 1
+                self._wake.clear()
                 if not self._current(gen):
-                    return  # a newer manifest took over; it reports for itself
-                self.store.fetch(ref)
+                    return
+                self._wake.wait(wait)
+                if not self._current(gen) or self._closed:
+                    return
+            except OSError as exc:  # the box's own disk: not the server's fault, not retried
+                self._failed(version, gen, f"{type(exc).__name__}: {exc}")
+                return
+        try:
             with self._lock:
                 if gen != self._gen:
                     return
@@ -126,13 +190,26 @@ class ContentInstaller:
                 if self.in_use is not None:
                     keep |= self.in_use()
                 removed = self.store.gc(keep)
-        except (AssetFetchError, OSError) as exc:
-            log.error("content v%d not installed, the previous loop plays on: %s", version, exc)
-            self.on_done(version, False, str(exc)[:300])
+        except OSError as exc:
+            self._failed(version, gen, f"{type(exc).__name__}: {exc}")
             return
         reason = f"{len(manifest.assets)} asset(s) ready, {removed} unused removed"
         log.info("content v%d installed: %s", version, reason)
+        self._settled(gen)
+        self.state = {"version": str(version), "state": "installed"}
         self.on_done(version, True, reason)
+
+    def _settled(self, gen: int) -> None:
+        """Installed or refused for good: a restart has nothing to resume (unless newer came)."""
+        with self._lock:
+            if gen == self._gen:
+                (self.content_dir / PENDING).unlink(missing_ok=True)
+
+    def _failed(self, version: int, gen: int, why: str) -> None:
+        log.error("content v%d not installed, the previous loop plays on: %s", version, why)
+        self._settled(gen)
+        self.state = {"version": str(version), "state": "failed", "reason": why[:200]}
+        self.on_done(version, False, why[:300])
 
     def _write(self, playlist: Playlist) -> None:
         if self.ways is not None:

@@ -86,6 +86,8 @@ class DownlinkHandlers:
             wayfinding.on_applied = self.content_installer.redraw_ways
         # The box may have started on another map than the loop was drawn on: draw it again.
         self.content_installer.redraw_ways()
+        # A content push a restart interrupted goes on (its manifest was kept on disk).
+        self.content_installer.resume()
 
     def appliers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {
@@ -179,7 +181,15 @@ class DownlinkHandlers:
     def apply_content(self, body: dict[str, Any]) -> None:
         # Checked now (a bad manifest is refused in the ack); assets download in the background
         # and the loop swaps only when all of them are verified.
-        self.content_installer.install(parse_manifest(body))
+        manifest = parse_manifest(body)
+        total = sum(a.size for a in manifest.assets)
+        budget = self.cfg.downlink.content_cache_mb * 1024 * 1024
+        if total > budget:
+            raise ValueError(
+                f"content: assets total {total / 2**20:.0f} MB, over this box's cache budget of "
+                f"{budget // 2**20} MB ([downlink] content_cache_mb)"
+            )
+        self.content_installer.install(manifest)
 
     def on_content_installed(self, version: int, ok: bool, reason: str) -> None:
         self.journal.emit(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from edge_agent.sensing.ble.sources import ReplaySource
 from tests.app.test_agent_journey import demo_config
 from tests.downlink.test_commands import PUB, Ops
 from tests.sync.test_assets import AssetServer
+from tests.watching import wait_for
 
 STORE = "store-0042"
 
@@ -62,7 +65,12 @@ def test_pushed_content_reaches_the_player_cache_whole(tmp_path: Path, broker) -
     server.thread.start()
     cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
     device = f"box-{uuid.uuid4().hex[:6]}"
-    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"device_id": device})})
+    cfg = cfg.model_copy(
+        update={
+            "store": cfg.store.model_copy(update={"device_id": device}),
+            "downlink": cfg.downlink.model_copy(update={"content_cache_mb": 16}),
+        }
+    )
     clock = ScaledClock(scenario.T0, 1.0)
     agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
     content = cfg.paths_resolved.content_dir
@@ -93,6 +101,12 @@ def test_pushed_content_reaches_the_player_cache_whole(tmp_path: Path, broker) -
         assert ops.ack("content.installed")["accepted"] is True
         cached = {p.name for p in (content / "assets").iterdir() if p.is_file()}
         assert cached == {hashlib.sha256(server.files["sale.png"]).hexdigest()}
+        # More than the box's cache may hold: refused at once, the budget named.
+        huge = manifest(server, 10, ["sale.png"])
+        huge["assets"][0] = {**huge["assets"][0], "size": 64 * 1024**2}  # budget here: 16 MB
+        ops.push("content", huge)
+        over = ops.ack("content")
+        assert over["accepted"] is False and "content_cache_mb" in over["reason"], over
         # A malformed manifest is refused at once, with the key in the reason.
         ops.push("content", {"playlist": {"version": 10, "items": [{"duration_s": 3}]}})
         refused = ops.ack("content")
@@ -129,3 +143,118 @@ def test_a_new_loop_keeps_the_photos_campaigns_show(tmp_path: Path) -> None:
     assert installer.store.cached() == set(shas.values())
     push(2, [loop])
     assert installer.store.cached() == {shas["l"], shas["p"]}
+
+
+@pytest.mark.timeout(90)
+def test_a_push_while_the_asset_server_is_down_finishes_after_a_restart(
+    tmp_path: Path, broker
+) -> None:
+    """The asset server is down when the push lands: the first ack says accepted, the install
+    waits and tries again (never a failure for a server that is only down), the box restarts
+    mid-wait and resumes from the manifest it kept, and once the server is back the second ack
+    says installed."""
+    files = {"spring.png": os.urandom(5000)}
+    cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
+    device = f"box-{uuid.uuid4().hex[:6]}"
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"device_id": device})})
+    content = cfg.paths_resolved.content_dir
+    # A port nobody listens on yet: the server is down.
+    server = AssetServer(files)
+    port = server.httpd.server_address[1]
+    server.httpd.server_close()
+    body = {
+        "playlist": {"version": 11, "items": [item("spring.png", template="image",
+                                                   image_sha256=hashlib.sha256(files["spring.png"]).hexdigest())]},
+        "assets": [{"sha256": hashlib.sha256(files["spring.png"]).hexdigest(), "size": 5000,
+                    "url": f"http://127.0.0.1:{port}/spring.png"}],
+    }  # fmt: skip
+
+    def start_agent() -> Agent:
+        clock = ScaledClock(scenario.T0, 1.0)
+        agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+        agent.content_installer.backoff_s = (0.2, 0.5)
+        agent.content_installer.store.retries = 0
+        return agent
+
+    ops = Ops(broker, STORE, device)
+    agent = start_agent()
+    try:
+        agent.start_sync()
+        assert ops.first_push("content", body)["accepted"] is True
+        assert wait_for(lambda: agent.content_installer.state.get("state") == "retrying", 10)
+        assert "refused" in agent.content_installer.state["reason"]
+        assert (content / "manifest-pending.json").exists()
+        with pytest.raises(AssertionError):
+            ops.ack("content.installed", timeout=1.0)  # no failure for a server that is down
+        agent.close(flush_timeout_s=1)
+        # The box restarts; the server comes back on the same address meanwhile.
+        from http.server import ThreadingHTTPServer
+
+        back = AssetServer(files)
+        back.httpd.server_close()
+        back.httpd = ThreadingHTTPServer(("127.0.0.1", port), back.httpd.RequestHandlerClass)
+        back.thread = threading.Thread(target=back.httpd.serve_forever, daemon=True)
+        back.thread.start()
+        agent = start_agent()
+        agent.start_sync()
+        try:
+            assert wait_for(lambda: agent.content_installer.state.get("state") == "installed", 20)
+            playlist = Playlist.model_validate_json((content / "playlist.json").read_text())
+            assert playlist.version == 11
+            assert not (content / "manifest-pending.json").exists()
+            installed = ops.ack("content.installed", timeout=10)
+            assert installed["accepted"] is True and installed["version"] == 11
+        finally:
+            back.httpd.shutdown()
+            back.httpd.server_close()
+    finally:
+        ops.close()
+        agent.close(flush_timeout_s=2)
+
+
+@pytest.mark.timeout(60)
+def test_edge_ops_wait_ack_waits_for_the_install(
+    tmp_path: Path, broker, capsys: pytest.CaptureFixture
+) -> None:
+    """`edge-ops push content --wait-ack` returns when the assets are installed (the second
+    ack), not when the manifest was read; a failed install exits 1 with its reason."""
+    from central.ops_cli import main
+    from tests.downlink.test_commands import PRIV
+
+    cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
+    device = f"box-{uuid.uuid4().hex[:6]}"
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"device_id": device})})
+    clock = ScaledClock(scenario.T0, 1.0)
+    agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+    key = tmp_path / "ops.pem"
+    key.write_bytes(PRIV)
+    logo = b"a small logo"
+    sha = hashlib.sha256(logo).hexdigest()
+    ok = {
+        "playlist": {"version": 21, "items": [item("logo", template="image", image_sha256=sha)]},
+        "assets": [{"sha256": sha, "size": len(logo), "data_b64": base64.b64encode(logo).decode()}],
+    }
+    bad = {**ok, "playlist": {**ok["playlist"], "version": 22}}
+    bad["assets"] = [{**ok["assets"][0], "size": len(logo) + 1}]  # the bytes do not match
+    ops = Ops(broker, STORE, device)
+    try:
+        agent.start_sync()
+        assert ops.first_push("content", {"playlist": {"version": 20}})["accepted"] is True
+
+        def push(body: dict, version: int) -> int:
+            f = tmp_path / f"content-{version}.json"
+            f.write_text(json.dumps(body))
+            argv = ["push", "content", str(f), "--store", STORE, "--device", device]
+            argv += ["--version", str(100 + version), "--key", str(key), "--port", str(broker.port)]
+            return main([*argv, "--wait-ack", "20"])
+
+        # The Ops helper pushed versions 101..; the CLI's message versions follow them.
+        assert push(ok, 21) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert last["kind"] == "content.installed" and last["accepted"] is True
+        assert push(bad, 22) == 1
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert last["kind"] == "content.installed" and "expected 13" in last["reason"]
+    finally:
+        ops.close()
+        agent.close(flush_timeout_s=2)
