@@ -114,7 +114,9 @@ class ContentInstaller:
             log.warning("content: the pending manifest cannot be read, dropped: %s", str(exc)[:200])
             path.unlink(missing_ok=True)
             return False
-        log.info("content v%d: resuming the install a restart interrupted", manifest.playlist.version)
+        log.info(
+            "content v%d: resuming the install a restart interrupted", manifest.playlist.version
+        )
         self._start(manifest)
         return True
 
