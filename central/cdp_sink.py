@@ -38,7 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contracts import topics
-from contracts.batch import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation
+from contracts.batch import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation, seq_ranges
 from contracts.events import TYPE_PREFIX, EventError, parse_event, source_for
 from contracts.mqtt import BrokerConfig, make_client, start_subscriber
 from contracts.payload import PayloadError, loads
@@ -346,12 +346,12 @@ class CdpSink:
             log.error("cdp-sink: could not store batch from %s: %r", msg.topic, exc)
             return
         if done is not None:
-            batch_id, ids = done
+            batch_id, ids, seqs = done
             store_device = _topic_ids(msg.topic)
             assert store_device is not None  # handle_batch returns None for foreign topics
             client.publish(
                 topics.delivered(*store_device),
-                encode_confirmation(batch_id, ids, time.time()),
+                encode_confirmation(batch_id, ids, time.time(), seq_ranges(seqs)),
                 qos=1,
             )
         if msg.qos > 0:
@@ -360,11 +360,11 @@ class CdpSink:
     # ---- the work ----------------------------------------------------------------------
     def handle_batch(
         self, topic: str, payload: bytes, properties: Properties | None = None
-    ) -> tuple[str | None, list[str]] | None:
+    ) -> tuple[str | None, list[str], list[int]] | None:
         """Decode, validate and store one batch in one transaction. Raises only on DB errors.
 
-        Returns what to confirm to the device, ``(batch_id, event ids dealt with)``, or None
-        when the batch could not be read at all."""
+        Returns what to confirm to the device, ``(batch_id, ids dealt with that carry no
+        sequence, sequences dealt with)``, or None when the batch could not be read at all."""
         now = time.time()
         ids = _topic_ids(topic)
         rows: list[tuple[Any, ...]] = []
@@ -380,6 +380,16 @@ class CdpSink:
             rejects.append((now, topic, None, None, str(exc), _prefix(payload)))
             items = []
         handled: list[str] = []
+        handled_seqs: list[int] = []
+
+        def dealt_with(item: Any, eid: str) -> None:
+            # By its sequence when the box numbered it (a range confirms many), else by id.
+            seq = _sequence_of(item)
+            if seq is None:
+                handled.append(eid)
+            else:
+                handled_seqs.append(seq)
+
         expected_source = source_for(*ids) if ids else None
         for item in items:
             try:
@@ -391,14 +401,14 @@ class CdpSink:
             except Exception as exc:  # EventError, or anything odd the validator trips on
                 eid = item.get("id") if isinstance(item, dict) else None
                 if isinstance(eid, str):
-                    handled.append(eid)
+                    dealt_with(item, eid)
                 reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
                 rejects.append((now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
                 continue
             extra = ev.model_extra or {}
             body = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
             assert ids is not None
-            handled.append(ev.id)
+            dealt_with(item, ev.id)
             seq = extra.get("sequence")
             rows.append(
                 (
@@ -453,9 +463,17 @@ class CdpSink:
             log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0][4])
         if new_bodies and self.on_stored is not None:
             self.on_stored(new_bodies)  # after the commit: each event once, in batch order
-        if ids is None or (not handled and batch_id is None):
+        if ids is None or (not handled and not handled_seqs and batch_id is None):
             return None
-        return batch_id, handled
+        return batch_id, handled, handled_seqs
+
+
+def _sequence_of(item: Any) -> int | None:
+    """The box's sequence of an event (a zero-padded decimal string), if it carries a valid one."""
+    seq = item.get("sequence") if isinstance(item, dict) else None
+    if isinstance(seq, str) and seq.isdigit() and len(seq) <= 20:
+        return int(seq)
+    return None
 
 
 def _prefix(value: Any) -> str:

@@ -501,6 +501,34 @@ class Outbox:
             # confirmation for ever, and the batches would be sent for ever: recover instead.
             return self._guarded(lambda: self._delete_locked(id_list))
 
+    def mark_sent_sequences(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete delivered events by their sequences, ``[first, last]`` ranges (the CDP's
+        compact confirmation); returns rows deleted."""
+        spans = [(int(a), int(b)) for a, b in ranges]
+        if not spans:
+            return 0
+        with self._lock:
+            return self._guarded(lambda: self._delete_spans_locked(spans))
+
+    def _delete_spans_locked(self, spans: list[tuple[int, int]]) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = freed = 0
+            for a, b in spans:
+                row = self._db.execute(
+                    "SELECT coalesce(sum(size), 0) FROM outbox WHERE sequence BETWEEN ? AND ?",
+                    (a, b),
+                ).fetchone()
+                freed += int(row[0])
+                cur = self._db.execute("DELETE FROM outbox WHERE sequence BETWEEN ? AND ?", (a, b))
+                deleted += cur.rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._pending_bytes -= freed
+        return deleted
+
     def _delete_locked(self, id_list: list[str]) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:

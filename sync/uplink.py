@@ -324,11 +324,11 @@ class Uplink:
         if msg.topic != self.delivered_topic:
             return
         try:
-            batch_id, ids, cdp_time = decode_confirmation(bytes(msg.payload))
+            batch_id, ids, cdp_time, ranges = decode_confirmation(bytes(msg.payload))
         except ValueError as exc:
             self._events.put(("bad_confirmation", str(exc)))
             return
-        self._events.put(("delivered", batch_id, ids, cdp_time, time.time()))
+        self._events.put(("delivered", batch_id, ids, cdp_time, time.time(), ranges))
 
     def _on_append(self, last_sequence: int) -> None:
         self._events.put(("wake",))
@@ -386,7 +386,7 @@ class Uplink:
         elif kind == "puback":
             self._handle_puback(ev[1], ev[2], ev[3])
         elif kind == "delivered":
-            self._handle_delivered(ev[1], ev[2], ev[3], ev[4])
+            self._handle_delivered(ev[1], ev[2], ev[3], ev[4], ev[5])
         elif kind == "resync" and self._stats.connected:
             self._publish_birth()
             now = time.monotonic()
@@ -398,11 +398,16 @@ class Uplink:
             self._set_error(f"ignored a confirmation: {ev[1]}")
 
     def _handle_delivered(
-        self, batch_id: str | None, ids: list[str], cdp_time: float | None, got: float
+        self,
+        batch_id: str | None,
+        ids: list[str],
+        cdp_time: float | None,
+        got: float,
+        ranges: list[tuple[int, int]] | None = None,
     ) -> None:
-        # By ids, not only by batch: after a restart of the uplink the same rows travel in
-        # batches this object never saw, and their confirmations must still delete them.
-        deleted = self.outbox.mark_sent(ids)
+        # By ids and sequences, not only by batch: after a restart of the uplink the same rows
+        # travel in batches this object never saw, and their confirmations must still delete them.
+        deleted = self.outbox.mark_sent(ids) + self.outbox.mark_sent_sequences(ranges or [])
         entry = self._unconfirmed.pop(batch_id, None) if batch_id is not None else None
         known = entry is not None
         if entry is not None and cdp_time is not None and entry[0].attempts == 0:

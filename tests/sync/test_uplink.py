@@ -29,11 +29,12 @@ from contracts.batch import (
     encode_batch,
     encode_confirmation,
     publish_properties,
+    seq_ranges,
 )
 from contracts.events import AudienceSample, CloudEvent, make_event
 from contracts.mqtt import connect, make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
-from sync.outbox import Outbox
+from sync.outbox import Outbox, format_sequence
 from sync.uplink import ClockOffset, Uplink
 from testbed.broker import Mosquitto
 from tests.watching import wait_for
@@ -423,25 +424,42 @@ def test_confirmation_codec_refuses_anything_else() -> None:
         "b1",
         ["a", "b"],
         5.5,
+        [],
     )
-    assert decode_confirmation(encode_confirmation(None, [])) == (None, [], None)
+    assert decode_confirmation(encode_confirmation(None, [])) == (None, [], None, [])
+    got = decode_confirmation(encode_confirmation("b2", [], 1.0, seq_ranges([7, 3, 4, 5, 9])))
+    assert got == ("b2", [], 1.0, [(3, 5), (7, 7), (9, 9)])
     assert decode_confirmation(b'{"ids": [], "t": NaN}')[2] is None  # a clock must be finite
     assert decode_confirmation(b'{"ids": [], "t": true}')[2] is None
-    for bad in (b"", b"\xff", b"[]", b'{"ids": "a"}', b'{"ids": [1]}', b"{" * 10):
+    for bad in (
+        b"", b"\xff", b"[]", b'{"ids": "a"}', b'{"ids": [1]}', b"{" * 10, b"{}",
+        b'{"seq": [[5, 3]]}', b'{"seq": [[1]]}', b'{"seq": [[-1, 2]]}', b'{"seq": [[true, 2]]}',
+        b'{"seq": "1-5"}',
+    ):  # fmt: skip
         with pytest.raises(ValueError):
             decode_confirmation(bad)
+
+
+@given(st.lists(st.integers(0, 10**6), max_size=300))
+def test_sequence_ranges_cover_exactly_what_was_dealt_with(seqs: list[int]) -> None:
+    ranges = seq_ranges(seqs)
+    covered = {n for a, b in ranges for n in range(a, b + 1)}
+    assert covered == set(seqs)
+    # Merged: no two ranges touch or overlap, in order.
+    assert all(b[0] > a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 @given(st.binary(max_size=200))
 @settings(max_examples=500, deadline=None)
 def test_confirmation_decoder_fuzz(payload: bytes) -> None:
     try:
-        bid, got, t = decode_confirmation(payload)
+        bid, got, t, ranges = decode_confirmation(payload)
     except ValueError:
         return
     assert bid is None or isinstance(bid, str)
     assert t is None or math.isfinite(t)
     assert all(isinstance(i, str) for i in got)
+    assert all(0 <= a <= b for a, b in ranges)
 
 
 def test_sink_confirms_every_event_it_dealt_with(tmp_path: Path) -> None:
@@ -455,13 +473,25 @@ def test_sink_confirms_every_event_it_dealt_with(tmp_path: Path) -> None:
         assert sink.handle_batch(topic, payload, publish_properties(enc)) == (
             "b1",
             [e.id for e in good + foreign],
+            [],
         )
         # Again: all duplicates now, and still confirmed so the device can let go.
         assert sink.handle_batch(topic, payload, publish_properties(enc)) == (
             "b1",
             [e.id for e in good + foreign],
+            [],
         )
         assert sink.count() == 3
+        # Events the box's outbox numbered are confirmed by their sequences (ranges on the wire).
+        numbered = [
+            json.dumps({**json.loads(e.to_json()), "sequence": format_sequence(n)})
+            for n, e in enumerate(events(4, "s", "d"), start=41)
+        ]
+        payload, enc = encode_batch("b2", "s", "d", numbered, compress_over=10**6)
+        assert sink.handle_batch(topic, payload, publish_properties(enc)) == (
+            "b2", [], [41, 42, 43, 44],
+        )  # fmt: skip
+        assert seq_ranges([41, 42, 43, 44]) == [[41, 44]]
         assert sink.handle_batch(topic, b"garbage") is None
         assert sink.handle_batch("not/an/events/topic", payload) is None
     finally:
@@ -617,3 +647,31 @@ def test_health_is_retained_birth_names_the_config_and_clock_offset_is_measured(
     finally:
         watcher.disconnect()
         watcher.loop_stop()
+
+
+def test_confirmations_cost_a_small_fraction_of_the_uplink(tmp_path: Path) -> None:
+    """2,000 journey events in the outbox's batches, compressed as the uplink sends them, and the
+    CDP's confirmations of them: ranges of sequences, not 2,000 ids (issue 19: the id lists
+    were 78,817 B for a 69,755 B uplink)."""
+    from sync.loadgen import generate
+
+    with Outbox(tmp_path / "o.db") as ob:
+        generate(ob, store_id="s", device_id="d", count=2000, rate=0)
+        rows = ob.pending(2000, 10**9)
+    sink = CdpSink(BrokerConfig(), tmp_path / "cdp.db")
+    up = down = old = 0
+    try:
+        for i in range(0, len(rows), 500):
+            batch = rows[i : i + 500]
+            payload, enc = encode_batch(f"b{i}", "s", "d", [r.body for r in batch], 4096)
+            up += len(payload)
+            got = sink.handle_batch(topics.events("s", "d"), payload, publish_properties(enc))
+            assert got is not None
+            bid, ids, seqs = got
+            assert sorted(seqs) == [r.sequence for r in batch] and ids == []
+            down += len(encode_confirmation(bid, ids, time.time(), seq_ranges(seqs)))
+            old += len(encode_confirmation(bid, [r.id for r in batch], time.time()))
+    finally:
+        sink.stop()
+    print(f"uplink {up} B, confirmations {down} B (as id lists: {old} B)")
+    assert down < 0.10 * up < old
