@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import statistics
-import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -123,8 +122,9 @@ class PlayerApp(App):
         self.impressions = Outbox(
             impressions_path(self.cache.root, screen_id), cap_bytes=IMPRESSIONS_CAP_BYTES
         )
-        self._in_flight: dict[int, str] = {}  # MQTT message id -> impression event id
-        self._flight_lock = threading.Lock()
+        # Impressions handed to paho and not yet acknowledged (Kivy's thread only: no lock is
+        # ever held across a paho call or taken in a paho callback).
+        self._in_flight: list[tuple[mqtt.MQTTMessageInfo, str]] = []
         # Whether the item on screen has been drawn at least once (a frame flipped with it).
         self._current_drawn = False
         self.impressions_skipped = 0  # items replaced before their first frame: not a play
@@ -152,6 +152,7 @@ class PlayerApp(App):
         self._start_bus()
         Clock.schedule_interval(self._tick, 0.05)
         Clock.schedule_interval(lambda _dt: self._publish_state(), HEALTH_EVERY_S)
+        Clock.schedule_interval(lambda _dt: self._drain_impressions(), 1.0)
         Clock.schedule_interval(lambda _dt: self._reload_playlist(), PLAYLIST_CHECK_S)
         if self.exit_after is not None:
             Clock.schedule_once(lambda _dt: self.shutdown(), self.exit_after)
@@ -370,8 +371,7 @@ class PlayerApp(App):
                 return
             c.subscribe([(cmd_topic, 1), (emergency_topic, 1)])
             self._bus_changed("up", f"bus: connected to {where}")
-            with self._flight_lock:
-                self._in_flight.clear()  # what was in flight on the old connection goes again
+            Clock.schedule_once(lambda _dt: self._in_flight.clear(), 0)  # sent again below
             Clock.schedule_once(lambda _dt: self._publish_state(), 0)
             Clock.schedule_once(lambda _dt: self._drain_impressions(), 0)
 
@@ -392,7 +392,6 @@ class PlayerApp(App):
         client.on_connect_fail = on_connect_fail
         client.on_disconnect = on_disconnect
         client.on_message = on_message
-        client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked(mid)
         connect(client, self.bus_cfg)
         client.loop_start()
         self._client = client
@@ -474,30 +473,34 @@ class PlayerApp(App):
         return self._drain_impressions()
 
     def _drain_impressions(self) -> mqtt.MQTTMessageInfo | None:
-        """Send what the disk holds and the bus has not confirmed (when connected)."""
+        """Send what the disk holds and the bus has not confirmed (when connected); let go of
+        what the broker has acknowledged since the last look."""
+        self._settle_impressions()
         client = self._client
         if client is None or not client.is_connected():
             return None
         topic = topics.screen_events(self.store, self.screen_id)
+        flying = {event_id for _, event_id in self._in_flight}
         last: mqtt.MQTTMessageInfo | None = None
-        with self._flight_lock:
-            flying = set(self._in_flight.values())
-            for row in self.impressions.pending(200, 512 * 1024):
-                if row.id in flying:
-                    continue
-                info = client.publish(topic, _without_sequence(row.body), qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break
-                self._in_flight[info.mid] = row.id
-                last = info
+        for row in self.impressions.pending(200, 512 * 1024):
+            if row.id in flying:
+                continue
+            info = client.publish(topic, _without_sequence(row.body), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            self._in_flight.append((info, row.id))
+            last = info
         return last
 
-    def _acked(self, mid: int) -> None:
-        """paho's thread: the broker has the impression, the disk may let it go."""
-        with self._flight_lock:
-            event_id = self._in_flight.pop(mid, None)
-        if event_id is not None:
-            self.impressions.mark_sent([event_id])
+    def _settle_impressions(self) -> None:
+        """The broker has these (PUBACK): the disk may let them go."""
+        done: list[tuple[mqtt.MQTTMessageInfo, str]] = []
+        waiting: list[tuple[mqtt.MQTTMessageInfo, str]] = []
+        for info, event_id in self._in_flight:
+            (done if info.is_published() else waiting).append((info, event_id))
+        if done:
+            self._in_flight = waiting
+            self.impressions.mark_sent([event_id for _, event_id in done])
 
     def health(self) -> dict[str, object]:
         current = self.playback.current
