@@ -1,0 +1,344 @@
+"""Fused presence per screen: the camera and mmWave say *someone* is there, BLE says *who*.
+
+Issue 18. BLE alone cannot say quickly that someone stepped in front of a screen (the zone's
+receiver first hears a shopper p90 1.3 s after the crossing, and slow shadowing must be waited
+out; BENCHMARKS.md, "BLE presence"). A camera sees a person in a frame or two and an mmWave
+sensor reports in a few hundred ms, but neither knows who it is. One ``ScreenFusion`` per
+screen puts them together:
+
+- **someone there** (anonymous, fast): a confirmed camera track in the screen's region, or the
+  mmWave sensor on; gone after ``leave_hold_s`` with neither. ``people`` is the camera's count
+  (mmWave cannot count: with only a radar, ``people`` is None).
+- **who** (personal, slower): only while the camera sees exactly one person (and the radar,
+  where there is one and it is healthy, agrees someone is there), the zone's receiver is
+  healthy, and one resolved shopper explains that person with confidence >= ``identity_p`` for
+  ``identity_hold_s``. Confidence: given exactly one person in the region, the chance it is
+  shopper *i* is ``odds_i / (sum of every candidate's odds + stranger_odds)``, ``odds_i`` being
+  the BLE filter's P(i in this zone) as odds and ``stranger_odds`` the prior odds that the
+  person carries no resolvable app (most shoppers do not). A second person, an ambiguous
+  identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
+  anonymous at once; content reacts to the person anonymously meanwhile.
+- **silence is not absence** (Bermuda #764): ``ReceiverWatch`` learns each receiver's usual
+  gap between receptions; one silent for longer than ``silence_gaps`` of them (and at least
+  ``silence_min_s``) makes its zone "unknown". ``BleZoneView`` then never reports a shopper last
+  placed in that zone as being in another (the neighbouring receiver hearing them faintly is
+  not evidence that they moved); they are "unknown" until the receiver is heard again, and
+  never an identity anywhere meanwhile.
+- **a camera that stops delivering** (no frame for ``camera_stall_s``) falls back: the radar
+  alone if the screen has one, else BLE-only (``ble_only``, for health); either way the screen
+  is anonymous unless ``personal_without_camera`` says it is a spot for one.
+
+Pure: no clock, no I/O; time comes in with every call. Keys are the caller's (the agent's
+internal presence keys or profile ids, never raw addresses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+UNKNOWN = "?"  # BleZoneView.zone_of: the shopper's zone is silent
+
+
+@dataclass(frozen=True, slots=True)
+class FusionParams:
+    identity_p: float = 0.8  # confidence to go personal
+    identity_keep_p: float = 0.5  # personal stays while confidence is above this
+    identity_hold_s: float = 0.5  # the same shopper above identity_p this long first
+    stranger_odds: float = 1.0  # prior odds a person at the screen has no resolvable app
+    leave_hold_s: float = 0.5  # neither camera nor radar for this long: nobody there
+    camera_stall_s: float = 1.5  # no camera frame this long: the camera is not delivering
+    personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
+
+    def __post_init__(self) -> None:
+        if not 0 < self.identity_keep_p <= self.identity_p < 1:
+            raise ValueError("fusion: need 0 < identity_keep_p <= identity_p < 1")
+        if min(self.identity_hold_s, self.leave_hold_s) < 0 or self.stranger_odds < 0:
+            raise ValueError("fusion: hold times and stranger_odds must be >= 0")
+        if self.camera_stall_s <= 0:
+            raise ValueError("fusion: camera_stall_s must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A BLE device the zone's filter places in or near this screen's zone."""
+
+    key: str
+    p_in: float  # the filter's P(in this zone)
+    resolved: bool = True  # a consented shopper resolved from the slice; False: a stranger
+    known: bool = True  # False: its last zone's receiver is silent (never an identity)
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenPresence:
+    present: bool
+    people: int | None  # the camera's count; None when nothing can count
+    identity: str | None  # the shopper at the screen (personal), else None
+    confidence: float  # the best candidate's confidence, personal or not
+    best: str | None  # that candidate
+    ble_only: bool  # neither camera nor radar delivering: BLE alone (say it in health)
+    camera_ok: bool
+    zone_unknown: bool  # the zone's receiver is silent
+    reason: str  # why anonymous ("" when personal or nobody there)
+
+    @property
+    def personal(self) -> bool:
+        return self.identity is not None
+
+
+def identity_confidence(candidates: Iterable[Candidate], stranger_odds: float) -> dict[str, float]:
+    """Given exactly one person in the region, P(it is each candidate)."""
+    odds: dict[str, float] = {}
+    total = stranger_odds
+    for c in candidates:
+        p = min(0.999, max(0.0, c.p_in))
+        o = p / (1.0 - p)
+        odds[c.key] = odds.get(c.key, 0.0) + o
+        total += o
+    if total <= 0:
+        return dict.fromkeys(odds, 0.0)
+    return {k: o / total for k, o in odds.items()}
+
+
+class ScreenFusion:
+    """One screen: feed ``camera``, ``mmwave`` and ``ble`` as they come; read ``tick``."""
+
+    def __init__(
+        self,
+        *,
+        has_camera: bool,
+        has_mmwave: bool,
+        params: FusionParams | None = None,
+    ) -> None:
+        self.p = params or FusionParams()
+        self.has_camera = has_camera
+        self.has_mmwave = has_mmwave
+        self._frame_t: float | None = None
+        self._cam_people = 0
+        self._radar_on = False
+        self._radar_ok = has_mmwave
+        self._cands: list[Candidate] = []
+        self._devices_in_zone = 0
+        self._zone_known = True
+        self._seen_t: float | None = None  # last time camera or radar saw someone
+        self._present = False
+        self._identity: str | None = None
+        self._lead: tuple[str, float] | None = None  # (key, since) above identity_p
+
+    # ---- inputs --------------------------------------------------------------------------
+    def camera(self, ts: float, people: int) -> None:
+        """One analysed frame: confirmed people tracks in this screen's region."""
+        self._frame_t = ts
+        self._cam_people = max(0, people)
+
+    def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
+        self._radar_on = on and healthy
+        self._radar_ok = healthy
+
+    def ble(
+        self,
+        ts: float,
+        candidates: list[Candidate] | None,
+        devices_in_zone: int = 0,
+    ) -> None:
+        """The BLE view of this zone; ``candidates`` None: its receiver is silent (unknown).
+        ``devices_in_zone``: every BLE device the filter decided is in the zone, app or not."""
+        self._zone_known = candidates is not None
+        self._cands = candidates or []
+        self._devices_in_zone = devices_in_zone
+
+    # ---- output --------------------------------------------------------------------------
+    def camera_ok(self, now: float) -> bool:
+        return (
+            self.has_camera
+            and self._frame_t is not None
+            and now - self._frame_t <= self.p.camera_stall_s
+        )
+
+    def tick(self, now: float) -> ScreenPresence:
+        p = self.p
+        cam_ok = self.camera_ok(now)
+        radar_ok = self.has_mmwave and self._radar_ok
+        ble_only = not cam_ok and not radar_ok
+        cam_n = self._cam_people if cam_ok else 0
+        radar = radar_ok and self._radar_on
+        if ble_only:
+            present = self._devices_in_zone > 0 or any(c.p_in >= 0.5 for c in self._cands)
+            people: int | None = self._devices_in_zone if present else 0
+            self._seen_t = None
+        else:
+            if cam_n > 0 or radar:
+                self._seen_t = now
+            present = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
+            people = cam_n if cam_ok else None
+        self._present = present
+        conf = identity_confidence(self._cands, p.stranger_odds)
+        eligible = {c.key for c in self._cands if c.resolved and c.known}
+        best, best_c = None, 0.0
+        for k, v in conf.items():
+            if k in eligible and v > best_c:
+                best, best_c = k, v
+        reason = self._why_not(now, present, cam_ok, cam_n, radar_ok, radar, best, best_c)
+        if reason:
+            self._identity = None
+            self._lead = None
+        elif self._identity is not None and conf.get(self._identity, 0.0) >= p.identity_keep_p:
+            pass  # stays: the same person, still explained by the same shopper
+        else:
+            self._identity = None
+            if best is not None and best_c >= p.identity_p:
+                if self._lead is None or self._lead[0] != best:
+                    self._lead = (best, now)
+                if now - self._lead[1] >= p.identity_hold_s:
+                    self._identity = best
+            else:
+                self._lead = None
+                reason = "ambiguous" if best is not None else "stranger"
+        if self._identity is None and not reason and present:
+            reason = "identity-pending"
+        return ScreenPresence(
+            present=present,
+            people=people,
+            identity=self._identity,
+            confidence=round(best_c, 4),
+            best=best,
+            ble_only=ble_only,
+            camera_ok=cam_ok,
+            zone_unknown=not self._zone_known,
+            reason="" if self._identity is not None or not present else reason,
+        )
+
+    def _why_not(
+        self,
+        now: float,
+        present: bool,
+        cam_ok: bool,
+        cam_n: int,
+        radar_ok: bool,
+        radar: bool,
+        best: str | None,
+        best_c: float,
+    ) -> str:
+        """The guard: a reason the screen must stay anonymous now, or "" if none."""
+        if not present:
+            return "nobody"
+        if not self._zone_known:
+            return "zone-unknown"
+        if best is None:
+            return "stranger"
+        if cam_ok:
+            if cam_n >= 2:
+                return "two-people"
+            if cam_n != 1:
+                return "camera-sees-nobody"
+            if radar_ok and not radar:
+                return "radar-sees-nobody"
+            return ""
+        if not self.p.personal_without_camera:
+            return "no-camera"
+        if radar_ok and not radar:
+            return "radar-sees-nobody"
+        if self._devices_in_zone > 1:
+            return "two-devices"
+        return ""
+
+
+# ---- BLE side: receivers that fall silent -------------------------------------------------
+class ReceiverWatch:
+    """Each receiver's usual gap between receptions (of anyone), learned; silent past it."""
+
+    def __init__(self, silence_gaps: float = 8.0, silence_min_s: float = 3.0) -> None:
+        self.silence_gaps = silence_gaps
+        self.silence_min_s = silence_min_s
+        self._last: dict[str, float] = {}
+        self._gap: dict[str, float] = {}
+
+    def heard(self, receiver: str, ts: float) -> None:
+        last = self._last.get(receiver)
+        if last is not None and ts > last:
+            g = ts - last
+            old = self._gap.get(receiver)
+            # A slow EMA, and a long gap counts at most 4x the learned one: an outage must not
+            # teach the receiver that outages are normal.
+            self._gap[receiver] = g if old is None else old + 0.05 * (min(g, 4 * old) - old)
+        if last is None or ts > last:
+            self._last[receiver] = ts
+
+    def learned_gap_s(self, receiver: str) -> float | None:
+        return self._gap.get(receiver)
+
+    def silent(self, receiver: str, now: float) -> bool:
+        last = self._last.get(receiver)
+        if last is None:
+            return False  # never heard: nothing learned yet (a new box); the caller decides
+        gap = self._gap.get(receiver, 0.0)
+        return now - last > max(self.silence_min_s, self.silence_gaps * gap)
+
+
+class BleZoneView:
+    """BLE zone states for the fusion engines, with silent receivers' zones "unknown".
+
+    ``update`` takes, per shopper, the zone filter's decided zone and its P(in each zone);
+    ``candidates(zone)`` is what ``ScreenFusion.ble`` wants (None: the zone is unknown)."""
+
+    def __init__(self, receivers: Mapping[str, str], watch: ReceiverWatch) -> None:
+        self.receivers = dict(receivers)  # receiver id -> zone
+        self.watch = watch
+        self._last_zone: dict[str, str] = {}  # shopper -> last zone decided while known
+        self._zone: dict[str, str | None] = {}
+        self._p: Mapping[str, Mapping[str, float]] = {}
+        self._unknown: set[str] = set()
+        self._resolved: set[str] = set()
+
+    def unknown_zones(self, now: float) -> set[str]:
+        """Zones all of whose receivers are silent."""
+        by_zone: dict[str, list[bool]] = {}
+        for rid, z in self.receivers.items():
+            by_zone.setdefault(z, []).append(self.watch.silent(rid, now))
+        return {z for z, s in by_zone.items() if all(s)}
+
+    def update(
+        self,
+        now: float,
+        decided: Mapping[str, str | None],
+        posteriors: Mapping[str, Mapping[str, float]],
+        resolved: Iterable[str] | None = None,
+    ) -> None:
+        self._unknown = unk = self.unknown_zones(now)
+        self._resolved = set(decided if resolved is None else resolved)
+        self._p = posteriors
+        self._zone = {}
+        for key in {*decided, *posteriors}:
+            z = decided.get(key)
+            last = self._last_zone.get(key)
+            if last in unk:
+                # Its zone went silent: not "moved to the neighbour", unknown until heard again.
+                self._zone[key] = UNKNOWN
+                continue
+            if z is not None and z not in unk:
+                self._last_zone[key] = z
+            self._zone[key] = z
+        for key in list(self._last_zone):
+            if key not in self._zone:
+                del self._last_zone[key]
+
+    def zone_of(self, key: str) -> str | None:
+        """The shopper's zone, None for none, ``UNKNOWN`` while its last zone is silent."""
+        return self._zone.get(key)
+
+    def candidates(self, zone: str, min_p: float = 0.02) -> list[Candidate] | None:
+        if zone in self._unknown:
+            return None
+        out = []
+        for key, z in self._zone.items():
+            pz = self._p.get(key, {}).get(zone, 0.0)
+            if z == zone:
+                pz = max(pz, 0.5)  # decided in: at least as likely as not
+            if pz < min_p:
+                continue
+            known = z != UNKNOWN
+            out.append(Candidate(key, pz, resolved=key in self._resolved, known=known))
+        return out
+
+    def devices_in(self, zone: str) -> int:
+        return sum(1 for z in self._zone.values() if z == zone)
