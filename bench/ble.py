@@ -19,6 +19,15 @@ Four parts, all in one run:
 4. What the presence goal asks of the radio: zone quality split by advertising interval, when
    the zone's receiver first and second hears a shopper after the crossing (a floor under any
    rule's enter latency), and the same store with 2 dB and with no slow shadowing.
+5. Fused presence (issue 18): the same trace plus strangers (people without the app) and each
+   screen's camera and mmWave radar (``ble_sim.sense``) through one ``ScreenFusion`` per screen
+   (``edge_agent/sensing/fusion.py``, BLE from the Bayesian filter), beside BLE-only (ours: a
+   screen is occupied while a device is in its zone, personal while exactly one is). Per screen:
+   someone there (enter/leave latency over true occupied stretches of 10 s or more, flaps as in
+   1. per person-hour, app and strangers), who (identity latency from the start of a shopper's
+   first stretch of 5 s or more alone in the zone, missed ones counted as never) and
+   wrong-person greetings: a personal greeting during which someone is at the screen and the
+   greeted shopper is not.
 """
 
 from __future__ import annotations
@@ -41,13 +50,16 @@ from bench.ble_anchors import (
     bayes_params,
     ours_params,
 )
-from bench.ble_sim import PATH_LOSS_N, ZONE_R, Trace, generate
+from bench.ble_sim import PATH_LOSS_N, SCREENS, ZONE_R, SensorTrace, Trace, generate, sense
 from bench.procstat import rss_mb
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.bayes import BayesZoneEngine
 from edge_agent.sensing.ble.decode import EDDYSTONE_UUID, decode_advert
 from edge_agent.sensing.ble.eid import compute_eid
 from edge_agent.sensing.ble.filters import FILTER_KINDS
+from edge_agent.sensing.ble.zones import Receiver
+from edge_agent.sensing.fusion import BleZoneView, FusionParams, ReceiverWatch, ScreenFusion
 
 TICK_S = 0.25
 SAMPLE_S = 0.5
@@ -239,6 +251,291 @@ def radio_sensitivity(n: int, dur: float, shadows: tuple[float, ...]) -> dict[st
         out[f"{sd:g}dB"] = {
             p.name: _brief(_score(tr, _replay(tr, p))) for p in _pipes(tr, keep + ANCHORS)
         }
+    return out
+
+
+# ---- 5. fused presence (issue 18) ----------------------------------------------------------
+FUSION_STEP_S = 0.1  # the engines tick with the camera's frames
+BLE_SNAPSHOT_S = 0.2  # the BLE filter's clock and the zone view's refresh
+ALONE_MIN_S = 5.0  # identity latency counts stretches of at least this alone at the screen
+Timeline = list[tuple[float, Any]]  # (time, value) changes
+
+
+def _fusion_replay(
+    trace: Trace, sensors: SensorTrace, params: FusionParams | None = None
+) -> tuple[dict[str, Timeline], dict[str, Timeline], dict[str, float]]:
+    """The fused engines over the trace: per screen, (time, someone there) and (time, identity
+    or None) changes, and how often each engine was BLE-only or had its zone unknown."""
+    rx = [Receiver(z, z, trace.calibration_of(z)) for z in SCREENS]
+    ble = BayesZoneEngine(rx, bayes_params())
+    watch = ReceiverWatch()
+    view = BleZoneView({z: z for z in SCREENS}, watch)
+    engines = {z: ScreenFusion(has_camera=True, has_mmwave=True, params=params) for z in SCREENS}
+    occ: dict[str, Timeline] = {z: [] for z in SCREENS}
+    ident: dict[str, Timeline] = {z: [] for z in SCREENS}
+    last_occ: dict[str, bool] = dict.fromkeys(SCREENS, False)
+    last_id: dict[str, str | None] = dict.fromkeys(SCREENS, None)
+    fi = dict.fromkeys(SCREENS, 0)
+    ri = dict.fromkeys(SCREENS, 0)
+    keys = [sh.key for sh in trace.shoppers]
+    ads = trace.adverts
+    ai = 0
+    ticks = ble_only = unknown = 0
+    end = max(p.t_end for p in sensors.people) + 10.0
+    t = next_snap = 0.0
+    while t < end:
+        if round(t * 10) % 10 == 0:
+            for z in SCREENS:  # the store beacon at each screen, heard every second
+                watch.heard(z, t)
+        while ai < len(ads) and ads[ai][0] <= t:
+            ts, idx, r, rssi = ads[ai]
+            ble.observe(keys[idx], rssi, ts, r)
+            watch.heard(r, ts)
+            ai += 1
+        if t >= next_snap:
+            next_snap += BLE_SNAPSHOT_S
+            ble.tick(t)
+            view.update(t, ble.decided(), ble.in_zone_probabilities())
+            for z, e in engines.items():
+                e.ble(t, view.candidates(z), view.devices_in(z))
+        for z, e in engines.items():
+            fr = sensors.frames[z]
+            i = fi[z]
+            while i < len(fr) and fr[i][0] <= t:
+                e.camera(fr[i][0], fr[i][1])
+                i += 1
+            fi[z] = i
+            rd = sensors.radar[z]
+            j = ri[z]
+            while j < len(rd) and rd[j][0] <= t:
+                e.mmwave(rd[j][0], rd[j][1])
+                j += 1
+            ri[z] = j
+            st = e.tick(t)
+            ticks += 1
+            ble_only += st.ble_only
+            unknown += st.zone_unknown
+            if st.present != last_occ[z]:
+                last_occ[z] = st.present
+                occ[z].append((t, st.present))
+            if st.identity != last_id[z]:
+                last_id[z] = st.identity
+                ident[z].append((t, st.identity))
+        t = round(t + FUSION_STEP_S, 6)
+    health = {
+        "ble_only_share": round(ble_only / max(1, ticks), 4),
+        "zone_unknown_share": round(unknown / max(1, ticks), 4),
+    }
+    return occ, ident, health
+
+
+def _ble_only(timelines: dict[str, list[tuple[float, str | None]]]):
+    """BLE alone (ours): a screen is occupied while a device is decided in its zone, personal
+    while exactly one is (a spot for one, ``personal_without_crowd_sensor``)."""
+    changes = sorted(((t, k, z) for k, tl in timelines.items() for t, z in tl), key=lambda c: c[0])
+    where: dict[str, str | None] = {}
+    inside: dict[str, set[str]] = {z: set() for z in SCREENS}
+    occ: dict[str, Timeline] = {z: [] for z in SCREENS}
+    ident: dict[str, Timeline] = {z: [] for z in SCREENS}
+    for t, k, z in changes:
+        old = where.get(k)
+        if old == z:
+            continue
+        where[k] = z
+        touched = [x for x in (old, z) if x is not None]
+        for x in touched:
+            (inside[x].add if x == z else inside[x].discard)(k)
+        for x in touched:
+            n = len(inside[x])
+            who = next(iter(inside[x])) if n == 1 else None
+            if not occ[x] or occ[x][-1][1] != (n > 0):
+                occ[x].append((t, n > 0))
+            if (ident[x][-1][1] if ident[x] else None) != who:
+                ident[x].append((t, who))
+    return occ, ident
+
+
+def _intervals(tl: Timeline, t_end: float) -> list[tuple[Any, float, float]]:
+    out = []
+    cur, since = None, 0.0
+    for t, v in tl:
+        if v != cur:
+            if cur:
+                out.append((cur, since, t))
+            cur, since = v, t
+    if cur:
+        out.append((cur, since, t_end))
+    return out
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _presence_score(
+    sensors: SensorTrace, occ: dict[str, Timeline], ident: dict[str, Timeline]
+) -> dict[str, Any]:
+    people = sensors.people
+    t_end = max(p.t_end for p in people) + 120
+    hours = sum(p.t_end - p.t_start for p in people) / 3600
+    visits: dict[str, list[tuple[float, float, str]]] = {z: [] for z in SCREENS}
+    for p in people:
+        for v in p.visits:
+            visits[v.zone].append((v.t_in, v.t_out, p.key))
+    enter: list[float] = []
+    leave: list[float] = []
+    flaps = stops = missed = 0
+    for z in SCREENS:
+        # True occupied stretches (anyone in the zone); a predicted stretch counts for every
+        # true one it overlaps (or is within 3 s before / 8 s after), and one bridging two true
+        # stretches costs the first the gap in leave latency, not the second a miss.
+        truth = _union([(a, b) for a, b, _ in visits[z]])
+        starts = [a for a, _ in truth]
+        got: list[list[tuple[float, float]]] = [[] for _ in truth]
+        for _, pa, pb in _intervals(occ[z], t_end):
+            i = bisect.bisect_right(starts, pb + 3)
+            near = []
+            for j in range(i - 1, -1, -1):
+                a, b = truth[j]
+                if b + 8 < pa:
+                    break
+                near.append((min(b, pb) - max(a, pa), j))
+            over = [j for o, j in near if o > 0]
+            if over:
+                for j in over:
+                    got[j].append((pa, pb))
+            elif near:
+                got[max(near)[1]].append((pa, pb))
+            else:
+                flaps += 1
+        for j, ((a, b), g) in enumerate(zip(truth, got, strict=True)):
+            is_stop = b - a >= STOP_MIN_S
+            stops += is_stop
+            if not g:
+                missed += is_stop
+                continue
+            g.sort()
+            flaps += len(g) - 1
+            if is_stop:
+                prev_b = truth[j - 1][1] if j else -1e18
+                next_a = truth[j + 1][0] if j + 1 < len(truth) else 1e18
+                enter.append(max(g[0][0], prev_b) - a)
+                leave.append(min(g[-1][1], next_a) - b)
+    # Greetings: wrong when someone is at the screen and the greeted shopper is not.
+    greetings = wrong = not_alone = 0
+    for z in SCREENS:
+        for key, a, b in _intervals(ident[z], t_end):
+            greetings += 1
+            overl = [v for v in visits[z] if v[0] < b and v[1] > a]
+            bad = crowd = False
+            t = a
+            while t < b and not bad:
+                there = {k for va, vb, k in overl if va <= t < vb}
+                bad = bool(there) and key not in there
+                crowd = crowd or (key in there and len(there) > 1)
+                t += SAMPLE_S
+            wrong += bad
+            not_alone += crowd and not bad
+    # Identity latency: from the start of an app shopper's first stretch alone at the screen.
+    lat: list[float] = []
+    eligible = 0
+    app = {p.key for p in people[: sensors.n_app]}
+    for z in SCREENS:
+        greet = _intervals(ident[z], t_end)
+        for a, b, key in visits[z]:
+            if key not in app or b - a < STOP_MIN_S:
+                continue
+            others = _union(
+                [
+                    (max(a, va), min(b, vb))
+                    for va, vb, k in visits[z]
+                    if k != key and va < b and vb > a
+                ]
+            )
+            s0, alone = a, None
+            for oa, ob in [*others, (b, b)]:
+                if oa - s0 >= ALONE_MIN_S:
+                    alone = (s0, oa)
+                    break
+                s0 = max(s0, ob)
+            if alone is None:
+                continue
+            eligible += 1
+            hit = [
+                max(ga, alone[0])
+                for k, ga, gb in greet
+                if k == key and ga < alone[1] and gb > alone[0]
+            ]
+            if hit:
+                lat.append(min(hit) - alone[0])
+    never = [float("inf")] * (eligible - len(lat))
+    p90_all = _pct(lat + never, 0.9)
+    return {
+        "enter_p90_s": _pct(enter, 0.9),
+        "enter_p50_s": _pct(enter, 0.5),
+        "leave_p90_s": _pct(leave, 0.9),
+        "leave_p50_s": _pct(leave, 0.5),
+        "flaps_per_shopper_hour": round(flaps / max(hours, 1e-9), 2),
+        "flaps": flaps,
+        "stops": stops,
+        "missed_stops": missed,
+        "identity_p90_s": None if p90_all == float("inf") else p90_all,
+        "identity_p50_s": _pct(lat + never, 0.5) if lat else None,
+        "identity_p90_identified_s": _pct(lat, 0.9),
+        "identity_visits": eligible,
+        "identity_missed_share": round(1 - len(lat) / max(1, eligible), 3),
+        "greetings": greetings,
+        "wrong_person": wrong,
+        "wrong_person_rate": round(wrong / max(1, greetings), 4),
+        "greeted_with_others_rate": round(not_alone / max(1, greetings), 4),
+    }
+
+
+FUSION_GOALS = {
+    "enter_p90_s": 1.0,
+    "identity_p90_s": 3.0,
+    "leave_p90_s": 2.0,
+    "flaps_per_shopper_hour": 2.0,
+    "wrong_person_rate": 0.005,
+}
+
+
+def fusion(
+    trace: Trace,
+    strangers_per_shopper: float = 1.0,
+    params: FusionParams | None = None,
+    baselines: tuple[str, ...] = ("ours_median", "ours_bayes"),
+) -> dict[str, Any]:
+    """Section 5: the fused engines and BLE-only on one trace (see the module doc)."""
+    t0 = time.perf_counter()
+    sensors = sense(trace, strangers_per_shopper=strangers_per_shopper)
+    sense_s = time.perf_counter() - t0
+    occ, ident, health = _fusion_replay(trace, sensors, params)
+    out: dict[str, Any] = _presence_score(sensors, occ, ident)
+    out["goals"] = {
+        k: (out[k] if out[k] is not None else float("inf")) < v for k, v in FUSION_GOALS.items()
+    }
+    out["health"] = health
+    out["people"] = {
+        "app_shoppers": sensors.n_app,
+        "strangers": len(sensors.people) - sensors.n_app,
+        "person_hours": round(sum(p.t_end - p.t_start for p in sensors.people) / 3600, 2),
+        "camera_frames": sum(len(v) for v in sensors.frames.values()),
+        "radar_changes": sum(len(v) for v in sensors.radar.values()),
+        "sensed_in_s": round(sense_s, 1),
+    }
+    out["params"] = dataclasses.asdict(params or FusionParams())
+    out["ble_only"] = {}
+    for p in _pipes(trace, baselines):
+        b_occ, b_ident = _ble_only(_replay(trace, p))
+        out["ble_only"][p.name] = _presence_score(sensors, b_occ, b_ident)
+    out["elapsed_s"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -462,6 +759,7 @@ def run(quick: bool) -> dict[str, Any]:
         "goals_met": {
             k: goals(k) for k in ("ours_median", "ours_steady", "ours_bayes", "ours_bayes_steady")
         },
+        "fusion": fusion(trace),
         "throughput": throughput(trace, 5000, 300 if quick else 2000),
         "memory": memory(2_000 if quick else 10_000),
         "note": "adverts/s is the best of 3 runs; latency is one timer per advert",

@@ -25,6 +25,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from edge_agent.sensing.ble.calibrate import Calibration
+
 ZONE_R = 3.0
 PATH_LOSS_N = 2.2
 SENSITIVITY = -95
@@ -85,6 +87,10 @@ class Trace:
     rssi_1m: dict[str, float]  # the true 1 m level per receiver
     calibration: dict[str, float]  # what the pipelines were told (with calibration error)
     duration_s: float
+
+    def calibration_of(self, receiver: str) -> Calibration:
+        """What the pipelines were told about ``receiver``, as the agent's calibration."""
+        return Calibration(rssi_1m=self.calibration[receiver], path_loss_n=PATH_LOSS_N)
 
 
 def _walk(rng: random.Random, sh: Shopper, t: float, pos, target) -> tuple[float, tuple]:
@@ -209,6 +215,9 @@ class CameraModel:
     p_detect: float = 0.95  # a person in view, not occluded, found in a frame
     edge_m: float = 0.4  # within this of the region's edge a person is half in view ...
     p_detect_edge: float = 0.6  # ... and found less often (the 91.4%: entry and exit frames)
+    away_share: float = 0.2  # a person standing still is turned away this share of the time,
+    away_s: float = 4.0  # in spells of about this long, and then not found at all (the
+    # analyser counts faces and moving bodies: a still, turned-away person is its stated limit)
     occlusion_rad: float = 0.3  # a nearer person within this bearing hides a farther one ...
     p_occluded_miss: float = 0.7  # ... in this share of frames
     false_hits_per_frame: float = 0.01  # empty scene: 99% of frames right
@@ -229,7 +238,7 @@ class MmwaveModel:
     hour per sensor, each a burst of 0.2-1 s). It cannot count and sees through people."""
 
     report_s: float = 0.1
-    range_m: float = ZONE_R  # gates 0-3 of 0.75 m
+    range_m: float = 2.25  # gates 0-2 of 0.75 m: the range ends inside the zone, not past it
     gate_m: float = 0.75
     dist_sd_m: float = 0.2
     p_detect_moving: float = 0.97
@@ -243,12 +252,13 @@ class MmwaveModel:
 @dataclass
 class SensorTrace:
     """Everyone in the store (the BLE trace's shoppers first, then strangers) and what each
-    screen's camera and radar reported: per zone, (time delivered, confirmed people in the
-    region) per frame, and the radar's (time, on) changes."""
+    screen's camera and radar reported: per zone, (time delivered, the confirmed tracks in the
+    region: anonymous ids, "the same person as a moment ago") per frame, and the radar's
+    (time, on) changes."""
 
     people: list[Shopper]
     n_app: int
-    frames: dict[str, list[tuple[float, int]]]
+    frames: dict[str, list[tuple[float, tuple[int, ...]]]]
     radar: dict[str, list[tuple[float, bool]]]
     camera: CameraModel
     mmwave: MmwaveModel
@@ -264,12 +274,13 @@ def strangers(n: int, duration_s: float, seed: int = 11) -> list[Shopper]:
 
 
 class _CamTrack:
-    __slots__ = ("hits", "last", "inside")
+    __slots__ = ("hits", "last", "inside", "id")
 
     def __init__(self) -> None:
         self.hits = 0
         self.last = -1e9
         self.inside = False
+        self.id = 0
 
 
 def sense(
@@ -291,7 +302,8 @@ def sense(
     rng = random.Random(seed * 104729 + 3)
     end = max(p.t_end for p in people) + 5.0
     order = sorted(range(len(people)), key=lambda i: people[i].t_start)
-    frames: dict[str, list[tuple[float, int]]] = {z: [] for z in SCREENS}
+    frames: dict[str, list[tuple[float, tuple[int, ...]]]] = {z: [] for z in SCREENS}
+    ids = iter(range(1, 1 << 62))
     radar: dict[str, list[tuple[float, bool]]] = {z: [] for z in SCREENS}
     tracks: dict[str, dict[int, _CamTrack]] = {z: {} for z in SCREENS}
     false_tr: dict[str, _CamTrack] = {z: _CamTrack() for z in SCREENS}
@@ -308,6 +320,9 @@ def sense(
     next_frame = 0.0
     next_report = 0.0
     prev_pos: dict[int, tuple[float, float]] = {}
+    away: dict[int, bool] = {}  # turned away (while still)
+    p_turn = step / cam.away_s  # per step, the chance an away spell ends ...
+    p_away = p_turn * cam.away_share / max(1e-9, 1 - cam.away_share)  # ... or starts
     while t < end:
         while nxt < len(order) and people[order[nxt]].t_start <= t:
             active.append(order[nxt])
@@ -318,6 +333,10 @@ def sense(
         for i, (x, y) in pos.items():
             px, py = prev_pos.get(i, (x, y))
             moving = math.hypot(x - px, y - py) > 0.3 * step
+            if moving:
+                away[i] = False
+            elif rng.random() < (p_turn if away.get(i) else p_away):
+                away[i] = not away.get(i)
             for z, (sx, sy) in SCREENS.items():
                 d = math.hypot(x - sx, y - sy)
                 if d < ZONE_R + 1.5:
@@ -328,6 +347,8 @@ def sense(
             for z in SCREENS:
                 ztr = tracks[z]
                 for i, d, bearing, _mv in near[z]:
+                    if away.get(i):
+                        continue
                     dm = d + rng.gauss(0, cam.pos_sd_m)
                     inside = dm <= cam.region_m
                     p = cam.p_detect_edge if abs(d - cam.region_m) < cam.edge_m else cam.p_detect
@@ -342,22 +363,26 @@ def sense(
                         if tr is None:
                             tr = ztr[i] = _CamTrack()
                         tr.hits = tr.hits + 1 if t - tr.last <= cam.max_gap_s else 1
+                        if tr.hits == 1:
+                            tr.id = next(ids)
                         tr.last = t
                         tr.inside = inside
                 ftr = false_tr[z]
                 if rng.random() < cam.false_hits_per_frame:
                     same = t - ftr.last <= cam.max_gap_s and rng.random() < cam.false_same_place
                     ftr.hits = ftr.hits + 1 if same else 1
+                    if ftr.hits == 1:
+                        ftr.id = next(ids)
                     ftr.last = t
-                n = 0
+                seen: list[int] = []
                 for i, tr in list(ztr.items()):
                     if t - tr.last > cam.max_gap_s:
                         del ztr[i]
                     elif tr.inside and tr.hits >= cam.min_hits:
-                        n += 1
+                        seen.append(tr.id)
                 if ftr.hits >= cam.min_hits and t - ftr.last <= cam.max_gap_s:
-                    n += 1
-                frames[z].append((round(t + cam.latency_s, 3), n))
+                    seen.append(ftr.id)
+                frames[z].append((round(t + cam.latency_s, 3), tuple(seen)))
         if t >= next_report - 1e-9:
             next_report += mm.report_s
             for z in SCREENS:

@@ -15,7 +15,14 @@ screen puts them together:
   ``identity_hold_s``. Confidence: given exactly one person in the region, the chance it is
   shopper *i* is ``odds_i / (sum of every candidate's odds + stranger_odds)``, ``odds_i`` being
   the BLE filter's P(i in this zone) as odds and ``stranger_odds`` the prior odds that the
-  person carries no resolvable app (most shoppers do not). A second person, an ambiguous
+  person carries no resolvable app (most shoppers do not). The identity is bound to the
+  camera's track: a new track (someone else stepped in as the first stepped out) starts over.
+  Two guards against the errors measured on the bench's trace: a shopper whom BLE places here
+  while camera and radar see nobody for ``contradict_s`` is not here (until BLE lets go of
+  them), and the screen stays anonymous for ``turnover_hold_s`` after the camera saw two people
+  or lost a track (someone left: the one who left may be the shopper whose posterior still
+  says "in", and the next person in front of the screen would be greeted with their name).
+  A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
   anonymous at once; content reacts to the person anonymously meanwhile.
 - **silence is not absence** (Bermuda #764): ``ReceiverWatch`` learns each receiver's usual
@@ -34,7 +41,7 @@ internal presence keys or profile ids, never raw addresses).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 UNKNOWN = "?"  # BleZoneView.zone_of: the shopper's zone is silent
@@ -48,6 +55,8 @@ class FusionParams:
     stranger_odds: float = 1.0  # prior odds a person at the screen has no resolvable app
     leave_hold_s: float = 0.5  # neither camera nor radar for this long: nobody there
     camera_stall_s: float = 1.5  # no camera frame this long: the camera is not delivering
+    contradict_s: float = 2.0  # BLE says "here", the sensors see nobody this long: not here
+    turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
 
     def __post_init__(self) -> None:
@@ -114,22 +123,26 @@ class ScreenFusion:
         self.has_camera = has_camera
         self.has_mmwave = has_mmwave
         self._frame_t: float | None = None
-        self._cam_people = 0
+        self._tracks: tuple[int, ...] = ()
+        self._last_tracks: tuple[int, ...] = ()
         self._radar_on = False
         self._radar_ok = has_mmwave
         self._cands: list[Candidate] = []
         self._devices_in_zone = 0
         self._zone_known = True
         self._seen_t: float | None = None  # last time camera or radar saw someone
-        self._present = False
-        self._identity: str | None = None
-        self._lead: tuple[str, float] | None = None  # (key, since) above identity_p
+        self._identity: tuple[str, int] | None = None  # (shopper, camera track)
+        self._lead: tuple[str, int, float] | None = None  # (shopper, track, since) confident
+        self._claim: dict[str, float] = {}  # BLE says "here" while the sensors see nobody: since
+        self._contradicted: set[str] = set()
+        self._turnover_t = -1e18  # last time the camera saw two people or lost a track
 
     # ---- inputs --------------------------------------------------------------------------
-    def camera(self, ts: float, people: int) -> None:
-        """One analysed frame: confirmed people tracks in this screen's region."""
+    def camera(self, ts: float, tracks: Sequence[int]) -> None:
+        """One analysed frame: the confirmed people tracks in this screen's region (the
+        tracker's anonymous ids: "the same person as a moment ago")."""
         self._frame_t = ts
-        self._cam_people = max(0, people)
+        self._tracks = tuple(tracks)
 
     def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
         self._radar_on = on and healthy
@@ -160,46 +173,63 @@ class ScreenFusion:
         cam_ok = self.camera_ok(now)
         radar_ok = self.has_mmwave and self._radar_ok
         ble_only = not cam_ok and not radar_ok
-        cam_n = self._cam_people if cam_ok else 0
+        tracks = self._tracks if cam_ok else ()
         radar = radar_ok and self._radar_on
         if ble_only:
             present = self._devices_in_zone > 0 or any(c.p_in >= 0.5 for c in self._cands)
             people: int | None = self._devices_in_zone if present else 0
             self._seen_t = None
         else:
-            if cam_n > 0 or radar:
+            if tracks or radar:
                 self._seen_t = now
             present = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
-            people = cam_n if cam_ok else None
-        self._present = present
+            people = len(tracks) if cam_ok else None
         conf = identity_confidence(self._cands, p.stranger_odds)
-        eligible = {c.key for c in self._cands if c.resolved and c.known}
+        self._check_claims(now, cam_ok, tracks, radar_ok, radar)
+        eligible = {
+            c.key for c in self._cands if c.resolved and c.known and c.key not in self._contradicted
+        }
         best, best_c = None, 0.0
         for k, v in conf.items():
             if k in eligible and v > best_c:
                 best, best_c = k, v
-        reason = self._why_not(now, present, cam_ok, cam_n, radar_ok, radar, best, best_c)
+        reason = self._why_not(present, cam_ok, len(tracks), radar_ok, radar, best)
+        track = tracks[0] if len(tracks) == 1 else -1
+        if cam_ok:
+            if len(tracks) > 1 or any(t not in tracks for t in self._last_tracks):
+                self._turnover_t = now
+            self._last_tracks = tracks
+        if not reason and now - self._turnover_t < p.turnover_hold_s:
+            # Someone left, two were here or the camera lost its person: who stays or who
+            # came, BLE cannot yet say (a leaver's posterior falls over seconds).
+            reason = "turnover-hold"
+        ident = self._identity
         if reason:
             self._identity = None
             self._lead = None
-        elif self._identity is not None and conf.get(self._identity, 0.0) >= p.identity_keep_p:
+        elif (
+            ident is not None
+            and ident[1] == track
+            and ident[0] in eligible
+            and conf.get(ident[0], 0.0) >= p.identity_keep_p
+        ):
             pass  # stays: the same person, still explained by the same shopper
         else:
             self._identity = None
             if best is not None and best_c >= p.identity_p:
-                if self._lead is None or self._lead[0] != best:
-                    self._lead = (best, now)
-                if now - self._lead[1] >= p.identity_hold_s:
-                    self._identity = best
+                if self._lead is None or self._lead[:2] != (best, track):
+                    self._lead = (best, track, now)
+                if now - self._lead[2] >= p.identity_hold_s:
+                    self._identity = (best, track)
             else:
                 self._lead = None
                 reason = "ambiguous" if best is not None else "stranger"
-        if self._identity is None and not reason and present:
+        if self._identity is None and not reason:
             reason = "identity-pending"
         return ScreenPresence(
             present=present,
             people=people,
-            identity=self._identity,
+            identity=self._identity[0] if self._identity else None,
             confidence=round(best_c, 4),
             best=best,
             ble_only=ble_only,
@@ -208,16 +238,37 @@ class ScreenFusion:
             reason="" if self._identity is not None or not present else reason,
         )
 
+    def _check_claims(
+        self, now: float, cam_ok: bool, tracks: tuple[int, ...], radar_ok: bool, radar: bool
+    ) -> None:
+        """A shopper BLE places here with confidence while healthy sensors see nobody for
+        ``contradict_s`` is not here, whatever the radio says, until BLE lets go of them
+        (P(in) below ``identity_keep_p``): they cannot become the next person's identity."""
+        p = self.p
+        nobody = (cam_ok or radar_ok) and not tracks and not radar
+        for c in self._cands:
+            if c.p_in < p.identity_keep_p:
+                self._claim.pop(c.key, None)
+                self._contradicted.discard(c.key)
+            elif c.p_in >= p.identity_p and nobody:
+                since = self._claim.setdefault(c.key, now)
+                if now - since >= p.contradict_s:
+                    self._contradicted.add(c.key)
+            else:
+                self._claim.pop(c.key, None)
+        if len(self._claim) > 64 or len(self._contradicted) > 64:
+            here = {c.key for c in self._cands}
+            self._claim = {k: v for k, v in self._claim.items() if k in here}
+            self._contradicted &= here
+
     def _why_not(
         self,
-        now: float,
         present: bool,
         cam_ok: bool,
         cam_n: int,
         radar_ok: bool,
         radar: bool,
         best: str | None,
-        best_c: float,
     ) -> str:
         """The guard: a reason the screen must stay anonymous now, or "" if none."""
         if not present:
