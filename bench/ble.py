@@ -442,9 +442,10 @@ def _presence_score(
                 t += SAMPLE_S
             wrong += bad
             not_alone += crowd and not bad
-    # Identity latency: from the start of an app shopper's first stretch alone at the screen.
-    lat: list[float] = []
-    eligible = 0
+    # Identity latency: from the start of an app shopper's first stretch alone at the screen,
+    # split by how that stretch began: arriving at an empty screen, or someone else leaving.
+    lat: dict[str, list[float]] = {"arrival": [], "turnover": []}
+    eligible = {"arrival": 0, "turnover": 0}
     app = {p.key for p in people[: sensors.n_app]}
     for z in SCREENS:
         greet = _intervals(ident[z], t_end)
@@ -466,16 +467,31 @@ def _presence_score(
                 s0 = max(s0, ob)
             if alone is None:
                 continue
-            eligible += 1
+            kind = (
+                "arrival"
+                if not any(
+                    k != key and alone[0] - 6.0 <= vb <= alone[0] + 0.5 for _, vb, k in visits[z]
+                )
+                else "turnover"
+            )
+            eligible[kind] += 1
             hit = [
                 max(ga, alone[0])
                 for k, ga, gb in greet
                 if k == key and ga < alone[1] and gb > alone[0]
             ]
             if hit:
-                lat.append(min(hit) - alone[0])
-    never = [float("inf")] * (eligible - len(lat))
-    p90_all = _pct(lat + never, 0.9)
+                lat[kind].append(min(hit) - alone[0])
+
+    def p90(kind: str | None) -> float | None:
+        kinds = [kind] if kind else list(lat)
+        xs = [x for k in kinds for x in lat[k]]
+        n = sum(eligible[k] for k in kinds)
+        v = _pct(xs + [float("inf")] * (n - len(xs)), 0.9)
+        return None if v is None or v == float("inf") else v
+
+    n_id = sum(len(v) for v in lat.values())
+    n_el = sum(eligible.values())
     return {
         "enter_p90_s": _pct(enter, 0.9),
         "enter_p50_s": _pct(enter, 0.5),
@@ -485,11 +501,20 @@ def _presence_score(
         "flaps": flaps,
         "stops": stops,
         "missed_stops": missed,
-        "identity_p90_s": None if p90_all == float("inf") else p90_all,
-        "identity_p50_s": _pct(lat + never, 0.5) if lat else None,
-        "identity_p90_identified_s": _pct(lat, 0.9),
-        "identity_visits": eligible,
-        "identity_missed_share": round(1 - len(lat) / max(1, eligible), 3),
+        "identity_p90_s": p90(None),
+        "identity_p50_s": _pct([x for v in lat.values() for x in v], 0.5),
+        "identity_p90_identified_s": _pct([x for v in lat.values() for x in v], 0.9),
+        "identity_visits": n_el,
+        "identity_missed_share": round(1 - n_id / max(1, n_el), 3),
+        "identity_by_start": {
+            k: {
+                "visits": eligible[k],
+                "p90_s": p90(k),
+                "p50_identified_s": _pct(lat[k], 0.5),
+                "missed_share": round(1 - len(lat[k]) / max(1, eligible[k]), 3),
+            }
+            for k in lat
+        },
         "greetings": greetings,
         "wrong_person": wrong,
         "wrong_person_rate": round(wrong / max(1, greetings), 4),

@@ -21,7 +21,9 @@ screen puts them together:
   while camera and radar see nobody for ``contradict_s`` is not here (until BLE lets go of
   them), and the screen stays anonymous for ``turnover_hold_s`` after the camera saw two people
   or lost a track (someone left: the one who left may be the shopper whose posterior still
-  says "in", and the next person in front of the screen would be greeted with their name).
+  says "in", and the next person in front of the screen would be greeted with their name),
+  except for a track that was personal for a shopper before and was never lost: when the
+  others leave, it is that shopper again at once.
   A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
   anonymous at once; content reacts to the person anonymously meanwhile.
@@ -136,6 +138,7 @@ class ScreenFusion:
         self._claim: dict[str, float] = {}  # BLE says "here" while the sensors see nobody: since
         self._contradicted: set[str] = set()
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
+        self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
 
     # ---- inputs --------------------------------------------------------------------------
     def camera(self, ts: float, tracks: Sequence[int]) -> None:
@@ -199,11 +202,24 @@ class ScreenFusion:
             if len(tracks) > 1 or any(t not in tracks for t in self._last_tracks):
                 self._turnover_t = now
             self._last_tracks = tracks
+            if self._bound:
+                self._bound = {t: k for t, k in self._bound.items() if t in tracks}
         if not reason and now - self._turnover_t < p.turnover_hold_s:
             # Someone left, two were here or the camera lost its person: who stays or who
             # came, BLE cannot yet say (a leaver's posterior falls over seconds).
             reason = "turnover-hold"
         ident = self._identity
+        again = self._bound.get(track)
+        if (
+            reason == "turnover-hold"
+            and again is not None
+            and again in eligible
+            and conf.get(again, 0.0) >= p.identity_keep_p
+        ):
+            # The camera never lost this person, who was this shopper before someone else
+            # came and went: the track says who stays, no need to wait for BLE.
+            reason = ""
+            ident = self._identity = (again, track)
         if reason:
             self._identity = None
             self._lead = None
@@ -221,6 +237,7 @@ class ScreenFusion:
                     self._lead = (best, track, now)
                 if now - self._lead[2] >= p.identity_hold_s:
                     self._identity = (best, track)
+                    self._bound[track] = best
             else:
                 self._lead = None
                 reason = "ambiguous" if best is not None else "stranger"
