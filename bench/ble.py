@@ -302,7 +302,7 @@ def _fusion_replay(
             fr = sensors.frames[z]
             i = fi[z]
             while i < len(fr) and fr[i][0] <= t:
-                e.camera(fr[i][0], fr[i][1])
+                e.camera(*fr[i])
                 i += 1
             fi[z] = i
             rd = sensors.radar[z]

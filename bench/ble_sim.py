@@ -256,12 +256,12 @@ class MmwaveModel:
 class SensorTrace:
     """Everyone in the store (the BLE trace's shoppers first, then strangers) and what each
     screen's camera and radar reported: per zone, (time delivered, the confirmed tracks in the
-    region: anonymous ids, "the same person as a moment ago") per frame, and the radar's
-    (time, on) changes."""
+    region: anonymous ids, "the same person as a moment ago", people in view just outside
+    it) per frame, and the radar's (time, on) changes."""
 
     people: list[Shopper]
     n_app: int
-    frames: dict[str, list[tuple[float, tuple[int, ...]]]]
+    frames: dict[str, list[tuple[float, tuple[int, ...], int]]]
     radar: dict[str, list[tuple[float, bool]]]
     camera: CameraModel
     mmwave: MmwaveModel
@@ -305,7 +305,7 @@ def sense(
     rng = random.Random(seed * 104729 + 3)
     end = max(p.t_end for p in people) + 5.0
     order = sorted(range(len(people)), key=lambda i: people[i].t_start)
-    frames: dict[str, list[tuple[float, tuple[int, ...]]]] = {z: [] for z in SCREENS}
+    frames: dict[str, list[tuple[float, tuple[int, ...], int]]] = {z: [] for z in SCREENS}
     ids = iter(range(1, 1 << 62))
     radar: dict[str, list[tuple[float, bool]]] = {z: [] for z in SCREENS}
     tracks: dict[str, dict[int, _CamTrack]] = {z: {} for z in SCREENS}
@@ -387,14 +387,18 @@ def sense(
                         ftr.id = next(ids)
                     ftr.last = t
                 seen: list[int] = []
+                outside = 0
                 for i, tr in list(ztr.items()):
                     if t - tr.last > cam.max_gap_s:
                         del ztr[i]
-                    elif tr.inside and tr.hits >= cam.min_hits:
-                        seen.append(tr.id)
+                    elif tr.hits >= cam.min_hits:
+                        if tr.inside:
+                            seen.append(tr.id)
+                        else:
+                            outside += 1
                 if ftr.hits >= cam.min_hits and t - ftr.last <= cam.max_gap_s:
                     seen.append(ftr.id)
-                frames[z].append((round(t + cam.latency_s, 3), tuple(seen)))
+                frames[z].append((round(t + cam.latency_s, 3), tuple(seen), outside))
         if t >= next_report - 1e-9:
             next_report += mm.report_s
             for z in SCREENS:

@@ -6,8 +6,10 @@ out; BENCHMARKS.md, "BLE presence"). A camera sees a person in a frame or two an
 sensor reports in a few hundred ms, but neither knows who it is. One ``ScreenFusion`` per
 screen puts them together:
 
-- **someone there** (anonymous, fast): a confirmed camera track in the screen's region, or the
-  mmWave sensor on; gone after ``leave_hold_s`` with neither. ``people`` is the camera's count
+- **someone there** (anonymous, fast): a confirmed camera track in the screen's region and the
+  mmWave sensor on (where a screen has both and both are healthy; one of them alone counts
+  after ``confirm_s``, so a poster's face or a radar's false trigger is not a visit); gone
+  after ``leave_hold_s`` with neither. ``people`` is the camera's count
   (mmWave cannot count: with only a radar, ``people`` is None).
 - **who** (personal, slower): only while the camera sees exactly one person (and the radar,
   where there is one and it is healthy, agrees someone is there), the zone's receiver is
@@ -21,9 +23,12 @@ screen puts them together:
   while camera and radar see nobody for ``contradict_s`` is not here (until BLE lets go of
   them), and the screen stays anonymous for ``turnover_hold_s`` after the camera saw two people
   or lost a track (someone left: the one who left may be the shopper whose posterior still
-  says "in", and the next person in front of the screen would be greeted with their name),
-  except for a track that was personal for a shopper before and was never lost: when the
-  others leave, it is that shopper again at once.
+  says "in", and the next person in front of the screen would be greeted with their name).
+  ``rebind_tracks`` (off) would give a track that was personal before and never lost its
+  shopper back at once after the others leave; on the bench it greets the wrong person (a
+  wrong first binding, or two tracks swapping ids as people cross), so it stays off. And
+  ``nearby_blocks``: while the camera sees someone just outside the region, anonymous (BLE
+  cannot tell a shopper at 1 m from one at 4 m within seconds).
   A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
   anonymous at once; content reacts to the person anonymously meanwhile.
@@ -56,10 +61,13 @@ class FusionParams:
     identity_hold_s: float = 0.5  # the same shopper above identity_p this long first
     stranger_odds: float = 1.0  # prior odds a person at the screen has no resolvable app
     leave_hold_s: float = 0.5  # neither camera nor radar for this long: nobody there
+    confirm_s: float = 0.7  # with both healthy, one alone says someone came after this long
     camera_stall_s: float = 1.5  # no camera frame this long: the camera is not delivering
     contradict_s: float = 2.0  # BLE says "here", the sensors see nobody this long: not here
     turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
+    nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
+    rebind_tracks: bool = False  # a never-lost track's shopper again at once after a crowd
 
     def __post_init__(self) -> None:
         if not 0 < self.identity_keep_p <= self.identity_p < 1:
@@ -126,6 +134,7 @@ class ScreenFusion:
         self.has_mmwave = has_mmwave
         self._frame_t: float | None = None
         self._tracks: tuple[int, ...] = ()
+        self._nearby = 0
         self._last_tracks: tuple[int, ...] = ()
         self._radar_on = False
         self._radar_ok = has_mmwave
@@ -139,13 +148,17 @@ class ScreenFusion:
         self._contradicted: set[str] = set()
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
+        self._gone: dict[int, float] = {}  # tracks lost lately -> when
+        self._one_since: float | None = None  # only one of two healthy sensors sees someone
 
     # ---- inputs --------------------------------------------------------------------------
-    def camera(self, ts: float, tracks: Sequence[int]) -> None:
+    def camera(self, ts: float, tracks: Sequence[int], nearby: int = 0) -> None:
         """One analysed frame: the confirmed people tracks in this screen's region (the
-        tracker's anonymous ids: "the same person as a moment ago")."""
+        tracker's anonymous ids: "the same person as a moment ago"), and how many people it
+        sees in view outside the region (just beyond the zone's edge)."""
         self._frame_t = ts
         self._tracks = tuple(tracks)
+        self._nearby = nearby
 
     def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
         self._radar_on = on and healthy
@@ -183,8 +196,19 @@ class ScreenFusion:
             people: int | None = self._devices_in_zone if present else 0
             self._seen_t = None
         else:
-            if tracks or radar:
+            was = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
+            both = cam_ok and radar_ok
+            if both and not was and bool(tracks) != radar:
+                # One of two healthy sensors alone: a false camera hit (a poster's face) or
+                # a radar's false trigger, unless it lasts.
+                if self._one_since is None:
+                    self._one_since = now
+                if now - self._one_since >= p.confirm_s:
+                    self._seen_t = now
+            elif tracks or radar:
                 self._seen_t = now
+            if not tracks and not radar or (tracks and radar):
+                self._one_since = None
             present = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
             people = len(tracks) if cam_ok else None
         conf = identity_confidence(self._cands, p.stranger_odds)
@@ -199,11 +223,7 @@ class ScreenFusion:
         reason = self._why_not(present, cam_ok, len(tracks), radar_ok, radar, best)
         track = tracks[0] if len(tracks) == 1 else -1
         if cam_ok:
-            if len(tracks) > 1 or any(t not in tracks for t in self._last_tracks):
-                self._turnover_t = now
-            self._last_tracks = tracks
-            if self._bound:
-                self._bound = {t: k for t, k in self._bound.items() if t in tracks}
+            self._turnover(now, tracks)
         if not reason and now - self._turnover_t < p.turnover_hold_s:
             # Someone left, two were here or the camera lost its person: who stays or who
             # came, BLE cannot yet say (a leaver's posterior falls over seconds).
@@ -211,7 +231,8 @@ class ScreenFusion:
         ident = self._identity
         again = self._bound.get(track)
         if (
-            reason == "turnover-hold"
+            p.rebind_tracks
+            and reason == "turnover-hold"
             and again is not None
             and again in eligible
             and conf.get(again, 0.0) >= p.identity_keep_p
@@ -254,6 +275,29 @@ class ScreenFusion:
             zone_unknown=not self._zone_known,
             reason="" if self._identity is not None or not present else reason,
         )
+
+    def _turnover(self, now: float, tracks: tuple[int, ...]) -> None:
+        """Two people at once, or a new track after one was lost (someone left and someone
+        came, or the camera lost its person and found them again: it cannot tell which): the
+        hold runs from then. A track flickering at the region's edge (same id) is neither."""
+        hold = self.p.turnover_hold_s
+        gone = self._gone
+        for t in self._last_tracks:
+            if t not in tracks:
+                gone[t] = now
+        if len(tracks) > 1:
+            self._turnover_t = now
+        for t in tracks:
+            if t in gone:
+                del gone[t]  # back: the same person
+            elif t not in self._last_tracks and gone:
+                self._turnover_t = max(self._turnover_t, max(gone.values()))
+        for t, at in list(gone.items()):
+            if now - at > hold:
+                del gone[t]
+        self._last_tracks = tracks
+        if self._bound:
+            self._bound = {t: k for t, k in self._bound.items() if t in tracks or t in gone}
 
     def _check_claims(
         self, now: float, cam_ok: bool, tracks: tuple[int, ...], radar_ok: bool, radar: bool
@@ -301,6 +345,10 @@ class ScreenFusion:
                 return "camera-sees-nobody"
             if radar_ok and not radar:
                 return "radar-sees-nobody"
+            if self.p.nearby_blocks and self._nearby:
+                # Someone just beyond the edge: BLE cannot tell 1 m from 4 m quickly, so the
+                # shopper it places here may be that one, not the one in front.
+                return "someone-nearby"
             return ""
         if not self.p.personal_without_camera:
             return "no-camera"
