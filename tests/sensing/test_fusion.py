@@ -47,6 +47,8 @@ def test_someone_at_once_then_personal_after_the_hold_then_anonymous_for_a_secon
     e = ScreenFusion(has_camera=True, has_mmwave=True, params=FAST)
     e.camera(0.0, [1])
     e.ble(0.0, [Candidate("alice", 0.95)], 1)
+    assert not e.tick(0.0).present  # the camera alone: wait confirm_s (a poster's face?)
+    e.mmwave(0.0, True)  # the radar agrees: someone there at once
     s = e.tick(0.0)
     assert s.present and s.people == 1 and s.identity is None  # anonymous first
     s = _alone(e, 0.1, 1.0)
@@ -54,12 +56,37 @@ def test_someone_at_once_then_personal_after_the_hold_then_anonymous_for_a_secon
     e.camera(1.1, [1, 2])
     s = e.tick(1.1)
     assert s.present and s.people == 2 and s.identity is None and s.reason == "two-people"
-    # The second person leaves: anonymous for the turnover hold, unless the camera never lost
-    # the first (here it did not: track 1 was personal for alice, so alice again at once).
+    # The second person leaves: which one stayed, BLE cannot say yet: anonymous for the
+    # turnover hold, then alice again (BLE still sure, the camera still sees one person).
+    e.camera(1.2, [1])
+    assert e.tick(1.2).reason == "turnover-hold"
+    s = _alone(e, 1.3, 1.2 + FAST.turnover_hold_s - 0.1)
+    assert s.identity is None
+    s = _alone(e, 1.2 + FAST.turnover_hold_s, 1.2 + FAST.turnover_hold_s + 0.6)
+    assert s.identity == "alice"
+    e.camera(4.0, [2])  # a different track alone is someone else: anonymous at once
+    assert e.tick(4.0).identity is None
+
+
+def test_a_track_never_lost_may_have_its_shopper_back_at_once_when_asked() -> None:
+    e = ScreenFusion(
+        has_camera=True,
+        has_mmwave=True,
+        params=FusionParams(identity_hold_s=0.5, turnover_hold_s=2.0, rebind_tracks=True),
+    )
+    assert _alone(e, 0.0, 1.0).identity == "alice"
+    e.camera(1.1, [1, 2])
+    assert e.tick(1.1).identity is None
     e.camera(1.2, [1])
     assert e.tick(1.2).identity == "alice"
-    e.camera(1.3, [2])  # but a different track alone is someone else: anonymous
-    assert e.tick(1.3).identity is None
+
+
+def test_someone_just_outside_the_region_keeps_the_screen_anonymous() -> None:
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FAST)
+    assert _alone(e, 0.0, 1.0).identity == "alice"
+    e.camera(1.1, [1], nearby=1)
+    s = e.tick(1.1)
+    assert s.present and s.people == 1 and s.identity is None and s.reason == "someone-nearby"
 
 
 def test_a_shopper_ble_places_here_while_nobody_is_seen_is_not_the_next_person() -> None:
@@ -73,6 +100,15 @@ def test_a_shopper_ble_places_here_while_nobody_is_seen_is_not_the_next_person()
         t = round(t + 0.1, 6)
     s = _alone(e, 5.0, 10.0)  # someone steps in: not alice, whatever BLE says
     assert s.present and s.identity is None
+
+
+def test_one_sensor_alone_counts_after_confirm_s() -> None:
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FAST)
+    e.mmwave(0.0, True)  # a radar false trigger, or someone the camera cannot see
+    e.camera(0.0, [])
+    assert not e.tick(0.0).present
+    e.camera(FAST.confirm_s, [])
+    assert e.tick(FAST.confirm_s).present
 
 
 def test_leaves_after_the_hold() -> None:
