@@ -36,6 +36,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import gc
+import math
 import os
 import platform
 import time
@@ -59,7 +60,13 @@ from edge_agent.sensing.ble.decode import EDDYSTONE_UUID, decode_advert
 from edge_agent.sensing.ble.eid import compute_eid
 from edge_agent.sensing.ble.filters import FILTER_KINDS
 from edge_agent.sensing.ble.zones import Receiver
-from edge_agent.sensing.fusion import BleZoneView, FusionParams, ReceiverWatch, ScreenFusion
+from edge_agent.sensing.fusion import (
+    UNKNOWN,
+    BleZoneView,
+    FusionParams,
+    ReceiverWatch,
+    ScreenFusion,
+)
 
 TICK_S = 0.25
 SAMPLE_S = 0.5
@@ -261,15 +268,30 @@ ALONE_MIN_S = 5.0  # identity latency counts stretches of at least this alone at
 Timeline = list[tuple[float, Any]]  # (time, value) changes
 
 
+Outage = tuple[str, float, float]  # (zone, from, to)
+
+
 def _fusion_replay(
-    trace: Trace, sensors: SensorTrace, params: FusionParams | None = None
-) -> tuple[dict[str, Timeline], dict[str, Timeline], dict[str, float]]:
+    trace: Trace,
+    sensors: SensorTrace,
+    params: FusionParams | None = None,
+    *,
+    receiver_down: Outage | None = None,
+    camera_down: Outage | None = None,
+) -> tuple[dict[str, Timeline], dict[str, Timeline], dict[str, Any]]:
     """The fused engines over the trace: per screen, (time, someone there) and (time, identity
-    or None) changes, and how often each engine was BLE-only or had its zone unknown."""
+    or None) changes, and how often each engine was BLE-only or had its zone unknown.
+    ``receiver_down``: that zone's receiver hears nothing in that window (then counted: how
+    often the filter, and the zone view the engines get, put a shopper who stands in that zone
+    in another); ``camera_down``: that screen's camera delivers no frame in that window."""
     rx = [Receiver(z, z, trace.calibration_of(z)) for z in SCREENS]
     ble = BayesZoneEngine(rx, bayes_params())
     watch = ReceiverWatch()
-    view = BleZoneView({z: z for z in SCREENS}, watch)
+    near = {
+        z: {o for o in SCREENS if o != z and math.dist(SCREENS[z], SCREENS[o]) < 15}
+        for z in SCREENS
+    }  # the zones around each (diagonals too), for the silent-receiver rule
+    view = BleZoneView({z: z for z in SCREENS}, watch, near)
     engines = {z: ScreenFusion(has_camera=True, has_mmwave=True, params=params) for z in SCREENS}
     occ: dict[str, Timeline] = {z: [] for z in SCREENS}
     ident: dict[str, Timeline] = {z: [] for z in SCREENS}
@@ -281,28 +303,53 @@ def _fusion_replay(
     ads = trace.adverts
     ai = 0
     ticks = ble_only = unknown = 0
+    in_silent = filter_moved = view_moved = view_unknown = 0
+    before: dict[str, tuple[str | None, str | None]] = {}  # zones when the receiver fell silent
+    cam_down_ticks = cam_down_personal = 0
+
+    def down(o: Outage | None, zone: str, ts: float) -> bool:
+        return o is not None and o[0] == zone and o[1] <= ts < o[2]
+
     end = max(p.t_end for p in sensors.people) + 10.0
     t = next_snap = 0.0
     while t < end:
         if round(t * 10) % 10 == 0:
             for z in SCREENS:  # the store beacon at each screen, heard every second
-                watch.heard(z, t)
+                if not down(receiver_down, z, t):
+                    watch.heard(z, t)
         while ai < len(ads) and ads[ai][0] <= t:
             ts, idx, r, rssi = ads[ai]
+            ai += 1
+            if down(receiver_down, r, ts):
+                continue
             ble.observe(keys[idx], rssi, ts, r)
             watch.heard(r, ts)
-            ai += 1
         if t >= next_snap:
             next_snap += BLE_SNAPSHOT_S
             ble.tick(t)
-            view.update(t, ble.decided(), ble.in_zone_probabilities())
+            decided = ble.decided()
+            view.update(t, decided, ble.in_zone_probabilities())
+            if receiver_down is not None and down(receiver_down, receiver_down[0], t):
+                for sh in trace.shoppers:
+                    if not sh.t_start <= t <= sh.t_end:
+                        continue
+                    fz = decided.get(sh.key)
+                    vz = view.zone_of(sh.key)
+                    f0, v0 = before.setdefault(sh.key, (fz, vz))
+                    if sh.true_zone(t) == receiver_down[0]:
+                        # Standing in the silent zone: placed in another since it fell silent?
+                        in_silent += 1
+                        filter_moved += fz not in (None, receiver_down[0], f0)
+                        view_moved += vz not in (None, UNKNOWN, receiver_down[0], v0)
+                        view_unknown += vz == UNKNOWN
             for z, e in engines.items():
                 e.ble(t, view.candidates(z), view.devices_in(z))
         for z, e in engines.items():
             fr = sensors.frames[z]
             i = fi[z]
             while i < len(fr) and fr[i][0] <= t:
-                e.camera(*fr[i])
+                if not down(camera_down, z, fr[i][0]):
+                    e.camera(*fr[i])
                 i += 1
             fi[z] = i
             rd = sensors.radar[z]
@@ -312,6 +359,9 @@ def _fusion_replay(
                 j += 1
             ri[z] = j
             st = e.tick(t)
+            if down(camera_down, z, t):
+                cam_down_ticks += 1
+                cam_down_personal += st.identity is not None
             ticks += 1
             ble_only += st.ble_only
             unknown += st.zone_unknown
@@ -322,10 +372,24 @@ def _fusion_replay(
                 last_id[z] = st.identity
                 ident[z].append((t, st.identity))
         t = round(t + FUSION_STEP_S, 6)
-    health = {
+    health: dict[str, Any] = {
         "ble_only_share": round(ble_only / max(1, ticks), 4),
         "zone_unknown_share": round(unknown / max(1, ticks), 4),
     }
+    if receiver_down is not None:
+        health["receiver_down"] = {
+            "window": list(receiver_down),
+            "samples_of_shoppers_in_its_zone": in_silent,
+            "filter_moved_them_to_another_zone": filter_moved,
+            "view_moved_them_to_another_zone": view_moved,
+            "view_said_unknown": view_unknown,
+        }
+    if camera_down is not None:
+        health["camera_down"] = {
+            "window": list(camera_down),
+            "ticks": cam_down_ticks,
+            "personal_ticks": cam_down_personal,
+        }
     return occ, ident, health
 
 
@@ -564,6 +628,16 @@ def fusion(
     for p in _pipes(trace, baselines):
         b_occ, b_ident = _ble_only(_replay(trace, p))
         out["ble_only"][p.name] = _presence_score(sensors, b_occ, b_ident)
+    # The same store with z3's receiver silent for a tenth of the run and z4's camera stalled
+    # for another tenth (the radar goes on): what the engines do meanwhile.
+    d = trace.duration_s
+    _, _, out["outages"] = _fusion_replay(
+        trace,
+        sensors,
+        params,
+        receiver_down=("z3", 0.3 * d, 0.4 * d),
+        camera_down=("z4", 0.5 * d, 0.6 * d),
+    )
     if quiet is not None:
         q = fusion(generate(*quiet), strangers_per_shopper, params, baselines[:1])
         keep = (*FUSION_GOALS, "stops", "greetings", "wrong_person", "identity_by_start")

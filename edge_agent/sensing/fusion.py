@@ -36,8 +36,9 @@ screen puts them together:
   gap between receptions; one silent for longer than ``silence_gaps`` of them (and at least
   ``silence_min_s``) makes its zone "unknown". ``BleZoneView`` then never reports a shopper last
   placed in that zone as being in another (the neighbouring receiver hearing them faintly is
-  not evidence that they moved); they are "unknown" until the receiver is heard again, and
-  never an identity anywhere meanwhile.
+  not evidence that they moved), nor anyone newly placed in a zone next to it meanwhile (they
+  may be standing in the silent one); they are "unknown" until the receiver is heard again,
+  and never an identity anywhere meanwhile.
 - **a camera that stops delivering** (no frame for ``camera_stall_s``) falls back: the radar
   alone if the screen has one, else BLE-only (``ble_only``, for health); either way the screen
   is anonymous unless ``personal_without_camera`` says it is a spot for one.
@@ -397,9 +398,17 @@ class BleZoneView:
     ``update`` takes, per shopper, the zone filter's decided zone and its P(in each zone);
     ``candidates(zone)`` is what ``ScreenFusion.ble`` wants (None: the zone is unknown)."""
 
-    def __init__(self, receivers: Mapping[str, str], watch: ReceiverWatch) -> None:
+    def __init__(
+        self,
+        receivers: Mapping[str, str],
+        watch: ReceiverWatch,
+        neighbours: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self.receivers = dict(receivers)  # receiver id -> zone
         self.watch = watch
+        # zone -> zones next to it (a shopper in one may be placed in the other when its
+        # receiver is silent); None: every zone is next to every other
+        self.neighbours = None if neighbours is None else {z: set(n) for z, n in neighbours.items()}
         self._last_zone: dict[str, str] = {}  # shopper -> last zone decided while known
         self._zone: dict[str, str | None] = {}
         self._p: Mapping[str, Mapping[str, float]] = {}
@@ -431,12 +440,22 @@ class BleZoneView:
                 # Its zone went silent: not "moved to the neighbour", unknown until heard again.
                 self._zone[key] = UNKNOWN
                 continue
+            if z is not None and z != last and unk and self._next_to(z, unk):
+                # Placed in a zone next to a silent one while it is silent: they may well be
+                # standing in the silent one, heard faintly by this zone's receiver.
+                self._zone[key] = UNKNOWN
+                continue
             if z is not None and z not in unk:
                 self._last_zone[key] = z
             self._zone[key] = z
         for key in list(self._last_zone):
             if key not in self._zone:
                 del self._last_zone[key]
+
+    def _next_to(self, zone: str, silent: set[str]) -> bool:
+        if self.neighbours is None:
+            return True
+        return any(zone in self.neighbours.get(s, ()) for s in silent)
 
     def zone_of(self, key: str) -> str | None:
         """The shopper's zone, None for none, ``UNKNOWN`` while its last zone is silent."""

@@ -226,6 +226,21 @@ def test_a_silent_receiver_never_moves_a_shopper_to_the_neighbouring_zone(
     assert view.zone_of("alice") == "z2"
 
 
+def test_nobody_is_newly_placed_next_to_a_silent_zone_while_it_is_silent() -> None:
+    watch = ReceiverWatch(silence_gaps=8, silence_min_s=3)
+    neighbours = {"z1": ["z2"], "z2": ["z1", "z3"], "z3": ["z2"]}
+    view = BleZoneView({"r1": "z1", "r2": "z2", "r3": "z3"}, watch, neighbours)
+    for i in range(20):
+        for r in ("r1", "r2", "r3"):
+            watch.heard(r, i * 0.5)
+    watch.heard("r2", 30.0)
+    watch.heard("r3", 30.0)
+    # r1 silent since 9.5 s: bob, new, placed in z2 (next to z1) is unknown; carol in z3 is not.
+    view.update(30.0, {"bob": "z2", "carol": "z3"}, {"bob": {"z2": 0.9}, "carol": {"z3": 0.9}})
+    assert view.zone_of("bob") == UNKNOWN and view.zone_of("carol") == "z3"
+    assert view.devices_in("z2") == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(stall=st.floats(1.6, 30), has_mmwave=st.booleans(), devices=st.integers(0, 3))
 def test_a_camera_that_stops_delivering_falls_back_and_says_so(
