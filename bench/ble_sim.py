@@ -15,6 +15,19 @@ receiver's 1 m level differs (-63..-53 dBm); pipelines get it with a 1 dB calibr
 Advertising intervals are a mix (100 ms tags, 250 ms and 1 s phones, 2 s background apps)
 with BLE's 0-10 ms random advDelay.
 
+Camera and mmWave (issue 18, ``sense``): the same shoppers plus strangers without the app (no
+adverts), from their own seeded generator so the BLE trace above is untouched, seen by each
+screen's camera and radar, which both cover its zone. The camera model's figures are the camera
+bench's own measurements (BENCHMARKS.md, "Camera presence": 10 fps, 95% of frames find a person
+in view, 60% at the region's edge, 1% of frames with a false hit, tracker confirm after 2 hits
+and end 1 s after the last), plus foot-position error (0.25 m), occlusion by a nearer person
+(70% of frames within 0.3 rad), still people turned away 20% of the time (not found: the
+analyser's stated limit) and id swaps when two people are within 0.6 m (2% of frames, an
+assumption). The radar's are an LD2410-class 24 GHz sensor's (datasheet, ESPHome ``ld2410``):
+0.75 m gates (0-2 used), 10 reports/s, presence 100-300 ms after the first detection, a 1 s
+hold, 97% / 85% of reports find a moving / still person, one 0.2-1 s false trigger an hour (our
+assumption). ``CameraModel`` and ``MmwaveModel`` hold every number with its source.
+
 Everything is seeded: the same arguments give the same trace on every machine.
 """
 
