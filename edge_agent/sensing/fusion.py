@@ -73,7 +73,14 @@ class FusionParams:
     def __post_init__(self) -> None:
         if not 0 < self.identity_keep_p <= self.identity_p < 1:
             raise ValueError("fusion: need 0 < identity_keep_p <= identity_p < 1")
-        if min(self.identity_hold_s, self.leave_hold_s) < 0 or self.stranger_odds < 0:
+        holds = (
+            self.identity_hold_s,
+            self.leave_hold_s,
+            self.confirm_s,
+            self.contradict_s,
+            self.turnover_hold_s,
+        )
+        if min(holds) < 0 or self.stranger_odds < 0:
             raise ValueError("fusion: hold times and stranger_odds must be >= 0")
         if self.camera_stall_s <= 0:
             raise ValueError("fusion: camera_stall_s must be > 0")

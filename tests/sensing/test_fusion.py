@@ -277,6 +277,21 @@ def test_a_spot_for_one_may_go_personal_on_ble_alone() -> None:
     assert e.tick(0.1).identity is None
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"identity_p": 0.4, "identity_keep_p": 0.5},
+        {"identity_p": 1.0},
+        {"turnover_hold_s": -1.0},
+        {"stranger_odds": -0.1},
+        {"camera_stall_s": 0.0},
+    ],
+)
+def test_params_are_checked(bad: dict) -> None:
+    with pytest.raises(ValueError, match="fusion"):
+        FusionParams(**bad)
+
+
 def test_receiver_watch_learns_the_gap_and_an_outage_does_not_teach_it() -> None:
     w = ReceiverWatch(silence_gaps=8, silence_min_s=1)
     for i in range(100):
