@@ -19,6 +19,15 @@ Four parts, all in one run:
 4. What the presence goal asks of the radio: zone quality split by advertising interval, when
    the zone's receiver first and second hears a shopper after the crossing (a floor under any
    rule's enter latency), and the same store with 2 dB and with no slow shadowing.
+5. Fused presence (issue 18): the same trace plus strangers (people without the app) and each
+   screen's camera and mmWave radar (``ble_sim.sense``) through one ``ScreenFusion`` per screen
+   (``edge_agent/sensing/fusion.py``, BLE from the Bayesian filter), beside BLE-only (ours: a
+   screen is occupied while a device is in its zone, personal while exactly one is). Per screen:
+   someone there (enter/leave latency over true occupied stretches of 10 s or more, flaps as in
+   1. per person-hour, app and strangers), who (identity latency from the start of a shopper's
+   first stretch of 5 s or more alone in the zone, missed ones counted as never) and
+   wrong-person greetings: a personal greeting during which someone is at the screen and the
+   greeted shopper is not.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import gc
+import math
 import os
 import platform
 import time
@@ -41,13 +51,22 @@ from bench.ble_anchors import (
     bayes_params,
     ours_params,
 )
-from bench.ble_sim import PATH_LOSS_N, ZONE_R, Trace, generate
+from bench.ble_sim import PATH_LOSS_N, SCREENS, ZONE_R, SensorTrace, Trace, generate, sense
 from bench.procstat import rss_mb
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.sensing.ble.advert import Advert
+from edge_agent.sensing.ble.bayes import BayesZoneEngine
 from edge_agent.sensing.ble.decode import EDDYSTONE_UUID, decode_advert
 from edge_agent.sensing.ble.eid import compute_eid
 from edge_agent.sensing.ble.filters import FILTER_KINDS
+from edge_agent.sensing.ble.zones import Receiver
+from edge_agent.sensing.fusion import (
+    UNKNOWN,
+    BleZoneView,
+    FusionParams,
+    ReceiverWatch,
+    ScreenFusion,
+)
 
 TICK_S = 0.25
 SAMPLE_S = 0.5
@@ -239,6 +258,396 @@ def radio_sensitivity(n: int, dur: float, shadows: tuple[float, ...]) -> dict[st
         out[f"{sd:g}dB"] = {
             p.name: _brief(_score(tr, _replay(tr, p))) for p in _pipes(tr, keep + ANCHORS)
         }
+    return out
+
+
+# ---- 5. fused presence (issue 18) ----------------------------------------------------------
+FUSION_STEP_S = 0.1  # the engines tick with the camera's frames
+BLE_SNAPSHOT_S = 0.2  # the BLE filter's clock and the zone view's refresh
+ALONE_MIN_S = 5.0  # identity latency counts stretches of at least this alone at the screen
+Timeline = list[tuple[float, Any]]  # (time, value) changes
+
+
+Outage = tuple[str, float, float]  # (zone, from, to)
+
+
+def _fusion_replay(
+    trace: Trace,
+    sensors: SensorTrace,
+    params: FusionParams | None = None,
+    *,
+    receiver_down: Outage | None = None,
+    camera_down: Outage | None = None,
+) -> tuple[dict[str, Timeline], dict[str, Timeline], dict[str, Any]]:
+    """The fused engines over the trace: per screen, (time, someone there) and (time, identity
+    or None) changes, and how often each engine was BLE-only or had its zone unknown.
+    ``receiver_down``: that zone's receiver hears nothing in that window (then counted: how
+    often the filter, and the zone view the engines get, put a shopper who stands in that zone
+    in another); ``camera_down``: that screen's camera delivers no frame in that window."""
+    rx = [Receiver(z, z, trace.calibration_of(z)) for z in SCREENS]
+    ble = BayesZoneEngine(rx, bayes_params())
+    watch = ReceiverWatch()
+    near = {
+        z: {o for o in SCREENS if o != z and math.dist(SCREENS[z], SCREENS[o]) < 15}
+        for z in SCREENS
+    }  # the zones around each (diagonals too), for the silent-receiver rule
+    view = BleZoneView({z: z for z in SCREENS}, watch, near)
+    engines = {z: ScreenFusion(has_camera=True, has_mmwave=True, params=params) for z in SCREENS}
+    occ: dict[str, Timeline] = {z: [] for z in SCREENS}
+    ident: dict[str, Timeline] = {z: [] for z in SCREENS}
+    last_occ: dict[str, bool] = dict.fromkeys(SCREENS, False)
+    last_id: dict[str, str | None] = dict.fromkeys(SCREENS, None)
+    fi = dict.fromkeys(SCREENS, 0)
+    ri = dict.fromkeys(SCREENS, 0)
+    keys = [sh.key for sh in trace.shoppers]
+    ads = trace.adverts
+    ai = 0
+    ticks = ble_only = unknown = 0
+    in_silent = filter_moved = view_moved = view_unknown = 0
+    before: dict[str, tuple[str | None, str | None]] = {}  # zones when the receiver fell silent
+    cam_down_ticks = cam_down_personal = 0
+
+    def down(o: Outage | None, zone: str, ts: float) -> bool:
+        return o is not None and o[0] == zone and o[1] <= ts < o[2]
+
+    end = max(p.t_end for p in sensors.people) + 10.0
+    t = next_snap = 0.0
+    while t < end:
+        if round(t * 10) % 10 == 0:
+            for z in SCREENS:  # the store beacon at each screen, heard every second
+                if not down(receiver_down, z, t):
+                    watch.heard(z, t)
+        while ai < len(ads) and ads[ai][0] <= t:
+            ts, idx, r, rssi = ads[ai]
+            ai += 1
+            if down(receiver_down, r, ts):
+                continue
+            ble.observe(keys[idx], rssi, ts, r)
+            watch.heard(r, ts)
+        if t >= next_snap:
+            next_snap += BLE_SNAPSHOT_S
+            ble.tick(t)
+            decided = ble.decided()
+            view.update(t, decided, ble.in_zone_probabilities())
+            if receiver_down is not None and down(receiver_down, receiver_down[0], t):
+                for sh in trace.shoppers:
+                    if not sh.t_start <= t <= sh.t_end:
+                        continue
+                    fz = decided.get(sh.key)
+                    vz = view.zone_of(sh.key)
+                    f0, v0 = before.setdefault(sh.key, (fz, vz))
+                    if sh.true_zone(t) == receiver_down[0]:
+                        # Standing in the silent zone: placed in another since it fell silent?
+                        in_silent += 1
+                        filter_moved += fz not in (None, receiver_down[0], f0)
+                        view_moved += vz not in (None, UNKNOWN, receiver_down[0], v0)
+                        view_unknown += vz == UNKNOWN
+            for z, e in engines.items():
+                e.ble(t, view.candidates(z), view.devices_in(z))
+        for z, e in engines.items():
+            fr = sensors.frames[z]
+            i = fi[z]
+            while i < len(fr) and fr[i][0] <= t:
+                if not down(camera_down, z, fr[i][0]):
+                    e.camera(*fr[i])
+                i += 1
+            fi[z] = i
+            rd = sensors.radar[z]
+            j = ri[z]
+            while j < len(rd) and rd[j][0] <= t:
+                e.mmwave(rd[j][0], rd[j][1])
+                j += 1
+            ri[z] = j
+            st = e.tick(t)
+            if down(camera_down, z, t):
+                cam_down_ticks += 1
+                cam_down_personal += st.identity is not None
+            ticks += 1
+            ble_only += st.ble_only
+            unknown += st.zone_unknown
+            if st.present != last_occ[z]:
+                last_occ[z] = st.present
+                occ[z].append((t, st.present))
+            if st.identity != last_id[z]:
+                last_id[z] = st.identity
+                ident[z].append((t, st.identity))
+        t = round(t + FUSION_STEP_S, 6)
+    health: dict[str, Any] = {
+        "ble_only_share": round(ble_only / max(1, ticks), 4),
+        "zone_unknown_share": round(unknown / max(1, ticks), 4),
+    }
+    if receiver_down is not None:
+        health["receiver_down"] = {
+            "window": list(receiver_down),
+            "samples_of_shoppers_in_its_zone": in_silent,
+            "filter_moved_them_to_another_zone": filter_moved,
+            "view_moved_them_to_another_zone": view_moved,
+            "view_said_unknown": view_unknown,
+        }
+    if camera_down is not None:
+        health["camera_down"] = {
+            "window": list(camera_down),
+            "ticks": cam_down_ticks,
+            "personal_ticks": cam_down_personal,
+        }
+    return occ, ident, health
+
+
+def _ble_only(timelines: dict[str, list[tuple[float, str | None]]]):
+    """BLE alone (ours): a screen is occupied while a device is decided in its zone, personal
+    while exactly one is (a spot for one, ``personal_without_crowd_sensor``)."""
+    changes = sorted(((t, k, z) for k, tl in timelines.items() for t, z in tl), key=lambda c: c[0])
+    where: dict[str, str | None] = {}
+    inside: dict[str, set[str]] = {z: set() for z in SCREENS}
+    occ: dict[str, Timeline] = {z: [] for z in SCREENS}
+    ident: dict[str, Timeline] = {z: [] for z in SCREENS}
+    for t, k, z in changes:
+        old = where.get(k)
+        if old == z:
+            continue
+        where[k] = z
+        touched = [x for x in (old, z) if x is not None]
+        for x in touched:
+            (inside[x].add if x == z else inside[x].discard)(k)
+        for x in touched:
+            n = len(inside[x])
+            who = next(iter(inside[x])) if n == 1 else None
+            if not occ[x] or occ[x][-1][1] != (n > 0):
+                occ[x].append((t, n > 0))
+            if (ident[x][-1][1] if ident[x] else None) != who:
+                ident[x].append((t, who))
+    return occ, ident
+
+
+def _intervals(tl: Timeline, t_end: float) -> list[tuple[Any, float, float]]:
+    out = []
+    cur, since = None, 0.0
+    for t, v in tl:
+        if v != cur:
+            if cur:
+                out.append((cur, since, t))
+            cur, since = v, t
+    if cur:
+        out.append((cur, since, t_end))
+    return out
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _presence_score(
+    sensors: SensorTrace, occ: dict[str, Timeline], ident: dict[str, Timeline]
+) -> dict[str, Any]:
+    people = sensors.people
+    t_end = max(p.t_end for p in people) + 120
+    hours = sum(p.t_end - p.t_start for p in people) / 3600
+    visits: dict[str, list[tuple[float, float, str]]] = {z: [] for z in SCREENS}
+    for p in people:
+        for v in p.visits:
+            visits[v.zone].append((v.t_in, v.t_out, p.key))
+    enter: list[float] = []
+    leave: list[float] = []
+    flaps = stops = missed = 0
+    for z in SCREENS:
+        # True occupied stretches (anyone in the zone); a predicted stretch counts for every
+        # true one it overlaps (or is within 3 s before / 8 s after), and one bridging two true
+        # stretches costs the first the gap in leave latency, not the second a miss.
+        truth = _union([(a, b) for a, b, _ in visits[z]])
+        starts = [a for a, _ in truth]
+        got: list[list[tuple[float, float]]] = [[] for _ in truth]
+        for _, pa, pb in _intervals(occ[z], t_end):
+            i = bisect.bisect_right(starts, pb + 3)
+            near = []
+            for j in range(i - 1, -1, -1):
+                a, b = truth[j]
+                if b + 8 < pa:
+                    break
+                near.append((min(b, pb) - max(a, pa), j))
+            over = [j for o, j in near if o > 0]
+            if over:
+                for j in over:
+                    got[j].append((pa, pb))
+            elif near:
+                got[max(near)[1]].append((pa, pb))
+            else:
+                flaps += 1
+        for j, ((a, b), g) in enumerate(zip(truth, got, strict=True)):
+            is_stop = b - a >= STOP_MIN_S
+            stops += is_stop
+            if not g:
+                missed += is_stop
+                continue
+            g.sort()
+            flaps += len(g) - 1
+            if is_stop:
+                prev_b = truth[j - 1][1] if j else -1e18
+                next_a = truth[j + 1][0] if j + 1 < len(truth) else 1e18
+                enter.append(max(g[0][0], prev_b) - a)
+                leave.append(min(g[-1][1], next_a) - b)
+    # Greetings: wrong when someone is at the screen and the greeted shopper is not.
+    greetings = wrong = not_alone = 0
+    for z in SCREENS:
+        for key, a, b in _intervals(ident[z], t_end):
+            greetings += 1
+            overl = [v for v in visits[z] if v[0] < b and v[1] > a]
+            bad = crowd = False
+            t = a
+            while t < b and not bad:
+                there = {k for va, vb, k in overl if va <= t < vb}
+                bad = bool(there) and key not in there
+                crowd = crowd or (key in there and len(there) > 1)
+                t += SAMPLE_S
+            wrong += bad
+            not_alone += crowd and not bad
+    # Identity latency: from the start of an app shopper's first stretch alone at the screen,
+    # split by how that stretch began: arriving at an empty screen, or someone else leaving.
+    lat: dict[str, list[float]] = {"arrival": [], "turnover": []}
+    eligible = {"arrival": 0, "turnover": 0}
+    app = {p.key for p in people[: sensors.n_app]}
+    for z in SCREENS:
+        greet = _intervals(ident[z], t_end)
+        for a, b, key in visits[z]:
+            if key not in app or b - a < STOP_MIN_S:
+                continue
+            others = _union(
+                [
+                    (max(a, va), min(b, vb))
+                    for va, vb, k in visits[z]
+                    if k != key and va < b and vb > a
+                ]
+            )
+            s0, alone = a, None
+            for oa, ob in [*others, (b, b)]:
+                if oa - s0 >= ALONE_MIN_S:
+                    alone = (s0, oa)
+                    break
+                s0 = max(s0, ob)
+            if alone is None:
+                continue
+            kind = (
+                "arrival"
+                if not any(
+                    k != key and alone[0] - 6.0 <= vb <= alone[0] + 0.5 for _, vb, k in visits[z]
+                )
+                else "turnover"
+            )
+            eligible[kind] += 1
+            hit = [
+                max(ga, alone[0])
+                for k, ga, gb in greet
+                if k == key and ga < alone[1] and gb > alone[0]
+            ]
+            if hit:
+                lat[kind].append(min(hit) - alone[0])
+
+    def p90(kind: str | None) -> float | None:
+        kinds = [kind] if kind else list(lat)
+        xs = [x for k in kinds for x in lat[k]]
+        n = sum(eligible[k] for k in kinds)
+        v = _pct(xs + [float("inf")] * (n - len(xs)), 0.9)
+        return None if v is None or v == float("inf") else v
+
+    n_id = sum(len(v) for v in lat.values())
+    n_el = sum(eligible.values())
+    return {
+        "enter_p90_s": _pct(enter, 0.9),
+        "enter_p50_s": _pct(enter, 0.5),
+        "leave_p90_s": _pct(leave, 0.9),
+        "leave_p50_s": _pct(leave, 0.5),
+        "flaps_per_shopper_hour": round(flaps / max(hours, 1e-9), 2),
+        "flaps": flaps,
+        "stops": stops,
+        "missed_stops": missed,
+        "identity_p90_s": p90(None),
+        "identity_p50_s": _pct([x for v in lat.values() for x in v], 0.5),
+        "identity_p90_identified_s": _pct([x for v in lat.values() for x in v], 0.9),
+        "identity_visits": n_el,
+        "identity_missed_share": round(1 - n_id / max(1, n_el), 3),
+        "identity_by_start": {
+            k: {
+                "visits": eligible[k],
+                "p90_s": p90(k),
+                "p50_identified_s": _pct(lat[k], 0.5),
+                "missed_share": round(1 - len(lat[k]) / max(1, eligible[k]), 3),
+            }
+            for k in lat
+        },
+        "greetings": greetings,
+        "wrong_person": wrong,
+        "wrong_person_rate": round(wrong / max(1, greetings), 4),
+        "greeted_with_others_rate": round(not_alone / max(1, greetings), 4),
+    }
+
+
+FUSION_GOALS = {
+    "enter_p90_s": 1.0,
+    "identity_p90_s": 3.0,
+    "leave_p90_s": 2.0,
+    "flaps_per_shopper_hour": 2.0,
+    "wrong_person_rate": 0.005,
+}
+
+
+def fusion(
+    trace: Trace,
+    strangers_per_shopper: float = 1.0,
+    params: FusionParams | None = None,
+    baselines: tuple[str, ...] = ("ours_median", "ours_bayes"),
+    quiet: tuple[int, float] | None = None,
+) -> dict[str, Any]:
+    """Section 5: the fused engines and BLE-only on one trace (see the module doc).
+    ``quiet``: (shoppers, seconds) of a second, quieter store (same generator and seed) whose
+    figures go beside: the bench's store is busy (about two people per screen on average),
+    so few shoppers are ever alone at a screen, and most only after someone else left."""
+    t0 = time.perf_counter()
+    sensors = sense(trace, strangers_per_shopper=strangers_per_shopper)
+    sense_s = time.perf_counter() - t0
+    occ, ident, health = _fusion_replay(trace, sensors, params)
+    out: dict[str, Any] = _presence_score(sensors, occ, ident)
+    out["goals"] = {
+        k: (out[k] if out[k] is not None else float("inf")) < v for k, v in FUSION_GOALS.items()
+    }
+    out["health"] = health
+    out["people"] = {
+        "app_shoppers": sensors.n_app,
+        "strangers": len(sensors.people) - sensors.n_app,
+        "person_hours": round(sum(p.t_end - p.t_start for p in sensors.people) / 3600, 2),
+        "camera_frames": sum(len(v) for v in sensors.frames.values()),
+        "radar_changes": sum(len(v) for v in sensors.radar.values()),
+        "sensed_in_s": round(sense_s, 1),
+    }
+    out["params"] = dataclasses.asdict(params or FusionParams())
+    out["ble_only"] = {}
+    for p in _pipes(trace, baselines):
+        b_occ, b_ident = _ble_only(_replay(trace, p))
+        out["ble_only"][p.name] = _presence_score(sensors, b_occ, b_ident)
+    # The same store with z3's receiver silent for a tenth of the run and z4's camera stalled
+    # for another tenth (the radar goes on): what the engines do meanwhile.
+    d = trace.duration_s
+    _, _, out["outages"] = _fusion_replay(
+        trace,
+        sensors,
+        params,
+        receiver_down=("z3", 0.3 * d, 0.4 * d),
+        camera_down=("z4", 0.5 * d, 0.6 * d),
+    )
+    if quiet is not None:
+        q = fusion(generate(*quiet), strangers_per_shopper, params, baselines[:1])
+        keep = (*FUSION_GOALS, "stops", "greetings", "wrong_person", "identity_by_start")
+        out["quiet_store"] = {
+            "shoppers": quiet[0],
+            **{k: q[k] for k in keep},
+            "person_hours": q["people"]["person_hours"],
+            "ble_only": {k: {m: v[m] for m in keep} for k, v in q["ble_only"].items()},
+        }
+    out["elapsed_s"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -462,6 +871,7 @@ def run(quick: bool) -> dict[str, Any]:
         "goals_met": {
             k: goals(k) for k in ("ours_median", "ours_steady", "ours_bayes", "ours_bayes_steady")
         },
+        "fusion": fusion(trace, quiet=(n * 3 // 10, dur)),
         "throughput": throughput(trace, 5000, 300 if quick else 2000),
         "memory": memory(2_000 if quick else 10_000),
         "note": "adverts/s is the best of 3 runs; latency is one timer per advert",

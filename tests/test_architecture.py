@@ -48,6 +48,7 @@ PURE = [
     "edge_agent/sensing/ble/filters.py",
     "edge_agent/sensing/ble/store_beacons.py",
     "edge_agent/sensing/ble/zones.py",
+    "edge_agent/sensing/fusion.py",
     "edge_agent/sensing/presence.py",
     "edge_agent/downlink/commands.py",
     "edge_agent/slice/model.py",

@@ -431,6 +431,17 @@ def test_quick_presence_bench_runs_and_ranks_flaps() -> None:
     floor = r["radio_floor"]
     assert floor["first_0.1s"]["p90"] < floor["first_1s"]["p90"] < floor["first_2s"]["p90"]
     assert floor["first_all"]["p90"] < floor["second_all"]["p90"]
+    # Fused presence on the same trace: every figure the issue names, beside BLE-only.
+    fu = r["fusion"]
+    for k in (
+        "enter_p90_s",
+        "identity_p90_s",
+        "leave_p90_s",
+        "flaps_per_shopper_hour",
+        "wrong_person_rate",
+    ):
+        assert k in fu and k in fu["ble_only"]["ours_median"] and k in fu["goals"]
+    assert fu["enter_p90_s"] < fu["ble_only"]["ours_median"]["enter_p90_s"]
     # Less shadowing, fewer flaps for the same rule (same seed: only the shadowing differs).
     sens = r["radio_sensitivity"]
     assert (

@@ -426,6 +426,24 @@ class BayesZoneEngine:
         inz = {self.zones[z]: d.p[z] for z in range(1, k + 1)}
         return {"": 1.0 - sum(inz.values()), **inz}
 
+    def in_zone_probabilities(self, min_p: float = 0.02) -> dict[str, dict[str, float]]:
+        """P(in each zone) of every tracked device, zones below ``min_p`` left out (one pass,
+        for the fused presence engines: ``edge_agent/sensing/fusion.py``)."""
+        k = self._k
+        zs = self.zones
+        out: dict[str, dict[str, float]] = {}
+        for key, d in self._devices.items():
+            pz = d.p
+            row = {zs[z]: pz[z] for z in range(1, k + 1) if pz[z] >= min_p}
+            if row:
+                out[key] = row
+        return out
+
+    def decided(self) -> dict[str, str]:
+        """The zone each device is decided in (devices in none left out)."""
+        zs = self.zones
+        return {key: zs[d.zone] for key, d in self._devices.items() if d.zone}
+
     def advertising_interval_s(self, key: str) -> float | None:
         """The learned interval (smallest over receivers)."""
         d = self._devices.get(key)

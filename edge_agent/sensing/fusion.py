@@ -1,0 +1,486 @@
+"""Fused presence per screen: the camera and mmWave say *someone* is there, BLE says *who*.
+
+Issue 18. BLE alone cannot say quickly that someone stepped in front of a screen (the zone's
+receiver first hears a shopper p90 1.3 s after the crossing, and slow shadowing must be waited
+out; BENCHMARKS.md, "BLE presence"). A camera sees a person in a frame or two and an mmWave
+sensor reports in a few hundred ms, but neither knows who it is. One ``ScreenFusion`` per
+screen puts them together:
+
+- **someone there** (anonymous, fast): a confirmed camera track in the screen's region and the
+  mmWave sensor on (where a screen has both and both are healthy; one of them alone counts
+  after ``confirm_s``, so a poster's face or a radar's false trigger is not a visit); gone
+  after ``leave_hold_s`` with neither. ``people`` is the camera's count
+  (mmWave cannot count: with only a radar, ``people`` is None).
+- **who** (personal, slower): only while the camera sees exactly one person (and the radar,
+  where there is one and it is healthy, agrees someone is there), the zone's receiver is
+  healthy, and one resolved shopper explains that person with confidence >= ``identity_p`` for
+  ``identity_hold_s``. Confidence: given exactly one person in the region, the chance it is
+  shopper *i* is ``odds_i / (sum of every candidate's odds + stranger_odds)``, ``odds_i`` being
+  the BLE filter's P(i in this zone) as odds and ``stranger_odds`` the prior odds that the
+  person carries no resolvable app (most shoppers do not). The identity is bound to the
+  camera's track: a new track (someone else stepped in as the first stepped out) starts over.
+  Two guards against the errors measured on the bench's trace: a shopper whom BLE places here
+  while camera and radar see nobody for ``contradict_s`` is not here (until BLE lets go of
+  them), and the screen stays anonymous for ``turnover_hold_s`` after the camera saw two people
+  or lost a track (someone left: the one who left may be the shopper whose posterior still
+  says "in", and the next person in front of the screen would be greeted with their name).
+  ``rebind_tracks`` (off) would give a track that was personal before and never lost its
+  shopper back at once after the others leave; on the bench it greets the wrong person (a
+  wrong first binding, or two tracks swapping ids as people cross), so it stays off. And
+  ``nearby_blocks``: while the camera sees someone just outside the region, anonymous (BLE
+  cannot tell a shopper at 1 m from one at 4 m within seconds).
+  A second person, an ambiguous
+  identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
+  anonymous at once; content reacts to the person anonymously meanwhile.
+- **silence is not absence** (Bermuda #764): ``ReceiverWatch`` learns each receiver's usual
+  gap between receptions; one silent for longer than ``silence_gaps`` of them (and at least
+  ``silence_min_s``) makes its zone "unknown". ``BleZoneView`` then never reports a shopper last
+  placed in that zone as being in another (the neighbouring receiver hearing them faintly is
+  not evidence that they moved), nor anyone newly placed in a zone next to it meanwhile (they
+  may be standing in the silent one); they are "unknown" until the receiver is heard again,
+  and never an identity anywhere meanwhile.
+- **a camera that stops delivering** (no frame for ``camera_stall_s``) falls back: the radar
+  alone if the screen has one, else BLE-only (``ble_only``, for health); either way the screen
+  is anonymous unless ``personal_without_camera`` says it is a spot for one.
+
+Pure: no clock, no I/O; time comes in with every call. Keys are the caller's (the agent's
+internal presence keys or profile ids, never raw addresses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+UNKNOWN = "?"  # BleZoneView.zone_of: the shopper's zone is silent
+
+
+@dataclass(frozen=True, slots=True)
+class FusionParams:
+    identity_p: float = 0.8  # confidence to go personal
+    identity_keep_p: float = 0.5  # personal stays while confidence is above this
+    identity_hold_s: float = 0.5  # the same shopper above identity_p this long first
+    stranger_odds: float = 1.0  # prior odds a person at the screen has no resolvable app
+    leave_hold_s: float = 0.5  # neither camera nor radar for this long: nobody there
+    confirm_s: float = 0.7  # with both healthy, one alone says someone came after this long
+    camera_stall_s: float = 1.5  # no camera frame this long: the camera is not delivering
+    contradict_s: float = 2.0  # BLE says "here", the sensors see nobody this long: not here
+    turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
+    personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
+    nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
+    rebind_tracks: bool = False  # a never-lost track's shopper again at once after a crowd
+
+    def __post_init__(self) -> None:
+        if not 0 < self.identity_keep_p <= self.identity_p < 1:
+            raise ValueError("fusion: need 0 < identity_keep_p <= identity_p < 1")
+        holds = (
+            self.identity_hold_s,
+            self.leave_hold_s,
+            self.confirm_s,
+            self.contradict_s,
+            self.turnover_hold_s,
+        )
+        if min(holds) < 0 or self.stranger_odds < 0:
+            raise ValueError("fusion: hold times and stranger_odds must be >= 0")
+        if self.camera_stall_s <= 0:
+            raise ValueError("fusion: camera_stall_s must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A BLE device the zone's filter places in or near this screen's zone."""
+
+    key: str
+    p_in: float  # the filter's P(in this zone)
+    resolved: bool = True  # a consented shopper resolved from the slice; False: a stranger
+    known: bool = True  # False: its last zone's receiver is silent (never an identity)
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenPresence:
+    present: bool
+    people: int | None  # the camera's count; None when nothing can count
+    identity: str | None  # the shopper at the screen (personal), else None
+    confidence: float  # the best candidate's confidence, personal or not
+    best: str | None  # that candidate
+    ble_only: bool  # neither camera nor radar delivering: BLE alone (say it in health)
+    camera_ok: bool
+    zone_unknown: bool  # the zone's receiver is silent
+    reason: str  # why anonymous ("" when personal or nobody there)
+
+    @property
+    def personal(self) -> bool:
+        return self.identity is not None
+
+
+def identity_confidence(candidates: Iterable[Candidate], stranger_odds: float) -> dict[str, float]:
+    """Given exactly one person in the region, P(it is each candidate)."""
+    odds: dict[str, float] = {}
+    total = stranger_odds
+    for c in candidates:
+        p = min(0.999, max(0.0, c.p_in))
+        o = p / (1.0 - p)
+        odds[c.key] = odds.get(c.key, 0.0) + o
+        total += o
+    if total <= 0:
+        return dict.fromkeys(odds, 0.0)
+    return {k: o / total for k, o in odds.items()}
+
+
+class ScreenFusion:
+    """One screen: feed ``camera``, ``mmwave`` and ``ble`` as they come; read ``tick``."""
+
+    def __init__(
+        self,
+        *,
+        has_camera: bool,
+        has_mmwave: bool,
+        params: FusionParams | None = None,
+    ) -> None:
+        self.p = params or FusionParams()
+        self.has_camera = has_camera
+        self.has_mmwave = has_mmwave
+        self._frame_t: float | None = None
+        self._tracks: tuple[int, ...] = ()
+        self._nearby = 0
+        self._last_tracks: tuple[int, ...] = ()
+        self._radar_on = False
+        self._radar_ok = has_mmwave
+        self._cands: list[Candidate] = []
+        self._devices_in_zone = 0
+        self._zone_known = True
+        self._seen_t: float | None = None  # last time camera or radar saw someone
+        self._identity: tuple[str, int] | None = None  # (shopper, camera track)
+        self._lead: tuple[str, int, float] | None = None  # (shopper, track, since) confident
+        self._claim: dict[str, float] = {}  # BLE says "here" while the sensors see nobody: since
+        self._contradicted: set[str] = set()
+        self._turnover_t = -1e18  # last time the camera saw two people or lost a track
+        self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
+        self._gone: dict[int, float] = {}  # tracks lost lately -> when
+        self._one_since: float | None = None  # only one of two healthy sensors sees someone
+
+    # ---- inputs --------------------------------------------------------------------------
+    def camera(self, ts: float, tracks: Sequence[int], nearby: int = 0) -> None:
+        """One analysed frame: the confirmed people tracks in this screen's region (the
+        tracker's anonymous ids: "the same person as a moment ago"), and how many people it
+        sees in view outside the region (just beyond the zone's edge)."""
+        self._frame_t = ts
+        self._tracks = tuple(tracks)
+        self._nearby = nearby
+
+    def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
+        self._radar_on = on and healthy
+        self._radar_ok = healthy
+
+    def ble(
+        self,
+        ts: float,
+        candidates: list[Candidate] | None,
+        devices_in_zone: int = 0,
+    ) -> None:
+        """The BLE view of this zone; ``candidates`` None: its receiver is silent (unknown).
+        ``devices_in_zone``: every BLE device the filter decided is in the zone, app or not."""
+        self._zone_known = candidates is not None
+        self._cands = candidates or []
+        self._devices_in_zone = devices_in_zone
+
+    # ---- output --------------------------------------------------------------------------
+    def camera_ok(self, now: float) -> bool:
+        return (
+            self.has_camera
+            and self._frame_t is not None
+            and now - self._frame_t <= self.p.camera_stall_s
+        )
+
+    def tick(self, now: float) -> ScreenPresence:
+        p = self.p
+        cam_ok = self.camera_ok(now)
+        radar_ok = self.has_mmwave and self._radar_ok
+        ble_only = not cam_ok and not radar_ok
+        tracks = self._tracks if cam_ok else ()
+        radar = radar_ok and self._radar_on
+        if ble_only:
+            present = self._devices_in_zone > 0 or any(c.p_in >= 0.5 for c in self._cands)
+            people: int | None = self._devices_in_zone if present else 0
+            self._seen_t = None
+        else:
+            was = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
+            both = cam_ok and radar_ok
+            if both and not was and bool(tracks) != radar:
+                # One of two healthy sensors alone: a false camera hit (a poster's face) or
+                # a radar's false trigger, unless it lasts.
+                if self._one_since is None:
+                    self._one_since = now
+                if now - self._one_since >= p.confirm_s:
+                    self._seen_t = now
+            elif tracks or radar:
+                self._seen_t = now
+            if not tracks and not radar or (tracks and radar):
+                self._one_since = None
+            present = self._seen_t is not None and now - self._seen_t <= p.leave_hold_s
+            people = len(tracks) if cam_ok else None
+        conf = identity_confidence(self._cands, p.stranger_odds)
+        self._check_claims(now, cam_ok, tracks, radar_ok, radar)
+        eligible = {
+            c.key for c in self._cands if c.resolved and c.known and c.key not in self._contradicted
+        }
+        best, best_c = None, 0.0
+        for k, v in conf.items():
+            if k in eligible and v > best_c:
+                best, best_c = k, v
+        reason = self._why_not(present, cam_ok, len(tracks), radar_ok, radar, best)
+        track = tracks[0] if len(tracks) == 1 else -1
+        if cam_ok:
+            self._turnover(now, tracks)
+        if not reason and now - self._turnover_t < p.turnover_hold_s:
+            # Someone left, two were here or the camera lost its person: who stays or who
+            # came, BLE cannot yet say (a leaver's posterior falls over seconds).
+            reason = "turnover-hold"
+        ident = self._identity
+        again = self._bound.get(track)
+        if (
+            p.rebind_tracks
+            and reason == "turnover-hold"
+            and again is not None
+            and again in eligible
+            and conf.get(again, 0.0) >= p.identity_keep_p
+        ):
+            # The camera never lost this person, who was this shopper before someone else
+            # came and went: the track says who stays, no need to wait for BLE.
+            reason = ""
+            ident = self._identity = (again, track)
+        if reason:
+            self._identity = None
+            self._lead = None
+        elif (
+            ident is not None
+            and ident[1] == track
+            and ident[0] in eligible
+            and conf.get(ident[0], 0.0) >= p.identity_keep_p
+        ):
+            pass  # stays: the same person, still explained by the same shopper
+        else:
+            self._identity = None
+            if best is not None and best_c >= p.identity_p:
+                if self._lead is None or self._lead[:2] != (best, track):
+                    self._lead = (best, track, now)
+                if now - self._lead[2] >= p.identity_hold_s:
+                    self._identity = (best, track)
+                    self._bound[track] = best
+            else:
+                self._lead = None
+                reason = "ambiguous" if best is not None else "stranger"
+        if self._identity is None and not reason:
+            reason = "identity-pending"
+        return ScreenPresence(
+            present=present,
+            people=people,
+            identity=self._identity[0] if self._identity else None,
+            confidence=round(best_c, 4),
+            best=best,
+            ble_only=ble_only,
+            camera_ok=cam_ok,
+            zone_unknown=not self._zone_known,
+            reason="" if self._identity is not None or not present else reason,
+        )
+
+    def _turnover(self, now: float, tracks: tuple[int, ...]) -> None:
+        """Two people at once, or a new track after one was lost (someone left and someone
+        came, or the camera lost its person and found them again: it cannot tell which): the
+        hold runs from then. A track flickering at the region's edge (same id) is neither."""
+        hold = self.p.turnover_hold_s
+        gone = self._gone
+        for t in self._last_tracks:
+            if t not in tracks:
+                gone[t] = now
+        if len(tracks) > 1:
+            self._turnover_t = now
+        for t in tracks:
+            if t in gone:
+                del gone[t]  # back: the same person
+            elif t not in self._last_tracks and gone:
+                self._turnover_t = max(self._turnover_t, max(gone.values()))
+        for t, at in list(gone.items()):
+            if now - at > hold:
+                del gone[t]
+        self._last_tracks = tracks
+        if self._bound:
+            self._bound = {t: k for t, k in self._bound.items() if t in tracks or t in gone}
+
+    def _check_claims(
+        self, now: float, cam_ok: bool, tracks: tuple[int, ...], radar_ok: bool, radar: bool
+    ) -> None:
+        """A shopper BLE places here with confidence while healthy sensors see nobody for
+        ``contradict_s`` is not here, whatever the radio says, until BLE lets go of them
+        (P(in) below ``identity_keep_p``): they cannot become the next person's identity."""
+        p = self.p
+        nobody = (cam_ok or radar_ok) and not tracks and not radar
+        for c in self._cands:
+            if c.p_in < p.identity_keep_p:
+                self._claim.pop(c.key, None)
+                self._contradicted.discard(c.key)
+            elif c.p_in >= p.identity_p and nobody:
+                since = self._claim.setdefault(c.key, now)
+                if now - since >= p.contradict_s:
+                    self._contradicted.add(c.key)
+            else:
+                self._claim.pop(c.key, None)
+        if len(self._claim) > 64 or len(self._contradicted) > 64:
+            here = {c.key for c in self._cands}
+            self._claim = {k: v for k, v in self._claim.items() if k in here}
+            self._contradicted &= here
+
+    def _why_not(
+        self,
+        present: bool,
+        cam_ok: bool,
+        cam_n: int,
+        radar_ok: bool,
+        radar: bool,
+        best: str | None,
+    ) -> str:
+        """The guard: a reason the screen must stay anonymous now, or "" if none."""
+        if not present:
+            return "nobody"
+        if not self._zone_known:
+            return "zone-unknown"
+        if best is None:
+            return "stranger"
+        if cam_ok:
+            if cam_n >= 2:
+                return "two-people"
+            if cam_n != 1:
+                return "camera-sees-nobody"
+            if radar_ok and not radar:
+                return "radar-sees-nobody"
+            if self.p.nearby_blocks and self._nearby:
+                # Someone just beyond the edge: BLE cannot tell 1 m from 4 m quickly, so the
+                # shopper it places here may be that one, not the one in front.
+                return "someone-nearby"
+            return ""
+        if not self.p.personal_without_camera:
+            return "no-camera"
+        if radar_ok and not radar:
+            return "radar-sees-nobody"
+        if self._devices_in_zone > 1:
+            return "two-devices"
+        return ""
+
+
+# ---- BLE side: receivers that fall silent -------------------------------------------------
+class ReceiverWatch:
+    """Each receiver's usual gap between receptions (of anyone), learned; silent past it."""
+
+    def __init__(self, silence_gaps: float = 8.0, silence_min_s: float = 3.0) -> None:
+        self.silence_gaps = silence_gaps
+        self.silence_min_s = silence_min_s
+        self._last: dict[str, float] = {}
+        self._gap: dict[str, float] = {}
+
+    def heard(self, receiver: str, ts: float) -> None:
+        last = self._last.get(receiver)
+        if last is not None and ts > last:
+            g = ts - last
+            old = self._gap.get(receiver)
+            # A slow EMA, and a long gap counts at most 4x the learned one: an outage must not
+            # teach the receiver that outages are normal.
+            self._gap[receiver] = g if old is None else old + 0.05 * (min(g, 4 * old) - old)
+        if last is None or ts > last:
+            self._last[receiver] = ts
+
+    def learned_gap_s(self, receiver: str) -> float | None:
+        return self._gap.get(receiver)
+
+    def silent(self, receiver: str, now: float) -> bool:
+        last = self._last.get(receiver)
+        if last is None:
+            return False  # never heard: nothing learned yet (a new box); the caller decides
+        gap = self._gap.get(receiver, 0.0)
+        return now - last > max(self.silence_min_s, self.silence_gaps * gap)
+
+
+class BleZoneView:
+    """BLE zone states for the fusion engines, with silent receivers' zones "unknown".
+
+    ``update`` takes, per shopper, the zone filter's decided zone and its P(in each zone);
+    ``candidates(zone)`` is what ``ScreenFusion.ble`` wants (None: the zone is unknown)."""
+
+    def __init__(
+        self,
+        receivers: Mapping[str, str],
+        watch: ReceiverWatch,
+        neighbours: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        self.receivers = dict(receivers)  # receiver id -> zone
+        self.watch = watch
+        # zone -> zones next to it (a shopper in one may be placed in the other when its
+        # receiver is silent); None: every zone is next to every other
+        self.neighbours = None if neighbours is None else {z: set(n) for z, n in neighbours.items()}
+        self._last_zone: dict[str, str] = {}  # shopper -> last zone decided while known
+        self._zone: dict[str, str | None] = {}
+        self._p: Mapping[str, Mapping[str, float]] = {}
+        self._unknown: set[str] = set()
+        self._resolved: set[str] = set()
+
+    def unknown_zones(self, now: float) -> set[str]:
+        """Zones all of whose receivers are silent."""
+        by_zone: dict[str, list[bool]] = {}
+        for rid, z in self.receivers.items():
+            by_zone.setdefault(z, []).append(self.watch.silent(rid, now))
+        return {z for z, s in by_zone.items() if all(s)}
+
+    def update(
+        self,
+        now: float,
+        decided: Mapping[str, str | None],
+        posteriors: Mapping[str, Mapping[str, float]],
+        resolved: Iterable[str] | None = None,
+    ) -> None:
+        self._unknown = unk = self.unknown_zones(now)
+        self._resolved = set(decided if resolved is None else resolved)
+        self._p = posteriors
+        self._zone = {}
+        for key in {*decided, *posteriors}:
+            z = decided.get(key)
+            last = self._last_zone.get(key)
+            if last in unk:
+                # Its zone went silent: not "moved to the neighbour", unknown until heard again.
+                self._zone[key] = UNKNOWN
+                continue
+            if z is not None and z != last and unk and self._next_to(z, unk):
+                # Placed in a zone next to a silent one while it is silent: they may well be
+                # standing in the silent one, heard faintly by this zone's receiver.
+                self._zone[key] = UNKNOWN
+                continue
+            if z is not None and z not in unk:
+                self._last_zone[key] = z
+            self._zone[key] = z
+        for key in list(self._last_zone):
+            if key not in self._zone:
+                del self._last_zone[key]
+
+    def _next_to(self, zone: str, silent: set[str]) -> bool:
+        if self.neighbours is None:
+            return True
+        return any(zone in self.neighbours.get(s, ()) for s in silent)
+
+    def zone_of(self, key: str) -> str | None:
+        """The shopper's zone, None for none, ``UNKNOWN`` while its last zone is silent."""
+        return self._zone.get(key)
+
+    def candidates(self, zone: str, min_p: float = 0.02) -> list[Candidate] | None:
+        if zone in self._unknown:
+            return None
+        out = []
+        for key, z in self._zone.items():
+            pz = self._p.get(key, {}).get(zone, 0.0)
+            if z == zone:
+                pz = max(pz, 0.5)  # decided in: at least as likely as not
+            if pz < min_p:
+                continue
+            known = z != UNKNOWN
+            out.append(Candidate(key, pz, resolved=key in self._resolved, known=known))
+        return out
+
+    def devices_in(self, zone: str) -> int:
+        return sum(1 for z in self._zone.values() if z == zone)
