@@ -171,6 +171,22 @@ class Content(BaseModel):
         return v
 
 
+class Theme(BaseModel):
+    """The store brand on every screen, pushed by central (downlink kind ``theme``): the logo
+    in a corner of every item, and the colours of the screens' own default card. Campaigns keep
+    their colours. The logo is a file of the content cache (a content push brings it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=0)
+    background: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$")
+    accent: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$")
+    logo_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    logo_corner: Literal["top_right", "top_left", "bottom_right", "bottom_left"] = "top_right"
+    # The logo's height as a share of the screen's shorter side.
+    logo_size: float = Field(0.09, ge=0.03, le=0.25)
+
+
 class ScreenCommand(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -37,7 +37,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from contracts.payload import PayloadError, loads
 
-KINDS = frozenset({"campaigns", "content", "profiles", "config", "command", "map", "planogram"})
+KINDS = frozenset(
+    {"campaigns", "content", "profiles", "config", "command", "map", "planogram", "theme"}
+)
 DEFAULT_MAX_BYTES = 1_048_576
 _FIELDS = ("kind", "store_id", "device_id", "version", "issued_at", "expires_at", "body")
 

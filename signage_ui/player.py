@@ -34,11 +34,11 @@ from pydantic import ValidationError
 from contracts import topics
 from contracts.events import ContentImpression, make_event, new_event_id
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.screen_protocol import Content, ScreenCommand
+from contracts.screen_protocol import Content, ScreenCommand, Theme
 from contracts.validation import first_error
 from edge_agent.config import AgentConfig
 from signage_ui.assets import AssetCache, AssetError
-from signage_ui.loop import Loop, PlaylistError, load_playlist
+from signage_ui.loop import BUILTIN_DEFAULT, Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback
 from signage_ui.widgets import Stage
 from sync.outbox import Outbox
@@ -108,6 +108,7 @@ class PlayerApp(App):
         self.playback = Playback(loop=self.loop)
         self.stage: Stage | None = None
         self.playlist_version: int | None = None
+        self._theme_stamp: tuple[int, int, int] | None = None
         self._playlist_stamp: tuple[int, int, int] | None = None
         self._images: dict[str, CoreImage] = {}
         self._videos_ok: set[str] = set()
@@ -140,8 +141,8 @@ class PlayerApp(App):
 
     # ---- Kivy ------------------------------------------------------------------------------
     def build(self) -> Stage:
-        self._reload_playlist()
         self.stage = Stage()
+        self._reload_playlist()
         showing = self.playback.start(datetime.now(UTC))
         # Even before the first frame is composed the window is the card's colour, not black.
         Window.clearcolor = get_color_from_hex(showing.content.background)
@@ -248,7 +249,46 @@ class PlayerApp(App):
             # An offer card without its photo still sells: it plays as a text-led card.
             return content.template == "offer_card"
 
+    def _reload_theme(self) -> None:
+        """The store's brand (``theme.json``, written by the agent from a ``theme`` push): its
+        logo over every item, its colours on the screens' own default card."""
+        path = self.cache.root / "theme.json"
+        try:
+            st = path.stat()
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._theme_stamp:
+            return
+        self._theme_stamp = stamp
+        theme: Theme | None = None
+        if stamp is not None:
+            try:
+                theme = Theme.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError) as exc:
+                self._report_error("theme_invalid", None, str(exc).splitlines()[0][:200])
+                return
+        colours = {}
+        if theme is not None and theme.background:
+            colours["background"] = theme.background
+        if theme is not None and theme.accent:
+            colours["accent"] = theme.accent
+        self.loop.fallback = BUILTIN_DEFAULT.model_copy(update=colours)
+        texture = None
+        if theme is not None and theme.logo_sha256:
+            try:
+                texture = CoreImage(str(self.cache.verified(theme.logo_sha256))).texture
+            except Exception as exc:  # AssetError, or an undecodable file: no logo, said once
+                self._report_error("theme_logo", None, str(exc)[:200], theme.logo_sha256)
+        if self.stage is not None:
+            if theme is not None:
+                self.stage.set_logo(texture, theme.logo_corner, theme.logo_size)
+            else:
+                self.stage.set_logo(None)
+        log.info("theme: %s", f"v{theme.version}" if theme else "none")
+
     def _reload_playlist(self) -> None:
+        self._reload_theme()
         path = self.cache.playlist_path
         try:
             st = path.stat()

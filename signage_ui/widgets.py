@@ -27,7 +27,7 @@ from kivy.utils import get_color_from_hex
 from contracts.screen_protocol import Content
 from signage_ui import qr
 from signage_ui.fit import fit, pages
-from signage_ui.layout import Box, inner, regions
+from signage_ui.layout import Box, inner, regions, safe_area
 from signage_ui.offer_layout import OfferLayout, Placed, cover_crop, layout_offer, legible_min
 from signage_ui.qr_view import QrCode
 from signage_ui.style import side_tint, text_colour_for
@@ -468,16 +468,29 @@ class ItemView(Widget):
         self.ticker = Ticker()
         self.side = SidePanel()
         self.content: Content | None = None
+        # A band the store's logo takes ("top" or "bottom", px): the main region keeps clear.
+        self.reserve: tuple[str, float] | None = None
         self.bind(size=self._layout, pos=self._layout)
 
     def _layout(self, *_: object) -> None:
         c = self.content
         W, H = self.width, self.height
         r = regions(W, H, ticker=bool(c and c.ticker), side=bool(c and c.side))
+        main = r.main
+        if self.reserve is not None:
+            where, band = self.reserve
+            mx, my, mw, mh = main
+            # Only what overlaps the band moves: a main region above a ticker keeps its bottom.
+            if where == "top":
+                cut = max(0.0, (my + mh) - (H - band))
+                main = (mx, my, mw, mh - cut)
+            else:
+                cut = max(0.0, band - my)
+                main = (mx, my + cut, mw, mh - cut)
         for w, box in (
-            (self.card, r.main),
-            (self.media, r.main),
-            (self.way, r.main),
+            (self.card, main),
+            (self.media, main),
+            (self.way, main),
             (self.ticker, r.ticker),
             (self.side, r.side),
         ):
@@ -531,11 +544,61 @@ class Stage(FloatLayout):
         self.back = ItemView(size_hint=(1, 1))
         self.add_widget(self.front)
         self._anim: Animation | None = None
+        # The store's logo over every item (a pushed theme), kept on top of the drawing order.
+        self.logo = Image(fit_mode="contain", size_hint=(None, None), opacity=0)
+        self.logo_corner = "top_right"
+        self.logo_size = 0.09
         self.bind(size=self._fit, pos=self._fit)
 
     def _fit(self, *_: object) -> None:
         for v in (self.front, self.back):
             v.pos, v.size = self.pos, self.size
+        self._place_logo()
+
+    def set_logo(
+        self, texture: object | None, corner: str = "top_right", size: float = 0.09
+    ) -> None:
+        """Show ``texture`` (None: no logo) in ``corner``, ``size`` of the shorter side high;
+        the items' main region keeps clear of its band, so it never covers a title."""
+        self.logo_corner, self.logo_size = corner, size
+        if texture is None:
+            self.logo.texture = None
+            self.logo.opacity = 0
+            if self.logo.parent is not None:
+                self.remove_widget(self.logo)
+            self._reserve(None)
+            return
+        self.logo.texture = texture
+        self.logo.opacity = 1
+        self._logo_on_top()
+        self._place_logo()
+
+    def _logo_on_top(self) -> None:
+        if self.logo.opacity and self.logo.texture is not None:
+            if self.logo.parent is not None:
+                self.remove_widget(self.logo)
+            self.add_widget(self.logo)
+
+    def _place_logo(self) -> None:
+        tex = self.logo.texture
+        if tex is None:
+            return
+        w, h = self.size
+        x0, y0, sw, sh = safe_area(w, h)
+        lh = min(w, h) * self.logo_size
+        lw = min(sw * 0.3, lh * tex.width / max(1, tex.height))
+        right, top = "right" in self.logo_corner, "top" in self.logo_corner
+        x = x0 + sw - lw if right else x0
+        y = y0 + sh - lh if top else y0
+        self.logo.pos, self.logo.size = (self.x + x, self.y + y), (lw, lh)
+        # The band from the screen's edge to just past the logo, with a little air.
+        self._reserve(("top" if top else "bottom", y0 + lh + min(w, h) * 0.02))
+
+    def _reserve(self, band: tuple[str, float] | None) -> None:
+        for v in (self.front, self.back):
+            if v.reserve != band:
+                v.reserve = band
+                v._layout()
 
     def show(
         self, content: Content, asset: CoreImage | Path | None = None, *, fade: bool = False
@@ -549,6 +612,7 @@ class Stage(FloatLayout):
         if incoming.parent is not None:
             self.remove_widget(incoming)
         self.add_widget(incoming)
+        self._logo_on_top()
         self.front, self.back = incoming, outgoing
         if fade:
             incoming.opacity = 0

@@ -15,9 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from contracts import topics
 from contracts.events import DownlinkApplied
-from contracts.screen_protocol import ScreenCommand
+from contracts.screen_protocol import ScreenCommand, Theme
+from contracts.validation import first_error
 from edge_agent.app.bus import Publisher
 from edge_agent.config import AgentConfig
 from edge_agent.downlink import credentials
@@ -25,7 +28,7 @@ from edge_agent.downlink.content_manifest import ContentInstaller, parse_manifes
 from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.campaigns import lint
-from edge_agent.journey.content_store import ContentStore
+from edge_agent.journey.content_store import ContentStore, atomic_write
 from edge_agent.journey.director import ScreenDirector
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
@@ -78,7 +81,7 @@ class DownlinkHandlers:
             content_dir,
             self.on_content_installed,
             ways=lambda playlist: director.wayfinder.fill(playlist, screen_ids),
-            in_use=lambda: content.bundle.assets(),
+            in_use=lambda: content.bundle.assets() | self._theme_assets(),
         )
         self.wayfinding = wayfinding
         if wayfinding is not None:
@@ -96,6 +99,7 @@ class DownlinkHandlers:
             "command": self.apply_command,
             "config": self.apply_config,
             "content": self.apply_content,
+            "theme": self.apply_theme,
             **(
                 {"map": self.wayfinding.apply_map, "planogram": self.wayfinding.apply_planogram}
                 if self.wayfinding is not None
@@ -177,6 +181,33 @@ class DownlinkHandlers:
         for line in self.campaign_warnings:
             log.warning("campaigns v%s: %s", bundle.version, line)
         self.director.invalidate()
+
+    def _theme_assets(self) -> set[str]:
+        """The theme's logo: a new loop's cleanup keeps it."""
+        try:
+            raw = (self.content_installer.content_dir / "theme.json").read_bytes()
+            sha = Theme.model_validate_json(raw).logo_sha256
+        except (OSError, ValidationError):
+            return set()
+        return {sha} if sha else set()
+
+    def apply_theme(self, body: dict[str, Any]) -> None:
+        """The store's brand for every screen: checked whole (the logo must already be in the
+        screens' cache), then ``theme.json`` swapped for the players."""
+        try:
+            theme = Theme.model_validate(body)
+        except ValidationError as exc:
+            raise ValueError(f"theme {first_error(exc, 'theme')}") from None
+        sha = theme.logo_sha256
+        if sha is not None and sha not in self.content_installer.store.cached():
+            raise ValueError(
+                f"theme: logo_sha256 {sha[:12]}... is not in the screens' content cache "
+                "(push it with a content manifest first)"
+            )
+        content_dir = self.content_installer.content_dir
+        content_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(content_dir / "theme.json", theme.model_dump_json().encode())
+        log.info("theme: v%d in use", theme.version)
 
     def apply_content(self, body: dict[str, Any]) -> None:
         # Checked now (a bad manifest is refused in the ack); assets download in the background

@@ -258,3 +258,48 @@ def test_edge_ops_wait_ack_waits_for_the_install(
     finally:
         ops.close()
         agent.close(flush_timeout_s=2)
+
+
+@pytest.mark.timeout(60)
+def test_a_theme_needs_its_logo_in_the_cache_first(tmp_path: Path, broker) -> None:
+    """The store's brand (downlink kind ``theme``): refused in one line while its logo is not in
+    the screens' cache, applied (``theme.json`` for the players) once a content push brought it."""
+    from contracts.screen_protocol import Theme
+
+    cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
+    device = f"box-{uuid.uuid4().hex[:6]}"
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"device_id": device})})
+    clock = ScaledClock(scenario.T0, 1.0)
+    agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+    content = cfg.paths_resolved.content_dir
+    logo = b"\\x89PNG the store's logo"
+    sha = hashlib.sha256(logo).hexdigest()
+    theme = {"version": 1, "background": "#0b3d2e", "logo_sha256": sha}
+    ops = Ops(broker, STORE, device)
+    try:
+        agent.start_sync()
+        refused = ops.first_push("theme", theme)
+        assert (
+            refused["accepted"] is False
+            and "not in the screens' content cache" in refused["reason"]
+        )
+        assert not (content / "theme.json").exists()
+        ops.push("theme", {**theme, "logo_corner": "middle"})
+        assert "logo_corner" in ops.ack("theme")["reason"]
+        ops.push(
+            "content",
+            {"playlist": {"version": 30},
+             "assets": [{"sha256": sha, "size": len(logo), "data_b64": base64.b64encode(logo).decode()}]},
+        )  # fmt: skip
+        assert ops.ack("content.installed")["accepted"] is True
+        ops.push("theme", theme)
+        assert ops.ack("theme")["accepted"] is True
+        written = Theme.model_validate_json((content / "theme.json").read_bytes())
+        assert written.logo_sha256 == sha and written.background == "#0b3d2e"
+        # A later loop that does not list the logo does not take it from the screens.
+        ops.push("content", {"playlist": {"version": 31}})
+        assert ops.ack("content.installed")["accepted"] is True
+        assert sha in agent.content_installer.store.cached()
+    finally:
+        ops.close()
+        agent.close(flush_timeout_s=2)
