@@ -168,7 +168,7 @@ def test_open_alerts_survive_kiosk_and_agent_restarts(
         assert not on_bus(batt_id, True), "the broker still had the alert"
         agent = Agent(cfg)
         assert agent.open_ids() == [batt_id, cam_id]
-        assert wait_for(lambda: on_bus(batt_id, True) and on_bus(cam_id, True), 10)
+        assert wait_for(lambda: on_bus(batt_id, True) and on_bus(cam_id, True), 30)
         k3 = kiosk("kiosk-3")
         assert wait_for(lambda: k3.showing([cam_id, batt_id]), 60), (k3.shows(), k3.log())
         for k in kiosks:

@@ -4,6 +4,7 @@ screens' own default card. Real player, real pixels."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import cv2
@@ -47,13 +48,17 @@ def test_the_logo_sits_in_its_corner_over_every_item(
     theme = Theme(version=1, background=THEME_BG, accent="#f4a261", logo_sha256=sha)
     (tmp_path / "content" / "theme.json").write_text(theme.model_dump_json())
     width, height = 960, 540
+    # Its own screen id: a state another test left retained must not pass for this player.
+    screen = f"theme-{uuid.uuid4().hex[:6]}"
     cfg = config(
-        tmp_path, broker.port, [{"id": "s", "zone": "entrance", "width": width, "height": height}]
+        tmp_path,
+        broker.port,
+        [{"id": screen, "zone": "entrance", "width": width, "height": height}],
     )
     bus = Recorder(broker.host, broker.port)
     try:
-        with player(tmp_path, kivy_env, cfg, "s") as shots:
-            assert wait_for(lambda: pngs(shots), 20), logs(tmp_path)
+        with player(tmp_path, kivy_env, cfg, screen) as shots:
+            assert wait_for(lambda: pngs(shots) and bus.states(screen), 30), logs(tmp_path)
             first = load(pngs(shots)[0])
             # The screens' own default card wears the theme's colour.
             assert share_of(first, (0x2E, 0x3D, 0x0B)) > 0.5, logs(tmp_path)
@@ -68,7 +73,7 @@ def test_the_logo_sits_in_its_corner_over_every_item(
             # A campaign's card (its own colours) still carries the logo, on top of it.
             card = Content(content_id="offer:red", title="Sale", background="#c1121f")
             bus.publish(
-                topics.screen_cmd(STORE, "s"),
+                topics.screen_cmd(STORE, screen),
                 ScreenCommand(kind="show", content=card).to_bytes(),
             )
             assert wait_for(lambda: "offer_red" in pngs(shots)[-1].name, 10), logs(tmp_path)
@@ -81,7 +86,7 @@ def test_the_logo_sits_in_its_corner_over_every_item(
                 body="All sizes in stock", background="#1d3557", price=89.0, was_price=119.0,
             )  # fmt: skip
             bus.publish(
-                topics.screen_cmd(STORE, "s"),
+                topics.screen_cmd(STORE, screen),
                 ScreenCommand(kind="show", content=long).to_bytes(),
             )
             assert wait_for(lambda: "offer_long" in pngs(shots)[-1].name, 10), logs(tmp_path)

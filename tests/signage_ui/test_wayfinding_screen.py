@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -172,20 +173,22 @@ def test_the_way_to_the_trail_shoes_on_the_entrance_screen(
     # Upstairs: the day pack is on the first floor; its level beside (or under) this one.
     upstairs = payload(venue, "screen-entrance", "sku:SKU-PACK-30L", "de")
     assert upstairs.destination_level != upstairs.here_level
+    # Its own screen id: a state another run left retained must not pass for this player.
+    sid = f"s-{uuid.uuid4().hex[:6]}"
     screens = [
-        {"id": "s", "zone": "entrance", "width": 960, "height": 540, "orientation": orientation}
+        {"id": sid, "zone": "entrance", "width": 960, "height": 540, "orientation": orientation}
     ]
     cfg = config(tmp_path, broker.port, screens)
     bus = Recorder(broker.host, broker.port)
     try:
-        with player(tmp_path, kivy_env, cfg, "s") as shots:
-            assert wait_for(lambda: bus.states("s"), 20), logs(tmp_path)
+        with player(tmp_path, kivy_env, cfg, sid) as shots:
+            assert wait_for(lambda: bus.states(sid), 20), logs(tmp_path)
             for cid, w, lang in (
                 ("way:aisle4", to_aisle, "en"),
                 ("way:pickup", turned, "de"),
                 ("way:upstairs", upstairs, "de"),
             ):
-                show(bus, "s", card(cid, w, lang))
+                show(bus, sid, card(cid, w, lang))
                 assert wait_for(
                     lambda cid=cid: pngs(shots) and cid.replace(":", "_") in pngs(shots)[-1].name,
                     10,
@@ -200,7 +203,7 @@ def test_the_way_to_the_trail_shoes_on_the_entrance_screen(
                 )
             # The same card without a way is the plain offer card, as before: no map at all.
             time.sleep(0.2)
-            show(bus, "s", card("way:none", None))
+            show(bus, sid, card("way:none", None))
             assert wait_for(lambda: "way_none" in pngs(shots)[-1].name, 10), logs(tmp_path)
             plain = load(pngs(shots)[-1])
             assert share_of(plain, bgr(BACKGROUND)) > 0.6
