@@ -34,11 +34,10 @@ from demo import scenario
 from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import parse_config
-from edge_agent.sensing.ble.advert import Advert
-from edge_agent.sensing.ble.eid import compute_eid
 from edge_agent.sensing.ble.zones import Entered
 from testbed.broker import Mosquitto
 from testbed.display import Xvfb, kivy_env
+from testbed.phones import AppPhone
 from testbed.procs import terminate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,31 +45,6 @@ DEMO = REPO / "demo"
 ALICE = "cdp-p-1001"
 SCREEN = "screen-entrance"
 GREETING = "trail-shoes:personalised"
-
-
-class Phone:
-    """Alice's phone: advertising while ``there`` is set, silent otherwise."""
-
-    def __init__(self, clock: ScaledClock) -> None:
-        self.clock = clock
-        self.key = scenario.demo_identity_key(ALICE)
-        self.there = threading.Event()
-
-    async def run(self, callback: Any) -> None:
-        while True:
-            if self.there.is_set():
-                now = self.clock.now()
-                eid = compute_eid(self.key, int(now), scenario.ROTATION_K)
-                callback(
-                    Advert(
-                        address="5E:00:00:00:00:01",
-                        rssi=-50,
-                        service_data={scenario.EDDYSTONE: b"\x30\xee" + eid},
-                        service_uuids=(scenario.EDDYSTONE,),
-                        timestamp=now,
-                    )
-                )
-            await asyncio.sleep(0.1)
 
 
 def _config(tmp: Path, port: int) -> Any:
@@ -119,7 +93,7 @@ def measure(visits: int, *, on_events: bool, display: str, broker: Mosquitto) ->
         tmp = Path(tmp_s)
         cfg = _config(tmp, broker.port)
         clock = ScaledClock(scenario.T0 + 20, 1.0)
-        phone = Phone(clock)
+        phone = AppPhone(ALICE, clock, there=False)
         agent = Agent(cfg, clock=clock, ble_source=phone)
         agent.wake_on_events = on_events
         agent.handlers.apply_profiles(

@@ -494,55 +494,34 @@ class Outbox:
     def mark_sent(self, ids: Iterable[str]) -> int:
         """Delete delivered events (call only after the broker's PUBACK); returns rows deleted."""
         id_list = list(ids)
-        if not id_list:
-            return 0
-        with self._lock:
-            # A damaged page (SQLite: "database disk image is malformed") would fail every
-            # confirmation for ever, and the batches would be sent for ever: recover instead.
-            return self._guarded(lambda: self._delete_locked(id_list))
+        # Chunks stay under SQLite's variable limit.
+        parts = [id_list[i : i + 500] for i in range(0, len(id_list), 500)]
+        return self._delete([(f"id IN ({','.join('?' * len(c))})", tuple(c)) for c in parts])
 
     def mark_sent_sequences(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Delete delivered events by their sequences, ``[first, last]`` ranges (the CDP's
         compact confirmation); returns rows deleted."""
-        spans = [(int(a), int(b)) for a, b in ranges]
-        if not spans:
+        return self._delete([("sequence BETWEEN ? AND ?", (int(a), int(b))) for a, b in ranges])
+
+    def _delete(self, wheres: list[tuple[str, tuple[object, ...]]]) -> int:
+        """Delete the rows each ``(condition, args)`` selects, in one transaction."""
+        if not wheres:
             return 0
         with self._lock:
-            return self._guarded(lambda: self._delete_spans_locked(spans))
+            # A damaged page (SQLite: "database disk image is malformed") would fail every
+            # confirmation for ever, and the batches would be sent for ever: recover instead.
+            return self._guarded(lambda: self._delete_locked(wheres))
 
-    def _delete_spans_locked(self, spans: list[tuple[int, int]]) -> int:
+    def _delete_locked(self, wheres: list[tuple[str, tuple[object, ...]]]) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             deleted = freed = 0
-            for a, b in spans:
+            for where, args in wheres:
                 row = self._db.execute(
-                    "SELECT coalesce(sum(size), 0) FROM outbox WHERE sequence BETWEEN ? AND ?",
-                    (a, b),
+                    f"SELECT coalesce(sum(size), 0) FROM outbox WHERE {where}", args
                 ).fetchone()
                 freed += int(row[0])
-                cur = self._db.execute("DELETE FROM outbox WHERE sequence BETWEEN ? AND ?", (a, b))
-                deleted += cur.rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        self._pending_bytes -= freed
-        return deleted
-
-    def _delete_locked(self, id_list: list[str]) -> int:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            deleted = 0
-            freed = 0
-            for i in range(0, len(id_list), 500):  # stay under SQLite's variable limit
-                chunk = id_list[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                row = self._db.execute(
-                    f"SELECT coalesce(sum(size), 0) FROM outbox WHERE id IN ({marks})", chunk
-                ).fetchone()
-                freed += int(row[0])
-                cur = self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
-                deleted += cur.rowcount
+                deleted += self._db.execute(f"DELETE FROM outbox WHERE {where}", args).rowcount
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()

@@ -23,34 +23,15 @@ from demo import scenario
 from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
 from edge_agent.config import parse_config
-from edge_agent.sensing.ble.advert import Advert
-from edge_agent.sensing.ble.eid import compute_eid
+from testbed.phones import AppPhone
 
 DEMO = Path(scenario.__file__).parent
 ALICE = "cdp-p-1001"
 
 
-class AliceAtTheScreen:
+def AliceAtTheScreen(clock: ScaledClock) -> AppPhone:  # noqa: N802 - reads as the scene it is
     """A radio stand-in: Alice's phone advertising its current Eddystone-EID at 10 Hz."""
-
-    def __init__(self, clock: ScaledClock) -> None:
-        self.clock = clock
-        self.key = scenario.demo_identity_key(ALICE)
-
-    async def run(self, callback) -> None:
-        while True:
-            now = self.clock.now()
-            eid = compute_eid(self.key, int(now), scenario.ROTATION_K)
-            callback(
-                Advert(
-                    address="5E:00:00:00:00:01",
-                    rssi=-50,
-                    service_data={scenario.EDDYSTONE: b"\x30\xee" + eid},
-                    service_uuids=(scenario.EDDYSTONE,),
-                    timestamp=now,
-                )
-            )
-            await asyncio.sleep(0.1)
+    return AppPhone(ALICE, clock)
 
 
 class Watcher:

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,28 @@ def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
     assert "cdp-sink:" in err  # its reports went to stderr, the stream is clean
 
 
+@contextmanager
+def store_commands(broker, store: str, kind: str) -> Iterator[list[bytes]]:
+    """What central publishes on the store's ``kind`` command topic, subscribed before it does."""
+    from contracts.mqtt import connect, make_client
+
+    got: list[bytes] = []
+    ready = threading.Event()
+    bcfg = BrokerConfig(host=broker.host, port=broker.port)
+    c = make_client(f"t-{uuid.uuid4().hex[:6]}", bcfg)
+    c.on_connect = lambda c, *a: c.subscribe(topics.store_cmd(store, kind), qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda c, u, m: got.append(m.payload)
+    connect(c, bcfg, clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    try:
+        assert ready.wait(5)
+        yield got
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
 @pytest.mark.timeout(60)
 def test_ops_push_a_map_from_an_imdf_folder(
     broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -137,7 +161,6 @@ def test_ops_push_a_map_from_an_imdf_folder(
     """`edge-ops push map DIR`: the folder goes out as one signed `map` body of that version,
     which the box's side reads back file for file."""
     from contracts.map_bundle import read_delivery, unbundle
-    from contracts.mqtt import connect, make_client
     from contracts.signing import verify_message
 
     imdf = tmp_path / "imdf"
@@ -150,26 +173,11 @@ def test_ops_push_a_map_from_an_imdf_folder(
     assert main(["keygen", "--out", str(keys)]) == 0
     public = (keys / "ops_public.b64").read_text().strip()
     store = f"store-{uuid.uuid4().hex[:6]}"
-    got: list[bytes] = []
-    ready = threading.Event()
-    bcfg = BrokerConfig(host=broker.host, port=broker.port)
-    c = make_client(f"t-{uuid.uuid4().hex[:6]}", bcfg)
-    c.on_connect = lambda c, *a: c.subscribe(topics.store_cmd(store, "map"), qos=1)
-    c.on_subscribe = lambda *a: ready.set()
-    c.on_message = lambda c, u, m: got.append(m.payload)
-    connect(c, bcfg, clean_start=True, session_expiry_s=0)
-    c.loop_start()
-    try:
-        assert ready.wait(5)
+    with store_commands(broker, store, "map") as got:
         args = ["push", "map", str(imdf), "--store", store, "--version", "12"]
         args += ["--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]
         assert main(args) == 0
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        c.loop_stop()
-        c.disconnect()
+        wait_for(lambda: got, 10)
     from contracts.signing import load_public_key
 
     msg = verify_message(load_public_key(public), got[0], store, "box-1")
@@ -194,7 +202,6 @@ def test_ops_push_a_planogram_from_the_erp_csv(
     """`edge-ops push planogram FILE.csv`: the ERP's export goes out as the signed body the box
     validates (the same rows the box's own CSV reader makes); a broken CSV is refused by line
     and column before anything is signed."""
-    from contracts.mqtt import connect, make_client
     from contracts.signing import load_public_key, verify_message
     from edge_agent.wayfinding.products import parse_body, parse_csv
 
@@ -203,23 +210,10 @@ def test_ops_push_a_planogram_from_the_erp_csv(
     assert main(["keygen", "--out", str(keys)]) == 0
     public = (keys / "ops_public.b64").read_text().strip()
     store = f"store-{uuid.uuid4().hex[:6]}"
-    got: list[bytes] = []
-    ready = threading.Event()
-    bcfg = BrokerConfig(host=broker.host, port=broker.port)
-    c = make_client(f"t-{uuid.uuid4().hex[:6]}", bcfg)
-    c.on_connect = lambda c, *a: c.subscribe(topics.store_cmd(store, "planogram"), qos=1)
-    c.on_subscribe = lambda *a: ready.set()
-    c.on_message = lambda c, u, m: got.append(m.payload)
-    connect(c, bcfg, clean_start=True, session_expiry_s=0)
-    c.loop_start()
     base = ["--store", store, "--key", str(keys / "ops_private.pem"), "--port", str(broker.port)]
-    try:
-        assert ready.wait(5)
+    with store_commands(broker, store, "planogram") as got:
         assert main(["push", "planogram", str(csv_path), "--version", "7", *base]) == 0
         assert wait_for(lambda: got, 10)
-    finally:
-        c.loop_stop()
-        c.disconnect()
     msg = verify_message(load_public_key(public), got[0], store, "box-1")
     assert (msg.kind, msg.version) == ("planogram", 7)
     assert msg.body["store_id"] == store
