@@ -191,6 +191,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         wanted = final_version if kind == final_kind != args.kind else args.version
         if version not in (wanted, 0) or kind not in (args.kind, final_kind):
             return
+        if acked.is_set():
+            return  # the result is in (an install can beat its first ack): nothing after it
         if kind == final_kind or not ack.get("accepted"):
             acks.append({"topic": msg.topic, **ack})
             acked.set()
