@@ -9,12 +9,15 @@ from __future__ import annotations
 import sys
 import tomllib
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from contracts.mqtt import BrokerConfig
 from contracts.validation import ID_PATTERN, StrictModel, key_path
+
+if TYPE_CHECKING:
+    from edge_agent.sensing.fusion import FusionParams
 
 
 class StoreConfig(StrictModel):
@@ -310,6 +313,36 @@ class MapConfig(StrictModel):
     )
 
 
+class FusionConfig(StrictModel):
+    """Fused presence (edge_agent/sensing/fusion.py) at screens with a camera or an mmWave radar:
+    they say someone is at the screen, BLE says who; personal content only for the one person
+    the camera sees whom one shopper explains with confidence (BENCHMARKS.md, "Fused presence").
+    A value left out is the engine's own default (``FusionParams``), tuned on the bench's trace.
+    Off: those screens judge by BLE presence and the camera's count alone, as before."""
+
+    enabled: bool = True
+    identity_p: float | None = Field(None, gt=0, lt=1)
+    identity_keep_p: float | None = Field(None, gt=0, lt=1)
+    identity_hold_s: float | None = Field(None, ge=0)
+    stranger_odds: float | None = Field(None, ge=0)
+    leave_hold_s: float | None = Field(None, ge=0)
+    confirm_s: float | None = Field(None, ge=0)
+    camera_stall_s: float | None = Field(None, gt=0)
+    contradict_s: float | None = Field(None, ge=0)
+    turnover_hold_s: float | None = Field(None, ge=0)
+
+    def params(self) -> FusionParams:
+        from edge_agent.sensing.fusion import FusionParams
+
+        given = self.model_dump(exclude={"enabled"}, exclude_none=True)
+        return FusionParams(**given)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FusionConfig:
+        self.params()  # e.g. identity_keep_p above identity_p: the engine's own one-line error
+        return self
+
+
 class AgentConfig(StrictModel):
     store: StoreConfig
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -328,6 +361,7 @@ class AgentConfig(StrictModel):
     systemd: SystemdConfig = Field(default_factory=SystemdConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     map: MapConfig | None = None
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:

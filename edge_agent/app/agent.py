@@ -45,6 +45,7 @@ from edge_agent.journey.wayfinding_stage import LinkMaker, ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage, Camera
 from edge_agent.sensing.ble.advert import Advert
 from edge_agent.sensing.ble.sources import AdvertCallback
+from edge_agent.sensing.fusion_stage import FusionStage
 from edge_agent.sensing.occupancy import ZoneOccupancy
 from edge_agent.sensing.presence import tracker_from_config
 from edge_agent.sensing.presence_stage import PresenceStage, device_secret
@@ -208,6 +209,13 @@ class Agent:
         wayfinder.links = LinkMaker(
             cfg.map.link_base if cfg.map else DEFAULT_LINK_BASE, store, time.time
         )
+        self.fusion = FusionStage(
+            cfg,
+            presence=self.presence,
+            audience=self.audience,
+            radar=self.occupancy.radar,
+            invalidate=self._invalidate,
+        )
         self.director = ScreenDirector(
             cfg,
             now=now,
@@ -222,6 +230,7 @@ class Agent:
             alerts=self.alerts,
             radar=self.occupancy.radar,
             wayfinder=wayfinder,
+            fusion=self.fusion,
         )
         # Kiosks' product finder: results, stock and the way on the screens' map (a worker thread).
         self.kiosk_finder = KioskFinder.from_config(
@@ -509,6 +518,7 @@ class Agent:
             dropped,
             {
                 **self.director.health(),
+                **self.fusion.health(),
                 **self.alerts.health(),
                 **self._wayfinding(),
                 **{f"content_{k}": v for k, v in self.content_installer.state.items()},
@@ -535,6 +545,7 @@ class Agent:
             self.touch_share.drain()
             self.checkout.drain()
             self.audience.check(now)
+            self.fusion.tick(now)
             self.director.decide_screens()
             self.occupancy.publish(now)
             if now >= next_hb:

@@ -65,6 +65,12 @@ class ScreenContext:
     radar: bool | None = None
     # The screen is a spot one person uses at a time (its config says so): see the module doc.
     personal_without_crowd_sensor: bool = False
+    # Fused presence (a camera or radar at the screen, edge_agent/sensing/fusion.py): the one
+    # person at the screen is this shopper (profile id), or None with why not. Only it may be
+    # addressed: a shopper BLE places in the zone may be standing a few metres off.
+    fused: bool = False
+    at_screen: str | None = None
+    fused_reason: str = ""
 
     def crowd(self) -> Crowd:
         """How many people are at the screen, as best this box can tell, and from what.
@@ -171,7 +177,9 @@ def _personal_target(ctx: ScreenContext, reasons: list[str]) -> Profile | None:
         if ctx.shoppers:
             reasons.append("privacy:no-consent")
         return None
-    if identified != 1:
+    # Fused presence weighs every app device in the zone itself (its confidence is shared out
+    # among them), so two in the zone with one of them at the screen is not a refusal there.
+    if identified != 1 and not ctx.fused:
         reasons.append(f"privacy:{identified}-shoppers-at-screen")
         return None
     if ctx.people_in_view is not None:
@@ -181,6 +189,9 @@ def _personal_target(ctx: ScreenContext, reasons: list[str]) -> Profile | None:
         if ctx.people_in_view > ctx.max_people_for_personal:
             reasons.append(f"privacy:{ctx.people_in_view}-people-in-view")
             return None
+    if ctx.fused:
+        return _fused_target(ctx, consented, reasons)
+    if ctx.people_in_view is not None:
         return consented[0]
     # No camera. The devices come first: when there is a crowd to see, that is the reason.
     crowd = ctx.crowd()
@@ -191,6 +202,20 @@ def _personal_target(ctx: ScreenContext, reasons: list[str]) -> Profile | None:
         reasons.append("privacy:no-crowd-sensor")
         return None
     return consented[0]
+
+
+def _fused_target(
+    ctx: ScreenContext, consented: list[Profile], reasons: list[str]
+) -> Profile | None:
+    if ctx.at_screen is None:
+        reasons.append(f"privacy:fusion-{ctx.fused_reason or 'no-identity'}")
+        return None
+    for p in consented:
+        if p.profile_id == ctx.at_screen:
+            return p
+    here = any(p.profile_id == ctx.at_screen for p in ctx.shoppers)
+    reasons.append("privacy:no-consent" if here else "privacy:fusion-not-in-zone")
+    return None
 
 
 class CampaignIndex:

@@ -28,6 +28,7 @@ from edge_agent.journey.decide import Decision, ScreenContext, World, staff_aler
 from edge_agent.journey.engine import JourneyEngine
 from edge_agent.journey.wayfinding_stage import ScreenWayfinder
 from edge_agent.sensing.audience_stage import AudienceStage
+from edge_agent.sensing.fusion_stage import FusionStage
 from edge_agent.sensing.presence_stage import PresenceStage
 from edge_agent.slice.model import Profile, StockPrice
 from edge_agent.slice.store import ProfileSlice
@@ -71,6 +72,7 @@ class ScreenDirector:
         alerts: StaffAlerts,
         radar: Callable[[str], bool | None] = lambda zone: None,
         wayfinder: ScreenWayfinder | None = None,
+        fusion: FusionStage | None = None,
     ) -> None:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.store.timezone)
@@ -88,6 +90,8 @@ class ScreenDirector:
         self.radar = radar
         # The way to a campaign's place, from the map this box has (none: cards go without).
         self.wayfinder = wayfinder or ScreenWayfinder()
+        # Who the one person at a camera or radar screen is (None: every screen BLE-only).
+        self.fusion = fusion
         self.counts = DirectorCounts()
         self._screens = {s.id: _ScreenState() for s in cfg.screens}
         self._dirty = True
@@ -151,6 +155,11 @@ class ScreenDirector:
         people = watchers = None
         if self.audience.screen == screen_id:
             people, watchers = self.audience.people_in_view()
+        fused = self.fusion.view(screen_id) if self.fusion is not None else None
+        at_screen = None
+        if fused is not None and fused.identity is not None:
+            p = self.presence.profile_for(fused.identity)
+            at_screen = p.profile_id if p is not None else None
         return ScreenContext(
             screen_id=screen_id,
             zone_id=sc.zone,
@@ -165,6 +174,9 @@ class ScreenDirector:
             ble_devices=self.presence.devices_in(sc.zone, now),
             radar=self.radar(sc.zone),
             personal_without_crowd_sensor=sc.personal_without_crowd_sensor,
+            fused=fused is not None,
+            at_screen=at_screen,
+            fused_reason=fused.reason if fused is not None else "",
         )
 
     def decide_screens(self) -> None:

@@ -89,6 +89,10 @@ class AudienceStage:
         self.people: int | None = None
         self.watchers: int | None = None
         self._people_window: deque[int] = deque(maxlen=5)
+        # The last analysed frame (agent clock) and the tracker's ids of the people in it, for
+        # the fused presence (which judges a stalled camera by the frame's age itself).
+        self.frame_t: float | None = None
+        self.tracks: tuple[int, ...] = ()
         self._last_audience = (0, 0)
         self._frames_seen = 0
         self._seen_at: float | None = None
@@ -184,6 +188,7 @@ class AudienceStage:
                 continue
             new += o.new_tracks
             self.counts.frames += 1
+            self.frame_t, self.tracks = o.t, o.tracks
             self._people_window.append(o.people)
             watchers.append(o.watchers)
             people = sorted(self._people_window)[len(self._people_window) // 2]
@@ -206,6 +211,7 @@ class AudienceStage:
                 log.warning("camera: no frame; treating the screen as unobserved")
             self.people = None
             self.watchers = None
+            self.tracks = ()
             self._people_window.clear()
             watchers.clear()
             self.invalidate()

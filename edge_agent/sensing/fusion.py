@@ -65,6 +65,10 @@ class FusionParams:
     confirm_s: float = 0.7  # with both healthy, one alone says someone came after this long
     camera_stall_s: float = 1.5  # no camera frame this long: the camera is not delivering
     contradict_s: float = 2.0  # BLE says "here", the sensors see nobody this long: not here
+    # ...until someone has been at the screen this long with BLE sure of them all along: the
+    # shopper who browsed the zone out of view and then stepped up (a passer-by's P(in) falls
+    # within seconds). inf: only BLE letting go clears it.
+    contradict_release_s: float = 8.0
     turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
@@ -79,6 +83,7 @@ class FusionParams:
             self.confirm_s,
             self.contradict_s,
             self.turnover_hold_s,
+            self.contradict_release_s,
         )
         if min(holds) < 0 or self.stranger_odds < 0:
             raise ValueError("fusion: hold times and stranger_odds must be >= 0")
@@ -154,6 +159,7 @@ class ScreenFusion:
         self._lead: tuple[str, int, float] | None = None  # (shopper, track, since) confident
         self._claim: dict[str, float] = {}  # BLE says "here" while the sensors see nobody: since
         self._contradicted: set[str] = set()
+        self._release: dict[str, float] = {}  # contradicted, someone seen, BLE sure: since
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
@@ -315,20 +321,30 @@ class ScreenFusion:
         (P(in) below ``identity_keep_p``): they cannot become the next person's identity."""
         p = self.p
         nobody = (cam_ok or radar_ok) and not tracks and not radar
+        release = self._release
         for c in self._cands:
             if c.p_in < p.identity_keep_p:
                 self._claim.pop(c.key, None)
                 self._contradicted.discard(c.key)
+                release.pop(c.key, None)
             elif c.p_in >= p.identity_p and nobody:
                 since = self._claim.setdefault(c.key, now)
                 if now - since >= p.contradict_s:
                     self._contradicted.add(c.key)
+                release.pop(c.key, None)
             else:
                 self._claim.pop(c.key, None)
-        if len(self._claim) > 64 or len(self._contradicted) > 64:
+                if c.key in self._contradicted:
+                    if nobody or c.p_in < p.identity_p:
+                        release.pop(c.key, None)
+                    elif now - release.setdefault(c.key, now) >= p.contradict_release_s:
+                        self._contradicted.discard(c.key)
+                        del release[c.key]
+        if len(self._claim) > 64 or len(self._contradicted) > 64 or len(release) > 64:
             here = {c.key for c in self._cands}
             self._claim = {k: v for k, v in self._claim.items() if k in here}
             self._contradicted &= here
+            self._release = {k: v for k, v in release.items() if k in here}
 
     def _why_not(
         self,

@@ -41,7 +41,15 @@ from edge_agent.sensing.ble.beacon_health import BatteryWatch, BeaconHealth
 from edge_agent.sensing.ble.decode import decode_advert
 from edge_agent.sensing.ble.sources import advert_from_line
 from edge_agent.sensing.ble.store_beacons import StoreBeacons
-from edge_agent.sensing.presence import DwellTick, Entered, Left, ZoneTracker
+from edge_agent.sensing.fusion import Candidate, ReceiverWatch
+from edge_agent.sensing.presence import (
+    PRESENT_P,
+    DwellTick,
+    Entered,
+    Left,
+    PresenceTracker,
+    ZoneTracker,
+)
 from edge_agent.slice.model import Profile
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
@@ -128,6 +136,13 @@ class PresenceStage:
         # Addresses that carried an app token, and when: the same phone's other adverts are
         # the shopper already counted, not a second person.
         self._token_addresses: dict[str, float] = {}
+        # Each receiver's usual gap between receptions (of anything): one silent past it makes
+        # its zone "unknown" to the fused presence, never "empty" (Bermuda #764).
+        self.receivers = ReceiverWatch()
+        self._zone_receivers: dict[str, list[str]] = {}
+        for node, z in cfg.ble.receivers.items():
+            self._zone_receivers.setdefault(z, []).append(node)
+        self._zone_receivers.setdefault(cfg.ble.zone, []).append("local")
 
     # ---- who is where --------------------------------------------------------------------
     def present(self, zone: str) -> set[str]:
@@ -139,6 +154,23 @@ class PresenceStage:
         if devices is None:
             return 0
         return sum(1 for key in devices.present(zone) if devices.dwell_s(key, now) < FIXTURE_S)
+
+    def zone_silent(self, zone: str, now: float) -> bool:
+        """Every receiver covering ``zone`` has gone quiet for longer than it usually does."""
+        rx = self._zone_receivers.get(zone, [])
+        return bool(rx) and all(self.receivers.silent(r, now) for r in rx)
+
+    def ble_view(self, zone: str, now: float) -> list[Candidate] | None:
+        """The app devices that may be in ``zone`` with P(in it), for the fused presence; None
+        while the zone's receivers are silent (unknown, not empty)."""
+        if self.zone_silent(zone, now):
+            return None
+        tracker = self.tracker
+        if isinstance(tracker, PresenceTracker):
+            p_in = tracker.in_zone_p(zone)
+        else:
+            p_in = dict.fromkeys(tracker.present(zone), PRESENT_P)
+        return [Candidate(k, p, resolved=self.profile_for(k) is not None) for k, p in p_in.items()]
 
     def profile_for(self, internal: str) -> Profile | None:
         return self.profiles.get(internal[2:]) if internal.startswith("p:") else None
@@ -161,6 +193,7 @@ class PresenceStage:
         if result.errors:
             self.counts.decode_errors += len(result.errors)
         ts = advert.timestamp or self._now()
+        self.receivers.heard(advert.receiver or "local", ts)
         if not result.frames and not result.errors:
             # No beacon frame at all: a phone, a watch. A malformed frame is a tag, not counted.
             self._on_other_device(advert, ts)

@@ -1,7 +1,8 @@
 """Hostile input on every topic the agent listens to, on real parts: a running agent, a real
-mosquitto, the real uplink and a CDP sink. After each hostile message (empty, huge, binary, bad
-UTF-8, NaN, deep nesting, wrong shapes, valid JSON of the wrong type; retained too) a probe event
-still travels bus -> outbox -> uplink -> CDP, and the agent says what it dropped."""
+mosquitto, the real uplink and a CDP sink. After hostile messages (empty, huge, binary, bad UTF-8,
+NaN, deep nesting, wrong shapes, valid JSON of the wrong type; retained too), sent as a burst on
+each topic, a probe event still travels bus -> outbox -> uplink -> CDP, and the agent says what it
+dropped."""
 
 from __future__ import annotations
 
@@ -128,12 +129,14 @@ def test_no_message_on_any_topic_silences_the_agent(tmp_path: Path, broker) -> N
                 return time.monotonic() - sent
 
             send_probe()  # the agent is up, the retained poison has been delivered
+            # The whole corpus as one burst on each topic, then a probe: a burst is harsher
+            # than one message at a time, and 14 probes instead of 168 keep CI fast.
             for where, topic in targets.items():
                 for what, payload in CORPUS.items():
                     retain = where == "screen state" and what == "deep object"
                     ops.publish(topic, payload, retain=retain)
-                    took.append(send_probe())
-                    assert runner.is_alive(), f"the agent stopped after {what} on {where}"
+                took.append(send_probe())
+                assert runner.is_alive(), f"the agent stopped after the corpus on {where}"
             # Every link is still alive, and the watchdog would say so.
             assert agent.bus.network_alive and agent.bus.is_connected()
             assert agent.uplink is not None and agent.uplink.network_alive

@@ -146,3 +146,54 @@ def test_nobody_consented_still_says_no_consented_match() -> None:
     d = decide(ScreenContext("s1", "z1", 1, 1, (shy,)), b, NOON)
     # Her profile data is not used at all: not even to say which rule she would have missed.
     assert "winback:lost:no-consented-match" in d.reasons
+
+
+# ---- a fused screen (camera or radar): only the one person it names may be addressed ---------
+def fused(*shoppers, at=None, why="", people=1, limit=1):
+    return ScreenContext(
+        "screen-entrance",
+        "entrance",
+        limit,
+        people,
+        tuple(shoppers),
+        fused=True,
+        at_screen=at,
+        fused_reason=why,
+    )
+
+
+def test_a_fused_screen_greets_only_the_shopper_it_names_at_the_screen() -> None:
+    # Alice and Carol both in the zone: the old rule refused (two shoppers); the fused engine
+    # weighed them and says the one person at the screen is Carol.
+    d = decide(fused(ALICE, CAROL, at=CAROL.profile_id), V1, MORNING)
+    assert d.profile_id == CAROL.profile_id and d.variant == "personalised"
+    assert "Alice" not in d.content.title + d.content.body
+    refused = decide(fused(ALICE, CAROL, at=None, why="ambiguous"), V1, MORNING)
+    assert refused.profile_id is None and "Alice" not in refused.content.title
+    assert "privacy:fusion-ambiguous" in refused.reasons
+    # Without fusion the same zone is two shoppers: anonymous.
+    plain = ScreenContext("screen-entrance", "entrance", 1, 1, (ALICE, CAROL))
+    assert decide(plain, V1, MORNING).profile_id is None
+
+
+def test_a_fused_screen_keeps_the_camera_count_and_consent() -> None:
+    two = decide(fused(ALICE, at=ALICE.profile_id, people=2), V1, MORNING)
+    assert two.profile_id is None and "privacy:2-people-in-view" in two.reasons
+    bob = decide(fused(ALICE, BOB, at=BOB.profile_id), V1, MORNING)
+    assert bob.profile_id is None and "privacy:no-consent" in bob.reasons
+    gone = decide(fused(ALICE, at=DAVE.profile_id), V1, MORNING)
+    assert gone.profile_id is None and "privacy:fusion-not-in-zone" in gone.reasons
+    held = decide(fused(ALICE, at=None, why="turnover-hold"), V1, MORNING)
+    assert held.profile_id is None and "privacy:fusion-turnover-hold" in held.reasons
+
+
+@given(
+    st.lists(st.sampled_from([ALICE, BOB, CAROL, DAVE]), unique=True, max_size=4),
+    st.sampled_from([None, ALICE, BOB, CAROL, DAVE]),
+    st.integers(0, 3),
+)
+def test_a_fused_screen_never_names_anyone_but_the_one_it_names(shoppers, at, people) -> None:
+    d = decide(fused(*shoppers, at=at.profile_id if at else None, people=people), V1, MORNING)
+    if d.profile_id is not None:
+        assert at is not None and d.profile_id == at.profile_id and people == 1
+        assert at in shoppers and at.consent_personalisation

@@ -318,3 +318,33 @@ def test_fusion_greets_the_wrong_person_less_than_ble_only_on_the_same_trace() -
     # Someone at the screen: the camera and radar answer before BLE does.
     assert r["enter_p90_s"] < base["enter_p90_s"]
     assert r["health"]["ble_only_share"] == 0.0
+
+
+def test_a_contradicted_shopper_who_stays_at_the_screen_is_named_after_the_release() -> None:
+    # Alice browses the zone out of view (contradicted), then steps up and stays: once someone
+    # has been at the screen contradict_release_s with BLE sure of her all along, it is her.
+    p = FusionParams(identity_hold_s=0.5, turnover_hold_s=2.0, contradict_release_s=4.0)
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=p)
+    t = 0.0
+    while t < 5.0:
+        e.camera(t, [])
+        e.mmwave(t, False)
+        e.ble(t, [Candidate("alice", 0.95)], 1)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    assert _alone(e, 5.0, 8.5).identity is None  # 3.5 s: still someone else for all we know
+    s = _alone(e, 8.6, 10.0)
+    assert s.identity == "alice"
+    # BLE wavering (below identity_p) restarts the wait: a passer-by's P(in) falls.
+    e2 = ScreenFusion(has_camera=True, has_mmwave=True, params=p)
+    t = 0.0
+    while t < 5.0:
+        e2.camera(t, [])
+        e2.mmwave(t, False)
+        e2.ble(t, [Candidate("alice", 0.95)], 1)
+        e2.tick(t)
+        t = round(t + 0.1, 6)
+    _alone(e2, 5.0, 7.0)
+    _alone(e2, 7.1, 7.5, p=0.7)  # not sure any more, not gone either
+    assert _alone(e2, 7.6, 11.0).identity is None  # 3.4 s since she was sure again
+    assert _alone(e2, 11.1, 12.5).identity == "alice"

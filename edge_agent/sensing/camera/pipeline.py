@@ -29,6 +29,7 @@ class ScreenObservation:
     new_tracks: int  # people who came into view with this frame
     ended: tuple[TrackSummary, ...] = ()
     seen: bool = True  # False: no frame behind it (the camera stopped; visits ended)
+    tracks: tuple[int, ...] = ()  # the tracker's ids of the people in view (fused presence)
 
 
 def validate_roi(roi: Sequence[float]) -> Roi:
@@ -85,7 +86,9 @@ class ScreenPipeline:
         r = self.analyzer.process(self.crop(frame))
         dets = [Detection(b, True) for b in r.faces] + [Detection(b, False) for b in r.bodies]
         u = self.tracker.update(dets, t)
-        return ScreenObservation(self.screen_id, t, r.people, r.watchers, u.new, u.ended)
+        return ScreenObservation(
+            self.screen_id, t, r.people, r.watchers, u.new, u.ended, tracks=u.ids
+        )
 
     def finish(self, t: float) -> ScreenObservation:
         """The camera stopped or was lost: every open visit ends now."""

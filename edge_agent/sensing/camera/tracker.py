@@ -39,6 +39,9 @@ class TrackUpdate:
     new: int  # tracks confirmed in this update (people who came into view)
     active: int  # confirmed tracks alive now
     ended: tuple[TrackSummary, ...] = ()
+    # Their ids ("the same person as a moment ago"; counters in memory, never stored or sent):
+    # the fused presence binds a shopper's identity to one of them.
+    ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -138,7 +141,8 @@ class Tracker:
                 new += 1
             self._tracks.append(tr)
         ended = self._expire(t)
-        return TrackUpdate(new=new, active=self.active, ended=ended)
+        ids = tuple(tr.id for tr in self._tracks if tr.confirmed)
+        return TrackUpdate(new=new, active=len(ids), ended=ended, ids=ids)
 
     def _gone(self, tr: _Track, t: float) -> bool:
         if t - tr.last > self.max_gap_s:
