@@ -31,8 +31,10 @@ from edge_agent.config import (
 NODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}$"
 GPIO_PATTERN = r"^GPIO[0-9]{1,2}$"
 
-# HM-10 radio settings are codes, not free values (datasheet V5xx, AT+POWE and AT+ADVI).
+# HM-10 radio settings are codes, not free values (JNHuaMao "HM Bluetooth module datasheet"
+# V605, AT+POWE and AT+ADVI); its AT+MARJ/AT+MINO take 0x0001..0xFFFE only.
 HM10_POWER_DBM = {-23: 0, -6: 1, 0: 2, 6: 3}
+HM10_ID_RANGE = (0x0001, 0xFFFE)
 HM10_INTERVAL_MS = {
     100.0: "0",
     152.5: "1",
@@ -120,6 +122,14 @@ class LayoutBeacon(StrictModel):
                 raise ValueError(f"interval_ms: an HM-10 advertises every {allowed} ms only")
             if self.eddystone:
                 raise ValueError("eddystone: an HM-10 advertises iBeacon only")
+            low, high = HM10_ID_RANGE
+            for key, cmd in (("major", "AT+MARJ"), ("minor", "AT+MINO")):
+                value = getattr(self, key)
+                if value is not None and not low <= value <= high:
+                    raise ValueError(
+                        f"{key}: an HM-10 takes {low}..{high} only ({cmd} 0x0001..0xFFFE), "
+                        f"not {value}"
+                    )
         else:
             if self.tx_power_dbm not in ESP32_POWER_DBM:
                 raise ValueError(

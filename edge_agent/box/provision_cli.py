@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "provision",
         help="configure an HM-10 beacon over serial from the store layout, verify, record",
@@ -19,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
     p.add_argument("--record", help="JSON lines file to append the result to")
     p.add_argument("--config", "-c", help="agent.toml: record under its paths.state_dir")
-    p.add_argument("--dry-run", action="store_true", help="print the AT commands; send nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the AT commands and replies; send nothing"
+    )
     p.set_defaults(func=_cmd_provision)
 
 
@@ -61,8 +64,8 @@ def _cmd_provision(args: argparse.Namespace) -> int:
         print(f"edge-agent provision: {exc}", file=err)
         return 2
     if args.dry_run:
-        for s in target.settings():
-            print(f"{s.set_cmd:<22} -> OK+Set:{s.value}   verify {s.query_cmd}")
+        for cmd, reply in target.sequence():
+            print(f"{cmd:<18} -> {reply}")
         return 0
     record = _record_path(args)
     if record is None:
@@ -90,8 +93,10 @@ def _cmd_provision(args: argparse.Namespace) -> int:
             file=err,
         )
         return 1
+    acked = ", ".join(result.set_only)
+    also = f"; {acked} acknowledged, the datasheet has no query for it" if acked else ""
     print(
-        f"{args.beacon}: verified ({len(result.verified)} settings after reset, module "
+        f"{args.beacon}: verified ({len(result.verified)} settings after reset{also}; module "
         f"{result.address}) in {result.duration_s:g} s; record: {record}"
     )
     return 0

@@ -76,6 +76,14 @@ def test_yaml_layout_is_the_same_as_toml(tmp_path, data):
         (lambda d: d["presence_sensors"][0].update(kind="ld9999"), "presence_sensors[0].kind"),
         (lambda d: d["beacons"][0].pop("major"), "beacons[0].major: required (an esp32"),
         (lambda d: d["beacons"][1].pop("minor"), "beacons[1].minor: required (an hm10"),
+        (
+            lambda d: d["beacons"][1].update(major=0),
+            "beacons[1].major: an HM-10 takes 1..65534 only (AT+MARJ 0x0001..0xFFFE), not 0",
+        ),
+        (
+            lambda d: d["beacons"][1].update(minor=65535),
+            "beacons[1].minor: an HM-10 takes 1..65534 only (AT+MINO 0x0001..0xFFFE), not 65535",
+        ),
         (lambda d: d["beacons"].append(EDDY | {"major": 7}), "beacons[3].minor: an Eddystone-UID"),
         (
             lambda d: d["beacons"].append(dict(EDDY)),
