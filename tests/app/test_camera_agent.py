@@ -124,6 +124,18 @@ def test_fusion_and_privacy_end_to_end(
     agent = prepared(cfg, clock, bundle, frame_source=camera)
     agent.accepted_ids = []
     decisions = spy_decisions(agent)
+    # When (trace seconds) each decision was made, and the health the fused stage reports.
+    when: list[float] = []
+    decide = agent.journey.decide
+
+    healths: list[dict[str, str]] = []
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        when.append(clock.now() - scenario.T0)
+        healths.append(agent.fusion.health())  # what the heartbeat would say now
+        return decide(*a, **kw)
+
+    agent.journey.decide = timed  # type: ignore[method-assign]
     try:
         agent.start_sync()
         asyncio.run(agent.run(until=scenario.T0 + 70))
@@ -145,6 +157,22 @@ def test_fusion_and_privacy_end_to_end(
     assert by_view.get(2) and all(d.variant != "personalised" for d in by_view[2])
     assert any("privacy:2-people-in-view" in d.reasons for d in by_view[2])
     assert all(c.watchers is not None for c, _ in decisions)  # attention reaches decisions
+
+    # ---- fused presence: only the one person the camera sees, and only once it may be her ----
+    at_entrance = [(t, c, d) for t, (c, d) in zip(when, decisions, strict=True)]
+    assert all(c.fused for _, c, _ in at_entrance)  # a camera screen decides on fused presence
+    personal = [(t, c) for t, c, d in at_entrance if d.variant == "personalised"]
+    assert personal and all(c.at_screen == ALICE for _, c in personal)
+    # She was in the zone out of view from 18 s (contradicted: "not the next person"), stepped
+    # up at 30 s and stayed: named once she had been at the screen contradict_release_s (8 s)
+    # with BLE sure of her all along, never before, and before the second person came at 46 s.
+    first = min(t for t, _ in personal)
+    release = cfg.fusion.params().contradict_release_s
+    assert 30 + release - 1.0 <= first < 46, first
+    assert any(
+        "privacy:fusion-" in r for t, _, d in at_entrance if 30 <= t < first for r in d.reasons
+    )
+    assert any(h.get("fusion_screen-entrance") == "personal" for h in healths)
 
     # ---- what reached the CDP: counts and seconds, never pixels -------------------------------
     db = sqlite3.connect(tmp_path / "cdp.db")
