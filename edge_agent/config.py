@@ -330,6 +330,7 @@ class FusionConfig(StrictModel):
     camera_stall_s: float | None = Field(None, gt=0)
     contradict_s: float | None = Field(None, ge=0)
     turnover_hold_s: float | None = Field(None, ge=0)
+    contradict_release_s: float | None = Field(None, ge=0)
 
     def params(self) -> FusionParams:
         from edge_agent.sensing.fusion import FusionParams

@@ -67,6 +67,11 @@ def test_the_shipped_demo_config_is_valid() -> None:
             lambda d: d["ble"]["beacons"].append(dict(d["ble"]["beacons"][0], major=9)),
             "ble.beacons[3].name: same as 'entrance-door'",
         ),
+        (
+            lambda d: d.update(fusion={"identity_keep_p": 0.9}),
+            "fusion: need 0 < identity_keep_p <= identity_p < 1",
+        ),
+        (lambda d: d.update(fusion={"turnover_hold_s": -1}), "fusion.turnover_hold_s"),
     ],
 )
 def test_errors_name_the_key(mutate, expected: str) -> None:
