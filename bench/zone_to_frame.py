@@ -8,6 +8,10 @@ entered the entrance zone (``ZoneEntered``), and stops when the player's state m
 the frame with her greeting has been drawn, arrives. Then the phone goes quiet until the screen is
 back on the loop, and again. Side by side: the agent deciding on the event (a presence change
 wakes its loop at once) against deciding on its 200 ms beat only (the way it was).
+
+Issue 18: the same at a camera screen, from the moment she steps up (her phone and a person in
+the camera's frames, SceneSource drawing real photos, at once) to her greeting's frame, with
+the fused presence against the rule before it (the camera's count and BLE presence).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ SCREEN = "screen-entrance"
 GREETING = "trail-shoes:personalised"
 
 
-def _config(tmp: Path, port: int) -> Any:
+def _config(tmp: Path, port: int, camera: bool = False, fusion: bool = True) -> Any:
     from contracts.signing import generate_keypair
 
     _, public = generate_keypair()
@@ -57,8 +61,13 @@ def _config(tmp: Path, port: int) -> Any:
     data["paths"]["state_dir"] = str(tmp / "var")
     data["paths"]["content_dir"] = str(tmp / "content")
     data["profiles"] = {"key_file": str(tmp / "keys" / "profiles.key")}
-    data.pop("camera", None)
-    data["screens"][0]["personal_without_crowd_sensor"] = True
+    if camera:
+        # The camera sees her step up (scene frames at 10 fps); the screen is not a spot for one.
+        data["camera"].update(fps=10.0, sample_interval_s=1.0, track_gap_s=0.5)
+        data["fusion"] = {"enabled": fusion}
+    else:
+        data.pop("camera", None)
+        data["screens"][0]["personal_without_crowd_sensor"] = True
     # She leaves soon after her phone goes quiet, so the bench cycles in seconds.
     data["ble"].update(away_timeout_s=1.5, away_min_s=1.0, min_dwell_s=0.0, leave_hold_s=0.2)
     return parse_config(data, base_dir=DEMO)
@@ -88,13 +97,42 @@ def _pct(xs: list[float]) -> dict[str, float]:
     return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
 
 
-def measure(visits: int, *, on_events: bool, display: str, broker: Mosquitto) -> dict[str, Any]:
+class _Steps:
+    """A scene clock for the camera: people in view exactly while ``there`` is set (scene time
+    in [1000, 1500) then, [0, 500) otherwise; SceneSource draws one person from real photos)."""
+
+    TIMELINE = [(1000.0, 1500.0, 1)]
+
+    def __init__(self, there: threading.Event) -> None:
+        self.there = there
+
+    def __call__(self) -> float:
+        return (1000.0 if self.there.is_set() else 0.0) + time.monotonic() % 500.0
+
+
+def measure(
+    visits: int,
+    *,
+    on_events: bool,
+    display: str,
+    broker: Mosquitto,
+    camera: bool = False,
+    fusion: bool = True,
+) -> dict[str, Any]:
+    """Without ``camera``: from ``ZoneEntered`` to her greeting's frame. With it: she steps up
+    to the screen (phone and person at once) and the clock starts then; ``fusion`` False is the
+    screen deciding on the camera's count and BLE presence alone (the rule before issue 18)."""
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        cfg = _config(tmp, broker.port)
+        cfg = _config(tmp, broker.port, camera=camera, fusion=fusion)
         clock = ScaledClock(scenario.T0 + 20, 1.0)
         phone = AppPhone(ALICE, clock, there=False)
-        agent = Agent(cfg, clock=clock, ble_source=phone)
+        frames = None
+        if camera:
+            from edge_agent.sensing.camera.scene import SceneSource
+
+            frames = SceneSource(_Steps.TIMELINE, clock=_Steps(phone.there))
+        agent = Agent(cfg, clock=clock, ble_source=phone, frame_source=frames)
         agent.wake_on_events = on_events
         agent.handlers.apply_profiles(
             {"store_id": cfg.store.store_id, "version": 1, "profiles": scenario.profile_slice()}
@@ -161,9 +199,13 @@ def measure(visits: int, *, on_events: bool, display: str, broker: Mosquitto) ->
             wait(lambda: agent.director.screen_status(SCREEN) == "online", 20)
             for _ in range(visits):
                 n_entered = len(entered)
+                stepped = time.monotonic()
                 phone.there.set()
-                ok = wait(lambda n=n_entered: len(entered) > n, 10)
-                start = entered[-1] if ok else None
+                if camera:
+                    start: float | None = stepped
+                else:
+                    ok = wait(lambda n=n_entered: len(entered) > n, 10)
+                    start = entered[-1] if ok else None
                 s0 = start if start is not None else float("inf")
                 shown = wait(lambda s=s0: any(t >= s and c == GREETING for t, c in states), 10)
                 if start is None or not shown:
@@ -175,6 +217,10 @@ def measure(visits: int, *, on_events: bool, display: str, broker: Mosquitto) ->
                 # Gone, and the screen back on something else, before she comes again.
                 mark = time.monotonic()
                 wait(lambda m=mark: any(t >= m and c != GREETING for t, c in states), 15)
+                if camera:
+                    # And past the fused engine's turnover hold: her next visit is a new
+                    # arrival at an empty screen, not someone stepping in as another left.
+                    time.sleep(cfg.fusion.params().turnover_hold_s + 0.5)
         finally:
             agent.stop()
             runner.join(10)
@@ -195,6 +241,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     try:
         event = measure(visits, on_events=True, display=display, broker=broker)
         beat = measure(visits, on_events=False, display=display, broker=broker)
+        steps = max(4, visits // 2)
+        fused = measure(steps, on_events=True, display=display, broker=broker, camera=True)
+        counted = measure(
+            steps, on_events=True, display=display, broker=broker, camera=True, fusion=False
+        )
     finally:
         xvfb.stop()
         broker.stop()
@@ -206,5 +257,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "zone_event_to_frame_ms": event,
             "baseline_decide_on_the_beat_ms": beat,
             "p99_ratio": round(beat["p99"] / event["p99"], 2) if event.get("p99") else None,
+            # She steps up to a camera screen (phone and person together): to her greeting.
+            "step_up_to_greeting_fused_ms": fused,
+            "step_up_to_greeting_camera_count_ms": counted,
         },
     }

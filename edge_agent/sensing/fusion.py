@@ -321,6 +321,15 @@ class ScreenFusion:
         (P(in) below ``identity_keep_p``): they cannot become the next person's identity."""
         p = self.p
         nobody = (cam_ok or radar_ok) and not tracks and not radar
+        if self._zone_known:
+            # One BLE no longer places here at all has been let go (a zone engine that says
+            # present or not drops them at once): a claim from a visit before is not this one's.
+            here = {c.key for c in self._cands}
+            for k in [k for k in self._claim if k not in here]:
+                del self._claim[k]
+            self._contradicted &= here
+            for k in [k for k in self._release if k not in here]:
+                del self._release[k]
         release = self._release
         for c in self._cands:
             if c.p_in < p.identity_keep_p:
@@ -340,11 +349,6 @@ class ScreenFusion:
                     elif now - release.setdefault(c.key, now) >= p.contradict_release_s:
                         self._contradicted.discard(c.key)
                         del release[c.key]
-        if len(self._claim) > 64 or len(self._contradicted) > 64 or len(release) > 64:
-            here = {c.key for c in self._cands}
-            self._claim = {k: v for k, v in self._claim.items() if k in here}
-            self._contradicted &= here
-            self._release = {k: v for k, v in release.items() if k in here}
 
     def _why_not(
         self,

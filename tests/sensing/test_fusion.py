@@ -348,3 +348,27 @@ def test_a_contradicted_shopper_who_stays_at_the_screen_is_named_after_the_relea
     _alone(e2, 7.1, 7.5, p=0.7)  # not sure any more, not gone either
     assert _alone(e2, 7.6, 11.0).identity is None  # 3.4 s since she was sure again
     assert _alone(e2, 11.1, 12.5).identity == "alice"
+
+
+def test_a_claim_from_an_earlier_visit_is_not_held_against_the_next() -> None:
+    # A zone engine that says present or not (the agent's hysteresis) drops a shopper at once:
+    # she left (BLE still said "here" for a moment while nobody was in view), came back later,
+    # her phone heard a frame before the camera confirmed her. Not contradicted: a new visit.
+    e = ScreenFusion(has_camera=True, has_mmwave=False, params=FAST)
+    _alone(e, 0.0, 3.0)
+    t = 3.1
+    while t < 4.0:  # she stepped away; BLE has not let go yet
+        e.camera(t, [])
+        e.ble(t, [Candidate("alice", 0.95)], 1)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    while t < 12.0:  # gone from BLE too
+        e.camera(t, [])
+        e.ble(t, [], 0)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    e.camera(12.0, [])  # back: BLE first, the camera a frame later
+    e.ble(12.0, [Candidate("alice", 0.95)], 1)
+    e.tick(12.0)
+    s = _alone(e, 12.1, 13.0)
+    assert s.identity == "alice", s.reason
