@@ -181,7 +181,7 @@ def drive(cfg_path: str, results: str, shots: str) -> None:  # pragma: no cover 
             time.sleep(hold)
         t.touch_up()
 
-    def wait_until(pred, then, timeout: float = 10.0) -> None:
+    def wait_until(pred, then, timeout: float = 30.0) -> None:  # a loaded CI machine
         deadline = time.monotonic() + timeout
 
         def check(_dt: float) -> None:
