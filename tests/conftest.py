@@ -15,9 +15,12 @@ from testbed.display import DisplayError, Xvfb
 from testbed.display import kivy_env as kivy_env_for
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def broker() -> Iterator[Mosquitto]:
-    """One mosquitto for the whole session, on a free loopback port. Do not kill it."""
+    """A mosquitto of this test's own, on a free loopback port (it starts in tens of ms). Not
+    shared: the agent keeps a persistent session under a fixed client id and players retain
+    their state, so on a shared broker one test's queued QoS-1 messages and retained states
+    reached the next test's agent, depending on the order the tests ran in."""
     with Mosquitto() as m:
         yield m
 

@@ -69,6 +69,10 @@ class FusionParams:
     # shopper who browsed the zone out of view and then stepped up (a passer-by's P(in) falls
     # within seconds). inf: only BLE letting go clears it.
     contradict_release_s: float = 8.0
+    # BLE became sure of a shopper this long after the person in view appeared: that person is
+    # someone else who was already there (the shopper is still approaching, or walking past),
+    # unless both stay contradict_release_s. inf: off.
+    late_claim_s: float = 4.0
     turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
@@ -84,6 +88,7 @@ class FusionParams:
             self.contradict_s,
             self.turnover_hold_s,
             self.contradict_release_s,
+            self.late_claim_s,
         )
         if min(holds) < 0 or self.stranger_odds < 0:
             raise ValueError("fusion: hold times and stranger_odds must be >= 0")
@@ -160,6 +165,8 @@ class ScreenFusion:
         self._claim: dict[str, float] = {}  # BLE says "here" while the sensors see nobody: since
         self._contradicted: set[str] = set()
         self._release: dict[str, float] = {}  # contradicted, someone seen, BLE sure: since
+        self._track_since: dict[int, float] = {}  # camera track -> when it first appeared
+        self._sure_since: dict[str, float] = {}  # shopper -> since BLE's P(in) >= identity_p
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
@@ -267,7 +274,10 @@ class ScreenFusion:
             pass  # stays: the same person, still explained by the same shopper
         else:
             self._identity = None
-            if best is not None and best_c >= p.identity_p:
+            if best is not None and best_c >= p.identity_p and self._late(best, track, now):
+                self._lead = None
+                reason = "late-claim"
+            elif best is not None and best_c >= p.identity_p:
                 if self._lead is None or self._lead[:2] != (best, track):
                     self._lead = (best, track, now)
                 if now - self._lead[2] >= p.identity_hold_s:
@@ -290,6 +300,18 @@ class ScreenFusion:
             reason="" if self._identity is not None or not present else reason,
         )
 
+    def _late(self, key: str, track: int, now: float) -> bool:
+        """BLE became sure of ``key`` well after the person in view (``track``) appeared, and
+        not long enough ago for both to have stayed: on the bench's trace every wrong greeting
+        left after the other guards was this (a shopper approaching or walking past while
+        someone who had been at the screen for a while stood there, seen as one person)."""
+        since_t = self._track_since.get(track)
+        since_k = self._sure_since.get(key)
+        if since_t is None or since_k is None:
+            return False
+        p = self.p
+        return since_k - since_t > p.late_claim_s and now - since_k < p.contradict_release_s
+
     def _turnover(self, now: float, tracks: tuple[int, ...]) -> None:
         """Two people at once, or a new track after one was lost (someone left and someone
         came, or the camera lost its person and found them again: it cannot tell which): the
@@ -302,6 +324,7 @@ class ScreenFusion:
         if len(tracks) > 1:
             self._turnover_t = now
         for t in tracks:
+            self._track_since.setdefault(t, now)
             if t in gone:
                 del gone[t]  # back: the same person
             elif t not in self._last_tracks and gone:
@@ -310,6 +333,10 @@ class ScreenFusion:
             if now - at > hold:
                 del gone[t]
         self._last_tracks = tracks
+        if len(self._track_since) > len(tracks) + len(gone):
+            self._track_since = {
+                t: v for t, v in self._track_since.items() if t in tracks or t in gone
+            }
         if self._bound:
             self._bound = {t: k for t, k in self._bound.items() if t in tracks or t in gone}
 
@@ -330,8 +357,15 @@ class ScreenFusion:
             self._contradicted &= here
             for k in [k for k in self._release if k not in here]:
                 del self._release[k]
+            for k in [k for k in self._sure_since if k not in here]:
+                del self._sure_since[k]
         release = self._release
+        sure = self._sure_since
         for c in self._cands:
+            if c.p_in >= p.identity_p:
+                sure.setdefault(c.key, now)
+            elif c.p_in < p.identity_keep_p:
+                sure.pop(c.key, None)
             if c.p_in < p.identity_keep_p:
                 self._claim.pop(c.key, None)
                 self._contradicted.discard(c.key)

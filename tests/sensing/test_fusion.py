@@ -372,3 +372,43 @@ def test_a_claim_from_an_earlier_visit_is_not_held_against_the_next() -> None:
     e.tick(12.0)
     s = _alone(e, 12.1, 13.0)
     assert s.identity == "alice", s.reason
+
+
+def test_a_shopper_ble_is_sure_of_long_after_the_person_appeared_is_not_that_person() -> None:
+    # A stranger has stood at the screen (track 7) for 10 s; then BLE becomes sure of Alice,
+    # who is walking past or still on her way: the one person in view is not her, for now.
+    p = FusionParams(identity_hold_s=0.5, late_claim_s=4.0, contradict_release_s=6.0)
+    e = ScreenFusion(has_camera=True, has_mmwave=False, params=p)
+    t = 0.0
+    while t < 10.0:
+        e.camera(t, [7])
+        e.ble(t, [], 0)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    while t < 15.9:
+        e.camera(t, [7])
+        e.ble(t, [Candidate("alice", 0.95)], 1)
+        s = e.tick(t)
+        assert s.identity is None and s.reason == "late-claim", (t, s)
+        t = round(t + 0.1, 6)
+    # Both stayed contradict_release_s: BLE was slow, it is her.
+    while t < 16.6:
+        e.camera(t, [7])
+        e.ble(t, [Candidate("alice", 0.95)], 1)
+        s = e.tick(t)
+        t = round(t + 0.1, 6)
+    assert s.identity == "alice"
+    # BLE sure within late_claim_s of the person appearing: named after the usual hold.
+    e2 = ScreenFusion(has_camera=True, has_mmwave=False, params=p)
+    t = 0.0
+    while t < 3.0:
+        e2.camera(t, [3])
+        e2.ble(t, [], 0)
+        e2.tick(t)
+        t = round(t + 0.1, 6)
+    while t < 4.0:
+        e2.camera(t, [3])
+        e2.ble(t, [Candidate("alice", 0.95)], 1)
+        s = e2.tick(t)
+        t = round(t + 0.1, 6)
+    assert s.identity == "alice"
