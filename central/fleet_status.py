@@ -17,7 +17,7 @@ from contracts.mqtt import BrokerConfig, connect, make_client
 def _on_status(rows: dict[tuple[str, str], dict[str, Any]], lock: threading.Lock, msg: Any) -> None:
     """File one retained state or health message under its box (paho's thread; never raises)."""
     parts = msg.topic.split("/")
-    if len(parts) != 5 or parts[4] not in ("state", "health"):
+    if len(parts) != 5 or parts[4] not in ("state", "health", "acks"):
         return
     _, st, _, dev, what = parts
     if not msg.payload:  # a retained message cleared: the box was retired
@@ -28,8 +28,8 @@ def _on_status(rows: dict[tuple[str, str], dict[str, Any]], lock: threading.Lock
         doc = json.loads(msg.payload)
     except ValueError:
         doc = {"unreadable": msg.payload[:80].decode("utf-8", "replace")}
-    if not isinstance(doc, dict):
-        return
+    if not isinstance(doc, dict) or (what == "acks" and "kind" not in doc):
+        return  # (a resync's list of applied versions is no push's ack)
     with lock:
         rows.setdefault((st, dev), {"store": st, "device": dev})[what] = doc
 
@@ -45,7 +45,9 @@ class FleetWatcher:
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
         base = topics.device_base(store, "+")
-        self._subs = [(f"{base}/state", 1), (f"{base}/health", 1)]
+        # Acks too: the store page says what each box last did with a push (the console's own
+        # emergency included).
+        self._subs = [(f"{base}/state", 1), (f"{base}/health", 1), (f"{base}/acks", 1)]
         self._client = make_client(f"edge-ops-console-{uuid.uuid4().hex[:8]}", broker)
         self._started = False
 
@@ -74,7 +76,7 @@ class FleetWatcher:
         with self._lock:
             got = [(k, dict(v)) for k, v in self._rows.items()]
         return [
-            status_row(st, dev, r.get("state", {}), r.get("health", {}), now)
+            status_row(st, dev, r.get("state", {}), r.get("health", {}), now, r.get("acks"))
             for (st, dev), r in sorted(got)
         ]
 
@@ -110,7 +112,12 @@ def collect(broker: BrokerConfig, store: str = "+", wait_s: float = 2.0) -> list
 
 
 def status_row(
-    store: str, device: str, state: dict[str, Any], health: dict[str, Any], now: float
+    store: str,
+    device: str,
+    state: dict[str, Any],
+    health: dict[str, Any],
+    now: float,
+    ack: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One box's status from its retained state (birth/will) and latest health document; the
     CLI's ``status`` and the console's fleet page both read boxes through here."""
@@ -133,9 +140,17 @@ def status_row(
         # playlist version it is about (edge_agent/app/agent.py puts them in the health).
         "content": _content(sensors),
         "last_error": last_error(state, sensors),
+        "last_ack": _ack(ack),
         # Box clock; with a clock offset reported the age is only as good as that clock.
         "health_age_s": round(now - float(ts), 1) if isinstance(ts, int | float) else None,
     }
+
+
+def _ack(ack: dict[str, Any] | None) -> str | None:
+    if not ack or "kind" not in ack:
+        return None
+    verdict = "applied" if ack.get("accepted") else f"refused: {ack.get('reason', '')}"
+    return f"{ack['kind']} v{ack.get('version')} {verdict}"
 
 
 def _content(sensors: dict[str, Any]) -> str | None:
