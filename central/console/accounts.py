@@ -181,13 +181,24 @@ class Accounts:
         detail: str = "",
         ok: bool = True,
         client: str = "",
-    ) -> None:
+    ) -> int:
+        """Record one action; returns its entry's number."""
         with self._lock:
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT INTO audit (at, user, client, action, target, detail, ok)"
                 " VALUES (?,?,?,?,?,?,?)",
                 (time.time(), user, client, action, target, detail[:1000], int(ok)),
             )
+        return int(cur.lastrowid or 0)
+
+    def audit_entry(self, n: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT at, user, client, action, target, detail, ok FROM audit WHERE n = ?",
+                (n,),
+            ).fetchone()
+        keys = ("at", "user", "client", "action", "target", "detail", "ok")
+        return None if row is None else dict(zip(keys, row, strict=True))
 
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
         with self._lock:

@@ -284,8 +284,17 @@ def create_app(console: Console) -> FastAPI:
         return rows
 
     @app.get("/stores/{store}")
-    def store_page(request: Request, store: str, c: LoggedIn) -> Response:
-        return render(request, "store.html", c, store=store, rows=store_rows(store))
+    def store_page(request: Request, store: str, c: LoggedIn, done: int = 0) -> Response:
+        notice = None
+        entry = console.accounts.audit_entry(done) if done else None
+        # Only the pusher's own entry for this store: the number in the address is no way to
+        # read other entries of the audit log.
+        if entry and c.user and entry["user"] == c.user.name and entry["target"] == store:
+            notice = (
+                f"{entry['action'].capitalize()} sent: {entry['detail']}."
+                " Each box acknowledges below as it applies it."
+            )
+        return render(request, "store.html", c, store=store, rows=store_rows(store), notice=notice)
 
     # ---- emergency -----------------------------------------------------------------------
     @app.post("/stores/{store}/emergency")
@@ -329,15 +338,12 @@ def create_app(console: Console) -> FastAPI:
                           error=f"Not sent: {exc}", title=title, body=text)  # fmt: skip
         console.accounts.used_version("command", version)
         what = "cleared" if clear else f"title {title.strip()!r}"
-        console.accounts.audit(
+        n = console.accounts.audit(
             user.name, action, target=store,
             detail=f"{what}; signed command v{version} to {result.topic}", client=c.client,
         )  # fmt: skip
-        notice = (
-            f"{'Clear' if clear else 'Emergency'} signed (command v{version}) and published to"
-            f" {result.topic}. Each box acknowledges below as it applies it."
-        )
-        return render(request, "store.html", c, store=store, rows=rows, notice=notice)
+        # Post/redirect/get: a reload of the page after a push must not push again.
+        return RedirectResponse(f"/stores/{store}?done={n}", status_code=303)
 
     # ---- KPIs --------------------------------------------------------------------------
     def kpi_query(
