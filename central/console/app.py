@@ -28,6 +28,7 @@ from central.console.config import OpsConfig
 from central.console.kpis import csv_text, kpi_rows
 from central.console.security import LoginLimiter, csrf_ok, csrf_token, sign_sid, unsign_sid
 from central.fleet_status import FleetWatcher
+from contracts.uplift import Uplift
 from contracts.validation import ID_PATTERN
 
 HERE = Path(__file__).resolve().parent
@@ -440,7 +441,9 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def _points_class(value: float | None) -> str:
-    if value is None:
+def _points_class(u: Uplift | None) -> str:
+    """Green or red only when the whole 95% interval is on one side of 0: a week of a small
+    store's holdout rarely says more than "not sure yet", and colour must not claim more."""
+    if u is None or u.ci_low is None or u.ci_high is None:
         return "muted"
-    return "up" if value > 0 else "down" if value < 0 else ""
+    return "up" if u.ci_low > 0 else "down" if u.ci_high < 0 else "unsure"

@@ -20,8 +20,8 @@ def bar_chart(
     labels: list[str],
     series: list[Series],
     *,
-    width: int = 760,
-    height: int = 260,
+    width: int = 580,
+    height: int = 250,
     unit: str = "",
 ) -> str:
     """Grouped bars: one group per label (a day), one bar per series (a campaign); an axis with
@@ -71,7 +71,7 @@ def bar_chart(
             f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{colour}"/>'
             f'<text class="legend" x="{lx + 14}" y="{height - 5}">{escape(s.name)}</text>'
         )
-        lx += 24 + 7 * len(s.name)
+        lx += 28 + 7 * len(s.name)
     out.append("</svg>")
     return "".join(out)
 
