@@ -5,6 +5,8 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -57,7 +59,7 @@ def add_user(config: str | None, name: str, role: str) -> int:
     return 0
 
 
-def _demo(cfg: OpsConfig) -> tuple[OpsConfig, str, str]:
+def _demo(cfg: OpsConfig) -> tuple[OpsConfig, str, str, Path]:
     """A temp dir with a seeded CDP store, a fresh signing key and an admin with a one-time
     password; the broker stays the configured one (pushes need one running)."""
     from central.console.demo import demo_password, seed
@@ -85,9 +87,9 @@ def _demo(cfg: OpsConfig) -> tuple[OpsConfig, str, str]:
     accounts.close()
     note = (
         f"Demo fleet: {len(fleet.stores)} stores, {fleet.events:,} events seeded in {work};"
-        " a demo signing key the boxes do not trust."
+        " a demo signing key the boxes do not trust; all removed when the console stops."
     )
-    return cfg, password, note
+    return cfg, password, note, work
 
 
 def serve(config: str | None, *, host: str | None, port: int | None, demo: bool) -> int:
@@ -104,8 +106,9 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
         print(f"edge-ops console: {exc}", file=sys.stderr)
         return 2
     note = ""
+    demo_dir: Path | None = None
     if demo:
-        cfg, password, note = _demo(cfg)
+        cfg, password, note, demo_dir = _demo(cfg)
         # Printed once, here: it is nowhere else (only its scrypt hash is stored).
         print(f"demo admin: name admin, password {password}", flush=True)
     host = host or cfg.console.host
@@ -144,6 +147,9 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
             file=sys.stderr,
         )
     print(f"console on http://{host}:{port}", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
+    # it found: with the default one the process would die there, before the cleanup below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn.run(create_app(console), host=host, port=port, log_level="warning")
     finally:
@@ -151,4 +157,6 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
         if sink is not None:
             sink.stop()
         accounts.close()
+        if demo_dir is not None:
+            shutil.rmtree(demo_dir, ignore_errors=True)
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from central.console.demo import seed
+from central.console.demo import STORES, seed
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
 from contracts.signing import load_public_key, verify_message
@@ -492,3 +492,46 @@ def test_the_kpi_chart_and_csv_say_what_the_cdp_says(server: Server, browser: An
     first = _css(d, "#audit tbody tr")[0].text  # newest first: this login
     assert "ada" in first and "login" in first and "role admin" in first
     _shot(d, "audit")
+
+
+@pytest.mark.timeout(90)
+def test_demo_mode_is_one_command_with_a_one_time_admin_password(
+    broker: Any, tmp_path: Path
+) -> None:
+    """A newcomer's first run: a seeded fleet, an admin whose password is printed once, the
+    pages there; and nothing left behind when it stops."""
+    cfg = tmp_path / "ops.toml"
+    cfg.write_text(f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\n')
+    port = free_port()
+    proc = subprocess.Popen(
+        [EXE, "console", "--demo", "--config", str(cfg), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        m = re.match(r"demo admin: name admin, password (\S+)$", first.strip())
+        assert m, first
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(up, 30)
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert _login(c, "admin", m.group(1)).status_code == 303
+            fleet = c.get("/fleet").text
+            # The demo's six boxes (the shared test broker may hold other tests' boxes too).
+            shown = set(re.findall(r'data-store="([^"]+)" data-device="([^"]+)"', fleet))
+            assert {(s, d) for s, ds in STORES.items() for d in ds} <= shown
+            assert "Demo fleet: 3 stores" in fleet
+            assert "pts (95% CI" in c.get("/kpis").text
+            work = re.search(r"events seeded in (\S+);", fleet).group(1)  # type: ignore[union-attr]
+            assert Path(work, "cdp.db").is_file()
+            assert (Path(work) / "ops_private.pem").stat().st_mode & 0o777 == 0o600
+    finally:
+        terminate(proc)
+    assert not Path(work).exists()

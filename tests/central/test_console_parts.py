@@ -165,3 +165,11 @@ def test_a_bad_config_names_its_key(tmp_path: Path) -> None:
         load(p)
     p.write_text('[cdp]\ndb = "x.db"\n')
     assert load(p).cdp.db == tmp_path / "x.db"
+
+
+def test_after_login_only_a_path_of_the_console() -> None:
+    from central.console.app import _safe_next
+
+    assert _safe_next("/stores/s1?x=1") == "/stores/s1?x=1"
+    for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "fleet"):
+        assert _safe_next(evil) == "/fleet", evil
