@@ -24,6 +24,7 @@ ROLES = ("viewer", "operator", "admin")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MIN_PASSWORD = 10
 SESSION_TTL_S = 12 * 3600
+ANONYMOUS_TTL_S = 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
