@@ -314,6 +314,51 @@ class CdpSink:
             out[campaign] = uplift(x_e, n_e, x_h, n_h)
         return out
 
+    def campaign_events(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        store: str | None = None,
+    ) -> list[tuple[str, str, str, str, float, float]]:
+        """Impressions, offers shown and attributed conversions with their campaign, for the
+        console's KPIs per day: ``(store, event time, short type, campaign, seconds on screen,
+        amount)``; the day is cut in the reader's time zone."""
+        params = {
+            "impression": TYPE_PREFIX + "content.impression.v1",
+            "shown": TYPE_PREFIX + "offer.shown.v1",
+            "conversion": TYPE_PREFIX + "conversion.v1",
+            "since": _utc_iso(since),
+            "until": _utc_iso(until),
+            "store": store,
+        }
+        with self._lock:
+            rows = self._db.execute(_CAMPAIGN_EVENTS_SQL, params).fetchall()
+        short = {params["impression"]: "impression", params["shown"]: "shown"}
+        return [
+            (st, t, short.get(ty, "conversion"), c, float(d or 0.0), float(a or 0.0))
+            for st, t, ty, c, d, a in rows
+        ]
+
+    def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Each device's latest heartbeat event stored here: ``(store, device, time, data)``.
+        The fleet as the CDP last heard it, for boxes whose retained status is out of reach."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT store_id, device_id, time, json_extract(body, '$.data') FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY store_id, device_id"
+                "    ORDER BY julianday(time) DESC) AS k FROM events WHERE type = ?"
+                ") WHERE k = 1 ORDER BY store_id, device_id",
+                (TYPE_PREFIX + "device.heartbeat.v1",),
+            ).fetchall()
+        out = []
+        for st, dev, t, data in rows:
+            try:
+                doc = json.loads(data) if data else {}
+            except ValueError:
+                doc = {}
+            out.append((st, dev, t, doc if isinstance(doc, dict) else {}))
+        return out
+
     # ---- paho callbacks (paho's thread): never raise -----------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -533,4 +578,20 @@ SELECT m.campaign, m.grp, count(*), count(c.profile)
 FROM members AS m
 LEFT JOIN converted AS c ON c.campaign = m.campaign AND c.profile = m.profile
 GROUP BY m.campaign, m.grp
+"""
+
+
+_CAMPAIGN_EVENTS_SQL = """
+SELECT store_id, time, type,
+       coalesce(json_extract(body, '$.data.campaign_id'),
+                json_extract(body, '$.data.attributed_campaign_id')) AS campaign,
+       json_extract(body, '$.data.duration_s'),
+       json_extract(body, '$.data.amount')
+FROM events
+WHERE type IN (:impression, :shown, :conversion)
+  AND campaign IS NOT NULL
+  AND (:since IS NULL OR julianday(time) >= julianday(:since))
+  AND (:until IS NULL OR julianday(time) < julianday(:until))
+  AND (:store IS NULL OR store_id = :store)
+ORDER BY julianday(time)
 """

@@ -14,6 +14,73 @@ from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
 
 
+def _on_status(rows: dict[tuple[str, str], dict[str, Any]], lock: threading.Lock, msg: Any) -> None:
+    """File one retained state or health message under its box (paho's thread; never raises)."""
+    parts = msg.topic.split("/")
+    if len(parts) != 5 or parts[4] not in ("state", "health", "acks"):
+        return
+    _, st, _, dev, what = parts
+    if not msg.payload:  # a retained message cleared: the box was retired
+        with lock:
+            rows.get((st, dev), {}).pop(what, None)
+        return
+    try:
+        doc = json.loads(msg.payload)
+    except ValueError:
+        doc = {"unreadable": msg.payload[:80].decode("utf-8", "replace")}
+    if not isinstance(doc, dict) or (what == "acks" and "kind" not in doc):
+        return  # (a resync's list of applied versions is no push's ack)
+    with lock:
+        rows.setdefault((st, dev), {"store": st, "device": dev})[what] = doc
+
+
+class FleetWatcher:
+    """The console's live view of the same retained topics ``collect`` reads once: subscribed
+    for as long as it runs, so a page shows every box's latest word without a 2 s wait, and a
+    box going offline (its will) shows at the next page load. paho reconnects by itself."""
+
+    def __init__(self, broker: BrokerConfig, store: str = "+") -> None:
+        self.broker = broker
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        base = topics.device_base(store, "+")
+        # Acks too: the store page says what each box last did with a push (the console's own
+        # emergency included).
+        self._subs = [(f"{base}/state", 1), (f"{base}/health", 1), (f"{base}/acks", 1)]
+        self._client = make_client(f"edge-ops-console-{uuid.uuid4().hex[:8]}", broker)
+        self._started = False
+
+    def start(self, wait_s: float = 5.0) -> bool:
+        """Connect and subscribe; False if the broker did not answer within ``wait_s`` (paho
+        keeps trying in the background; ``subscribed`` is set when it gets through)."""
+        c = self._client
+        c.on_connect = lambda c, *a: c.subscribe(self._subs)
+        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_message = lambda c, u, msg: _on_status(self._rows, self._lock, msg)
+        # Clean session: on every reconnect it subscribes afresh and gets the retained messages
+        # again, which is the whole fleet's latest state.
+        connect(c, self.broker, clean_start=True, session_expiry_s=0)
+        c.loop_start()
+        self._started = True
+        return self.subscribed.wait(wait_s)
+
+    def stop(self) -> None:
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._started = False
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self._lock:
+            got = [(k, dict(v)) for k, v in self._rows.items()]
+        return [
+            status_row(st, dev, r.get("state", {}), r.get("health", {}), now, r.get("acks"))
+            for (st, dev), r in sorted(got)
+        ]
+
+
 def collect(broker: BrokerConfig, store: str = "+", wait_s: float = 2.0) -> list[dict[str, Any]]:
     """One row per device that has a retained state or health message."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -21,24 +88,10 @@ def collect(broker: BrokerConfig, store: str = "+", wait_s: float = 2.0) -> list
     subscribed = threading.Event()
     base = topics.device_base(store, "+")
 
-    def on_message(c, u, msg) -> None:
-        parts = msg.topic.split("/")
-        if len(parts) != 5:
-            return
-        _, st, _, dev, what = parts
-        try:
-            doc = json.loads(msg.payload)
-        except ValueError:
-            doc = {"unreadable": msg.payload[:80].decode("utf-8", "replace")}
-        if not isinstance(doc, dict):
-            return
-        with lock:
-            rows.setdefault((st, dev), {"store": st, "device": dev})[what] = doc
-
     client = make_client(f"edge-ops-status-{uuid.uuid4().hex[:8]}", broker)
     client.on_connect = lambda c, *a: c.subscribe([(f"{base}/state", 1), (f"{base}/health", 1)])
     client.on_subscribe = lambda *a: subscribed.set()
-    client.on_message = on_message
+    client.on_message = lambda c, u, msg: _on_status(rows, lock, msg)
     connect(client, broker, clean_start=True, session_expiry_s=0)
     client.loop_start()
     try:
@@ -52,27 +105,76 @@ def collect(broker: BrokerConfig, store: str = "+", wait_s: float = 2.0) -> list
         client.disconnect()
         client.loop_stop()
     now = time.time()
-    out = []
-    for (st, dev), r in sorted(rows.items()):
-        state, health = r.get("state", {}), r.get("health", {})
-        ts = health.get("ts")
-        out.append(
-            {
-                "store": st,
-                "device": dev,
-                "status": state.get("status", "unknown"),
-                "version": state.get("version"),
-                "config_hash": state.get("config_hash"),
-                "outbox_depth": health.get("outbox_depth"),
-                "oldest_pending_s": health.get("oldest_pending_s"),
-                "clock_offset_s": health.get("clock_offset_s"),
-                "dropped": health.get("dropped") or {},
-                "sensors": health.get("sensors") or {},
-                # Box clock; with a clock offset reported the age is only as good as that clock.
-                "health_age_s": round(now - float(ts), 1) if isinstance(ts, int | float) else None,
-            }
-        )
-    return out
+    return [
+        status_row(st, dev, r.get("state", {}), r.get("health", {}), now)
+        for (st, dev), r in sorted(rows.items())
+    ]
+
+
+def status_row(
+    store: str,
+    device: str,
+    state: dict[str, Any],
+    health: dict[str, Any],
+    now: float,
+    ack: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One box's status from its retained state (birth/will) and latest health document; the
+    CLI's ``status`` and the console's fleet page both read boxes through here."""
+    ts = health.get("ts")
+    sensors = health.get("sensors") or {}
+    if not isinstance(sensors, dict):
+        sensors = {}
+    return {
+        "store": store,
+        "device": device,
+        "status": state.get("status", "unknown"),
+        "version": state.get("version") or health.get("version"),
+        "config_hash": state.get("config_hash"),
+        "outbox_depth": health.get("outbox_depth"),
+        "oldest_pending_s": health.get("oldest_pending_s"),
+        "clock_offset_s": health.get("clock_offset_s"),
+        "dropped": health.get("dropped") or {},
+        "sensors": sensors,
+        # The content installer's state (installed / installing / retrying / failed) and the
+        # playlist version it is about (edge_agent/app/agent.py puts them in the health).
+        "content": _content(sensors),
+        "last_error": last_error(state, sensors),
+        "last_ack": _ack(ack),
+        # Box clock; with a clock offset reported the age is only as good as that clock.
+        "health_age_s": round(now - float(ts), 1) if isinstance(ts, int | float) else None,
+    }
+
+
+def _ack(ack: dict[str, Any] | None) -> str | None:
+    if not ack or "kind" not in ack:
+        return None
+    verdict = "applied" if ack.get("accepted") else f"refused: {ack.get('reason', '')}"
+    return f"{ack['kind']} v{ack.get('version')} {verdict}"
+
+
+def _content(sensors: dict[str, Any]) -> str | None:
+    state, version = sensors.get("content_state"), sensors.get("content_version")
+    if state is None:
+        return None
+    return f"v{version} {state}" if version is not None else str(state)
+
+
+def last_error(state: dict[str, Any], sensors: dict[str, Any]) -> str | None:
+    """The one line an operator should read first: an unreadable retained message, a failed or
+    retrying content install, the watchdog's problems, else a sensor not ok."""
+    if "unreadable" in state:
+        return f"state unreadable: {state['unreadable']}"
+    if sensors.get("content_state") in ("failed", "retrying"):
+        return f"content {sensors['content_state']}: {sensors.get('content_reason', '')}".strip()
+    watchdog = sensors.get("watchdog")
+    if watchdog not in (None, "ok"):
+        return f"watchdog: {watchdog}"
+    for name in ("camera", "ble"):
+        value = sensors.get(name)
+        if isinstance(value, str) and value not in ("ok", "off", "disabled") and value:
+            return f"{name}: {value}"
+    return None
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

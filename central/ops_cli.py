@@ -16,6 +16,10 @@
   edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
   edge-ops uplift --db PATH [--day D | --since T --until T] [--tz Z] [--store S] [--json]
                 (per campaign: exposed against holdout shoppers, uplift with its 95% CI)
+  edge-ops emergency --store S (--title T [--body B] | --clear) --key ops_private.pem
+                [--version N] [--wait-ack [SECONDS]]   (the same signed path as push)
+  edge-ops console [--config ops.toml] [--host H] [--port P] [--demo]   (the ops console)
+  edge-ops console add-user NAME --role viewer|operator|admin [--config ops.toml]
   edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
@@ -41,14 +45,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts import topics
-from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.signing import (
-    DEFAULT_MAX_BYTES,
-    KINDS,
-    expires_in,
-    generate_keypair,
-    sign_message,
-)
+from contracts.mqtt import BrokerConfig
+from contracts.signing import DEFAULT_MAX_BYTES, KINDS, expires_in, generate_keypair
 from contracts.uplift import Uplift
 
 
@@ -135,96 +133,71 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not isinstance(body, dict):
         print(f"{args.file}: the body must be a JSON object", file=sys.stderr)
         return 2
-    message = sign_message(
-        Path(args.key).read_bytes(),
-        args.kind,
-        body,
-        args.store,
-        args.device,
-        args.version,
-        expires_in(args.expires_in),
-    )
-    limit = args.max_bytes or DEFAULT_MAX_BYTES
-    if len(message) > limit:
-        # The box would refuse it unread; say so here, with what to do instead.
-        hint = {"profiles": " (use push-slice: it splits a snapshot into signed parts)"}
-        print(
-            f"{args.file}: the signed {args.kind} message is {len(message):,} bytes, a box takes"
-            f" at most {limit:,} (downlink.max_message_bytes){hint.get(args.kind, '')}",
-            file=sys.stderr,
-        )
-        return 2
-    topic = (
+    from central.push import PushError, publish, sign
+
+    try:
+        message = sign(
+            Path(args.key), args.kind, body, args.store, args.device, args.version,
+            expires_in_s=args.expires_in, max_bytes=args.max_bytes, what=args.file,
+        )  # fmt: skip
+    except PushError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2 if exc.usage else 1
+
+    def progress(step: dict[str, Any]) -> None:
+        print(json.dumps(step), flush=True)  # accepted, installing
+
+    try:
+        result = publish(
+            _broker(args), message, args.kind, args.store, args.device, args.version,
+            body=body, timeout_s=args.timeout, wait_ack_s=args.wait_ack, on_progress=progress,
+        )  # fmt: skip
+    except PushError as exc:
+        if "no ack" in str(exc):
+            # The publish went out: say so before the missing ack, as before.
+            print(
+                json.dumps({"published": _topic(args), "kind": args.kind, "version": args.version})
+            )
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(json.dumps({"published": result.topic, "kind": args.kind, "version": args.version}))
+    if result.ack is not None:
+        print(json.dumps(result.ack))
+        return 0 if result.accepted else 1
+    return 0
+
+
+def _topic(args: argparse.Namespace) -> str:
+    return (
         topics.device_cmd(args.store, args.device, args.kind)
         if args.device
         else topics.store_cmd(args.store, args.kind)
     )
-    client = make_client(f"edge-ops-{os.getpid()}", _broker(args))
-    connected = threading.Event()
-    acked = threading.Event()
-    acks: list[dict[str, Any]] = []
-    ack_topic = topics.acks(args.store, args.device or "+")
 
-    def on_connect(c, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            if args.wait_ack is not None:
-                c.subscribe(ack_topic, qos=1)
-            else:
-                connected.set()
 
-    def on_subscribe(c, userdata, mid, reason_codes, properties) -> None:
-        connected.set()
+def cmd_emergency(args: argparse.Namespace) -> int:
+    """``edge-ops emergency --store S (--title T [--body B] | --clear) --key K``: the override on
+    every screen of a store, through the same signed path as ``push`` (and the console)."""
+    from central.push import PushError, clear_emergency_body, emergency_body, push, time_version
 
-    # A content push is done when the box says its assets are installed, not when it read the
-    # manifest: wait for that second ack (a refused manifest ends it at the first).
-    final_kind = {"content": "content.installed"}.get(args.kind, args.kind)
-    # The install's ack names the playlist's version (what the screens will play).
-    playlist = body.get("playlist") if args.kind == "content" else None
-    final_version = playlist.get("version") if isinstance(playlist, dict) else args.version
-
-    def on_message(c, userdata, msg) -> None:
-        try:
-            ack = json.loads(msg.payload)
-        except ValueError:
-            return
-        kind, version = ack.get("kind"), ack.get("version")
-        wanted = final_version if kind == final_kind != args.kind else args.version
-        if version not in (wanted, 0) or kind not in (args.kind, final_kind):
-            return
-        if acked.is_set():
-            return  # the result is in (an install can beat its first ack): nothing after it
-        if kind == final_kind or not ack.get("accepted"):
-            acks.append({"topic": msg.topic, **ack})
-            acked.set()
-        else:
-            print(json.dumps({"topic": msg.topic, **ack}), flush=True)  # accepted, installing
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    # Clean session: the ops CLI is a one-shot client, it must not leave a session behind.
-    connect(client, _broker(args), clean_start=True, session_expiry_s=0)
-    client.loop_start()
     try:
-        if not connected.wait(args.timeout):
-            print(f"could not connect to {args.host}:{args.port}", file=sys.stderr)
-            return 1
-        info = client.publish(topic, message, qos=1)
-        info.wait_for_publish(args.timeout)
-        if not info.is_published():
-            print("no PUBACK from the broker", file=sys.stderr)
-            return 1
-        print(json.dumps({"published": topic, "kind": args.kind, "version": args.version}))
-        if args.wait_ack is not None:
-            if not acked.wait(args.wait_ack):
-                print("no ack from the device", file=sys.stderr)
-                return 1
-            print(json.dumps(acks[0]))
-            return 0 if acks[0].get("accepted") else 1
-        return 0
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        if args.clear:
+            body = clear_emergency_body(reason=args.reason)
+        else:
+            body = emergency_body(args.title or "", args.body, reason=args.reason)
+        version = args.version or time_version()
+        result = push(
+            _broker(args), Path(args.key), "command", body, args.store, None, version,
+            expires_in_s=args.expires_in, timeout_s=args.timeout, wait_ack_s=args.wait_ack,
+        )  # fmt: skip
+    except PushError as exc:
+        print(f"edge-ops emergency: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
+    print(json.dumps({"published": result.topic, "kind": "command", "version": version}))
+    if result.ack is not None:
+        print(json.dumps(result.ack))
+        return 0 if result.accepted else 1
+    return 0
 
 
 def cmd_push_slice(args: argparse.Namespace) -> int:
@@ -428,6 +401,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from central.console.cli import add_user, serve
+
+    if args.console_cmd == "add-user":
+        return add_user(args.user_config or args.config, args.name, args.role)
+    return serve(args.config, host=args.host, port=args.port, demo=args.demo)
+
+
 def cmd_pki(args: argparse.Namespace) -> int:
     from central.pki import PkiError, init_ca, issue
 
@@ -544,6 +525,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker_args(ps)
     ps.set_defaults(func=cmd_push_slice)
+
+    em = sub.add_parser(
+        "emergency", help="put an emergency on every screen of a store, or clear it (signed)"
+    )
+    em.add_argument("--store", required=True)
+    what = em.add_mutually_exclusive_group(required=True)
+    what.add_argument("--title", help="the emergency's title (at most 120 characters)")
+    what.add_argument("--clear", action="store_true", help="end the emergency")
+    em.add_argument("--body", default="", help="the message under the title")
+    em.add_argument("--reason", default="", help="for the boxes' logs: who and why")
+    em.add_argument("--key", required=True, help="ops_private.pem")
+    em.add_argument("--version", type=int, help="command version (default: seconds since epoch)")
+    em.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    em.add_argument("--timeout", type=float, default=10.0)
+    em.add_argument(
+        "--wait-ack", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS"
+    )
+    broker_args(em)
+    em.set_defaults(func=cmd_emergency)
+
+    co = sub.add_parser("console", help="the ops console in the browser (or add-user)")
+    co.add_argument("--config", help="ops.toml ([console], [cdp], [broker], [signing])")
+    co.add_argument("--host", help="listen address (default from the config, 127.0.0.1)")
+    co.add_argument("--port", type=int, help="listen port (default from the config, 8470)")
+    co.add_argument(
+        "--demo", action="store_true", help="a seeded demo fleet and admin in a temp dir"
+    )
+    co_sub = co.add_subparsers(dest="console_cmd")
+    au = co_sub.add_parser("add-user", help="create or reset an account (password on stdin)")
+    au.add_argument("name")
+    au.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    au.add_argument("--config", dest="user_config", help="ops.toml")
+    co.set_defaults(func=cmd_console)
 
     s = sub.add_parser("cdp-sink", help="run a CDP sink in the foreground until SIGINT/SIGTERM")
     s.add_argument("--db", required=True)

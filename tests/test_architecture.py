@@ -17,6 +17,8 @@ OURS = {"contracts", "edge_agent", "sync", "signage_ui", "central", "demo", "tes
 
 # Pure logic: decisions, presence engines, parsers, playback rules, kiosk model, wire shapes.
 PURE = [
+    "central/console/charts.py",
+    "central/console/security.py",
     "contracts/events.py",
     "contracts/kiosk_finder.py",
     "contracts/planogram_csv.py",

@@ -1,0 +1,449 @@
+"""The ops console: FastAPI with server-side Jinja2 templates and one small stylesheet.
+
+Reads the CDP store and the fleet's retained topics; writes only through ``central.push`` (the
+CLI's signed path). Every page but ``/healthz``, ``/login`` and the stylesheet needs a session;
+every POST carries the session's CSRF token; operator actions need the operator role and are
+recorded in the audit log with the user, whether they worked or not.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from central import push
+from central.cdp_sink import CdpSink
+from central.console import fleet as fleet_view
+from central.console.accounts import Accounts, User
+from central.console.charts import Series, bar_chart
+from central.console.config import OpsConfig
+from central.console.kpis import csv_text, kpi_rows
+from central.console.security import LoginLimiter, csrf_ok, csrf_token, sign_sid, unsign_sid
+from central.fleet_status import FleetWatcher
+from contracts.uplift import Uplift
+from contracts.validation import ID_PATTERN
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "ops_session"
+MAX_FORM_BYTES = 16_384
+_ID = re.compile(ID_PATTERN)
+
+# No script, no inline style, no framing: the console works without any JavaScript, so the
+# policy can forbid it outright (an injected <script> would not run).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class Console:
+    config: OpsConfig
+    accounts: Accounts
+    secret: bytes
+    sink: CdpSink | None
+    watcher: FleetWatcher | None
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    demo_note: str = ""
+
+
+@dataclass
+class Ctx:
+    """Who is asking: their session id (None before any), their user (None before login)."""
+
+    sid: str | None
+    user: User | None
+    client: str
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class Refused(Exception):
+    """A request refused with a page saying why (and nothing changed)."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+def create_app(console: Console) -> FastAPI:
+    app = FastAPI(title="edge-ops console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.console = console
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["points_class"] = _points_class
+    templates.env.filters["utc"] = lambda t: datetime.fromtimestamp(t, UTC).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    secure = console.config.console.secure_cookies
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    def ctx(request: Request) -> Ctx:
+        client = request.client.host if request.client else "?"
+        sid = unsign_sid(console.secret, request.cookies.get(COOKIE))
+        if sid is None:
+            return Ctx(None, None, client)
+        known, user = console.accounts.session(sid)
+        return Ctx(sid if known else None, user, client)
+
+    def login_required(c: Annotated[Ctx, Depends(ctx)]) -> Ctx:
+        if c.user is None:
+            raise LoginRequired()
+        return c
+
+    CtxDep = Annotated[Ctx, Depends(ctx)]
+    LoggedIn = Annotated[Ctx, Depends(login_required)]
+
+    async def form(request: Request) -> dict[str, str]:
+        """The urlencoded form, size-capped, first value of each field."""
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            raise Refused(413, "Form too large", "That form was larger than the console takes.")
+        try:
+            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=40)
+        except (UnicodeDecodeError, ValueError):
+            raise Refused(400, "Unreadable form", "The form could not be read.") from None
+        return {k: v[0] for k, v in parsed.items()}
+
+    FormDep = Annotated[dict[str, str], Depends(form)]
+
+    def csrf(c: Ctx, data: dict[str, str], action: str) -> None:
+        if not csrf_ok(console.secret, c.sid, data.get("csrf")):
+            console.accounts.audit(
+                c.user.name if c.user else None, action, detail="refused: CSRF token missing"
+                " or wrong", ok=False, client=c.client,
+            )  # fmt: skip
+            raise Refused(
+                403,
+                "Form refused",
+                "This form did not come from a page of this console session (the CSRF check"
+                " failed), so nothing was changed. Reload the page and try again.",
+            )
+
+    def need(c: Ctx, role: str, action: str, target: str = "") -> User:
+        assert c.user is not None
+        if not c.user.can(role):
+            console.accounts.audit(
+                c.user.name, action, target=target, detail=f"refused: needs the {role} role",
+                ok=False, client=c.client,
+            )  # fmt: skip
+            raise Refused(
+                403,
+                "Not allowed",
+                f"Your role ({c.user.role}) cannot do this; it needs the {role} role."
+                " Nothing was changed.",
+            )
+        return c.user
+
+    def render(
+        request: Request, template: str, c: Ctx, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        values.update(
+            user=c.user,
+            csrf=csrf_token(console.secret, c.sid) if c.sid else "",
+            demo_note=console.demo_note,
+            broker_ok=console.watcher is not None and console.watcher.subscribed.is_set(),
+            broker=f"{console.config.broker.host}:{console.config.broker.port}",
+        )
+        return templates.TemplateResponse(request, template, values, status_code=status)
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        return render(
+            request, "error.html", ctx(request), exc.status, title=exc.title, message=exc.message
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return render(
+            request, "error.html", ctx(request), exc.status_code,
+            title="Not found" if exc.status_code == 404 else "Error", message=str(exc.detail),
+        )  # fmt: skip
+
+    def with_session(response: Response, sid: str) -> Response:
+        response.set_cookie(
+            COOKIE, sign_sid(console.secret, sid), httponly=True, samesite="strict",
+            secure=secure, path="/", max_age=12 * 3600,
+        )  # fmt: skip
+        return response
+
+    # ---- health, login, logout -----------------------------------------------------------
+    @app.get("/healthz", response_class=PlainTextResponse)
+    def healthz() -> str:
+        return "ok"
+
+    @app.get("/login")
+    def login_page(request: Request, c: CtxDep, next: str = "/fleet") -> Response:
+        if c.user is not None:
+            return RedirectResponse(_safe_next(next), status_code=303)
+        sid = c.sid or console.accounts.new_session(None)
+        page = render(request, "login.html", Ctx(sid, None, c.client), next=_safe_next(next))
+        return with_session(page, sid)
+
+    @app.post("/login")
+    def login(request: Request, data: FormDep, c: CtxDep) -> Response:
+        csrf(c, data, "login")
+        name, password = data.get("name", "").strip(), data.get("password", "")
+        nxt = _safe_next(data.get("next", "/fleet"))
+        wait = console.limiter.retry_after(c.client)
+        if wait:
+            console.accounts.audit(
+                name or None, "login", detail="refused: too many failed logins",
+                ok=False, client=c.client,
+            )  # fmt: skip
+            page = render(
+                request, "login.html", c, 429, next=nxt, name=name,
+                error=f"Too many failed logins from your address. Try again in {wait} s.",
+            )  # fmt: skip
+            page.headers["Retry-After"] = str(wait)
+            return page
+        user = console.accounts.check_password(name, password) if name and password else None
+        if user is None:
+            fails = console.limiter.failed(c.client)
+            console.accounts.audit(
+                name or None, "login", detail=f"wrong name or password ({fails} in a minute)",
+                ok=False, client=c.client,
+            )  # fmt: skip
+            left = console.limiter.limit - fails
+            more = f" {left} more attempts this minute." if left > 0 else ""
+            return render(
+                request, "login.html", c, 401, next=nxt, name=name,
+                error=f"Wrong name or password.{more}",
+            )  # fmt: skip
+        console.limiter.succeeded(c.client)
+        if c.sid:
+            console.accounts.end_session(c.sid)  # a new id at login: no session fixation
+        sid = console.accounts.new_session(user.name)
+        console.accounts.audit(user.name, "login", detail=f"role {user.role}", client=c.client)
+        return with_session(RedirectResponse(nxt, status_code=303), sid)
+
+    @app.post("/logout")
+    def logout(data: FormDep, c: LoggedIn) -> Response:
+        csrf(c, data, "logout")
+        assert c.sid is not None and c.user is not None
+        console.accounts.end_session(c.sid)
+        console.accounts.audit(c.user.name, "logout", client=c.client)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # ---- fleet -------------------------------------------------------------------------
+    @app.get("/")
+    def home(c: LoggedIn) -> Response:
+        return RedirectResponse("/fleet", status_code=303)
+
+    @app.get("/fleet")
+    def fleet_page(
+        request: Request,
+        c: LoggedIn,
+        store: str = "",
+        state: str = "",
+    ) -> Response:
+        rows = fleet_view.fleet_rows(console.watcher, console.sink)
+        shown = fleet_view.filtered(rows, store or None, state or None)
+        return render(
+            request, "fleet.html", c, rows=shown, summary=fleet_view.summary(rows),
+            stores=sorted({r["store"] for r in rows}), states=fleet_view.STATES,
+            store=store, state=state,
+        )  # fmt: skip
+
+    def store_rows(store: str) -> list[dict[str, Any]]:
+        if not _ID.match(store):
+            raise HTTPException(404, "No such store.")
+        rows = fleet_view.filtered(
+            fleet_view.fleet_rows(console.watcher, console.sink), store, None
+        )
+        if not rows:
+            raise HTTPException(404, f"No box of store {store} is known to the console.")
+        return rows
+
+    @app.get("/stores/{store}")
+    def store_page(request: Request, store: str, c: LoggedIn, done: int = 0) -> Response:
+        notice = None
+        entry = console.accounts.audit_entry(done) if done else None
+        # Only the pusher's own entry for this store: the number in the address is no way to
+        # read other entries of the audit log.
+        if entry and c.user and entry["user"] == c.user.name and entry["target"] == store:
+            notice = (
+                f"{entry['action'].capitalize()} sent: {entry['detail']}."
+                " Each box acknowledges below as it applies it."
+            )
+        return render(request, "store.html", c, store=store, rows=store_rows(store), notice=notice)
+
+    # ---- emergency -----------------------------------------------------------------------
+    @app.post("/stores/{store}/emergency")
+    def emergency(
+        request: Request,
+        store: str,
+        data: FormDep,
+        c: LoggedIn,
+    ) -> Response:
+        csrf(c, data, "emergency")
+        user = need(c, "operator", "emergency", store)
+        rows = store_rows(store)
+        clear = data.get("action") == "clear"
+        title, text = data.get("title", ""), data.get("body", "")
+        try:
+            body = (
+                push.clear_emergency_body(reason=f"console: {user.name}")
+                if clear
+                else push.emergency_body(title, text, reason=f"console: {user.name}")
+            )
+        except push.PushError as exc:
+            return render(request, "store.html", c, 400, store=store, rows=rows, error=str(exc),
+                          title=title, body=text)  # fmt: skip
+        if data.get("step") != "send":
+            # The confirmation step: what every screen of the store will show, and one more
+            # click (with the same token) to send it.
+            return render(request, "confirm.html", c, store=store, rows=rows, clear=clear,
+                          title=title.strip(), body=text.strip())  # fmt: skip
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("command"))
+        action = "clear emergency" if clear else "emergency"
+        try:
+            result = push.push(
+                cfg.broker.config(), cfg.signing.key, "command", body, store, None, version,
+                expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+            )  # fmt: skip
+        except push.PushError as exc:
+            console.accounts.audit(user.name, action, target=store, detail=f"not sent: {exc}",
+                                   ok=False, client=c.client)  # fmt: skip
+            return render(request, "store.html", c, 502, store=store, rows=rows,
+                          error=f"Not sent: {exc}", title=title, body=text)  # fmt: skip
+        console.accounts.used_version("command", version)
+        what = "cleared" if clear else f"title {title.strip()!r}"
+        n = console.accounts.audit(
+            user.name, action, target=store,
+            detail=f"{what}; signed command v{version} to {result.topic}", client=c.client,
+        )  # fmt: skip
+        # Post/redirect/get: a reload of the page after a push must not push again.
+        return RedirectResponse(f"/stores/{store}?done={n}", status_code=303)
+
+    # ---- KPIs --------------------------------------------------------------------------
+    def kpi_query(
+        start: str, end: str, store: str, campaign: str
+    ) -> tuple[date, date, list[Any], str | None]:
+        tz = console.config.tz
+        today = datetime.now(tz).date()
+        error = None
+        try:
+            last = date.fromisoformat(end) if end else today
+            first = date.fromisoformat(start) if start else last - timedelta(days=6)
+            rows = (
+                kpi_rows(
+                    console.sink, first, last, tz, store=store or None, campaign=campaign or None
+                )  # fmt: skip
+                if console.sink is not None
+                else []
+            )
+        except ValueError as exc:
+            first, last, rows = today - timedelta(days=6), today, []
+            error = f"Dates: {exc}" if "day" in str(exc) else f"Dates: {exc} (use YYYY-MM-DD)"
+        return first, last, rows, error
+
+    @app.get("/kpis")
+    def kpis_page(
+        request: Request,
+        c: LoggedIn,
+        start: str = "",
+        end: str = "",
+        store: str = "",
+        campaign: str = "",
+    ) -> Response:
+        first, last, rows, error = kpi_query(start, end, store, campaign)
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        campaigns = sorted({r.campaign for r in rows})
+        ots = [
+            Series(cmp, [float(sum(r.ots for r in rows if r.day == d and r.campaign == cmp))
+                         for d in days])
+            for cmp in campaigns
+        ]  # fmt: skip
+        conv = [
+            Series(cmp, [float(sum(r.conversions for r in rows
+                                   if r.day == d and r.campaign == cmp)) for d in days])
+            for cmp in campaigns
+        ]  # fmt: skip
+        labels = [d.strftime("%a %d") for d in days]
+        all_stores = sorted({r["store"] for r in fleet_view.fleet_rows(None, console.sink)})
+        query = "&".join(
+            f"{k}={quote(v)}" for k, v in
+            (("start", first.isoformat()), ("end", last.isoformat()), ("store", store),
+             ("campaign", campaign)) if v
+        )  # fmt: skip
+        return render(
+            request, "kpis.html", c, 400 if error else 200, rows=rows, error=error,
+            chart_ots=bar_chart("Opportunities to see per day", labels, ots),
+            chart_conv=bar_chart("Attributed conversions per day", labels, conv),
+            start=first.isoformat(), end=last.isoformat(), store=store, campaign=campaign,
+            stores=all_stores, campaigns=campaigns, query=query, tz=console.config.console.timezone,
+        )  # fmt: skip
+
+    @app.get("/kpis.csv")
+    def kpis_csv(
+        c: LoggedIn,
+        start: str = "",
+        end: str = "",
+        store: str = "",
+        campaign: str = "",
+    ) -> Response:
+        first, last, rows, error = kpi_query(start, end, store, campaign)
+        if error:
+            raise Refused(400, "Bad dates", error)
+        name = f"kpis_{first.isoformat()}_{last.isoformat()}.csv"
+        return Response(
+            csv_text(rows), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )  # fmt: skip
+
+    # ---- admin -------------------------------------------------------------------------
+    @app.get("/admin/audit")
+    def audit_page(request: Request, c: LoggedIn) -> Response:
+        need(c, "admin", "view audit log")
+        return render(
+            request, "audit.html", c, log=console.accounts.audit_log(),
+            users=console.accounts.users(),
+        )  # fmt: skip
+
+    return app
+
+
+def _safe_next(target: str) -> str:
+    """Only a path of this console after login: never an open redirect to another site."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/fleet"
+    return target
+
+
+def _points_class(u: Uplift | None) -> str:
+    """Green or red only when the whole 95% interval is on one side of 0: a week of a small
+    store's holdout rarely says more than "not sure yet", and colour must not claim more."""
+    if u is None or u.ci_low is None or u.ci_high is None:
+        return "muted"
+    return "up" if u.ci_low > 0 else "down" if u.ci_high < 0 else "unsure"

@@ -1,0 +1,193 @@
+"""``edge-ops console --demo``: a seeded demo fleet, so a newcomer sees the console in one
+command. Three stores, six boxes, a week of journeys; every event goes through the CDP sink's
+own ingest (``CdpSink.handle_batch``: validated, deduplicated, stored) exactly as a box's batch
+would, only without a broker in between. Deterministic for a given seed and day."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from central.cdp_sink import CdpSink
+from contracts import topics
+from contracts.batch import encode_batch, publish_properties
+from contracts.events import (
+    CloudEvent,
+    ContentImpression,
+    Conversion,
+    DeviceHeartbeat,
+    HoldoutAssigned,
+    OfferShown,
+    Payload,
+    make_event,
+)
+from contracts.mqtt import BrokerConfig
+
+STORES = {
+    "store-0042": ("box-entrance", "box-shoes"),
+    "store-0107": ("box-entrance", "box-coffee"),
+    "store-0311": ("box-entrance", "box-outdoor"),
+}
+# (campaign, content, screen, how likely an exposed shopper buys, a held-out one buys)
+CAMPAIGNS = (
+    ("trail-shoes", "ridge-gtx", "screen-shoes", 0.30, 0.12),
+    ("winter-jackets", "storm-parka", "screen-entrance", 0.18, 0.15),
+    ("members-coffee", "coffee-card", "screen-coffee", 0.40, 0.38),
+)
+
+# Which campaigns each box's screen runs.
+BOX_CAMPAIGNS = {
+    "box-entrance": ("winter-jackets",),
+    "box-shoes": ("trail-shoes",),
+    "box-coffee": ("members-coffee",),
+    "box-outdoor": ("trail-shoes", "members-coffee"),
+}
+
+
+@dataclass
+class DemoFleet:
+    cdp_db: Path
+    stores: dict[str, tuple[str, ...]]
+    events: int
+
+
+def seed(db: Path, *, today: date | None = None, days: int = 7, seed: int = 21) -> DemoFleet:
+    """Fill a fresh CDP database with ``days`` of journeys up to ``today`` and one heartbeat per
+    box (most just now, one box silent for two hours, one with a failed content install)."""
+    rng = random.Random(seed)
+    today = today or datetime.now(UTC).date()
+    tz = ZoneInfo("Europe/Berlin")
+    sink = CdpSink(BrokerConfig(), db, group=None)  # not started: ingest without a broker
+    total = 0
+    try:
+        for store, boxes in STORES.items():
+            for device in boxes:
+                evs: list[CloudEvent] = []
+                for d in range(days - 1, -1, -1):
+                    evs.extend(_day(rng, store, device, today - timedelta(days=d), tz))
+                evs.append(_heartbeat(store, device, rng))
+                total += _ingest(sink, store, device, evs)
+    finally:
+        sink.stop()
+    return DemoFleet(db, dict(STORES), total)
+
+
+def _day(rng: random.Random, store: str, device: str, day: date, tz: ZoneInfo) -> list[CloudEvent]:
+    out: list[CloudEvent] = []
+
+    def add(payload: Payload, t: datetime) -> None:
+        out.append(make_event(payload, store_id=store, device_id=device, time=t))
+
+    def impression(campaign: str, content: str, screen: str, t: datetime, variant: str) -> None:
+        seconds = rng.uniform(6, 14)
+        add(
+            ContentImpression(
+                impression_id=str(uuid.UUID(int=rng.getrandbits(128))),
+                screen_id=screen,
+                content_id=content,
+                campaign_id=campaign,
+                variant=variant,
+                start=t,
+                end=t + timedelta(seconds=seconds),
+                duration_s=round(seconds, 1),
+            ),
+            t,
+        )
+
+    opening = datetime(day.year, day.month, day.day, 9, 0, tzinfo=tz)
+    busy = 1.0 + 0.4 * (day.weekday() >= 5)  # Saturdays and Sundays are busier
+    for campaign, content, screen, p_exposed, p_holdout in CAMPAIGNS:
+        if campaign not in BOX_CAMPAIGNS[device]:
+            continue
+        for i in range(int(rng.randint(14, 30) * busy)):
+            t = opening + timedelta(minutes=rng.uniform(0, 600))
+            profile = f"p-{store[-4:]}-{campaign[:4]}-{day.isoformat()}-{i}"
+            held = rng.random() < 0.25
+            if held:
+                add(HoldoutAssigned(campaign_id=campaign, screen_id=screen, profile_id=profile), t)
+            else:
+                add(
+                    OfferShown(
+                        screen_id=screen,
+                        campaign_id=campaign,
+                        content_id=content,
+                        variant="personalised",
+                        profile_id=profile,
+                        rule="segment",
+                    ),
+                    t,
+                )
+                impression(campaign, content, screen, t, "personalised")
+            if rng.random() < (p_holdout if held else p_exposed):
+                add(
+                    Conversion(
+                        receipt_id=f"r-{rng.getrandbits(40):x}",
+                        profile_id=profile,
+                        amount=round(rng.uniform(8, 160), 2),
+                        till="till-1",
+                        attributed_campaign_id=campaign,
+                        touches=1,
+                        group="holdout" if held else "exposed",
+                    ),
+                    t + timedelta(minutes=rng.uniform(3, 40)),
+                )
+        # Anonymous passers-by: impressions without anyone to count as a shopper.
+        for _ in range(int(rng.randint(30, 60) * busy)):
+            t = opening + timedelta(minutes=rng.uniform(0, 600))
+            impression(campaign, content, screen, t, "anonymous")
+    return out
+
+
+def _heartbeat(store: str, device: str, rng: random.Random) -> CloudEvent:
+    now = datetime.now(UTC)
+    silent = store == "store-0311" and device == "box-outdoor"
+    failed = store == "store-0107" and device == "box-coffee"
+    sensors = {
+        "ble": "ok",
+        "camera": "ok",
+        "watchdog": "ok",
+        "content_version": "12" if not failed else "13",
+        "content_state": "failed" if failed else "installed",
+    }
+    if failed:
+        sensors["content_reason"] = "asset 3f2a...: sha256 mismatch after 3 downloads"
+    hb = DeviceHeartbeat(
+        version="0.1.0",
+        uptime_s=rng.uniform(3600, 86400 * 4),
+        outbox_depth=240 if silent else rng.randint(0, 6),
+        oldest_pending_s=7200.0 if silent else rng.uniform(0, 4),
+        disk_free_mb=rng.uniform(8000, 20000),
+        sensors=sensors,
+        clock_offset_s=round(rng.uniform(-0.05, 0.05), 4),
+    )
+    return make_event(
+        hb, store_id=store, device_id=device,
+        time=now - timedelta(hours=2) if silent else now - timedelta(seconds=20),
+    )  # fmt: skip
+
+
+def _ingest(sink: CdpSink, store: str, device: str, evs: list[CloudEvent]) -> int:
+    """Through the sink's own batch handling, 500 events a batch, numbered like a box does."""
+    stored = 0
+    for n in range(0, len(evs), 500):
+        bodies = []
+        for k, ev in enumerate(evs[n : n + 500], start=n + 1):
+            doc = json.loads(ev.to_json())
+            doc["sequence"] = f"{k:012d}"
+            bodies.append(json.dumps(doc, separators=(",", ":")))
+        raw, encoding = encode_batch(str(uuid.uuid4()), store, device, bodies, 4096)
+        sink.handle_batch(topics.events(store, device), raw, publish_properties(encoding))
+        stored += len(bodies)
+    return stored
+
+
+def demo_password() -> str:
+    """A fresh password for the demo admin, printed once (never a fixed one: a demo left
+    running on a shared machine must not open to a password from the README)."""
+    return secrets.token_urlsafe(12)
