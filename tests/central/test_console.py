@@ -35,7 +35,7 @@ from edge_agent.downlink.commands import emergency_command, parse_command
 from sync.downlink import Downlink
 from sync.outbox import Outbox
 from sync.uplink import Uplink
-from testbed.broker import free_port
+from testbed.broker import Mosquitto, free_port
 from testbed.procs import terminate
 from tests.watching import wait_for
 
@@ -85,7 +85,15 @@ class Watch:
 
 
 @pytest.fixture(scope="module")
-def server(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def console_broker() -> Iterator[Mosquitto]:
+    """The module's tests share one console, so they share its broker too."""
+    with Mosquitto() as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def server(console_broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    broker = console_broker
     work = tmp_path_factory.mktemp("console")
     keys = work / "keys"
     out = subprocess.run([EXE, "keygen", "--out", str(keys)], capture_output=True, check=True)
