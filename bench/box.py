@@ -1,10 +1,16 @@
-"""On-the-box figures (issue 9): cold start to READY, steady-state RSS of agent and player,
+"""On-the-box figures (issues 9, 20): cold start to READY, steady-state RSS of agent and player,
 and the systemd exposure score of every unit.
 
 Cold start is measured the way systemd sees it: from fork/exec of `edge-agent run` to the
-READY=1 datagram on a notify socket, against the demo store on a private mosquitto. The naive
-baseline in the same run is a bare interpreter start (`python -c pass`): the floor any Python
-service pays, so the ratio says what the agent adds on top.
+READY=1 datagram on a notify socket, against the demo store (its camera scene and its store
+map) on a private mosquitto, and once more with the camera off. The naive baseline in the same
+run is a bare interpreter start (`python -c pass`): the floor any Python service pays, so the
+ratio says what the agent adds on top.
+
+``baseline="REF"`` (`edge-agent bench box --baseline REF`) measures that git commit too, in the
+same run and interleaved with this tree (one cold start of each in turn), from a `git archive`
+of it put first on the children's PYTHONPATH: the machine's noise then falls on both alike,
+and the ratios compare like with like (issue 20 compares against the commit before it).
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from testbed.broker import Mosquitto
 DEMO = Path(scenario.__file__).parent
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 BIN = Path(sys.executable).parent
+# Issue 20: room on a 1 GB Pi beside the player (about 210 MB) and the broker.
+GOAL_RSS_MB = 100
+GOAL_READY_S = 1.5
 
 
-def _config(tmp: Path, port: int) -> Path:
+def _config(tmp: Path, port: int, *, camera: bool = True) -> Path:
     text = (DEMO / "store.toml").read_text()
     text = text.replace("port = 1883", f"port = {port}")
     text = text.replace(
@@ -43,7 +52,11 @@ def _config(tmp: Path, port: int) -> Path:
         'ops_public_key = "REPLACED-BY-DEMO"', f'ops_public_key = "{generate_keypair()[1]}"'
     )
     text = text.replace('state_dir = "var"', f'state_dir = "{tmp / "var"}"')
-    p = tmp / "agent.toml"
+    # The demo store's map, so that the box loads it as in the demo (screens draw routes).
+    text = text.replace('path = "store-map.toml"', f'path = "{DEMO / "store-map.toml"}"')
+    if not camera:
+        text = text.replace("[camera]\nenabled = true", "[camera]\nenabled = false")
+    p = tmp / ("agent.toml" if camera else "agent-no-camera.toml")
     p.write_text(text + "\n[metrics]\nenabled = false\n")
     return p
 
@@ -58,17 +71,41 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _cold_start(cfg: Path, tmp: Path, steady_s: float) -> tuple[float, float]:
+def _env(src: Path | None, **extra: str) -> dict[str, str]:
+    """The children's environment: ``src`` (a baseline tree) first on the import path."""
+    env = {**os.environ, **extra}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
+def _export(ref: str, dest: Path) -> Path:
+    """The tree of git commit ``ref`` in ``dest`` (`git archive`: no checkout, no branch)."""
+    root = Path(__file__).resolve().parent.parent
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def _cold_start(
+    cfg: Path, tmp: Path, steady_s: float, src: Path | None = None
+) -> tuple[float, float]:
     """Seconds to READY=1, and RSS after ``steady_s`` more seconds of running."""
     path = str(tmp / f"notify-{time.monotonic_ns()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     sock.settimeout(30)
-    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}
+    env = _env(src, NOTIFY_SOCKET=path, WATCHDOG_USEC="30000000")
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [str(BIN / "edge-agent"), "run", "-c", str(cfg)],
         env=env,
+        # Not the checkout: Python puts the working directory first on the import path, and
+        # a baseline tree on PYTHONPATH must win over this one.
+        cwd=tmp,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -84,7 +121,7 @@ def _cold_start(cfg: Path, tmp: Path, steady_s: float) -> tuple[float, float]:
     return ready, rss
 
 
-def _player_rss(cfg: Path, tmp: Path, steady_s: float) -> dict[str, Any]:
+def _player_rss(cfg: Path, tmp: Path, steady_s: float, src: Path | None = None) -> dict[str, Any]:
     try:
         from testbed.display import Xvfb, kivy_env
     except ImportError as exc:
@@ -92,9 +129,12 @@ def _player_rss(cfg: Path, tmp: Path, steady_s: float) -> dict[str, Any]:
     try:
         with Xvfb() as display:
             env = kivy_env(display, tmp / "kivy-home")
+            if src is not None:
+                env["PYTHONPATH"] = str(src)
             proc = subprocess.Popen(
                 [str(BIN / "signage-ui"), "-c", str(cfg), "--screen", "screen-entrance"],
                 env=env,
+                cwd=tmp,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -128,7 +168,40 @@ def _exposure() -> dict[str, Any]:
     return out
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def _starts(
+    cfg: Path, tmp: Path, runs: int, steady_s: float, trees: dict[str, Path | None]
+) -> dict[str, tuple[list[float], float]]:
+    """Per tree: ``runs`` cold starts (taken in turn with the other trees') and the RSS after
+    the last one has run ``steady_s`` seconds."""
+    starts: dict[str, list[float]] = {name: [] for name in trees}
+    rss: dict[str, float] = {}
+    for i in range(runs):
+        last = i == runs - 1
+        for name, src in trees.items():
+            ready, r = _cold_start(cfg, tmp, steady_s if last else 0.0, src)
+            starts[name].append(ready)
+            if last:
+                rss[name] = r
+    return {name: (starts[name], rss[name]) for name in trees}
+
+
+def _start_figures(starts: list[float], base_med: float) -> dict[str, Any]:
+    med = statistics.median(starts)
+    return {
+        "median": round(med, 3),
+        "max": round(max(starts), 3),
+        "runs": len(starts),
+        "goal_s": GOAL_READY_S,
+        "bare_python_start_s": round(base_med, 3),
+        "ratio_vs_bare_python": round(med / base_med, 1),
+    }
+
+
+def _ratio(ours: float, theirs: float) -> float:
+    return round(theirs / ours, 2) if ours > 0 else float("nan")
+
+
+def run(quick: bool = False, baseline: str | None = None) -> dict[str, Any]:
     runs = 2 if quick else 5
     steady_s = 5.0 if quick else 20.0
     base = []
@@ -136,29 +209,47 @@ def run(quick: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         base.append(time.perf_counter() - t0)
+    base_med = statistics.median(base)
     with tempfile.TemporaryDirectory() as d, Mosquitto() as broker:
         tmp = Path(d)
+        trees: dict[str, Path | None] = {"ours": None}
+        if baseline is not None:
+            trees["baseline"] = _export(baseline, tmp / "baseline-src")
         cfg = _config(tmp, broker.port)
-        starts, rss = [], []
-        for i in range(runs):
-            ready, r = _cold_start(cfg, tmp, steady_s if i == runs - 1 else 0.0)
-            starts.append(ready)
-            if i == runs - 1:
-                rss.append(r)
-        player = _player_rss(cfg, tmp, steady_s)
-    ready_med = statistics.median(starts)
-    base_med = statistics.median(base)
-    return {
+        no_cam = _config(tmp, broker.port, camera=False)
+        cam = _starts(cfg, tmp, runs, steady_s, trees)
+        bare = _starts(no_cam, tmp, runs, steady_s, trees)
+        players = {name: _player_rss(cfg, tmp, steady_s, src) for name, src in trees.items()}
+    out: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
-        "cold_start_to_ready_s": {
-            "median": round(ready_med, 3),
-            "max": round(max(starts), 3),
-            "runs": runs,
-            "goal_s": 3.0,
-            "bare_python_start_s": round(base_med, 3),
-            "ratio_vs_bare_python": round(ready_med / base_med, 1),
+        "cold_start_to_ready_s": _start_figures(cam["ours"][0], base_med),
+        "cold_start_to_ready_no_camera_s": _start_figures(bare["ours"][0], base_med),
+        "agent_rss_mb": {
+            "steady_s": steady_s,
+            "rss_mb": round(cam["ours"][1], 1),
+            "goal_mb": GOAL_RSS_MB,
         },
-        "agent_rss_mb": {"steady_s": steady_s, "rss_mb": round(rss[0], 1), "goal_mb": 150},
-        "player_rss_mb": {"steady_s": steady_s, **player},
+        "agent_rss_no_camera_mb": {"steady_s": steady_s, "rss_mb": round(bare["ours"][1], 1)},
+        "player_rss_mb": {"steady_s": steady_s, **players["ours"]},
         "unit_exposure": _exposure(),
     }
+    if baseline is not None:
+        b_cam, b_bare = cam["baseline"], bare["baseline"]
+        out["baseline"] = {
+            "ref": baseline,
+            "cold_start_to_ready_s": _start_figures(b_cam[0], base_med),
+            "cold_start_to_ready_no_camera_s": _start_figures(b_bare[0], base_med),
+            "agent_rss_mb": round(b_cam[1], 1),
+            "agent_rss_no_camera_mb": round(b_bare[1], 1),
+            "player_rss_mb": players["baseline"],
+            # > 1: this tree is that many times faster or smaller than the baseline.
+            "ratio_cold_start_median": _ratio(
+                statistics.median(cam["ours"][0]), statistics.median(b_cam[0])
+            ),
+            "ratio_cold_start_no_camera_median": _ratio(
+                statistics.median(bare["ours"][0]), statistics.median(b_bare[0])
+            ),
+            "ratio_agent_rss": _ratio(cam["ours"][1], b_cam[1]),
+            "ratio_agent_rss_no_camera": _ratio(bare["ours"][1], b_bare[1]),
+        }
+    return out

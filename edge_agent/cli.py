@@ -70,9 +70,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as exc:
             print(json.dumps({"bench": name, "error": f"not available: {exc}"}))
             continue
-        extra = {"frames": args.searches} if args.searches is not None else {}
-        if extra and name != "wayfinding-e2e":
-            extra = {}
+        extra: dict[str, object] = {}
+        if args.searches is not None and name == "wayfinding-e2e":
+            extra["frames"] = args.searches
+        if args.baseline is not None and name == "box":
+            extra["baseline"] = args.baseline
         result = mod.run(quick=args.quick, **extra)
         print(json.dumps({"bench": name, **result}, indent=2))
     return 0
@@ -128,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="wayfinding-e2e: searches to the kiosk's first frame (default 200, 20 with --quick)",
+    )
+    bench.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="box: measure this git commit too, interleaved in the same run, with ratios",
     )
     bench.set_defaults(func=_cmd_bench)
 

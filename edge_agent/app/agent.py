@@ -466,14 +466,17 @@ class Agent:
     def _start_supervision(self) -> tuple[Supervisor, MetricsServer | None]:
         """systemd READY/watchdog/STATUS (box/watchdog.py) and the metrics endpoint."""
         from edge_agent.box.liveness import Thresholds
-        from edge_agent.box.metrics import start_metrics
         from edge_agent.box.watchdog import Supervisor
 
         sd = self.cfg.systemd
         limits = Thresholds(sd.tick_stale_s, sd.ble_silent_s, sd.camera_stall_s, sd.uplink_stall_s)
         sup = self.supervisor = Supervisor(self, thresholds=limits)
-        metrics = start_metrics(self, sup) if self.cfg.metrics.enabled else None
-        return sup, metrics
+        if not self.cfg.metrics.enabled:
+            return sup, None
+        # prometheus_client (and the http.server it serves with) only for a box that exports.
+        from edge_agent.box.metrics import start_metrics
+
+        return sup, start_metrics(self, sup)
 
     # ---- loops ---------------------------------------------------------------------------
     def decide_screens(self) -> None:

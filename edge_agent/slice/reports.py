@@ -8,8 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from edge_agent.slice.crypto import SealError
 from edge_agent.slice.rows import COLS, to_profile
 from edge_agent.slice.schema import SCHEMA_VERSION, schema_version
@@ -108,7 +106,7 @@ def verify(s: ProfileSlice) -> list[str]:
         check = q("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             problems.append(f"{s.path}: SQLite check: {check}")
-        if schema_version(sqlite_utils.Database(s._reader)) != SCHEMA_VERSION:
+        if schema_version(s._reader) != SCHEMA_VERSION:
             problems.append(f"{s.path}: schema is not v{SCHEMA_VERSION}")
         orphans = q(
             "SELECT count(*) FROM identity_keys WHERE profile_id NOT IN "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -35,8 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from contracts.slice_parts import MAX_PARTS, PART_FIELDS, SNAPSHOT_ID
 from edge_agent.slice import reports
@@ -143,6 +142,54 @@ class Staging:
     updated_at: float
 
 
+class SliceDb:
+    """The slice's writing connection: ``execute`` and ``atomic`` as sqlite-utils' ``Database``
+    has them, which is all the store uses of it; sqlite-utils itself is imported only to
+    migrate (schema.py), not at every start (issue 20).
+
+    The connection is in autocommit mode (``isolation_level=None``): a statement outside
+    ``atomic()`` commits on its own, as ``Database.execute`` made it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        if parameters is None:
+            return self.conn.execute(sql)
+        return self.conn.execute(sql, parameters)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[SliceDb]:
+        """One transaction; nested blocks are savepoints (sqlite-utils' semantics)."""
+        if self.conn.in_transaction:
+            savepoint = f"slice_{secrets.token_hex(8)}"
+            self.conn.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield self
+            except BaseException:
+                # An error may have ended the whole transaction, savepoint included.
+                if self.conn.in_transaction:
+                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                    self.conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            self.conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+
 class ProfileSlice:
     def __init__(
         self,
@@ -193,7 +240,7 @@ class ProfileSlice:
     def _open(self) -> None:
         private_file(self.path, "profiles")
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
+        self.db = SliceDb(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         # Deleted rows (a consent purge) are overwritten, not just unlinked.

@@ -36,8 +36,6 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from rapidfuzz import fuzz, process
-from rapidfuzz.distance import Levenshtein
 
 from contracts.planogram_csv import (
     LANG,
@@ -448,6 +446,10 @@ class ProductIndex:
         n = len(self.planogram.products)
         if not n or not self._vocab:
             return
+        # rapidfuzz only once somebody searches: the agent loads planograms at start for
+        # routes and stock, and most boxes never run a search (about 2 MB of a box's memory).
+        from rapidfuzz import fuzz, process
+
         total = np.zeros(n, dtype=np.float32)
         counted = 0
         for k, w in enumerate(qwords):
@@ -496,6 +498,9 @@ class ProductIndex:
     def _fuzzy_sku(self, q: str, offer: Callable[[int, int, float], None], limit: int) -> None:
         # One or two slips in a SKU typed from a shelf label; bounded edit distance takes
         # rapidfuzz's fast path for small distances.
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
         for _, dist, i in process.extract(
             q,
             self._skus,

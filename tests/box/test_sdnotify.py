@@ -213,7 +213,7 @@ def test_ready_then_pings_then_stopping(tmp_path: Path, broker) -> None:
         t0 = time.monotonic()
         with running(cfg, env) as proc:
             ready = s.wait_for("READY", 20)
-            assert ready - t0 < 10  # the goal (3 s) is measured by `edge-agent bench box`
+            assert ready - t0 < 10  # the goal (1.5 s) is measured by `edge-agent bench box`
             s.poll(3)
             # No ping before READY; then at least every half period (1 s / 2), never silent.
             assert not s.times("WATCHDOG", 0)[:1] or s.times("WATCHDOG")[0] >= ready

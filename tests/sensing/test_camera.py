@@ -327,3 +327,10 @@ def test_frames_never_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert media == []
     # Nothing at all appeared in the private dirs.
     assert [p for p in changed if p.startswith(str(tmp_path))] == []
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "camera"])
+def test_scene_photos_decoded_by_opencv_are_scikit_images_own(name: str) -> None:
+    # The scene reads the PNGs itself (skimage.data's loaders import SciPy: issue 20).
+    skimage_data = pytest.importorskip("skimage.data")
+    assert np.array_equal(scene_mod._photo(name), getattr(skimage_data, name)())

@@ -26,7 +26,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge_agent.sensing.camera.scene import _FACE_PX, _assets, _skimage_data, _Sprite
+from edge_agent.sensing.camera.scene import _FACE_PX, _assets, _photo, _Sprite
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,8 @@ class ActorTruth:
 
 @functools.lru_cache(maxsize=2)
 def _passer(width: int) -> _Sprite:
-    data = _skimage_data()
     k = width / 640
-    man = cv2.resize(data.camera()[40:400, 150:400], (round(150 * k), round(216 * k)))
+    man = cv2.resize(_photo("camera")[40:400, 150:400], (round(150 * k), round(216 * k)))
     bgr = cv2.cvtColor(man, cv2.COLOR_GRAY2BGR).astype(np.float32)
     h, w = bgr.shape[:2]
     mask = np.ones((h, w), np.float32)
