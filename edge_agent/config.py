@@ -331,6 +331,7 @@ class FusionConfig(StrictModel):
     contradict_s: float | None = Field(None, ge=0)
     turnover_hold_s: float | None = Field(None, ge=0)
     contradict_release_s: float | None = Field(None, ge=0)
+    late_claim_s: float | None = Field(None, ge=0)
 
     def params(self) -> FusionParams:
         from edge_agent.sensing.fusion import FusionParams
