@@ -82,9 +82,11 @@ class InStoreBus:
 
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
+        # Before the network thread starts: its first on_connect publishes (open alerts again,
+        # for a broker that lost them), and publish() drops what comes before _client is set.
+        self._client = client
         connect(client, self.cfg)
         client.loop_start()
-        self._client = client
 
     def _guarded(self, handler: Handler) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
         def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
