@@ -130,6 +130,9 @@ class Downlink:
         self._subscribed = threading.Event()
         self._connected = False
         self.results: list[DownlinkResult] = []  # the last few, for stats and tests
+        # The message whose applier runs now: an applier that finishes later (a release) names
+        # its version in the later ack.
+        self.applying: SignedMessage | None = None
         self.applied = 0
         self.refused = 0
 
@@ -248,6 +251,7 @@ class Downlink:
             return DownlinkResult(
                 msg.kind, msg.version, False, f"no applier for {msg.kind!r}", **ref
             )
+        self.applying = msg
         try:
             applier(msg.body)
         except Exception as exc:
@@ -258,6 +262,8 @@ class Downlink:
                 f"apply failed: {type(exc).__name__}: {exc}"[:300],
                 **ref,
             )
+        finally:
+            self.applying = None
         try:
             self.state.set(msg.kind, msg.version)
         except OSError as exc:
