@@ -149,6 +149,11 @@ class Downlink:
             self._client = None
 
     @property
+    def subscribed(self) -> bool:
+        """Whether the broker has granted the subscriptions (pushes from now on reach us)."""
+        return self._subscribed.is_set()
+
+    @property
     def network_alive(self) -> bool | None:
         """Whether paho's network thread of the downlink runs (None before ``start``)."""
         return network_alive(self._client)

@@ -530,7 +530,13 @@ class Agent:
                 **self._wayfinding(),
                 **{f"content_{k}": v for k, v in self.content_installer.state.items()},
                 **(
-                    {f"release_{k}": v for k, v in self.handlers.release.health().items()}
+                    {
+                        **{f"release_{k}": v for k, v in self.handlers.release.health().items()},
+                        # Ops (and the tests) know a push can reach the box from here on.
+                        "downlink_subscribed": "yes"
+                        if self.downlink is not None and self.downlink.subscribed
+                        else "no",
+                    }
                     if self.handlers.release is not None
                     else {}
                 ),

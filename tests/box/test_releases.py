@@ -225,5 +225,7 @@ def test_killing_the_updater_at_random_points_leaves_a_complete_release(
                 == 0
             )
             assert store.running() == "2.0" and store.complete("2.0")
-    print(f"start {startup:.2f} s, full install {full:.2f} s; kills left 1.0: {outcomes['old']}, 2.0: {outcomes['new']}")
+    print(
+        f"start {startup:.2f} s, full install {full:.2f} s; kills left 1.0: {outcomes['old']}, 2.0: {outcomes['new']}"
+    )
     assert outcomes["old"] > 0, "no kill landed before the switch: the test tested nothing"
