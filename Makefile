@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint format bench clean install
+.PHONY: bootstrap demo test lint format bench clean install release
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -33,6 +33,20 @@ bench: bootstrap
 # e.g. make install INSTALL_ARGS="--config store.toml --screen screen-1 --with-mosquitto"
 install: bootstrap
 	@$(VENV)/bin/edge-agent install $(INSTALL_ARGS)
+
+# A signed release for over-the-air updates (README "OTA"): the project's wheel and every
+# runtime dependency's, built for this machine's architecture and Python (build on the boxes'
+# kind: an aarch64 fleet needs aarch64 wheels), packed with a manifest of sha256s and signed
+# with the ops key. e.g. make release RELEASE=0.2.0 RELEASE_KEY=ops/ops_private.pem
+RELEASE ?= $(shell $(PY) -c "import importlib.metadata as m; print(m.version('edge-agent'))")
+RELEASE_KEY ?= ops/ops_private.pem
+release: bootstrap
+	@test -f "$(RELEASE_KEY)" || { echo "make release: no signing key $(RELEASE_KEY) (edge-ops keygen --out ops; or RELEASE_KEY=...)"; exit 2; }
+	@rm -rf out/release/$(RELEASE) && mkdir -p out/release/$(RELEASE)/wheels
+	@$(VENV)/bin/pip wheel --quiet --wheel-dir out/release/$(RELEASE)/wheels .
+	@$(VENV)/bin/edge-ops release build out/release/$(RELEASE) --release $(RELEASE) \
+		--key $(RELEASE_KEY) --out out/edge-agent-$(RELEASE).tar
+	@echo "make release: out/edge-agent-$(RELEASE).tar"
 
 clean:
 	rm -rf out var .pytest_cache

@@ -20,6 +20,11 @@
                 [--version N] [--wait-ack [SECONDS]]   (the same signed path as push)
   edge-ops console [--config ops.toml] [--host H] [--port P] [--demo]   (the ops console)
   edge-ops console add-user NAME --role viewer|operator|admin [--config ops.toml]
+  edge-ops release build DIR --release NAME --key ops_private.pem --out FILE.tar
+                [--arch A] [--python 3.11]   (a signed release bundle; `make release` builds one)
+  edge-ops rollout BUNDLE --fleet FLEET --key ops_private.pem --version N [--url URL]
+                [--canary 0.1] [--max-failures 0] [--wait 900]
+                (canaries first, then the rest; stops on failures; exit 1 unless all installed)
   edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
@@ -387,6 +392,72 @@ def uplift_table(by_campaign: dict[str, Uplift]) -> str:
     return "\n".join(line(r) for r in (head, *rows))
 
 
+def cmd_release_build(args: argparse.Namespace) -> int:
+    import platform
+    from datetime import UTC
+
+    from contracts.release import ReleaseError, build_bundle, describe
+
+    src = Path(args.dir)
+    if not src.is_dir():
+        print(f"edge-ops release build: {src}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        pem = Path(args.key).read_bytes()
+        manifest = build_bundle(
+            src,
+            Path(args.out),
+            release=args.release,
+            arch=args.arch or platform.machine(),
+            python=args.python or f"{sys.version_info.major}.{sys.version_info.minor}",
+            private_pem=pem,
+            built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    except (OSError, ValueError, ReleaseError) as exc:
+        print(f"edge-ops release build: {exc}", file=sys.stderr)
+        return 2
+    print(describe(manifest))
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from central.acl import FleetError
+    from central.rollout import RolloutError, read_fleet, rollout
+    from contracts.release import ReleaseError, push_body
+
+    if not 0 < args.canary <= 1:
+        print("edge-ops rollout: --canary is a share of the fleet, 0 < share <= 1", file=sys.stderr)
+        return 2
+    try:
+        fleet = read_fleet(Path(args.fleet))
+        body = push_body(Path(args.bundle), url=args.url)
+        pem = Path(args.key).read_bytes()
+    except (OSError, FleetError, ReleaseError) as exc:
+        print(f"edge-ops rollout: {exc}", file=sys.stderr)
+        return 2
+    if not fleet:
+        print(f"edge-ops rollout: {args.fleet}: no boxes", file=sys.stderr)
+        return 2
+
+    def say(doc: dict[str, Any]) -> None:
+        print(json.dumps(doc), flush=True)
+
+    try:
+        report = rollout(
+            _broker(args), pem, body, fleet, args.version,
+            canary_share=args.canary, max_failures=args.max_failures, wait_s=args.wait,
+            expires_in_s=args.expires_in, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+            timeout_s=args.timeout, on_event=say,
+        )  # fmt: skip
+    except (RolloutError, ValueError) as exc:
+        print(f"edge-ops rollout: {exc}", file=sys.stderr)
+        return 1
+    say({"summary": report.summary()})
+    if report.stopped:
+        print(f"edge-ops rollout: stopped: {report.stopped}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from central.fleet_status import collect, summary
 
@@ -585,6 +656,32 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", help="one store (default: all)")
     up.add_argument("--json", action="store_true", help="one JSON object per campaign")
     up.set_defaults(func=cmd_uplift)
+
+    rel = sub.add_parser("release", help="release bundles for over-the-air updates")
+    rel_sub = rel.add_subparsers(dest="release_cmd", required=True)
+    rb = rel_sub.add_parser("build", help="pack and sign a directory as a release bundle")
+    rb.add_argument("dir", help="the files of the release (wheels/*.whl, or bin/edge-agent ...)")
+    rb.add_argument("--release", required=True, help="the release name (e.g. 0.2.0)")
+    rb.add_argument("--key", required=True, help="ops_private.pem")
+    rb.add_argument("--out", required=True, help="the bundle (.tar)")
+    rb.add_argument("--arch", help="target architecture (default: this machine's)")
+    rb.add_argument("--python", help="target Python, e.g. 3.11 (default: this one)")
+    rb.set_defaults(func=cmd_release_build)
+
+    ro = sub.add_parser("rollout", help="a release to a fleet: canaries first, then the rest")
+    ro.add_argument("bundle", help="the release bundle (edge-ops release build)")
+    ro.add_argument("--fleet", required=True, help="one 'STORE DEVICE' per line; canaries first")
+    ro.add_argument("--key", required=True, help="ops_private.pem")
+    ro.add_argument("--version", type=int, required=True, help="downlink version of the push")
+    ro.add_argument("--url", help="where boxes download the bundle (default: inline, small only)")
+    ro.add_argument("--canary", type=float, default=0.1, help="share of the fleet first (0-1]")
+    ro.add_argument("--max-failures", type=int, default=0, help="per wave, before stopping")
+    ro.add_argument("--wait", type=float, default=900.0, help="seconds for a wave's final acks")
+    ro.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    ro.add_argument("--timeout", type=float, default=10.0)
+    ro.add_argument("--max-bytes", type=int, help="the boxes' downlink.max_message_bytes")
+    broker_args(ro)
+    ro.set_defaults(func=cmd_rollout)
 
     st = sub.add_parser("status", help="fleet status from the boxes' retained state and health")
     st.add_argument("--store", default="+", help="one store (default: all)")

@@ -113,7 +113,8 @@ def publish(
 
     # A content push is done when the box says its assets are installed, not when it read the
     # manifest: wait for that second ack (a refused manifest ends it at the first).
-    final_kind = {"content": "content.installed"}.get(kind, kind)
+    # A release likewise when it has passed probation on the box, or was refused or rolled back.
+    final_kind = {"content": "content.installed", "release": "release.installed"}.get(kind, kind)
     # The install's ack names the playlist's version (what the screens will play).
     playlist = (body or {}).get("playlist") if kind == "content" else None
     final_version = playlist.get("version") if isinstance(playlist, dict) else version

@@ -8,7 +8,8 @@ Wire format (UTF-8 JSON, one object, nothing else)::
 
 The payload bytes are canonical JSON (sorted keys, no spaces, UTF-8)::
 
-    {"kind": "campaigns" | "content" | "profiles" | "config" | "command" | "map" | "planogram",
+    {"kind": "campaigns" | "content" | "profiles" | "config" | "command" | "map" | "planogram"
+             | "theme" | "release",
      "store_id": "<store>", "device_id": null | "<device>",   # null = every device of the store
      "version": <int >= 1>,                                   # per kind, must only go up
      "issued_at": "<RFC 3339>", "expires_at": "<RFC 3339>",
@@ -38,7 +39,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from contracts.payload import PayloadError, loads
 
 KINDS = frozenset(
-    {"campaigns", "content", "profiles", "config", "command", "map", "planogram", "theme"}
+    {
+        "campaigns",
+        "content",
+        "profiles",
+        "config",
+        "command",
+        "map",
+        "planogram",
+        "theme",
+        "release",
+    }
 )
 DEFAULT_MAX_BYTES = 1_048_576
 _FIELDS = ("kind", "store_id", "device_id", "version", "issued_at", "expires_at", "body")

@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
+    # Over-the-air releases (issue 20): `edge-agent release status|install|pre-start|supervise`.
+    "edge_agent.box.release_cli",
     "edge_agent.store_api.cli",
     # Positioning from phone scans (issue 16): `edge-agent position eval|locate`.
     "edge_agent.positioning.cli",

@@ -217,6 +217,20 @@ class DownlinkConfig(StrictModel):
     content_cache_mb: int = Field(4096, ge=16)
 
 
+class ReleaseConfig(StrictModel):
+    """Over-the-air releases (issue 20; edge_agent/box/releases.py, README "OTA")."""
+
+    # Where releases/<name>/ and the `current` symlink the units run live; absent: this box
+    # takes no release pushes (they are refused in the ack).
+    root: Path | None = None
+    # A new release confirms itself once READY, connected to central and up this long.
+    probation_s: float = Field(120.0, ge=1)
+    # Not confirmed this long after the switch (a hang, central unreachable): rolled back.
+    timeout_s: float = Field(900.0, ge=10)
+    # Starts on probation (crashes, watchdog kills) before the previous release comes back.
+    max_starts: int = Field(3, ge=1, le=20)
+
+
 class PathsConfig(StrictModel):
     state_dir: Path = Path("var")
     profiles_db: Path | None = None
@@ -364,6 +378,7 @@ class AgentConfig(StrictModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     map: MapConfig | None = None
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
@@ -448,6 +463,7 @@ _PATH_FIELDS = {
     ("paths", "content_dir"),
     ("profiles", "key_file"),
     ("map", "path"),
+    ("release", "root"),
 }
 
 

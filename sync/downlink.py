@@ -130,6 +130,9 @@ class Downlink:
         self._subscribed = threading.Event()
         self._connected = False
         self.results: list[DownlinkResult] = []  # the last few, for stats and tests
+        # The message whose applier runs now: an applier that finishes later (a release) names
+        # its version in the later ack.
+        self.applying: SignedMessage | None = None
         self.applied = 0
         self.refused = 0
 
@@ -144,6 +147,11 @@ class Downlink:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the broker has granted the subscriptions (pushes from now on reach us)."""
+        return self._subscribed.is_set()
 
     @property
     def network_alive(self) -> bool | None:
@@ -248,6 +256,7 @@ class Downlink:
             return DownlinkResult(
                 msg.kind, msg.version, False, f"no applier for {msg.kind!r}", **ref
             )
+        self.applying = msg
         try:
             applier(msg.body)
         except Exception as exc:
@@ -258,6 +267,8 @@ class Downlink:
                 f"apply failed: {type(exc).__name__}: {exc}"[:300],
                 **ref,
             )
+        finally:
+            self.applying = None
         try:
             self.state.set(msg.kind, msg.version)
         except OSError as exc:

@@ -435,6 +435,10 @@ class Agent:
         )
         self.downlink.start()
         self.handlers.downlink = self.downlink
+        # A new release is kept only once READY went out (box/watchdog.py).
+        self.handlers.ready = lambda: (
+            self.supervisor is not None and self.supervisor.ready_at is not None
+        )
         self.bus.start()
 
     def request_restart(self, why: str, status: int) -> None:
@@ -525,6 +529,17 @@ class Agent:
                 **self.alerts.health(),
                 **self._wayfinding(),
                 **{f"content_{k}": v for k, v in self.content_installer.state.items()},
+                **(
+                    {
+                        **{f"release_{k}": v for k, v in self.handlers.release.health().items()},
+                        # Ops (and the tests) know a push can reach the box from here on.
+                        "downlink_subscribed": "yes"
+                        if self.downlink is not None and self.downlink.subscribed
+                        else "no",
+                    }
+                    if self.handlers.release is not None
+                    else {}
+                ),
             },
         )
 

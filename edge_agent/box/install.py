@@ -33,7 +33,7 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # "users" | "file" | "dir" | "systemctl"
+    kind: str  # "users" | "file" | "dir" | "link" | "systemctl"
     path: Path | None = None
     content: bytes | None = None
     mode: int = 0o644
@@ -51,6 +51,10 @@ class Action:
             return (
                 f"mkdir {self.path} (mode {self.mode:04o}{', ' + self.owner if self.owner else ''})"
             )
+        if self.kind == "link":
+            assert self.content is not None
+            how = "link" if self.overwrite else "link if absent"
+            return f"{how} {self.path} -> {self.content.decode()}"
         if self.kind == "users":
             return f"create service users and groups from {self.path} (systemd-sysusers)"
         return "run " + " ".join(self.argv)
@@ -138,12 +142,33 @@ def plan(opts: Options) -> list[Action]:
         Action("dir", _under(r, Path("/var/lib/signage-ui")), mode=0o700, owner="signage")
     )
 
+    actions += _release_root(r, opts.prefix)
+
     if r == Path("/") and opts.enable:
         enable = ["edge-agent.service", *(f"signage-ui@{s}.service" for s in screens)]
         if opts.with_mosquitto:
             enable.append("mosquitto.service")
         actions.append(Action("systemctl", argv=("systemctl", "daemon-reload")))
         actions.append(Action("systemctl", argv=("systemctl", "enable", *enable)))
+    return actions
+
+
+def _release_root(r: Path, prefix: Path) -> list[Action]:
+    """The OTA layout the units run from (README "OTA"): ``<prefix>/ota``, writable by the agent
+    only, readable by the players; a first release, ``factory``, whose entry points are this
+    checkout's venv, and ``current`` naming it unless a release is already current (a second
+    install never switches a box back)."""
+    ota = _under(r, prefix / "ota")
+    factory = ota / "releases" / "factory"
+    venv_bin = prefix / ".venv" / "bin"
+    actions = [
+        Action("dir", ota, mode=0o755, owner="edge-agent"),
+        Action("dir", ota / "releases", mode=0o755, owner="edge-agent"),
+        Action("dir", factory / "bin", mode=0o755),
+    ]
+    for name in ("edge-agent", "signage-ui"):
+        actions.append(Action("link", factory / "bin" / name, str(venv_bin / name).encode()))
+    actions.append(Action("link", ota / "current", b"releases/factory", overwrite=False))
     return actions
 
 
@@ -189,6 +214,18 @@ def apply(actions: list[Action], root: Path, out=sys.stdout) -> None:
             if ids is not None and os.geteuid() == 0:
                 os.chown(a.path, *ids)
             print(f"dir    {a.path}", file=out)
+        elif a.kind == "link":
+            assert a.path is not None and a.content is not None
+            target = a.content.decode()
+            if a.path.is_symlink() and (not a.overwrite or os.readlink(a.path) == target):
+                print(f"kept   {a.path} -> {os.readlink(a.path)}", file=out)
+                continue
+            a.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = a.path.with_name(a.path.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, a.path)  # as a release switch does: never missing
+            print(f"linked {a.path} -> {target}", file=out)
         elif a.kind == "users":
             _run(["systemd-sysusers", f"--root={root}", str(a.path)], out)
         else:

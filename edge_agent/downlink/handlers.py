@@ -1,7 +1,7 @@
 """What the box does with each kind of message central pushes, once the downlink has checked its
-signature, version and expiry: campaigns, profile slices, content, config, commands, the store map
-and the planogram; and the
-probation of a pushed config or certificate until central is reached with it.
+signature, version and expiry: campaigns, profile slices, content, config, commands, the store map,
+the planogram and software releases; and the probation of a pushed config, certificate or
+release until it has proved itself.
 
 A handler that raises refuses the message: the downlink acks it with the reason, nothing changes.
 """
@@ -25,6 +25,7 @@ from edge_agent.app.bus import Publisher
 from edge_agent.config import AgentConfig
 from edge_agent.downlink import credentials
 from edge_agent.downlink.content_manifest import ContentInstaller, parse_manifest
+from edge_agent.downlink.release_apply import ReleaseApplier
 from edge_agent.downlink.wayfinding_apply import WayfindingApplier
 from edge_agent.identity.resolver import TokenResolver
 from edge_agent.journey.campaigns import lint
@@ -91,6 +92,30 @@ class DownlinkHandlers:
         self.content_installer.redraw_ways()
         # A content push a restart interrupted goes on (its manifest was kept on disk).
         self.content_installer.resume()
+        # Set by the agent once it runs: READY sent (a new release must reach it to be kept).
+        self.ready: Callable[[], bool] = lambda: False
+        self.release = self._release_applier(cfg)
+
+    def _release_applier(self, cfg: AgentConfig) -> ReleaseApplier | None:
+        """Releases only where the box is laid out for them (``[release] root``)."""
+        if cfg.release.root is None:
+            return None
+        from contracts.signing import load_public_key
+        from edge_agent.box.releases import ReleaseStore
+        from edge_agent.downlink.commands import RESTART_EXIT_STATUS
+
+        store = ReleaseStore(
+            cfg.release.root,
+            load_public_key(cfg.downlink.ops_public_key),
+            max_starts=cfg.release.max_starts,
+            timeout_s=cfg.release.timeout_s,
+        )
+        return ReleaseApplier(
+            store,
+            probation_s=cfg.release.probation_s,
+            request_restart=lambda why: self.request_restart(why, RESTART_EXIT_STATUS),
+            report=self.on_release_result,
+        )
 
     def appliers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {
@@ -100,6 +125,7 @@ class DownlinkHandlers:
             "config": self.apply_config,
             "content": self.apply_content,
             "theme": self.apply_theme,
+            "release": self.apply_release,
             **(
                 {"map": self.wayfinding.apply_map, "planogram": self.wayfinding.apply_planogram}
                 if self.wayfinding is not None
@@ -230,6 +256,28 @@ class DownlinkHandlers:
             doc = {"kind": "content.installed", "version": version, "accepted": ok}
             self.downlink.publish_ack({**doc, "reason": reason})
 
+    # ---- releases ----------------------------------------------------------------------------
+    def apply_release(self, body: dict[str, Any]) -> None:
+        if self.release is None:
+            raise ValueError("this box takes no releases ([release] root is not set)")
+        # The later ack (release.installed) names the push's version, as ops waits for it.
+        msg = getattr(self.downlink, "applying", None)
+        self.release.apply(body, int(getattr(msg, "version", 0) or 0))
+
+    def on_release_result(self, result: Any) -> bool:
+        """A release's outcome (installed and confirmed, refused, rolled back) for ops and the
+        CDP; False when central cannot be told yet (kept on disk and told later)."""
+        ack = result.ack()
+        if self.downlink is None or not self.downlink.publish_ack(ack):
+            return False
+        self.journal.emit(
+            DownlinkApplied(
+                kind=ack["kind"], version=ack["version"], accepted=ack["accepted"],
+                reason=ack["reason"],
+            )
+        )  # fmt: skip
+        return True
+
     def on_later_result(self, kind: str, version: int, reason: str) -> None:
         """A warning about something applied (a planogram entry off the map): as its own ack
         (``<kind>.warnings``) for ops, and as an event for the CDP."""
@@ -299,6 +347,8 @@ class DownlinkHandlers:
         from edge_agent.downlink.commands import RESTART_EXIT_STATUS
 
         connected = self.uplink is not None and self.uplink.connected
+        if self.release is not None:
+            self.release.check(ready=self.ready(), connected=connected)
         central = self.cfg.central
         limit = self.cfg.downlink.config_probation_s
         cred_age = credentials.on_probation(central, self.cert_sha256)

@@ -32,9 +32,19 @@ class Probation:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def start(self, installed: bytes) -> None:
-        doc = {"since": time.time(), "starts": 0, "sha256": sha256_of(installed)}
+    def start(self, installed: bytes, **extra: Any) -> None:
+        """``extra``: what the one who rolls back needs to know (a release's previous one)."""
+        doc = {**extra, "since": time.time(), "starts": 0, "sha256": sha256_of(installed)}
         atomic_write(self.marker, json.dumps(doc).encode())
+
+    def update(self, **fields: Any) -> None:
+        """Add to the marker (the last exit status of a start); nothing when there is none."""
+        try:
+            doc = self.read()
+        except ValueError:
+            return
+        if doc is not None:
+            atomic_write(self.marker, json.dumps({**doc, **fields}).encode())
 
     def read(self) -> dict[str, Any] | None:
         """The marker, None when there is none; ValueError when it is unreadable."""

@@ -52,8 +52,16 @@ def test_install_lays_out_the_box_and_is_idempotent(tmp_path: Path) -> None:
         "mosquitto.service",
         "store-api.service",
     }
-    # ExecStart points at this checkout's venv.
-    assert f"{Path(sys.prefix)}/bin/edge-agent run" in (units / "edge-agent.service").read_text()
+    # ExecStart runs the release `current` names; the first is this checkout's venv (OTA).
+    prefix = Path(sys.prefix).parent
+    unit = (units / "edge-agent.service").read_text()
+    assert f"{prefix}/ota/current/bin/edge-agent run" in unit
+    assert f"{Path(sys.prefix)}/bin/edge-agent release pre-start" in unit
+    ota = root / prefix.relative_to("/") / "ota"
+    assert os.readlink(ota / "current") == "releases/factory"
+    assert (
+        os.readlink(ota / "releases/factory/bin/edge-agent") == f"{Path(sys.prefix)}/bin/edge-agent"
+    )
     assert (root / "etc/edge-agent/agent.toml").read_bytes() == cfg.read_bytes()
     passwd = (root / "etc/passwd").read_text()
     assert "edge-agent:" in passwd and "signage:" in passwd

@@ -46,6 +46,8 @@ def as_installed(tmp_path: Path, name: str) -> Path:
     """The unit as `edge-agent install` would write it for this venv (ExecStart must exist)."""
     text = (UNITS / name).read_text()
     text = text.replace("/opt/edge-agent/.venv/bin/", str(Path(sys.executable).parent) + "/")
+    # The release `current` names (OTA): here, this venv as the factory release would.
+    text = text.replace("/opt/edge-agent/ota/current/bin/", str(Path(sys.executable).parent) + "/")
     p = tmp_path / INSTANCES[name]
     p.write_text(text)
     return p
