@@ -163,6 +163,19 @@ class DownlinkApplied(Payload):
     reason: str
 
 
+class RoutesAsked(Payload):
+    """How many routes the store API answered to one destination in one hour: the only thing
+    the shopper's phone leaves behind (aggregate, no phone, no origin). One event per closed
+    hour and destination, from one API process (``partial``: the process stopped mid-hour; the
+    CDP sums the rows of an hour)."""
+
+    hour: datetime  # the hour's start, UTC
+    destination: str = Field(max_length=128)  # a place or "sku:<sku>" as the phone asked
+    count: int = Field(ge=1)
+    accessible: int = Field(0, ge=0)  # of which asked for the step-free way
+    partial: bool = False
+
+
 # type suffix -> payload model; the full type is TYPE_PREFIX + suffix.
 PAYLOADS: dict[str, type[Payload]] = {
     "zone.entered.v1": ZoneEntered,
@@ -179,6 +192,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "device.heartbeat.v1": DeviceHeartbeat,
     "beacon.telemetry.v1": BeaconTelemetry,
     "downlink.applied.v1": DownlinkApplied,
+    "store_api.routes_asked.v1": RoutesAsked,
 }
 TYPE_OF: dict[type[Payload], str] = {model: TYPE_PREFIX + s for s, model in PAYLOADS.items()}
 

@@ -121,6 +121,11 @@ def mmwave(store_id: str, zone_id: str = "+", sensor_id: str = "+") -> str:
     return f"instore/{store_id}/zones/{zone_id}/mmwave/{sensor_id}"
 
 
+def api_events(store_id: str) -> str:
+    """Store API -> agent: CloudEvents of aggregate route counts (never a phone's request)."""
+    return f"instore/{store_id}/api/events"
+
+
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:
     """Kiosk -> agent: CloudEvents (survey answers), like a screen's impressions."""
     return f"instore/{store_id}/kiosks/{kiosk_id}/events"

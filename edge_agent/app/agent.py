@@ -373,6 +373,7 @@ class Agent:
         bus.route(topics.touches_window(store), self.touch_share.on_message)
         bus.route(topics.screen_events(store), self.inbox.on_event)
         bus.route(topics.kiosk_events(store), self.inbox.on_event)
+        bus.route(topics.api_events(store), self.inbox.on_event)
         if cfg.pos.bus:
             bus.route(topics.pos_receipts(store), self.inbox.on_receipt)
         bus.route(

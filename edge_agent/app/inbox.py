@@ -1,7 +1,7 @@
 """What the players, kiosks and tills say on the in-store bus, taken in for the journey.
 
-A player's impression and a kiosk's survey answer are journey events of this box: checked
-(envelope, source) and handed to the journal. Receipts go to the checkout. A player's screenshot
+A player's impression, a kiosk's survey answer and the store API's hourly route counts are
+events of this box: checked (envelope, source) and handed to the journal. Receipts go to the checkout. A player's screenshot
 or error report is relayed to central as device status. Runs in the bus thread.
 
 Players and kiosks stamp their events with their wall clock. When the agent runs on another
@@ -21,6 +21,7 @@ from contracts.events import (
     CloudEvent,
     ContentImpression,
     EventError,
+    RoutesAsked,
     SurveyAnswer,
     parse_event,
     source_for,
@@ -35,7 +36,7 @@ log = logging.getLogger("edge_agent")
 
 # What a player or a kiosk may say on the bus. Anything else is dropped, and what passes is
 # rebuilt from its typed payload: no field a bus client adds reaches the CDP.
-FROM_THE_BUS = frozenset({TYPE_OF[ContentImpression], TYPE_OF[SurveyAnswer]})
+FROM_THE_BUS = frozenset({TYPE_OF[ContentImpression], TYPE_OF[SurveyAnswer], TYPE_OF[RoutesAsked]})
 
 
 @dataclass
@@ -110,7 +111,7 @@ class BusInbox:
             self.counts.dropped["extra fields"] = self.counts.dropped.get("extra fields", 0) + 1
         if event.type == TYPE_OF[ContentImpression]:
             self.counts.impressions += 1
-        else:
+        elif event.type == TYPE_OF[SurveyAnswer]:
             self.kpis.nps()
         self.journal.emit_event(clean)
 

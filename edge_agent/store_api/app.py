@@ -7,8 +7,11 @@ address; the query string and body are bounded. OpenAPI at ``/openapi.json``, do
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -20,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_agent.store_api.data import NoMap, StoreData
 from edge_agent.store_api.page import PAGE_HTML, PAGE_JS
 from edge_agent.store_api.ratelimit import RateLimiter
+from edge_agent.store_api.route_counts import RouteCounts
 
 log = logging.getLogger("edge_agent")
 
@@ -54,16 +58,32 @@ def _error(status: int, line: str, headers: dict[str, str] | None = None) -> JSO
 
 
 def create_app(
-    data: StoreData, *, rate: float = 10.0, burst: int = 30, now: Any = time.monotonic
+    data: StoreData,
+    *,
+    rate: float = 10.0,
+    burst: int = 30,
+    now: Any = time.monotonic,
+    counts: RouteCounts | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> FastAPI:
     store_id = data.cfg.store.store_id
     limiter = RateLimiter(rate, burst)
     answers: dict[tuple[object, ...], bytes] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # In uvicorn's graceful shutdown: after it, uvicorn re-raises the SIGTERM it caught,
+        # so code after uvicorn.run() never runs under systemd.
+        if on_stop is not None:
+            await asyncio.to_thread(on_stop)
+
     app = FastAPI(
         title=f"Store API ({store_id})",
         version="1",
         description="The store's map, beacons, products and routes for the store app. "
         "Read-only; no personal data; nothing a phone sends is kept.",
+        lifespan=lifespan,
     )
 
     @app.middleware("http")
@@ -172,6 +192,8 @@ def create_app(
         key = (from_, to, lang, accessible, m.version, cat.version if cat else None)
         hit = answers.get(key)
         if hit is not None:
+            if counts is not None:
+                counts.record(to, accessible, time.time())
             return Response(hit, media_type="application/json")
         resolvers: dict[str, Resolver] = {}
         if cat is not None:
@@ -195,6 +217,9 @@ def create_app(
         if len(answers) >= MAX_CACHED_ANSWERS:
             answers.pop(next(iter(answers)))
         answers[key] = bytes(body)
+        if counts is not None:
+            # Where it was asked to, and that it was answered; never who asked or from where.
+            counts.record(to, accessible, time.time())
         return Response(body, media_type="application/json")
 
     @app.post("/v1/position", summary="Where the phone is, from its own beacon scan")

@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--burst", type=int, default=30, help="burst per client")
     p.add_argument("--certfile", help="TLS certificate (the store's), PEM")
     p.add_argument("--keyfile", help="TLS private key, PEM")
+    p.add_argument(
+        "--count-interval",
+        type=float,
+        default=60.0,
+        help="seconds between sends of closed hours' route counts to the agent",
+    )
     p.set_defaults(func=_cmd_api)
 
 
@@ -30,6 +36,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
     from edge_agent.config import load_or_report
     from edge_agent.store_api.app import create_app
     from edge_agent.store_api.data import NoMap, StoreData
+    from edge_agent.store_api.route_counts import RouteCounts
+    from edge_agent.store_api.route_sender import RouteCountSender
 
     cfg = load_or_report(args.config)
     if cfg is None:
@@ -43,7 +51,16 @@ def _cmd_api(args: argparse.Namespace) -> int:
         data.map()  # said at start: a box without a map still serves, with 503 per request
     except NoMap as exc:
         print(f"edge-agent api: {exc}", file=sys.stderr)
-    app = create_app(data, rate=args.rate, burst=args.burst)
+    counts = RouteCounts()
+    # Routes asked per destination per hour: the only thing phones leave, sent to the agent.
+    sender = RouteCountSender(
+        counts,
+        cfg.bus,
+        cfg.store.store_id,
+        cfg.store.device_id,
+        interval_s=args.count_interval,
+    ).start()
+    app = create_app(data, rate=args.rate, burst=args.burst, counts=counts, on_stop=sender.stop)
     uvicorn.run(
         app,
         host=args.host,
