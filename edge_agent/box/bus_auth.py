@@ -14,8 +14,8 @@ The refusal line does not name the peer; the ``New connection from <address>:<po
 connections do not overlap (a node reconnects every few seconds at most), a neighbour's
 otherwise. The count is exact.
 
-Pure: lines in, counts out. ``on_log`` runs in paho's thread, ``health`` in the agent's loop;
-the lock keeps the count and its address together.
+Lines in, counts out, no I/O. ``on_log`` runs in paho's thread, ``health`` in the agent's
+loop; the lock keeps the count and its address together.
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ GPIO_PATTERN = r"^GPIO[0-9]{1,2}$"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_PATTERN = rf"^{_LABEL}(\.{_LABEL})*$|^[0-9A-Fa-f:.]+$"
 
+# On the box's broker a node's client id is its id (node_bus.render_listener): it must not be
+# one the box's own clients take (app/agent.py, box/metrics.py, signage_ui), or a node would
+# take over their session.
+RESERVED_NODE_PREFIXES = ("agent-", "metrics-", "kiosk-", "signage-")
+
 # HM-10 radio settings are codes, not free values (JNHuaMao "HM Bluetooth module datasheet"
 # V605, AT+POWE and AT+ADVI); its AT+MARJ/AT+MINO take 0x0001..0xFFFE only.
 HM10_POWER_DBM = {-23: 0, -6: 1, 0: 2, 6: 3}
@@ -205,12 +210,12 @@ class LayoutBus(StrictModel):
     def _listener(self) -> LayoutBus:
         if self.listen_interface is not None and self.listen_address is not None:
             raise ValueError("listen_address: give listen_interface or listen_address, not both")
-        if self.listen_interface is None and self.listen_address is None:
-            if not _is_ip(self.host):
-                raise ValueError(
-                    f"listen_interface: required when host {self.host!r} is a name (the box's "
-                    'store LAN interface, e.g. "eth0"; or listen_address)'
-                )
+        unbound = self.listen_interface is None and self.listen_address is None
+        if unbound and not _is_ip(self.host):
+            raise ValueError(
+                f"listen_interface: required when host {self.host!r} is a name (the box's "
+                'store LAN interface, e.g. "eth0"; or listen_address)'
+            )
         return self
 
     @property
@@ -262,6 +267,13 @@ class StoreLayout(StrictModel):
         _unique("beacons", [b.name for b in self.beacons])
         _unique("scanners", [s.id for s in self.scanners])
         _unique("presence_sensors", [p.id for p in self.presence_sensors])
+        for section in ("scanners", "presence_sensors"):
+            for i, node in enumerate(getattr(self, section)):
+                if node.id.startswith(RESERVED_NODE_PREFIXES):
+                    raise ValueError(
+                        f"{section}[{i}].id: {node.id!r} starts like the box's own bus clients "
+                        f"({', '.join(RESERVED_NODE_PREFIXES)})"
+                    )
         # Node names are hostnames on one network: scanners and sensors share the namespace.
         scanner_ids = {s.id for s in self.scanners}
         for i, p in enumerate(self.presence_sensors):
