@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_agent.box.layout import StoreLayout
@@ -24,7 +24,7 @@ SECRETS = "secrets.yaml"
 BROKER_SUBDIR = "mosquitto"
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("firmware", help="firmware for ESP32 nodes, from the store layout")
     fw = p.add_subparsers(dest="firmware_command", required=True)
     r = fw.add_parser(
@@ -44,7 +44,7 @@ def register(sub) -> None:
     c.set_defaults(func=_cmd_check)
 
 
-def _load(path: str):
+def _load(path: str) -> StoreLayout | None:
     from edge_agent.box.layout import LayoutError, load_layout
 
     try:
