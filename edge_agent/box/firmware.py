@@ -16,6 +16,10 @@ Rendered per layout:
 - ``agent-fragment.toml``: ``[[zones]]``, ``[[ble.beacons]]`` and ``[ble.receivers]`` for
   agent.toml;
 - ``secrets.yaml.example`` when a node needs Wi-Fi (the layout names secrets, never holds them).
+
+A Wi-Fi node logs in to the bus as its id with its own password and takes OTA updates with
+another (``!secret`` names from ``box/node_bus.py``; ``edge-agent firmware render`` generates
+the values into ``secrets.yaml`` and the box's mosquitto files beside the configs).
 HM-10 beacons get no file: ``edge-agent provision`` configures them over serial; nor do
 bought Eddystone beacons (``hardware = "eddystone"``), set up with their maker's tool.
 """
