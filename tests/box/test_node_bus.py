@@ -123,9 +123,9 @@ class StoreBus:
     agent: InStoreBus
 
 
-@pytest.fixture
-def store_bus(tmp_path: Path) -> Iterator[StoreBus]:
-    # The render as an installer runs it, with the box's files pointed at this test's dir.
+def start_store_broker(tmp_path: Path) -> tuple[StoreBroker, dict[str, object]]:
+    """Render the demo layout as an installer does (the box's files pointed at ``tmp_path``) and
+    start the box's mosquitto with them; the broker (started) and the generated secrets."""
     layout_path = tmp_path / "store.layout.toml"
     text = EXAMPLE.read_text()
     text = _once(text, 'listen_interface = "eth0"', 'listen_address = "192.0.2.10"')
@@ -145,9 +145,19 @@ def store_bus(tmp_path: Path) -> Iterator[StoreBus]:
         )
     )
     broker.start()
-    bus = None
     try:
         wait_for(lambda: port_open("127.0.0.1", broker.lan_port), what="the node listener")
+    except BaseException:
+        broker.cleanup()
+        raise
+    return broker, secrets
+
+
+@pytest.fixture
+def store_bus(tmp_path: Path) -> Iterator[StoreBus]:
+    broker, secrets = start_store_broker(tmp_path)
+    bus = None
+    try:
         seen, auth = Seen(), BusAuthWatch()
         bus = InStoreBus(BrokerConfig(port=broker.port), f"agent-{STORE}-box-1")
         # Everything of the store (the agent's routes for adverts and mmWave are parts of it:
@@ -188,6 +198,10 @@ class Node:
         # 135 "Not authorized".
         self.rc = reason_code.value
         self.reason = str(reason_code)
+        if reason_code.is_failure:
+            # paho would try again every second or two (as ESPHome does); once is enough
+            # here, and keeps the broker's count of refusals exact.
+            c.disconnect()
         self.answered.set()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
