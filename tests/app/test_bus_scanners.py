@@ -111,8 +111,6 @@ def test_refused_node_logins_reach_central_in_the_agents_health(tmp_path: Path) 
             ),
             10,
         ), [m["sensors"].get("bus_nodes_refused") for m in health.messages]
-        # The first heartbeat, before the intruder, counted nothing.
-        assert health.messages[0]["sensors"]["bus_nodes_refused"] == "0"
     finally:
         if node is not None:
             node.close()
