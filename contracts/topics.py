@@ -26,6 +26,10 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/kiosks/<kiosk>/state        kiosk: a finder reply drawn, request id and timings
   instore/<store>/touches/<device>            agent -> agents: offers its screens showed (QoS 1)
   instore/<store>/touches/<device>/window     agent, retained: its touches of the window
+  instore/<store>/ble/<node>/adverts          ESP32 scanner node -> agent: one advert per message
+  instore/<store>/zones/<zone>/mmwave/<node>  ESP32 mmWave node -> agent, retained: ON/OFF
+  instore/<store>/nodes/<node>/status         ESP32 node, retained: online/offline (ESPHome's
+                                              birth and last will)
 """
 
 from __future__ import annotations
@@ -124,6 +128,16 @@ def mmwave(store_id: str, zone_id: str = "+", sensor_id: str = "+") -> str:
 def api_events(store_id: str) -> str:
     """Store API -> agent: CloudEvents of aggregate route counts (never a phone's request)."""
     return f"instore/{store_id}/api/events"
+
+
+def node_base(store_id: str, node_id: str) -> str:
+    """An ESP32 node's ESPHome ``topic_prefix``: its own status lives under it."""
+    return f"instore/{store_id}/nodes/{node_id}"
+
+
+def node_status(store_id: str, node_id: str = "+") -> str:
+    """ESP32 node, retained: "online" (birth) / "offline" (last will, clean shutdown)."""
+    return f"{node_base(store_id, node_id)}/status"
 
 
 def kiosk_events(store_id: str, kiosk_id: str = "+") -> str:

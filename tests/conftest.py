@@ -62,6 +62,7 @@ REAL_PARTS = {"broker", "fresh_broker", "xvfb_display", "kivy_env"}
 STARTS_PROCESSES = {
     "tests/app/test_agent_process.py",
     "tests/box/test_install.py",
+    "tests/box/test_node_bus.py",
     "tests/box/test_releases.py",
     "tests/box/test_units.py",
     "tests/central/test_fleet_ops.py",

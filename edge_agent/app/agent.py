@@ -26,6 +26,7 @@ from contracts import topics
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
+from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
 from edge_agent.box.heartbeat import VERSION, Heartbeat
 from edge_agent.box.liveness import StallPoint
 from edge_agent.clock import Clock, SystemClock, wall_to_clock
@@ -158,6 +159,8 @@ class Agent:
         # The wire on both sides: the journal (-> outbox -> uplink) and the in-store bus.
         self.journal = EventJournal(store, device, now)
         self.bus = InStoreBus(cfg.bus, f"agent-{store}-{device}")
+        # ESP32 node logins the broker refused, from its log on $SYS (box/bus_auth.py).
+        self.bus_auth = BusAuthWatch()
         # Open alerts survive restarts (alerts.db) and are retained for the kiosks.
         self.alerts = StaffAlerts(self.bus, store, device, paths.alerts_db, cfg.alerts)
         self.touch_share = TouchShare(self.bus, store, device, self.journey, now)
@@ -399,6 +402,9 @@ class Agent:
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
         )
         bus.route(topics.kiosk_find(store), self.kiosk_finder.on_find)
+        # The broker's notices (the box's mosquitto.conf logs to $SYS too); on a broker that
+        # does not, nothing arrives and the count stays 0. QoS 0: mosquitto sends them so.
+        bus.route(LOG_TOPIC, self.bus_auth.on_log, qos=0)
         # Kiosks' acks close alerts for every kiosk; open ones are published again on connect.
         self.alerts.listen(bus)
 
@@ -528,6 +534,7 @@ class Agent:
                 **self.director.health(),
                 **self.fusion.health(),
                 **self.alerts.health(),
+                **self.bus_auth.health(),
                 **self._wayfinding(),
                 **{f"content_{k}": v for k, v in self.content_installer.state.items()},
                 **(

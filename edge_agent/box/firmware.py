@@ -16,6 +16,10 @@ Rendered per layout:
 - ``agent-fragment.toml``: ``[[zones]]``, ``[[ble.beacons]]`` and ``[ble.receivers]`` for
   agent.toml;
 - ``secrets.yaml.example`` when a node needs Wi-Fi (the layout names secrets, never holds them).
+
+A Wi-Fi node logs in to the bus as its id with its own password and takes OTA updates with
+another (``!secret`` names from ``box/node_bus.py``; ``edge-agent firmware render`` generates
+the values into ``secrets.yaml`` and the box's mosquitto files beside the configs).
 HM-10 beacons get no file: ``edge-agent provision`` configures them over serial; nor do
 bought Eddystone beacons (``hardware = "eddystone"``), set up with their maker's tool.
 """
@@ -23,6 +27,7 @@ bought Eddystone beacons (``hardware = "eddystone"``), set up with their maker's
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,7 @@ import yaml
 
 from contracts import topics
 from edge_agent.box.layout import LayoutBeacon, LayoutPresenceSensor, LayoutScanner, StoreLayout
+from edge_agent.box.node_bus import mqtt_password_secret, ota_password_secret
 
 FRAGMENT = "agent-fragment.toml"
 SECRETS_EXAMPLE = "secrets.yaml.example"
@@ -122,7 +128,8 @@ def _base(name: str, board: str, comment: str) -> dict:
     }
 
 
-def _network(layout: StoreLayout, topic_prefix: str) -> dict:
+def _network(layout: StoreLayout, node_id: str) -> dict:
+    """Wi-Fi, the bus with this node's own credentials, and OTA: what every bus node shares."""
     assert layout.bus is not None and layout.wifi is not None  # the layout checks this
     return {
         "wifi": {
@@ -131,12 +138,26 @@ def _network(layout: StoreLayout, topic_prefix: str) -> dict:
         },
         "mqtt": {
             "id": "bus",
+            # The box by name or address, from the layout: what the box's LAN listener serves.
             "broker": layout.bus.host,
             "port": layout.bus.port,
+            # Its username is its id: the broker's ACL (node_bus.render_acl) is keyed by it.
+            "username": node_id,
+            "password": Secret(mqtt_password_secret(node_id)),
             # The in-store bus is not Home Assistant: no discovery messages on it.
             "discovery": False,
-            "topic_prefix": topic_prefix,
+            # Nor ESPHome's dashboard: it would publish its IP to esphome/discover/<node>, a
+            # topic the ACL does not grant (the broker would drop it on every connect).
+            "discover_ip": False,
+            # Birth and last will on instore/<store>/nodes/<node>/status, granted to the node.
+            "topic_prefix": topics.node_base(layout.store.store_id, node_id),
+            # Logs stay on the node's own serial console: the bus carries data, and the ACL
+            # grants no log topic.
+            "log_topic": None,
         },
+        # Updates over Wi-Fi (`esphome run NODE.yaml --device <address>`), with a password of
+        # this node's own: one node's secret opens no other node.
+        "ota": [{"platform": "esphome", "password": Secret(ota_password_secret(node_id))}],
     }
 
 
@@ -157,7 +178,7 @@ def render_scanner(layout: StoreLayout, s: LayoutScanner) -> dict:
         topic = scanner_topic(store, s.id)
         doc = _base(s.id, s.board, f"BLE scanner, zone {s.zone}, adverts as JSON on {topic}")
         doc["logger"] = {}
-        doc.update(_network(layout, f"instore/{store}/nodes/{s.id}"))
+        doc.update(_network(layout, s.id))
         sink = f'id(bus).publish("{topic}", line);\n'
     doc["esp32_ble_tracker"] = {
         # Passive: the box needs adverts, not scan responses; it halves the air time.
@@ -271,7 +292,7 @@ def render_presence(layout: StoreLayout, p: LayoutPresenceSensor) -> dict:
     topic = mmwave_topic(store, p.zone, p.id)
     doc = _base(p.id, p.board, f"LD2410 mmWave presence, zone {p.zone}, ON/OFF on {topic}")
     doc["logger"] = {}
-    doc.update(_network(layout, f"instore/{store}/nodes/{p.id}"))
+    doc.update(_network(layout, p.id))
     doc["uart"] = {
         "id": "radar",
         "tx_pin": p.tx_pin,
@@ -346,21 +367,33 @@ def render(layout: StoreLayout, source: str = "") -> dict[str, str]:
     files[FRAGMENT] = render_agent_fragment(layout, source)
     if layout.wifi is not None and any("wifi" in p["doc"] for p in parts):
         files[SECRETS_EXAMPLE] = (
-            "# Copy to secrets.yaml beside the rendered files and fill in; never commit it.\n"
+            "# Add these to secrets.yaml beside the rendered files; never commit it.\n"
+            "# `edge-agent firmware render` writes each node's MQTT and OTA passwords there\n"
+            "# itself (generated once, kept on every later render); the store Wi-Fi is yours.\n"
             f'{layout.wifi.ssid_secret}: "store Wi-Fi name"\n'
             f'{layout.wifi.password_secret}: "store Wi-Fi password"\n'
         )
     return files
 
 
-def write_rendered(files: dict[str, str], out_dir: Path) -> list[Path]:
-    """Write each file atomically (temp + rename), so a half-written config is never flashed."""
+def write_rendered(
+    files: dict[str, str], out_dir: Path, private: frozenset[str] = frozenset()
+) -> list[Path]:
+    """Write each file atomically (temp + rename), so a half-written config is never flashed.
+    Names may hold one directory level (``mosquitto/nodes.conf``). Files named in ``private``
+    are created 0600 from their first byte (a password hash is never readable by others, not
+    even until a chmod)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in files.items():
         path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)  # a leftover of a crash may have other modes
+        mode = 0o600 if name in private else 0o644
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         tmp.replace(path)
         written.append(path)
     return written

@@ -67,6 +67,9 @@ class Options:
     config: Path | None = None
     screens: tuple[str, ...] = ()
     with_mosquitto: bool = False
+    # The store LAN listener for ESP32 nodes, as `edge-agent firmware render` wrote it
+    # (OUT/mosquitto/: nodes.conf, nodes.acl, nodes.passwd).
+    bus_nodes: Path | None = None
     enable: bool = True
 
 
@@ -137,6 +140,11 @@ def plan(opts: Options) -> list[Action]:
     if opts.with_mosquitto:
         conf = (UNITS_DIR / "mosquitto.conf").read_bytes()
         actions.append(Action("file", etc / "mosquitto.conf", conf, 0o644))
+        # mosquitto.conf includes this directory: it must exist even in a store without nodes.
+        actions.append(Action("dir", etc / "mosquitto.d", mode=0o755))
+        actions += _bus_node_files(opts.bus_nodes, etc / "mosquitto.d")
+    elif opts.bus_nodes is not None:
+        raise InstallError("--bus-nodes: the node listener is part of --with-mosquitto")
     actions.append(Action("dir", _under(r, STATE_DIR), mode=0o700, owner="edge-agent"))
     actions.append(
         Action("dir", _under(r, Path("/var/lib/signage-ui")), mode=0o700, owner="signage")
@@ -172,6 +180,29 @@ def _release_root(r: Path, prefix: Path) -> list[Action]:
     return actions
 
 
+def _bus_node_files(src: Path | None, dest: Path) -> list[Action]:
+    """The node listener, its ACL and its password file (readable by mosquitto only: the hashes
+    are what a node's password is checked against)."""
+    if src is None:
+        return []
+    from edge_agent.box.node_bus import NODES_ACL, NODES_CONF, NODES_PASSWD
+
+    actions = []
+    for name, mode, owner in (
+        (NODES_CONF, 0o644, None),
+        (NODES_ACL, 0o644, None),
+        (NODES_PASSWD, 0o600, "mosquitto"),
+    ):
+        path = src / name
+        if not path.is_file():
+            raise InstallError(
+                f"--bus-nodes {src}: no {name} (run `edge-agent firmware render LAYOUT --out DIR` "
+                "and pass DIR/mosquitto)"
+            )
+        actions.append(Action("file", dest / name, path.read_bytes(), mode, owner=owner))
+    return actions
+
+
 def _uid_gid(root: Path, user: str) -> tuple[int, int] | None:
     if root == Path("/"):
         try:
@@ -196,14 +227,23 @@ def apply(actions: list[Action], root: Path, out=sys.stdout) -> None:
             if a.path.exists() and not a.overwrite:
                 print(f"kept   {a.path} (exists; not overwritten)", file=out)
                 continue
+            ids = _uid_gid(root, a.owner) if a.owner else None
             if a.path.exists() and a.path.read_bytes() == a.content:
                 os.chmod(a.path, a.mode)
+                if ids is not None and os.geteuid() == 0:
+                    os.chown(a.path, *ids)
                 print(f"same   {a.path}", file=out)
                 continue
             a.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = a.path.with_name(a.path.name + ".tmp")
-            tmp.write_bytes(a.content)
-            os.chmod(tmp, a.mode)
+            tmp.unlink(missing_ok=True)
+            # Created with its final mode: a password file is never readable by others.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, a.mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(a.content)
+            os.chmod(tmp, a.mode)  # the umask may have taken bits the mode wants
+            if ids is not None and os.geteuid() == 0:
+                os.chown(tmp, *ids)
             os.replace(tmp, a.path)  # never a half-written unit or config
             print(f"wrote  {a.path}", file=out)
         elif a.kind == "dir":

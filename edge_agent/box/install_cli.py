@@ -18,6 +18,12 @@ def register(sub) -> None:
     p.add_argument("--config", "-c", help="agent.toml to install (validated; never overwrites)")
     p.add_argument("--screen", action="append", default=[], help="enable signage-ui@SCREEN")
     p.add_argument("--with-mosquitto", action="store_true", help="also the hardened local bus")
+    p.add_argument(
+        "--bus-nodes",
+        metavar="DIR",
+        help="with --with-mosquitto: the store LAN listener for ESP32 nodes, from "
+        "`edge-agent firmware render LAYOUT --out OUT` (DIR = OUT/mosquitto)",
+    )
     p.add_argument("--no-enable", action="store_true", help="do not run systemctl enable")
     p.set_defaults(func=_cmd_install)
 
@@ -32,6 +38,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
         config=Path(args.config) if args.config else None,
         screens=tuple(args.screen),
         with_mosquitto=args.with_mosquitto,
+        bus_nodes=Path(args.bus_nodes) if args.bus_nodes else None,
         enable=not args.no_enable,
     )
     try:

@@ -9,6 +9,7 @@ reading the one file.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,14 @@ from edge_agent.config import (
 # ESPHome node names become hostnames: lowercase letters, digits and hyphens.
 NODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}$"
 GPIO_PATTERN = r"^GPIO[0-9]{1,2}$"
+# A DNS or mDNS name (letters, digits, hyphens, dots) or an IPv4/IPv6 address.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_PATTERN = rf"^{_LABEL}(\.{_LABEL})*$|^[0-9A-Fa-f:.]+$"
+
+# On the box's broker a node's client id is its id (node_bus.render_listener): it must not be
+# one the box's own clients take (app/agent.py, box/metrics.py, signage_ui), or a node would
+# take over their session.
+RESERVED_NODE_PREFIXES = ("agent-", "metrics-", "kiosk-", "signage-")
 
 # HM-10 radio settings are codes, not free values (JNHuaMao "HM Bluetooth module datasheet"
 # V605, AT+POWE and AT+ADVI); its AT+MARJ/AT+MINO take 0x0001..0xFFFE only.
@@ -170,10 +179,59 @@ class LayoutPresenceSensor(StrictModel):
 
 
 class LayoutBus(StrictModel):
-    """The in-store MQTT bus as the ESP32 nodes reach it (the box's LAN address)."""
+    """The in-store MQTT bus as the ESP32 nodes reach it, and where the box's mosquitto listens
+    for them (``edge_agent/box/node_bus.py`` renders that listener, its passwords and ACL).
 
-    host: str = Field(min_length=1)
+    ``host`` is what a node dials: the box's name (``<hostname>.local`` where the box announces
+    itself over mDNS, as Raspberry Pi OS does with avahi, or a name the store's DNS serves), or
+    an address. The box's listener is bound by interface (``listen_interface = "eth0"``: no fixed
+    address needed, the box may take its address by DHCP) or by address; either way never on
+    every interface, so the loopback listener of the agent and players keeps its own port.
+    """
+
+    host: str = Field(pattern=HOST_PATTERN)
     port: int = Field(1883, ge=1, le=65535)
+    listen_interface: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+    listen_address: str | None = None
+
+    @field_validator("listen_address")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            ip = ipaddress.ip_address(v)  # ValueError names the bad value
+            if ip.is_loopback or ip.is_unspecified:
+                raise ValueError(
+                    f"{v} is not a store LAN address (loopback is the agent's listener, "
+                    "an unspecified address would take its port too)"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _listener(self) -> LayoutBus:
+        if self.listen_interface is not None and self.listen_address is not None:
+            raise ValueError("listen_address: give listen_interface or listen_address, not both")
+        unbound = self.listen_interface is None and self.listen_address is None
+        if unbound and not _is_ip(self.host):
+            raise ValueError(
+                f"listen_interface: required when host {self.host!r} is a name (the box's "
+                'store LAN interface, e.g. "eth0"; or listen_address)'
+            )
+        return self
+
+    @property
+    def bind_address(self) -> str | None:
+        """The address the box's LAN listener binds (None: bound by interface)."""
+        if self.listen_interface is not None:
+            return None
+        return self.listen_address or self.host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class LayoutWifi(StrictModel):
@@ -209,6 +267,13 @@ class StoreLayout(StrictModel):
         _unique("beacons", [b.name for b in self.beacons])
         _unique("scanners", [s.id for s in self.scanners])
         _unique("presence_sensors", [p.id for p in self.presence_sensors])
+        for section in ("scanners", "presence_sensors"):
+            for i, node in enumerate(getattr(self, section)):
+                if node.id.startswith(RESERVED_NODE_PREFIXES):
+                    raise ValueError(
+                        f"{section}[{i}].id: {node.id!r} starts like the box's own bus clients "
+                        f"({', '.join(RESERVED_NODE_PREFIXES)})"
+                    )
         # Node names are hostnames on one network: scanners and sensors share the namespace.
         scanner_ids = {s.id for s in self.scanners}
         for i, p in enumerate(self.presence_sensors):

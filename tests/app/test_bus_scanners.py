@@ -69,3 +69,51 @@ def test_scanner_node_adverts_and_mmwave_over_the_bus(tmp_path: Path, broker) ->
     assert [a.address for a in heard] == [line["address"] for line in lines]
     # Nobody's phone is in womenswear, but the radar sees someone: the kiosk shows at least one.
     assert any(m["people"] >= 1 for m in occupancy.messages)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_refused_node_logins_reach_central_in_the_agents_health(tmp_path: Path) -> None:
+    """The agent on the box's own mosquitto (shipped config + the rendered node listener): a node
+    with a wrong password is refused, and the agent's next heartbeat says so at central."""
+    from tests.box.test_node_bus import Node, start_store_broker
+
+    broker, _secrets = start_store_broker(tmp_path)
+    node: Node | None = None
+    health = None
+    try:
+        cfg = demo_config(tmp_path, broker.port, generate_keypair()[1], camera=False)
+        store, device = cfg.store.store_id, cfg.store.device_id
+        # 10x: the heartbeats at T0 and T0 + 30 s are 3 s apart.
+        clock = ScaledClock(scenario.T0, 10.0)
+        agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+        health = BusRecorder(broker.host, broker.port, topics.health(store, device))
+
+        def intruder() -> None:
+            nonlocal node
+            assert agent.bus.subscribed.wait(20)
+            node = Node(broker.lan_port, "node-womens-1", "not-its-password")
+            assert node.answered.wait(10) and node.reason == "Not authorized"
+
+        t = threading.Thread(target=intruder, daemon=True)
+        try:
+            agent.start_sync()
+            t.start()
+            asyncio.run(agent.run(until=scenario.T0 + 31))
+        finally:
+            t.join(5)
+            agent.close(flush_timeout_s=2)
+        assert node is not None and node.reason == "Not authorized"
+        assert agent.bus_auth.refused == 1
+        assert wait_for(
+            lambda: any(
+                m["sensors"].get("bus_nodes_refused") == "1" for m in list(health.messages)
+            ),
+            10,
+        ), [m["sensors"].get("bus_nodes_refused") for m in health.messages]
+    finally:
+        if node is not None:
+            node.close()
+        if health is not None:
+            health.close()
+        broker.cleanup()

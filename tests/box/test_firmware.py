@@ -26,6 +26,7 @@ from edge_agent.box.firmware import (
     scanner_topic,
     write_rendered,
 )
+from edge_agent.box.firmware_cli import update_secrets
 from edge_agent.box.layout import load_layout, parse_layout
 from edge_agent.cli import main
 from edge_agent.config import parse_config
@@ -137,7 +138,21 @@ def test_agent_fragment_parses_and_matches_the_firmware(layout, files):
     radar = docs["mmwave-entrance.yaml"]
     topic = radar["binary_sensor"][0]["has_target"]["state_topic"]
     assert topic == mmwave_topic("store-0042", "entrance", "mmwave-entrance")
-    assert radar["mqtt"]["broker"] == "192.168.50.2" and radar["mqtt"]["discovery"] is False
+    assert radar["mqtt"]["broker"] == layout.bus.host == "edge-box-0042.local"
+    assert radar["mqtt"]["discovery"] is False
+
+    # Each bus node logs in as itself, with its own secrets (names only in the YAML); OTA too.
+    for name in ("mmwave-entrance", "node-womens-1"):
+        mqtt = docs[f"{name}.yaml"]["mqtt"]
+        secret = name.replace("-", "_")
+        assert mqtt["username"] == name
+        assert mqtt["password"] == Secret(f"{secret}_mqtt_password")
+        assert mqtt["topic_prefix"] == f"instore/store-0042/nodes/{name}"
+        assert mqtt["log_topic"] is None and mqtt["discover_ip"] is False
+        (ota,) = docs[f"{name}.yaml"]["ota"]
+        assert ota == {"platform": "esphome", "password": Secret(f"{secret}_ota_password")}
+    # No network, no OTA: the UART scanner and the beacon are flashed over USB.
+    assert "ota" not in docs["node-entrance-1.yaml"] and "ota" not in docs["entrance-door.yaml"]
 
 
 def test_ibeacon_only_variant_uses_esphome_component():
@@ -183,7 +198,14 @@ def test_advertising_payloads_decode_to_the_same_identity(uuid, major, minor, po
 def test_cli_render_writes_files_and_refuses_a_bad_layout(tmp_path, capsys):
     out = tmp_path / "fw"
     assert main(["firmware", "render", str(EXAMPLE), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(render(load_layout(EXAMPLE)))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*render(load_layout(EXAMPLE)), "secrets.yaml", "mosquitto"]
+    )
+    assert sorted(p.name for p in (out / "mosquitto").iterdir()) == [
+        "nodes.acl",
+        "nodes.conf",
+        "nodes.passwd",
+    ]
     bad = tmp_path / "bad.toml"
     bad.write_text(EXAMPLE.read_text().replace("major = 200", "major = -1"))
     out2 = tmp_path / "fw2"
@@ -212,7 +234,10 @@ def test_esphome_validates_every_rendered_file(tmp_path, layout):
     demo = tmp_path / "demo"
     other = tmp_path / "variant"
     paths = write_rendered(render(layout), demo) + write_rendered(render(variant_layout()), other)
-    shutil.copy(demo / SECRETS_EXAMPLE, demo / "secrets.yaml")
+    # The node passwords as `firmware render` generates them, then the Wi-Fi an installer adds.
+    update_secrets(demo / "secrets.yaml", layout)
+    with (demo / "secrets.yaml").open("a") as f:
+        f.write((demo / SECRETS_EXAMPLE).read_text())
     shutil.copy(ROOT / "firmware_configs" / "esp32-scanner.yaml", other / "esp32-scanner.yaml")
     paths.append(other / "esp32-scanner.yaml")
     checked = []

@@ -29,6 +29,20 @@ def box_config(tmp_path: Path, state_dir: str = "/var/lib/edge-agent") -> Path:
     return cfg
 
 
+def render_nodes(tmp_path: Path) -> str:
+    """The demo store's node listener as `edge-agent firmware render` writes it (OUT/mosquitto)."""
+    out = tmp_path / "fw"
+    layout = Path(__file__).resolve().parents[2] / "firmware_configs" / "demo-store.layout.toml"
+    render = subprocess.run(
+        [EXE, "firmware", "render", str(layout), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert render.returncode == 0, render.stderr
+    return str(out / "mosquitto")
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -43,8 +57,18 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
 def test_install_lays_out_the_box_and_is_idempotent(tmp_path: Path) -> None:
     root = tmp_path / "root"
     cfg = box_config(tmp_path)
-    proc = install("--root", str(root), "--config", str(cfg), "--with-mosquitto")
+    nodes = render_nodes(tmp_path)
+    proc = install(
+        "--root", str(root), "--config", str(cfg), "--with-mosquitto", "--bus-nodes", nodes
+    )
     assert proc.returncode == 0, proc.stderr
+    broker_dir = root / "etc/edge-agent/mosquitto.d"
+    assert sorted(p.name for p in broker_dir.iterdir()) == [
+        "nodes.acl",
+        "nodes.conf",
+        "nodes.passwd",
+    ]
+    assert stat.S_IMODE((broker_dir / "nodes.passwd").stat().st_mode) == 0o600
     units = root / "etc/systemd/system"
     assert {p.name for p in units.iterdir()} == {
         "edge-agent.service",
@@ -77,7 +101,9 @@ def test_install_lays_out_the_box_and_is_idempotent(tmp_path: Path) -> None:
 
     # Again: nothing rewritten, and a config edited on the box is kept.
     (root / "etc/edge-agent/agent.toml").write_text("# edited on the box\n")
-    again = install("--root", str(root), "--config", str(cfg), "--with-mosquitto")
+    again = install(
+        "--root", str(root), "--config", str(cfg), "--with-mosquitto", "--bus-nodes", nodes
+    )
     assert again.returncode == 0, again.stderr
     assert "wrote" not in again.stdout
     assert "kept" in again.stdout
@@ -102,3 +128,29 @@ def test_refuses_an_invalid_config_and_a_hidden_prefix(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "device_id" in proc.stderr
     proc = install("--root", str(tmp_path / "r"), "--prefix", "/home/pi/edge-agent")
     assert proc.returncode == 2 and "ProtectHome" in proc.stderr
+
+
+def test_bus_nodes_are_installed_with_the_broker_and_the_hashes_kept_private(
+    tmp_path: Path,
+) -> None:
+    """`firmware render` output -> /etc/edge-agent/mosquitto.d, which the shipped mosquitto.conf
+    includes (tests/box/test_node_bus.py runs that pair on a real mosquitto)."""
+    from edge_agent.box.install import Options, plan
+
+    out = Path(render_nodes(tmp_path)).parent
+    root = tmp_path / "root"
+    actions = plan(Options(root=root, with_mosquitto=True, bus_nodes=out / "mosquitto"))
+    files = {a.path.name: a for a in actions if a.kind == "file" and a.path is not None}
+    d = root / "etc/edge-agent/mosquitto.d"
+    assert any(a.kind == "dir" and a.path == d for a in actions)
+    assert files["nodes.passwd"].path == d / "nodes.passwd"
+    assert (files["nodes.passwd"].mode, files["nodes.passwd"].owner) == (0o600, "mosquitto")
+    assert files["nodes.conf"].content == (out / "mosquitto/nodes.conf").read_bytes()
+    assert "include_dir /etc/edge-agent/mosquitto.d" in files["mosquitto.conf"].content.decode()
+
+    # Refused before anything is written: without the broker, or without a rendered listener.
+    proc = install("--root", str(root), "--bus-nodes", str(out / "mosquitto"))
+    assert proc.returncode == 2 and "--with-mosquitto" in proc.stderr
+    proc = install("--root", str(root), "--with-mosquitto", "--bus-nodes", str(out))
+    assert proc.returncode == 2 and "no nodes.conf" in proc.stderr
+    assert not root.exists()
