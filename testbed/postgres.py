@@ -79,8 +79,8 @@ class Postgres:
     def datadir(self) -> Path:
         return self.workdir / "data"
 
-    def _as_user(self) -> dict[str, str]:
-        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+    def _run_as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname}"
@@ -100,7 +100,8 @@ class Postgres:
                  "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
                 capture_output=True,
                 cwd=self.workdir,  # the server's user must be able to stat its cwd
-                **self._as_user(),  # type: ignore[arg-type]
+                user=self._run_as(),
+                group=self._run_as(),
             )  # fmt: skip
             if done.returncode != 0:
                 raise PostgresError(f"initdb failed: {done.stderr.decode(errors='replace')}")
@@ -115,7 +116,8 @@ class Postgres:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                **self._as_user(),  # type: ignore[arg-type]
+                user=self._run_as(),
+                group=self._run_as(),
             )  # fmt: skip
         finally:
             log.close()
