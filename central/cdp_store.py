@@ -639,7 +639,7 @@ class PostgresStore:
                         [rows[i].seq_number for i in todo],
                         [rows[i].type for i in todo],
                         [_aware(rows[i].time) for i in todo],
-                        [rows[i].batch_id for i in todo],
+                        [_nul_free(rows[i].batch_id) for i in todo],
                         [rows[i].received_at for i in todo],
                         [_jsonb_safe(rows[i].body) for i in todo],
                     ),
