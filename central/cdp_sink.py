@@ -168,8 +168,10 @@ class CdpSink:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stats = SinkStats()
-        # This sink's view: what the store held at start plus what this sink stored since.
-        self._count = self.store.count()
+        # This sink's view: what its own file held at start plus what it stored since. A shared
+        # store's total is every sink's (and a count(*) over a fleet's events is no start-up
+        # cost to pay): there it is what this sink stored.
+        self._count = 0 if self.store.shared else self.store.count()
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
         self._subscribed = threading.Event()

@@ -587,6 +587,12 @@ class PostgresStore:
                 with self._locked_conn() as conn:
                     self._ensure_partitions(conn, {r.day for r in rows})
                     return self._write(conn, rows, rejects)
+            except errors.CheckViolation:
+                # "no partition found for row": a day's partition dropped or detached after this
+                # sink saw it (old days are retired whole). Forget what we knew and make it again.
+                self._days.clear()
+                if attempt == self.RETRIES - 1:
+                    raise
             except retryable:
                 # Sinks insert in key order, so deadlocks are not expected; a server restart or
                 # a failover is: reconnect and try the whole transaction again.

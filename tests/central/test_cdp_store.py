@@ -299,3 +299,24 @@ def test_postgres_days_are_partitions_made_on_demand(pg_dsn: str) -> None:
             ("cdp.events_20260302", 2),
             ("cdp.events_20260305", 2),
         ]
+
+
+def test_a_day_dropped_while_a_sink_runs_is_made_again(pg_dsn: str) -> None:
+    """Ops retire old days by dropping their partitions; a late event of such a day still lands."""
+    import psycopg
+
+    sink = sink_of(pg_dsn)
+    try:
+        t = datetime(2026, 2, 1, 12, tzinfo=UTC)
+        first, late = (
+            make_event(AudienceSample(screen_id="s", people=1, watchers=0), store_id="s1",
+                       device_id="d1", time=t)
+            for _ in range(2)
+        )  # fmt: skip
+        send(sink, "s1", "d1", [first.to_json()])
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE cdp.events_20260201")
+        send(sink, "s1", "d1", [late.to_json()])
+        assert sink.ids() == {late.id}
+    finally:
+        sink.stop()
