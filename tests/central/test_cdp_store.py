@@ -320,3 +320,15 @@ def test_a_day_dropped_while_a_sink_runs_is_made_again(pg_dsn: str) -> None:
         assert sink.ids() == {late.id}
     finally:
         sink.stop()
+
+
+def test_edge_ops_says_so_when_the_store_cannot_be_reached(capsys: pytest.CaptureFixture) -> None:
+    """A sink or a report against a PostgreSQL that is not there: one line and exit 1, before
+    anything connects to a broker (nothing listens on port 1)."""
+    dsn = "postgresql://cdp:secret@127.0.0.1:1/cdp"
+    assert main(["cdp-sink", "--db", dsn, "--connect-timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the CDP store" in err and "secret" not in err
+    assert main(["cdp-gaps", "--db", dsn]) == 1
+    assert main(["uplift", "--db", dsn]) == 1
+    assert "cannot open the CDP store" in capsys.readouterr().err
