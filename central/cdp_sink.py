@@ -1,8 +1,8 @@
 """The CDP side of the uplink: consume event batches, store every event exactly once.
 
 Subscribes to ``stores/+/devices/+/events`` (as the MQTT 5 shared subscription
-``$share/<group>/...`` when a group is given, so several sinks split the load), QoS 1, persistent
-session. Each batch (see ``sync.uplink`` for the wire format) is decoded (zlib or plain), every
+``$share/<group>/...`` when a group is given, so several sinks split the load), QoS 1, with a
+persistent session on SQLite (on PostgreSQL a sink is a stateless worker, see ``CdpSink``). Each batch (see ``sync.uplink`` for the wire format) is decoded (zlib or plain), every
 event is validated with ``parse_event`` and checked against the topic (a device may only speak
 for its own store and device), and written to the CDP store (``central.cdp_store``: a SQLite
 file, or a PostgreSQL schema that any number of sinks share) unique on (store, device, event id),
@@ -14,9 +14,9 @@ the broker redeliver instead of losing the batch. Invalid events and undecodable
 counted and kept in ``rejects`` with the reason, then acknowledged (a poison message must not be
 redelivered forever).
 
-After the commit the sink also confirms the batch end to end: ``{"batch_id", "ids"}`` on
-``stores/<store>/devices/<device>/delivered`` (QoS 1), listing every event id it has dealt with
-(stored, duplicate or rejected). Only that confirmation lets the uplink delete its rows, because a
+After the commit the sink also confirms the batch end to end on
+``stores/<store>/devices/<device>/delivered`` (QoS 1): every event it has dealt with (stored,
+duplicate or rejected), as ranges of the box's sequences and ids of events without one. Only that confirmation lets the uplink delete its rows, because a
 broker PUBACK does not survive the broker being killed before it forwards the message.
 """
 

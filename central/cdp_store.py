@@ -534,6 +534,13 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
                 conn.execute(_PG_SCHEMA)
 
+    def check(self) -> None:
+        """Raise unless the server answers and holds the schema (for readers that do not
+        create it, such as the console, so they fail at start rather than on every page)."""
+        row = self._query("SELECT to_regclass(%s)", (f"{SCHEMA}.events",))
+        if row[0][0] is None:
+            raise LookupError(f"no {SCHEMA}.events table: no sink has written to this database")
+
     # ---- connection --------------------------------------------------------------------
     class _Held:
         def __init__(self, store: PostgresStore) -> None:

@@ -96,7 +96,7 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
     import uvicorn
 
     from central.cdp_sink import CdpSink
-    from central.cdp_store import open_store
+    from central.cdp_store import PostgresStore
     from central.console.app import Console, create_app
     from central.fleet_status import FleetWatcher
     from contracts.mqtt import BrokerConfig
@@ -123,7 +123,9 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
     sink = None
     if cfg.cdp.dsn:
         try:  # read only: never started; the schema is the sinks' to create
-            sink = CdpSink(BrokerConfig(), open_store(cfg.cdp.dsn, create=False), group=None)
+            store = PostgresStore(cfg.cdp.dsn, create=False)
+            store.check()
+            sink = CdpSink(BrokerConfig(), store, group=None)
         except Exception as exc:  # a server that is down: the console still shows the fleet
             print(f"edge-ops console: cannot read the CDP store: {exc}: no KPIs", file=sys.stderr)
     elif cfg.cdp.db.is_file():

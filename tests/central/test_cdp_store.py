@@ -332,3 +332,16 @@ def test_edge_ops_says_so_when_the_store_cannot_be_reached(capsys: pytest.Captur
     assert main(["cdp-gaps", "--db", dsn]) == 1
     assert main(["uplift", "--db", dsn]) == 1
     assert "cannot open the CDP store" in capsys.readouterr().err
+
+
+def test_a_reader_checks_the_schema_is_there(pg_dsn: str) -> None:
+    from central.cdp_store import PostgresStore
+
+    reader = PostgresStore(pg_dsn, create=False)
+    try:
+        with pytest.raises(LookupError, match="no sink has written"):
+            reader.check()
+        sink_of(pg_dsn).stop()  # a sink creates the schema
+        reader.check()
+    finally:
+        reader.close()
