@@ -1,20 +1,22 @@
 """The CDP side of the uplink: consume event batches, store every event exactly once.
 
 Subscribes to ``stores/+/devices/+/events`` (as the MQTT 5 shared subscription
-``$share/<group>/...`` when a group is given, so several sinks split the load), QoS 1, persistent
-session. Each batch (see ``sync.uplink`` for the wire format) is decoded (zlib or plain), every
+``$share/<group>/...`` when a group is given, so several sinks split the load), QoS 1, with a
+persistent session on SQLite (on PostgreSQL a sink is a stateless worker, see ``CdpSink``). Each batch (see ``sync.uplink`` for the wire format) is decoded (zlib or plain), every
 event is validated with ``parse_event`` and checked against the topic (a device may only speak
-for its own store and device), and inserted with the event id as PRIMARY KEY: ``INSERT OR
-IGNORE`` turns the uplink's at-least-once into exactly-once here.
+for its own store and device), and written to the CDP store (``central.cdp_store``: a SQLite
+file, or a PostgreSQL schema that any number of sinks share) unique on (store, device, event id),
+receipts' conversions once per store: duplicates die at the key, which turns the uplink's
+at-least-once into exactly-once here.
 
-The PUBACK is sent manually *after* the SQLite commit, so a sink crash before the commit makes
+The PUBACK is sent manually *after* the store's commit, so a sink crash before the commit makes
 the broker redeliver instead of losing the batch. Invalid events and undecodable batches are
 counted and kept in ``rejects`` with the reason, then acknowledged (a poison message must not be
 redelivered forever).
 
-After the commit the sink also confirms the batch end to end: ``{"batch_id", "ids"}`` on
-``stores/<store>/devices/<device>/delivered`` (QoS 1), listing every event id it has dealt with
-(stored, duplicate or rejected). Only that confirmation lets the uplink delete its rows, because a
+After the commit the sink also confirms the batch end to end on
+``stores/<store>/devices/<device>/delivered`` (QoS 1): every event it has dealt with (stored,
+duplicate or rejected), as ranges of the box's sequences and ids of events without one. Only that confirmation lets the uplink delete its rows, because a
 broker PUBACK does not survive the broker being killed before it forwards the message.
 """
 
@@ -23,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,9 +42,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from central.cdp_store import (
+    CONVERSION,
+    CdpStore,
+    EventRow,
+    RejectRow,
+    SqliteStore,
+    open_store,
+    redact,
+)
 from contracts import topics
 from contracts.batch import ENCODING_IDENTITY, ENCODING_ZLIB, encode_confirmation, seq_ranges
-from contracts.events import TYPE_PREFIX, EventError, parse_event, source_for
+from contracts.events import EventError, parse_event, receipt_event_id, source_for
 from contracts.mqtt import BrokerConfig, make_client, start_subscriber
 from contracts.payload import PayloadError, loads
 from contracts.uplift import Uplift, uplift
@@ -48,38 +62,8 @@ log = logging.getLogger(__name__)
 
 MAX_DECODED_BYTES = 32 * 1024 * 1024  # a zlib bomb stops here
 MAX_REJECT_RAW = 4096  # keep a prefix of the offending input, enough to debug
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id          TEXT PRIMARY KEY,     -- CloudEvent id: duplicates die here
-    store_id    TEXT NOT NULL,
-    device_id   TEXT NOT NULL,
-    sequence    TEXT,
-    type        TEXT NOT NULL,
-    time        TEXT NOT NULL,
-    batch_id    TEXT,
-    received_at REAL NOT NULL,
-    body        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_device_seq ON events (store_id, device_id, sequence);
--- Every (device, sequence) received, stored or a duplicate: a receipt's conversion reported by
--- two boxes is one event (same id), yet both boxes' sequences arrived and are no gap.
-CREATE TABLE IF NOT EXISTS sequences (
-    store_id    TEXT NOT NULL,
-    device_id   TEXT NOT NULL,
-    sequence    INTEGER NOT NULL,
-    PRIMARY KEY (store_id, device_id, sequence)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rejects (
-    n           INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    topic       TEXT NOT NULL,
-    batch_id    TEXT,
-    event_id    TEXT,
-    reason      TEXT NOT NULL,
-    raw         TEXT
-);
-"""
+# A sink of its own store (SQLite) keeps its broker session through restarts and outages.
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 class BatchError(ValueError):
@@ -137,48 +121,67 @@ class SinkStats:
 
 
 class CdpSink:
+    """One consumer of the stores' event batches, writing into a ``CdpStore``.
+
+    ``db`` is a SQLite path (one sink per file) or a ``postgresql://`` DSN: then any number of
+    sinks share the schema, each is a stateless worker, and dedup and the gap report are the
+    whole fleet's, whichever sink got which batch.
+    """
+
     def __init__(
         self,
         broker: BrokerConfig,
-        db_path: Path | str,
+        db_path: Path | str | CdpStore,
         group: str | None = "cdp",
         *,
         client_id: str | None = None,
         on_stored: Callable[[list[str]], None] | None = None,
+        session_expiry_s: int | None = None,
     ) -> None:
         self.broker = broker
         # Called with the JSON of events stored for the first time (e.g. to stream them on).
         self.on_stored = on_stored
-        self.db_path = Path(db_path)
         self.group = group
-        # Stable for a given database, so a restarted sink resumes its persistent session.
-        digest = hashlib.sha1(str(self.db_path.resolve()).encode()).hexdigest()[:12]
-        self.client_id = client_id or f"cdp-sink-{digest}"
+        # A path or DSN, or a store opened already (``edge-ops uplift`` checks it first).
+        self.store: CdpStore = open_store(db_path) if isinstance(db_path, str | Path) else db_path
+        if isinstance(self.store, SqliteStore):
+            self.db_path: Path | None = self.store.path
+            self.target = str(self.store.path)
+            # Stable for a given database, so a restarted sink resumes its persistent session.
+            digest = hashlib.sha1(str(self.store.path.resolve()).encode()).hexdigest()[:12]
+            default_id = f"cdp-sink-{digest}"
+            default_expiry = SESSION_EXPIRY_S
+        else:
+            self.db_path = None
+            self.target = redact(getattr(self.store, "dsn", self.store.kind))
+            # Sinks sharing a store are interchangeable workers: an id of this process and no
+            # session after it is gone, so a killed or stopped sink leaves the share group at
+            # once instead of holding a share of the batches for days (issue 19: 115 s and 158
+            # re-sends after one sink stopped). What it had not confirmed, the boxes send again.
+            default_id = f"cdp-sink-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            default_expiry = 0
+        self.client_id = client_id or default_id
+        if session_expiry_s is None:
+            session_expiry_s = SESSION_EXPIRY_S if client_id else default_expiry
+        self.session_expiry_s = session_expiry_s
         self.topic = topics.shared(group, topics.ALL_EVENTS) if group else topics.ALL_EVENTS
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: the PUBACK goes out after the commit, so the commit must really be on disk.
-        self._db.execute("PRAGMA synchronous=FULL")
-        fresh = not self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'sequences'"
-        ).fetchone()
-        self._db.executescript(_SCHEMA)
-        if fresh:
-            # A database from before the sequences table: what it stored was received.
-            self._db.execute(
-                "INSERT OR IGNORE INTO sequences SELECT store_id, device_id,"
-                " CAST(sequence AS INTEGER) FROM events WHERE sequence IS NOT NULL"
-            )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stats = SinkStats()
-        self._count = int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+        # This sink's view: what its own file held at start plus what it stored since. A shared
+        # store's total is every sink's (and a count(*) over a fleet's events is no start-up
+        # cost to pay): there it is what this sink stored.
+        self._count = 0 if self.store.shared else self.store.count()
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The SQLite connection, for tests and tools that read the embedded store directly."""
+        if not isinstance(self.store, SqliteStore):
+            raise AttributeError("not a SQLite store")
+        return self.store.conn
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self, wait_s: float = 5.0) -> bool:
@@ -186,7 +189,10 @@ class CdpSink:
         client = make_client(self.client_id, self.broker, max_inflight=100)
         client.manual_ack_set(True)  # PUBACK after our commit, not before
         self._client = client
-        return start_subscriber(client, self.broker, self, self._subscribed, wait_s)
+        return start_subscriber(
+            client, self.broker, self, self._subscribed, wait_s,
+            session_expiry_s=self.session_expiry_s,
+        )  # fmt: skip
 
     def stop(self, *, end_session: bool = False) -> None:
         """Disconnect. ``end_session`` also drops the broker-side session (and its queue)."""
@@ -199,8 +205,7 @@ class CdpSink:
             self._client.disconnect(properties=props)
             self._client.loop_stop()
             self._client = None
-        with self._lock:
-            self._db.close()
+        self.store.close()
 
     # ---- queries -----------------------------------------------------------------------
     def count(self) -> int:
@@ -208,56 +213,18 @@ class CdpSink:
             return self._count
 
     def ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT id FROM events")}
+        return self.store.ids()
 
     def rejects(self) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT topic, batch_id, event_id, reason FROM rejects ORDER BY n"
-            )
-            return [
-                dict(zip(("topic", "batch_id", "event_id", "reason"), r, strict=True)) for r in cur
-            ]
+        return self.store.rejects()
 
     def gaps(self, max_ranges: int = 20) -> list[dict[str, Any]]:
         """Per device: first and last sequence received, how many, and the missing ranges (an
         event the CDP never got, or one the box dropped to respect its disk cap: the box's
         heartbeats count those under ``dropped``). A sequence whose event was a duplicate of
-        another box's (one receipt, one conversion) counts as received."""
-        with self._lock:
-            summary = self._db.execute(
-                "SELECT store_id, device_id, min(sequence), max(sequence), count(*)"
-                " FROM sequences GROUP BY store_id, device_id ORDER BY store_id, device_id"
-            ).fetchall()
-            holes = self._db.execute(
-                "SELECT store_id, device_id, prev + 1, seq - 1 FROM ("
-                "  SELECT store_id, device_id, sequence AS seq,"
-                "    lag(sequence) OVER (PARTITION BY store_id, device_id ORDER BY sequence)"
-                "    AS prev"
-                "  FROM sequences"
-                ") WHERE seq - prev > 1 ORDER BY store_id, device_id, seq"
-            ).fetchall()
-        ranges: dict[tuple[str, str], list[list[int]]] = {}
-        for store, device, a, b in holes:
-            ranges.setdefault((store, device), []).append([a, b])
-        out = []
-        for store, device, first, last, n in summary:
-            rs = ranges.get((store, device), [])
-            if first > 1:
-                rs = [[1, first - 1], *rs]
-            out.append(
-                {
-                    "store": store,
-                    "device": device,
-                    "first": first,
-                    "last": last,
-                    "stored": n,
-                    "missing": sum(b - a + 1 for a, b in rs),
-                    "ranges": rs[:max_ranges],
-                }
-            )
-        return out
+        another box's (one receipt, one conversion) counts as received. Over the whole store:
+        with PostgreSQL, every sink's batches."""
+        return self.store.gaps(max_ranges)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -294,16 +261,7 @@ class CdpSink:
         conversion attributed to the campaign. Only shoppers with a profile id count, that is
         those who consented to analytics, on both sides of the comparison alike; shoppers and
         converters are counted once each however often they came or bought."""
-        params = {
-            "shown": TYPE_PREFIX + "offer.shown.v1",
-            "holdout": TYPE_PREFIX + "holdout.assigned.v1",
-            "conversion": TYPE_PREFIX + "conversion.v1",
-            "since": _utc_iso(since),
-            "until": _utc_iso(until),
-            "store": store,
-        }
-        with self._lock:
-            rows = self._db.execute(_UPLIFT_SQL, params).fetchall()
+        rows = self.store.uplift_rows(_utc_iso(since), _utc_iso(until), store)
         counts: dict[str, dict[str, tuple[int, int]]] = {}
         for campaign, group, shoppers, converted in rows:
             counts.setdefault(campaign, {})[group] = (int(shoppers), int(converted))
@@ -323,41 +281,12 @@ class CdpSink:
         """Impressions, offers shown and attributed conversions with their campaign, for the
         console's KPIs per day: ``(store, event time, short type, campaign, seconds on screen,
         amount)``; the day is cut in the reader's time zone."""
-        params = {
-            "impression": TYPE_PREFIX + "content.impression.v1",
-            "shown": TYPE_PREFIX + "offer.shown.v1",
-            "conversion": TYPE_PREFIX + "conversion.v1",
-            "since": _utc_iso(since),
-            "until": _utc_iso(until),
-            "store": store,
-        }
-        with self._lock:
-            rows = self._db.execute(_CAMPAIGN_EVENTS_SQL, params).fetchall()
-        short = {params["impression"]: "impression", params["shown"]: "shown"}
-        return [
-            (st, t, short.get(ty, "conversion"), c, float(d or 0.0), float(a or 0.0))
-            for st, t, ty, c, d, a in rows
-        ]
+        return self.store.campaign_events(_utc_iso(since), _utc_iso(until), store)
 
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """Each device's latest heartbeat event stored here: ``(store, device, time, data)``.
         The fleet as the CDP last heard it, for boxes whose retained status is out of reach."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT store_id, device_id, time, json_extract(body, '$.data') FROM ("
-                "  SELECT *, row_number() OVER (PARTITION BY store_id, device_id"
-                "    ORDER BY julianday(time) DESC) AS k FROM events WHERE type = ?"
-                ") WHERE k = 1 ORDER BY store_id, device_id",
-                (TYPE_PREFIX + "device.heartbeat.v1",),
-            ).fetchall()
-        out = []
-        for st, dev, t, data in rows:
-            try:
-                doc = json.loads(data) if data else {}
-            except ValueError:
-                doc = {}
-            out.append((st, dev, t, doc if isinstance(doc, dict) else {}))
-        return out
+        return self.store.latest_heartbeats()
 
     # ---- paho callbacks (paho's thread): never raise -----------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -412,8 +341,8 @@ class CdpSink:
         sequence, sequences dealt with)``, or None when the batch could not be read at all."""
         now = time.time()
         ids = _topic_ids(topic)
-        rows: list[tuple[Any, ...]] = []
-        rejects: list[tuple[Any, ...]] = []
+        rows: list[EventRow] = []
+        rejects: list[RejectRow] = []
         batch_id: str | None = None
         try:
             if ids is None:
@@ -422,7 +351,7 @@ class CdpSink:
             batch_id = str(doc.get("batch_id")) if doc.get("batch_id") is not None else None
             items = doc["events"]
         except BatchError as exc:
-            rejects.append((now, topic, None, None, str(exc), _prefix(payload)))
+            rejects.append(RejectRow(now, topic, None, None, str(exc), _prefix(payload)))
             items = []
         handled: list[str] = []
         handled_seqs: list[int] = []
@@ -448,7 +377,9 @@ class CdpSink:
                 if isinstance(eid, str):
                     dealt_with(item, eid)
                 reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
-                rejects.append((now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
+                rejects.append(
+                    RejectRow(now, topic, batch_id, str(eid), reason[:500], _prefix(item))
+                )
                 continue
             extra = ev.model_extra or {}
             body = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
@@ -456,61 +387,52 @@ class CdpSink:
             dealt_with(item, ev.id)
             seq = extra.get("sequence")
             rows.append(
-                (
-                    ev.id,
-                    ids[0],
-                    ids[1],
-                    None if seq is None else str(seq),
-                    ev.type,
-                    ev.time.isoformat(),
-                    batch_id,
-                    now,
-                    body,
+                EventRow(
+                    id=ev.id,
+                    store_id=ids[0],
+                    device_id=ids[1],
+                    sequence=None if seq is None else str(seq),
+                    type=ev.type,
+                    time=ev.time,
+                    batch_id=batch_id,
+                    received_at=now,
+                    body=body,
+                    shared=_receipt_derived(ev.type, item, ids[0], ev.id),
                 )
             )
+        new = self.store.write(rows, rejects)  # committed when it returns
+        new_bodies = [rows[i].body for i in new]
         with self._changed:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                stored = 0
-                new_bodies: list[str] = []
-                for row in rows:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO events (id, store_id, device_id, sequence, type,"
-                        " time, batch_id, received_at, body) VALUES (?,?,?,?,?,?,?,?,?)",
-                        row,
-                    )
-                    stored += cur.rowcount
-                    if cur.rowcount:
-                        new_bodies.append(row[-1])
-                    if row[3] is not None and row[3].isdigit():
-                        self._db.execute(
-                            "INSERT OR IGNORE INTO sequences VALUES (?, ?, ?)",
-                            (row[1], row[2], int(row[3])),
-                        )
-                self._db.executemany(
-                    "INSERT INTO rejects (received_at, topic, batch_id, event_id, reason, raw)"
-                    " VALUES (?,?,?,?,?,?)",
-                    rejects,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             s = self._stats
             s.batches += 1
             s.received += len(items)
-            s.stored += stored
-            s.duplicates += len(rows) - stored
+            s.stored += len(new)
+            s.duplicates += len(rows) - len(new)
             s.rejected += len(rejects)
-            self._count += stored
+            self._count += len(new)
             self._changed.notify_all()
         if rejects:
-            log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0][4])
+            log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0].reason)
         if new_bodies and self.on_stored is not None:
             self.on_stored(new_bodies)  # after the commit: each event once, in batch order
         if ids is None or (not handled and not handled_seqs and batch_id is None):
             return None
         return batch_id, handled, handled_seqs
+
+
+def _receipt_derived(event_type: str, item: dict[str, Any], store: str, event_id: str) -> bool:
+    """Whether an event's id is a receipt's own (``receipt_event_id`` of its store, till and
+    receipt): shared on purpose by every box that heard the till, so stored once per store. The
+    derivation is checked, not assumed from the type: any other id stays unique per device."""
+    if event_type != CONVERSION:
+        return False
+    data = item.get("data")
+    if not isinstance(data, dict):
+        return False
+    till, receipt = data.get("till"), data.get("receipt_id")
+    if not isinstance(till, str) or not isinstance(receipt, str):
+        return False
+    return event_id == receipt_event_id(store, till, receipt)
 
 
 def _sequence_of(item: Any) -> int | None:
@@ -538,60 +460,3 @@ def _utc_iso(t: datetime | None) -> str | None:
     if t is None:
         return None
     return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).isoformat()
-
-
-# One pass over the three event types: distinct shoppers per campaign and group, and how many of
-# them converted. julianday() compares instants, whatever UTC offset a box wrote its times with.
-_UPLIFT_SQL = """
-WITH ev AS (
-    SELECT type,
-           json_extract(body, '$.data.profile_id') AS profile,
-           coalesce(json_extract(body, '$.data.campaign_id'),
-                    json_extract(body, '$.data.attributed_campaign_id')) AS campaign,
-           json_extract(body, '$.data.group') AS grp
-    FROM events
-    WHERE type IN (:shown, :holdout, :conversion)
-      AND (:since IS NULL OR julianday(time) >= julianday(:since))
-      AND (:until IS NULL OR julianday(time) < julianday(:until))
-      AND (:store IS NULL OR store_id = :store)
-),
-exposed AS (
-    SELECT DISTINCT campaign, profile FROM ev
-    WHERE type = :shown AND profile IS NOT NULL AND campaign IS NOT NULL
-),
-held AS (
-    SELECT DISTINCT campaign, profile FROM ev
-    WHERE type = :holdout AND profile IS NOT NULL AND campaign IS NOT NULL
-    EXCEPT SELECT campaign, profile FROM exposed
-),
-converted AS (
-    SELECT DISTINCT campaign, profile FROM ev
-    WHERE type = :conversion AND profile IS NOT NULL AND campaign IS NOT NULL
-      AND grp IS NOT NULL
-),
-members AS (
-    SELECT campaign, profile, 'exposed' AS grp FROM exposed
-    UNION ALL
-    SELECT campaign, profile, 'holdout' AS grp FROM held
-)
-SELECT m.campaign, m.grp, count(*), count(c.profile)
-FROM members AS m
-LEFT JOIN converted AS c ON c.campaign = m.campaign AND c.profile = m.profile
-GROUP BY m.campaign, m.grp
-"""
-
-
-_CAMPAIGN_EVENTS_SQL = """
-SELECT store_id, time, type,
-       coalesce(json_extract(body, '$.data.campaign_id'),
-                json_extract(body, '$.data.attributed_campaign_id')) AS campaign,
-       json_extract(body, '$.data.duration_s'),
-       json_extract(body, '$.data.amount')
-FROM events
-WHERE type IN (:impression, :shown, :conversion)
-  AND campaign IS NOT NULL
-  AND (:since IS NULL OR julianday(time) >= julianday(:since))
-  AND (:until IS NULL OR julianday(time) < julianday(:until))
-  AND (:store IS NULL OR store_id = :store)
-ORDER BY julianday(time)
-"""

@@ -11,10 +11,12 @@
   edge-ops push-slice FILE.json --store S [--device D] --key ops_private.pem --start-version N
                 [--part-rows R] [--max-bytes B] [--only 3,7] [--wait-ack [SECONDS]]
                 (a profile snapshot too big for one message, as signed parts)
-  edge-ops cdp-sink --db PATH [--host H] [--port P] [--group G] [--stdout]
+  edge-ops cdp-sink --db PATH|postgresql://DSN [--host H] [--port P] [--group G] [--stdout]
+                [--client-id ID] [--session-expiry S]
+                (a DSN: the PostgreSQL store any number of sinks share; a path: SQLite)
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
-  edge-ops cdp-gaps --db PATH        (per device: sequences stored and missing at the CDP)
-  edge-ops uplift --db PATH [--day D | --since T --until T] [--tz Z] [--store S] [--json]
+  edge-ops cdp-gaps --db PATH|DSN    (per device: sequences stored and missing at the CDP)
+  edge-ops uplift --db PATH|DSN [--day D | --since T --until T] [--tz Z] [--store S] [--json]
                 (per campaign: exposed against holdout shoppers, uplift with its 95% CI)
   edge-ops emergency --store S (--title T [--body B] | --clear) --key ops_private.pem
                 [--version N] [--wait-ack [SECONDS]]   (the same signed path as push)
@@ -262,7 +264,14 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     report = sys.stderr if args.stdout else sys.stdout
-    sink = CdpSink(_broker(args), args.db, group=args.group or None, on_stored=on_stored)
+    try:
+        sink = CdpSink(
+            _broker(args), args.db, group=args.group or None, on_stored=on_stored,
+            client_id=args.client_id, session_expiry_s=args.session_expiry,
+        )  # fmt: skip
+    except Exception as exc:  # the store cannot be opened: a wrong DSN, a server that is down
+        print(f"edge-ops cdp-sink: cannot open the CDP store: {exc}", file=sys.stderr)
+        return 1
     done = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -280,7 +289,7 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
         )
         sink.stop()
         return 1
-    print(f"cdp-sink: {sink.topic} -> {args.db}", file=report, flush=True)
+    print(f"cdp-sink: {sink.topic} -> {sink.target}", file=report, flush=True)
     try:
         while not done.wait(args.report_s):
             print(json.dumps(sink.stats()), file=report, flush=True)
@@ -291,18 +300,30 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cdp_gaps(args: argparse.Namespace) -> int:
-    from central.cdp_sink import CdpSink
+def _open_store(db: str, what: str) -> Any:
+    """The CDP store to read, or None after saying why (a missing file, a server down)."""
+    from central.cdp_store import is_dsn, open_store
 
-    if not Path(args.db).exists():
-        print(f"{args.db}: no such file", file=sys.stderr)
-        return 1
-    sink = CdpSink(BrokerConfig(), args.db)  # not started: only reads its database
+    if not is_dsn(db) and not Path(db).exists():
+        print(f"{db}: no such file", file=sys.stderr)
+        return None
     try:
-        for row in sink.gaps():
+        return open_store(db)
+    except Exception as exc:  # psycopg's OperationalError and kin: no need to import them here
+        print(f"edge-ops {what}: cannot open the CDP store: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_cdp_gaps(args: argparse.Namespace) -> int:
+    store = _open_store(args.db, "cdp-gaps")
+    if store is None:
+        return 1
+    try:
+        # With PostgreSQL, one query over the table every sink writes into: the whole truth.
+        for row in store.gaps():
             print(json.dumps(row))
     finally:
-        sink.stop()
+        store.close()
     return 0
 
 
@@ -314,10 +335,10 @@ def cmd_uplift(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edge-ops uplift: {exc}", file=sys.stderr)
         return 2
-    if not Path(args.db).exists():
-        print(f"{args.db}: no such file", file=sys.stderr)
+    store = _open_store(args.db, "uplift")
+    if store is None:
         return 1
-    sink = CdpSink(BrokerConfig(), args.db)  # not started: only reads its database
+    sink = CdpSink(BrokerConfig(), store)  # not started: only reads the store
     try:
         by_campaign = sink.uplift(since, until, store=args.store)
     finally:
@@ -631,8 +652,20 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_console)
 
     s = sub.add_parser("cdp-sink", help="run a CDP sink in the foreground until SIGINT/SIGTERM")
-    s.add_argument("--db", required=True)
+    s.add_argument(
+        "--db", required=True, help="SQLite file, or postgresql://USER@HOST/DB shared by sinks"
+    )
     s.add_argument("--group", default="cdp", help="shared subscription group ('' = none)")
+    s.add_argument(
+        "--client-id",
+        help="MQTT client id (default: per database for SQLite, per process for PostgreSQL)",
+    )
+    s.add_argument(
+        "--session-expiry",
+        type=int,
+        help="seconds the broker keeps the session (default: 7 days for SQLite or a"
+        " --client-id, 0 for PostgreSQL: a stopped worker leaves the share group at once)",
+    )
     s.add_argument("--report-s", type=float, default=10.0)
     s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
     s.add_argument(
@@ -642,13 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_cdp_sink)
 
     g = sub.add_parser("cdp-gaps", help="per device: sequences stored and missing at the CDP")
-    g.add_argument("--db", required=True)
+    g.add_argument("--db", required=True, help="SQLite file or postgresql:// DSN")
     g.set_defaults(func=cmd_cdp_gaps)
 
     up = sub.add_parser(
         "uplift", help="per campaign: exposed against holdout shoppers at the CDP, with a 95% CI"
     )
-    up.add_argument("--db", required=True, help="the CDP sink's database")
+    up.add_argument("--db", required=True, help="the CDP store: SQLite file or postgresql:// DSN")
     up.add_argument("--day", help="one day, YYYY-MM-DD (in --tz)")
     up.add_argument("--since", help="from this date or ISO time (in --tz unless it has an offset)")
     up.add_argument("--until", help="up to (not including) this date or ISO time")

@@ -147,6 +147,8 @@ def start_subscriber(
     owner: object,
     subscribed: threading.Event,
     wait_s: float,
+    *,
+    session_expiry_s: int = 7 * 24 * 3600,
 ) -> bool:
     """Wire ``owner``'s ``_on_connect/_on_disconnect/_on_subscribe/_on_message`` into ``client``,
     connect in the background and, with ``wait_s`` > 0, wait that long for the SUBACK."""
@@ -154,7 +156,7 @@ def start_subscriber(
     client.on_disconnect = owner._on_disconnect  # type: ignore[attr-defined]
     client.on_subscribe = owner._on_subscribe  # type: ignore[attr-defined]
     client.on_message = owner._on_message  # type: ignore[attr-defined]
-    connect(client, broker)
+    connect(client, broker, session_expiry_s=session_expiry_s)
     client.loop_start()
     return subscribed.wait(wait_s) if wait_s > 0 else False
 

@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd: systemd-analyze (unit tests) and systemd-sysusers (`edge-agent install`).
-APT_PKGS="mosquitto mosquitto-clients xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 openssl systemd nats-server chromium chromium-driver"
+# postgresql: the CDP store's server for the tests (testbed/postgres.py starts a private one per
+# pytest worker with initdb, under the package's `postgres` user when run as root).
+APT_PKGS="mosquitto mosquitto-clients xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 openssl systemd nats-server chromium chromium-driver postgresql"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

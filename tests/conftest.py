@@ -1,4 +1,4 @@
-"""Shared fixtures: a real mosquitto, an Xvfb display, temp SQLite paths.
+"""Shared fixtures: a real mosquitto, a real PostgreSQL, an Xvfb display, temp SQLite paths.
 
 Every process started here is stopped here.
 """
@@ -13,6 +13,7 @@ import pytest
 from testbed.broker import Mosquitto
 from testbed.display import DisplayError, Xvfb
 from testbed.display import kivy_env as kivy_env_for
+from testbed.postgres import Postgres, PostgresError, missing_binaries
 
 
 @pytest.fixture
@@ -33,6 +34,46 @@ def fresh_broker() -> Iterator[Mosquitto]:
         yield m
     finally:
         m.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """A PostgreSQL of this pytest process (each xdist worker gets its own), on a free loopback
+    port with its own data directory; tests take a fresh database each (``pg_dsn``). Skipped,
+    saying why, only where the binaries are missing (scripts/bootstrap.sh installs them)."""
+    reason = missing_binaries()
+    if reason:
+        pytest.skip(reason)
+    pg = Postgres()
+    try:
+        pg.start()
+    except PostgresError as exc:
+        pg.cleanup()
+        pytest.fail(str(exc))
+    try:
+        yield pg
+    finally:
+        pg.cleanup()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: Postgres) -> Iterator[str]:
+    """A fresh, empty database of this test's own on the worker's server; dropped after."""
+    dsn = postgres_server.create_database()
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_database(dsn)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cdp_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a CDP sink stores, once per implementation: a SQLite path, or a PostgreSQL DSN.
+    The same test runs against both (``central/cdp_store.py``); the server starts only when a
+    PostgreSQL case runs."""
+    if request.param == "sqlite":
+        return str(tmp_path / "cdp.db")
+    return str(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture(scope="session")
@@ -58,13 +99,16 @@ def db_path(tmp_path: Path) -> Path:
 
 # Tests that need real servers, a display or child processes: `-m "not integration"` leaves
 # the fast, pure ones (a quick loop while editing); `make test` runs everything.
-REAL_PARTS = {"broker", "fresh_broker", "xvfb_display", "kivy_env"}
+REAL_PARTS = {
+    "broker", "fresh_broker", "xvfb_display", "kivy_env", "postgres_server", "pg_dsn", "cdp_db",
+}  # fmt: skip
 STARTS_PROCESSES = {
     "tests/app/test_agent_process.py",
     "tests/box/test_install.py",
     "tests/box/test_node_bus.py",
     "tests/box/test_releases.py",
     "tests/box/test_units.py",
+    "tests/central/test_cdp_postgres.py",
     "tests/central/test_fleet_ops.py",
     "tests/central/test_nats_cluster.py",
     "tests/central/test_tls_acl.py",

@@ -96,6 +96,7 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
     import uvicorn
 
     from central.cdp_sink import CdpSink
+    from central.cdp_store import PostgresStore
     from central.console.app import Console, create_app
     from central.fleet_status import FleetWatcher
     from contracts.mqtt import BrokerConfig
@@ -120,7 +121,14 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
             file=sys.stderr,
         )
     sink = None
-    if cfg.cdp.db.is_file():
+    if cfg.cdp.dsn:
+        try:  # read only: never started; the schema is the sinks' to create
+            store = PostgresStore(cfg.cdp.dsn, create=False)
+            store.check()
+            sink = CdpSink(BrokerConfig(), store, group=None)
+        except Exception as exc:  # a server that is down: the console still shows the fleet
+            print(f"edge-ops console: cannot read the CDP store: {exc}: no KPIs", file=sys.stderr)
+    elif cfg.cdp.db.is_file():
         sink = CdpSink(BrokerConfig(), cfg.cdp.db, group=None)  # read only: never started
     else:
         print(f"edge-ops console: no CDP database at {cfg.cdp.db}: no KPIs", file=sys.stderr)

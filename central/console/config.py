@@ -10,6 +10,7 @@ the signing key. Every key is optional; relative paths are relative to the file.
 
     [cdp]
     db = "var/cdp.db"             # the CDP sink's SQLite (read)
+    # dsn = "postgresql://console@cdp-db.example.net/cdp"   # or the sinks' PostgreSQL store
 
     [broker]                      # the fleet broker, as for edge-ops (TLS with ca/cert/key)
     host = "127.0.0.1"
@@ -56,6 +57,15 @@ class ConsoleSection(_Strict):
 
 class CdpSection(_Strict):
     db: Path = Path("var/cdp.db")
+    # The PostgreSQL store the sinks share (central/cdp_store.py); when set, ``db`` is unused.
+    dsn: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _is_dsn(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return v
 
 
 class BrokerSection(_Strict):
@@ -102,7 +112,7 @@ class OpsConfig(_Strict):
         b = self.broker
         return OpsConfig(
             console=self.console.model_copy(update={"state_dir": at(self.console.state_dir)}),
-            cdp=CdpSection(db=at(self.cdp.db) or self.cdp.db),
+            cdp=CdpSection(db=at(self.cdp.db) or self.cdp.db, dsn=self.cdp.dsn),
             broker=b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)}),
             signing=self.signing.model_copy(update={"key": at(self.signing.key)}),
         )

@@ -52,12 +52,12 @@ BOX_CAMPAIGNS = {
 
 @dataclass
 class DemoFleet:
-    cdp_db: Path
+    cdp_db: Path | str  # a SQLite file, or a PostgreSQL DSN
     stores: dict[str, tuple[str, ...]]
     events: int
 
 
-def seed(db: Path, *, today: date | None = None, days: int = 7, seed: int = 21) -> DemoFleet:
+def seed(db: Path | str, *, today: date | None = None, days: int = 7, seed: int = 21) -> DemoFleet:
     """Fill a fresh CDP database with ``days`` of journeys up to ``today`` and one heartbeat per
     box (most just now, one box silent for two hours, one with a failed content install)."""
     rng = random.Random(seed)

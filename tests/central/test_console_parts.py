@@ -104,9 +104,10 @@ def test_the_csv_defuses_formulas_from_box_supplied_ids() -> None:
     assert line.startswith("2026-01-02,store-1,'=HYPERLINK(1),3,")
 
 
-def test_kpis_per_day_match_the_cdps_uplift(tmp_path: Path) -> None:
-    seed(tmp_path / "cdp.db", today=date(2026, 3, 10), days=3)
-    sink = CdpSink(BrokerConfig(), tmp_path / "cdp.db", group=None)
+def test_kpis_per_day_match_the_cdps_uplift(cdp_db: str) -> None:
+    """On both stores: the console reads a SQLite file or the sinks' PostgreSQL alike."""
+    seed(cdp_db, today=date(2026, 3, 10), days=3)
+    sink = CdpSink(BrokerConfig(), cdp_db, group=None)
     tz = ZoneInfo("Europe/Berlin")
     try:
         rows = kpi_rows(sink, date(2026, 3, 8), date(2026, 3, 10), tz, store="store-0107")
@@ -165,6 +166,11 @@ def test_a_bad_config_names_its_key(tmp_path: Path) -> None:
         load(p)
     p.write_text('[cdp]\ndb = "x.db"\n')
     assert load(p).cdp.db == tmp_path / "x.db"
+    p.write_text('[cdp]\ndsn = "postgresql://console@db.example.net/cdp"\n')
+    assert load(p).cdp.dsn == "postgresql://console@db.example.net/cdp"
+    p.write_text('[cdp]\ndsn = "db.example.net"\n')
+    with pytest.raises(ConfigError, match="cdp.dsn"):
+        load(p)
 
 
 def test_after_login_only_a_path_of_the_console() -> None:

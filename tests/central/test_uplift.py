@@ -1,5 +1,6 @@
-"""Holdout uplift at the CDP: events in through the sink's ingest path into its SQLite file,
-exposed against held-out shoppers per campaign out through `edge-ops uplift`."""
+"""Holdout uplift at the CDP: events in through the sink's ingest path into its store (a SQLite
+file and a PostgreSQL database, the same tests on both), exposed against held-out shoppers per
+campaign out through `edge-ops uplift`."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def store_day(store: str = "st-1", device: str = "box-1") -> list[CloudEvent]:
     return [make_event(p, store_id=store, device_id=device, time=at) for p, at in out]  # type: ignore[arg-type]
 
 
-def ingest(db: Path, events: list[CloudEvent], store: str, device: str, tmp: Path) -> None:
+def ingest(db: Path | str, events: list[CloudEvent], store: str, device: str, tmp: Path) -> None:
     """Through the outbox and a batch, as the uplink sends them, into the sink's database."""
     sink = CdpSink(BrokerConfig(), db)  # not started: handle_batch is its ingest path
     before = sink.count()
@@ -97,10 +98,10 @@ def ingest(db: Path, events: list[CloudEvent], store: str, device: str, tmp: Pat
 
 
 @pytest.fixture
-def cdp(tmp_path: Path) -> Path:
-    db = tmp_path / "cdp.db"
-    ingest(db, store_day(), "st-1", "box-1", tmp_path)
-    return db
+def cdp(cdp_db: str, tmp_path: Path) -> str:
+    """The store day in the CDP store, once on SQLite and once on PostgreSQL: same figures."""
+    ingest(cdp_db, store_day(), "st-1", "box-1", tmp_path)
+    return cdp_db
 
 
 def test_distinct_shoppers_and_converters_per_group(cdp: Path) -> None:
