@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from contracts import topics
 from contracts.events import ContentImpression, make_event, new_event_id
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.screen_protocol import Content, ScreenCommand, Theme
+from contracts.screen_protocol import CARD_TEMPLATES, Content, ScreenCommand, Theme
 from contracts.validation import first_error
 from edge_agent.config import AgentConfig
 from signage_ui.assets import AssetCache, AssetError
@@ -202,8 +202,8 @@ class PlayerApp(App):
         """The asset a content item needs, loaded and verified (AssetError when it cannot be
         shown). Images are decoded ahead of the switch and kept, so a switch only swaps a
         texture."""
-        # An offer card's product photo too (without it, the card is a text-led one).
-        if content.template in ("image", "offer_card") and content.image_sha256:
+        # A card's photo too (an offer's product, a welcome's): without it the card is text-led.
+        if content.template in ("image", *CARD_TEMPLATES) and content.image_sha256:
             sha = content.image_sha256
             if sha not in self._images:
                 path = self.cache.verified(sha)
@@ -246,8 +246,8 @@ class PlayerApp(App):
             return True
         except AssetError as exc:
             self._report_error(exc.kind, content.content_id, str(exc), exc.sha256)
-            # An offer card without its photo still sells: it plays as a text-led card.
-            return content.template == "offer_card"
+            # A card without its photo still says its piece: it plays as a text-led card.
+            return content.template in CARD_TEMPLATES
 
     def _reload_theme(self) -> None:
         """The store's brand (``theme.json``, written by the agent from a ``theme`` push): its
