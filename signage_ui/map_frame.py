@@ -121,9 +121,9 @@ def way_regions(width: float, height: float, safe: Box | None = None) -> WayRegi
         col_x, col_w = sx + map_w + pad, sw - map_w - pad
         return WayRegions(
             map=(sx, sy, map_w, sh),
-            header=(col_x, sy + sh * 0.62, col_w, sh * 0.38),
-            info=(col_x, sy + sh * 0.44, col_w, sh * 0.18),
-            steps=(col_x, sy, col_w, sh * 0.44),
+            header=(col_x, sy + sh * 0.58, col_w, sh * 0.42),
+            info=(col_x, sy + sh * 0.42, col_w, sh * 0.16),
+            steps=(col_x, sy, col_w, sh * 0.42),
         )
     header_h, info_h, steps_h = sh * 0.19, sh * 0.09, sh * 0.19
     map_h = sh - header_h - info_h - steps_h - 2 * pad

@@ -31,10 +31,11 @@ from signage_ui.map_frame import (
     walk_line,
     way_regions,
 )
-from signage_ui.offer_layout import Placed, legible_min
+from signage_ui.offer_layout import TITLE_SHARES, Placed, legible_min
 from signage_ui.qr import matrix as qr_matrix
 from signage_ui.qr_view import QrCode
 from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
+from signage_ui.template import render_message
 
 # Marker radius as a share of the map's shorter side: big enough to find from a few metres.
 MARK_SHARE = 0.028
@@ -78,7 +79,7 @@ class WayfindingCard:
         self.frame: MapFrame | None = None
         self.inset_frame: MapFrame | None = None
         self.mark_r = 0.0
-        self.info_text = self.steps_text = self.caption_text = ""
+        self.body_text = self.info_text = self.steps_text = self.caption_text = ""
         # Whether a text had to be shortened to fit (the fit code's report; never expected).
         self.shortened = False
 
@@ -87,6 +88,11 @@ class WayfindingCard:
         ink = get_color_from_hex(text_colour_for(content.background))
         w = content.wayfinding
         assert w is not None
+        self.body_text = content.body
+        if content.template == "order_ready" and content.highlight:
+            # The order's pickup number leads the words beside the way to the counter.
+            tag = render_message(content)
+            self.body_text = f"{tag.tag_label} {tag.tag}\n{content.body}".strip()
         self.info_text = f"{w.destination_label}\n{walk_line(w, content.language)}"
         self.steps_text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
         for label in self.labels:
@@ -122,16 +128,19 @@ class WayfindingCard:
         # Each text fitted to its box from its designed size down to the legible minimum:
         # a long German step or a French headline shrinks, never runs out of its box.
         hx, hy, hw, hh = r.header
-        title = fit(
-            c.title, hw, hh * 0.62, kivy_measure,
-            max_size=max(small, round(base * (0.062 if portrait else 0.07))),
-            min_size=small, bold=True, balance=True,
-        )  # fmt: skip
-        body = fit(
-            c.body, hw, hh - title.height - 4, kivy_measure,
-            max_size=max(small, min(round(base * 0.036), round(title.size * 0.7))),
-            min_size=small, balance=True,
-        )  # fmt: skip
+        for share in TITLE_SHARES:  # the headline gives way until the body fits
+            title = fit(
+                c.title, hw, hh * share, kivy_measure,
+                max_size=max(small, round(base * (0.062 if portrait else 0.07))),
+                min_size=small, bold=True, balance=True,
+            )  # fmt: skip
+            body = fit(
+                self.body_text, hw, hh - title.height - 4, kivy_measure,
+                max_size=max(small, min(round(base * 0.036), round(title.size * 0.7))),
+                min_size=small, balance=True,
+            )  # fmt: skip
+            if not body.shortened:
+                break
         block = title.height + (4 + body.height if body.lines else 0)
         top = hy + hh - max(0.0, hh - block)  # the header's words sit at its bottom
         placed = [

@@ -278,12 +278,26 @@ class WayCard(Panel):
 
     def __init__(self, **kwargs) -> None:
         self.view: WayfindingCard | None = None
+        self._said: str | None = None
         super().__init__(**kwargs)
         self.view = WayfindingCard(self)
 
     def relayout(self) -> None:
-        if self.view is not None:
-            self.view.relayout()
+        if self.view is None:
+            return
+        self.view.relayout()
+        c = self.view.content
+        # Said as the other cards say it (and as the tests read it); not for the sizes on the
+        # way to the window's at start.
+        shortened = c is not None and self.view.shortened
+        if (
+            shortened
+            and c is not None
+            and self.safe()[1] == tuple(Window.size)
+            and self._said != c.content_id
+        ):
+            self._said = c.content_id
+            log.warning("wayfinding %s: text shortened to fit the card", c.content_id)
 
     def show(self, content: Content) -> None:
         self.set_background(content.background)
