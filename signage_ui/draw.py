@@ -7,6 +7,8 @@ measure matches what is drawn.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,8 +38,27 @@ def register_font(regular: Path, bold: Path | None, key: str) -> str:
     """A brand font file registered with Kivy under a name of its own (``key``: its sha256,
     so a new file is a new name and no label keeps drawing with a stale cached face)."""
     name = f"brand-{key[:16]}"
-    LabelBase.register(name=name, fn_regular=str(regular), fn_bold=str(bold or regular))
+    LabelBase.register(
+        name=name,
+        fn_regular=str(_as_font_file(regular)),
+        fn_bold=str(_as_font_file(bold or regular)),
+    )
     return name
+
+
+_FONT_DIR: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def _as_font_file(path: Path) -> Path:
+    """A copy of a cache file named ``<sha256>.ttf``: Kivy's SDL2 text provider opens only font
+    files with a font's extension, and the cache names files by hash alone. A directory of the
+    player's own (it may not write the agent's content cache), removed when it exits."""
+    if not _FONT_DIR:
+        _FONT_DIR.append(tempfile.TemporaryDirectory(prefix="signage-fonts-"))
+    target = Path(_FONT_DIR[0].name) / f"{path.name}.ttf"
+    if not target.exists():
+        shutil.copyfile(path, target)
+    return target
 
 
 def kivy_measure(text: str, size: int, bold: bool) -> tuple[float, float]:

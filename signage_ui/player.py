@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
+from kivy.core.text import Label as CoreLabel
 from kivy.core.window import Window
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
@@ -38,6 +39,7 @@ from contracts.screen_protocol import CARD_TEMPLATES, Content, ScreenCommand, Th
 from contracts.validation import first_error
 from edge_agent.config import AgentConfig
 from signage_ui.assets import AssetCache, AssetError
+from signage_ui.draw import DEFAULT_FONT, font_name, register_font, use_font
 from signage_ui.loop import BUILTIN_DEFAULT, Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback
 from signage_ui.widgets import Stage
@@ -280,12 +282,34 @@ class PlayerApp(App):
                 texture = CoreImage(str(self.cache.verified(theme.logo_sha256))).texture
             except Exception as exc:  # AssetError, or an undecodable file: no logo, said once
                 self._report_error("theme_logo", None, str(exc)[:200], theme.logo_sha256)
+        font = self._theme_font(theme)
         if self.stage is not None:
             if theme is not None:
                 self.stage.set_logo(texture, theme.logo_corner, theme.logo_size)
             else:
                 self.stage.set_logo(None)
-        log.info("theme: %s", f"v{theme.version}" if theme else "none")
+            if font != font_name():
+                self.stage.set_font(font)
+        else:
+            use_font(font)
+        log.info("theme: %s, font %s", f"v{theme.version}" if theme else "none", font)
+
+    def _theme_font(self, theme: Theme | None) -> str:
+        """The brand's typeface registered with Kivy (its name), or the default one when the
+        theme has none or its file cannot be read (said once, the screen plays on)."""
+        if theme is None or theme.font_sha256 is None:
+            return DEFAULT_FONT
+        try:
+            regular = self.cache.verified(theme.font_sha256)
+            bold = self.cache.verified(theme.font_bold_sha256) if theme.font_bold_sha256 else None
+            name = register_font(regular, bold, theme.font_sha256)
+            # Kivy opens the file only when it draws: draw a word now, so a file that is not
+            # a font falls back here rather than failing in the middle of a card.
+            CoreLabel(font_name=name, font_size=12, text="Ag").refresh()
+            return name
+        except Exception as exc:  # AssetError, or a file the text provider refuses
+            self._report_error("theme_font", None, str(exc)[:200], theme.font_sha256)
+            return DEFAULT_FONT
 
     def _reload_playlist(self) -> None:
         self._reload_theme()

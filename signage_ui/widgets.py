@@ -24,7 +24,7 @@ from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import CARD_TEMPLATES, Content
 from signage_ui import qr
-from signage_ui.draw import font_name, kivy_measure, put, rect
+from signage_ui.draw import font_name, kivy_measure, put, rect, use_font
 from signage_ui.draw import label as make_label
 from signage_ui.fit import fit, pages
 from signage_ui.layout import Box, inner, regions, safe_area
@@ -634,6 +634,13 @@ class Stage(FloatLayout):
         self.logo.pos, self.logo.size = (self.x + x, self.y + y), (lw, lh)
         # The band from the screen's edge to just past the logo, with a little air.
         self._reserve(("top" if top else "bottom", y0 + lh + min(w, h) * 0.02))
+
+    def set_font(self, name: str) -> None:
+        """Draw every card in ``name`` (a registered typeface) from now on: the item on screen
+        is laid out again at once, since sizes are fitted with the font's own measures."""
+        use_font(name)
+        for v in (self.front, self.back):
+            v._layout()
 
     def _reserve(self, band: tuple[str, float] | None) -> None:
         for v in (self.front, self.back):
