@@ -33,7 +33,13 @@ from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
 from contracts import topics
-from contracts.events import ContentImpression, make_event, new_event_id
+from contracts.events import (
+    CloudEvent,
+    ContentImpression,
+    ContentInteraction,
+    make_event,
+    new_event_id,
+)
 from contracts.mqtt import BrokerConfig, connect, make_client
 from contracts.screen_protocol import CARD_TEMPLATES, Content, ScreenCommand, Theme
 from contracts.validation import first_error
@@ -140,6 +146,14 @@ class PlayerApp(App):
         # Last bus state logged ("up"/"down"), so retries every few seconds log one line, not many.
         self._bus_state: str | None = None
         self.title = f"signage {screen_id}"
+        # Touch (a screen with ``touch = true``): the item whose details a tap opened, and the
+        # last touch (monotonic); the details close after ``touch_idle_s`` without one.
+        screen = next((sc for sc in cfg.screens if sc.id == screen_id), None)
+        self.touch = screen is not None and screen.touch
+        self.touch_idle_s = screen.touch_idle_s if screen is not None else 20.0
+        self.detail: Content | None = None
+        self._detail_since = 0.0
+        self._last_touch = 0.0
 
     # ---- Kivy ------------------------------------------------------------------------------
     def build(self) -> Stage:
@@ -150,6 +164,8 @@ class PlayerApp(App):
         Window.clearcolor = get_color_from_hex(showing.content.background)
         self.stage.show(showing.content, self._safe_asset(showing.content))
         Window.bind(on_flip=self._on_flip)
+        if self.touch:
+            self.stage.bind(on_touch_down=self._on_touch)
         log.info("showing %s (%s)", showing.content.content_id, showing.content.variant)
         self._after_change(showing.content.content_id)
         self._start_bus()
@@ -178,12 +194,58 @@ class PlayerApp(App):
             self._publish_state()
 
     def _tick(self, _dt: float) -> None:
+        if self.detail is not None:
+            # The loop holds while a shopper reads the details; a quiet time closes them.
+            if time.monotonic() - self._last_touch < self.touch_idle_s:
+                return
+            content = self._end_detail()
+            change = self.playback.tick(datetime.now(UTC))
+            if change is None:  # the item's time is not over: it comes back as it was
+                assert self.stage is not None
+                self.stage.show(content, self._safe_asset(content), fade=True)
+                self._after_change(content.content_id)
+                return
         change = self.playback.tick(datetime.now(UTC))
         if change is not None:
             self._render(change)
 
+    # ---- touch ---------------------------------------------------------------------------
+    def _on_touch(self, _stage: object, _touch: object) -> bool:
+        """A tap on a card opens its details: the card alone on the screen (no ticker, no side
+        panel), so larger, with its QR code and the way when it has them. A tap on open details
+        keeps them open. Nothing opens over an emergency, nor on an image or a video."""
+        current = self.playback.current
+        if current.mode == "override":
+            return False
+        self._last_touch = time.monotonic()
+        if self.detail is not None:
+            return True
+        content = current.content
+        if content.template not in CARD_TEMPLATES:
+            return False
+        self.detail, self._detail_since = content, self._last_touch
+        shown = detail_of(content)
+        assert self.stage is not None
+        self.stage.show(shown, self._safe_asset(content))
+        log.info("details of %s (tap)", content.content_id)
+        self._publish_interaction(content, "tap")
+        self._after_change(shown.content_id)
+        return True
+
+    def _end_detail(self) -> Content:
+        """Close the details (a quiet time, or a command replacing the item): said as an
+        interaction with how long they were open. Returns the item they were of."""
+        content, self.detail = self.detail, None
+        assert content is not None
+        open_s = time.monotonic() - self._detail_since
+        self._publish_interaction(content, "detail_closed", open_s)
+        log.info("details of %s closed after %.1f s", content.content_id, open_s)
+        return content
+
     def _render(self, change: Change, previous_mode: str | None = None) -> None:
         assert self.stage is not None
+        if self.detail is not None:
+            self._end_detail()  # a command (an emergency, a shopper's item) replaces them
         content = change.showing.content
         # Loop items crossfade; a takeover or an override cuts in at once (the very next frame).
         fade = change.showing.mode == "loop" and previous_mode in (None, "loop")
@@ -525,6 +587,30 @@ class PlayerApp(App):
             device_id=self.cfg.store.device_id,
             time=imp.end,
         )
+        return self._send_event(event)
+
+    def _publish_interaction(
+        self, content: Content, action: str, detail_s: float | None = None
+    ) -> mqtt.MQTTMessageInfo | None:
+        """A tap or the details closing, the impressions' way (disk first, then the bus): what
+        was touched, never who."""
+        event = make_event(
+            ContentInteraction(
+                interaction_id=new_event_id(),
+                screen_id=self.screen_id,
+                content_id=content.content_id,
+                campaign_id=content.campaign_id,
+                variant=content.variant,
+                action=action,  # type: ignore[arg-type]
+                detail_s=None if detail_s is None else round(detail_s, 3),
+                rule=content.rule,
+            ),
+            store_id=self.store,
+            device_id=self.cfg.store.device_id,
+        )
+        return self._send_event(event)
+
+    def _send_event(self, event: CloudEvent) -> mqtt.MQTTMessageInfo | None:
         try:
             self.impressions.append([event])
         except Exception as exc:  # a full or broken disk: still try the bus, say it once
@@ -634,6 +720,14 @@ class PlayerApp(App):
             self.stage.back.release()
         log.info("stopped")
         self.stop()
+
+
+def detail_of(content: Content) -> Content:
+    """What a tap opens: the card alone on the screen, larger (no ticker, no side panel), with
+    its QR code and its way when it has them; an id of its own for screenshots and logs."""
+    return content.model_copy(
+        update={"ticker": "", "side": "", "content_id": f"{content.content_id}#detail"}
+    )
 
 
 def impressions_path(content_root: Path, screen_id: str) -> Path:

@@ -20,6 +20,7 @@ from contracts.events import (
     TYPE_OF,
     CloudEvent,
     ContentImpression,
+    ContentInteraction,
     EventError,
     SurveyAnswer,
     parse_event,
@@ -35,7 +36,9 @@ log = logging.getLogger("edge_agent")
 
 # What a player or a kiosk may say on the bus. Anything else is dropped, and what passes is
 # rebuilt from its typed payload: no field a bus client adds reaches the CDP.
-FROM_THE_BUS = frozenset({TYPE_OF[ContentImpression], TYPE_OF[SurveyAnswer]})
+FROM_THE_BUS = frozenset(
+    {TYPE_OF[ContentImpression], TYPE_OF[ContentInteraction], TYPE_OF[SurveyAnswer]}
+)
 
 
 @dataclass
@@ -110,7 +113,7 @@ class BusInbox:
             self.counts.dropped["extra fields"] = self.counts.dropped.get("extra fields", 0) + 1
         if event.type == TYPE_OF[ContentImpression]:
             self.counts.impressions += 1
-        else:
+        elif event.type == TYPE_OF[SurveyAnswer]:
             self.kpis.nps()
         self.journal.emit_event(clean)
 
