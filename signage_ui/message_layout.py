@@ -129,9 +129,15 @@ def _layout(
     if has_qr:
         if shape == "landscape":
             q = float(round(min(0.34 * cw, 0.55 * ch) * max(scale, 0.72)))
-            block = qr_block(
-                text.scan, q, gap, small, min_px, measure, caption_w=1.4 * q, max_lines=3
+            # A caption as wide as its longest line needs at the smallest size (a survey's link
+            # is one long word), up to 0.6 of the column; the photo gives way otherwise.
+            need = max(
+                (measure(line, min_px, False)[0] for line in text.scan.split("\n")), default=0
             )
+            block = qr_block(
+                text.scan, q, gap, small, min_px, measure,
+                caption_w=min(0.6 * cw, max(1.4 * q, need + 2)), max_lines=3,
+            )  # fmt: skip
             bx, by = cx + cw - block.width, cy + (ch - block.height) / 2
             words = (cx, cy, cw - block.width - 1.5 * gap, ch)
         else:
