@@ -81,6 +81,22 @@ class ContentImpression(Payload):
     reasons: list[str] = Field(default_factory=list)
 
 
+class ContentInteraction(Payload):
+    """A shopper touched a screen (a touch screen, ``touch = true``): a tap opened an item's
+    details, or the details closed after a quiet time. What was touched and for how long, never
+    who: no profile, no position on the glass."""
+
+    interaction_id: str
+    screen_id: str
+    content_id: str
+    campaign_id: str | None = None
+    variant: str
+    action: Literal["tap", "detail_closed"]
+    # detail_closed: how long the details were open, s.
+    detail_s: float | None = Field(None, ge=0)
+    rule: str = ""
+
+
 class OfferShown(Payload):
     screen_id: str
     campaign_id: str
@@ -185,6 +201,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "audience.track.v1": AudienceTrack,
     "shopper.identified.v1": ShopperIdentified,
     "content.impression.v1": ContentImpression,
+    "content.interaction.v1": ContentInteraction,
     "offer.shown.v1": OfferShown,
     "holdout.assigned.v1": HoldoutAssigned,
     "conversion.v1": Conversion,

@@ -119,8 +119,17 @@ class Wayfinding(BaseModel):
         return next(lv for lv in self.levels if lv.id == level_id)
 
 
+# What a card is drawn as. Cards: an offer (photo, price block, QR code), a personal welcome,
+# an order ready for pickup (with the way to the counter when the item carries one), a survey's
+# call to action (the question beside a QR code to the survey), an emergency message (the
+# emergency command's). Media: an image or a video alone. A card with ``wayfinding`` is drawn
+# beside its map whatever its template (the wayfinding card).
+Template = Literal["offer_card", "image", "video", "welcome", "order_ready", "survey", "emergency"]
+CARD_TEMPLATES = ("offer_card", "welcome", "order_ready", "survey", "emergency")
+
+
 class Content(BaseModel):
-    """One renderable item: an offer card drawn from a template with the offer's fields, an
+    """One renderable item: a card drawn from a template with its fields (``Template``), an
     image or a video from the player's content cache, with an optional ticker and side panel."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,7 +137,7 @@ class Content(BaseModel):
     content_id: str
     campaign_id: str | None = None
     variant: Literal["personalised", "anonymous", "default", "override"] = "default"
-    template: Literal["offer_card", "image", "video"] = "offer_card"
+    template: Template = "offer_card"
     title: str
     body: str = ""
     language: str = "en"
@@ -148,6 +157,10 @@ class Content(BaseModel):
     cta: str = ""
     # A short flag on the card ("New", "-25 %", "Members"), drawn in the accent.
     badge: str = Field("", max_length=24)
+    # A short token drawn large on an accent tag: an order's pickup number ("4711"). An order
+    # number alone tells a passer-by nothing about the shopper (no name beside it unless the
+    # campaign is personalised and the shopper alone at the screen).
+    highlight: str = Field("", max_length=24)
     # A link the card draws as a QR code (the offer or the way on the shopper's phone; a way is
     # the store API's own page, which a store may serve over plain http on its Wi-Fi).
     qr_url: str | None = Field(None, max_length=512, pattern=r"^https?://[^\s]+$")
@@ -185,6 +198,11 @@ class Theme(BaseModel):
     logo_corner: Literal["top_right", "top_left", "bottom_right", "bottom_left"] = "top_right"
     # The logo's height as a share of the screen's shorter side.
     logo_size: float = Field(0.09, ge=0.03, le=0.25)
+    # The brand's typeface for every card's titles and words: a TrueType/OpenType file of the
+    # content cache, like the logo (refused while it is not there). None: the player's default.
+    font_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # Its bold cut, when the brand has one (else the regular file is drawn for bold too).
+    font_bold_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ScreenCommand(BaseModel):

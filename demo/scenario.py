@@ -303,6 +303,9 @@ CAMPAIGNS_V1: dict = {
             "trigger": "order_ready",
             "staff_alert": "{first_name} is here for order {order_id} ({pickup_point})",
             "personalised": {
+                # The order card: the pickup number large on its tag, the way to the counter.
+                "template": "order_ready",
+                "highlight": "{order_id}",
                 "title": "{first_name}, your order {order_id} is ready",
                 "body": "Collect it at {pickup_point} - no queue.",
                 "background": "#2a9d8f",

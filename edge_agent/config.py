@@ -57,6 +57,10 @@ class ScreenConfig(StrictModel):
     # (app tokens and other phones, watches, ...) are in its zone.
     personal_without_crowd_sensor: bool = False
     min_on_screen_s: float = Field(8.0, ge=0)
+    # A touch screen: a tap on a card opens its details (a bigger card with its QR code and the
+    # way, when it has them), which close after touch_idle_s without a touch.
+    touch: bool = False
+    touch_idle_s: float = Field(20.0, gt=0, le=600)
 
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"

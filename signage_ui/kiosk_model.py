@@ -194,6 +194,8 @@ def emergency_override(text: str, body: str = "", now: datetime | None = None) -
     content = Content(
         content_id="emergency:kiosk",
         variant="override",
+        # Drawn as an emergency: centred, between rules, "Achtung" over it (not an offer).
+        template="emergency",
         title=text,
         body=body,
         background="#b00020",

@@ -107,28 +107,31 @@ class WayRegions:
     steps: Box
 
 
-def way_regions(width: float, height: float) -> WayRegions:
+def way_regions(width: float, height: float, safe: Box | None = None) -> WayRegions:
     """Landscape: the map on the left, the words in a column on the right. Portrait: the words
-    above and below the map, which takes the middle of the screen at full width."""
+    above and below the map, which takes the middle of the screen at full width. ``safe``: the
+    box (in the card's coordinates) that words and map must stay inside, the screen's safe area
+    (``layout.inner``); without one, a margin of 4 % of the shorter side."""
     pad = round(min(width, height) * 0.04)
+    if safe is None:
+        safe = (pad, pad, width - 2 * pad, height - 2 * pad)
+    sx, sy, sw, sh = safe
     if width >= height:
-        map_w = round(width * 0.58)
-        col_x, col_w = map_w + pad, width - map_w - 2 * pad
-        inner_h = height - 2 * pad
+        map_w = round(sw * 0.6)
+        col_x, col_w = sx + map_w + pad, sw - map_w - pad
         return WayRegions(
-            map=(pad, pad, map_w - pad, inner_h),
-            header=(col_x, pad + inner_h * 0.62, col_w, inner_h * 0.38),
-            info=(col_x, pad + inner_h * 0.44, col_w, inner_h * 0.18),
-            steps=(col_x, pad, col_w, inner_h * 0.44),
+            map=(sx, sy, map_w, sh),
+            header=(col_x, sy + sh * 0.58, col_w, sh * 0.42),
+            info=(col_x, sy + sh * 0.42, col_w, sh * 0.16),
+            steps=(col_x, sy, col_w, sh * 0.42),
         )
-    inner_w = width - 2 * pad
-    header_h, info_h, steps_h = height * 0.17, height * 0.08, height * 0.17
-    map_h = height - header_h - info_h - steps_h - 2 * pad
+    header_h, info_h, steps_h = sh * 0.19, sh * 0.09, sh * 0.19
+    map_h = sh - header_h - info_h - steps_h - 2 * pad
     return WayRegions(
-        map=(pad, pad + steps_h + info_h, inner_w, map_h),
-        header=(pad, height - pad - header_h, inner_w, header_h),
-        info=(pad, pad + steps_h, inner_w, info_h),
-        steps=(pad, pad, inner_w, steps_h),
+        map=(sx, sy + steps_h + info_h + pad, sw, map_h),
+        header=(sx, sy + sh - header_h, sw, header_h),
+        info=(sx, sy + steps_h, sw, info_h),
+        steps=(sx, sy, sw, steps_h),
     )
 
 

@@ -16,6 +16,7 @@ safe area (``layout.inner``). Coordinates are Kivy's (y up), relative to the car
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from signage_ui.fit import NOTHING, Fitted, Measure, fit
 from signage_ui.layout import Box
@@ -62,8 +63,83 @@ class Placed:
     box: Box
 
 
+class CardLayout:
+    """What every card's layout answers, whatever its fields (dataclasses of ``Placed`` texts
+    and ``Box`` fills): its texts, every box it draws, and whether a text had to be shortened
+    (the fit code's own report, which the player logs and the tests read)."""
+
+    def texts(self) -> list[Placed]:
+        out = [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+        return [p for p in out if isinstance(p, Placed)]
+
+    def boxes(self) -> list[Box]:
+        """Every drawn box: fills, pills, the QR code and the texts' boxes."""
+        out = [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+        return [b for b in out if isinstance(b, tuple)] + [p.box for p in self.texts()]
+
+    @property
+    def shortened(self) -> bool:
+        return any(p.fitted.shortened for p in self.texts())
+
+
 @dataclass(frozen=True)
-class OfferLayout:
+class QrBlock:
+    """A QR code over its caption, both centred on the wider of the two; boxes relative to the
+    block's bottom left."""
+
+    qr: Box
+    scan: Placed
+    width: float
+    height: float
+
+
+def qr_block(
+    caption: str,
+    q: float,
+    gap: float,
+    small: int,
+    min_px: int,
+    measure: Measure,
+    *,
+    caption_w: float | None = None,
+    max_lines: int = 2,
+) -> QrBlock:
+    """The code, ``q`` px square, with ``caption`` fitted under it (balanced, at most
+    ``max_lines``, at most ``small`` px) in ``caption_w`` (default: the code's width and a gap)."""
+    scan = fit(
+        caption,
+        caption_w if caption_w is not None else q + gap,
+        (max_lines + 1) * small,
+        measure,
+        max_size=small,
+        min_size=min_px,
+        max_lines=max_lines,
+        balance=True,
+    )
+    qr_w = max(q, scan.width)  # a caption wider than the code: both centred on it
+    return QrBlock(
+        qr=((qr_w - q) / 2, scan.height + gap / 3, q, q),
+        scan=Placed(scan, (0.0, 0.0, qr_w, scan.height)),
+        width=qr_w,
+        height=scan.height + gap / 3 + q,
+    )
+
+
+def pill(
+    text: str, width: float, measure: Measure, size: int, min_px: int
+) -> tuple[Box, Placed] | None:
+    """A bold one-line label on a rounded pill (a badge, a kicker), the pill's bottom left at
+    (0, 0): its ends are padding, so the text gets ``width`` less them."""
+    if not text:
+        return None
+    f = _line(text, width - 1.2 * size, measure, size, min_px, bold=True)
+    pad = round(0.5 * f.line_h)
+    bw, bh = f.width + 2 * pad, f.height + pad * 0.6
+    return (0.0, 0.0, bw, bh), Placed(f, (pad, pad * 0.3, f.width, f.height))
+
+
+@dataclass(frozen=True)
+class OfferLayout(CardLayout):
     image: Box | None = None
     bar: Box | None = None  # the accent rule of a text-led card
     badge: Box | None = None  # the badge's pill (accent)
@@ -79,19 +155,6 @@ class OfferLayout:
     qr: Box | None = None
     scan: Placed | None = None
     slack: float = 0.0  # column height left empty (a photo card with little to say)
-
-    def texts(self) -> list[Placed]:
-        out = [getattr(self, f.name) for f in fields(self)]
-        return [p for p in out if isinstance(p, Placed)]
-
-    def boxes(self) -> list[Box]:
-        """Every drawn box: fills, pills, the QR code and the texts' boxes."""
-        out = [getattr(self, f.name) for f in fields(self)]
-        return [b for b in out if isinstance(b, tuple)] + [p.box for p in self.texts()]
-
-    @property
-    def shortened(self) -> bool:
-        return any(p.fitted.shortened for p in self.texts())
 
 
 def _line(
@@ -216,23 +279,12 @@ def _layout(
     bottom_h = 0.0
     if has_qr:
         q = float(round(max(min(0.42 * ch, 0.36 * cw) * scale, min(0.3 * ch, 0.3 * cw))))
-        scan = fit(
-            text.scan,
-            q + gap,
-            3 * small,
-            measure,
-            max_size=small,
-            min_size=min_px,
-            max_lines=2,
-            balance=True,
-        )
-        qr_w = max(q, scan.width)  # a caption wider than the code: both centred on it
-        scan_box = (cx + cw - qr_w, cy, qr_w, scan.height)
-        qr_box = (cx + cw - qr_w + (qr_w - q) / 2, cy + scan.height + gap / 3, q, q)
-        out["qr"] = qr_box
-        out["scan"] = Placed(scan, scan_box)
-        bottom_h = scan.height + gap / 3 + q
-        qr_w += gap
+        code = qr_block(text.scan, q, gap, small, min_px, measure)
+        at_x = cx + cw - code.width
+        out["qr"] = shifted(code.qr, at_x, cy)
+        out["scan"] = shifted(code.scan, at_x, cy)
+        bottom_h = code.height
+        qr_w = code.width + gap
     left_w = cw - qr_w
 
     # ---- bottom left, from the bottom up: validity, call to action, price tag, old price ----
@@ -278,24 +330,18 @@ def _layout(
     room_top = ch - bottom_h - (gap if bottom_h else 0)
     if text.badge:
         size = max(min_px, round(0.07 * min(w, h) * scale))
-        badge = _line(
-            text.badge,
-            (image[2] if image else cw) * 0.7 - 1.2 * size,  # the pill's ends are padding
-            measure,
-            size,
-            min_px,
-            bold=True,
-        )
-        pad = round(0.5 * badge.line_h)
-        bw, bh = badge.width + 2 * pad, badge.height + pad * 0.6
+        made = pill(text.badge, (image[2] if image else cw) * 0.7, measure, size, min_px)
+        assert made is not None
+        pill_box, badge_text = made
+        bh = pill_box[3]
         if image is not None:
             bx, by = image[0] + gap / 2, image[1] + image[3] - gap / 2 - bh
         else:
             bx, by = cx, top - bh
             room_top -= bh + gap / 2
             top = by - gap / 2
-        out["badge"] = (bx, by, bw, bh)
-        out["badge_text"] = Placed(badge, (bx + pad, by + pad * 0.3, badge.width, badge.height))
+        out["badge"] = shifted(pill_box, bx, by)
+        out["badge_text"] = shifted(badge_text, bx, by)
     title_max = sized(0.16)
     title, body = NOTHING, NOTHING
     for share_t in TITLE_SHARES:
@@ -335,10 +381,15 @@ def _layout(
     return OfferLayout(**out)  # type: ignore[arg-type]
 
 
-def _moved(item: object, dy: float) -> object:
+def shifted(item: Any, dx: float, dy: float) -> Any:
+    """A box or a placed text moved by (dx, dy); anything else as it is."""
     if isinstance(item, Placed):
         x, y, w, h = item.box
-        return Placed(item.fitted, (x, y + dy, w, h))
+        return Placed(item.fitted, (x + dx, y + dy, w, h))
     if isinstance(item, tuple):
-        return (item[0], item[1] + dy, item[2], item[3])
+        return (item[0] + dx, item[1] + dy, item[2], item[3])
     return item
+
+
+def _moved(item: object, dy: float) -> object:
+    return shifted(item, 0.0, dy)

@@ -27,17 +27,25 @@ import paho.mqtt.client as mqtt
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
+from kivy.core.text import Label as CoreLabel
 from kivy.core.window import Window
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
 from contracts import topics
-from contracts.events import ContentImpression, make_event, new_event_id
+from contracts.events import (
+    CloudEvent,
+    ContentImpression,
+    ContentInteraction,
+    make_event,
+    new_event_id,
+)
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.screen_protocol import Content, ScreenCommand, Theme
+from contracts.screen_protocol import CARD_TEMPLATES, Content, ScreenCommand, Theme
 from contracts.validation import first_error
 from edge_agent.config import AgentConfig
 from signage_ui.assets import AssetCache, AssetError
+from signage_ui.draw import DEFAULT_FONT, font_name, register_font, use_font
 from signage_ui.loop import BUILTIN_DEFAULT, Loop, PlaylistError, load_playlist
 from signage_ui.playback import Change, Impression, Playback
 from signage_ui.widgets import Stage
@@ -138,6 +146,14 @@ class PlayerApp(App):
         # Last bus state logged ("up"/"down"), so retries every few seconds log one line, not many.
         self._bus_state: str | None = None
         self.title = f"signage {screen_id}"
+        # Touch (a screen with ``touch = true``): the item whose details a tap opened, and the
+        # last touch (monotonic); the details close after ``touch_idle_s`` without one.
+        screen = next((sc for sc in cfg.screens if sc.id == screen_id), None)
+        self.touch = screen is not None and screen.touch
+        self.touch_idle_s = screen.touch_idle_s if screen is not None else 20.0
+        self.detail: Content | None = None
+        self._detail_since = 0.0
+        self._last_touch = 0.0
 
     # ---- Kivy ------------------------------------------------------------------------------
     def build(self) -> Stage:
@@ -148,6 +164,8 @@ class PlayerApp(App):
         Window.clearcolor = get_color_from_hex(showing.content.background)
         self.stage.show(showing.content, self._safe_asset(showing.content))
         Window.bind(on_flip=self._on_flip)
+        if self.touch:
+            self.stage.bind(on_touch_down=self._on_touch)
         log.info("showing %s (%s)", showing.content.content_id, showing.content.variant)
         self._after_change(showing.content.content_id)
         self._start_bus()
@@ -176,12 +194,58 @@ class PlayerApp(App):
             self._publish_state()
 
     def _tick(self, _dt: float) -> None:
+        if self.detail is not None:
+            # The loop holds while a shopper reads the details; a quiet time closes them.
+            if time.monotonic() - self._last_touch < self.touch_idle_s:
+                return
+            content = self._end_detail()
+            change = self.playback.tick(datetime.now(UTC))
+            if change is None:  # the item's time is not over: it comes back as it was
+                assert self.stage is not None
+                self.stage.show(content, self._safe_asset(content), fade=True)
+                self._after_change(content.content_id)
+                return
         change = self.playback.tick(datetime.now(UTC))
         if change is not None:
             self._render(change)
 
+    # ---- touch ---------------------------------------------------------------------------
+    def _on_touch(self, _stage: object, _touch: object) -> bool:
+        """A tap on a card opens its details: the card alone on the screen (no ticker, no side
+        panel), so larger, with its QR code and the way when it has them. A tap on open details
+        keeps them open. Nothing opens over an emergency, nor on an image or a video."""
+        current = self.playback.current
+        if current.mode == "override":
+            return False
+        self._last_touch = time.monotonic()
+        if self.detail is not None:
+            return True
+        content = current.content
+        if content.template not in CARD_TEMPLATES:
+            return False
+        self.detail, self._detail_since = content, self._last_touch
+        shown = detail_of(content)
+        assert self.stage is not None
+        self.stage.show(shown, self._safe_asset(content))
+        log.info("details of %s (tap)", content.content_id)
+        self._publish_interaction(content, "tap")
+        self._after_change(shown.content_id)
+        return True
+
+    def _end_detail(self) -> Content:
+        """Close the details (a quiet time, or a command replacing the item): said as an
+        interaction with how long they were open. Returns the item they were of."""
+        content, self.detail = self.detail, None
+        assert content is not None
+        open_s = time.monotonic() - self._detail_since
+        self._publish_interaction(content, "detail_closed", open_s)
+        log.info("details of %s closed after %.1f s", content.content_id, open_s)
+        return content
+
     def _render(self, change: Change, previous_mode: str | None = None) -> None:
         assert self.stage is not None
+        if self.detail is not None:
+            self._end_detail()  # a command (an emergency, a shopper's item) replaces them
         content = change.showing.content
         # Loop items crossfade; a takeover or an override cuts in at once (the very next frame).
         fade = change.showing.mode == "loop" and previous_mode in (None, "loop")
@@ -202,8 +266,8 @@ class PlayerApp(App):
         """The asset a content item needs, loaded and verified (AssetError when it cannot be
         shown). Images are decoded ahead of the switch and kept, so a switch only swaps a
         texture."""
-        # An offer card's product photo too (without it, the card is a text-led one).
-        if content.template in ("image", "offer_card") and content.image_sha256:
+        # A card's photo too (an offer's product, a welcome's): without it the card is text-led.
+        if content.template in ("image", *CARD_TEMPLATES) and content.image_sha256:
             sha = content.image_sha256
             if sha not in self._images:
                 path = self.cache.verified(sha)
@@ -246,8 +310,8 @@ class PlayerApp(App):
             return True
         except AssetError as exc:
             self._report_error(exc.kind, content.content_id, str(exc), exc.sha256)
-            # An offer card without its photo still sells: it plays as a text-led card.
-            return content.template == "offer_card"
+            # A card without its photo still says its piece: it plays as a text-led card.
+            return content.template in CARD_TEMPLATES
 
     def _reload_theme(self) -> None:
         """The store's brand (``theme.json``, written by the agent from a ``theme`` push): its
@@ -280,12 +344,34 @@ class PlayerApp(App):
                 texture = CoreImage(str(self.cache.verified(theme.logo_sha256))).texture
             except Exception as exc:  # AssetError, or an undecodable file: no logo, said once
                 self._report_error("theme_logo", None, str(exc)[:200], theme.logo_sha256)
+        font = self._theme_font(theme)
         if self.stage is not None:
             if theme is not None:
                 self.stage.set_logo(texture, theme.logo_corner, theme.logo_size)
             else:
                 self.stage.set_logo(None)
-        log.info("theme: %s", f"v{theme.version}" if theme else "none")
+            if font != font_name():
+                self.stage.set_font(font)
+        else:
+            use_font(font)
+        log.info("theme: %s, font %s", f"v{theme.version}" if theme else "none", font)
+
+    def _theme_font(self, theme: Theme | None) -> str:
+        """The brand's typeface registered with Kivy (its name), or the default one when the
+        theme has none or its file cannot be read (said once, the screen plays on)."""
+        if theme is None or theme.font_sha256 is None:
+            return DEFAULT_FONT
+        try:
+            regular = self.cache.verified(theme.font_sha256)
+            bold = self.cache.verified(theme.font_bold_sha256) if theme.font_bold_sha256 else None
+            name = register_font(regular, bold, theme.font_sha256)
+            # Kivy opens the file only when it draws: draw a word now, so a file that is not
+            # a font falls back here rather than failing in the middle of a card.
+            CoreLabel(font_name=name, font_size=12, text="Ag").refresh()
+            return name
+        except Exception as exc:  # AssetError, or a file the text provider refuses
+            self._report_error("theme_font", None, str(exc)[:200], theme.font_sha256)
+            return DEFAULT_FONT
 
     def _reload_playlist(self) -> None:
         self._reload_theme()
@@ -501,6 +587,30 @@ class PlayerApp(App):
             device_id=self.cfg.store.device_id,
             time=imp.end,
         )
+        return self._send_event(event)
+
+    def _publish_interaction(
+        self, content: Content, action: str, detail_s: float | None = None
+    ) -> mqtt.MQTTMessageInfo | None:
+        """A tap or the details closing, the impressions' way (disk first, then the bus): what
+        was touched, never who."""
+        event = make_event(
+            ContentInteraction(
+                interaction_id=new_event_id(),
+                screen_id=self.screen_id,
+                content_id=content.content_id,
+                campaign_id=content.campaign_id,
+                variant=content.variant,
+                action=action,  # type: ignore[arg-type]
+                detail_s=None if detail_s is None else round(detail_s, 3),
+                rule=content.rule,
+            ),
+            store_id=self.store,
+            device_id=self.cfg.store.device_id,
+        )
+        return self._send_event(event)
+
+    def _send_event(self, event: CloudEvent) -> mqtt.MQTTMessageInfo | None:
         try:
             self.impressions.append([event])
         except Exception as exc:  # a full or broken disk: still try the bus, say it once
@@ -610,6 +720,14 @@ class PlayerApp(App):
             self.stage.back.release()
         log.info("stopped")
         self.stop()
+
+
+def detail_of(content: Content) -> Content:
+    """What a tap opens: the card alone on the screen, larger (no ticker, no side panel), with
+    its QR code and its way when it has them; an id of its own for screenshots and logs."""
+    return content.model_copy(
+        update={"ticker": "", "side": "", "content_id": f"{content.content_id}#detail"}
+    )
 
 
 def impressions_path(content_root: Path, screen_id: str) -> Path:

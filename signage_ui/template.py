@@ -1,5 +1,7 @@
-"""The offer-card template: the offer's fields as the lines a card shows, in the shopper's
-language (labels, prices and dates in that language's conventions). Pure, so it is tested alone.
+"""The cards' templates: an item's fields as the lines a card shows, in the shopper's language
+(labels, prices and dates in that language's conventions). ``render_card`` for the offer card,
+``render_message`` for the message cards (welcome, order ready, survey, emergency). Pure, so it
+is tested alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,51 @@ LABELS: dict[str, dict[str, str]] = {
     "es": {"was": "antes", "valid_until": "Válido hasta", "scan": "Escanea para más información"},
     "it": {"was": "invece di", "valid_until": "Valido fino al", "scan": "Inquadra per i dettagli"},
     "nl": {"was": "was", "valid_until": "Geldig tot", "scan": "Scan voor details"},
+}
+# The message cards' own words: the line over the headline and the tag's label.
+MESSAGE_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "order_ready": "Ready for pickup",
+        "pickup_no": "Pickup number",
+        "survey": "Tell us what you think",
+        "answer": "Scan to answer",
+        "emergency": "Attention",
+    },
+    "de": {
+        "order_ready": "Abholbereit",
+        "pickup_no": "Abholnummer",
+        "survey": "Ihre Meinung zählt",
+        "answer": "Scannen und antworten",
+        "emergency": "Achtung",
+    },
+    "fr": {
+        "order_ready": "Prête à être retirée",
+        "pickup_no": "Numéro de retrait",
+        "survey": "Votre avis compte",
+        "answer": "Scannez pour répondre",
+        "emergency": "Attention",
+    },
+    "es": {
+        "order_ready": "Listo para recoger",
+        "pickup_no": "Número de recogida",
+        "survey": "Su opinión cuenta",
+        "answer": "Escanee para responder",
+        "emergency": "Atención",
+    },
+    "it": {
+        "order_ready": "Pronto per il ritiro",
+        "pickup_no": "Numero di ritiro",
+        "survey": "La sua opinione conta",
+        "answer": "Inquadra per rispondere",
+        "emergency": "Attenzione",
+    },
+    "nl": {
+        "order_ready": "Klaar om op te halen",
+        "pickup_no": "Ophaalnummer",
+        "survey": "Uw mening telt",
+        "answer": "Scan om te antwoorden",
+        "emergency": "Let op",
+    },
 }
 SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "CHF": "CHF "}
 # Languages writing 12,99 (decimal comma) and the date order each uses.
@@ -101,4 +148,60 @@ def render_card(c: Content) -> CardText:
         cta=c.cta,
         badge=c.badge or saving,
         scan=labels["scan"] if c.qr_url else "",
+    )
+
+
+@dataclass(frozen=True)
+class MessageText:
+    """What a message card says, in the pieces it lays out ("" when absent)."""
+
+    kicker: str  # a short line over the headline, on an accent pill: "Abholbereit"
+    title: str
+    body: str
+    tag_label: str = ""  # small, over the tag: "Abholnummer"
+    tag: str = ""  # large, on an accent tag: the order's number
+    cta: str = ""
+    scan: str = ""  # the caption under the QR code; a survey's names its short link
+    centred: bool = False  # an emergency: every line centred, read from across the store
+
+
+def short_link(url: str) -> str:
+    """A link as a shopper would type it: no scheme, no "www.", no trailing slash or query."""
+    rest = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return rest[4:] if rest.startswith("www.") else rest
+
+
+def render_message(c: Content) -> MessageText:
+    lang = base_language(c.language)
+    labels = MESSAGE_LABELS.get(lang, MESSAGE_LABELS["en"])
+    scan = ""
+    if c.qr_url:
+        scan = LABELS.get(lang, LABELS["en"])["scan"]
+    if c.template == "order_ready":
+        return MessageText(
+            kicker=c.badge or labels["order_ready"],
+            title=c.title,
+            body=c.body,
+            tag_label=labels["pickup_no"] if c.highlight else "",
+            tag=c.highlight,
+            cta=c.cta,
+            scan=scan,
+        )
+    if c.template == "survey":
+        answer = labels["answer"]
+        return MessageText(
+            kicker=c.badge or labels["survey"],
+            title=c.title,
+            body=c.body,
+            cta=c.cta,
+            # Under the code, the link too: a phone without a camera app can still type it.
+            scan=f"{answer}\n{short_link(c.qr_url)}" if c.qr_url else "",
+        )
+    if c.template == "emergency":
+        return MessageText(
+            kicker=c.badge or labels["emergency"], title=c.title, body=c.body, centred=True
+        )
+    # welcome (and any other card drawn as a message)
+    return MessageText(
+        kicker=c.badge, title=c.title, body=c.body, tag=c.highlight, cta=c.cta, scan=scan
     )

@@ -16,10 +16,11 @@ from kivy.uix.label import Label
 from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import Content, Wayfinding
+from signage_ui.draw import font_name, kivy_measure, put
+from signage_ui.fit import fit
 from signage_ui.layout import Box
 from signage_ui.map_frame import (
     MapFrame,
-    WayRegions,
     here_label,
     inset_title_height,
     label_spot,
@@ -30,9 +31,11 @@ from signage_ui.map_frame import (
     walk_line,
     way_regions,
 )
+from signage_ui.offer_layout import TITLE_SHARES, Placed, legible_min
 from signage_ui.qr import matrix as qr_matrix
 from signage_ui.qr_view import QrCode
 from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
+from signage_ui.template import render_message
 
 # Marker radius as a share of the map's shorter side: big enough to find from a few metres.
 MARK_SHARE = 0.028
@@ -76,21 +79,27 @@ class WayfindingCard:
         self.frame: MapFrame | None = None
         self.inset_frame: MapFrame | None = None
         self.mark_r = 0.0
+        self.body_text = self.info_text = self.steps_text = self.caption_text = ""
+        # Whether a text had to be shortened to fit (the fit code's report; never expected).
+        self.shortened = False
 
     def show(self, content: Content) -> None:
         self.content = content
         ink = get_color_from_hex(text_colour_for(content.background))
         w = content.wayfinding
         assert w is not None
-        self.title.text = content.title
-        self.body.text = content.body
-        self.info.text = f"{w.destination_label}\n{walk_line(w, content.language)}"
-        self.steps.text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
+        self.body_text = content.body
+        if content.template == "order_ready" and content.highlight:
+            # The order's pickup number leads the words beside the way to the counter.
+            tag = render_message(content)
+            self.body_text = f"{tag.tag_label} {tag.tag}\n{content.body}".strip()
+        self.info_text = f"{w.destination_label}\n{walk_line(w, content.language)}"
+        self.steps_text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
         for label in self.labels:
             label.color = ink
         has_qr = bool(content.qr_url) and not self.map_only
         self.qr.show(qr_matrix(content.qr_url) if has_qr and content.qr_url else [])
-        self.qr_text.text = scan_label(content.language) if has_qr else ""
+        self.caption_text = scan_label(content.language) if has_qr else ""
         self.here_text.text = here_label(content.language)
         self.here_text.color = get_color_from_hex(MAP_PALETTE["text"])
         self.relayout()
@@ -101,42 +110,84 @@ class WayfindingCard:
             return
         x, y = self.panel.pos
         width, height = self.panel.size
-        none = (0.0, 0.0, 0.0, 0.0)
         if self.map_only:
-            r = WayRegions((0, 0, width, height), none, none, none)
+            self._draw(c, c.wayfinding, (x, y, width, height))
+            return
+        # Inside the screen's safe area (the panel's frame, set by the item view), in the
+        # panel's own coordinates: words and map stay clear of overscan like every card's.
+        frame = getattr(self.panel, "frame", None)
+        if frame is not None:
+            (fx, fy, fw, fh), (sw, sh) = frame
+            r = way_regions(width, height, (fx - x, fy - y, fw, fh))
         else:
+            sw, sh = width, height
             r = way_regions(width, height)
         portrait = height > width
         base = min(width, height)
-        self.title.font_size = max(18, base * (0.062 if portrait else 0.07))
-        self.body.font_size = max(12, base * 0.036)
-        self.info.font_size = max(14, base * 0.045)
-        self.steps.font_size = max(12, base * (0.03 if portrait else 0.034))
-        for label, (bx, by, bw, bh) in (
-            (
-                self.title,
-                (r.header[0], r.header[1] + r.header[3] * 0.45, r.header[2], r.header[3] * 0.55),
-            ),
-            (self.body, (r.header[0], r.header[1], r.header[2], r.header[3] * 0.45)),
-            (self.info, r.info),
-            *self._steps_and_code(r.steps, base),
-        ):
-            label.pos, label.size = (x + bx, y + by), (bw, bh)
-            label.text_size = label.size
+        small = legible_min(sw, sh)
+        # Each text fitted to its box from its designed size down to the legible minimum:
+        # a long German step or a French headline shrinks, never runs out of its box.
+        hx, hy, hw, hh = r.header
+        for share in TITLE_SHARES:  # the headline gives way until the body fits
+            title = fit(
+                c.title, hw, hh * share, kivy_measure,
+                max_size=max(small, round(base * (0.062 if portrait else 0.07))),
+                min_size=small, bold=True, balance=True,
+            )  # fmt: skip
+            body = fit(
+                self.body_text, hw, hh - title.height - 4, kivy_measure,
+                max_size=max(small, min(round(base * 0.036), round(title.size * 0.7))),
+                min_size=small, balance=True,
+            )  # fmt: skip
+            if not body.shortened:
+                break
+        block = title.height + (4 + body.height if body.lines else 0)
+        top = hy + hh - max(0.0, hh - block)  # the header's words sit at its bottom
+        placed = [
+            (self.title, Placed(title, (hx, top - title.height, hw, title.height))),
+            (self.body, Placed(body, (hx, top - block, hw, body.height))),
+        ]
+        ix, iy, iw, ih = r.info
+        info = fit(
+            self.info_text, iw, ih, kivy_measure,
+            max_size=max(small, round(base * 0.045)), min_size=small, bold=True,
+        )  # fmt: skip
+        placed.append((self.info, Placed(info, (ix, iy + (ih - info.height) / 2, iw, info.height))))
+        words = self._steps_and_code(r.steps, base, small)
+        wx, wy, ww, wh = words
+        steps = fit(
+            self.steps_text, ww, wh, kivy_measure,
+            max_size=max(small, round(base * (0.03 if portrait else 0.034))), min_size=small,
+        )  # fmt: skip
+        placed.append((self.steps, Placed(steps, (wx, wy + wh - steps.height, ww, steps.height))))
+        self.shortened = any(p.fitted.shortened for _lab, p in placed) or self._caption_short
+        for lab, p in placed:
+            put(lab, p, (x, y))
+        put(self.qr_text, self._caption, (x, y), centre=True)
         if self.qr.matrix:
             qx, qy, qw, qh = self._qr_box
             self.qr.pos, self.qr.size = (x + qx, y + qy), (qw, qh)
         mx, my, mw, mh = r.map
         self._draw(c, c.wayfinding, (x + mx, y + my, mw, mh))
 
-    def _steps_and_code(self, steps: Box, base: float) -> list[tuple[Label, Box]]:
+    def _steps_and_code(self, steps: Box, base: float, small: int) -> Box:
+        """The steps' words' box; the code and its caption placed beside them when there is
+        one."""
+        self._caption: Placed | None = None
+        self._caption_short = False
         if not self.qr.matrix:
             self._qr_box: Box = (0.0, 0.0, 0.0, 0.0)
-            return [(self.steps, steps), (self.qr_text, (0.0, 0.0, 0.0, 0.0))]
+            return steps
         words, code, caption = qr_split(steps)
         self._qr_box = code
-        self.qr_text.font_size = max(11, base * 0.026)
-        return [(self.steps, words), (self.qr_text, caption)]
+        cx, cy, cw, ch = caption
+        f = fit(
+            self.caption_text, cw, ch, kivy_measure,
+            max_size=max(small, round(base * 0.026)), min_size=min(small, 12), balance=True,
+        )  # fmt: skip
+        self._caption = Placed(f, (cx, cy + ch - f.height, cw, f.height))
+        self._caption_short = f.shortened
+        return words
 
     # ---- drawing -------------------------------------------------------------------------
     def _draw(self, c: Content, w: Wayfinding, box: tuple[float, float, float, float]) -> None:
@@ -167,6 +218,7 @@ class WayfindingCard:
             ix, iy, iw, ih = inset
             t = self.level_text
             t.text = dest.name or w.destination_level
+            t.font_name = font_name()
             t.font_size = max(12, r * 1.1)
             t.color = get_color_from_hex(text_colour_for(c.background))
             t.halign = "center"
@@ -186,6 +238,7 @@ class WayfindingCard:
         # The words beside the mark, inside the map's box and off the route when a side is
         # free, on a floor-coloured tag so they read on the plan and on the panel alike.
         t = self.here_text
+        t.font_name = font_name()
         t.font_size = max(12, r * 1.1)
         t.text_size = (None, None)
         t.texture_update()

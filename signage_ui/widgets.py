@@ -8,13 +8,11 @@ must not grow memory, and a refill draws in the very next frame.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 
 from kivy.animation import Animation
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
-from kivy.core.text import Label as CoreLabel
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle, RoundedRectangle, ScissorPop, ScissorPush
 from kivy.uix.floatlayout import FloatLayout
@@ -24,14 +22,17 @@ from kivy.uix.video import Video
 from kivy.uix.widget import Widget
 from kivy.utils import get_color_from_hex
 
-from contracts.screen_protocol import Content
+from contracts.screen_protocol import CARD_TEMPLATES, Content
 from signage_ui import qr
+from signage_ui.draw import font_name, kivy_measure, put, rect, use_font
+from signage_ui.draw import label as make_label
 from signage_ui.fit import fit, pages
 from signage_ui.layout import Box, inner, regions, safe_area
-from signage_ui.offer_layout import OfferLayout, Placed, cover_crop, layout_offer, legible_min
+from signage_ui.message_layout import layout_message
+from signage_ui.offer_layout import CardLayout, Placed, cover_crop, layout_offer, legible_min
 from signage_ui.qr_view import QrCode
 from signage_ui.style import side_tint, text_colour_for
-from signage_ui.template import render_card
+from signage_ui.template import render_card, render_message
 from signage_ui.wayfinding_view import WayfindingCard
 
 log = logging.getLogger("signage_ui")
@@ -70,150 +71,89 @@ class Panel(FloatLayout):
         pass
 
 
-@lru_cache(maxsize=8192)
-def kivy_measure(text: str, size: int, bold: bool) -> tuple[float, float]:
-    """Width and line height of one line, px, as Kivy's text provider draws it (fit.Measure)."""
-    return _measurer(size, bold).get_extents(text)  # type: ignore[no-any-return]
+# Colours by role, per item: a card's layout names the role of each fill and text, not colours.
+#   accent / on_accent: the campaign's accent fill and the text drawn on it;
+#   emph / on_emph: a pill or rule that must stand out (the accent; the ink on an emergency,
+#     whose accent is not chosen for it); ink / on_ink: the text colour for the background and
+#     text drawn on an ink pill (the background's colour); muted: ink, a little quieter.
+Role = str
 
 
-@lru_cache(maxsize=256)
-def _measurer(size: int, bold: bool) -> CoreLabel:
-    return CoreLabel(font_size=size, bold=bold)
+class CardView(Panel):
+    """A card drawn from a pure layout (``offer_layout.CardLayout``): fills as rounded
+    rectangles, texts as labels showing exactly their fitted lines, a photo cropped around its
+    subject, a QR code. Subclasses name their fills and texts with colour roles and compute the
+    layout; the drawing is this class's alone. Created once, refilled per item: the labels,
+    rectangles and the QR widget are reused."""
 
+    # (layout field, colour role, corner radius as a share of the box's height)
+    FILLS: tuple[tuple[str, Role, float], ...] = ()
+    # (layout field, colour role, bold)
+    TEXTS: tuple[tuple[str, Role, bool], ...] = ()
+    # Texts centred in their box always, and those centred when the layout says ``centred``.
+    CENTRED: frozenset[str] = frozenset({"scan"})
+    CENTRABLE: frozenset[str] = frozenset()
 
-def _label(**kwargs) -> Label:
-    # size_hint None: we place labels ourselves, at the size of the lines fitted for them.
-    return Label(size_hint=(None, None), halign="left", **kwargs)
-
-
-def _put(
-    label: Label, placed: Placed | None, origin: tuple[float, float], centre: bool = False
-) -> None:
-    """A label showing exactly the fitted lines, its top left at the placed box's top left
-    (``centre``: each line centred in the box's width)."""
-    if placed is None or placed.fitted.empty:
-        label.text = ""
-        label.opacity = 0
-        return
-    f = placed.fitted
-    label.opacity = 1
-    label.font_size = f.size
-    label.text = f.text
-    x, y, w, h = placed.box
-    label.halign = "center" if centre else "left"
-    label.text_size = (w, None) if centre else (None, None)
-    label.texture_update()
-    label.size = label.texture_size
-    label.pos = (origin[0] + x, origin[1] + y + h - label.height)
-
-
-def _rect(
-    instr: Rectangle | RoundedRectangle, box: Box | None, origin: tuple[float, float]
-) -> None:
-    if box is None:
-        instr.size = (0, 0)
-        return
-    instr.pos = (origin[0] + box[0], origin[1] + box[1])
-    instr.size = (box[2], box[3])
-
-
-class OfferCard(Panel):
-    """An offer as a store would print it: the product photo (cropped to fill its box around its
-    subject), the title and body fitted to their boxes, the price on an accent tag with the old
-    price above it, a call-to-action pill, the validity as fine print, a badge and a QR code.
-    Layout and sizes come from ``offer_layout`` (pure); this only draws them. Created once,
-    refilled per item: the labels, rectangles and the QR widget are reused."""
-
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: object) -> None:
         self.content: Content | None = None
         self.image: CoreImage | None = None
-        self.layout: OfferLayout | None = None
+        self.layout: CardLayout | None = None
         self._layout_key: tuple[object, ...] = ()
         super().__init__(**kwargs)
+        self.fills: dict[str, tuple[Color, RoundedRectangle]] = {}
         with self.canvas.before:
             self._photo_color = Color(1, 1, 1, 1)
             self._photo = Rectangle()
             # One colour each: a shape the item does not use is hidden by its alpha.
-            self._bar_color = Color(1, 1, 1, 1)
-            self._bar = Rectangle()
-            self._badge_color = Color(1, 1, 1, 1)
-            self._badge = RoundedRectangle()
-            self._tag_color = Color(1, 1, 1, 1)
-            self._tag = RoundedRectangle()
-            self._pill_color = Color(1, 1, 1, 1)
-            self._pill = RoundedRectangle()
-        self.title = _label(bold=True)
-        self.body = _label()
-        self.was = _label()
-        self.price = _label(bold=True)
-        self.cta = _label(bold=True)
-        self.valid = _label()
-        self.scan = _label()
-        self.badge = _label(bold=True)
+            for name, _role, _radius in self.FILLS:
+                self.fills[name] = (Color(1, 1, 1, 1), RoundedRectangle())
+        self.labels: dict[str, Label] = {}
+        for name, _role, bold in self.TEXTS:
+            self.labels[name] = make_label(bold=bold)
+            self.add_widget(self.labels[name])
         self.qr = QrCode(size_hint=(None, None))
         self._qr_url: str | None = None
-        for w in (self.title, self.body, self.was, self.price, self.cta, self.valid, self.scan):
-            self.add_widget(w)
-        self.add_widget(self.badge)
         self.add_widget(self.qr)
 
-    # Kept for callers that look for the old footer line (validity and call to action).
-    @property
-    def footer(self) -> Label:
-        return self.valid
+    def compute(self, c: Content, inner_box: Box, min_px: int) -> CardLayout:
+        raise NotImplementedError
 
     def relayout(self) -> None:
         c = self.content
         if c is None:
             return
         (ix, iy, iw, ih), (sw, sh) = self.safe()
-        # Size and position changes arrive one by one: the layout is computed once per item and
-        # box (the content is frozen, so the same object is the same card).
-        key = (c, self.image, iw, ih, sw, sh)
+        # Size and position changes arrive one by one: the layout is computed once per item,
+        # box and typeface (the content is frozen, so the same object is the same card).
+        key = (c, self.image, iw, ih, sw, sh, font_name())
         old = self._layout_key
         if self.layout is None or not (
             old and old[0] is c and old[1] is self.image and old[2:] == key[2:]
         ):
             self._layout_key = key
-            self.layout = layout_offer(
-                (0.0, 0.0, iw, ih),
-                render_card(c),
-                kivy_measure,
-                min_px=legible_min(sw, sh),
-                has_image=self.image is not None,
-                has_qr=c.qr_url is not None,
-            )
+            self.layout = self.compute(c, (0.0, 0.0, iw, ih), legible_min(sw, sh))
             # (Sizes on the way to the window's, at start, do not count.)
             if self.layout.shortened and (sw, sh) == tuple(Window.size):
-                log.warning("offer %s: text shortened to fit the card", c.content_id)
+                log.warning("%s %s: text shortened to fit the card", c.template, c.content_id)
         lay = self.layout
         o = (ix, iy)
-        for colour, instr, box, round_ in (
-            (self._bar_color, self._bar, lay.bar, 0.0),
-            (self._badge_color, self._badge, lay.badge, 0.3),
-            (self._tag_color, self._tag, lay.tag, 0.18),
-            (self._pill_color, self._pill, lay.cta_pill, 0.5),
-        ):
+        for name, _role, radius in self.FILLS:
+            colour, instr = self.fills[name]
+            box = getattr(lay, name)
             colour.a = 1 if box is not None else 0
-            _rect(instr, box, o)
-            if box is not None and isinstance(instr, RoundedRectangle):
-                instr.radius = [round_ * box[3]]
-        self._place_photo(lay.image, o)
-        for label, placed in (
-            (self.title, lay.title),
-            (self.body, lay.body),
-            (self.was, lay.was),
-            (self.price, lay.price),
-            (self.cta, lay.cta),
-            (self.valid, lay.valid),
-            (self.badge, lay.badge_text),
-        ):
-            _put(label, placed, o)
-        _put(self.scan, lay.scan, o, centre=True)
-        if lay.qr is not None:
+            rect(instr, box, o)
+            if box is not None:
+                instr.radius = [radius * box[3]]
+        self._place_photo(getattr(lay, "image", None), o)
+        centred = bool(getattr(lay, "centred", False))
+        for name, lab in self.labels.items():
+            centre = name in self.CENTRED or (centred and name in self.CENTRABLE)
+            put(lab, getattr(lay, name), o, centre=centre)
+        qr_box = getattr(lay, "qr", None)
+        if qr_box is not None:
             self.qr.opacity = 1
-            self.qr.pos = (o[0] + lay.qr[0], o[1] + lay.qr[1])
-            self.qr.size = lay.qr[2:]
+            self.qr.pos = (o[0] + qr_box[0], o[1] + qr_box[1])
+            self.qr.size = qr_box[2:]
         else:
             self.qr.opacity = 0
             self.qr.size = (0, 0)
@@ -227,30 +167,110 @@ class OfferCard(Panel):
         x, y_top, w, h = cover_crop(tex.width, tex.height, box[2], box[3], self.content.image_focus)
         # Texture regions count y from the bottom of the picture.
         self._photo.texture = tex.get_region(x, tex.height - y_top - h, w, h)
-        _rect(self._photo, box, o)
+        rect(self._photo, box, o)
 
     def show(self, content: Content, image: CoreImage | None = None) -> None:
         self.content = content
         self.image = image
         self.set_background(content.background)
-        accent = get_color_from_hex(content.accent)
-        for colour in (self._bar_color, self._badge_color, self._tag_color):
-            colour.rgba = accent
         # The agent chooses any background; the text colour follows it so the copy stays legible.
-        ink_hex = text_colour_for(content.background)
-        ink = get_color_from_hex(ink_hex)
-        on_accent = get_color_from_hex(text_colour_for(content.accent))
-        self._pill_color.rgba = ink
-        for label in (self.title, self.body, self.valid, self.scan):
-            label.color = ink
-        self.was.color = (*ink[:3], 0.85)
-        self.cta.color = get_color_from_hex(content.background)
-        self.price.color = on_accent
-        self.badge.color = on_accent
+        ink = get_color_from_hex(text_colour_for(content.background))
+        accent = get_color_from_hex(content.accent)
+        emph_hex = (
+            text_colour_for(content.background)
+            if content.template == "emergency"
+            else content.accent
+        )
+        colours = {
+            "accent": accent,
+            "on_accent": get_color_from_hex(text_colour_for(content.accent)),
+            "emph": get_color_from_hex(emph_hex),
+            "on_emph": get_color_from_hex(text_colour_for(emph_hex)),
+            "ink": ink,
+            "on_ink": get_color_from_hex(content.background),
+            "muted": (*ink[:3], 0.85),
+        }
+        for name, role, _radius in self.FILLS:
+            self.fills[name][0].rgba = colours[role]
+        for name, role, _bold in self.TEXTS:
+            self.labels[name].color = colours[role]
         if content.qr_url != self._qr_url:
             self._qr_url = content.qr_url
             self.qr.show(qr.matrix(content.qr_url) if content.qr_url else [])
+        self._layout_key = ()  # new colours are drawn, the layout is computed again
         self.relayout()
+
+
+class OfferCard(CardView):
+    """An offer as a store would print it: the product photo (cropped to fill its box around its
+    subject), the title and body fitted to their boxes, the price on an accent tag with the old
+    price above it, a call-to-action pill, the validity as fine print, a badge and a QR code.
+    Layout and sizes come from ``offer_layout`` (pure)."""
+
+    FILLS = (
+        ("bar", "accent", 0.0),
+        ("badge", "accent", 0.3),
+        ("tag", "accent", 0.18),
+        ("cta_pill", "ink", 0.5),
+    )
+    TEXTS = (
+        ("title", "ink", True),
+        ("body", "ink", False),
+        ("was", "muted", False),
+        ("price", "on_accent", True),
+        ("cta", "on_ink", True),
+        ("valid", "ink", False),
+        ("scan", "ink", False),
+        ("badge_text", "on_accent", True),
+    )
+
+    def compute(self, c: Content, inner_box: Box, min_px: int) -> CardLayout:
+        return layout_offer(
+            inner_box,
+            render_card(c),
+            kivy_measure,
+            min_px=min_px,
+            has_image=self.image is not None,
+            has_qr=c.qr_url is not None,
+        )
+
+    # Kept for callers that look for the old footer line (validity and call to action).
+    @property
+    def footer(self) -> Label:
+        return self.labels["valid"]
+
+
+class MessageCard(CardView):
+    """A personal welcome, an order ready for pickup, a survey's call to action or an
+    emergency: ``message_layout`` (pure) says where, this draws it the offer card's way."""
+
+    FILLS = (
+        ("rule_top", "emph", 0.0),
+        ("rule_bottom", "emph", 0.0),
+        ("kicker_pill", "emph", 0.3),
+        ("tag", "accent", 0.18),
+        ("cta_pill", "ink", 0.5),
+    )
+    TEXTS = (
+        ("kicker", "on_emph", True),
+        ("title", "ink", True),
+        ("tag_label", "muted", False),
+        ("tag_text", "on_accent", True),
+        ("body", "ink", False),
+        ("cta", "on_ink", True),
+        ("scan", "ink", False),
+    )
+    CENTRABLE = frozenset({"title", "tag_label", "body"})
+
+    def compute(self, c: Content, inner_box: Box, min_px: int) -> CardLayout:
+        return layout_message(
+            inner_box,
+            render_message(c),
+            kivy_measure,
+            min_px=min_px,
+            has_image=self.image is not None,
+            has_qr=c.qr_url is not None,
+        )
 
 
 class WayCard(Panel):
@@ -258,12 +278,26 @@ class WayCard(Panel):
 
     def __init__(self, **kwargs) -> None:
         self.view: WayfindingCard | None = None
+        self._said: str | None = None
         super().__init__(**kwargs)
         self.view = WayfindingCard(self)
 
     def relayout(self) -> None:
-        if self.view is not None:
-            self.view.relayout()
+        if self.view is None:
+            return
+        self.view.relayout()
+        c = self.view.content
+        # Said as the other cards say it (and as the tests read it); not for the sizes on the
+        # way to the window's at start.
+        shortened = c is not None and self.view.shortened
+        if (
+            shortened
+            and c is not None
+            and self.safe()[1] == tuple(Window.size)
+            and self._said != c.content_id
+        ):
+            self._said = c.content_id
+            log.warning("wayfinding %s: text shortened to fit the card", c.content_id)
 
     def show(self, content: Content) -> None:
         self.set_background(content.background)
@@ -369,8 +403,9 @@ class Ticker(Panel):
         size = max(12, min(int(h * 0.6), round(0.05 * min(sw, sh))))
         self.pages = pages(self.text, w, size, False, kivy_measure)
         self._page %= max(1, len(self.pages))
-        for label in (self.label, self.next_label):
-            label.font_size = size
+        for lab in (self.label, self.next_label):
+            lab.font_size = size
+            lab.font_name = font_name()
         self._clip.x, self._clip.y = int(x), int(y)
         self._clip.width, self._clip.height = int(w), int(h)
         self._set(self.label, self._page)
@@ -413,7 +448,7 @@ class SidePanel(Panel):
         with self.canvas.before:
             self._rule_color = Color(1, 1, 1, 1)
             self._rule = Rectangle()
-        self.label = _label()
+        self.label = make_label()
         self.add_widget(self.label)
         self.text = ""
 
@@ -445,7 +480,7 @@ class SidePanel(Panel):
             min_size=small,
             balance=True,
         )
-        _put(self.label, Placed(f, (0, 0, tw, f.height)), (0, 0))
+        put(self.label, Placed(f, (0, 0, tw, f.height)), (0, 0))
         if wide:
             top = y + (h + f.height) / 2
             self._rule.pos, self._rule.size = (x, top - f.height), (rule, f.height)
@@ -463,6 +498,7 @@ class ItemView(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.card = OfferCard()
+        self.message = MessageCard()
         self.way = WayCard()
         self.media = MediaView()
         self.ticker = Ticker()
@@ -489,6 +525,7 @@ class ItemView(Widget):
                 main = (mx, my + cut, mw, mh - cut)
         for w, box in (
             (self.card, main),
+            (self.message, main),
             (self.media, main),
             (self.way, main),
             (self.ticker, r.ticker),
@@ -515,6 +552,10 @@ class ItemView(Widget):
             self.media.stop_video()
             self.way.show(content)
             main = self.way
+        elif content.template in CARD_TEMPLATES and content.template != "offer_card":
+            self.media.stop_video()
+            self.message.show(content, asset if isinstance(asset, CoreImage) else None)
+            main = self.message
         else:
             self.media.stop_video()
             self.card.show(content, asset if isinstance(asset, CoreImage) else None)
@@ -593,6 +634,13 @@ class Stage(FloatLayout):
         self.logo.pos, self.logo.size = (self.x + x, self.y + y), (lw, lh)
         # The band from the screen's edge to just past the logo, with a little air.
         self._reserve(("top" if top else "bottom", y0 + lh + min(w, h) * 0.02))
+
+    def set_font(self, name: str) -> None:
+        """Draw every card in ``name`` (a registered typeface) from now on: the item on screen
+        is laid out again at once, since sizes are fitted with the font's own measures."""
+        use_font(name)
+        for v in (self.front, self.back):
+            v._layout()
 
     def _reserve(self, band: tuple[str, float] | None) -> None:
         for v in (self.front, self.back):

@@ -20,6 +20,7 @@ from contracts.events import (
     TYPE_OF,
     CloudEvent,
     ContentImpression,
+    ContentInteraction,
     EventError,
     RoutesAsked,
     SurveyAnswer,
@@ -36,7 +37,14 @@ log = logging.getLogger("edge_agent")
 
 # What a player or a kiosk may say on the bus. Anything else is dropped, and what passes is
 # rebuilt from its typed payload: no field a bus client adds reaches the CDP.
-FROM_THE_BUS = frozenset({TYPE_OF[ContentImpression], TYPE_OF[SurveyAnswer], TYPE_OF[RoutesAsked]})
+FROM_THE_BUS = frozenset(
+    {
+        TYPE_OF[ContentImpression],
+        TYPE_OF[ContentInteraction],
+        TYPE_OF[SurveyAnswer],
+        TYPE_OF[RoutesAsked],
+    }
+)
 
 
 @dataclass

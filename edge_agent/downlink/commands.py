@@ -84,6 +84,8 @@ def emergency_command(cmd: Command) -> ScreenCommand:
     content = Content(
         content_id="emergency",
         variant="override",
+        # Drawn as an emergency: centred, between rules, "Achtung" over it (not an offer).
+        template="emergency",
         title=cmd.title or "",
         body=cmd.body,
         background=cmd.background,

@@ -209,27 +209,28 @@ class DownlinkHandlers:
         self.director.invalidate()
 
     def _theme_assets(self) -> set[str]:
-        """The theme's logo: a new loop's cleanup keeps it."""
+        """The theme's logo and fonts: a new loop's cleanup keeps them."""
         try:
             raw = (self.content_installer.content_dir / "theme.json").read_bytes()
-            sha = Theme.model_validate_json(raw).logo_sha256
+            theme = Theme.model_validate_json(raw)
         except (OSError, ValidationError):
             return set()
-        return {sha} if sha else set()
+        return {sha for _field, sha in _theme_files(theme)}
 
     def apply_theme(self, body: dict[str, Any]) -> None:
-        """The store's brand for every screen: checked whole (the logo must already be in the
-        screens' cache), then ``theme.json`` swapped for the players."""
+        """The store's brand for every screen: checked whole (the logo and the fonts must
+        already be in the screens' cache), then ``theme.json`` swapped for the players."""
         try:
             theme = Theme.model_validate(body)
         except ValidationError as exc:
             raise ValueError(f"theme {first_error(exc, 'theme')}") from None
-        sha = theme.logo_sha256
-        if sha is not None and sha not in self.content_installer.store.cached():
-            raise ValueError(
-                f"theme: logo_sha256 {sha[:12]}... is not in the screens' content cache "
-                "(push it with a content manifest first)"
-            )
+        cached = self.content_installer.store.cached()
+        for field, sha in _theme_files(theme):
+            if sha not in cached:
+                raise ValueError(
+                    f"theme: {field} {sha[:12]}... is not in the screens' content cache "
+                    "(push it with a content manifest first)"
+                )
         content_dir = self.content_installer.content_dir
         content_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(content_dir / "theme.json", theme.model_dump_json().encode())
@@ -367,3 +368,13 @@ class DownlinkHandlers:
         elif age > limit:
             log.error("%s", config_apply.rollback(self.config_path, "central unreachable with it"))
             self.request_restart("config rollback", RESTART_EXIT_STATUS)
+
+
+def _theme_files(theme: Theme) -> list[tuple[str, str]]:
+    """The content-cache files a theme draws with, by field name."""
+    named = (
+        ("logo_sha256", theme.logo_sha256),
+        ("font_sha256", theme.font_sha256),
+        ("font_bold_sha256", theme.font_bold_sha256),
+    )
+    return [(field, sha) for field, sha in named if sha]

@@ -39,7 +39,11 @@ class Variant(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    template: Literal["offer_card", "image", "video"] = "offer_card"
+    # The screen protocol's templates a campaign may choose (an emergency is the emergency
+    # command's, never a campaign's): see ``contracts.screen_protocol.Template``.
+    template: Literal["offer_card", "image", "video", "welcome", "order_ready", "survey"] = (
+        "offer_card"
+    )
     title: str = Field(min_length=1, max_length=120)
     body: str = Field("", max_length=400)
     background: str = Field("#1d3557", pattern=r"^#[0-9a-fA-F]{6}$")
@@ -54,13 +58,15 @@ class Variant(BaseModel):
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     valid_until: date | None = None
     badge: str = Field("", max_length=24)
+    # Drawn large on an accent tag: an order_ready card's "{order_id}".
+    highlight: str = Field("", max_length=24)
     cta: str = Field("", max_length=80)
     # Drawn as a QR code: the offer or the way, on the shopper's phone.
     qr_url: str | None = Field(None, max_length=512, pattern=r"^https://[^\s]+$")
     # Other languages of the same message; the shopper's preferred language wins when present.
     translations: dict[str, Translation] = Field(default_factory=dict)
 
-    @field_validator("title", "body", "badge", "cta")
+    @field_validator("title", "body", "badge", "cta", "highlight")
     @classmethod
     def _known_placeholders(cls, v: str) -> str:
         unknown = set(_PLACEHOLDER.findall(v)) - TEMPLATE_FIELDS
@@ -81,6 +87,9 @@ class Variant(BaseModel):
             raise ValueError("template image needs image_sha256")
         if self.template == "video" and self.video_sha256 is None:
             raise ValueError("template video needs video_sha256")
+        if self.template == "survey" and self.qr_url is None:
+            # The call to action is the code: a survey card without one asks and offers no way.
+            raise ValueError("template survey needs qr_url (the survey's link)")
         return self
 
     def assets(self) -> set[str]:
@@ -459,7 +468,8 @@ def _variant_problems(
                     f"{where}: {field} {sha[:12]}... is neither in the screens' content cache "
                     "nor announced by a manifest"
                 )
-    texts = [v.title, v.body, v.badge, v.cta]
+    out += _template_problems(where, v, c)
+    texts = [v.title, v.body, v.badge, v.cta, v.highlight]
     for t in v.translations.values():
         texts += [t.title, t.body, t.cta or "", t.badge or ""]
     used = {f for t in texts for f in _PLACEHOLDER.findall(t)}
@@ -472,6 +482,32 @@ def _variant_problems(
         out.append(f"{where}: {names} may be empty: the campaign does not require an order")
     if "category" in used and (c is None or c.affinity_category is None):
         out.append(f"{where}: {{category}} would be empty: the campaign has no affinity_category")
+    return out
+
+
+def _template_problems(where: str, v: Variant, c: Campaign | None) -> list[str]:
+    """What a template needs from its campaign to say anything (the fields themselves are
+    checked at load): an order to announce, a name to greet."""
+    out: list[str] = []
+    personal = c is not None and v is c.personalised
+    if v.template == "order_ready":
+        if not personal:
+            out.append(
+                f"{where}: template order_ready, but only a personalised variant has an order"
+            )
+        elif c is not None and c.order_status != "ready":
+            out.append(
+                f"{where}: template order_ready, but the campaign does not require a ready order "
+                "(trigger order_ready)"
+            )
+        said = " ".join([v.title, v.body, v.highlight])
+        if "{order_id}" not in said and "{pickup_point}" not in said:
+            out.append(
+                f"{where}: template order_ready names neither {{order_id}} nor {{pickup_point}} "
+                "in its title, body or highlight: which order, and where?"
+            )
+    if v.template == "welcome" and personal and "{first_name}" not in v.title:
+        out.append(f"{where}: a personal welcome without {{first_name}} in its title greets nobody")
     return out
 
 

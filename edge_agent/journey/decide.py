@@ -165,6 +165,7 @@ def render_variant(
         currency=price.currency if price is not None else v.currency,
         valid_until=v.valid_until,
         badge=v.badge.format_map(fields),
+        highlight=v.highlight.format_map(fields),
         cta=v.cta.format_map(fields),
         qr_url=v.qr_url,
     )

@@ -284,14 +284,21 @@ def test_a_theme_needs_its_logo_in_the_cache_first(tmp_path: Path, broker) -> No
             and "not in the screens' content cache" in refused["reason"]
         )
         assert not (content / "theme.json").exists()
+        # A brand font is a file of the cache like the logo: refused while it is not there.
+        font = b"\x00\x01\x00\x00 a brand font"
+        font_sha = hashlib.sha256(font).hexdigest()
+        ops.push("theme", {"version": 1, "font_sha256": font_sha})
+        assert "font_sha256" in ops.ack("theme")["reason"]
         ops.push("theme", {**theme, "logo_corner": "middle"})
         assert "logo_corner" in ops.ack("theme")["reason"]
         ops.push(
             "content",
             {"playlist": {"version": 30},
-             "assets": [{"sha256": sha, "size": len(logo), "data_b64": base64.b64encode(logo).decode()}]},
+             "assets": [{"sha256": sha, "size": len(logo), "data_b64": base64.b64encode(logo).decode()},
+                        {"sha256": font_sha, "size": len(font), "data_b64": base64.b64encode(font).decode()}]},
         )  # fmt: skip
         assert ops.ack("content.installed")["accepted"] is True
+        theme = {**theme, "font_sha256": font_sha}
         ops.push("theme", theme)
         assert ops.ack("theme")["accepted"] is True
         written = Theme.model_validate_json((content / "theme.json").read_bytes())
@@ -299,7 +306,7 @@ def test_a_theme_needs_its_logo_in_the_cache_first(tmp_path: Path, broker) -> No
         # A later loop that does not list the logo does not take it from the screens.
         ops.push("content", {"playlist": {"version": 31}})
         assert ops.ack("content.installed")["accepted"] is True
-        assert sha in agent.content_installer.store.cached()
+        assert {sha, font_sha} <= agent.content_installer.store.cached()
     finally:
         ops.close()
         agent.close(flush_timeout_s=2)

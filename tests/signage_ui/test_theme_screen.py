@@ -99,3 +99,66 @@ def test_the_logo_sits_in_its_corner_over_every_item(
             assert np.all(img[box[3] + 10 :, :, :] > 235, axis=2).sum() > 500  # the text is there
     finally:
         bus.close()
+
+
+FONTS = Path("/usr/share/fonts/truetype/dejavu")
+
+
+def ink(img: np.ndarray) -> np.ndarray:
+    """Where white text is drawn on the dark card."""
+    return np.all(img > 200, axis=2)
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(90)
+def test_a_brand_font_draws_every_word_of_the_cards(
+    tmp_path: Path, kivy_env: dict[str, str], broker
+) -> None:
+    """A theme's font (a TTF of the content cache, by sha256 like the logo) is registered by the
+    player and used for titles and words: the same card drawn before and after the theme has
+    its words in other shapes."""
+    regular, bold = FONTS / "DejaVuSerif.ttf", FONTS / "DejaVuSerif-Bold.ttf"
+    if not (regular.exists() and bold.exists()):
+        pytest.skip(f"no DejaVu Serif under {FONTS} (Debian: apt-get install fonts-dejavu-core)")
+    cache = AssetCache(tmp_path / "content")
+    font_sha = cache.put(regular.read_bytes())
+    bold_sha = cache.put(bold.read_bytes())
+    screen = f"font-{uuid.uuid4().hex[:6]}"
+    cfg = config(
+        tmp_path, broker.port, [{"id": screen, "zone": "entrance", "width": 960, "height": 540}]
+    )
+    words = {"title": "Hamburgefonstiv Qualität", "body": "Handgefertigt, wasserdicht und warm"}
+    bus = Recorder(broker.host, broker.port)
+    try:
+        with player(tmp_path, kivy_env, cfg, screen) as shots:
+            assert wait_for(lambda: bus.states(screen), 30), logs(tmp_path)
+
+            def shot_of(cid: str) -> np.ndarray:
+                card = Content(content_id=cid, background="#1d3557", **words)
+                bus.publish(
+                    topics.screen_cmd(STORE, screen),
+                    ScreenCommand(kind="show", content=card).to_bytes(),
+                )
+                name = cid.replace(":", "_")
+                assert wait_for(lambda: pngs(shots) and name in pngs(shots)[-1].name, 10), logs(
+                    tmp_path
+                )
+                return load(pngs(shots)[-1])
+
+            before = shot_of("font:default")
+            theme = Theme(version=2, font_sha256=font_sha, font_bold_sha256=bold_sha)
+            partial = tmp_path / "content" / "theme.json.partial"
+            partial.write_text(theme.model_dump_json())
+            partial.rename(tmp_path / "content" / "theme.json")  # as the agent writes it
+            assert wait_for(lambda: f"font brand-{font_sha[:16]}" in logs(tmp_path), 15), logs(
+                tmp_path
+            )
+            after = shot_of("font:brand")
+    finally:
+        bus.close()
+    a, b = ink(before), ink(after)
+    assert a.sum() > 2000 and b.sum() > 2000, "no words drawn"
+    # The same words in another typeface: most of the ink is somewhere else.
+    differ = (a ^ b).sum() / (a | b).sum()
+    assert differ > 0.4, f"only {differ:.0%} of the words' pixels changed with the font"
+    assert "theme_font" not in logs(tmp_path) and "shortened" not in logs(tmp_path)

@@ -22,6 +22,7 @@ from edge_agent.wayfinding.planogram_store import load_file
 from edge_agent.wayfinding.product_places import MapPlaces
 from edge_agent.wayfinding.route import plan_route, resolve_ref
 from edge_agent.wayfinding.screen_map import build_wayfinding
+from signage_ui.layout import inner
 from signage_ui.map_frame import (
     MapFrame,
     inset_title_height,
@@ -81,7 +82,8 @@ class Shot:
         self.img = img
         h, width = img.shape[:2]
         self.height = h
-        box = way_regions(width, h).map
+        # The card lays itself out inside the screen's safe area (the item view's frame).
+        box = way_regions(width, h, inner((0.0, 0.0, width, h), width, h)).map
         main, inset = level_boxes(w, box)
         self.frame: MapFrame = level_frame(w, main)
         self.r = max(6.0, min(box[2], box[3]) * MARK_SHARE)
