@@ -145,8 +145,11 @@ def check_units(root: Path = Path("/")) -> Check:
         ours = (UNITS_DIR / u).read_text()
         prefix = DEFAULT_PREFIX
         for line in installed.splitlines():
-            if line.startswith("ExecStart=") and "/.venv/bin/" in line:
-                prefix = Path(line.removeprefix("ExecStart=").split("/.venv/bin/")[0])
+            # The units run the current OTA release; older ones ran the checkout's venv.
+            for tail in ("/ota/current/bin/", "/.venv/bin/"):
+                if line.startswith("ExecStart=") and tail in line:
+                    prefix = Path(line.removeprefix("ExecStart=").split(tail)[0])
+                    break
         if installed != ours.replace(f"{DEFAULT_PREFIX}/", f"{prefix}/"):
             stale.append(u)
     if stale:

@@ -3,6 +3,7 @@ one that disappears and comes back (reconnect with backoff), one that hangs in r
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -97,7 +98,16 @@ def test_camera_dying_mid_stream_ends_open_visits(tmp_path: Path, watcher_clip) 
     data = src_path.read_bytes()
     cut.write_bytes(data[: len(data) // 2])  # the camera dies half way through
     got = Collector()
-    w = CameraWorker([ScreenPipeline("s")], got, source=open_source(str(cut)), interval_s=0.0)
+    # The clip's own frame clock (30 fps), not the wall's: on a loaded machine a pause between
+    # two reads longer than the tracker's gap would end the visit and start another.
+    frames = itertools.count()
+    w = CameraWorker(
+        [ScreenPipeline("s")],
+        got,
+        source=open_source(str(cut)),
+        interval_s=0.0,
+        now=lambda: next(frames) / 30.0,
+    )
     w.start()
     assert poll(lambda: w.health().state == "ended")
     w.stop(5)
