@@ -10,6 +10,10 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_agent.journey.campaigns import CampaignBundle
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,20 +36,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_cmd_check)
 
 
+def check_bundle(raw: bytes | str) -> CampaignBundle:
+    """The checks every bundle gets, with or without the store's config: JSON, then the full
+    validation a box runs when the bundle arrives. Raises ValueError naming the field
+    (``campaigns.campaigns.0.anonymous.title: ...``). The ops console calls this too, so a
+    bundle it accepts is one ``campaigns check`` accepts."""
+    from edge_agent.journey.content_store import parse_bundle
+
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError says the line and column
+        raise ValueError(f"not JSON: {exc}") from None
+    return parse_bundle(body)  # BundleError is a ValueError naming the field
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from edge_agent.config import load_or_report
     from edge_agent.downlink.content_manifest import parse_manifest
     from edge_agent.journey.campaigns import lint
-    from edge_agent.journey.content_store import parse_bundle
     from edge_agent.journey.decide import ScreenContext, decide
     from sync.assets import AssetStore
 
     try:
-        body = json.loads(Path(args.bundle).read_bytes())
-        bundle = parse_bundle(body)
-    except (OSError, ValueError) as exc:  # BundleError is a ValueError naming the field
+        bundle = check_bundle(Path(args.bundle).read_bytes())
+    except (OSError, ValueError) as exc:
         print(f"{args.bundle}: {exc}", file=sys.stderr)
         return 2
     print(f"{args.bundle}: v{bundle.version}, {len(bundle.campaigns)} campaigns: valid")

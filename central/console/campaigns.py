@@ -1,0 +1,213 @@
+"""Campaigns in the console: the bundle last pushed to each store, the checks of
+``edge-agent campaigns check`` (called, not copied), and previews drawn by the player itself.
+
+A preview is ``python -m signage_ui.preview`` in a subprocess (the player's own ``Stage`` and
+templates, Kivy's offscreen window: no X server) with a timeout, one PNG per variant and screen
+shape, cached by the hash of what is drawn: the same card is drawn once, however often it is
+checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from contracts.files import atomic_write
+from contracts.screen_protocol import Content
+from edge_agent.journey.campaigns import CampaignBundle, Variant
+from edge_agent.journey.campaigns_cli import check_bundle
+from edge_agent.journey.decide import render_variant
+from edge_agent.slice.model import Profile, frozen_orders
+
+# Bump when the drawing changes in a way the content hash cannot see (the cache is keyed on it).
+RENDERER = "signage_ui.preview/1"
+SHAPES = {"landscape": (960, 540), "portrait": (540, 960)}
+RENDER_TIMEOUT_S = 60.0
+MAX_BUNDLE_BYTES = 256 * 1024
+
+# The shopper a personalised variant is drawn for: every placeholder a template may use filled.
+SAMPLE_ORDER = {"id": "CC-4711", "status": "ready", "pickup_point": "Counter 2"}
+
+
+def sample_profile(language: str) -> Profile:
+    return Profile(
+        profile_id="sample",
+        first_name="Alex",
+        language=language,
+        consent_personalisation=True,
+        consent_analytics=True,
+        consent_staff_alerts=False,
+        segments=("sample",),
+        loyalty_tier="gold",
+        churn_risk=0.1,
+        open_order=MappingProxyType(dict(SAMPLE_ORDER)),
+        open_orders=frozen_orders([SAMPLE_ORDER]),
+    )
+
+
+class PreviewError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A bundle that passed: its parsed body (what is pushed) and the model."""
+
+    body: dict[str, Any]
+    bundle: CampaignBundle
+
+
+def check(text: str) -> Checked:
+    """``campaigns check``'s own checks (``check_bundle``); ValueError names the field."""
+    if not text.strip():
+        raise ValueError("the bundle is empty: paste a campaign bundle's JSON")
+    if len(text.encode()) > MAX_BUNDLE_BYTES:
+        raise ValueError(f"the bundle is over {MAX_BUNDLE_BYTES // 1024} KB")
+    bundle = check_bundle(text)
+    body = json.loads(text)
+    return Checked(body, bundle)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One variant as a screen of one shape draws it."""
+
+    label: str  # "summer-sale: personalised"
+    kind: str  # anonymous, personalised, default
+    shape: str  # landscape, portrait
+    content: Content
+    key: str  # the PNG's name in the cache: the hash of what is drawn and how
+
+    @property
+    def url(self) -> str:
+        return f"/campaigns/previews/{self.key}.png"
+
+
+def variants(bundle: CampaignBundle) -> list[tuple[str, str, Content]]:
+    """Every variant of the bundle as the box renders it (``decide.render_variant``): the
+    anonymous one as a passer-by sees it, the personalised one for the sample shopper."""
+    out: list[tuple[str, str, Content]] = []
+    for item in bundle.default:
+        out.append((f"default {item.content_id}", "default", _render(item.variant, item.content_id)))
+    for c in bundle.campaigns:
+        if c.anonymous is not None:
+            content = _render(c.anonymous, f"{c.id}:anonymous", c.id, "anonymous",
+                              category=c.affinity_category)  # fmt: skip
+            out.append((f"{c.id}: anonymous", "anonymous", content))
+        if c.personalised is not None:
+            profile = sample_profile(c.personalised.language)
+            content = _render(c.personalised, f"{c.id}:personalised", c.id, "personalised",
+                              profile, c.affinity_category)  # fmt: skip
+            out.append((f"{c.id}: personalised (sample shopper Alex)", "personalised", content))
+    return out
+
+
+def _render(
+    v: Variant,
+    content_id: str,
+    campaign_id: str | None = None,
+    kind: str = "default",
+    profile: Profile | None = None,
+    category: str | None = None,
+) -> Content:
+    return render_variant(v, content_id, campaign_id, kind, profile, category)
+
+
+def previews(bundle: CampaignBundle) -> list[Preview]:
+    out = []
+    for label, kind, content in variants(bundle):
+        for shape, (w, h) in SHAPES.items():
+            raw = json.dumps([RENDERER, w, h, content.model_dump(mode="json")], sort_keys=True)
+            key = hashlib.sha256(raw.encode()).hexdigest()[:32]
+            out.append(Preview(label, kind, shape, content, key))
+    return out
+
+
+class Previewer:
+    """Draws previews into ``cache_dir`` (one at a time: a render is a Kivy process)."""
+
+    def __init__(self, cache_dir: Path, timeout_s: float = RENDER_TIMEOUT_S) -> None:
+        self.cache_dir = cache_dir
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def path(self, key: str) -> Path | None:
+        p = self.cache_dir / f"{key}.png"
+        return p if len(key) == 32 and all(c in "0123456789abcdef" for c in key) else None
+
+    def render(self, wanted: list[Preview]) -> float:
+        """Draw the previews not in the cache yet; returns the seconds spent. PreviewError
+        when the player could not draw them within the timeout."""
+        started = time.monotonic()
+        with self._lock:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            missing: dict[str, list[Preview]] = {}
+            for p in wanted:
+                if not (self.cache_dir / f"{p.key}.png").exists():
+                    missing.setdefault(p.shape, []).append(p)
+            for shape, items in missing.items():
+                self._draw(shape, {p.key: p for p in items}.values())
+        return time.monotonic() - started
+
+    def _draw(self, shape: str, items: Any) -> None:
+        w, h = SHAPES[shape]
+        doc = {"items": [{"name": p.key, "content": p.content.model_dump(mode="json")}
+                         for p in items]}  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="kivy-", dir=self.cache_dir) as home:
+            env = dict(os.environ)
+            # Kivy's offscreen window (SDL's EGL driver): never a window on someone's desktop.
+            for k in ("DISPLAY", "WAYLAND_DISPLAY", "KIVY_WINDOW", "KIVY_GL_BACKEND"):
+                env.pop(k, None)
+            env.update(KIVY_HOME=home, KIVY_NO_ARGS="1", KIVY_NO_FILELOG="1",
+                       KIVY_NO_CONSOLELOG="1")  # fmt: skip
+            try:
+                r = subprocess.run(
+                    [sys.executable, "-m", "signage_ui.preview", "--size", f"{w}x{h}",
+                     "--out", str(self.cache_dir)],
+                    input=json.dumps(doc).encode(), capture_output=True, env=env,
+                    timeout=self.timeout_s, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise PreviewError(
+                    f"the player did not draw the {shape} previews in {self.timeout_s:.0f} s"
+                ) from None
+        if r.returncode != 0:
+            tail = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise PreviewError(f"the player could not draw the {shape} previews: {tail[0]}")
+
+
+class PushedBundles:
+    """The bundle this console last pushed to each store (``state_dir/campaigns/<store>.json``:
+    the body, its versions, who pushed it and when)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, store: str, record: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.root / f"{store}.json", json.dumps(record, indent=1).encode())
+
+    def get(self, store: str) -> dict[str, Any] | None:
+        try:
+            doc = json.loads((self.root / f"{store}.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for p in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
+            doc = self.get(p.stem)
+            if doc is not None:
+                out[p.stem] = doc
+        return out
