@@ -6,7 +6,9 @@ every POST carries the session's CSRF token; operator actions need the operator 
 recorded in the audit log with the user, whether they worked or not.
 """
 
+import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from central import push
 from central.cdp_sink import CdpSink
+from central.console import campaigns as campaigns_view
 from central.console import fleet as fleet_view
 from central.console.accounts import Accounts, User
 from central.console.charts import Series, bar_chart
@@ -34,6 +37,8 @@ from contracts.validation import ID_PATTERN
 HERE = Path(__file__).resolve().parent
 COOKIE = "ops_session"
 MAX_FORM_BYTES = 16_384
+# A bundle urlencoded is up to 3x its bytes.
+MAX_BUNDLE_FORM_BYTES = 3 * campaigns_view.MAX_BUNDLE_BYTES + MAX_FORM_BYTES
 _ID = re.compile(ID_PATTERN)
 
 # No script, no inline style, no framing: the console works without any JavaScript, so the
@@ -59,6 +64,15 @@ class Console:
     watcher: FleetWatcher | None
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     demo_note: str = ""
+    previewer: campaigns_view.Previewer | None = None
+    pushed: campaigns_view.PushedBundles | None = None
+
+    def __post_init__(self) -> None:
+        state = self.config.console.state_dir
+        if self.previewer is None:
+            self.previewer = campaigns_view.Previewer(state / "previews")
+        if self.pushed is None:
+            self.pushed = campaigns_view.PushedBundles(state / "campaigns")
 
 
 @dataclass
@@ -116,10 +130,9 @@ def create_app(console: Console) -> FastAPI:
     CtxDep = Annotated[Ctx, Depends(ctx)]
     LoggedIn = Annotated[Ctx, Depends(login_required)]
 
-    async def form(request: Request) -> dict[str, str]:
-        """The urlencoded form, size-capped, first value of each field."""
+    async def read_form(request: Request, limit: int) -> dict[str, str]:
         body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             raise Refused(413, "Form too large", "That form was larger than the console takes.")
         try:
             parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=40)
@@ -127,7 +140,16 @@ def create_app(console: Console) -> FastAPI:
             raise Refused(400, "Unreadable form", "The form could not be read.") from None
         return {k: v[0] for k, v in parsed.items()}
 
+    async def form(request: Request) -> dict[str, str]:
+        """The urlencoded form, size-capped, first value of each field."""
+        return await read_form(request, MAX_FORM_BYTES)
+
+    async def bundle_form(request: Request) -> dict[str, str]:
+        """A form carrying a campaign bundle: the bundle's cap, plus the form's own fields."""
+        return await read_form(request, MAX_BUNDLE_FORM_BYTES)
+
     FormDep = Annotated[dict[str, str], Depends(form)]
+    BundleFormDep = Annotated[dict[str, str], Depends(bundle_form)]
 
     def csrf(c: Ctx, data: dict[str, str], action: str) -> None:
         if not csrf_ok(console.secret, c.sid, data.get("csrf")):
@@ -345,6 +367,115 @@ def create_app(console: Console) -> FastAPI:
         )  # fmt: skip
         # Post/redirect/get: a reload of the page after a push must not push again.
         return RedirectResponse(f"/stores/{store}?done={n}", status_code=303)
+
+    # ---- campaigns ---------------------------------------------------------------------
+    def known_stores() -> list[str]:
+        assert console.pushed is not None
+        rows = fleet_view.fleet_rows(console.watcher, console.sink)
+        return sorted({r["store"] for r in rows} | set(console.pushed.all()))
+
+    def campaigns_render(
+        request: Request, c: Ctx, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        assert console.pushed is not None
+        values.setdefault("store", "")
+        values.setdefault("text", "")
+        return render(
+            request, "campaigns.html", c, status, pushed=console.pushed.all(),
+            stores=known_stores(), **values,
+        )  # fmt: skip
+
+    @app.get("/campaigns")
+    def campaigns_page(request: Request, c: LoggedIn, store: str = "", done: int = 0) -> Response:
+        assert console.pushed is not None
+        notice = None
+        entry = console.accounts.audit_entry(done) if done else None
+        if entry and c.user and entry["user"] == c.user.name and entry["action"] == "campaigns":
+            notice = f"Campaigns pushed to {entry['target']}: {entry['detail']}."
+        text = ""
+        if store and _ID.match(store):
+            record = console.pushed.get(store)
+            if record is not None:
+                text = json.dumps(record["bundle"], indent=2, ensure_ascii=False)
+        return campaigns_render(request, c, store=store, text=text, notice=notice)
+
+    def checked_form(
+        request: Request, c: Ctx, data: dict[str, str], action: str
+    ) -> tuple[str, str, campaigns_view.Checked | None, HTMLResponse | None]:
+        """CSRF, the operator role, the store, then ``campaigns check``'s checks: the bundle,
+        or the page saying what is wrong (status 400, nothing sent)."""
+        csrf(c, data, action)
+        store, text = data.get("store", "").strip(), data.get("bundle", "")
+        need(c, "operator", action, store)
+        if store and not _ID.match(store):
+            raise Refused(400, "No such store", "That store id is not one a box could have.")
+        try:
+            checked = campaigns_view.check(text)
+        except ValueError as exc:
+            page = campaigns_render(request, c, 400, store=store, text=text, error=str(exc))
+            return store, text, None, page
+        return store, text, checked, None
+
+    @app.post("/campaigns/check")
+    def campaigns_check(request: Request, data: BundleFormDep, c: LoggedIn) -> Response:
+        store, text, checked, page = checked_form(request, c, data, "check campaigns")
+        if page is not None:
+            return page
+        assert checked is not None and console.previewer is not None
+        shown = campaigns_view.previews(checked.bundle)
+        try:
+            took = console.previewer.render(shown)
+            preview_error = None
+        except campaigns_view.PreviewError as exc:
+            took, preview_error = 0.0, str(exc)
+        return campaigns_render(
+            request, c, store=store, text=text, checked=checked, previews=shown,
+            preview_error=preview_error, took=took,
+        )  # fmt: skip
+
+    @app.get("/campaigns/previews/{name}")
+    def campaigns_preview(name: str, c: LoggedIn) -> Response:
+        assert console.previewer is not None
+        path = console.previewer.path(name.removesuffix(".png"))
+        if not name.endswith(".png") or path is None or not path.is_file():
+            raise HTTPException(404, "No such preview.")
+        return Response(path.read_bytes(), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
+
+    @app.post("/campaigns/push")
+    def campaigns_push(request: Request, data: BundleFormDep, c: LoggedIn) -> Response:
+        store, text, checked, page = checked_form(request, c, data, "campaigns")
+        if page is not None:
+            return page
+        assert checked is not None and c.user is not None and console.pushed is not None
+        if not store:
+            return campaigns_render(request, c, 400, store=store, text=text,
+                                    error="Choose the store to push to.")  # fmt: skip
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("campaigns"))
+        b = checked.bundle
+        what = f"bundle v{b.version}, {len(b.campaigns)} campaigns"
+        try:
+            result = push.push(
+                cfg.broker.config(), cfg.signing.key, "campaigns", checked.body, store, None,
+                version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+            )  # fmt: skip
+        except push.PushError as exc:
+            console.accounts.audit(c.user.name, "campaigns", target=store,
+                                   detail=f"{what}: not sent: {exc}", ok=False,
+                                   client=c.client)  # fmt: skip
+            return campaigns_render(request, c, 502, store=store, text=text,
+                                    error=f"Not sent: {exc}")  # fmt: skip
+        console.accounts.used_version("campaigns", version)
+        n = console.accounts.audit(
+            c.user.name, "campaigns", target=store,
+            detail=f"{what}; signed campaigns v{version} to {result.topic}", client=c.client,
+        )  # fmt: skip
+        console.pushed.save(store, {
+            "bundle": checked.body, "bundle_version": b.version, "campaigns": len(b.campaigns),
+            "version": version, "user": c.user.name, "at": time.time(), "topic": result.topic,
+        })  # fmt: skip
+        return RedirectResponse(f"/campaigns?store={quote(store)}&done={n}", status_code=303)
 
     # ---- KPIs --------------------------------------------------------------------------
     def kpi_query(

@@ -98,7 +98,9 @@ def variants(bundle: CampaignBundle) -> list[tuple[str, str, Content]]:
     anonymous one as a passer-by sees it, the personalised one for the sample shopper."""
     out: list[tuple[str, str, Content]] = []
     for item in bundle.default:
-        out.append((f"default {item.content_id}", "default", _render(item.variant, item.content_id)))
+        out.append(
+            (f"default {item.content_id}", "default", _render(item.variant, item.content_id))
+        )
     for c in bundle.campaigns:
         if c.anonymous is not None:
             content = _render(c.anonymous, f"{c.id}:anonymous", c.id, "anonymous",
