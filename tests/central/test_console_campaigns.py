@@ -24,7 +24,8 @@ from contracts.signing import load_public_key, verify_message
 from edge_agent.journey.campaigns import CampaignBundle
 from edge_agent.journey.content_store import ContentStore
 from sync.downlink import Downlink
-from tests.central.test_console import (  # noqa: F401  (fixtures, used by name)
+from tests.central import test_console as base
+from tests.central.test_console import (
     SHOTS,
     STORE,
     Server,
@@ -34,12 +35,15 @@ from tests.central.test_console import (  # noqa: F401  (fixtures, used by name)
     _login,
     _password,
     _token,
-    browser,
-    console_broker,
-    server,
-    watch,
 )
 from tests.watching import wait_for
+
+# The console's fixtures, shared by name: the console in its own process on its own broker,
+# headless Chromium, a subscriber to the store's signed commands.
+console_broker = base.console_broker
+server = base.server
+browser = base.browser
+watch = base.watch
 
 pytestmark = pytest.mark.timeout(240)
 DEVICE = "box-campaigns"
@@ -160,7 +164,9 @@ def test_an_operator_checks_previews_and_pushes_a_campaign_bundle_a_box_applies(
     for i in imgs:
         img = _png(server, d, i.get_attribute("src"))
         h, w = img.shape[:2]
-        assert (w, h) == ((960, 540) if i.get_attribute("data-shape") == "landscape" else (540, 960))
+        assert (w, h) == (
+            (960, 540) if i.get_attribute("data-shape") == "landscape" else (540, 960)
+        )
         # Not blank: a card's words on its background (many pixels far from the commonest).
         flat = img.reshape(-1, 3).astype(int)
         colours, counts = np.unique(flat, axis=0, return_counts=True)
