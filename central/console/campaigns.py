@@ -34,6 +34,8 @@ RENDERER = "signage_ui.preview/1"
 SHAPES = {"landscape": (960, 540), "portrait": (540, 960)}
 RENDER_TIMEOUT_S = 60.0
 MAX_BUNDLE_BYTES = 256 * 1024
+# Previews kept on disk (about 30-60 KB each): the oldest go beyond this.
+MAX_CACHED = 1000
 
 # The shopper a personalised variant is drawn for: every placeholder a template may use filled.
 SAMPLE_ORDER = {"id": "CC-4711", "status": "ready", "pickup_point": "Counter 2"}
@@ -155,11 +157,22 @@ class Previewer:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             missing: dict[str, list[Preview]] = {}
             for p in wanted:
-                if not (self.cache_dir / f"{p.key}.png").exists():
+                png = self.cache_dir / f"{p.key}.png"
+                try:
+                    os.utime(png)  # used again: the last to be pruned
+                except FileNotFoundError:
                     missing.setdefault(p.shape, []).append(p)
             for shape, items in missing.items():
                 self._draw(shape, {p.key: p for p in items}.values())
+            if missing:
+                self._prune({p.key for p in wanted})
         return time.monotonic() - started
+
+    def _prune(self, keep: set[str]) -> None:
+        files = sorted(self.cache_dir.glob("*.png"), key=lambda p: p.stat().st_mtime)
+        for p in files[: max(0, len(files) - MAX_CACHED)]:
+            if p.stem not in keep:
+                p.unlink(missing_ok=True)
 
     def _draw(self, shape: str, items: Any) -> None:
         w, h = SHAPES[shape]
