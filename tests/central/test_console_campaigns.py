@@ -246,3 +246,24 @@ def _shot_page(d: Any) -> None:
         d.set_window_size(1360, max(700, min(int(height) + 20, 2200)))
         d.save_screenshot(str(Path(SHOTS) / "campaigns.png"))
         d.set_window_size(1360, 900)
+
+
+def test_previews_are_drawn_once_per_content_and_a_stuck_player_times_out(tmp_path: Path) -> None:
+    from central.console.campaigns import Previewer, PreviewError, check, previews
+
+    shown = previews(check(json.dumps(VALID)).bundle)
+    assert len(shown) == 6 and len({p.key for p in shown}) == 6
+    with pytest.raises(PreviewError, match="did not draw the landscape previews in 0 s"):
+        Previewer(tmp_path / "stuck", timeout_s=0.05).render(shown)
+    pv = Previewer(tmp_path / "cache")
+    pv.render(shown)
+    assert all((pv.cache_dir / f"{p.key}.png").is_file() for p in shown)
+    stamps = {p.key: (pv.cache_dir / f"{p.key}.png").stat().st_ino for p in shown}
+    assert pv.render(shown) < 0.5  # all cached: no player started
+    assert stamps == {p.key: (pv.cache_dir / f"{p.key}.png").stat().st_ino for p in shown}
+    # A changed word is another picture.
+    other = json.loads(json.dumps(VALID))
+    other["campaigns"][0]["anonymous"]["title"] = "Winter boots -25%"
+    changed = {p.key for p in previews(check(json.dumps(other)).bundle)} - set(stamps)
+    assert len(changed) == 2  # the anonymous variant, in both shapes
+    assert pv.path("../accounts") is None and pv.path(shown[0].key) is not None
