@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,11 @@ class Downlink:
         self._client: mqtt.Client | None = None
         self._subscribed = threading.Event()
         self._connected = False
+        # Acks of this box's own (a resumed content install, a release result) published while
+        # not connected: sent at the next connect, in order. paho does not keep them reliably
+        # before the first connect, and an install resumed at start can finish before it.
+        self._pending_acks: deque[str] = deque(maxlen=64)
+        self._acks_lock = threading.Lock()
         self.results: list[DownlinkResult] = []  # the last few, for stats and tests
         # The message whose applier runs now: an applier that finishes later (a release) names
         # its version in the later ack.
@@ -158,12 +164,21 @@ class Downlink:
         """Whether paho's network thread of the downlink runs (None before ``start``)."""
         return network_alive(self._client)
 
-    def publish_ack(self, doc: dict[str, Any]) -> bool:
+    def publish_ack(self, doc: dict[str, Any], *, defer: bool = False) -> bool:
         """A message of this box's own on its acks topic (a later ack, a resync request), shaped
-        like the downlink's acks so ops tools read them the same way. False when not started."""
-        client = self._client
-        if client is None:
-            return False
+        like the downlink's acks so ops tools read them the same way. While not connected it
+        waits for the next connect; before ``start`` it is refused (False) unless ``defer``: a
+        content install resumed at start can finish before the downlink even starts."""
+        body = json.dumps(doc)
+        with self._acks_lock:
+            client = self._client
+            if client is None and not defer:
+                return False
+            if client is None or not self._connected:
+                self._pending_acks.append(body)
+                return True
+        client.publish(self.ack_topic, body, 1)
+        return True
         client.publish(self.ack_topic, json.dumps(doc), 1)
         return True
 
@@ -182,8 +197,11 @@ class Downlink:
             return
         if not self._connected:
             log.info("downlink: connected, subscribing to %s", self.subscriptions)
-        self._connected = True
         client.subscribe([(t, 1) for t in self.subscriptions])
+        with self._acks_lock:
+            self._connected = True
+            while self._pending_acks:
+                client.publish(self.ack_topic, self._pending_acks.popleft(), 1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected:

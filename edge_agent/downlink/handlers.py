@@ -255,7 +255,7 @@ class DownlinkHandlers:
         )
         if self.downlink is not None:
             doc = {"kind": "content.installed", "version": version, "accepted": ok}
-            self.downlink.publish_ack({**doc, "reason": reason})
+            self.downlink.publish_ack({**doc, "reason": reason}, defer=True)
 
     # ---- releases ----------------------------------------------------------------------------
     def apply_release(self, body: dict[str, Any]) -> None:
@@ -286,7 +286,7 @@ class DownlinkHandlers:
         self.journal.emit(DownlinkApplied(kind=kind, version=version, accepted=True, reason=reason))
         if self.downlink is not None:
             doc = {"kind": kind, "version": version, "accepted": True, "reason": reason[:300]}
-            self.downlink.publish_ack(doc)
+            self.downlink.publish_ack(doc, defer=True)
 
     # ---- commands and config -------------------------------------------------------------
     def apply_command(self, body: dict[str, Any]) -> None:

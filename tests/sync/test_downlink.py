@@ -278,3 +278,37 @@ def test_ops_cli_keygen_and_push_wait_ack(broker, tmp_path: Path) -> None:
         assert "replayed" in json.loads(again.stdout.strip().splitlines()[-1])["reason"]
     finally:
         dl.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_ack_of_its_own_before_the_downlink_starts_is_sent_once_connected(
+    broker, tmp_path: Path
+) -> None:
+    # A content install resumed at start can finish before the downlink has started: its
+    # "content.installed" ack must still reach ops (it was lost on a loaded CI machine).
+    store, device = f"s-{uuid.uuid4().hex[:6]}", "d1"
+    cfg = BrokerConfig(host=broker.host, port=broker.port)
+    acks: queue.Queue[dict] = queue.Queue()
+    ready = threading.Event()
+    c = make_client(f"ops-{uuid.uuid4().hex[:8]}", cfg)
+    c.on_connect = lambda cl, *a: cl.subscribe(topics.acks(store, device), qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda cl, u, m: acks.put(json.loads(m.payload))
+    connect(c, cfg, clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    dl = make_downlink(tmp_path / "state.json", Recorder(), cfg, store, device)
+    try:
+        assert ready.wait(10)
+        doc = {"kind": "content.installed", "version": 11, "accepted": True}
+        # A caller that keeps its result on disk is told "not now"; a later ack waits.
+        assert not dl.publish_ack({**doc, "kind": "release.installed"})
+        assert dl.publish_ack(doc, defer=True)
+        assert dl.start(wait_s=10)
+        ack = acks.get(timeout=10)
+        assert (ack["kind"], ack["version"], ack["accepted"]) == ("content.installed", 11, True)
+        with pytest.raises(queue.Empty):
+            acks.get(timeout=1)  # once, and not the refused one
+    finally:
+        dl.stop()
+        c.disconnect()
+        c.loop_stop()
