@@ -30,8 +30,8 @@ from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
 from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
 from edge_agent.box.heartbeat import VERSION, Heartbeat, LatencyWindow, ProcessSampler
-from edge_agent.box.log_relay import LogRelay
 from edge_agent.box.liveness import StallPoint
+from edge_agent.box.log_relay import LogRelay
 from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
