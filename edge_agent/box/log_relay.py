@@ -72,6 +72,7 @@ class LogRelay(logging.Handler):
         capacity: int = 200,
         burst: int = 50,
         per_minute: float = 30.0,
+        summary_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(level=logging.WARNING)
@@ -80,12 +81,14 @@ class LogRelay(logging.Handler):
         self.capacity = capacity
         self.burst = burst
         self.per_s = per_minute / 60.0
+        self.summary_s = summary_s
         self._mono = monotonic
         self._tokens = float(burst)
         self._refilled_at = monotonic()
         self._pending: OrderedDict[tuple[str, str, str], _Pending] = OrderedDict()
         self._suppressed = 0  # since the last summary
         self._suppressed_since: float | None = None
+        self._suppressed_mono: float | None = None  # when the summary started waiting
         self.counts = RelayCounts()
         self._guard = threading.Lock()  # the handler's own lock is held in emit; this in drain
 
@@ -121,7 +124,7 @@ class LogRelay(logging.Handler):
         self._suppressed += n
         self.counts.suppressed += n
         if self._suppressed_since is None:
-            self._suppressed_since = at
+            self._suppressed_since, self._suppressed_mono = at, self._mono()
 
     def _refill(self) -> None:
         now = self._mono()
@@ -136,6 +139,16 @@ class LogRelay(logging.Handler):
         with self._guard:
             self._refill()
             waiting, self._pending = self._pending, OrderedDict()
+            # Records first, the summary with a token left over; but under a steady flood
+            # every new token goes to a record and the summary would never come: once it has
+            # waited ``summary_s`` it takes the first token.
+            starved = (
+                self._suppressed_mono is not None
+                and self._mono() - self._suppressed_mono >= self.summary_s
+            )
+            if starved and self._tokens >= 1.0:
+                self._tokens -= 1.0
+                out.append(self._summary())
             for p in waiting.values():
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
@@ -153,29 +166,30 @@ class LogRelay(logging.Handler):
                     )
                 else:
                     self._suppress(p.count, p.first)
-            self.counts.relayed += len(out)
             # The summary waits for a token so a flood yields one summary per refill, not one
             # per drain; the last drain says it regardless (nothing would say it later).
             if self._suppressed and (final or self._tokens >= 1.0):
                 if not final:
                     self._tokens -= 1.0
-                since = self._suppressed_since or time.time()
-                n = self._suppressed
-                out.append(
-                    (
-                        datetime.fromtimestamp(since, UTC),
-                        DeviceLog(
-                            level="warning",
-                            logger=SUMMARY_LOGGER,
-                            message=f"{n} more suppressed (the relay's bound: "
-                            f"{self.burst} at once, {self.per_s * 60:g}/min)",
-                            suppressed=n,
-                            last=datetime.now(UTC),
-                        ),
-                    )
-                )
-                self._suppressed, self._suppressed_since = 0, None
+                out.append(self._summary())
+            self.counts.relayed += len(out)
         return out
+
+    def _summary(self) -> tuple[datetime, DeviceLog]:
+        since = self._suppressed_since or time.time()
+        n = self._suppressed
+        self._suppressed, self._suppressed_since, self._suppressed_mono = 0, None, None
+        return (
+            datetime.fromtimestamp(since, UTC),
+            DeviceLog(
+                level="warning",
+                logger=SUMMARY_LOGGER,
+                message=f"{n} more suppressed (the relay's bound: "
+                f"{self.burst} at once, {self.per_s * 60:g}/min)",
+                suppressed=n,
+                last=datetime.now(UTC),
+            ),
+        )
 
 
 def install(relay: LogRelay) -> LogRelay:
