@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from central.fleet_status import collect
 from contracts import topics
 from contracts.events import AudienceSample, make_event
 from contracts.mqtt import connect, make_client
@@ -110,6 +111,7 @@ def test_warnings_reach_central_redacted_and_bounded_with_metrics(tmp_path: Path
     cfg.write_text(text)
     store = "store-0042"
     db = tmp_path / "cdp.db"
+    bcfg = BrokerConfig(host=broker.host, port=broker.port)
     log_file = tmp_path / "agent.log"
     exe = os.path.join(os.path.dirname(sys.executable), "edge-agent")
     with cdp_sink(broker, tmp_path) as sink, open(log_file, "w") as out:
@@ -134,6 +136,9 @@ def test_warnings_reach_central_redacted_and_bounded_with_metrics(tmp_path: Path
             assert set(m) >= {"adverts_per_s", "decide_p99_ms", "outbox_depth", "log_suppressed"}
             # Small: the whole summary is a few hundred bytes.
             assert len(json.dumps(m)) < 600
+            # The same summary in the retained health `edge-ops status` reads.
+            [row] = [r for r in collect(bcfg, store=store, wait_s=1.0) if r["device"] == device]
+            assert row["metrics"]["rss_mb"] > 10
 
             follower = Follower(db, store)
             started = time.monotonic()
