@@ -27,12 +27,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from contracts.events import TYPE_PREFIX
 
 HEARTBEAT = TYPE_PREFIX + "device.heartbeat.v1"
 CONVERSION = TYPE_PREFIX + "conversion.v1"
+DEVICE_LOG = TYPE_PREFIX + "device.log.v1"
+
+
+class LogRow(NamedTuple):
+    """One relayed log record as `edge-ops logs` reads it; (received_at, id) is its place in
+    arrival order, the cursor ``--follow`` polls after."""
+
+    received_at: float
+    id: str
+    store_id: str
+    device_id: str
+    time: str  # ISO 8601, the record's first occurrence on the box
+    data: dict[str, Any]  # the DeviceLog payload
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,19 @@ class CdpStore(Protocol):
     ) -> list[tuple[str, str, str, str, float, float]]: ...
 
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]: ...
+
+    def logs(
+        self,
+        store: str,
+        device: str | None = None,
+        since: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[LogRow]:
+        """The store's relayed log records (``device.log.v1``) in arrival order: without
+        ``after`` the latest ``limit`` of them; with it, the first ``limit`` that arrived after
+        that (received_at, id) cursor. ``since``: ISO time the record's own time is at least."""
+        ...
 
     def close(self) -> None: ...
 
@@ -349,9 +375,55 @@ class SqliteStore:
             out.append((st, dev, t, doc if isinstance(doc, dict) else {}))
         return out
 
+    def logs(
+        self,
+        store: str,
+        device: str | None = None,
+        since: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[LogRow]:
+        params = {
+            "type": DEVICE_LOG,
+            "store": store,
+            "device": device,
+            "since": since,
+            "ra": after[0] if after else None,
+            "rid": after[1] if after else None,
+            "limit": limit,
+        }
+        sql = _SQLITE_LOGS_SQL + (
+            " ORDER BY received_at, id LIMIT :limit"
+            if after
+            else " ORDER BY received_at DESC, id DESC LIMIT :limit"
+        )
+        with self._lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        out = [LogRow(ra, i, st, dev, t, _doc(d)) for ra, i, st, dev, t, d in rows]
+        return out if after else out[::-1]
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def _doc(data: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(data) if data else {}
+    except ValueError:
+        doc = {}
+    return doc if isinstance(doc, dict) else {}
+
+
+# The store's log records, optionally one device's, from a time on, after a cursor. The
+# (store, device, id) key serves the store filter; the type is checked on those rows.
+_SQLITE_LOGS_SQL = """
+SELECT received_at, id, store_id, device_id, time, json_extract(body, '$.data') FROM events
+WHERE type = :type AND store_id = :store
+  AND (:device IS NULL OR device_id = :device)
+  AND (:since IS NULL OR julianday(time) >= julianday(:since))
+  AND (:ra IS NULL OR received_at > :ra OR (received_at = :ra AND id > :rid))
+"""
 
 
 def _params(since: str | None, until: str | None, store: str | None) -> dict[str, Any]:
@@ -746,11 +818,49 @@ class PostgresStore:
             (st, dev, t.isoformat(), d if isinstance(d, dict) else {}) for st, dev, t, d in rows
         ]
 
+    def logs(
+        self,
+        store: str,
+        device: str | None = None,
+        since: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 500,
+    ) -> list[LogRow]:
+        params = {
+            "type": DEVICE_LOG,
+            "store": store,
+            "device": device,
+            "since": since,
+            "ra": after[0] if after else None,
+            "rid": after[1] if after else None,
+            "limit": limit,
+        }
+        sql = _PG_LOGS_SQL + (
+            " ORDER BY received_at, id LIMIT %(limit)s"
+            if after
+            else " ORDER BY received_at DESC, id DESC LIMIT %(limit)s"
+        )
+        out = [
+            LogRow(float(ra), i, st, dev, t.isoformat(), d if isinstance(d, dict) else {})
+            for ra, i, st, dev, t, d in self._query(sql, params)
+        ]
+        return out if after else out[::-1]
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+_PG_LOGS_SQL = f"""
+SELECT received_at, id, store_id, device_id, time, body->'data' FROM {SCHEMA}.events
+WHERE type = %(type)s AND store_id = %(store)s
+  AND (%(device)s::text IS NULL OR device_id = %(device)s::text)
+  AND (%(since)s::timestamptz IS NULL OR time >= %(since)s::timestamptz)
+  AND (%(ra)s::float8 IS NULL OR received_at > %(ra)s::float8
+       OR (received_at = %(ra)s::float8 AND id > %(rid)s::text))
+"""
 
 
 def _aware(t: datetime) -> datetime:

@@ -136,6 +136,9 @@ def status_row(
         "clock_offset_s": health.get("clock_offset_s"),
         "dropped": health.get("dropped") or {},
         "sensors": sensors,
+        # The box's metrics summary (contracts.events.BoxMetrics): RSS, CPU, adverts/s, decide
+        # p99..., from the heartbeat, so ops need not reach the box's loopback /metrics.
+        "metrics": health.get("metrics") if isinstance(health.get("metrics"), dict) else {},
         # The content installer's state (installed / installing / retrying / failed) and the
         # playlist version it is about (edge_agent/app/agent.py puts them in the health).
         "content": _content(sensors),

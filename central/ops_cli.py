@@ -28,6 +28,9 @@
                 [--canary 0.1] [--max-failures 0] [--wait 900]
                 (canaries first, then the rest; stops on failures; exit 1 unless all installed)
   edge-ops status [--store S] [--wait 2] [--host H] [--port P]   (fleet status, retained)
+  edge-ops logs --store S [--device D] [--since T] [--follow] [--limit N] [--db PATH|DSN]
+                (the boxes' relayed WARN+ log records at the CDP, one line each; T is an ISO
+                 time or an age such as 15m, 2h, 1d; --db defaults to $EDGE_OPS_CDP_DB)
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
                 [--host H ...] [--days N]
@@ -45,7 +48,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
@@ -312,6 +315,73 @@ def _open_store(db: str, what: str) -> Any:
     except Exception as exc:  # psycopg's OperationalError and kin: no need to import them here
         print(f"edge-ops {what}: cannot open the CDP store: {exc}", file=sys.stderr)
         return None
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO time (UTC unless it has an offset) or an age: 30s, 15m, 2h, 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip()
+    if t[-1:] in units and t[:-1].replace(".", "", 1).isdigit():
+        return (now or datetime.now(UTC)) - timedelta(seconds=float(t[:-1]) * units[t[-1]])
+    try:
+        when = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: expected an ISO time or an age (30s, 15m, 2h, 1d)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def log_line(row: Any) -> str:
+    """One relayed record on one line: time, box, level, logger, message, and how many."""
+    d = row.data
+    text = str(d.get("message", "")).replace("\n", " ")
+    tail = ""
+    if int(d.get("count") or 1) > 1:
+        tail = f" (x{d['count']}, last {d.get('last', '?')})"
+    level = str(d.get("level", "?")).upper()
+    return f"{row.time} {row.store_id}/{row.device_id} {level} {d.get('logger', '?')}: {text}{tail}"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    db = args.db or os.environ.get("EDGE_OPS_CDP_DB")
+    if not db:
+        print("edge-ops logs: --db PATH|DSN (or $EDGE_OPS_CDP_DB) is needed", file=sys.stderr)
+        return 2
+    try:
+        since = parse_since(args.since).isoformat() if args.since else None
+    except ValueError as exc:
+        print(f"edge-ops logs: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store(db, "logs")
+    if store is None:
+        return 1
+    stop = threading.Event()
+    if args.follow:
+        # SIGTERM ends a follow like Ctrl-C does: the last poll's lines are out, exit 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        rows = store.logs(args.store, args.device, since, None, args.limit)
+        for row in rows:
+            print(log_line(row), flush=True)
+        # Follow by arrival (received_at, id), not by the record's time: a box back from an
+        # outage delivers old records late, and they must still show.
+        cursor = (rows[-1].received_at, rows[-1].id) if rows else (0.0, "")
+        while args.follow and not stop.wait(args.interval):
+            while True:  # drain what arrived since the last poll, a page at a time
+                rows = store.logs(args.store, args.device, since, cursor, 1000)
+                for row in rows:
+                    print(log_line(row), flush=True)
+                if rows:
+                    cursor = (rows[-1].received_at, rows[-1].id)
+                if len(rows) < 1000 or stop.is_set():
+                    break
+    except BrokenPipeError:  # `edge-ops logs ... | head`
+        return 0
+    finally:
+        store.close()
+    return 0
 
 
 def cmd_cdp_gaps(args: argparse.Namespace) -> int:
@@ -715,6 +785,16 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--max-bytes", type=int, help="the boxes' downlink.max_message_bytes")
     broker_args(ro)
     ro.set_defaults(func=cmd_rollout)
+
+    lg = sub.add_parser("logs", help="the boxes' relayed WARN+ log records, from the CDP store")
+    lg.add_argument("--store", required=True, help="the store")
+    lg.add_argument("--device", help="one box (default: all of the store's)")
+    lg.add_argument("--since", help="records from this ISO time or age (30s, 15m, 2h, 1d)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    lg.add_argument("--limit", type=int, default=500, help="at most this many (the latest)")
+    lg.add_argument("--interval", type=float, default=1.0, help="--follow polls this often, s")
+    lg.add_argument("--db", help="the CDP store: SQLite file or postgresql:// DSN")
+    lg.set_defaults(func=cmd_logs)
 
     st = sub.add_parser("status", help="fleet status from the boxes' retained state and health")
     st.add_argument("--store", default="+", help="one store (default: all)")

@@ -147,6 +147,28 @@ class Conversion(Payload):
     group: Literal["exposed", "holdout"] | None = None
 
 
+class BoxMetrics(Payload):
+    """A compact summary of the box's Prometheus metrics (edge_agent/box/metrics.py), in every
+    heartbeat: central collects them from the CDP without reaching into a store's network, where
+    the /metrics endpoint stays on loopback. Numbers only, a fixed set: the event stays small
+    (well under 1 kB) and typed; the full series stay on the box."""
+
+    adverts_per_s: float = Field(0.0, ge=0)
+    decide_p99_ms: float | None = Field(None, ge=0)  # None: no decision since the last beat
+    decisions: int = Field(0, ge=0)
+    events_accepted: int = Field(0, ge=0)
+    outbox_depth: int = Field(0, ge=0)
+    uplink_published: int = Field(0, ge=0)
+    central_connected: bool = False
+    bus_connected: bool = False
+    rss_mb: float = Field(0.0, ge=0)
+    cpu_percent: float = Field(0.0, ge=0)  # of one core, since the last beat
+    disk_free_mb: float = Field(0.0, ge=0)
+    camera_fps: float | None = Field(None, ge=0)
+    log_relayed: int = Field(0, ge=0)  # WARN+ records relayed to central since start
+    log_suppressed: int = Field(0, ge=0)  # ... and held back by the relay's bound
+
+
 class DeviceHeartbeat(Payload):
     version: str
     uptime_s: float = Field(ge=0)
@@ -162,6 +184,21 @@ class DeviceHeartbeat(Payload):
     # delivery confirmations like NTP; the uncertainty is half the best round trip.
     clock_offset_s: float | None = None
     clock_uncertainty_s: float | None = Field(None, ge=0)
+    metrics: BoxMetrics | None = None
+
+
+class DeviceLog(Payload):
+    """A WARN-or-above log record of the box, relayed to central (edge_agent/box/log_relay.py):
+    already redacted (addresses, tokens, keys masked), identical records of one flush coalesced
+    into one with ``count``, and a flood cut by the relay's rate limit into a summary record
+    (``suppressed`` > 0, saying how many records were held back)."""
+
+    level: Literal["warning", "error", "critical"]
+    logger: str = Field(max_length=128)
+    message: str = Field(max_length=2048)
+    count: int = Field(1, ge=1)  # identical records coalesced into this one
+    suppressed: int = Field(0, ge=0)  # a summary: this many records were not relayed
+    last: datetime | None = None  # the last of ``count`` occurrences (the event time: the first)
 
 
 class BeaconTelemetry(Payload):
@@ -207,6 +244,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     "conversion.v1": Conversion,
     "survey.answer.v1": SurveyAnswer,
     "device.heartbeat.v1": DeviceHeartbeat,
+    "device.log.v1": DeviceLog,
     "beacon.telemetry.v1": BeaconTelemetry,
     "downlink.applied.v1": DownlinkApplied,
     "store_api.routes_asked.v1": RoutesAsked,

@@ -318,6 +318,19 @@ class MetricsConfig(StrictModel):
     port: int = Field(9410, ge=0, le=65535)
 
 
+class LogRelayConfig(StrictModel):
+    """WARN+ log records relayed to central as ``device.log.v1`` events (edge_agent/box/
+    log_relay.py), bounded so a warning loop cannot flood the outbox: ``burst`` records at once,
+    then ``per_minute``; ``capacity`` distinct records wait between flushes."""
+
+    enabled: bool = True
+    burst: int = Field(50, ge=1, le=10_000)
+    per_minute: float = Field(30.0, gt=0, le=6000)
+    capacity: int = Field(200, ge=1, le=10_000)
+    # How often the waiting records go to the journal (coalescing window), s.
+    flush_s: float = Field(2.0, gt=0, le=3600)
+
+
 class MapConfig(StrictModel):
     """The store map the screens draw routes on (edge_agent/journey/wayfinding_stage.py): a
     plan in TOML (demo/store-map.toml) or an IMDF archive or folder. Absent: no routes on
@@ -380,6 +393,7 @@ class AgentConfig(StrictModel):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     systemd: SystemdConfig = Field(default_factory=SystemdConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log_relay: LogRelayConfig = Field(default_factory=LogRelayConfig)
     map: MapConfig | None = None
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)

@@ -95,6 +95,8 @@ _PRIORITY_BY_SUFFIX = {
     "consent.changed.v1": PRIORITY_HIGH,
     "audience.sample.v1": PRIORITY_LOW,
     "device.heartbeat.v1": PRIORITY_LOW,
+    # Diagnostics: the first to go when the disk cap bites (the box's journald keeps them too).
+    "device.log.v1": PRIORITY_LOW,
     "beacon.telemetry.v1": PRIORITY_LOW,
 }
 

@@ -104,6 +104,7 @@ REAL_PARTS = {
 }  # fmt: skip
 STARTS_PROCESSES = {
     "tests/app/test_agent_process.py",
+    "tests/app/test_fleet_observability.py",
     "tests/box/test_install.py",
     "tests/box/test_node_bus.py",
     "tests/box/test_releases.py",

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from contracts import topics
+from contracts.events import BoxMetrics, make_event
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
 from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
-from edge_agent.box.heartbeat import VERSION, Heartbeat
+from edge_agent.box.heartbeat import VERSION, Heartbeat, LatencyWindow, ProcessSampler
 from edge_agent.box.liveness import StallPoint
+from edge_agent.box.log_relay import LogRelay
 from edge_agent.clock import Clock, SystemClock, wall_to_clock
 from edge_agent.config import AgentConfig
 from edge_agent.downlink.content_manifest import ContentInstaller
@@ -264,6 +267,13 @@ class Agent:
             journey=self.journey,
             journal=self.journal,
         )
+        # What the heartbeat's metrics summary needs beyond the stages' own counters.
+        self.decide_ms = LatencyWindow()
+        self.process = ProcessSampler()
+        # WARN+ records to central as device.log.v1 events; installed by run() (an Agent built
+        # by a test or a bench leaves the process's logging alone).
+        self.log_relay: LogRelay | None = None
+        self._relay_at = 0.0
         self.inbox = BusInbox(
             store,
             device,
@@ -549,7 +559,46 @@ class Agent:
                     else {}
                 ),
             },
+            self.box_metrics(),
         )
+
+    def box_metrics(self) -> BoxMetrics:
+        """The heartbeat's summary of the Prometheus metrics (edge_agent/box/metrics.py)."""
+        sup = self.supervisor
+        st = self.stats
+        up = self.uplink.stats() if self.uplink is not None else {}
+        cam = self.camera
+        relay = self.log_relay
+        return BoxMetrics(
+            adverts_per_s=round(sup.snapshot.adverts_per_s, 1) if sup is not None else 0.0,
+            decide_p99_ms=self.decide_ms.take_p99(),
+            decisions=st.decisions,
+            events_accepted=st.events_accepted,
+            outbox_depth=int(up.get("depth") or 0),
+            uplink_published=int(up.get("published_events") or 0),
+            central_connected=bool(up.get("connected")),
+            bus_connected=self.bus.is_connected(),
+            rss_mb=self.process.rss_mb(),
+            cpu_percent=self.process.cpu_percent(),
+            disk_free_mb=round(shutil.disk_usage(self.paths.state_dir).free / 1e6, 1),
+            camera_fps=round(cam.health().fps, 1) if cam is not None else None,
+            log_relayed=relay.counts.relayed if relay is not None else 0,
+            log_suppressed=relay.counts.suppressed if relay is not None else 0,
+        )
+
+    def relay_logs(self, *, final: bool = False) -> None:
+        """The relay's waiting WARN+ records to the journal, every ``flush_s`` (wall time: a
+        log's time is real even when a replay runs the clock fast)."""
+        relay = self.log_relay
+        if relay is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._relay_at < self.cfg.log_relay.flush_s:
+            return
+        self._relay_at = now
+        store, device = self.cfg.store.store_id, self.cfg.store.device_id
+        for when, rec in relay.drain(final=final):
+            self.journal.emit_event(make_event(rec, store_id=store, device_id=device, time=when))
 
     def _wayfinding(self) -> dict[str, str]:
         w = self.handlers.wayfinding
@@ -572,12 +621,17 @@ class Agent:
             self.checkout.drain()
             self.audience.check(now)
             self.fusion.tick(now)
+            t0 = time.perf_counter()
+            before = self.director.counts.decisions
             self.director.decide_screens()
+            if self.director.counts.decisions != before:  # a tick with nothing to decide is not
+                self.decide_ms.add((time.perf_counter() - t0) * 1000.0)  # a decision's latency
             self.occupancy.publish(now)
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()
             self.save_journey(now)
+            self.relay_logs()
             await asyncio.to_thread(self.flush_journal)
             beat = min(0.2, 0.5 / speed)
             try:
@@ -593,6 +647,13 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         self.presence.loop = self._loop
         self.audience.started_at = self.clock.now()
+        lr = self.cfg.log_relay
+        if lr.enabled and self.log_relay is None:
+            from edge_agent.box import log_relay
+
+            self.log_relay = log_relay.install(
+                LogRelay(capacity=lr.capacity, burst=lr.burst, per_minute=lr.per_minute)
+            )
         tasks = [asyncio.create_task(self._tick_loop(), name="tick")]
         supervisor, metrics = self._start_supervision()
         tasks.append(asyncio.create_task(supervisor.run(), name="watchdog"))
@@ -637,7 +698,12 @@ class Agent:
             # A last heartbeat on the way out: the CDP sees the day's final KPIs.
             self.heartbeat()
             self.save_journey(self.clock.now(), final=True)
+            self.relay_logs(final=True)  # what the relay held, and what it suppressed, goes too
             self.flush_journal()
+            if self.log_relay is not None:
+                from edge_agent.box import log_relay
+
+                log_relay.uninstall(self.log_relay)
 
     def stop(self) -> None:
         self._stop.set()

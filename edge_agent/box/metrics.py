@@ -126,6 +126,12 @@ class AgentCollector(Collector):
         yield ui
         yield online
 
+        relay = getattr(a, "log_relay", None)
+        if relay is not None:  # the WARN+ relay to central (box/log_relay.py) and its bound
+            yield counter("log_relayed", "Log records relayed to central", relay.counts.relayed)
+            yield counter(
+                "log_suppressed", "Log records the relay's bound held back", relay.counts.suppressed
+            )
         yield self._dropped()
         yield gauge(
             "watchdog_healthy", "1 while the watchdog pings systemd", 1.0 if snap.healthy else 0.0

@@ -92,6 +92,9 @@ def test_scrape_a_running_agent(tmp_path: Path, broker) -> None:
         zones = [k for k in m if k[0] == "edge_agent_zone_occupancy"]
         assert zones, "one occupancy series per configured zone"
         assert ("edge_agent_dropped_total", (("reason", "ble_decode_error"),)) in m
+        # The log relay to central (box/log_relay.py) and what its bound held back.
+        assert ("edge_agent_log_relayed_total", ()) in m
+        assert ("edge_agent_log_suppressed_total", ()) in m
         # `edge-agent doctor` reads the same endpoint.
         from edge_agent.box.doctor import check_metrics
         from edge_agent.config import load_config

@@ -345,3 +345,45 @@ def test_a_reader_checks_the_schema_is_there(pg_dsn: str) -> None:
         reader.check()
     finally:
         reader.close()
+
+
+def test_logs_read_by_store_device_time_and_cursor(
+    cdp_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`device.log.v1` records come back in arrival order, filtered by store, device and their
+    own time; a cursor gives what arrived after it (``edge-ops logs --follow``)."""
+    from contracts.events import DeviceLog
+
+    t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+
+    def rec(i: int, device: str, **kw: object) -> CloudEvent:
+        log = DeviceLog(level="warning", logger="edge_agent", message=f"m{i}", **kw)  # type: ignore[arg-type]
+        return make_event(log, store_id="s1", device_id=device, time=t0 + timedelta(minutes=i))
+
+    sink = sink_of(cdp_db)
+    try:
+        send(sink, "s1", "d1", numbered([rec(0, "d1"), rec(1, "d1", count=3)]), batch="b1")
+        send(sink, "s1", "d2", numbered([rec(2, "d2")]), batch="b2")
+        send(sink, "s2", "d1", numbered([rec(3, "d1")]), batch="b3")  # another store
+        send(sink, "s1", "d1", numbered(samples(2, "s1", "d1"), first=3), batch="b4")  # not logs
+        send(sink, "s1", "d1", numbered([rec(4, "d1")], first=5), batch="b5")
+        st = sink.store
+        msgs = [r.data["message"] for r in st.logs("s1")]
+        assert msgs == ["m0", "m1", "m2", "m4"]
+        assert [r.data["message"] for r in st.logs("s1", "d2")] == ["m2"]
+        since = (t0 + timedelta(minutes=1)).isoformat()
+        assert [r.data["message"] for r in st.logs("s1", "d1", since)] == ["m1", "m4"]
+        latest = st.logs("s1", limit=2)  # the latest two, still oldest first
+        assert [r.data["message"] for r in latest] == ["m2", "m4"]
+        first = st.logs("s1", limit=4)[0]
+        after = st.logs("s1", after=(first.received_at, first.id))
+        assert [r.data["message"] for r in after] == ["m1", "m2", "m4"]
+        assert st.logs("s1", after=(after[-1].received_at, after[-1].id)) == []
+        assert after[0].data["count"] == 3 and after[0].time.startswith("2026-05-04T10:01")
+    finally:
+        sink.stop()
+    assert main(["logs", "--store", "s1", "--device", "d1", "--db", cdp_db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert "s1/d1 WARNING edge_agent: m1 (x3" in lines[1]
+    assert main(["logs", "--store", "s1", "--since", "yesterday", "--db", cdp_db]) == 2
