@@ -162,6 +162,9 @@ class DeviceHeartbeat(Payload):
     # delivery confirmations like NTP; the uncertainty is half the best round trip.
     clock_offset_s: float | None = None
     clock_uncertainty_s: float | None = Field(None, ge=0)
+    # Days until the box's TLS client certificate expires (negative: expired; None: no client
+    # certificate). Typed, not a sensor string: ops sorts and alerts on it.
+    cert_days_left: float | None = None
 
 
 class BeaconTelemetry(Payload):

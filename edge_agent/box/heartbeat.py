@@ -47,9 +47,11 @@ class Heartbeat:
         problems: list[str] | None = None,
         dropped_inputs: dict[str, int] | None = None,
         sensors: dict[str, str] | None = None,
+        cert_days_left: float | None = None,
     ) -> DeviceHeartbeat:
         """``problems``: what the watchdog finds wrong now (a dead link names itself);
-        ``dropped_inputs``: messages from the bus dropped since start, by reason."""
+        ``dropped_inputs``: messages from the bus dropped since start, by reason;
+        ``cert_days_left``: of the TLS client certificate (None without one)."""
         ob = self.outbox
         depth = ob.depth() if ob is not None else 0
         oldest = ob.oldest_pending_age_s() if ob is not None else 0.0
@@ -71,6 +73,7 @@ class Heartbeat:
             },
             kpis=self.journey.kpis.snapshot(),
             dropped={**self.journal.dropped(), **(dropped_inputs or {})},
+            cert_days_left=cert_days_left,
             **self._clock_fields(),
         )
         self.journal.emit(hb)
