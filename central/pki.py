@@ -173,7 +173,7 @@ def _leaf(
     identity: str,
     public_key: ec.EllipticCurvePublicKey,
     usage: x509.ObjectIdentifier,
-    days: int,
+    days: float,
     not_before: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
     """A leaf certificate for ``identity`` (signature keys, ``usage``), never outliving the CA;

@@ -372,9 +372,10 @@ class DownlinkHandlers:
         if csr is None:
             csr = credentials.request(central, self.cfg.store.store_id, self.cfg.store.device_id)
             log.warning("credentials: %.1f days left; asked central for a new certificate", days)
-        if csr != self._csr_sent and self.uplink is not None:
-            if self.uplink.publish_status("csr", csr, retain=True):
-                self._csr_sent = csr
+        # Once per process and request: retained, so central keeps it while the box is away.
+        sent = csr == self._csr_sent
+        if not sent and self.uplink is not None and self.uplink.publish_status("csr", csr):
+            self._csr_sent = csr
         return days, {"cert": "renewal requested" if self._csr_sent == csr else "renewal due"}
 
     def check_probation(self) -> None:
