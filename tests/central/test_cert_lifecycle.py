@@ -264,3 +264,49 @@ def test_status_row_has_cert_days_and_names_a_pending_renewal() -> None:
     assert row["last_error"] == "certificate: renewal requested"
     assert last_error({}, {"cert": "ok"}) is None
     assert status_row("s1", "d1", {}, {"cert_days_left": "x"}, 0)["cert_days_left"] is None
+
+
+# ---- the way back for a box whose certificate expired ---------------------------------------
+@pytest.mark.timeout(60)
+def test_an_expired_box_comes_back_by_the_documented_manual_steps(
+    fleet: Fleet, tmp_path: Path, clients: list[Client], capsys: pytest.CaptureFixture
+) -> None:
+    """README "A box whose certificate expired": the box cannot reach central (the broker
+    refuses the expired certificate), so the request travels by hand: `edge-agent cert request`
+    on the box, `edge-ops pki sign-csr FILE` at ops, `edge-agent cert install` on the box."""
+    from edge_agent.cli import main as edge_agent
+    from tests.app.test_agent_process import write_config
+
+    now = dt.datetime.now(dt.UTC)
+    old = issue(fleet.dir, "device", store_id="s1", device_id="d1", days=1,
+                not_before=now - dt.timedelta(days=2))  # fmt: skip
+    assert not connects(fleet, old, clients), "the broker took an expired certificate"
+    cfg = write_config(tmp_path, fleet.broker.port, "d1", speed=1.0)
+    text = cfg.read_text().replace('store_id = "store-0042"', 'store_id = "s1"', 1)
+    tls = (
+        f'[central]\ntls = true\nca_file = "{fleet.dir / "ca.pem"}"\n'
+        f'cert_file = "{old.cert}"\nkey_file = "{old.key}"\n'
+    )
+    cfg.write_text(text.replace("[central]\n", tls, 1))
+    assert edge_agent(["cert", "status", "-c", str(cfg)]) == 1
+    assert json.loads(capsys.readouterr().out)["expired"] is True
+    # On the box: the request (the new key stays there, 0600).
+    csr = tmp_path / "box.csr"
+    assert edge_agent(["cert", "request", "-c", str(cfg), "--out", str(csr)]) == 0
+    assert b"PRIVATE" not in csr.read_bytes()
+    # At ops: signed like any request (a revoked box would be refused here).
+    new = tmp_path / "box.pem"
+    argv = ["pki", "sign-csr", "--dir", str(fleet.dir), str(csr), "--out", str(new)]
+    assert ops_cli.main(argv) == 0
+    # On the box: checked (our CA, its identity, its pending key) and installed.
+    junk = tmp_path / "junk.pem"
+    junk.write_text(fleet.boxes["s1/d2"].cert.read_text())
+    assert edge_agent(["cert", "install", "-c", str(cfg), str(junk)]) == 1
+    assert "not for the pending key" in capsys.readouterr().err
+    assert edge_agent(["cert", "install", "-c", str(cfg), str(new)]) == 0
+    assert "systemctl restart edge-agent" in capsys.readouterr().out
+    assert connects(fleet, Issued("s1:d1", old.cert, old.key), clients)  # same paths, new pair
+    assert edge_agent(["cert", "status", "-c", str(cfg)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    # 90 days asked, cut to the fixture CA's two: a leaf never outlives its CA.
+    assert status["renewal_due"] is False and status["days_left"] > 1.9
