@@ -196,4 +196,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "offline": [f"{r['store']}/{r['device']}" for r in rows if r["status"] != "online"],
         "max_outbox_depth": max(depths) if depths else None,
         "config_hashes": sorted({r["config_hash"] for r in rows if r["config_hash"]}),
+        # The box to renew first (its heartbeat says whether it has asked: last_error).
+        "min_cert_days_left": min_cert_days(rows),
     }
+
+
+def min_cert_days(rows: list[dict[str, Any]]) -> float | None:
+    days = [r["cert_days_left"] for r in rows if r.get("cert_days_left") is not None]
+    return min(days) if days else None

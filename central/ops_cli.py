@@ -593,16 +593,25 @@ def _sign_all_pending(args: argparse.Namespace) -> int:
                 failed += 1
         print(json.dumps(line))
     print(json.dumps({"pending": len(pending), "signed": len(outcome.signed), "failed": failed}))
+    from central.pki import crl_days_left
+
+    crl_days = crl_days_left(Path(args.dir))
+    if crl_days is not None and crl_days < 30:
+        # Past its next update the broker refuses every box: this weekly run is where ops looks.
+        print(f"edge-ops pki: crl.pem ends in {crl_days:.0f} days: run `edge-ops pki crl`",
+              file=sys.stderr)  # fmt: skip
     return 1 if failed else 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from central.pki import PkiError, revoke, write_crl
+    from central.pki import PkiError, crl_days_left, revoke, write_crl
 
     try:
         if args.pki_cmd == "crl":
             path = write_crl(Path(args.dir), days=args.days)
-            print(json.dumps({"crl": str(path)}))
+            # Never past the CA's end, so not always --days.
+            left = crl_days_left(Path(args.dir))
+            print(json.dumps({"crl": str(path), "days_left": round(left or 0.0, 1)}))
             return 0
         added = revoke(Path(args.dir), args.store, args.device, crl_days=args.days)
     except PkiError as exc:

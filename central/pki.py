@@ -24,6 +24,7 @@ certificate dies on its own (the ACL line can also be removed at once).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import re
@@ -321,9 +322,13 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
 
 
 def _append_jsonl(path: Path, row: dict[str, object]) -> None:
-    # Rewritten whole (atomic): a crash mid-write must not leave half a line behind.
-    old = path.read_text() if path.exists() else ""
-    _write_public(path, (old + json.dumps(row, sort_keys=True) + "\n").encode())
+    """Rewritten whole (atomic: a crash mid-write must not leave half a line that would hide a
+    revocation), under a lock: two ops runs signing at once must not drop each other's line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".records.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text() if path.exists() else ""
+        _write_public(path, (old + json.dumps(row, sort_keys=True) + "\n").encode())
 
 
 def _record(directory: Path, cert: x509.Certificate, identity: str) -> None:
@@ -374,6 +379,15 @@ def revoke(directory: Path, store_id: str, device_id: str, *, crl_days: int = CR
         _append_jsonl(directory / "revoked.jsonl", {"serial": "", "identity": identity, "at": now})
     write_crl(directory, days=crl_days)
     return len(added)
+
+
+def crl_days_left(directory: Path) -> float | None:
+    """Days until the broker stops accepting anyone on this CRL (None: no CRL yet)."""
+    path = Path(directory) / "crl.pem"
+    if not path.exists():
+        return None
+    nxt = x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
+    return None if nxt is None else (nxt - _now()).total_seconds() / 86400
 
 
 def write_crl(directory: Path, *, days: int = CRL_DAYS) -> Path:

@@ -78,6 +78,7 @@ class DownlinkHandlers:
         self.config_sha256: str | None = None  # of the file this process loaded
         self.cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
         self._csr_sent: bytes | None = None  # the renewal request central has (retained)
+        self._csr_cleared = False
         screen_ids = [s.id for s in cfg.screens]
         self.content_installer = ContentInstaller(
             content_dir,
@@ -365,6 +366,10 @@ class DownlinkHandlers:
         if life.expired(now):
             return days, {"cert": "expired"}
         if not life.renewal_due(now):
+            # Once per process: a request left retained from before (a box brought back by
+            # hand, `edge-agent cert install`) would have ops sign a key the box no longer has.
+            if not self._csr_cleared and self.uplink is not None:
+                self._csr_cleared = self.uplink.publish_status("csr", b"")
             return days, {"cert": "ok"}
         if credentials.on_probation(central, self.cert_sha256) is not None:
             return days, {"cert": "on probation"}  # the new one is not confirmed yet
