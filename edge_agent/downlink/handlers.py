@@ -368,8 +368,12 @@ class DownlinkHandlers:
         if not life.renewal_due(now):
             # Once per process: a request left retained from before (a box brought back by
             # hand, `edge-agent cert install`) would have ops sign a key the box no longer has.
+            # Not while a `rotate_credentials` request waits for its certificate.
             if not self._csr_cleared and self.uplink is not None:
-                self._csr_cleared = self.uplink.publish_status("csr", b"")
+                if credentials.pending_request(central) is None:
+                    self._csr_cleared = self.uplink.publish_status("csr", b"")
+                else:
+                    self._csr_cleared = True
             return days, {"cert": "ok"}
         if credentials.on_probation(central, self.cert_sha256) is not None:
             return days, {"cert": "on probation"}  # the new one is not confirmed yet
