@@ -134,6 +134,8 @@ def status_row(
         "outbox_depth": health.get("outbox_depth"),
         "oldest_pending_s": health.get("oldest_pending_s"),
         "clock_offset_s": health.get("clock_offset_s"),
+        # As of the last heartbeat (so it is as old as health_age_s says).
+        "cert_days_left": _number(health.get("cert_days_left")),
         "dropped": health.get("dropped") or {},
         "sensors": sensors,
         # The box's metrics summary (contracts.events.BoxMetrics): RSS, CPU, adverts/s, decide
@@ -147,6 +149,10 @@ def status_row(
         # Box clock; with a clock offset reported the age is only as good as that clock.
         "health_age_s": round(now - float(ts), 1) if isinstance(ts, int | float) else None,
     }
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def _ack(ack: dict[str, Any] | None) -> str | None:
@@ -168,6 +174,10 @@ def last_error(state: dict[str, Any], sensors: dict[str, Any]) -> str | None:
     retrying content install, the watchdog's problems, else a sensor not ok."""
     if "unreadable" in state:
         return f"state unreadable: {state['unreadable']}"
+    cert = sensors.get("cert")
+    if isinstance(cert, str) and cert not in ("ok", "on probation"):
+        # "renewal requested": ops has a request to sign (edge-ops pki sign-csr --all-pending).
+        return f"certificate: {cert}"
     if sensors.get("content_state") in ("failed", "retrying"):
         return f"content {sensors['content_state']}: {sensors.get('content_reason', '')}".strip()
     watchdog = sensors.get("watchdog")
@@ -189,4 +199,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "offline": [f"{r['store']}/{r['device']}" for r in rows if r["status"] != "online"],
         "max_outbox_depth": max(depths) if depths else None,
         "config_hashes": sorted({r["config_hash"] for r in rows if r["config_hash"]}),
+        # The box to renew first (its heartbeat says whether it has asked: last_error).
+        "min_cert_days_left": min_cert_days(rows),
     }
+
+
+def min_cert_days(rows: list[dict[str, Any]]) -> float | None:
+    days = [r["cert_days_left"] for r in rows if r.get("cert_days_left") is not None]
+    return min(days) if days else None

@@ -34,6 +34,10 @@
   edge-ops pki init --dir DIR [--days N] [--force]
   edge-ops pki issue --dir DIR device --store S --device D | role --name cdp|ops | server
                 [--host H ...] [--days N]
+  edge-ops pki sign-csr --dir DIR (FILE.csr [--out FILE] | --all-pending [--key ops_private.pem]
+                [--out DIR] [--store S])   (renewals: every box's retained request, bad ones named)
+  edge-ops pki revoke --dir DIR --store S --device D   (every certificate of the box, in crl.pem)
+  edge-ops pki crl --dir DIR [--days 365]   (re-sign the CRL before the broker finds it expired)
   edge-ops acl FLEET [--out FILE] [--cdp NAME] [--ops NAME] [--group G]
 
 Exit codes: 0 ok, 1 failure (timeout, refused), 2 usage error.
@@ -600,6 +604,11 @@ def cmd_sign_csr(args: argparse.Namespace) -> int:
     sends the certificate back with the `install_certificate` command."""
     from central.pki import PkiError, sign_csr
 
+    if args.all_pending:
+        return _sign_all_pending(args)
+    if not args.csr:
+        print("edge-ops pki sign-csr: give a request file or --all-pending", file=sys.stderr)
+        return 2
     try:
         pem = sign_csr(Path(args.dir), Path(args.csr).read_bytes(), days=args.days)
     except OSError as exc:
@@ -612,6 +621,74 @@ def cmd_sign_csr(args: argparse.Namespace) -> int:
         Path(args.out).write_bytes(pem)
     else:
         sys.stdout.write(pem.decode())
+    return 0
+
+
+def _sign_all_pending(args: argparse.Namespace) -> int:
+    """Every box's retained renewal request: signed when it verifies, else named and skipped;
+    with ``--key`` each certificate goes back as a signed ``install_certificate`` command, with
+    ``--out DIR`` it is also written to ``DIR/<store>/<device>.pem``. Exit 1 if any was refused
+    or could not be sent (the rest are done all the same)."""
+    from central.push import PushError, push, time_version
+    from central.renewals import collect_pending, install_body, sign_all
+
+    try:
+        pending = collect_pending(_broker(args), store=args.store, wait_s=args.wait)
+    except ConnectionError as exc:
+        print(f"edge-ops pki sign-csr: {exc}", file=sys.stderr)
+        return 1
+    outcome = sign_all(Path(args.dir), pending, days=args.days)
+    for who, why in outcome.refused:
+        print(json.dumps({"refused": who, "reason": why}))
+    failed = len(outcome.refused)
+    version = 0
+    for s in outcome.signed:
+        who = f"{s.store}/{s.device}"
+        line: dict[str, Any] = {"signed": who}
+        if args.out:
+            path = Path(args.out) / s.store / f"{s.device}.pem"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(s.certificate_pem)
+            line["cert"] = str(path)
+        if args.key:
+            version = time_version(version)
+            try:
+                push(
+                    _broker(args), Path(args.key), "command", install_body(s), s.store, s.device,
+                    version, expires_in_s=args.expires_in, timeout_s=args.timeout,
+                )  # fmt: skip
+                line["sent"] = version
+            except PushError as exc:
+                line["error"] = str(exc)
+                failed += 1
+        print(json.dumps(line))
+    print(json.dumps({"pending": len(pending), "signed": len(outcome.signed), "failed": failed}))
+    from central.pki import crl_days_left
+
+    crl_days = crl_days_left(Path(args.dir))
+    if crl_days is not None and crl_days < 30:
+        # Past its next update the broker refuses every box: this weekly run is where ops looks.
+        print(f"edge-ops pki: crl.pem ends in {crl_days:.0f} days: run `edge-ops pki crl`",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from central.pki import PkiError, crl_days_left, revoke, write_crl
+
+    try:
+        if args.pki_cmd == "crl":
+            path = write_crl(Path(args.dir), days=args.days)
+            # Never past the CA's end, so not always --days.
+            left = crl_days_left(Path(args.dir))
+            print(json.dumps({"crl": str(path), "days_left": round(left or 0.0, 1)}))
+            return 0
+        added = revoke(Path(args.dir), args.store, args.device, crl_days=args.days)
+    except PkiError as exc:
+        print(f"edge-ops pki {args.pki_cmd}: {exc}", file=sys.stderr)
+        return 1
+    crl = Path(args.dir) / "crl.pem"
+    print(json.dumps({"revoked": f"{args.store}/{args.device}", "serials": added, "crl": str(crl)}))
     return 0
 
 
@@ -820,10 +897,34 @@ def build_parser() -> argparse.ArgumentParser:
     pis.set_defaults(func=cmd_pki)
     psc = pk_sub.add_parser("sign-csr", help="sign a box's request (credential rotation)")
     psc.add_argument("--dir", required=True)
-    psc.add_argument("csr", help="the PEM a box published on .../csr")
-    psc.add_argument("--out", help="write the certificate here instead of stdout")
+    psc.add_argument("csr", nargs="?", help="the PEM a box published on .../csr")
+    psc.add_argument(
+        "--all-pending", action="store_true",
+        help="every request retained on the broker (stores/+/devices/+/csr); bad ones skipped",
+    )  # fmt: skip
+    psc.add_argument(
+        "--out", help="write the certificate here (--all-pending: a directory) instead of stdout"
+    )
     psc.add_argument("--days", type=int, default=90)
+    psc.add_argument("--store", default="+", help="--all-pending: one store (default: all)")
+    psc.add_argument("--wait", type=float, default=2.0, help="--all-pending: seconds to collect")
+    psc.add_argument(
+        "--key", help="--all-pending: ops_private.pem; send each certificate to its box"
+    )
+    psc.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    psc.add_argument("--timeout", type=float, default=10.0)
+    broker_args(psc)
     psc.set_defaults(func=cmd_sign_csr)
+    prv = pk_sub.add_parser("revoke", help="revoke every certificate of a box; re-sign the CRL")
+    prv.add_argument("--dir", required=True)
+    prv.add_argument("--store", required=True)
+    prv.add_argument("--device", required=True)
+    prv.add_argument("--days", type=int, default=365, help="the CRL's validity")
+    prv.set_defaults(func=cmd_revoke)
+    pcr = pk_sub.add_parser("crl", help="re-sign crl.pem (before its next update)")
+    pcr.add_argument("--dir", required=True)
+    pcr.add_argument("--days", type=int, default=365)
+    pcr.set_defaults(func=cmd_revoke)
 
     a = sub.add_parser(
         "acl", help="render the broker's ACL (mosquitto dynamic security JSON) from a fleet list"

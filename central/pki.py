@@ -12,6 +12,9 @@ Layout of a PKI directory::
     server.pem  server.key               the broker's certificate (SANs: names and IPs)
     roles/<name>.pem  roles/<name>.key   cdp, ops, ... client certificates
     devices/<store>/<device>.pem  .key   one per box
+    issued.jsonl                         every certificate issued or signed (serial, identity,
+                                         not_after): revocation finds a box's rotated ones here
+    revoked.jsonl  crl.pem               what was revoked, and the CRL the broker loads
 
 Keys are ECDSA P-256 (fast to make, small, what TLS 1.3 likes) and written 0600 from the start.
 Leaf certificates are short-lived by default: rotation is re-issuing, and a stolen box's
@@ -21,7 +24,9 @@ certificate dies on its own (the ACL line can also be removed at once).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,9 @@ Kind = Literal["device", "server", "role"]
 
 CA_DAYS = 3650
 LEAF_DAYS = 90
+# The broker (OpenSSL with CRL checking) refuses every client once the CRL is past its next
+# update, so it is valid for long and re-signed by every revoke and by `edge-ops pki crl`.
+CRL_DAYS = 365
 # Boxes with a slightly wrong clock must still accept a certificate issued a moment ago.
 BACKDATE = dt.timedelta(minutes=5)
 _ID = re.compile(ID_PATTERN)
@@ -126,6 +134,10 @@ def init_ca(
     )
     write_private(key_path, certnames.key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    # A new CA starts a new history: the old CA's records and revocations mean nothing to it.
+    for old in ("issued.jsonl", "revoked.jsonl"):
+        (directory / old).unlink(missing_ok=True)
+    write_crl(directory)  # the broker's crlfile exists from the start
     return Issued(name, cert_path, key_path)
 
 
@@ -162,19 +174,22 @@ def _leaf(
     identity: str,
     public_key: ec.EllipticCurvePublicKey,
     usage: x509.ObjectIdentifier,
-    days: int,
+    days: float,
+    not_before: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
     """A leaf certificate for ``identity`` (signature keys, ``usage``), never outliving the CA;
-    issued and rotated certificates are built alike."""
-    now = _now()
+    issued and rotated certificates are built alike. ``not_before`` backdates the validity
+    window (its length stays ``days``): how tests get a certificate half-way through its life
+    without touching any clock."""
+    start = not_before if not_before is not None else _now() - BACKDATE
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .not_valid_before(start)
+        .not_valid_after(min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -206,15 +221,16 @@ def issue(
     device_id: str | None = None,
     name: str | None = None,
     hosts: list[str] | None = None,
-    days: int = LEAF_DAYS,
+    days: float = LEAF_DAYS,
+    not_before: dt.datetime | None = None,
 ) -> Issued:
     """Issue (or re-issue: rotation) one leaf certificate signed by the CA in ``directory``.
 
     ``device``: ``store_id`` and ``device_id``; ``role``: ``name`` (e.g. ``cdp``, ``ops``);
     ``server``: ``hosts`` for the SAN (default ``localhost`` and ``127.0.0.1``)."""
     directory = Path(directory)
-    if days < 1:
-        raise PkiError(f"days must be at least 1, not {days}")
+    if days <= 0:
+        raise PkiError(f"days must be positive, not {days}")
     if kind == "device":
         if not store_id or not device_id:
             raise PkiError("a device certificate needs --store and --device")
@@ -235,12 +251,18 @@ def issue(
         raise PkiError(f"unknown certificate kind {kind!r} (device, role or server)")
     ca_cert, ca_key = load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = _leaf(ca_cert, ca_key, identity, key.public_key(), usage, days)
+    builder = _leaf(ca_cert, ca_key, identity, key.public_key(), usage, days, not_before)
     if kind == "server":
         builder = builder.add_extension(
             _hosts_san(hosts or ["localhost", "127.0.0.1"]), critical=False
         )
     cert = builder.sign(ca_key, hashes.SHA256())
+    _record(directory, cert, identity)
+    if kind == "device" and identity in revoked_identities(directory):
+        _append_jsonl(
+            directory / "revoked.jsonl",
+            {"serial": "", "identity": identity, "at": _now().isoformat(), "reinstated": True},
+        )
     # Not with_suffix: ids may contain dots ("dev.1" must not become "dev.key").
     key_path, cert_path = base.parent / f"{base.name}.key", base.parent / f"{base.name}.pem"
     write_private(key_path, certnames.key_pem(key))
@@ -248,10 +270,13 @@ def issue(
     return Issued(identity, cert_path, key_path)
 
 
-def sign_csr(directory: Path, csr_pem: bytes, *, days: int = LEAF_DAYS) -> bytes:
+def sign_csr(
+    directory: Path, csr_pem: bytes, *, days: float = LEAF_DAYS, expect: str | None = None
+) -> bytes:
     """Sign a box's certificate request (credential rotation: the new private key never leaves
-    the box). Only a device identity ``<store>:<device>`` is signed, for client auth; returns
-    the certificate PEM."""
+    the box). Only a device identity ``<store>:<device>`` is signed, for client auth, and never
+    a revoked one; ``expect``: the identity the request must name (the box whose topic it came
+    from). Returns the certificate PEM."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
@@ -263,12 +288,132 @@ def sign_csr(directory: Path, csr_pem: bytes, *, days: int = LEAF_DAYS) -> bytes
         raise PkiError("the request's CN must be one device identity <store>:<device>")
     store_id, _, device_id = str(cns[0].value).partition(":")
     identity = device_identity(store_id, device_id)
+    if expect is not None and identity != expect:
+        raise PkiError(f"the request is for {identity!r} but came from {expect!r}")
     key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise PkiError("the request's key must be an EC key")
-    if days < 1:
-        raise PkiError(f"days must be at least 1, not {days}")
-    ca_cert, ca_key = load_ca(Path(directory))
+    if days <= 0:
+        raise PkiError(f"days must be positive, not {days}")
+    directory = Path(directory)
+    if identity in revoked_identities(directory):
+        # A stolen box keeps asking; a revoked identity comes back only by `pki issue` on purpose.
+        raise PkiError(f"{identity} is revoked: not signing its request")
+    ca_cert, ca_key = load_ca(directory)
     usage = ExtendedKeyUsageOID.CLIENT_AUTH
     cert = _leaf(ca_cert, ca_key, identity, key, usage, days).sign(ca_key, hashes.SHA256())
+    _record(directory, cert, identity)
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# ---- the issue record, revocation and the CRL ---------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _append_jsonl(path: Path, row: dict[str, object]) -> None:
+    """Rewritten whole (atomic: a crash mid-write must not leave half a line that would hide a
+    revocation), under a lock: two ops runs signing at once must not drop each other's line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".records.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text() if path.exists() else ""
+        _write_public(path, (old + json.dumps(row, sort_keys=True) + "\n").encode())
+
+
+def _record(directory: Path, cert: x509.Certificate, identity: str) -> None:
+    """Every certificate issued, by serial: a box that rotated by CSR has certificates ops never
+    kept a copy of, and revoking the box must reach all of them."""
+    _append_jsonl(
+        directory / "issued.jsonl",
+        {
+            "serial": format(cert.serial_number, "x"),
+            "identity": identity,
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        },
+    )
+
+
+def revoked_identities(directory: Path) -> set[str]:
+    """Identities revoked and not re-issued since (``pki issue device`` brings a box back on
+    purpose; its old serials stay in the CRL)."""
+    out: set[str] = set()
+    for row in _read_jsonl(Path(directory) / "revoked.jsonl"):
+        (out.discard if row.get("reinstated") else out.add)(str(row["identity"]))
+    return out
+
+
+def revoke(directory: Path, store_id: str, device_id: str, *, crl_days: int = CRL_DAYS) -> int:
+    """Revoke every certificate ever issued to the box (those still valid matter; expired ones
+    cost a line) and re-sign the CRL; returns how many serials were added. Further requests
+    from the box are refused by ``sign_csr``."""
+    directory = Path(directory)
+    identity = device_identity(store_id, device_id)
+    load_ca(directory)  # no CA, no CRL: say so before writing anything
+    serials = {str(r["serial"]) for r in _read_jsonl(directory / "issued.jsonl")
+               if r.get("identity") == identity}  # fmt: skip
+    # A certificate issued before the record existed (older PKI directories).
+    current = directory / "devices" / store_id / f"{device_id}.pem"
+    if current.exists():
+        serials.add(format(x509.load_pem_x509_certificate(current.read_bytes()).serial_number, "x"))
+    if not serials:
+        raise PkiError(f"no certificate was ever issued to {identity} from {directory}")
+    done = {str(r["serial"]) for r in _read_jsonl(directory / "revoked.jsonl")}
+    now = _now().isoformat()
+    added = sorted(serials - done)
+    for serial in added:
+        _append_jsonl(
+            directory / "revoked.jsonl", {"serial": serial, "identity": identity, "at": now}
+        )
+    if identity not in revoked_identities(directory):  # all serials were revoked already
+        _append_jsonl(directory / "revoked.jsonl", {"serial": "", "identity": identity, "at": now})
+    write_crl(directory, days=crl_days)
+    return len(added)
+
+
+def crl_days_left(directory: Path) -> float | None:
+    """Days until the broker stops accepting anyone on this CRL (None: no CRL yet)."""
+    path = Path(directory) / "crl.pem"
+    if not path.exists():
+        return None
+    nxt = x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
+    return None if nxt is None else (nxt - _now()).total_seconds() / 86400
+
+
+def write_crl(directory: Path, *, days: int = CRL_DAYS) -> Path:
+    """(Re-)sign ``crl.pem`` from ``revoked.jsonl``. An empty CRL is still a CRL: a broker with
+    ``crlfile`` refuses every client of a CA it has no CRL for."""
+    directory = Path(directory)
+    if days < 1:
+        raise PkiError(f"days must be at least 1, not {days}")
+    ca_cert, ca_key = load_ca(directory)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - BACKDATE)
+        .next_update(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+    )
+    for row in _read_jsonl(directory / "revoked.jsonl"):
+        if not row.get("serial"):
+            continue
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(str(row["serial"]), 16))
+            .revocation_date(dt.datetime.fromisoformat(str(row["at"])))
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = directory / "crl.pem"
+    _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
+    return path

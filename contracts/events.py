@@ -185,6 +185,9 @@ class DeviceHeartbeat(Payload):
     clock_offset_s: float | None = None
     clock_uncertainty_s: float | None = Field(None, ge=0)
     metrics: BoxMetrics | None = None
+    # Days until the box's TLS client certificate expires (negative: expired; None: no client
+    # certificate). Typed, not a sensor string: ops sorts and alerts on it.
+    cert_days_left: float | None = None
 
 
 class DeviceLog(Payload):

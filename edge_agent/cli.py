@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "edge_agent.sensing.ble.cli",
     "edge_agent.slice.cli",
     "edge_agent.box.install_cli",
+    # The client certificate by hand (the way back for an expired one): `edge-agent cert ...`.
+    "edge_agent.box.cert_cli",
     # Over-the-air releases (issue 20): `edge-agent release status|install|pre-start|supervise`.
     "edge_agent.box.release_cli",
     "edge_agent.store_api.cli",

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from central.cdp_sink import CdpSink
-from central.fleet_status import FleetWatcher, status_row
+from central.fleet_status import FleetWatcher, min_cert_days, status_row
 
 # A box heartbeats every 30 s by default: three missed beats and the CDP's view calls it silent.
 # (The retained will says "offline" at once; this is only for boxes seen through the CDP.)
@@ -58,4 +58,5 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "not_online": sum(r["status"] != "online" for r in rows),
         "errors": sum(bool(r["last_error"]) for r in rows),
         "max_outbox_depth": max(depths) if depths else None,
+        "min_cert_days_left": min_cert_days(rows),
     }

@@ -532,6 +532,7 @@ class Agent:
         self.director.new_day(today.date().isoformat())
         self.alerts.expire()
         self.handlers.check_probation()
+        cert_days, cert_health = self.handlers.check_certificate()
         sup = self.supervisor
         problems = list(sup.snapshot.problems) if sup is not None else []
         dropped = {f"bus:{why}": n for why, n in self.inbox.counts.dropped.items()}
@@ -546,6 +547,7 @@ class Agent:
                 **self.alerts.health(),
                 **self.bus_auth.health(),
                 **self._wayfinding(),
+                **cert_health,
                 **{f"content_{k}": v for k, v in self.content_installer.state.items()},
                 **(
                     {
@@ -560,6 +562,7 @@ class Agent:
                 ),
             },
             self.box_metrics(),
+            cert_days_left=cert_days,
         )
 
     def box_metrics(self) -> BoxMetrics:

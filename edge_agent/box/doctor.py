@@ -166,6 +166,38 @@ def check_units(root: Path = Path("/")) -> Check:
     return Check("units", "OK", detail)
 
 
+def check_certificate(cfg: AgentConfig) -> Check:
+    """The central TLS client certificate: WARN once a third of its life is left (the agent has
+    asked for a new one by then; ops has not signed it yet), FAIL once expired (the box cannot
+    reach central any more: README, "A box whose certificate expired")."""
+    import datetime as dt
+
+    from edge_agent.downlink import credentials
+
+    try:
+        life = credentials.life(cfg.central)
+    except ValueError as exc:
+        return Check("certificate", "FAIL", str(exc))
+    if life is None:
+        return Check("certificate", "OK", "central uses no client certificate")
+    now = dt.datetime.now(dt.UTC)
+    days = life.days_left(now)
+    until = f"until {life.not_after:%Y-%m-%d %H:%M} UTC"
+    if life.expired(now):
+        return Check("certificate", "FAIL", f"expired {-days:.1f} days ago ({until})")
+    if now < life.not_before:
+        return Check("certificate", "FAIL", f"not valid before {life.not_before:%Y-%m-%d %H:%M}")
+    detail = f"{days:.1f} days left ({until})"
+    if life.renewal_due(now):
+        try:
+            pending = credentials.pending_request(cfg.central) is not None
+        except ValueError:
+            pending = False
+        asked = "renewal requested, waiting for ops to sign" if pending else "renewal due"
+        return Check("certificate", "WARN", f"{detail}; {asked}")
+    return Check("certificate", "OK", detail)
+
+
 def check_metrics(cfg: AgentConfig) -> Check:
     """Ask the running agent itself: watchdog health, outbox, MQTT links (its /metrics)."""
     import urllib.request
@@ -203,6 +235,7 @@ def run_checks(cfg: AgentConfig | None) -> list[Check]:
     checks = [check_python(), check_bluetooth(), check_camera(cfg), check_serial(cfg)]
     if cfg is not None:
         checks.append(check_broker("central broker", cfg.central.host, cfg.central.port))
+        checks.append(check_certificate(cfg))
         checks.append(check_broker("in-store bus", cfg.bus.host, cfg.bus.port))
         checks.append(check_disk(cfg.paths_resolved.state_dir))
         checks.append(check_metrics(cfg))

@@ -104,10 +104,12 @@ class Heartbeat:
         dropped_inputs: dict[str, int] | None = None,
         sensors: dict[str, str] | None = None,
         metrics: BoxMetrics | None = None,
+        cert_days_left: float | None = None,
     ) -> DeviceHeartbeat:
         """``problems``: what the watchdog finds wrong now (a dead link names itself);
         ``dropped_inputs``: messages from the bus dropped since start, by reason; ``metrics``:
-        the summary of the box's Prometheus metrics (the agent builds it)."""
+        the summary of the box's Prometheus metrics (the agent builds it); ``cert_days_left``:
+        of the TLS client certificate (None without one)."""
         ob = self.outbox
         depth = ob.depth() if ob is not None else 0
         oldest = ob.oldest_pending_age_s() if ob is not None else 0.0
@@ -130,6 +132,7 @@ class Heartbeat:
             kpis=self.journey.kpis.snapshot(),
             dropped={**self.journal.dropped(), **(dropped_inputs or {})},
             metrics=metrics,
+            cert_days_left=cert_days_left,
             **self._clock_fields(),
         )
         self.journal.emit(hb)

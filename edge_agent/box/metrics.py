@@ -55,6 +55,19 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def _cert_days_left(agent: Agent) -> float | None:
+    """Read at scrape time from the file: a certificate installed by rotation shows at once."""
+    import datetime as dt
+
+    from edge_agent.downlink import credentials
+
+    try:
+        life = credentials.life(agent.cfg.central)
+    except ValueError:
+        return None  # the heartbeat's "cert" sensor says why
+    return None if life is None else life.days_left(dt.datetime.now(dt.UTC))
+
+
 class AgentCollector(Collector):
     def __init__(self, agent: Agent, supervisor: Supervisor, screens: ScreenStates) -> None:
         self.agent = agent
@@ -132,6 +145,14 @@ class AgentCollector(Collector):
             yield counter(
                 "log_suppressed", "Log records the relay's bound held back", relay.counts.suppressed
             )
+        days = _cert_days_left(a)
+        if days is not None:
+            yield gauge(
+                "client_cert_days_left",
+                "Days until the central TLS client certificate expires (negative: expired)",
+                days,
+            )
+
         yield self._dropped()
         yield gauge(
             "watchdog_healthy", "1 while the watchdog pings systemd", 1.0 if snap.healthy else 0.0

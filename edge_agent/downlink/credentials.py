@@ -9,12 +9,19 @@
    now), keeps the running pair as ``*.last-good``, swaps both files atomically and restarts on
    them **on probation**: confirmed once central accepts the new certificate, otherwise the last
    good pair comes back (the same rule as a pushed config, ``edge_agent/downlink/config_apply.py``).
+
+Step 1 also happens without a command: once two thirds of the certificate's life are gone the
+box makes the request itself (``renewal_due``; ``Handlers.check_certificate`` at every
+heartbeat). The request is kept beside the key (``<key_file>.next.csr``) so a box that was
+offline publishes the same one when it is back, and ops signs all pending ones at once
+(``edge-ops pki sign-csr --all-pending``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -39,8 +46,55 @@ def _side(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
+# Renew with a third of the life left: a 90-day certificate asks at day 60, which leaves a month
+# for a box that is offline or an ops team that signs weekly.
+RENEW_AT = 2 / 3
+
+
+@dataclass(frozen=True)
+class CertLife:
+    """The validity window of the box's client certificate."""
+
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    def fraction_left(self, now: dt.datetime) -> float:
+        total = (self.not_after - self.not_before).total_seconds()
+        return max(0.0, (self.not_after - now).total_seconds() / total) if total > 0 else 0.0
+
+    def renewal_due(self, now: dt.datetime) -> bool:
+        return self.fraction_left(now) <= 1 - RENEW_AT
+
+    def expired(self, now: dt.datetime) -> bool:
+        return now >= self.not_after
+
+
+def life(broker: BrokerConfig) -> CertLife | None:
+    """None when central uses no client certificate; ValueError when the file is unreadable."""
+    if not broker.tls or broker.cert_file is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(Path(broker.cert_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {broker.cert_file}: {exc}") from None
+    return CertLife(cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def pending_request(broker: BrokerConfig) -> bytes | None:
+    """The request made for the pending key, if one is waiting for its certificate."""
+    _, key_file = _files(broker)
+    csr = _side(key_file, ".next.csr")
+    if not _side(key_file, ".next").exists() or not csr.exists():
+        return None
+    return csr.read_bytes()
+
+
 def request(broker: BrokerConfig, store_id: str, device_id: str) -> bytes:
-    """Make the next key (0600, beside the current one) and return the CSR PEM for it."""
+    """Make the next key (0600, beside the current one) and return the CSR PEM for it (also
+    kept as ``<key_file>.next.csr`` until the certificate is installed)."""
     _, key_file = _files(broker)
     key = ec.generate_private_key(ec.SECP256R1())
     atomic_write(_side(key_file, ".next"), key_pem(key), mode=0o600)
@@ -49,7 +103,9 @@ def request(broker: BrokerConfig, store_id: str, device_id: str) -> bytes:
         [x509.NameAttribute(NameOID.COMMON_NAME, device_identity(store_id, device_id))]
     )
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM)
+    pem = csr.public_bytes(serialization.Encoding.PEM)
+    atomic_write(_side(key_file, ".next.csr"), pem)
+    return pem
 
 
 def check(broker: BrokerConfig, store_id: str, device_id: str, cert_pem: str) -> x509.Certificate:
@@ -98,6 +154,7 @@ def install(broker: BrokerConfig, cert_pem: str) -> None:
     atomic_write(key_file, pending.read_bytes(), mode=0o600)
     atomic_write(cert_file, cert_pem.encode())
     pending.unlink()
+    _side(key_file, ".next.csr").unlink(missing_ok=True)
     Probation(_side(cert_file, ".probation")).start(cert_pem.encode())
 
 

@@ -77,6 +77,8 @@ class DownlinkHandlers:
         self.config_path: Path | None = None
         self.config_sha256: str | None = None  # of the file this process loaded
         self.cert_sha256 = credentials.running_sha256(cfg.central)  # the same for the cert
+        self._csr_sent: bytes | None = None  # the renewal request central has (retained)
+        self._csr_cleared = False
         screen_ids = [s.id for s in cfg.screens]
         self.content_installer = ContentInstaller(
             content_dir,
@@ -327,6 +329,10 @@ class DownlinkHandlers:
             device = self.cfg.store.device_id
             credentials.check(self.cfg.central, store, device, cmd.certificate_pem)
             credentials.install(self.cfg.central, cmd.certificate_pem)
+            # Answered: clear the retained request so `sign-csr --all-pending` does not sign it
+            # again (best effort: a stale one is refused by the box, its key is gone).
+            if self.uplink is not None:
+                self.uplink.publish_status("csr", b"", retain=True)
             self.request_restart("new client certificate", RESTART_EXIT_STATUS)
         else:
             self.request_restart("restart command", RESTART_EXIT_STATUS)
@@ -340,6 +346,46 @@ class DownlinkHandlers:
         config_apply.stage(body, self.config_path, self.cfg)
         log.warning("config: new config installed; restarting on it (on probation)")
         self.request_restart("pushed config", RESTART_EXIT_STATUS)
+
+    def check_certificate(self) -> tuple[float | None, dict[str, str]]:
+        """Days left of the client certificate and its health, for the heartbeat; past two
+        thirds of its life, the renewal request (the ``rotate_credentials`` one, made here
+        without a command) is made once and published, retained, whenever central is reached.
+
+        The wall clock, not the agent's clock: that is the one TLS checks the certificate
+        against (the agent's may be a replay's)."""
+        central = self.cfg.central
+        try:
+            life = credentials.life(central)
+        except ValueError as exc:
+            return None, {"cert": f"unreadable: {exc}"}
+        if life is None:
+            return None, {}
+        now = datetime.now(UTC)
+        days = round(life.days_left(now), 2)
+        if life.expired(now):
+            return days, {"cert": "expired"}
+        if not life.renewal_due(now):
+            # Once per process: a request left retained from before (a box brought back by
+            # hand, `edge-agent cert install`) would have ops sign a key the box no longer has.
+            # Not while a `rotate_credentials` request waits for its certificate.
+            if not self._csr_cleared and self.uplink is not None:
+                if credentials.pending_request(central) is None:
+                    self._csr_cleared = self.uplink.publish_status("csr", b"")
+                else:
+                    self._csr_cleared = True
+            return days, {"cert": "ok"}
+        if credentials.on_probation(central, self.cert_sha256) is not None:
+            return days, {"cert": "on probation"}  # the new one is not confirmed yet
+        csr = credentials.pending_request(central)
+        if csr is None:
+            csr = credentials.request(central, self.cfg.store.store_id, self.cfg.store.device_id)
+            log.warning("credentials: %.1f days left; asked central for a new certificate", days)
+        # Once per process and request: retained, so central keeps it while the box is away.
+        sent = csr == self._csr_sent
+        if not sent and self.uplink is not None and self.uplink.publish_status("csr", csr):
+            self._csr_sent = csr
+        return days, {"cert": "renewal requested" if self._csr_sent == csr else "renewal due"}
 
     def check_probation(self) -> None:
         """A pushed config or certificate is confirmed once central is reached with it, else

@@ -536,6 +536,9 @@ def test_demo_mode_is_one_command_with_a_one_time_admin_password(
             shown = set(re.findall(r'data-store="([^"]+)" data-device="([^"]+)"', fleet))
             assert {(s, d) for s, ds in STORES.items() for d in ds} <= shown
             assert "Demo fleet: 3 stores" in fleet
+            # Certificate days from the heartbeats; the demo box past two thirds stands out.
+            assert '<th class="num">Cert days</th>' in fleet
+            assert '<td class="num bad">21</td>' in fleet and "fewest certificate days" in fleet
             assert "pts (95% CI" in c.get("/kpis").text
             work = re.search(r"events seeded in (\S+);", fleet).group(1)  # type: ignore[union-attr]
             assert Path(work, "cdp.db").is_file()

@@ -521,6 +521,7 @@ def test_shipped_example_conf_runs(pki: Pki, tmp_path: Path, clients) -> None:
         (ex / "mosquitto.conf")
         .read_text()
         .replace("/etc/mosquitto/pki/ca.pem", str(pki.dir / "ca.pem"))
+        .replace("/etc/mosquitto/pki/crl.pem", str(pki.dir / "crl.pem"))
         .replace("/etc/mosquitto/pki/server.pem", str(pki.server.cert))
         .replace("/etc/mosquitto/pki/server.key", str(pki.server.key))
         .replace("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so", str(dynsec_plugin()))

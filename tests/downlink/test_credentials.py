@@ -5,6 +5,7 @@ new certificate."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -36,9 +37,11 @@ from tests.downlink.test_commands import PRIV, PUB
 STORE, DEVICE = "store-0042", "box-entrance-1"
 
 
-def box_broker(tmp_path: Path, ca: Path, port: int = 8883) -> BrokerConfig:
-    """The box's copy of its first certificate, as `edge-agent install` lays it out."""
-    first = issue(ca, "device", store_id=STORE, device_id=DEVICE, days=1)
+def box_broker(tmp_path: Path, ca: Path, port: int = 8883, age_days: float = 0.0) -> BrokerConfig:
+    """The box's copy of its first certificate, as `edge-agent install` lays it out;
+    ``age_days``: issued that long ago (a 1-day certificate, backdated: no clock is mocked)."""
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=age_days, minutes=5)
+    first = issue(ca, "device", store_id=STORE, device_id=DEVICE, days=1, not_before=start)
     creds = tmp_path / "creds"
     creds.mkdir(exist_ok=True)
     shutil.copy2(first.cert, creds / "box.pem")
@@ -170,7 +173,8 @@ def test_rotation_over_tls_with_the_fleet_acl(tmp_path: Path, broker) -> None:
                 time.sleep(0.05)
             time.sleep(0.5)  # the downlink's SUBSCRIBE
             push({"command": "rotate_credentials"})
-            csr = wait_for(lambda t, p: t.endswith("/csr"))
+            # (An empty one is the box clearing a stale request when it starts.)
+            csr = wait_for(lambda t, p: t.endswith("/csr") and bool(p))
             cert = sign_csr(ca, csr).decode()  # what `edge-ops pki sign-csr` does
             push({"command": "install_certificate", "certificate_pem": cert})
 
@@ -220,3 +224,101 @@ def test_edge_ops_signs_a_box_request(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "junk.csr").write_text("junk")
     assert main(["pki", "sign-csr", "--dir", str(ca), str(tmp_path / "junk.csr")]) == 1
     assert "not a PEM certificate request" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_the_box_asks_for_renewal_by_itself_and_ops_signs_in_bulk(
+    tmp_path: Path, broker, request: pytest.FixtureRequest
+) -> None:
+    """A box whose certificate is past two thirds of its life publishes its renewal request
+    (retained) with no command; its health says so and carries the days left; ops runs
+    `edge-ops pki sign-csr --all-pending --key`; the box installs the certificate, restarts on
+    it, confirms it on central and clears its request."""
+    from central.ops_cli import main as edge_ops
+    from edge_agent.box.metrics import _cert_days_left
+
+    ca = tmp_path / "ca"
+    init_ca(ca, days=2)
+    server = issue(ca, "server", days=1)
+    ops_cert = issue(ca, "role", name="ops", days=1)
+    acl = tmp_path / "dynamic-security.json"
+    acl.write_text(render_acl([FleetDevice(STORE, DEVICE)]))
+    priv = tmp_path / "ops_private.pem"
+    priv.write_bytes(PRIV)
+    conf = (
+        f"cafile {ca / 'ca.pem'}\ncertfile {server.cert}\nkeyfile {server.key}\n"
+        f"crlfile {ca / 'crl.pem'}\n"
+        f"require_certificate true\nuse_identity_as_username true\n{fleet_acl_conf(acl)}"
+    )
+    with Mosquitto(extra_conf=conf) as tls:
+        central = box_broker(tmp_path, ca, tls.port, age_days=0.7)  # 0.3 of its life left
+        first_sha = sha(central.cert_file)  # type: ignore[arg-type]
+        cfg = demo_config(tmp_path, broker.port, PUB, camera=False)
+        cfg = cfg.model_copy(
+            update={
+                "central": central,
+                "uplink": cfg.uplink.model_copy(update={"heartbeat_s": 1.0}),
+            }
+        )
+        ops = Client(central.model_copy(update={"cert_file": ops_cert.cert,
+                                                "key_file": ops_cert.key}), "ops")  # fmt: skip
+        request.addfinalizer(ops.close)
+        assert ops.connected.wait(5)
+        base = topics.device_base(STORE, DEVICE)
+        ops.subscribe(f"{base}/csr")
+        ops.subscribe(f"{base}/health")
+        ops_args = [
+            "--host", "127.0.0.1", "--port", str(tls.port), "--ca", str(ca / "ca.pem"),
+            "--cert", str(ops_cert.cert), "--tls-key", str(ops_cert.key),
+        ]  # fmt: skip
+        signed: list[int] = []
+
+        def ops_side() -> None:
+            # Wait for the request (the box sends it on its own) and for the downlink to listen.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(t.endswith("/csr") and p for t, p in list(ops.messages)) and (
+                    agent.downlink is not None and agent.downlink.subscribed
+                ):
+                    break
+                time.sleep(0.05)
+            argv = ["pki", "sign-csr", "--dir", str(ca), "--all-pending", "--wait", "0.5",
+                    "--key", str(priv), *ops_args]  # fmt: skip
+            signed.append(edge_ops(argv))
+
+        clock = ScaledClock(scenario.T0, 1.0)
+        agent = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+        t = threading.Thread(target=ops_side, daemon=True)
+        try:
+            agent.start_sync()
+            days = _cert_days_left(agent)  # the Prometheus gauge's value
+            assert days is not None and 0.25 < days < 0.35, days
+            t.start()
+            asyncio.run(agent.run(until=scenario.T0 + 60))
+        finally:
+            t.join(10)
+            agent.close(flush_timeout_s=2)
+        assert signed == [0]
+        assert agent.exit_code == RESTART_EXIT_STATUS
+        healths = [json.loads(p) for t, p in ops.messages if t.endswith("/health")]
+        asked = [h for h in healths if h["sensors"].get("cert") == "renewal requested"]
+        assert asked and 0.25 < asked[0]["cert_days_left"] < 0.35, healths[-1:]
+        assert sha(central.cert_file) != first_sha  # type: ignore[arg-type]
+        assert credentials.pending_request(central) is None
+        # systemd starts it again: it connects with the new certificate and confirms it.
+        clock = ScaledClock(scenario.T0, 1.0)
+        again = Agent(cfg, clock=clock, ble_source=ReplaySource(cfg.ble.replay_file, clock))
+        try:
+            again.start_sync()
+            asyncio.run(again.run(until=scenario.T0 + 3))
+            assert again.uplink.stats()["connects"] >= 1
+        finally:
+            again.close(flush_timeout_s=5)
+        assert credentials.on_probation(central, credentials.running_sha256(central)) is None
+        life = credentials.life(central)
+        assert life is not None and not life.renewal_due(dt.datetime.now(dt.UTC))
+        # The request was answered: nothing is pending for ops any more (cleared, retained).
+        csrs = [p for t, p in ops.messages if t.endswith("/csr")]
+        assert csrs[-1] == b"", csrs
+        fresh = [json.loads(p) for t, p in ops.messages if t.endswith("/health")][-1]
+        assert fresh["cert_days_left"] > 0.9 and fresh["sensors"]["cert"] == "ok"
