@@ -411,7 +411,7 @@ def create_app(console: Console) -> FastAPI:
             raise Refused(400, "No such store", "That store id is not one a box could have.")
         try:
             checked = campaigns_view.check(text)
-        except ValueError as exc:
+        except (ValueError, campaigns_view.PreviewError) as exc:
             page = campaigns_render(request, c, 400, store=store, text=text, error=str(exc))
             return store, text, None, page
         return store, text, checked, None
@@ -422,7 +422,7 @@ def create_app(console: Console) -> FastAPI:
         if page is not None:
             return page
         assert checked is not None and console.previewer is not None
-        shown = campaigns_view.previews(checked.bundle)
+        shown = campaigns_view.previews(checked)
         try:
             took = console.previewer.render(shown)
             preview_error = None

@@ -1,5 +1,7 @@
 """Campaigns in the console: the bundle last pushed to each store, the checks of
-``edge-agent campaigns check`` (called, not copied), and previews drawn by the player itself.
+``edge-agent campaigns check`` and the box's rendering of every variant (``edge-agent campaigns
+render``, run as the box's own tool: central never imports the box's code), and previews drawn by
+the player itself.
 
 A preview is ``python -m signage_ui.preview`` in a subprocess (the player's own ``Stage`` and
 templates, Kivy's offscreen window: no X server) with a timeout, one PNG per variant and screen
@@ -19,42 +21,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from contracts.files import atomic_write
 from contracts.screen_protocol import Content
-from edge_agent.journey.campaigns import CampaignBundle, Variant
-from edge_agent.journey.campaigns_cli import check_bundle
-from edge_agent.journey.decide import render_variant
-from edge_agent.slice.model import Profile, frozen_orders
 
 # Bump when the drawing changes in a way the content hash cannot see (the cache is keyed on it).
 RENDERER = "signage_ui.preview/1"
 SHAPES = {"landscape": (960, 540), "portrait": (540, 960)}
 RENDER_TIMEOUT_S = 60.0
+CHECK_TIMEOUT_S = 30.0
 MAX_BUNDLE_BYTES = 256 * 1024
 # Previews kept on disk (about 30-60 KB each): the oldest go beyond this.
 MAX_CACHED = 1000
-
-# The shopper a personalised variant is drawn for: every placeholder a template may use filled.
-SAMPLE_ORDER = {"id": "CC-4711", "status": "ready", "pickup_point": "Counter 2"}
-
-
-def sample_profile(language: str) -> Profile:
-    return Profile(
-        profile_id="sample",
-        first_name="Alex",
-        language=language,
-        consent_personalisation=True,
-        consent_analytics=True,
-        consent_staff_alerts=False,
-        segments=("sample",),
-        loyalty_tier="gold",
-        churn_risk=0.1,
-        open_order=MappingProxyType(dict(SAMPLE_ORDER)),
-        open_orders=frozen_orders([SAMPLE_ORDER]),
-    )
 
 
 class PreviewError(RuntimeError):
@@ -62,22 +41,57 @@ class PreviewError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class BundleSummary:
+    version: int
+    campaigns: list[str]  # ids
+    default: list[str]  # content ids
+
+
+@dataclass(frozen=True)
 class Checked:
-    """A bundle that passed: its parsed body (what is pushed) and the model."""
+    """A bundle that passed: its parsed body (what is pushed), what it holds, and every variant
+    as the box renders it (label, kind, content)."""
 
     body: dict[str, Any]
-    bundle: CampaignBundle
+    bundle: BundleSummary
+    items: list[tuple[str, str, Content]]
+
+
+def _edge_agent() -> list[str]:
+    exe = Path(sys.executable).with_name("edge-agent")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "edge_agent.cli"]
 
 
 def check(text: str) -> Checked:
-    """``campaigns check``'s own checks (``check_bundle``); ValueError names the field."""
+    """``edge-agent campaigns render``: the checks of ``campaigns check`` and the box's own
+    rendering of every variant, run as the box's tool (central never imports the box's code:
+    tests/test_architecture.py). ValueError names the field."""
     if not text.strip():
         raise ValueError("the bundle is empty: paste a campaign bundle's JSON")
     if len(text.encode()) > MAX_BUNDLE_BYTES:
         raise ValueError(f"the bundle is over {MAX_BUNDLE_BYTES // 1024} KB")
-    bundle = check_bundle(text)
-    body = json.loads(text)
-    return Checked(body, bundle)
+    try:
+        done = subprocess.run(
+            [*_edge_agent(), "campaigns", "render", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise PreviewError("the campaign check took too long") from None
+    if done.returncode == 2:
+        line = (done.stderr.strip().splitlines() or ["invalid bundle"])[-1]
+        raise ValueError(line.removeprefix("campaigns render: "))
+    if done.returncode != 0:
+        raise PreviewError(f"the campaign check failed: {done.stderr.strip()[-300:]}")
+    out = json.loads(done.stdout)
+    items = [
+        (str(i["label"]), str(i["kind"]), Content.model_validate(i["content"]))
+        for i in out["items"]
+    ]
+    summary = BundleSummary(int(out["version"]), list(out["campaigns"]), list(out["default"]))
+    return Checked(json.loads(text), summary, items)
 
 
 @dataclass(frozen=True)
@@ -95,41 +109,9 @@ class Preview:
         return f"/campaigns/previews/{self.key}.png"
 
 
-def variants(bundle: CampaignBundle) -> list[tuple[str, str, Content]]:
-    """Every variant of the bundle as the box renders it (``decide.render_variant``): the
-    anonymous one as a passer-by sees it, the personalised one for the sample shopper."""
-    out: list[tuple[str, str, Content]] = []
-    for item in bundle.default:
-        out.append(
-            (f"default {item.content_id}", "default", _render(item.variant, item.content_id))
-        )
-    for c in bundle.campaigns:
-        if c.anonymous is not None:
-            content = _render(c.anonymous, f"{c.id}:anonymous", c.id, "anonymous",
-                              category=c.affinity_category)  # fmt: skip
-            out.append((f"{c.id}: anonymous", "anonymous", content))
-        if c.personalised is not None:
-            profile = sample_profile(c.personalised.language)
-            content = _render(c.personalised, f"{c.id}:personalised", c.id, "personalised",
-                              profile, c.affinity_category)  # fmt: skip
-            out.append((f"{c.id}: personalised (sample shopper Alex)", "personalised", content))
-    return out
-
-
-def _render(
-    v: Variant,
-    content_id: str,
-    campaign_id: str | None = None,
-    kind: str = "default",
-    profile: Profile | None = None,
-    category: str | None = None,
-) -> Content:
-    return render_variant(v, content_id, campaign_id, kind, profile, category)
-
-
-def previews(bundle: CampaignBundle) -> list[Preview]:
+def previews(checked: Checked) -> list[Preview]:
     out = []
-    for label, kind, content in variants(bundle):
+    for label, kind, content in checked.items:
         for shape, (w, h) in SHAPES.items():
             raw = json.dumps([RENDERER, w, h, content.model_dump(mode="json")], sort_keys=True)
             key = hashlib.sha256(raw.encode()).hexdigest()[:32]

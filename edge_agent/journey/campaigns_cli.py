@@ -34,6 +34,78 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a content manifest (JSON) whose assets will be on the box too; repeatable",
     )
     check.set_defaults(func=_cmd_check)
+    render = p_sub.add_parser(
+        "render",
+        help="check a bundle and print every variant as the box renders it (JSON; the ops "
+        "console's previews); the personalised ones for a sample shopper",
+    )
+    render.add_argument("bundle", help="campaign bundle JSON file, or - for standard input")
+    render.set_defaults(func=_cmd_render)
+
+
+# The shopper a personalised variant is rendered for: every placeholder a template may use filled.
+SAMPLE_ORDER = {"id": "CC-4711", "status": "ready", "pickup_point": "Counter 2"}
+
+
+def rendered_variants(bundle: CampaignBundle) -> dict[str, object]:
+    """Every variant of ``bundle`` as the box renders it (``decide.render_variant``): the
+    anonymous one as a passer-by sees it, the personalised one for a sample shopper (Alex, an
+    order ready). What `campaigns render` prints and the ops console draws."""
+    from types import MappingProxyType
+
+    from contracts.screen_protocol import Content
+    from edge_agent.journey.decide import render_variant
+    from edge_agent.slice.model import Profile, frozen_orders
+
+    def sample(language: str) -> Profile:
+        return Profile(
+            profile_id="sample",
+            first_name="Alex",
+            language=language,
+            consent_personalisation=True,
+            consent_analytics=True,
+            consent_staff_alerts=False,
+            segments=("sample",),
+            loyalty_tier="gold",
+            churn_risk=0.1,
+            open_order=MappingProxyType(dict(SAMPLE_ORDER)),
+            open_orders=frozen_orders([SAMPLE_ORDER]),
+        )
+
+    items: list[dict[str, object]] = []
+
+    def add(label: str, kind: str, content: Content) -> None:
+        items.append({"label": label, "kind": kind, "content": content.model_dump(mode="json")})
+
+    for item in bundle.default:
+        v = render_variant(item.variant, item.content_id, None, "default", None, None)
+        add(f"default {item.content_id}", "default", v)
+    for c in bundle.campaigns:
+        if c.anonymous is not None:
+            v = render_variant(c.anonymous, f"{c.id}:anonymous", c.id, "anonymous", None,
+                               c.affinity_category)  # fmt: skip
+            add(f"{c.id}: anonymous", "anonymous", v)
+        if c.personalised is not None:
+            v = render_variant(c.personalised, f"{c.id}:personalised", c.id, "personalised",
+                               sample(c.personalised.language), c.affinity_category)  # fmt: skip
+            add(f"{c.id}: personalised (sample shopper Alex)", "personalised", v)
+    return {
+        "version": bundle.version,
+        "campaigns": [c.id for c in bundle.campaigns],
+        "default": [d.content_id for d in bundle.default],
+        "items": items,
+    }
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    raw = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text()
+    try:
+        bundle = check_bundle(raw)
+    except ValueError as exc:
+        print(f"campaigns render: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(rendered_variants(bundle)))
+    return 0
 
 
 def check_bundle(raw: bytes | str) -> CampaignBundle:

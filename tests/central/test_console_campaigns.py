@@ -251,7 +251,7 @@ def _shot_page(d: Any) -> None:
 def test_previews_are_drawn_once_per_content_and_a_stuck_player_times_out(tmp_path: Path) -> None:
     from central.console.campaigns import Previewer, PreviewError, check, previews
 
-    shown = previews(check(json.dumps(VALID)).bundle)
+    shown = previews(check(json.dumps(VALID)))
     assert len(shown) == 6 and len({p.key for p in shown}) == 6
     with pytest.raises(PreviewError, match="did not draw the landscape previews in 0 s"):
         Previewer(tmp_path / "stuck", timeout_s=0.05).render(shown)
@@ -264,6 +264,6 @@ def test_previews_are_drawn_once_per_content_and_a_stuck_player_times_out(tmp_pa
     # A changed word is another picture.
     other = json.loads(json.dumps(VALID))
     other["campaigns"][0]["anonymous"]["title"] = "Winter boots -25%"
-    changed = {p.key for p in previews(check(json.dumps(other)).bundle)} - set(stamps)
+    changed = {p.key for p in previews(check(json.dumps(other)))} - set(stamps)
     assert len(changed) == 2  # the anonymous variant, in both shapes
     assert pv.path("../accounts") is None and pv.path(shown[0].key) is not None
