@@ -222,6 +222,32 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 
+def _logs_params(
+    store: str,
+    device: str | None,
+    since: str | None,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> dict[str, object]:
+    """The ``logs`` query's parameters, the same names in both stores' SQL."""
+    return {
+        "type": DEVICE_LOG,
+        "store": store,
+        "device": device,
+        "since": since,
+        "ra": after[0] if after else None,
+        "rid": after[1] if after else None,
+        "limit": limit,
+    }
+
+
+def _logs_order(after: tuple[float, str] | None, limit: str) -> str:
+    """Following (``after``): oldest first from the cursor; otherwise the latest ``limit``."""
+    if after:
+        return f" ORDER BY received_at, id LIMIT {limit}"
+    return f" ORDER BY received_at DESC, id DESC LIMIT {limit}"
+
+
 class SqliteStore:
     """One file, one writer: the embedded CDP of the demo and of a single-sink install."""
 
@@ -383,20 +409,8 @@ class SqliteStore:
         after: tuple[float, str] | None = None,
         limit: int = 500,
     ) -> list[LogRow]:
-        params = {
-            "type": DEVICE_LOG,
-            "store": store,
-            "device": device,
-            "since": since,
-            "ra": after[0] if after else None,
-            "rid": after[1] if after else None,
-            "limit": limit,
-        }
-        sql = _SQLITE_LOGS_SQL + (
-            " ORDER BY received_at, id LIMIT :limit"
-            if after
-            else " ORDER BY received_at DESC, id DESC LIMIT :limit"
-        )
+        params = _logs_params(store, device, since, after, limit)
+        sql = _SQLITE_LOGS_SQL + _logs_order(after, ":limit")
         with self._lock:
             rows = self.conn.execute(sql, params).fetchall()
         out = [LogRow(ra, i, st, dev, t, _doc(d)) for ra, i, st, dev, t, d in rows]
@@ -826,20 +840,8 @@ class PostgresStore:
         after: tuple[float, str] | None = None,
         limit: int = 500,
     ) -> list[LogRow]:
-        params = {
-            "type": DEVICE_LOG,
-            "store": store,
-            "device": device,
-            "since": since,
-            "ra": after[0] if after else None,
-            "rid": after[1] if after else None,
-            "limit": limit,
-        }
-        sql = _PG_LOGS_SQL + (
-            " ORDER BY received_at, id LIMIT %(limit)s"
-            if after
-            else " ORDER BY received_at DESC, id DESC LIMIT %(limit)s"
-        )
+        params = _logs_params(store, device, since, after, limit)
+        sql = _PG_LOGS_SQL + _logs_order(after, "%(limit)s")
         out = [
             LogRow(float(ra), i, st, dev, t.isoformat(), d if isinstance(d, dict) else {})
             for ra, i, st, dev, t, d in self._query(sql, params)
