@@ -41,8 +41,12 @@ class MapFrame:
         return (self.origin[0] + x * self.scale, self.origin[1] + y * self.scale)
 
 
+# The share of a map's box left clear on each side of the plan.
+FRAME_MARGIN = 0.06
+
+
 def fit_frame(
-    points: Iterable[Point], box: Box, ahead_deg: float, margin: float = 0.06
+    points: Iterable[Point], box: Box, ahead_deg: float, margin: float = FRAME_MARGIN
 ) -> MapFrame:
     """The frame that shows every point inside ``box`` (pixels), turned forward-up."""
     pts = list(points)
@@ -61,12 +65,30 @@ def fit_frame(
     return MapFrame(ahead_deg, centre, scale, (bx + bw / 2, by + bh / 2))
 
 
+def _level_points(w: Wayfinding, level_id: str | None = None) -> list[Point]:
+    lv = w.level(level_id or w.here_level)
+    return [p for s in lv.shapes for p in s.ring] + list(lv.route)
+
+
 def level_frame(w: Wayfinding, box: Box, level_id: str | None = None) -> MapFrame:
     """The frame of a level (by default the one the shopper stands on): its plan and its part of
     the route, turned like the shopper's own so the two levels read the same way."""
-    lv = w.level(level_id or w.here_level)
-    pts: list[Point] = [p for s in lv.shapes for p in s.ring] + list(lv.route)
-    return fit_frame(pts, box, w.facing_deg)
+    return fit_frame(_level_points(w, level_id), box, w.facing_deg)
+
+
+def map_height_for(w: Wayfinding, width: float, most: float) -> float:
+    """The height a map ``width`` wide needs to draw its plan as large as that width allows, at
+    most ``most``: a plan wider than its box (most stores, turned forward-up on a portrait
+    screen) would leave bands of empty panel above and below it, which the words can use. A
+    way to another level keeps the whole box (its inset goes below the plan)."""
+    if w.destination_level != w.here_level:
+        return most
+    frame = level_frame(w, (0.0, 0.0, width, most))
+    ys = [frame.turned(p)[1] for p in _level_points(w)]
+    if not ys:
+        return most
+    need = (max(ys) - min(ys)) * frame.scale / (1 - 2 * FRAME_MARGIN)
+    return float(min(most, max(need, most * 0.5)))
 
 
 def inset_title_height(mark_r: float) -> float:
@@ -107,11 +129,14 @@ class WayRegions:
     steps: Box
 
 
-def way_regions(width: float, height: float, safe: Box | None = None) -> WayRegions:
+def way_regions(
+    width: float, height: float, safe: Box | None = None, way: Wayfinding | None = None
+) -> WayRegions:
     """Landscape: the map on the left, the words in a column on the right. Portrait: the words
-    above and below the map, which takes the middle of the screen at full width. ``safe``: the
-    box (in the card's coordinates) that words and map must stay inside, the screen's safe area
-    (``layout.inner``); without one, a margin of 4 % of the shorter side."""
+    above and below the map, which takes the middle of the screen at full width; with ``way``,
+    only the height its plan needs (``map_height_for``), the rest going to the words. ``safe``:
+    the box (in the card's coordinates) that words and map must stay inside, the screen's safe
+    area (``layout.inner``); without one, a margin of 4 % of the shorter side."""
     pad = round(min(width, height) * 0.04)
     if safe is None:
         safe = (pad, pad, width - 2 * pad, height - 2 * pad)
@@ -127,6 +152,11 @@ def way_regions(width: float, height: float, safe: Box | None = None) -> WayRegi
         )
     header_h, info_h, steps_h = sh * 0.19, sh * 0.09, sh * 0.19
     map_h = sh - header_h - info_h - steps_h - 2 * pad
+    if way is not None:
+        spare = map_h - map_height_for(way, sw, map_h)
+        map_h -= spare
+        header_h += spare * 0.45
+        steps_h += spare * 0.55
     return WayRegions(
         map=(sx, sy + steps_h + info_h + pad, sw, map_h),
         header=(sx, sy + sh - header_h, sw, header_h),

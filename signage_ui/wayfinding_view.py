@@ -17,7 +17,7 @@ from kivy.utils import get_color_from_hex
 
 from contracts.screen_protocol import Content, Wayfinding
 from signage_ui.draw import font_name, kivy_measure, put
-from signage_ui.fit import fit
+from signage_ui.fit import Fitted, fit
 from signage_ui.layout import Box
 from signage_ui.map_frame import (
     MapFrame,
@@ -31,7 +31,7 @@ from signage_ui.map_frame import (
     walk_line,
     way_regions,
 )
-from signage_ui.offer_layout import TITLE_SHARES, Placed, legible_min
+from signage_ui.offer_layout import TITLE_SHARES, Placed, _line, legible_min
 from signage_ui.qr import matrix as qr_matrix
 from signage_ui.qr_view import QrCode
 from signage_ui.style import MAP_PALETTE, mix, route_casing, text_colour_for
@@ -58,10 +58,15 @@ class WayfindingCard:
         self.map_only = map_only
         self.group = InstructionGroup()
         panel.canvas.add(self.group)
+        # An order's pickup number on an accent tag under the headline (drawn under its words).
+        self.tag_group = InstructionGroup()
+        panel.canvas.add(self.tag_group)
         self.title = _label(bold=True, valign="bottom")
         self.body = _label(valign="top")
         self.info = _label(bold=True, valign="middle")
         self.steps = _label(valign="top")
+        self.tag_label = _label(valign="middle")
+        self.tag_text = _label(bold=True, valign="middle")
         # On the map beside the mark: dark on the light floor, whatever the card's colour.
         self.here_text = _label(valign="middle", bold=True)
         # The destination level's name over its inset (a route to another floor).
@@ -70,7 +75,10 @@ class WayfindingCard:
         self.qr = QrCode(size_hint=(None, None))
         self.qr_text = _label(valign="top")
         self.qr_text.halign = "center"
-        self.labels = (self.title, self.body, self.info, self.steps, self.qr_text)
+        self.labels = (
+            self.title, self.body, self.info, self.steps, self.qr_text, self.tag_label,
+            self.tag_text,
+        )  # fmt: skip
         for w in (*(() if map_only else self.labels), self.here_text, self.level_text):
             panel.add_widget(w)
         if not map_only:
@@ -80,6 +88,7 @@ class WayfindingCard:
         self.inset_frame: MapFrame | None = None
         self.mark_r = 0.0
         self.body_text = self.info_text = self.steps_text = self.caption_text = ""
+        self.tag_words: tuple[str, str] = ("", "")  # (label, the order's number)
         # Whether a text had to be shortened to fit (the fit code's report; never expected).
         self.shortened = False
 
@@ -89,14 +98,17 @@ class WayfindingCard:
         w = content.wayfinding
         assert w is not None
         self.body_text = content.body
+        self.tag_words = ("", "")
         if content.template == "order_ready" and content.highlight:
-            # The order's pickup number leads the words beside the way to the counter.
+            # The pickup number on the accent tag, as on the order card without a way: the
+            # one thing the shopper must read from across the store.
             tag = render_message(content)
-            self.body_text = f"{tag.tag_label} {tag.tag}\n{content.body}".strip()
+            self.tag_words = (tag.tag_label, tag.tag)
         self.info_text = f"{w.destination_label}\n{walk_line(w, content.language)}"
         self.steps_text = "\n".join(f"{i}.  {s}" for i, s in enumerate(w.steps[:3], 1))
         for label in self.labels:
             label.color = ink
+        self.tag_text.color = get_color_from_hex(text_colour_for(content.accent))
         has_qr = bool(content.qr_url) and not self.map_only
         self.qr.show(qr_matrix(content.qr_url) if has_qr and content.qr_url else [])
         self.caption_text = scan_label(content.language) if has_qr else ""
@@ -118,46 +130,78 @@ class WayfindingCard:
         frame = getattr(self.panel, "frame", None)
         if frame is not None:
             (fx, fy, fw, fh), (sw, sh) = frame
-            r = way_regions(width, height, (fx - x, fy - y, fw, fh))
+            r = way_regions(width, height, (fx - x, fy - y, fw, fh), c.wayfinding)
         else:
             sw, sh = width, height
-            r = way_regions(width, height)
+            r = way_regions(width, height, way=c.wayfinding)
         portrait = height > width
         base = min(width, height)
         small = legible_min(sw, sh)
         # Each text fitted to its box from its designed size down to the legible minimum:
         # a long German step or a French headline shrinks, never runs out of its box.
         hx, hy, hw, hh = r.header
+        tag = self._tag(hw, base, small, portrait)
+        tag_h = tag[2] + 6 if tag is not None else 0.0
         for share in TITLE_SHARES:  # the headline gives way until the body fits
             title = fit(
-                c.title, hw, hh * share, kivy_measure,
+                c.title, hw, (hh - tag_h) * share, kivy_measure,
                 max_size=max(small, round(base * (0.062 if portrait else 0.07))),
                 min_size=small, bold=True, balance=True,
             )  # fmt: skip
             body = fit(
-                self.body_text, hw, hh - title.height - 4, kivy_measure,
-                max_size=max(small, min(round(base * 0.036), round(title.size * 0.7))),
+                self.body_text, hw, hh - title.height - tag_h - 4, kivy_measure,
+                max_size=max(
+                    small, min(round(base * (0.04 if portrait else 0.036)), round(title.size * 0.7))
+                ),
                 min_size=small, balance=True,
             )  # fmt: skip
             if not body.shortened:
                 break
-        block = title.height + (4 + body.height if body.lines else 0)
+        block = title.height + tag_h + (4 + body.height if body.lines else 0)
         top = hy + hh - max(0.0, hh - block)  # the header's words sit at its bottom
         placed = [
             (self.title, Placed(title, (hx, top - title.height, hw, title.height))),
             (self.body, Placed(body, (hx, top - block, hw, body.height))),
         ]
+        self.tag_group.clear()
+        if tag is not None:
+            label_f, number_f, row_h, pad = tag
+            row_y = top - title.height - tag_h + 2
+            label_y = row_y + (row_h - label_f.height) / 2
+            placed.append(
+                (self.tag_label, Placed(label_f, (hx, label_y, label_f.width, label_f.height)))
+            )
+            pill_x = hx + (label_f.width + pad if label_f.lines else 0.0)
+            placed.append(
+                (
+                    self.tag_text,
+                    Placed(
+                        number_f, (pill_x + pad, row_y + pad / 2, number_f.width, number_f.height)
+                    ),
+                )
+            )
+            self.tag_group.add(Color(*get_color_from_hex(c.accent)))
+            self.tag_group.add(
+                RoundedRectangle(
+                    pos=(x + pill_x, y + row_y), size=(number_f.width + 2 * pad, row_h),
+                    radius=[row_h * 0.18],
+                )
+            )  # fmt: skip
+        else:
+            for lab in (self.tag_label, self.tag_text):
+                put(lab, None, (x, y))
         ix, iy, iw, ih = r.info
         info = fit(
             self.info_text, iw, ih, kivy_measure,
-            max_size=max(small, round(base * 0.045)), min_size=small, bold=True,
+            max_size=max(small, round(base * (0.05 if portrait else 0.045))), min_size=small,
+            bold=True,
         )  # fmt: skip
         placed.append((self.info, Placed(info, (ix, iy + (ih - info.height) / 2, iw, info.height))))
         words = self._steps_and_code(r.steps, base, small)
         wx, wy, ww, wh = words
         steps = fit(
             self.steps_text, ww, wh, kivy_measure,
-            max_size=max(small, round(base * (0.03 if portrait else 0.034))), min_size=small,
+            max_size=max(small, round(base * (0.036 if portrait else 0.034))), min_size=small,
         )  # fmt: skip
         placed.append((self.steps, Placed(steps, (wx, wy + wh - steps.height, ww, steps.height))))
         self.shortened = any(p.fitted.shortened for _lab, p in placed) or self._caption_short
@@ -169,6 +213,21 @@ class WayfindingCard:
             self.qr.pos, self.qr.size = (x + qx, y + qy), (qw, qh)
         mx, my, mw, mh = r.map
         self._draw(c, c.wayfinding, (x + mx, y + my, mw, mh))
+
+    def _tag(
+        self, width: float, base: float, small: int, portrait: bool
+    ) -> tuple[Fitted, Fitted, float, float] | None:
+        """The pickup number's row: its label, then the number on the accent tag, each one line
+        shrunk to the width; with the row's height and the tag's padding. None: no number."""
+        words, number = self.tag_words
+        if not number:
+            return None
+        size = max(small, round(base * (0.06 if portrait else 0.055)))
+        pad = round(size * 0.3)
+        label_f = _line(words, width * 0.5, kivy_measure, max(small, round(size * 0.55)), small)
+        room = width - (label_f.width + pad if label_f.lines else 0.0) - 2 * pad
+        number_f = _line(number, room, kivy_measure, size, small, bold=True)
+        return label_f, number_f, number_f.height + pad, pad
 
     def _steps_and_code(self, steps: Box, base: float, small: int) -> Box:
         """The steps' words' box; the code and its caption placed beside them when there is

@@ -4,12 +4,20 @@ whole plan inside its box, regions that share the screen without overlapping."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.screen_protocol import Wayfinding
-from signage_ui.map_frame import fit_frame, level_boxes, walk_line, way_regions
+from signage_ui.map_frame import (
+    FRAME_MARGIN,
+    fit_frame,
+    level_boxes,
+    level_frame,
+    walk_line,
+    way_regions,
+)
 
 coords = st.floats(-200, 200, allow_nan=False)
 points = st.lists(st.tuples(coords, coords), min_size=1, max_size=30)
@@ -98,3 +106,37 @@ def test_another_floor_gets_an_inset_that_shares_the_map_box(w: int, h: int) -> 
     assert not _overlap(main, inset)
     same_floor = UPSTAIRS.model_copy(update={"destination_level": UPSTAIRS.here_level})
     assert level_boxes(same_floor, box) == (box, None)
+
+
+@given(st.integers(320, 2160), st.integers(0, 359))
+def test_a_portrait_map_gives_its_empty_bands_to_the_words(w: int, facing: int) -> None:
+    """With the way known, a portrait card's map is only as tall as its plan needs at full
+    width: the plan is drawn exactly as large as in the full-height box, and the words' boxes
+    grow by what the map gave up."""
+    way = _to_pickup().model_copy(update={"facing_deg": float(facing)})
+    h = w * 16 // 9
+    plain, fitted = way_regions(w, h), way_regions(w, h, way=way)
+    boxes = [fitted.map, fitted.header, fitted.info, fitted.steps]
+    assert all(_inside(b, w, h) for b in boxes)
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert fitted.map[3] <= plain.map[3] + 1e-6
+    assert fitted.header[3] >= plain.header[3] - 1e-6 and fitted.steps[3] >= plain.steps[3] - 1e-6
+    # The plan is no smaller for it...
+    frame = level_frame(way, fitted.map)
+    assert frame.scale >= level_frame(way, plain.map).scale * 0.999
+    # ...and fills the map's height but for the margins (or the map kept half the box).
+    lv = way.level(way.here_level)
+    ys = [frame.to_px(p)[1] for s in lv.shapes for p in s.ring] + [
+        frame.to_px(p)[1] for p in lv.route
+    ]
+    drawn = max(ys) - min(ys)
+    floored = abs(fitted.map[3] - plain.map[3] * 0.5) < 1e-6
+    assert floored or abs(drawn - fitted.map[3] * (1 - 2 * FRAME_MARGIN)) < 0.5
+
+
+@lru_cache(maxsize=1)
+def _to_pickup() -> Wayfinding:
+    """The demo store's way from the entrance screen to the pickup counter (one level)."""
+    from tests.signage_ui.test_wayfinding_screen import demo_map, payload
+
+    return payload(demo_map(), "screen-entrance", "Pickup", "de")

@@ -23,9 +23,12 @@ import pytest
 
 from contracts.screen_protocol import Content, PlaylistItem
 from signage_ui.assets import AssetCache
+from signage_ui.layout import inner
+from signage_ui.map_frame import way_regions
 from tests.signage_ui.test_offer_card_screen import (
     BOOT_BGR,
     FOCUS,
+    bgr,
     cards,
     near,
     outside_safe,
@@ -199,6 +202,14 @@ def check(img: np.ndarray, c: Content, photo: str) -> None:
         assert decoded(img) == c.qr_url, f"{c.content_id}: the QR code does not read"
     if c.image_sha256 == photo:
         assert near(img, BOOT_BGR, 24).mean() > 0.01, f"{c.content_id}: no photo"
+    if c.template == "order_ready" and c.highlight and c.wayfinding is not None:
+        # The pickup number's accent tag beside the way: the accent outside the map's box
+        # (inside it, the accent is the route).
+        mx, my, mw, mh = way_regions(w, h, inner((0.0, 0.0, w, h), w, h), c.wayfinding).map
+        words = near(img, bgr(c.accent), 6)
+        top = h - (my + mh)
+        words[int(top) : int(top + mh), int(mx) : int(mx + mw)] = False
+        assert words.mean() > 0.004, f"{c.content_id}: no pickup number tag ({words.mean():.4f})"
     # Words on the card: a good share of pixels in the text's colour family is drawn.
     assert not np.all(plain | outside_safe(img)), f"{c.content_id}: nothing drawn"
 

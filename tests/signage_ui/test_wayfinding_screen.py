@@ -83,7 +83,7 @@ class Shot:
         h, width = img.shape[:2]
         self.height = h
         # The card lays itself out inside the screen's safe area (the item view's frame).
-        box = way_regions(width, h, inner((0.0, 0.0, width, h), width, h)).map
+        box = way_regions(width, h, inner((0.0, 0.0, width, h), width, h), w).map
         main, inset = level_boxes(w, box)
         self.frame: MapFrame = level_frame(w, main)
         self.r = max(6.0, min(box[2], box[3]) * MARK_SHARE)
