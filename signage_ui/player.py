@@ -184,6 +184,8 @@ class PlayerApp(App):
         now = time.monotonic()
         if self.first_frame_at is None:
             self.first_frame_at = now
+        if self.stage is not None and self.stage.prerolling:
+            return  # the old item is still what is drawn: a clip waits for its first frame
         if self._awaiting_frame is not None:
             self.latencies_ms.append((now - self._awaiting_frame) * 1000)
             self._awaiting_frame = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from kivy.animation import Animation
 from kivy.clock import Clock
@@ -342,6 +343,9 @@ class MediaView(Panel):
         if self.video is None:
             self.video = Clip(fit_mode="contain", size_hint=(None, None), options={"eos": "loop"})
             self.add_widget(self.video)
+        # No frame yet: the stage waits for this clip's first (``Stage.show``), never showing
+        # the last clip's frame or a flat background in its place.
+        self.video.texture = None
         self.video.opacity = 1
         self.video.source = str(path)
         self.video.state = "play"
@@ -578,6 +582,8 @@ class Stage(FloatLayout):
     frame; ``fade`` crossfades (the old item stays under the new one, so no black gap)."""
 
     FADE_S = 0.4
+    # A clip that has decoded no frame by then comes on anyway (on its background colour).
+    PREROLL_S = 1.5
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -585,6 +591,9 @@ class Stage(FloatLayout):
         self.back = ItemView(size_hint=(1, 1))
         self.add_widget(self.front)
         self._anim: Animation | None = None
+        # A video coming in, held off screen until its decoder's first frame: (view, fade).
+        self._pending: tuple[ItemView, bool] | None = None
+        self._preroll_ev: Any = None
         # The store's logo over every item (a pushed theme), kept on top of the drawing order.
         self.logo = Image(fit_mode="contain", size_hint=(None, None), opacity=0)
         self.logo_corner = "top_right"
@@ -651,11 +660,49 @@ class Stage(FloatLayout):
     def show(
         self, content: Content, asset: CoreImage | Path | None = None, *, fade: bool = False
     ) -> None:
+        self._cancel_preroll()
         if self._anim is not None:
             self._anim.cancel(self.front)
             self._anim = None
-        incoming, outgoing = self.back, self.front
+        incoming = self.back
         incoming.show(content, asset)
+        clip = incoming.media.video if content.template == "video" else None
+        if clip is not None and clip.texture is None:
+            # Until the clip has a frame, the item on screen stays: a video would otherwise
+            # come in as its bare background for the decoder's start (a blank frame).
+            self._pending = (incoming, fade)
+            clip.bind(texture=self._first_frame)
+            self._preroll_ev = Clock.schedule_once(lambda _dt: self._reveal(), self.PREROLL_S)
+            return
+        self._swap(incoming, fade)
+
+    @property
+    def prerolling(self) -> bool:
+        """A clip is coming in and not on screen yet: what is drawn is still the old item."""
+        return self._pending is not None
+
+    def _first_frame(self, _clip: object, texture: object) -> None:
+        if texture is not None and self._pending is not None:
+            self._reveal()
+
+    def _reveal(self) -> None:
+        pending = self._pending
+        self._cancel_preroll()
+        if pending is not None:
+            self._swap(*pending)
+
+    def _cancel_preroll(self) -> None:
+        if self._pending is not None:
+            clip = self._pending[0].media.video
+            if clip is not None:
+                clip.unbind(texture=self._first_frame)
+            self._pending = None
+        if self._preroll_ev is not None:
+            self._preroll_ev.cancel()
+            self._preroll_ev = None
+
+    def _swap(self, incoming: ItemView, fade: bool) -> None:
+        outgoing = self.front
         # The incoming view goes on top of the drawing order.
         if incoming.parent is not None:
             self.remove_widget(incoming)
