@@ -437,7 +437,8 @@ class PlayerApp(App):
     def _screenshot(self, seq: int, content_id: str, drawn_by: int, settled: bool = False) -> None:
         if seq != self._change_seq or self.screenshot_dir is None:
             return
-        fading = self.stage is not None and self.stage.fading
+        # A clip coming in is not on the glass before its first frame (``Stage.prerolling``).
+        fading = self.stage is not None and (self.stage.fading or self.stage.prerolling)
         if Clock.frames_displayed < drawn_by or fading or not settled:
             # The fade's last step may not be on screen yet when it reports done: one more
             # frame after it is, so the shot never catches the last blend (seen under load).

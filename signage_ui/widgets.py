@@ -347,6 +347,10 @@ class MediaView(Panel):
         # the last clip's frame or a flat background in its place.
         self.video.texture = None
         self.video.opacity = 1
+        if self.video.source == str(path):
+            # The same clip again (it was unloaded when it left the screen): Kivy loads a clip
+            # only when its source changes, and would leave the clip stopped.
+            self.video.source = ""
         self.video.source = str(path)
         self.video.state = "play"
         self.relayout()
@@ -662,8 +666,13 @@ class Stage(FloatLayout):
     ) -> None:
         self._cancel_preroll()
         if self._anim is not None:
+            # A fade cut short: the item that was coming in stands whole and the one it was
+            # covering leaves the tree, since its view is about to take the next item (and
+            # under a half-faded item, a clip's bare background would show through).
             self._anim.cancel(self.front)
             self._anim = None
+            self.front.opacity = 1
+            self._done(self.back)
         incoming = self.back
         incoming.show(content, asset)
         clip = incoming.media.video if content.template == "video" else None

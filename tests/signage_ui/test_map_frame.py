@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.screen_protocol import Wayfinding
@@ -108,6 +108,7 @@ def test_another_floor_gets_an_inset_that_shares_the_map_box(w: int, h: int) -> 
     assert level_boxes(same_floor, box) == (box, None)
 
 
+@settings(deadline=None)  # the first example builds the demo store's map
 @given(st.integers(320, 2160), st.integers(0, 359))
 def test_a_portrait_map_gives_its_empty_bands_to_the_words(w: int, facing: int) -> None:
     """With the way known, a portrait card's map is only as tall as its plan needs at full

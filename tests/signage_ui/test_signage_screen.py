@@ -434,3 +434,49 @@ def test_video_from_the_cache_plays(tmp_path: Path, kivy_env: dict[str, str], br
         assert "Error loading" not in text and sha not in text, text[-2000:]
     finally:
         bus.close()
+
+
+def test_a_clip_plays_each_time_it_comes_back(
+    tmp_path: Path, kivy_env: dict[str, str], broker
+) -> None:
+    """A loop of a clip and a card: the clip comes back into the same item view every other
+    time, after it was unloaded there. Kivy loads a clip only when its source changes; each
+    appearance must still show the clip's own frames, from its first frame on (never the bare
+    background while the decoder starts)."""
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 180))
+    frame = np.zeros((180, 320, 3), np.uint8)
+    frame[:] = (0, 200, 0)
+    for _ in range(25):
+        w.write(frame)
+    w.release()
+    cache = AssetCache(tmp_path / "content")
+    sha = cache.put(clip.read_bytes())
+    items = [
+        PlaylistItem(
+            content=Content(
+                content_id="loop:clip", template="video", video_sha256=sha, title="Clip",
+                background="#000040",
+            ),
+            duration_s=1.5,
+        ),
+        PlaylistItem(
+            content=Content(content_id="loop:card", title="Between", background="#603000"),
+            duration_s=1.0,
+        ),
+    ]  # fmt: skip
+    write_playlist(cache.root, items)
+    cfg = config(
+        tmp_path, broker.port, [{"id": "v", "zone": "entrance", "width": 480, "height": 270}]
+    )
+
+    def clip_shots(shots: Path) -> list[Path]:
+        return [p for p in pngs(shots) if p.stem.endswith("loop_clip")]
+
+    with player(tmp_path, kivy_env, cfg, "v") as shots:
+        assert wait_for(lambda: len(clip_shots(shots)) >= 4, 60), logs(tmp_path)
+        got = clip_shots(shots)
+    for shot in got:
+        img = load(shot)
+        green = float(np.all(np.abs(img.astype(int) - (0, 200, 0)) < 40, axis=2).mean())
+        assert green > 0.7, f"{shot.name}: the clip's frames cover {green:.0%} of the screen"
