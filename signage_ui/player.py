@@ -44,6 +44,7 @@ from contracts.mqtt import BrokerConfig, connect, make_client
 from contracts.screen_protocol import CARD_TEMPLATES, Content, ScreenCommand, Theme
 from contracts.validation import first_error
 from edge_agent.config import AgentConfig
+from signage_ui import qr
 from signage_ui.assets import AssetCache, AssetError
 from signage_ui.draw import DEFAULT_FONT, font_name, register_font, use_font
 from signage_ui.loop import BUILTIN_DEFAULT, Loop, PlaylistError, load_playlist
@@ -515,7 +516,8 @@ class PlayerApp(App):
             raw, received = bytes(msg.payload), time.monotonic()
             if not raw:  # a retained message being deleted
                 return
-            Clock.schedule_once(lambda _dt: self._guarded_command(raw, received), 0)
+            cmd = prepared(raw)
+            Clock.schedule_once(lambda _dt: self._guarded_command(raw, received, cmd), 0)
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
@@ -532,17 +534,21 @@ class PlayerApp(App):
             up = state == "up"
             Clock.schedule_once(lambda _dt: setattr(self.playback, "bus_up", up), 0)
 
-    def _guarded_command(self, raw: bytes, received: float | None) -> None:
+    def _guarded_command(
+        self, raw: bytes, received: float | None, cmd: ScreenCommand | None = None
+    ) -> None:
         """No message may stop the player: whatever a command breaks is reported, once per
         kind, and the screen plays on."""
         try:
-            self._on_command(raw, received)
+            self._on_command(raw, received, cmd)
         except Exception as exc:
             self._report_error("bad_command", None, f"{type(exc).__name__}: {str(exc)[:120]}")
 
-    def _on_command(self, raw: bytes, received: float | None = None) -> None:
+    def _on_command(
+        self, raw: bytes, received: float | None = None, parsed: ScreenCommand | None = None
+    ) -> None:
         try:
-            cmd = ScreenCommand.from_bytes(raw)
+            cmd = parsed if parsed is not None else ScreenCommand.from_bytes(raw)
         except ValidationError as exc:
             log.warning("bus: ignored a malformed command: %s", first_error(exc, "command"))
             return
@@ -731,6 +737,19 @@ def detail_of(content: Content) -> Content:
     return content.model_copy(
         update={"ticker": "", "side": "", "content_id": f"{content.content_id}#detail"}
     )
+
+
+def prepared(raw: bytes) -> ScreenCommand | None:
+    """A command read on the bus's thread while the window waits for its next frame, its QR
+    code worked out (``qr.matrix`` remembers it): the frame that shows it does less. None when
+    it does not read; the window's thread reads it again and reports why."""
+    try:
+        cmd = ScreenCommand.from_bytes(raw)
+        if cmd.content is not None and cmd.content.qr_url:
+            qr.matrix(cmd.content.qr_url)
+        return cmd
+    except Exception:  # reported where it is handled, on the window's thread
+        return None
 
 
 def impressions_path(content_root: Path, screen_id: str) -> Path:

@@ -7,14 +7,19 @@ Drawn as rectangles, not as an image: no file is written and nothing is cached o
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import segno
 
 Rect = tuple[float, float, float, float]
 
 
+@lru_cache(maxsize=64)
 def matrix(link: str) -> list[list[bool]]:
     """The QR code of ``link`` (error correction M), modules as rows, top row first, without
-    the quiet zone. The caller checks that the link is one it may show."""
+    the quiet zone. The caller checks that the link is one it may show. Remembered per link
+    (segno spends ~6 ms choosing the best mask): the player works it out on the bus thread as
+    a command arrives, so drawing the card finds it ready. Callers must not change it."""
     qr = segno.make(link, error="m", micro=False)
     return [[bool(v) for v in row] for row in qr.matrix]
 

@@ -92,7 +92,8 @@ class WayfindingCard:
         # Whether a text had to be shortened to fit (the fit code's report; never expected).
         self.shortened = False
 
-    def show(self, content: Content) -> None:
+    def show(self, content: Content, layout: bool = True) -> None:
+        """Fill the card with ``content``; ``layout=False`` when the caller lays it out next."""
         self.content = content
         ink = get_color_from_hex(text_colour_for(content.background))
         w = content.wayfinding
@@ -114,7 +115,8 @@ class WayfindingCard:
         self.caption_text = scan_label(content.language) if has_qr else ""
         self.here_text.text = here_label(content.language)
         self.here_text.color = get_color_from_hex(MAP_PALETTE["text"])
-        self.relayout()
+        if layout:
+            self.relayout()
 
     def relayout(self) -> None:
         c = self.content

@@ -303,7 +303,8 @@ class WayCard(Panel):
     def show(self, content: Content) -> None:
         self.set_background(content.background)
         assert self.view is not None
-        self.view.show(content)
+        # Laid out once, by the item view that shows it (``ItemView._layout``), not twice.
+        self.view.show(content, layout=False)
 
 
 class Clip(Video):
@@ -539,7 +540,8 @@ class ItemView(Widget):
             (self.ticker, r.ticker),
             (self.side, r.side),
         ):
-            if box:
+            # Only the regions in the tree: the others are laid out when they next show.
+            if box and w.parent is self:
                 ix, iy, iw, ih = inner(box, W, H)
                 w.frame = ((self.x + ix, self.y + iy, iw, ih), (W, H))
                 w.pos, w.size = (self.x + box[0], self.y + box[1]), box[2:]
