@@ -15,6 +15,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,21 @@ def supervised(cfg: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         assert terminate(proc, timeout=30) == 0, log.read_text()[-3000:]
 
 
+@contextmanager
+def served(directory: Path) -> Iterator[str]:
+    """A plain HTTP file server on loopback (the fleet's download host), stopped after."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(directory))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
 def push(port: int, key: Path, body: dict[str, Any], version: int, wait: float) -> dict[str, Any]:
     """``edge-ops push release ... --wait-ack``: its last line is the final ack."""
     body_file = key.parent / f"release-push-{version}.json"
@@ -138,8 +155,12 @@ def test_release_pushed_kept_crashing_one_rolled_back_bad_ones_refused(
 
             # A good release: installed beside 1.0, switched, restarted, READY, central reached,
             # up for its probation time: kept, and acked as installed.
-            good = push_body(release_kit.bundle(tmp_path, key, "2.0"))
-            ack = push(broker.port, key, good, 1, wait=90)
+            # It is fetched from a URL, as ops push releases too big to travel inline.
+            bundle = release_kit.bundle(tmp_path, key, "2.0")
+            with served(bundle.parent) as base:
+                good = push_body(bundle, url=f"{base}/{bundle.name}")
+                ack = push(broker.port, key, good, 1, wait=90)
+            assert "data_b64" not in good["bundle"]
             assert ack["kind"] == "release.installed" and ack["accepted"] is True, ack
             assert "READY, central reached" in ack["reason"]
             assert store.running() == "2.0" and store.on_probation("2.0") is None
