@@ -109,6 +109,53 @@ PHRASES: dict[str, dict[str, str]] = {
         "escalator_to": "zur Rolltreppe",
         "elevator_to": "zum Aufzug",
     },
+    # French puts a no-break space before ":" and ";" (so a line never starts with one), and
+    # names the destination without an article ("se trouve"), which fits any gender.
+    "fr": {
+        "walk_turn": "{prefix}{dist} tout droit, puis {turn}{landmark}",
+        "walk_to": "{prefix}{dist} tout droit jusqu'{connector_to}",
+        "arrive": "{prefix}{dist} tout droit\u00a0; {dest} se trouve {side}",
+        "here": "{dest} se trouve {side}",
+        "arrive_product": "{prefix}{dist} tout droit\u00a0; {dest} se trouve {side}",
+        "here_product": "{dest} se trouve {side}",
+        "level": "Prenez {connector_dat} pour {updown} ({level})",
+        "from_connector": "En sortant {connector_from}\u00a0: ",
+        "up": "monter",
+        "down": "descendre",
+        "after": " après {name}",
+        "at": " à {name}",
+        "face_left": "Tournez à gauche\u00a0: ",
+        "face_right": "Tournez à droite\u00a0: ",
+        "face_slight_left": "Légèrement à gauche\u00a0: ",
+        "face_slight_right": "Légèrement à droite\u00a0: ",
+        "face_back": "Faites demi-tour\u00a0: ",
+        "face_sharp_left": "Tout à gauche\u00a0: ",
+        "face_sharp_right": "Tout à droite\u00a0: ",
+        "turn_left": "à gauche",
+        "turn_right": "à droite",
+        "turn_slight_left": "légèrement à gauche",
+        "turn_slight_right": "légèrement à droite",
+        "turn_sharp_left": "tout à gauche",
+        "turn_sharp_right": "tout à droite",
+        "turn_back": "demi-tour",
+        "turn_ahead": "continuez tout droit",
+        "side_left": "à votre gauche",
+        "side_right": "à votre droite",
+        "side_ahead": "devant vous",
+        "side_back": "derrière vous",
+        "stairs": "escalier",
+        "escalator": "escalator",
+        "elevator": "ascenseur",
+        "stairs_dat": "l'escalier",
+        "escalator_dat": "l'escalator",
+        "elevator_dat": "l'ascenseur",
+        "stairs_to": "à l'escalier",
+        "escalator_to": "à l'escalator",
+        "elevator_to": "à l'ascenseur",
+        "stairs_from": "de l'escalier",
+        "escalator_from": "de l'escalator",
+        "elevator_from": "de l'ascenseur",
+    },
 }
 LANGUAGES = tuple(PHRASES)
 
@@ -249,7 +296,10 @@ def route_steps(route: Route, venue: VenueMap, language: str = "en") -> list[Ste
         pts = _simplify(points) if len(points) > 1 else points
         prefix = ""
         if after_connector is not None:
-            prefix = ph["from_connector"].format(connector=ph[after_connector])
+            prefix = ph["from_connector"].format(
+                connector=ph[after_connector],
+                connector_from=ph.get(f"{after_connector}_from", ph[after_connector]),
+            )
             prefix = prefix[0].upper() + prefix[1:]
         elif facing is not None and len(pts) > 1:
             first = heading(pts[0].x, pts[0].y, pts[1].x, pts[1].y)

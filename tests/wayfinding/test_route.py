@@ -122,8 +122,16 @@ def test_steps_are_relative_to_the_screen_and_in_the_shoppers_language(
     assert any(
         s.kind == "level" and s.text == "Mit der Treppe nach oben (Obergeschoss)" for s in up
     )
-    fr = route_steps(r, demo_map, "fr")  # no French phrases: English, names as they come
-    assert fr[0].text == en[0].text
+    fr = route_steps(r, demo_map, "fr")
+    assert fr[0].text.startswith("Tournez à droite\u00a0: ")
+    assert fr[-1].text.endswith("se trouve à votre droite")
+    fr_up = route_steps(route(demo_map, demo_graph, SCREEN, "Aisle 6"), demo_map, "fr")
+    assert any(
+        s.kind == "level" and s.text.startswith("Prenez l'escalier pour monter") for s in fr_up
+    )
+    assert any(s.text.startswith("En sortant de l'escalier\u00a0: ") for s in fr_up), fr_up
+    sv = route_steps(r, demo_map, "sv")  # no Swedish phrases: English, names as they come
+    assert sv[0].text == en[0].text
 
 
 def test_turn_words_and_spoken_distances() -> None:
