@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.positioning.fingerprint import CellModel, CellParams, Estimate, KnnBaseline
+from edge_agent.positioning.pathloss import PathLoss
 from edge_agent.positioning.smoothing import MotionModel, MotionParams
 from edge_agent.positioning.survey import Survey
 
@@ -92,8 +93,9 @@ def run_cells(
     params: CellParams | None = None,
     motion: MotionParams | None = None,
     smooth: bool = True,
+    pathloss: PathLoss | None = None,
 ) -> Scored:
-    model = CellModel(train, params)
+    model = CellModel(train, params, pathloss)
     x = _aligned(test, train.beacons)
     mm = MotionModel(model.coords, motion) if smooth else None
     ests: list[Estimate] = []
@@ -119,9 +121,14 @@ def compare(
     params: CellParams | None = None,
     motion: MotionParams | None = None,
 ) -> dict[str, Scored]:
+    """Ours (smoothed and one scan alone), the per-cell model without the path-loss prior (the
+    previous "ours", smoothed, default motion) and the kNN baseline, on the same scans."""
+    p = params or CellParams()
+    pl = PathLoss.fit(train) if p.prior == "pathloss" else None
     return {
-        "ours": run_cells(train, test, params, motion, smooth=True),
-        "ours_single_scan": run_cells(train, test, params, motion, smooth=False),
+        "ours": run_cells(train, test, p, motion, smooth=True, pathloss=pl),
+        "ours_single_scan": run_cells(train, test, p, motion, smooth=False, pathloss=pl),
+        "per_cell_model": run_cells(train, test, CellParams.per_cell(), None, smooth=True),
         "knn_baseline": run_knn(train, test),
     }
 
@@ -183,6 +190,8 @@ def grid_search(
     if len(days) < 2:
         return CellParams(), MotionParams(), {"skipped": "fewer than two training days"}
     splits = [split_day(train, d) for d in days]
+    # The path-loss fit depends on the training scans only, not on the settings searched.
+    fits = [PathLoss.fit(a) for a, _ in splits]
     tried: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], CellParams, MotionParams] | None = None
     for sf in GRID["sigma_floor"]:
@@ -190,7 +199,12 @@ def grid_search(
             for st in GRID["step_cells"]:
                 p = CellParams(sigma_floor=sf, temperature=t)
                 m = MotionParams(step_cells=st)
-                pooled = Scored.pool([run_cells(a, b, p, m) for a, b in splits])
+                pooled = Scored.pool(
+                    [
+                        run_cells(a, b, p, m, pathloss=f)
+                        for (a, b), f in zip(splits, fits, strict=True)
+                    ]
+                )
                 e = pooled.errors
                 key = (float(np.percentile(e, 90)), float(np.percentile(e, 50)))
                 tried.append({"sigma_floor": sf, "temperature": t, "step_cells": st,
