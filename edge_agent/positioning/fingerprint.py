@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.positioning.grid import cell_label, cell_xy
-from edge_agent.positioning.pathloss import PathLoss
+from edge_agent.positioning.pathloss import PathLoss, beacon_on
 from edge_agent.positioning.scan import NOT_HEARD
 from edge_agent.positioning.survey import Survey
 
@@ -86,11 +86,14 @@ class CellParams:
     # the beacon's overall mean and a flat Beta prior (the model before it, kept to compare).
     prior: str = "pathloss"
     pathloss_weight: float = 2.0  # pseudo-scans of the path-loss prediction per cell
+    # The chance a beacon is off when a scan is taken (batteries go flat: whole days of this
+    # survey miss a beacon): "not heard" then weighs at most -log(p_off) against a cell.
+    p_off: float = 0.5
 
     @classmethod
     def per_cell(cls) -> CellParams:
         """The earlier model: surveyed cells only, shrunk to each beacon's overall mean."""
-        return cls(fill_radius=0.0, sigma_floor=6.0, prior="mean")
+        return cls(fill_radius=0.0, sigma_floor=6.0, prior="mean", p_off=0.0)
 
 
 class CellModel:
@@ -141,6 +144,7 @@ class CellModel:
         qq = w @ sq_s
 
         self.p_heard: Array
+        informative = np.ones(len(self.beacons), dtype=bool)
         if p.prior == "pathloss":
             # The continuous model's prediction at every cell, worth `pathloss_weight` scans:
             # a surveyed cell moves away from it as its own readings come, a cell nobody
@@ -149,8 +153,13 @@ class CellModel:
             if pl.beacons != self.beacons:
                 raise ValueError("cell model: the path-loss fit is for other beacons")
             ph0, mu0, var0 = pl.predict(self.coords)
+            informative = pl.informative
+            # Per cell and beacon, only the scans of days the beacon was on count.
+            on_s = np.zeros_like(h_s)
+            np.add.at(on_s, rows, beacon_on(survey).astype(float))
+            n_on = w @ on_s
             k = p.pathloss_weight
-            self.p_heard = np.clip((hh + k * ph0) / (n[:, None] + k), p.p_floor, 1.0 - p.p_floor)
+            self.p_heard = np.clip((hh + k * ph0) / (n_on + k), p.p_floor, 1.0 - p.p_floor)
             mu = (ss + k * mu0) / (hh + k)
             scatter = np.maximum(qq - 2.0 * mu * ss + hh * mu * mu, 0.0)  # around mu
             var = (scatter + k * var0) / (hh + k)
@@ -171,13 +180,17 @@ class CellModel:
         self.mu: Array = mu
         self.var: Array = np.maximum(var, p.sigma_floor**2)
         self._log_norm = -0.5 * np.log(2.0 * math.pi * self.var)
-        self._log_h = np.log(self.p_heard)
-        self._log_nh = np.log1p(-self.p_heard) * p.not_heard_weight
+        off = min(max(p.p_off, 0.0), 0.99)
+        self._log_h = np.log((1.0 - off) * self.p_heard)
+        self._log_nh = np.log(off + (1.0 - off) * (1.0 - self.p_heard)) * p.not_heard_weight
+        # A beacon the survey hardly heard says nothing either way: heard or not, it is left out.
+        self._use = informative
+        self._log_nh[:, ~informative] = 0.0
         self._nh_total = self._log_nh.sum(axis=1)
 
     def loglik(self, vec: Array) -> Array:
         """Log-likelihood of one scan per cell."""
-        hm = vec > NOT_HEARD
+        hm = (vec > NOT_HEARD) & self._use
         if not hm.any():
             return self._nh_total.copy()
         v = vec[hm]

@@ -64,7 +64,7 @@ def _fit_at(points: Array, xy: Array, rssi: Array, heard: npt.NDArray[np.bool_])
     b1 = np.zeros(m)
     # Newton steps on the 2-parameter logistic, all candidates at once.
     for _ in range(20):
-        z = b0[:, None] + b1[:, None] * ld
+        z = np.clip(b0[:, None] + b1[:, None] * ld, -50.0, 50.0)
         p = 1.0 / (1.0 + np.exp(-z))
         w = p * (1.0 - p) + 1e-9
         g0 = (y - p).sum(1) - _L2 * b0
@@ -74,7 +74,8 @@ def _fit_at(points: Array, xy: Array, rssi: Array, heard: npt.NDArray[np.bool_])
         h11 = (w * ld * ld).sum(1) + _L2
         det = h00 * h11 - h01 * h01
         b0 = b0 + (h11 * g0 - h01 * g1) / det
-        b1 = b1 + (h00 * g1 - h01 * g0) / det
+        # Never heard more often farther away (a beacon heard everywhere leaves b1 free).
+        b1 = np.minimum(b1 + (h00 * g1 - h01 * g0) / det, 0.0)
     z = b0[:, None] + b1[:, None] * ld
     ll = (y * z - np.logaddexp(0.0, z)).sum(1)
     nh = int(heard.sum())
@@ -125,25 +126,53 @@ def fit_beacon(
     return best
 
 
+def beacon_on(survey: Survey) -> npt.NDArray[np.bool_]:
+    """(scans, beacons): was the beacon on when the scan was taken? A beacon never heard in a
+    whole recording day was off that day (a flat battery, not yet installed): in this survey
+    b3003 is silent all of 2016-05-25 though the walk passes two cells from it, b3012 all of
+    2016-10-04 along its row. Counting those scans as "not heard here" would teach the model that
+    the beacon cannot be heard where it can."""
+    heard = survey.rssi > NOT_HEARD
+    days = np.array(survey.days)
+    on = np.zeros_like(heard)
+    for day in dict.fromkeys(survey.days):
+        m = days == day
+        on[m] = heard[m].any(axis=0)[None, :]
+    return on
+
+
 class PathLoss:
     """Per-beacon fits; `predict` gives p(heard), mean RSSI and its variance at any point."""
 
-    def __init__(self, beacons: tuple[str, ...], fits: tuple[BeaconFit, ...]) -> None:
+    def __init__(
+        self,
+        beacons: tuple[str, ...],
+        fits: tuple[BeaconFit, ...],
+        informative: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
         if len(beacons) != len(fits):
             raise ValueError(f"path loss: {len(beacons)} beacons, {len(fits)} fits")
         self.beacons = beacons
         self.fits = fits
+        # A beacon the survey heard fewer than MIN_HEARD times: its fit is a guess (its position
+        # anywhere), so the cell model leaves it out of the likelihood rather than be led by it.
+        self.informative: npt.NDArray[np.bool_] = (
+            np.ones(len(beacons), dtype=bool) if informative is None else np.asarray(informative)
+        )
 
     @classmethod
     def fit(cls, survey: Survey) -> PathLoss:
+        """Each beacon fitted on the scans of the days it was on (`beacon_on`)."""
         if len(survey) == 0:
             raise ValueError("path loss: an empty survey")
         xy = survey.coords()
         heard = survey.rssi > NOT_HEARD
-        fits = tuple(
-            fit_beacon(xy, survey.rssi[:, j], heard[:, j]) for j in range(len(survey.beacons))
-        )
-        return cls(survey.beacons, fits)
+        on = beacon_on(survey)
+        fits = []
+        for j in range(len(survey.beacons)):
+            m = on[:, j] if on[:, j].any() else np.ones(len(survey), dtype=bool)
+            fits.append(fit_beacon(xy[m], survey.rssi[m, j], heard[m, j]))
+        return cls(survey.beacons, tuple(fits), heard.sum(0) >= MIN_HEARD)
 
     def positions(self) -> Array:
         return np.array([(f.x, f.y) for f in self.fits], dtype=float).reshape(-1, 2)
