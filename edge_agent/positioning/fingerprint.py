@@ -72,14 +72,14 @@ class CellParams:
 
     bandwidth: float = 1.0  # cells: how far a cell borrows its neighbours' scans
     fill_radius: float = 1.5  # cells: unsurveyed cells this close to a surveyed one get a model
-    sigma_floor: float = 5.0  # dB
+    sigma_floor: float = 6.0  # dB
     sigma_prior: float = 4.0  # dB, the spread assumed before any reading ("mean" prior)
     prior_weight: float = 0.5  # pseudo-scans pulling a cell's mean to the beacon's overall mean
     heard_alpha: float = 0.1  # Beta prior on p(heard): alpha, beta pseudo-counts
     heard_beta: float = 1.0
     p_floor: float = 0.002  # p(heard) and p(not heard) never below this
     not_heard_weight: float = 1.0
-    temperature: float = 1.0  # posterior = softmax(loglik / temperature)
+    temperature: float = 1.5  # posterior = softmax(loglik / temperature)
     point_cells: int = 0  # the point averages the top this many cells (0: all)
     # What a cell knows before its own scans: "pathloss", the per-beacon continuous model
     # (`pathloss.PathLoss`, so cells nobody surveyed get a prediction of their own), or "mean",
@@ -93,7 +93,7 @@ class CellParams:
     @classmethod
     def per_cell(cls) -> CellParams:
         """The earlier model: surveyed cells only, shrunk to each beacon's overall mean."""
-        return cls(fill_radius=0.0, sigma_floor=6.0, prior="mean", p_off=0.0)
+        return cls(fill_radius=0.0, sigma_floor=6.0, temperature=1.0, prior="mean", p_off=0.0)
 
 
 class CellModel:
