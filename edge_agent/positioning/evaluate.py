@@ -1,9 +1,11 @@
 """Scoring on labelled scans: error in grid cells (Euclidean between cell coordinates), splits by
 recording day (never at random: consecutive scans are near-duplicates).
 
-`compare` trains both models on one survey and scores them on another: the kNN baseline (k=5),
-our per-cell model on each scan alone, and ours smoothed over the test day's consecutive scans
-(one session per day, in time order: the surveyor walked from cell to cell with one phone).
+`compare` trains the models on one survey and scores them on another: the kNN baseline (k=5),
+ours on each scan alone, ours smoothed over the test day's consecutive scans (one session per
+day, in time order: the surveyor walked from cell to cell with one phone; online, each answer
+from the scans before it) and the per-cell model without the path-loss prior (the previous
+"ours", `CellParams.per_cell`), smoothed the same way.
 """
 
 from __future__ import annotations

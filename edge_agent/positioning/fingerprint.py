@@ -4,13 +4,17 @@
 -200 for "not heard"; the point is their mean, the label their majority.
 
 `CellModel` is a probabilistic fingerprint per grid cell: for every beacon, the probability it
-is heard there and a Gaussian of its RSSI when heard (variance floored). Cells borrow from their
-neighbours (a Gaussian kernel over grid distance), which also fills unsurveyed cells between
-surveyed ones, so a phone standing where nobody surveyed still has a cell to land in. A scan's
-log-likelihood per cell sums the beacons: heard ones by p(heard) and the Gaussian, unheard ones
-by p(not heard), weighted (beacons are not independent). The posterior over cells (tempered)
-gives the label (its top cell), the point (the posterior-weighted mean of the cells' centres)
-and a confidence (the posterior mass within one cell of the point).
+is heard there and a Gaussian of its RSSI when heard (variance floored). Its cells are the
+surveyed ones and those within `fill_radius` of one. Each cell starts from the continuous
+per-beacon path-loss model's prediction there (`pathloss.PathLoss`, worth `pathloss_weight`
+scans) and moves towards its own scans and its neighbours' (a Gaussian kernel over grid
+distance), so a phone standing where nobody surveyed still has a cell to land in, with a model
+of its own rather than a copy of the nearest. A scan's log-likelihood per cell sums the beacons:
+heard ones by p(heard) and the Gaussian, unheard ones by p(not heard) with a chance `p_off` that
+the beacon is off (a flat battery must not drag the answer away from it); a beacon the survey
+hardly heard is left out. The posterior over cells (tempered: beacons are not independent) gives
+the label (its top cell), the point (the posterior-weighted mean of the cells' centres) and a
+confidence (the posterior mass within one cell of the point).
 """
 
 from __future__ import annotations
