@@ -83,6 +83,16 @@ def _aligned(test: Survey, beacons: tuple[str, ...]) -> Array:
     return out
 
 
+def stamp_resolution(survey: Survey) -> dict[str, float]:
+    """Per day, how coarse its time stamps are: 60 s when every one is a whole minute (three of
+    the UCI survey's days are stamped ``10:58``, the others ``12:10:44``), else 0."""
+    out: dict[str, float] = {}
+    for day in survey.day_list():
+        ts = [t for d, t in zip(survey.days, survey.times, strict=True) if d == day]
+        out[day] = 60.0 if len(ts) > 1 and all(t % 60 == 0 for t in ts) else 0.0
+    return out
+
+
 def run_knn(train: Survey, test: Survey, k: int = 5) -> Scored:
     knn = KnnBaseline(train, k=k)
     x = _aligned(test, train.beacons)
@@ -105,9 +115,13 @@ def run_cells(
     day: str | None = None
     last_t = 0.0
     ttl = mm.params.ttl_s if mm is not None else 0.0
+    res = stamp_resolution(test)
     for i, v in enumerate(x):
-        # One session per test day; a gap longer than the window's expiry starts afresh.
-        if test.days[i] != day or test.times[i] - last_t >= ttl or test.times[i] < last_t:
+        # One session per test day; a gap longer than the window's expiry starts afresh. The
+        # gap is the smallest the stamps allow: scans stamped 10:58 and 10:59 may be a second
+        # apart, and reading them as a minute would restart the track at every minute.
+        gap = test.times[i] - last_t - res.get(test.days[i], 0.0)
+        if test.days[i] != day or gap >= ttl or test.times[i] < last_t:
             belief = None
         day, last_t = test.days[i], test.times[i]
         prior = mm.predict(belief) if (mm is not None and belief is not None) else None

@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.positioning.evaluate import stamp_resolution
 from edge_agent.positioning.fingerprint import CellModel, CellParams
 from edge_agent.positioning.grid import cell_label
 from edge_agent.positioning.pathloss import MIN_HEARD, PathLoss, beacon_on
@@ -140,3 +141,27 @@ def test_p_off_bounds_what_not_heard_says(p_off: float) -> None:
     nothing = model.loglik(np.full(2, -200.0))
     # Two beacons not heard: no cell is more than 2 * -log(p_off) below another.
     assert nothing.max() - nothing.min() <= -2 * math.log(p_off) + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 23 * 60), min_size=2, max_size=20),
+    st.lists(st.integers(0, 86_399), min_size=1, max_size=20),
+)
+def test_a_day_stamped_in_whole_minutes_has_a_minute_of_slack(
+    minutes: list[int], seconds: list[int]
+) -> None:
+    mins = sorted(m * 60.0 for m in minutes)
+    secs = sorted(float(s) for s in seconds)
+    n, k = len(mins), len(secs)
+    survey = Survey(
+        beacons=("b0",),
+        labels=("A01",) * (n + k),
+        days=("2024-01-01",) * n + ("2024-01-02",) * k,
+        rssi=np.full((n + k, 1), -70.0),
+        times=tuple(mins + secs),
+    )
+    res = stamp_resolution(survey)
+    assert res["2024-01-01"] == 60.0
+    # A day with a stamp off the minute is read to the second.
+    assert res["2024-01-02"] == (60.0 if k > 1 and all(s % 60 == 0 for s in secs) else 0.0)
