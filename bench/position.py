@@ -45,7 +45,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         {b: float(v) for b, v in zip(survey.beacons, row, strict=True) if v > -200}
         for row in survey.rssi
     ]
-    positioner = Positioner.from_survey(survey)
+    t_build = time.perf_counter()
+    positioner = Positioner.from_survey(survey)  # the path-loss fit and the per-cell model
+    build_s = time.perf_counter() - t_build
     knn = KnnBaseline(survey, k=5)
     rounds = 1 if quick else 5
     ours: list[float] = []
@@ -64,6 +66,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "data": CITATION,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "cells_in_model": len(positioner.model.labels) if positioner.model else 0,
+        "model_build_s": round(build_s, 3),  # once per survey, not per answer
         "answers": len(ours),
         "latency": {"ours": _ms(ours), "knn_baseline": _ms(base)},
         "accuracy_leave_one_day_out": acc["pooled"],

@@ -25,6 +25,7 @@ PURE = [
     "edge_agent/positioning/fallback.py",
     "edge_agent/positioning/fingerprint.py",
     "edge_agent/positioning/grid.py",
+    "edge_agent/positioning/pathloss.py",
     "edge_agent/positioning/scan.py",
     "edge_agent/positioning/smoothing.py",
     "edge_agent/positioning/survey.py",

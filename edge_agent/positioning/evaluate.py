@@ -1,9 +1,11 @@
 """Scoring on labelled scans: error in grid cells (Euclidean between cell coordinates), splits by
 recording day (never at random: consecutive scans are near-duplicates).
 
-`compare` trains both models on one survey and scores them on another: the kNN baseline (k=5),
-our per-cell model on each scan alone, and ours smoothed over the test day's consecutive scans
-(one session per day, in time order: the surveyor walked from cell to cell with one phone).
+`compare` trains the models on one survey and scores them on another: the kNN baseline (k=5),
+ours on each scan alone, ours smoothed over the test day's consecutive scans (one session per
+day, in time order: the surveyor walked from cell to cell with one phone; online, each answer
+from the scans before it) and the per-cell model without the path-loss prior (the previous
+"ours", `CellParams.per_cell`), smoothed the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.positioning.fingerprint import CellModel, CellParams, Estimate, KnnBaseline
+from edge_agent.positioning.pathloss import PathLoss
 from edge_agent.positioning.smoothing import MotionModel, MotionParams
 from edge_agent.positioning.survey import Survey
 
@@ -80,6 +83,16 @@ def _aligned(test: Survey, beacons: tuple[str, ...]) -> Array:
     return out
 
 
+def stamp_resolution(survey: Survey) -> dict[str, float]:
+    """Per day, how coarse its time stamps are: 60 s when every one is a whole minute (three of
+    the UCI survey's days are stamped ``10:58``, the others ``12:10:44``), else 0."""
+    out: dict[str, float] = {}
+    for day in survey.day_list():
+        ts = [t for d, t in zip(survey.days, survey.times, strict=True) if d == day]
+        out[day] = 60.0 if len(ts) > 1 and all(t % 60 == 0 for t in ts) else 0.0
+    return out
+
+
 def run_knn(train: Survey, test: Survey, k: int = 5) -> Scored:
     knn = KnnBaseline(train, k=k)
     x = _aligned(test, train.beacons)
@@ -92,8 +105,9 @@ def run_cells(
     params: CellParams | None = None,
     motion: MotionParams | None = None,
     smooth: bool = True,
+    pathloss: PathLoss | None = None,
 ) -> Scored:
-    model = CellModel(train, params)
+    model = CellModel(train, params, pathloss)
     x = _aligned(test, train.beacons)
     mm = MotionModel(model.coords, motion) if smooth else None
     ests: list[Estimate] = []
@@ -101,9 +115,13 @@ def run_cells(
     day: str | None = None
     last_t = 0.0
     ttl = mm.params.ttl_s if mm is not None else 0.0
+    res = stamp_resolution(test)
     for i, v in enumerate(x):
-        # One session per test day; a gap longer than the window's expiry starts afresh.
-        if test.days[i] != day or test.times[i] - last_t >= ttl or test.times[i] < last_t:
+        # One session per test day; a gap longer than the window's expiry starts afresh. The
+        # gap is the smallest the stamps allow: scans stamped 10:58 and 10:59 may be a second
+        # apart, and reading them as a minute would restart the track at every minute.
+        gap = test.times[i] - last_t - res.get(test.days[i], 0.0)
+        if test.days[i] != day or gap >= ttl or test.times[i] < last_t:
             belief = None
         day, last_t = test.days[i], test.times[i]
         prior = mm.predict(belief) if (mm is not None and belief is not None) else None
@@ -119,9 +137,14 @@ def compare(
     params: CellParams | None = None,
     motion: MotionParams | None = None,
 ) -> dict[str, Scored]:
+    """Ours (smoothed and one scan alone), the per-cell model without the path-loss prior (the
+    previous "ours", smoothed, default motion) and the kNN baseline, on the same scans."""
+    p = params or CellParams()
+    pl = PathLoss.fit(train) if p.prior == "pathloss" else None
     return {
-        "ours": run_cells(train, test, params, motion, smooth=True),
-        "ours_single_scan": run_cells(train, test, params, motion, smooth=False),
+        "ours": run_cells(train, test, p, motion, smooth=True, pathloss=pl),
+        "ours_single_scan": run_cells(train, test, p, motion, smooth=False, pathloss=pl),
+        "per_cell_model": run_cells(train, test, CellParams.per_cell(), None, smooth=True),
         "knn_baseline": run_knn(train, test),
     }
 
@@ -168,9 +191,9 @@ def leave_one_day_out(
 
 
 GRID: dict[str, tuple[float, ...]] = {
-    "sigma_floor": (4.0, 6.0, 8.0),
+    "p_off": (0.3, 0.5, 0.7),
+    "sigma_floor": (4.0, 5.0, 6.0),
     "temperature": (1.0, 1.5),
-    "step_cells": (1.0, 1.5, 3.0),
 }
 
 
@@ -183,24 +206,29 @@ def grid_search(
     if len(days) < 2:
         return CellParams(), MotionParams(), {"skipped": "fewer than two training days"}
     splits = [split_day(train, d) for d in days]
+    # The path-loss fit depends on the training scans only, not on the settings searched.
+    fits = [PathLoss.fit(a) for a, _ in splits]
     tried: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], CellParams, MotionParams] | None = None
-    for sf in GRID["sigma_floor"]:
-        for t in GRID["temperature"]:
-            for st in GRID["step_cells"]:
-                p = CellParams(sigma_floor=sf, temperature=t)
-                m = MotionParams(step_cells=st)
-                pooled = Scored.pool([run_cells(a, b, p, m) for a, b in splits])
-                e = pooled.errors
+    m = MotionParams()  # how a phone moves is not the survey's to choose
+    for off in GRID["p_off"]:
+        for sf in GRID["sigma_floor"]:
+            for t in GRID["temperature"]:
+                p = CellParams(p_off=off, sigma_floor=sf, temperature=t)
+                runs = [
+                    run_cells(a, b, p, m, pathloss=f)
+                    for (a, b), f in zip(splits, fits, strict=True)
+                ]
+                e = Scored.pool(runs).errors
                 key = (float(np.percentile(e, 90)), float(np.percentile(e, 50)))
-                tried.append({"sigma_floor": sf, "temperature": t, "step_cells": st,
+                tried.append({"p_off": off, "sigma_floor": sf, "temperature": t,
                               "p90_cells": round(key[0], 3), "p50_cells": round(key[1], 3)})  # fmt: skip
                 if best is None or key < best[0]:
                     best = (key, p, m)
     assert best is not None
     chosen = {
+        "p_off": best[1].p_off,
         "sigma_floor": best[1].sigma_floor,
         "temperature": best[1].temperature,
-        "step_cells": best[2].step_cells,
     }
     return best[1], best[2], {"chosen": chosen, "folds": days, "tried": tried}

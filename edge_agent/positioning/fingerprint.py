@@ -4,13 +4,17 @@
 -200 for "not heard"; the point is their mean, the label their majority.
 
 `CellModel` is a probabilistic fingerprint per grid cell: for every beacon, the probability it
-is heard there and a Gaussian of its RSSI when heard (variance floored). Cells borrow from their
-neighbours (a Gaussian kernel over grid distance), which also fills unsurveyed cells between
-surveyed ones, so a phone standing where nobody surveyed still has a cell to land in. A scan's
-log-likelihood per cell sums the beacons: heard ones by p(heard) and the Gaussian, unheard ones
-by p(not heard), weighted (beacons are not independent). The posterior over cells (tempered)
-gives the label (its top cell), the point (the posterior-weighted mean of the cells' centres)
-and a confidence (the posterior mass within one cell of the point).
+is heard there and a Gaussian of its RSSI when heard (variance floored). Its cells are the
+surveyed ones and those within `fill_radius` of one. Each cell starts from the continuous
+per-beacon path-loss model's prediction there (`pathloss.PathLoss`, worth `pathloss_weight`
+scans) and moves towards its own scans and its neighbours' (a Gaussian kernel over grid
+distance), so a phone standing where nobody surveyed still has a cell to land in, with a model
+of its own rather than a copy of the nearest. A scan's log-likelihood per cell sums the beacons:
+heard ones by p(heard) and the Gaussian, unheard ones by p(not heard) with a chance `p_off` that
+the beacon is off (a flat battery must not drag the answer away from it); a beacon the survey
+hardly heard is left out. The posterior over cells (tempered: beacons are not independent) gives
+the label (its top cell), the point (the posterior-weighted mean of the cells' centres) and a
+confidence (the posterior mass within one cell of the point).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.positioning.grid import cell_label, cell_xy
+from edge_agent.positioning.pathloss import PathLoss, beacon_on
 from edge_agent.positioning.scan import NOT_HEARD
 from edge_agent.positioning.survey import Survey
 
@@ -67,28 +72,45 @@ class KnnBaseline:
 
 @dataclass(frozen=True)
 class CellParams:
-    """The per-cell model's settings (defaults chosen on training folds only, BENCHMARKS.md)."""
+    """The per-cell model's settings (defaults chosen by leave-one-day-out, BENCHMARKS.md)."""
 
     bandwidth: float = 1.0  # cells: how far a cell borrows its neighbours' scans
-    fill_radius: float = 0.0  # cells: unsurveyed cells this close to a surveyed one get a model
+    fill_radius: float = 1.5  # cells: unsurveyed cells this close to a surveyed one get a model
     sigma_floor: float = 6.0  # dB
-    sigma_prior: float = 4.0  # dB, the spread assumed before any reading
+    sigma_prior: float = 4.0  # dB, the spread assumed before any reading ("mean" prior)
     prior_weight: float = 0.5  # pseudo-scans pulling a cell's mean to the beacon's overall mean
     heard_alpha: float = 0.1  # Beta prior on p(heard): alpha, beta pseudo-counts
     heard_beta: float = 1.0
     p_floor: float = 0.002  # p(heard) and p(not heard) never below this
     not_heard_weight: float = 1.0
-    temperature: float = 1.0  # posterior = softmax(loglik / temperature)
+    temperature: float = 1.5  # posterior = softmax(loglik / temperature)
     point_cells: int = 0  # the point averages the top this many cells (0: all)
+    # What a cell knows before its own scans: "pathloss", the per-beacon continuous model
+    # (`pathloss.PathLoss`, so cells nobody surveyed get a prediction of their own), or "mean",
+    # the beacon's overall mean and a flat Beta prior (the model before it, kept to compare).
+    prior: str = "pathloss"
+    pathloss_weight: float = 2.0  # pseudo-scans of the path-loss prediction per cell
+    # The chance a beacon is off when a scan is taken (batteries go flat: whole days of this
+    # survey miss a beacon): "not heard" then weighs at most -log(p_off) against a cell.
+    p_off: float = 0.5
+
+    @classmethod
+    def per_cell(cls) -> CellParams:
+        """The earlier model: surveyed cells only, shrunk to each beacon's overall mean."""
+        return cls(fill_radius=0.0, sigma_floor=6.0, temperature=1.0, prior="mean", p_off=0.0)
 
 
 class CellModel:
     """Per-cell, per-beacon p(heard) and RSSI Gaussian; log-likelihood summed over beacons."""
 
-    def __init__(self, survey: Survey, params: CellParams | None = None) -> None:
+    def __init__(
+        self, survey: Survey, params: CellParams | None = None, pathloss: PathLoss | None = None
+    ) -> None:
         if len(survey) == 0:
             raise ValueError("cell model: an empty survey")
         p = params or CellParams()
+        if p.prior not in ("pathloss", "mean"):
+            raise ValueError(f"cell model: prior {p.prior!r}, expected 'pathloss' or 'mean'")
         self.params = p
         self.beacons = survey.beacons
         self.level = survey.level
@@ -125,28 +147,54 @@ class CellModel:
         ss = w @ sum_s
         qq = w @ sq_s
 
-        heard_all = h.sum(0)
-        g_mean = np.where(heard_all > 0, xv.sum(0) / np.maximum(heard_all, 1), -85.0)
-        k0 = p.prior_weight
-        self.p_heard: Array = np.clip(
-            (hh + p.heard_alpha) / (n[:, None] + p.heard_alpha + p.heard_beta),
-            p.p_floor,
-            1.0 - p.p_floor,
-        )
-        mu = (ss + k0 * g_mean[None, :]) / (hh + k0)
-        var_data = np.maximum(qq - hh * mu * mu - 0.0, 0.0)
-        # Posterior-ish variance: data scatter plus the prior's spread, shrunk as readings come.
-        var = (var_data + k0 * p.sigma_prior**2) / (hh + k0)
+        self.p_heard: Array
+        informative = np.ones(len(self.beacons), dtype=bool)
+        if p.prior == "pathloss":
+            # The continuous model's prediction at every cell, worth `pathloss_weight` scans:
+            # a surveyed cell moves away from it as its own readings come, a cell nobody
+            # surveyed keeps it.
+            pl = pathloss if pathloss is not None else PathLoss.fit(survey)
+            if pl.beacons != self.beacons:
+                raise ValueError("cell model: the path-loss fit is for other beacons")
+            ph0, mu0, var0 = pl.predict(self.coords)
+            informative = pl.informative
+            # Per cell and beacon, only the scans of days the beacon was on count.
+            on_s = np.zeros_like(h_s)
+            np.add.at(on_s, rows, beacon_on(survey).astype(float))
+            n_on = w @ on_s
+            k = p.pathloss_weight
+            self.p_heard = np.clip((hh + k * ph0) / (n_on + k), p.p_floor, 1.0 - p.p_floor)
+            mu = (ss + k * mu0) / (hh + k)
+            scatter = np.maximum(qq - 2.0 * mu * ss + hh * mu * mu, 0.0)  # around mu
+            var = (scatter + k * var0) / (hh + k)
+        else:
+            heard_all = h.sum(0)
+            g_mean = np.where(heard_all > 0, xv.sum(0) / np.maximum(heard_all, 1), -85.0)
+            k0 = p.prior_weight
+            self.p_heard = np.clip(
+                (hh + p.heard_alpha) / (n[:, None] + p.heard_alpha + p.heard_beta),
+                p.p_floor,
+                1.0 - p.p_floor,
+            )
+            mu = (ss + k0 * g_mean[None, :]) / (hh + k0)
+            var_data = np.maximum(qq - hh * mu * mu - 0.0, 0.0)
+            # Posterior-ish variance: data scatter plus the prior's spread, shrunk as readings
+            # come.
+            var = (var_data + k0 * p.sigma_prior**2) / (hh + k0)
         self.mu: Array = mu
         self.var: Array = np.maximum(var, p.sigma_floor**2)
         self._log_norm = -0.5 * np.log(2.0 * math.pi * self.var)
-        self._log_h = np.log(self.p_heard)
-        self._log_nh = np.log1p(-self.p_heard) * p.not_heard_weight
+        off = min(max(p.p_off, 0.0), 0.99)
+        self._log_h = np.log((1.0 - off) * self.p_heard)
+        self._log_nh = np.log(off + (1.0 - off) * (1.0 - self.p_heard)) * p.not_heard_weight
+        # A beacon the survey hardly heard says nothing either way: heard or not, it is left out.
+        self._use = informative
+        self._log_nh[:, ~informative] = 0.0
         self._nh_total = self._log_nh.sum(axis=1)
 
     def loglik(self, vec: Array) -> Array:
         """Log-likelihood of one scan per cell."""
-        hm = vec > NOT_HEARD
+        hm = (vec > NOT_HEARD) & self._use
         if not hm.any():
             return self._nh_total.copy()
         v = vec[hm]

@@ -137,10 +137,13 @@ SURVEY = synthetic_survey()
 MODEL = CellModel(SURVEY)
 
 
+SURVEYED = [lb for lb, s in zip(MODEL.labels, MODEL.surveyed, strict=True) if s]
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, len(MODEL.labels) - 1))
-def test_a_cells_mean_fingerprint_ranks_that_cell_first(i: int) -> None:
-    label = MODEL.labels[i]
+@given(st.sampled_from(SURVEYED))
+def test_a_cells_mean_fingerprint_ranks_that_cell_first(label: str) -> None:
+    # Surveyed cells only: a cell filled in around them has no scans to take a mean of.
     rows = SURVEY.rssi[[lb == label for lb in SURVEY.labels]]
     heard = rows > -200
     # The cell's mean fingerprint: the mean RSSI of the beacons heard in most of its scans.
@@ -148,7 +151,13 @@ def test_a_cells_mean_fingerprint_ranks_that_cell_first(i: int) -> None:
         heard.mean(0) >= 0.5, np.where(heard, rows, 0).sum(0) / np.maximum(heard.sum(0), 1), -200
     )
     ll = MODEL.loglik(mean)
-    assert MODEL.labels[int(np.argmax(ll))] == label
+    # Among surveyed cells it is that cell; a cell filled in beside it (no scans of its own, the
+    # path-loss prior and its neighbours') may edge it out, but only from next door: the mean
+    # fingerprint drops beacons heard in under half the scans, which looks a little farther out.
+    s = MODEL.surveyed
+    assert MODEL.labels[int(np.flatnonzero(s)[np.argmax(ll[s])])] == label
+    top = MODEL.coords[int(np.argmax(ll))]
+    assert math.dist(top, cell_xy(label)) <= MODEL.params.fill_radius
 
 
 @settings(max_examples=100, deadline=None)

@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.cli import main
 from edge_agent.positioning.dataset import DatasetError, day_of, read_survey
-from edge_agent.positioning.evaluate import leave_one_day_out
+from edge_agent.positioning.evaluate import compare, leave_one_day_out, split_day
 
 DATA = Path("/work/shared/data/ble-rssi-uci/train.csv")
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not on this machine")
@@ -27,11 +27,28 @@ def test_day_split_ours_beats_knn_at_p90() -> None:
     res = leave_one_day_out(survey)
     assert len(res["folds"]) >= 5
     pooled = res["pooled"]
-    assert pooled["ours"]["scans"] == pooled["knn_baseline"]["scans"] == 820
-    assert pooled["ours"]["p90_cells"] < pooled["knn_baseline"]["p90_cells"]
-    assert pooled["ours"]["p50_cells"] < pooled["knn_baseline"]["p50_cells"]
+    ours, knn, per_cell = pooled["ours"], pooled["knn_baseline"], pooled["per_cell_model"]
+    assert ours["scans"] == knn["scans"] == 820
+    # Margins inside what the figures give (BENCHMARKS.md: 3.43 against 4.37 at p90, 1.71
+    # against 2.16 at p50), so noise does not flip them but losing the gain does.
+    assert ours["p90_cells"] <= knn["p90_cells"] - 0.5
+    assert ours["p50_cells"] <= knn["p50_cells"] - 0.3
+    # The per-cell model it replaced (1.90 / 3.80), on the same folds.
+    assert ours["p50_cells"] < per_cell["p50_cells"] and ours["p90_cells"] < per_cell["p90_cells"]
+    beats = 0
     for fold in res["folds"].values():  # no fold trains on the day it is scored on
         assert fold["ours"]["scans"] == fold["knn_baseline"]["scans"] > 0
+        beats += fold["ours"]["p90_cells"] < fold["knn_baseline"]["p90_cells"]
+    assert beats >= 8  # of 10 days (9 in BENCHMARKS.md; 2016-07-21 hears a beacon no other does)
+
+
+@needs_data
+def test_a_day_whose_cells_others_surveyed_meets_the_goal() -> None:
+    survey = read_survey(DATA)
+    train, test = split_day(survey, "2016-09-21")
+    res = {name: s.summary() for name, s in compare(train, test).items()}
+    assert res["ours"]["p90_cells"] <= 2.5 and res["ours"]["p50_cells"] <= 1.25
+    assert res["ours"]["p90_cells"] <= res["knn_baseline"]["p90_cells"] - 1.0
 
 
 @needs_data
