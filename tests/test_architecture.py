@@ -59,6 +59,7 @@ PURE = [
     "edge_agent/box/firmware.py",
     "edge_agent/box/layout.py",
     "edge_agent/box/node_bus.py",
+    "edge_agent/box/bus_tls.py",
     "edge_agent/wayfinding/graph.py",
     "edge_agent/wayfinding/imdf.py",
     "edge_agent/wayfinding/model.py",

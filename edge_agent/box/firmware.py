@@ -36,7 +36,7 @@ import yaml
 
 from contracts import topics
 from edge_agent.box.layout import LayoutBeacon, LayoutPresenceSensor, LayoutScanner, StoreLayout
-from edge_agent.box.node_bus import mqtt_password_secret, ota_password_secret
+from edge_agent.box.node_bus import CA_SECRET, mqtt_password_secret, ota_password_secret
 
 FRAGMENT = "agent-fragment.toml"
 SECRETS_EXAMPLE = "secrets.yaml.example"
@@ -154,6 +154,13 @@ def _network(layout: StoreLayout, node_id: str) -> dict:
             # Logs stay on the node's own serial console: the bus carries data, and the ACL
             # grants no log topic.
             "log_topic": None,
+            # With [bus] tls: the store's bus CA (bus_tls.py), which signed the box's
+            # certificate for this host; the password then never crosses the Wi-Fi in clear.
+            **(
+                {"certificate_authority": Secret(CA_SECRET), "skip_cert_cn_check": False}
+                if layout.bus.tls
+                else {}
+            ),
         },
         # Updates over Wi-Fi (`esphome run NODE.yaml --device <address>`), with a password of
         # this node's own: one node's secret opens no other node.

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 SECRETS = "secrets.yaml"
 BROKER_SUBDIR = "mosquitto"
+# The store's bus CA beside the secrets (key 0600); never copied to the box's broker.
+CA_FILES = ("bus-ca.key", "bus-ca.crt")
 
 
 def register(sub: Any) -> None:
@@ -66,9 +68,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def update_secrets(path: Path, layout: StoreLayout) -> tuple[dict[str, object], list[str]]:
-    """The secrets in ``path`` with fresh ones appended for nodes that have none; the names
-    generated. The file is (re)made 0600 even when nothing was added."""
+def update_secrets(
+    path: Path, layout: StoreLayout, extra: dict[str, str] | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """The secrets in ``path`` with fresh ones appended for nodes that have none, and the
+    ``extra`` entries it lacks (the bus CA's certificate); the names added. The file is
+    (re)made 0600 even when nothing was added. An ``extra`` entry with another value is an
+    error: nodes were flashed with it."""
     import yaml
 
     from edge_agent.box.node_bus import fill_secrets
@@ -77,7 +83,16 @@ def update_secrets(path: Path, layout: StoreLayout) -> tuple[dict[str, object], 
     have = yaml.safe_load(text) if text.strip() else {}
     if not isinstance(have, dict):
         raise ValueError(f"{path}: not a mapping of secret names to values")
-    new = fill_secrets(layout, have)
+    new: dict[str, object] = dict(fill_secrets(layout, have))
+    for name, value in (extra or {}).items():
+        if name not in have:
+            new[name] = value
+        elif have[name] != value:
+            raise ValueError(
+                f"{path}: {name} is not the store's bus CA in {path.parent / CA_FILES[1]} "
+                "(nodes flashed with the old one would refuse the box); remove the entry to "
+                "take the new CA and reflash the nodes"
+            )
     if new or not path.exists():
         head = (
             []
@@ -103,9 +118,57 @@ def update_secrets(path: Path, layout: StoreLayout) -> tuple[dict[str, object], 
     return {**have, **new}, list(new)
 
 
+def _private_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
+def bus_certificates(out: Path, layout: StoreLayout) -> tuple[tuple[str, str], str]:
+    """The box's server certificate and key for the nodes' TLS listener, and the store's bus
+    CA certificate: the CA made once and kept in ``out`` (its key 0600), the server's kept from
+    the last render while it still does for the bus host (``bus_tls.server_cert_problem``)."""
+    from edge_agent.box.bus_tls import Pem, new_ca, server_cert, server_cert_problem
+    from edge_agent.box.node_bus import NODES_CERT, NODES_KEY
+
+    assert layout.bus is not None
+    key_path, cert_path = out / CA_FILES[0], out / CA_FILES[1]
+    if key_path.exists() != cert_path.exists():
+        missing = cert_path if key_path.exists() else key_path
+        raise ValueError(f"{missing}: missing, and the store's bus CA needs both of its files")
+    if key_path.exists():
+        ca = Pem(key_path.read_text(encoding="utf-8"), cert_path.read_text(encoding="utf-8"))
+    else:
+        ca = new_ca(layout.store.store_id)
+        _private_write(key_path, ca.key)
+        cert_path.write_text(ca.cert, encoding="utf-8")
+        print(f"{out}: made the store's bus CA ({CA_FILES[1]}; keep {CA_FILES[0]} private)")
+    broker = out / BROKER_SUBDIR
+    old_cert, old_key = broker / NODES_CERT, broker / NODES_KEY
+    if old_cert.exists() and old_key.exists():
+        server = Pem(old_key.read_text(encoding="utf-8"), old_cert.read_text(encoding="utf-8"))
+        problem = server_cert_problem(server, ca, layout.bus.host)
+        if problem is None:
+            return (server.cert, server.key), ca.cert
+        print(f"{old_cert}: a new certificate for {layout.bus.host}: the last one {problem}")
+    server = server_cert(ca, layout.bus.host)
+    return (server.cert, server.key), ca.cert
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     from edge_agent.box.firmware import SECRETS_EXAMPLE, render, write_rendered
-    from edge_agent.box.node_bus import BROKER_DIR, NODES_PASSWD, bus_nodes, render_broker
+    from edge_agent.box.node_bus import (
+        BROKER_DIR,
+        CA_SECRET,
+        NODES_KEY,
+        NODES_PASSWD,
+        bus_nodes,
+        render_broker,
+    )
 
     layout = _load(args.layout)
     if layout is None:
@@ -116,10 +179,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
     generated: list[str] = []
     try:
         if bus_nodes(layout):
-            have, generated = update_secrets(out / SECRETS, layout)
-            broker = render_broker(layout, have, args.broker_dir or BROKER_DIR)
+            server, extra = None, {}
+            if layout.bus is not None and layout.bus.tls:
+                server, ca_cert = bus_certificates(out, layout)
+                extra = {CA_SECRET: ca_cert}
+            have, generated = update_secrets(out / SECRETS, layout, extra)
+            broker = render_broker(layout, have, args.broker_dir or BROKER_DIR, server)
             files.update({f"{BROKER_SUBDIR}/{name}": text for name, text in broker.items()})
-            private = frozenset({f"{BROKER_SUBDIR}/{NODES_PASSWD}"})
+            private = frozenset({f"{BROKER_SUBDIR}/{NODES_PASSWD}", f"{BROKER_SUBDIR}/{NODES_KEY}"})
         paths = write_rendered(files, out, private)
     except OSError as exc:
         print(f"edge-agent firmware render: {exc.filename}: {exc.strerror}", file=sys.stderr)

@@ -185,13 +185,16 @@ def _bus_node_files(src: Path | None, dest: Path) -> list[Action]:
     are what a node's password is checked against)."""
     if src is None:
         return []
-    from edge_agent.box.node_bus import NODES_ACL, NODES_CONF, NODES_PASSWD
+    from edge_agent.box.node_bus import NODES_ACL, NODES_CERT, NODES_CONF, NODES_KEY, NODES_PASSWD
 
     actions = []
+    tls = (src / NODES_CERT).is_file() or (src / NODES_KEY).is_file()
     for name, mode, owner in (
         (NODES_CONF, 0o644, None),
         (NODES_ACL, 0o644, None),
         (NODES_PASSWD, 0o600, "mosquitto"),
+        # With [bus] tls: the box's certificate for the nodes, its key for mosquitto only.
+        *(((NODES_CERT, 0o644, None), (NODES_KEY, 0o600, "mosquitto")) if tls else ()),
     ):
         path = src / name
         if not path.is_file():

@@ -190,9 +190,19 @@ class LayoutBus(StrictModel):
     """
 
     host: str = Field(pattern=HOST_PATTERN)
+    # TLS on the nodes' listener (``edge_agent/box/bus_tls.py``): their passwords never cross
+    # the store Wi-Fi in the clear. The port defaults to 8883 with it, 1883 without.
+    tls: bool = False
     port: int = Field(1883, ge=1, le=65535)
     listen_interface: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
     listen_address: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        if isinstance(data, dict) and "port" not in data and data.get("tls") is True:
+            return {**data, "port": 8883}
+        return data
 
     @field_validator("listen_address")
     @classmethod

@@ -33,6 +33,10 @@ from edge_agent.box.layout import StoreLayout
 NODES_CONF = "nodes.conf"
 NODES_ACL = "nodes.acl"
 NODES_PASSWD = "nodes.passwd"
+NODES_CERT = "nodes-server.crt"  # with [bus] tls: the box's certificate and key for the nodes
+NODES_KEY = "nodes-server.key"
+# The ESPHome secret holding the store's bus CA certificate: the nodes' certificate_authority.
+CA_SECRET = "bus_ca_certificate"
 # Where `edge-agent install --with-mosquitto` puts them; the box's mosquitto.conf includes it.
 BROKER_DIR = "/etc/edge-agent/mosquitto.d"
 
@@ -215,19 +219,40 @@ def render_listener(layout: StoreLayout, broker_dir: str = BROKER_DIR) -> str:
             # A node's client id is its username, so a node cannot take over the session of
             # another client (the agent's, a player's) by sending that client's id.
             "use_username_as_clientid true",
+            *(
+                [
+                    # The store's own bus CA signed this (bus_tls.py); nodes carry the CA.
+                    f"certfile {broker_dir}/{NODES_CERT}",
+                    f"keyfile {broker_dir}/{NODES_KEY}",
+                    "tls_version tlsv1.2",
+                ]
+                if bus.tls
+                else []
+            ),
             "",
         ]
     )
 
 
 def render_broker(
-    layout: StoreLayout, have: Mapping[str, object], broker_dir: str = BROKER_DIR
+    layout: StoreLayout,
+    have: Mapping[str, object],
+    broker_dir: str = BROKER_DIR,
+    server: tuple[str, str] | None = None,
 ) -> dict[str, str]:
-    """The three mosquitto files for the box, by name (empty when no node joins the bus)."""
+    """The mosquitto files for the box, by name (empty when no node joins the bus): listener,
+    ACL and passwords, and with ``[bus] tls`` the server certificate and key (``server``, PEM
+    cert and key, from ``bus_tls.server_cert``)."""
     if not bus_nodes(layout):
         return {}
-    return {
+    files = {
         NODES_CONF: render_listener(layout, broker_dir),
         NODES_ACL: render_acl(layout),
         NODES_PASSWD: render_passwd(layout, have),
     }
+    assert layout.bus is not None
+    if layout.bus.tls:
+        if server is None:
+            raise ValueError("[bus] tls: no server certificate to serve the nodes with")
+        files[NODES_CERT], files[NODES_KEY] = server
+    return files

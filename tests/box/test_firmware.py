@@ -26,8 +26,9 @@ from edge_agent.box.firmware import (
     scanner_topic,
     write_rendered,
 )
-from edge_agent.box.firmware_cli import update_secrets
+from edge_agent.box.firmware_cli import bus_certificates, update_secrets
 from edge_agent.box.layout import load_layout, parse_layout
+from edge_agent.box.node_bus import CA_SECRET
 from edge_agent.cli import main
 from edge_agent.config import parse_config
 from edge_agent.sensing.ble.decode import advert_from_gap, decode_advert
@@ -199,9 +200,11 @@ def test_cli_render_writes_files_and_refuses_a_bad_layout(tmp_path, capsys):
     out = tmp_path / "fw"
     assert main(["firmware", "render", str(EXAMPLE), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*render(load_layout(EXAMPLE)), "secrets.yaml", "mosquitto"]
+        [*render(load_layout(EXAMPLE)), "secrets.yaml", "mosquitto", "bus-ca.key", "bus-ca.crt"]
     )
     assert sorted(p.name for p in (out / "mosquitto").iterdir()) == [
+        "nodes-server.crt",
+        "nodes-server.key",
         "nodes.acl",
         "nodes.conf",
         "nodes.passwd",
@@ -234,8 +237,10 @@ def test_esphome_validates_every_rendered_file(tmp_path, layout):
     demo = tmp_path / "demo"
     other = tmp_path / "variant"
     paths = write_rendered(render(layout), demo) + write_rendered(render(variant_layout()), other)
-    # The node passwords as `firmware render` generates them, then the Wi-Fi an installer adds.
-    update_secrets(demo / "secrets.yaml", layout)
+    # The node passwords and the bus CA as `firmware render` makes them, then the Wi-Fi an
+    # installer adds.
+    _server, ca = bus_certificates(demo, layout)
+    update_secrets(demo / "secrets.yaml", layout, {CA_SECRET: ca})
     with (demo / "secrets.yaml").open("a") as f:
         f.write((demo / SECRETS_EXAMPLE).read_text())
     shutil.copy(ROOT / "firmware_configs" / "esp32-scanner.yaml", other / "esp32-scanner.yaml")

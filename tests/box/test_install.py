@@ -64,11 +64,14 @@ def test_install_lays_out_the_box_and_is_idempotent(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     broker_dir = root / "etc/edge-agent/mosquitto.d"
     assert sorted(p.name for p in broker_dir.iterdir()) == [
+        "nodes-server.crt",
+        "nodes-server.key",
         "nodes.acl",
         "nodes.conf",
         "nodes.passwd",
     ]
     assert stat.S_IMODE((broker_dir / "nodes.passwd").stat().st_mode) == 0o600
+    assert stat.S_IMODE((broker_dir / "nodes-server.key").stat().st_mode) == 0o600
     units = root / "etc/systemd/system"
     assert {p.name for p in units.iterdir()} == {
         "edge-agent.service",
@@ -146,6 +149,10 @@ def test_bus_nodes_are_installed_with_the_broker_and_the_hashes_kept_private(
     assert files["nodes.passwd"].path == d / "nodes.passwd"
     assert (files["nodes.passwd"].mode, files["nodes.passwd"].owner) == (0o600, "mosquitto")
     assert files["nodes.conf"].content == (out / "mosquitto/nodes.conf").read_bytes()
+    # The demo layout's bus is TLS: the box's key for the nodes is mosquitto's only; the
+    # store's bus CA key (beside the secrets) is never installed.
+    assert (files["nodes-server.key"].mode, files["nodes-server.key"].owner) == (0o600, "mosquitto")
+    assert "bus-ca.key" not in files
     assert "include_dir /etc/edge-agent/mosquitto.d" in files["mosquitto.conf"].content.decode()
 
     # Refused before anything is written: without the broker, or without a rendered listener.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -28,9 +30,11 @@ from contracts import topics
 from contracts.mqtt import BrokerConfig, port_open
 from edge_agent.app.bus import InStoreBus
 from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
-from edge_agent.box.firmware_cli import update_secrets
+from edge_agent.box.bus_tls import Pem, new_ca, server_cert_problem
+from edge_agent.box.firmware_cli import bus_certificates, update_secrets
 from edge_agent.box.layout import LayoutError, parse_layout
 from edge_agent.box.node_bus import (
+    CA_SECRET,
     bus_nodes,
     check_passwd_line,
     fill_secrets,
@@ -129,6 +133,8 @@ def start_store_broker(tmp_path: Path) -> tuple[StoreBroker, dict[str, object]]:
     layout_path = tmp_path / "store.layout.toml"
     text = EXAMPLE.read_text()
     text = _once(text, 'listen_interface = "eth0"', 'listen_address = "192.0.2.10"')
+    # Nodes here dial the loopback address: the box's certificate is issued for what they dial.
+    text = _once(text, 'host = "edge-box-0042.local"', 'host = "127.0.0.1"')
     layout_path.write_text(text)
     out = tmp_path / "fw"
     include = out / "mosquitto"
@@ -140,10 +146,11 @@ def start_store_broker(tmp_path: Path) -> tuple[StoreBroker, dict[str, object]]:
     nodes_conf.write_text(
         _once(
             nodes_conf.read_text(),
-            "listener 1883 192.0.2.10",
+            "listener 8883 192.0.2.10",
             f"listener {broker.lan_port} 127.0.0.1",
         )
     )
+    CA_CERT[broker.lan_port] = out / "bus-ca.crt"
     broker.start()
     try:
         wait_for(lambda: port_open("127.0.0.1", broker.lan_port), what="the node listener")
@@ -151,6 +158,9 @@ def start_store_broker(tmp_path: Path) -> tuple[StoreBroker, dict[str, object]]:
         broker.cleanup()
         raise
     return broker, secrets
+
+
+CA_CERT: dict[int, Path] = {}  # the store's bus CA by the broker's LAN port
 
 
 @pytest.fixture
@@ -178,7 +188,7 @@ class Node:
     """An ESP32 node as the broker sees it: MQTT 3.1.1 with a username and password."""
 
     def __init__(self, port: int, username: str | None, password: str | None,
-                 client_id: str = "") -> None:  # fmt: skip
+                 client_id: str = "", host: str = "127.0.0.1", tls: bool = True) -> None:  # fmt: skip
         self.rc: int | None = None
         self.reason = ""
         self.answered = threading.Event()
@@ -189,8 +199,11 @@ class Node:
         )
         if username is not None:
             self.c.username_pw_set(username, password)
+        if tls and port in CA_CERT:
+            # As ESPHome's certificate_authority: the store's bus CA, and the host checked.
+            self.c.tls_set(ca_certs=str(CA_CERT[port]))
         self.c.on_connect = self._on_connect
-        self.c.connect("127.0.0.1", port)
+        self.c.connect(host, port)
         self.c.loop_start()
 
     def _on_connect(self, c, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
@@ -382,7 +395,8 @@ def test_secrets_are_generated_once_kept_and_private(tmp_path: Path):
     again, none = update_secrets(path, layout)
     assert none == [] and again == first and path.read_text() == text
     # The passwd file holds a hash of each node's own password, never the password.
-    passwd = render_broker(layout, first)["nodes.passwd"]
+    server, _ca = bus_certificates(tmp_path, layout)
+    passwd = render_broker(layout, first, server=server)["nodes.passwd"]
     for line, node in zip(passwd.splitlines(), ("node-womens-1", "mmwave-entrance"), strict=True):
         assert line.startswith(f"{node}:$7$")
         assert check_passwd_line(line, str(first[mqtt_password_secret(node)]))
@@ -393,12 +407,24 @@ def test_rendered_configs_hold_no_secret_and_the_layout_none_either(tmp_path: Pa
     out = tmp_path / "fw"
     assert main(["firmware", "render", str(EXAMPLE), "--out", str(out)]) == 0
     secrets = yaml.safe_load((out / "secrets.yaml").read_text())
-    # Everything but secrets.yaml may be shared (the layout is in version control).
-    shared = [p for p in out.rglob("*") if p.is_file() and p.name != "secrets.yaml"]
+    # Everything but secrets.yaml and the bus CA's key may be shared (the layout is in version
+    # control). The CA's certificate is a secret entry only because ESPHome takes it that way.
+    private = {"secrets.yaml", "bus-ca.key", "nodes-server.key"}
+    shared = [p for p in out.rglob("*") if p.is_file() and p.name not in private]
     shared.append(EXAMPLE)
-    for value in secrets.values():
-        assert all(value not in p.read_text() for p in shared)
-    assert stat.S_IMODE((out / "mosquitto" / "nodes.passwd").stat().st_mode) == 0o600
+    for name, value in secrets.items():
+        if name != CA_SECRET:
+            assert all(value not in p.read_text() for p in shared), name
+    assert secrets[CA_SECRET] == (out / "bus-ca.crt").read_text()
+    # The CA's key stays beside the secrets: never in the box's broker files, never 0644.
+    ca_key = (out / "bus-ca.key").read_text()
+    assert all(
+        ca_key not in p.read_text()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "bus-ca.key"
+    )
+    for private_file in ("mosquitto/nodes.passwd", "mosquitto/nodes-server.key", "bus-ca.key"):
+        assert stat.S_IMODE((out / private_file).stat().st_mode) == 0o600, private_file
 
 
 def test_fill_secrets_never_replaces_and_a_missing_one_is_named():
@@ -456,3 +482,69 @@ def test_an_ip_host_is_its_own_listen_address_and_node_ids_keep_off_the_boxs_cli
     with pytest.raises(LayoutError) as exc:
         parse_layout(data)
     assert exc.value.errors[0].startswith("presence_sensors[0].id: 'agent-store-0042-box-1'")
+
+
+# ---- TLS on the nodes' listener ---------------------------------------------------------------
+MQTT_CONNECT_311 = bytes.fromhex("101000044d5154540402003c000474657374")  # client id "test"
+
+
+def test_the_nodes_listener_speaks_tls_only(store_bus: StoreBus, nodes):
+    """A node trusting the store's bus CA gets in over TLS (the tests above); one speaking
+    plain MQTT gets no CONNACK, its password never read; one dialing a name the box's
+    certificate is not for refuses the box itself (ESPHome checks the name:
+    skip_cert_cn_check false)."""
+    lan = store_bus.broker.lan_port
+    with socket.create_connection(("127.0.0.1", lan), timeout=WAIT_S) as plain:
+        plain.sendall(MQTT_CONNECT_311)
+        got = b""
+        try:
+            while chunk := plain.recv(64):
+                got += chunk
+        except ConnectionResetError:
+            pass  # what mosquitto does to a handshake that is not TLS
+        assert not got.startswith(b"\x20"), got  # closed without a CONNACK
+    with pytest.raises(ssl.SSLCertVerificationError, match="localhost"):
+        Node(lan, SCANNER, password(store_bus, SCANNER), host="localhost")
+    assert nodes(lan, SCANNER, password(store_bus, SCANNER)).rc == 0
+
+
+def test_renders_keep_the_ca_and_a_new_host_gets_a_new_certificate(tmp_path: Path, capsys):
+    """The CA is the nodes' trust anchor: made once, kept by every render. The box's
+    certificate is kept while it does for the bus host, and issued again by the same CA when
+    the host changes (the nodes, trusting the CA, keep working)."""
+    out = tmp_path / "fw"
+    layout = tmp_path / "store.layout.toml"
+    layout.write_text(EXAMPLE.read_text())
+    assert main(["firmware", "render", str(layout), "--out", str(out)]) == 0
+    ca, cert = (
+        (out / "bus-ca.crt").read_text(),
+        (out / "mosquitto" / "nodes-server.crt").read_text(),
+    )
+    assert "made the store's bus CA" in capsys.readouterr().out
+    assert main(["firmware", "render", str(layout), "--out", str(out)]) == 0
+    assert (out / "bus-ca.crt").read_text() == ca
+    assert (out / "mosquitto" / "nodes-server.crt").read_text() == cert
+    layout.write_text(EXAMPLE.read_text().replace("edge-box-0042.local", "box-42.store.lan"))
+    assert main(["firmware", "render", str(layout), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "issued for edge-box-0042.local, not box-42.store.lan" in said, said
+    new = (out / "mosquitto" / "nodes-server.crt").read_text()
+    assert new != cert and (out / "bus-ca.crt").read_text() == ca
+    server = Pem((out / "mosquitto" / "nodes-server.key").read_text(), new)
+    ca_pem = Pem((out / "bus-ca.key").read_text(), ca)
+    assert server_cert_problem(server, ca_pem, "box-42.store.lan") is None
+    # A certificate of another store's CA is not kept.
+    other = new_ca("store-0043")
+    assert "not signed by the store's bus CA" in str(
+        server_cert_problem(server, other, "box-42.store.lan")
+    )
+
+
+def test_a_ca_entry_that_is_not_the_ca_is_named(tmp_path: Path, capsys):
+    out = tmp_path / "fw"
+    assert main(["firmware", "render", str(EXAMPLE), "--out", str(out)]) == 0
+    (out / "bus-ca.key").unlink()
+    (out / "bus-ca.crt").unlink()  # the CA lost: a new one would strand the flashed nodes
+    assert main(["firmware", "render", str(EXAMPLE), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bus_ca_certificate is not the store's bus CA" in err[0], err
