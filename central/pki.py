@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -103,35 +102,7 @@ def init_ca(
         raise PkiError(f"{directory} already has a CA; use --force to replace it")
     if days < 1:
         raise PkiError(f"days must be at least 1, not {days}")
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = certnames.self_signed_ca(name, _now(), days, BACKDATE)
     write_private(key_path, certnames.key_pem(key))
     _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     # A new CA starts a new history: the old CA's records and revocations mean nothing to it.
@@ -159,12 +130,9 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
 def _hosts_san(hosts: list[str]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
     for h in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            if not h or any(c.isspace() for c in h):
-                raise PkiError(f"bad host name {h!r} for the server certificate") from None
-            names.append(x509.DNSName(h))
+        if not h or any(c.isspace() for c in h):
+            raise PkiError(f"bad host name {h!r} for the server certificate")
+        names.append(certnames.host_name(h))
     return x509.SubjectAlternativeName(names)
 
 

@@ -19,7 +19,6 @@ Pure: keys and certificates in, PEM text out; the CLI reads and writes the files
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from contracts import certnames
 
 CA_DAYS = 20 * 365  # the nodes' trust anchor: replacing it means reflashing every node
 SERVER_DAYS = 2 * 365
@@ -41,52 +42,15 @@ class Pem:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    return certnames.key_pem(key).decode()
 
 
 def new_ca(store_id: str, now: datetime | None = None) -> Pem:
     """A CA for one store's bus, valid ``CA_DAYS``; it signs server certificates only."""
-    now = now or datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"in-store bus CA {store_id}")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    key, cert = certnames.self_signed_ca(
+        f"in-store bus CA {store_id}", now or datetime.now(UTC), CA_DAYS, timedelta(minutes=5)
     )
     return Pem(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM).decode())
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
 
 
 def server_cert(ca: Pem, host: str, now: datetime | None = None) -> Pem:
@@ -104,7 +68,7 @@ def server_cert(ca: Pem, host: str, now: datetime | None = None) -> Pem:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=SERVER_DAYS))
-        .add_extension(x509.SubjectAlternativeName([_san(host)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([certnames.host_name(host)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -138,7 +102,7 @@ def server_cert_problem(server: Pem, ca: Pem, host: str, now: datetime | None = 
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return "no subject alternative name"
-    if _san(host) not in list(names):
+    if certnames.host_name(host) not in list(names):
         return f"issued for {', '.join(str(n.value) for n in names)}, not {host}"
     if cert.not_valid_after_utc - now < timedelta(days=RENEW_DAYS):
         return f"ends {cert.not_valid_after_utc:%Y-%m-%d}"
