@@ -40,6 +40,9 @@ MAX_FORM_BYTES = 16_384
 # A bundle urlencoded is up to 3x its bytes.
 MAX_BUNDLE_FORM_BYTES = 3 * campaigns_view.MAX_BUNDLE_BYTES + MAX_FORM_BYTES
 _ID = re.compile(ID_PATTERN)
+EMERGENCY_ACTIONS = ("emergency", "clear emergency")
+# How long the store page reloads itself waiting for a screenshot the box has not sent yet.
+SCREENSHOT_WAIT_S = 30.0
 
 # No script, no inline style, no framing: the console works without any JavaScript, so the
 # policy can forbid it outright (an injected <script> would not run).
@@ -66,6 +69,8 @@ class Console:
     demo_note: str = ""
     previewer: campaigns_view.Previewer | None = None
     pushed: campaigns_view.PushedBundles | None = None
+    # When a screenshot was asked per (store, screen): the page waits for the answer.
+    shot_requests: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         state = self.config.console.state_dir
@@ -287,13 +292,29 @@ def create_app(console: Console) -> FastAPI:
         c: LoggedIn,
         store: str = "",
         state: str = "",
+        done: int = 0,
     ) -> Response:
         rows = fleet_view.fleet_rows(console.watcher, console.sink)
         shown = fleet_view.filtered(rows, store or None, state or None)
+        stores = sorted({r["store"] for r in rows})
+        notice = None
+        entry = console.accounts.audit_entry(done) if done else None
+        if entry and c.user and entry["user"] == c.user.name and entry["target"] == "fleet":
+            notice = f"{entry['action'].capitalize()} {entry['detail']}."
+        # Per store: its screens as the boxes report them, against what was last sent.
+        screens = {}
+        for st in stores:
+            expected = emergency_expected(st)
+            got = fleet_view.screen_rows(console.watcher, st, expected)
+            screens[st] = {
+                "expected": expected, "total": len(got),
+                "showing": sum(s["emergency"] for s in got),
+                "not_obeying": sum(s["obeys"] is False for s in got),
+            }  # fmt: skip
         return render(
             request, "fleet.html", c, rows=shown, summary=fleet_view.summary(rows),
-            stores=sorted({r["store"] for r in rows}), states=fleet_view.STATES,
-            store=store, state=state,
+            stores=stores, states=fleet_view.STATES, store=store, state=state,
+            screens=screens, notice=notice,
         )  # fmt: skip
 
     def store_rows(store: str) -> list[dict[str, Any]]:
@@ -317,9 +338,132 @@ def create_app(console: Console) -> FastAPI:
                 f"{entry['action'].capitalize()} sent: {entry['detail']}."
                 " Each box acknowledges below as it applies it."
             )
-        return render(request, "store.html", c, store=store, rows=store_rows(store), notice=notice)
+        return store_render(request, c, store, notice=notice)
+
+    def emergency_expected(store: str) -> bool | None:
+        """What this console last sent the store and the box took: True an emergency, False
+        a clear, None neither (from the audit log: what worked, store-wide or fleet-wide)."""
+        for e in console.accounts.audit_log(limit=2000):
+            if e["ok"] and e["target"] == store and e["action"] in EMERGENCY_ACTIONS:
+                return e["action"] == "emergency"
+        return None
+
+    def store_render(
+        request: Request, c: Ctx, store: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        rows = values.pop("rows", None) or store_rows(store)
+        expected = emergency_expected(store)
+        screens = fleet_view.screen_rows(console.watcher, store, expected)
+        now = time.time()
+        waiting = False
+        for s in screens:
+            shot = console.watcher.screenshot(store, s["screen"]) if console.watcher else None
+            asked = console.shot_requests.get((store, s["screen"]))
+            s["shot"] = shot
+            s["shot_pending"] = bool(
+                asked and now - asked < SCREENSHOT_WAIT_S and (not shot or shot["heard"] < asked)
+            )
+            waiting = waiting or s["shot_pending"]
+        return render(
+            request, "store.html", c, status, store=store, rows=rows, screens=screens,
+            expected=expected, refresh=waiting, **values,
+        )  # fmt: skip
+
+    @app.post("/stores/{store}/screenshot")
+    def screenshot(request: Request, store: str, data: FormDep, c: LoggedIn) -> Response:
+        """Ask one screen's player for a picture of what it shows (the box's ``screenshot``
+        command, signed on the push path); the page shows it when the box's answer is in."""
+        csrf(c, data, "screenshot")
+        user = need(c, "operator", "screenshot", store)
+        rows = store_rows(store)
+        screen = data.get("screen", "")
+        known = {
+            s["screen"]: s["device"] for s in fleet_view.screen_rows(console.watcher, store, None)
+        }
+        if screen not in known:
+            raise Refused(400, "No such screen", f"No box of {store} reports a screen {screen!r}.")
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("command"))
+        body = {"command": "screenshot", "screen": screen, "reason": f"console: {user.name}"}
+        try:
+            push.push(
+                cfg.broker.config(), cfg.signing.key, "command", body, store, known[screen],
+                version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+            )  # fmt: skip
+        except push.PushError as exc:
+            console.accounts.audit(user.name, "screenshot", target=store,
+                                   detail=f"{screen}: not sent: {exc}", ok=False,
+                                   client=c.client)  # fmt: skip
+            return store_render(request, c, store, 502, rows=rows, error=f"Not sent: {exc}")
+        console.accounts.used_version("command", version)
+        console.shot_requests[(store, screen)] = time.time()
+        console.accounts.audit(user.name, "screenshot", target=store,
+                               detail=f"{screen} on {known[screen]}; signed command v{version}",
+                               client=c.client)  # fmt: skip
+        return RedirectResponse(f"/stores/{store}#screen-{screen}", status_code=303)
+
+    @app.get("/stores/{store}/screens/{screen}/screenshot.jpg")
+    def screenshot_image(store: str, screen: str, c: LoggedIn) -> Response:
+        shot = console.watcher.screenshot(store, screen) if console.watcher else None
+        if not _ID.match(store) or shot is None:
+            raise HTTPException(404, "No screenshot of that screen yet.")
+        return Response(shot["jpeg"], media_type="image/jpeg")
 
     # ---- emergency -----------------------------------------------------------------------
+    def emergency_body(
+        data: dict[str, str], user: User
+    ) -> tuple[bool, str, str, dict[str, Any] | str]:
+        clear = data.get("action") == "clear"
+        title, text = data.get("title", ""), data.get("body", "")
+        try:
+            body: dict[str, Any] | str = (
+                push.clear_emergency_body(reason=f"console: {user.name}")
+                if clear
+                else push.emergency_body(title, text, reason=f"console: {user.name}")
+            )
+        except push.PushError as exc:
+            body = str(exc)
+        return clear, title, text, body
+
+    def send_emergency(
+        c: Ctx,
+        user: User,
+        stores: list[str],
+        clear: bool,
+        title: str,
+        body: dict[str, Any],
+        scope: str,
+    ) -> tuple[list[tuple[str, int]], list[str]]:
+        """One signed command per store (a store's boxes take only their store's), one version
+        for all; each store's push recorded on its own, sent or not."""
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("command"))
+        action = "clear emergency" if clear else "emergency"
+        what = "cleared" if clear else f"title {title.strip()!r}"
+        sent: list[tuple[str, int]] = []
+        failed: list[str] = []
+        for store in stores:
+            try:
+                result = push.push(
+                    cfg.broker.config(), cfg.signing.key, "command", body, store, None, version,
+                    expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+                )  # fmt: skip
+            except push.PushError as exc:
+                console.accounts.audit(user.name, action, target=store,
+                                       detail=f"{scope}: not sent: {exc}", ok=False,
+                                       client=c.client)  # fmt: skip
+                failed.append(f"{store}: {exc}")
+                continue
+            console.accounts.used_version("command", version)
+            n = console.accounts.audit(
+                user.name, action, target=store,
+                detail=f"{what}; signed command v{version} to {result.topic}"
+                + ("" if scope == "store" else f" ({scope})"),
+                client=c.client,
+            )  # fmt: skip
+            sent.append((store, n))
+        return sent, failed
+
     @app.post("/stores/{store}/emergency")
     def emergency(
         request: Request,
@@ -330,43 +474,52 @@ def create_app(console: Console) -> FastAPI:
         csrf(c, data, "emergency")
         user = need(c, "operator", "emergency", store)
         rows = store_rows(store)
-        clear = data.get("action") == "clear"
-        title, text = data.get("title", ""), data.get("body", "")
-        try:
-            body = (
-                push.clear_emergency_body(reason=f"console: {user.name}")
-                if clear
-                else push.emergency_body(title, text, reason=f"console: {user.name}")
-            )
-        except push.PushError as exc:
-            return render(request, "store.html", c, 400, store=store, rows=rows, error=str(exc),
-                          title=title, body=text)  # fmt: skip
+        clear, title, text, body = emergency_body(data, user)
+        if isinstance(body, str):
+            return store_render(request, c, store, 400, rows=rows, error=body, title=title,
+                                body=text)  # fmt: skip
         if data.get("step") != "send":
             # The confirmation step: what every screen of the store will show, and one more
             # click (with the same token) to send it.
-            return render(request, "confirm.html", c, store=store, rows=rows, clear=clear,
-                          title=title.strip(), body=text.strip())  # fmt: skip
-        cfg = console.config
-        version = push.time_version(console.accounts.last_version("command"))
-        action = "clear emergency" if clear else "emergency"
-        try:
-            result = push.push(
-                cfg.broker.config(), cfg.signing.key, "command", body, store, None, version,
-                expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
-            )  # fmt: skip
-        except push.PushError as exc:
-            console.accounts.audit(user.name, action, target=store, detail=f"not sent: {exc}",
-                                   ok=False, client=c.client)  # fmt: skip
-            return render(request, "store.html", c, 502, store=store, rows=rows,
-                          error=f"Not sent: {exc}", title=title, body=text)  # fmt: skip
-        console.accounts.used_version("command", version)
-        what = "cleared" if clear else f"title {title.strip()!r}"
-        n = console.accounts.audit(
-            user.name, action, target=store,
-            detail=f"{what}; signed command v{version} to {result.topic}", client=c.client,
-        )  # fmt: skip
+            screens = fleet_view.screen_rows(console.watcher, store, None)
+            return render(request, "confirm.html", c, store=store, stores=[store], rows=rows,
+                          screens=screens, clear=clear, title=title.strip(),
+                          body=text.strip(), action=f"/stores/{store}/emergency")  # fmt: skip
+        sent, failed = send_emergency(c, user, [store], clear, title, body, "store")
+        if failed:
+            return store_render(request, c, store, 502, rows=rows,
+                                error=f"Not sent: {failed[0].split(': ', 1)[1]}",
+                                title=title, body=text)  # fmt: skip
         # Post/redirect/get: a reload of the page after a push must not push again.
-        return RedirectResponse(f"/stores/{store}?done={n}", status_code=303)
+        return RedirectResponse(f"/stores/{store}?done={sent[0][1]}", status_code=303)
+
+    @app.post("/fleet/emergency")
+    def fleet_emergency(request: Request, data: FormDep, c: LoggedIn) -> Response:
+        """The same emergency (or clear) to every store the console knows, confirmed with how
+        many stores, boxes and screens it reaches."""
+        csrf(c, data, "fleet emergency")
+        user = need(c, "operator", "fleet emergency", "fleet")
+        rows = fleet_view.fleet_rows(console.watcher, console.sink)
+        stores = sorted({r["store"] for r in rows})
+        clear, title, text, body = emergency_body(data, user)
+        if isinstance(body, str) or not stores:
+            raise Refused(400, "Nothing sent", body if isinstance(body, str) else
+                          "No store is known to the console.")  # fmt: skip
+        if data.get("step") != "send":
+            screens = [
+                s for st in stores for s in fleet_view.screen_rows(console.watcher, st, None)
+            ]
+            return render(request, "confirm.html", c, store=None, stores=stores, rows=rows,
+                          screens=screens, clear=clear, title=title.strip(), body=text.strip(),
+                          action="/fleet/emergency")  # fmt: skip
+        sent, failed = send_emergency(c, user, stores, clear, title, body, "fleet-wide")
+        n = console.accounts.audit(
+            user.name, "fleet " + ("clear emergency" if clear else "emergency"), target="fleet",
+            detail=f"sent to {len(sent)} of {len(stores)} stores"
+            + (f"; not sent: {'; '.join(failed)}" if failed else ""),
+            ok=not failed, client=c.client,
+        )  # fmt: skip
+        return RedirectResponse(f"/fleet?done={n}", status_code=303)
 
     # ---- campaigns ---------------------------------------------------------------------
     def known_stores() -> list[str]:

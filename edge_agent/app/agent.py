@@ -389,10 +389,12 @@ class Agent:
         bus.route(topics.api_events(store), self.inbox.on_event)
         if cfg.pos.bus:
             bus.route(topics.pos_receipts(store), self.inbox.on_receipt)
-        bus.route(
-            topics.screen_state(store),
-            lambda t, p: self.director.on_screen_state(screen_of(t), p),
-        )
+
+        def on_screen_state(t: str, p: bytes) -> None:
+            self.director.on_screen_state(screen_of(t), p)
+            self.inbox.on_screen_state(screen_of(t), p)
+
+        bus.route(topics.screen_state(store), on_screen_state)
         bus.route(
             topics.screen_screenshot(store),
             lambda t, p: self.inbox.relay("screenshots", screen_of(t), p),
