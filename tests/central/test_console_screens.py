@@ -1,0 +1,253 @@
+"""The console and a store's real screens: `edge-agent run` and a Kivy player (`signage-ui`, a
+real window on Xvfb) on the console's broker, driven from headless Chromium. The box relays what
+its player shows (``screens/<screen>``); the console asks the player for a screenshot, broadcasts
+an emergency to the whole fleet and clears it, and sees the player obey each time.
+
+EDGE_UPDATE_DOCS=1 refreshes docs/console/store-screens.png and fleet-emergency.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from central.console.demo import STORES
+from contracts import topics
+from contracts.mqtt import connect, make_client
+from testbed.display import kivy_env
+from testbed.procs import terminate
+from tests.app.test_agent_process import write_config
+from tests.central import test_console as base
+from tests.central.test_console import STORE, Server, _css, _password, _shot
+from tests.watching import wait_for
+
+console_broker = base.console_broker
+server = base.server
+browser = base.browser
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(300)]
+DEVICE = "box-screens"
+SCREEN = "screen-entrance"  # the demo box's one screen
+
+
+@dataclass
+class StoreBox:
+    agent: subprocess.Popen[bytes]
+    player: subprocess.Popen[bytes]
+    logs: Path
+    states: list[dict[str, Any]]  # the player's retained states on the in-store bus
+
+    def tail(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
+            for p in sorted(self.logs.glob("*.log"))
+        )
+
+
+class BusStates:
+    """The player's own state messages on the in-store bus (what the console must agree with)."""
+
+    def __init__(self, server: Server) -> None:
+        self.got: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.client = make_client(f"t-states-{uuid.uuid4().hex[:6]}", server.broker)
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *a: c.subscribe(topics.screen_state(STORE, SCREEN), 1)
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = lambda c, u, m: self._add(m.payload)
+        connect(self.client, server.broker, clean_start=True, session_expiry_s=0)
+        self.client.loop_start()
+        assert ready.wait(10)
+
+    def _add(self, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        with self._lock:
+            self.got.append(doc)
+
+    def last(self) -> dict[str, Any]:
+        with self._lock:
+            return self.got[-1] if self.got else {}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def store_box(
+    server: Server, xvfb_display: str, tmp_path: Path
+) -> Iterator[tuple[StoreBox, BusStates]]:
+    """The demo store's box as it runs in a store: the agent (its central link and in-store bus
+    both on the console's broker, trusting the console's signing key) and the player of its
+    screen in a real window."""
+    cfg = write_config(tmp_path, server.broker.port, DEVICE, speed=1)
+    text = cfg.read_text()
+    text = text.replace(
+        text[text.index('ops_public_key = "') : text.index("\n", text.index('ops_public_key = "'))],
+        f'ops_public_key = "{server.public_key}"',
+    )
+    # No camera: the test is about the screen (a demo camera would only cost CPU here).
+    text = text.replace("[camera]\nenabled = true", "[camera]\nenabled = false")
+    cfg.write_text(text)
+    bin_dir = os.path.dirname(sys.executable)
+    states = BusStates(server)
+    with open(tmp_path / "agent.log", "wb") as a_log, open(tmp_path / "player.log", "wb") as p_log:
+        agent = subprocess.Popen(
+            [os.path.join(bin_dir, "edge-agent"), "run", "-c", str(cfg)],
+            stdout=a_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        player = subprocess.Popen(
+            [os.path.join(bin_dir, "signage-ui"), "--config", str(cfg), "--screen", SCREEN],
+            env=kivy_env(xvfb_display, tmp_path / "kivy-home"),
+            stdout=p_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield StoreBox(agent, player, tmp_path, states.got), states
+        finally:
+            terminate(player)
+            terminate(agent)
+            states.close()
+
+
+def _login(d: Any, server: Server, name: str) -> None:
+    d.get(server.base + "/fleet")
+    if _css(d, "#logout"):  # the module's browser may still be logged in from another test
+        d.find_element("id", "logout").click()
+    assert wait_for(lambda: _css(d, "#login"), 10)
+    d.find_element("id", "name").send_keys(name)
+    d.find_element("id", "password").send_keys(_password(name))
+    d.find_element("id", "login").click()
+    assert wait_for(lambda: _css(d, "#boxes"), 10)
+
+
+def _screen_row(d: Any) -> dict[str, str] | None:
+    """The live screen's row on the store page as the browser shows it now, or None."""
+    rows = _css(d, f'#screens tr[data-screen="{SCREEN}"][data-device="{DEVICE}"]')
+    if not rows:
+        return None
+    r = rows[0]
+    return {k: r.get_attribute(f"data-{k}") or "" for k in ("mode", "emergency", "obeys")} | {
+        "text": r.text
+    }
+
+
+def _jpeg(d: Any, src: str) -> np.ndarray:
+    """The screenshot as the browser's session fetches it, decoded."""
+    cookies = {c["name"]: c["value"] for c in d.get_cookies()}
+    r = httpx.get(src, cookies=cookies, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None
+    return img
+
+
+def _red_share(img: np.ndarray) -> float:
+    """Share of pixels near the emergency's background (#b00020; the box's default)."""
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    return float(((r > 120) & (g < 60) & (b < 80)).mean())
+
+
+def _reload_until(d: Any, url: str, cond: Any, timeout: float) -> bool:
+    def check() -> bool:
+        d.get(url)
+        return bool(cond())
+
+    return wait_for(check, timeout, step=0.5)
+
+
+def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
+    server: Server, store_box: tuple[StoreBox, BusStates], browser: Any
+) -> None:
+    box, bus = store_box
+    d = browser
+    _login(d, server, "otto")
+    store_url = f"{server.base}/stores/{STORE}"
+
+    # The player came up and its box relayed what it shows: the store page lists the screen.
+    def listed() -> bool:
+        row = _screen_row(d)
+        return row is not None and "online" in row["text"]
+
+    assert _reload_until(d, store_url, listed, 120), box.tail()
+    row = _screen_row(d)
+    assert row is not None and row["emergency"] == "no"
+
+    # A screenshot on request: the box's command to the player, the player's JPEG relayed.
+    d.find_element("id", f"shoot-{SCREEN}").click()
+    assert wait_for(lambda: _css(d, f"#shot-{SCREEN}") or d.refresh(), 60, step=0.5), box.tail()
+    src = d.find_element("id", f"shot-{SCREEN}").get_attribute("src")
+    img = _jpeg(d, src)
+    assert img.shape[0] > 50 and img.shape[1] > 50
+    assert float(img.std()) > 1.0  # a drawn screen, not a blank frame
+    # Without a session the picture is not served.
+    assert httpx.get(src, timeout=10, follow_redirects=False).status_code == 303
+
+    # The whole fleet: the confirmation names how many stores, boxes and screens it reaches.
+    d.get(server.base + "/fleet")
+    d.find_element("id", "fe-title").send_keys("Fire alarm: please leave the store")
+    d.find_element("id", "fe-body").send_keys("Use the nearest exit. Staff will guide you.")
+    d.find_element("id", "fe-start").click()
+    assert wait_for(lambda: _css(d, "#reach"), 10)
+    assert d.find_element("id", "n-stores").text == str(len(STORES))
+    assert int(d.find_element("id", "n-screens").text) >= 1
+    assert all(s in d.find_element("id", "reach").text for s in STORES)
+    _shot(d, "fleet-emergency")
+    assert bus.last().get("mode") != "override"  # the confirmation step sent nothing
+    d.find_element("id", "confirm").click()
+    assert wait_for(lambda: _css(d, "#notice"), 30)
+    n = len(STORES)
+    assert f"Fleet emergency sent to {n} of {n} stores" in d.find_element("id", "notice").text
+
+    # The player obeys (its own state on the bus), and the console says so per screen.
+    assert wait_for(lambda: bus.last().get("mode") == "override", 30), box.tail()
+    assert bus.last()["content_id"] == "emergency"
+
+    def obeying(emergency: str) -> bool:
+        row = _screen_row(d)
+        return row is not None and row["emergency"] == emergency and row["obeys"] == "yes"
+
+    assert _reload_until(d, store_url, lambda: obeying("yes"), 30), box.tail()
+    assert "shows the emergency" in (_screen_row(d) or {})["text"]
+    # A fresh screenshot shows it on the glass: the emergency's red, where the first had none.
+    d.find_element("id", f"shoot-{SCREEN}").click()
+
+    def new_shot() -> bool:
+        got = _css(d, f"#shot-{SCREEN}")
+        if not got or got[0].get_attribute("src") == src:
+            d.refresh()
+            return False
+        return True
+
+    assert wait_for(new_shot, 60, step=0.5), box.tail()
+    during = _jpeg(d, d.find_element("id", f"shot-{SCREEN}").get_attribute("src"))
+    assert _red_share(during) > 0.5 and _red_share(img) < 0.2
+    d.get(store_url)  # from the top (the request's answer scrolls to the screen's row)
+    _shot(d, "store-screens")
+    d.get(server.base + "/fleet")
+    live = d.find_element("css selector", f'#store-screens tr[data-store="{STORE}"]')
+    assert int(live.get_attribute("data-showing") or 0) >= 1
+
+    # Cleared from the store page: the player goes back to its content, the console sees it.
+    d.get(store_url)
+    d.find_element("id", "em-clear").click()
+    assert wait_for(lambda: _css(d, "#confirm"), 10)
+    d.find_element("id", "confirm").click()
+    assert wait_for(lambda: _css(d, "#notice"), 30)
+    assert wait_for(lambda: bus.last().get("mode") not in (None, "override"), 30), box.tail()
+    assert _reload_until(d, store_url, lambda: obeying("no"), 30), box.tail()
+    assert "normal content" in (_screen_row(d) or {})["text"]
