@@ -304,7 +304,12 @@ def screen_status(raw: bytes) -> str | None:
 # What of a player's state the agent relays to central for ops (``.../screens/<screen>``): what
 # the glass shows, not the player's counters (fps, latencies change every beat and are the
 # box's business). The ops console reads the same fields back.
-SCREEN_REPORT_FIELDS = ("status", "mode", "content_id", "since", "playlist_version")
+# The box adds the screen's zone and personal limit from its own config (the console's dry run
+# of a campaign bundle asks the box's decision code about each screen with them).
+SCREEN_REPORT_FIELDS = (
+    "status", "mode", "content_id", "since", "playlist_version", "zone",
+    "max_people_for_personal",
+)  # fmt: skip
 
 
 def screen_report(raw: bytes) -> dict[str, str | int | None] | None:

@@ -535,7 +535,7 @@ def create_app(console: Console) -> FastAPI:
         values.setdefault("text", "")
         return render(
             request, "campaigns.html", c, status, pushed=console.pushed.all(),
-            stores=known_stores(), **values,
+            stores=known_stores(), tz=console.config.console.timezone, **values,
         )  # fmt: skip
 
     @app.get("/campaigns")
@@ -581,10 +581,37 @@ def create_app(console: Console) -> FastAPI:
             preview_error = None
         except campaigns_view.PreviewError as exc:
             took, preview_error = 0.0, str(exc)
+        dry, dry_error, at = None, None, data.get("at", "").strip()
+        if store:
+            dry, dry_error, at = store_dry_run(store, checked.body, at)
         return campaigns_render(
             request, c, store=store, text=text, checked=checked, previews=shown,
-            preview_error=preview_error, took=took,
+            preview_error=preview_error, took=took, dry=dry, dry_error=dry_error, at=at,
         )  # fmt: skip
+
+    def store_dry_run(
+        store: str, body: dict[str, Any], at: str
+    ) -> tuple[dict[str, Any] | None, str | None, str]:
+        """The box's decision per screen of ``store`` (as its boxes report them: id, zone,
+        personal limit) at ``at`` (the form's local time in the console's zone, else now)."""
+        tz = console.config.tz
+        try:
+            when = datetime.fromisoformat(at) if at else datetime.now(tz)
+        except ValueError:
+            return None, f"{at!r} is not a time (YYYY-MM-DDTHH:MM)", at
+        when = when.replace(tzinfo=tz) if when.tzinfo is None else when.astimezone(tz)
+        screens = [
+            {"id": s["screen"], "zone": s["zone"],
+             "max_people_for_personal": s.get("max_people_for_personal", 1)}
+            for s in fleet_view.screen_rows(console.watcher, store, None) if s.get("zone")
+        ]  # fmt: skip
+        shown_at = when.strftime("%Y-%m-%dT%H:%M")
+        if not screens:
+            return None, f"No box of {store} has reported its screens and zones yet.", shown_at
+        try:
+            return campaigns_view.dry_run(body, screens, when.isoformat()), None, shown_at
+        except (ValueError, campaigns_view.PreviewError) as exc:
+            return None, str(exc), shown_at
 
     @app.get("/campaigns/previews/{name}")
     def campaigns_preview(name: str, c: LoggedIn) -> Response:

@@ -282,6 +282,10 @@ class Agent:
             receipts=self.checkout.receipts,
             max_relay_bytes=cfg.downlink.max_message_bytes,
             to_clock=wall_to_clock(self.clock),
+            screens={
+                sc.id: {"zone": sc.zone, "max_people_for_personal": sc.max_people_for_personal}
+                for sc in cfg.screens
+            },
         )
         self._route_bus()
 

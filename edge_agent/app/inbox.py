@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -74,6 +74,7 @@ class BusInbox:
         receipts: ReceiptDeduper,
         max_relay_bytes: int,
         to_clock: Callable[[datetime], datetime] | None = None,
+        screens: Mapping[str, Mapping[str, str | int]] | None = None,
     ) -> None:
         self.source = source_for(store_id, device_id)
         # Wall time -> the agent's clock; None when the agent keeps wall time (nothing to map).
@@ -86,6 +87,8 @@ class BusInbox:
         self.counts = InboxCounts()
         # The screen report last relayed per screen (None: not delivered, send the next one).
         self._screens: dict[str, dict[str, str | int | None] | None] = {}
+        # Each configured screen's zone and personal limit, relayed with what it shows.
+        self.screen_config = dict(screens or {})
 
     def on_event(self, topic: str, payload: bytes) -> None:
         """A player's or kiosk's journey event (impression, survey answer) for the outbox."""
@@ -142,7 +145,10 @@ class BusInbox:
             report = screen_report(payload)
         except PayloadError:
             return
-        if report is None or self._screens.get(screen_id) == report:
+        if report is None:
+            return
+        report.update(self.screen_config.get(screen_id, {}))  # the box's word, not the player's
+        if self._screens.get(screen_id) == report:
             return
         self._screens[screen_id] = None
         if self.uplink is not None and self.uplink.publish_status(

@@ -3,7 +3,11 @@ real window on Xvfb) on the console's broker, driven from headless Chromium. The
 its player shows (``screens/<screen>``); the console asks the player for a screenshot, broadcasts
 an emergency to the whole fleet and clears it, and sees the player obey each time.
 
-EDGE_UPDATE_DOCS=1 refreshes docs/console/store-screens.png and fleet-emergency.png."""
+The Campaigns page's dry run asks the box's own decision code (``edge-agent campaigns dry-run``)
+about the screen as the box reports it (zone, personal limit).
+
+EDGE_UPDATE_DOCS=1 refreshes docs/console/store-screens.png, fleet-emergency.png and
+campaigns-dry-run.png."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from testbed.display import kivy_env
 from testbed.procs import terminate
 from tests.app.test_agent_process import write_config
 from tests.central import test_console as base
-from tests.central.test_console import STORE, Server, _css, _password, _shot
+from tests.central.test_console import SHOTS, STORE, Server, _css, _password, _shot
 from tests.watching import wait_for
 
 console_broker = base.console_broker
@@ -88,13 +92,14 @@ class BusStates:
         self.client.loop_stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def store_box(
-    server: Server, xvfb_display: str, tmp_path: Path
+    server: Server, xvfb_display: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[StoreBox, BusStates]]:
     """The demo store's box as it runs in a store: the agent (its central link and in-store bus
     both on the console's broker, trusting the console's signing key) and the player of its
     screen in a real window."""
+    tmp_path = tmp_path_factory.mktemp("store-box")
     cfg = write_config(tmp_path, server.broker.port, DEVICE, speed=1)
     text = cfg.read_text()
     text = text.replace(
@@ -170,6 +175,84 @@ def _reload_until(d: Any, url: str, cond: Any, timeout: float) -> bool:
     return wait_for(check, timeout, step=0.5)
 
 
+def _wait_listed(d: Any, server: Server, box: StoreBox) -> None:
+    """Until the store page lists the live screen online (the player up, its box relaying)."""
+
+    def listed() -> bool:
+        row = _screen_row(d)
+        return row is not None and "online" in row["text"]
+
+    assert _reload_until(d, f"{server.base}/stores/{STORE}", listed, 120), box.tail()
+
+
+# A breakfast offer in the morning only, with priority over the boots.
+BREAKFAST = {
+    "id": "breakfast", "priority": 20, "dayparts": ["07:00-10:00"], "zones": ["entrance"],
+    "anonymous": {"template": "offer_card", "title": "Coffee and croissant 3.50",
+                  "body": "Until ten, at the café"},
+}  # fmt: skip
+
+
+def _dry_run(d: Any, bundle: dict[str, Any], at: str) -> dict[str, tuple[str, str, str]]:
+    """Check ``bundle`` for the store at ``at``; the dry run's rows by audience."""
+    from selenium.webdriver.support.ui import Select
+
+    Select(d.find_element("id", "store")).select_by_value(STORE)
+    d.execute_script(
+        "arguments[0].value = arguments[1]; arguments[2].value = arguments[3];",
+        d.find_element("id", "bundle"), json.dumps(bundle, indent=2),
+        d.find_element("id", "at"), at,
+    )  # fmt: skip
+    d.find_element("id", "check").click()
+    assert wait_for(lambda: _css(d, "#dry-run") or _css(d, "#dry-error"), 90)
+    assert not _css(d, "#dry-error"), d.find_element("id", "dry-error").text
+    rows = _css(d, f'#dry-run tr[data-screen="{SCREEN}"]')
+    return {
+        r.get_attribute("data-audience"): (
+            r.get_attribute("data-content"),
+            r.get_attribute("data-variant"),
+            r.text,
+        )
+        for r in rows
+    }
+
+
+def test_a_dry_run_says_what_each_screen_would_show_by_the_box_s_own_decision(
+    server: Server, store_box: tuple[StoreBox, BusStates], browser: Any
+) -> None:
+    from tests.central.test_console_campaigns import VALID
+
+    box, _ = store_box
+    d = browser
+    _login(d, server, "otto")
+    _wait_listed(d, server, box)
+    d.get(server.base + "/campaigns")
+    bundle = {**VALID, "campaigns": [*VALID["campaigns"], BREAKFAST]}
+    day = "2026-12-07"  # a Monday
+    morning = _dry_run(d, bundle, f"{day}T08:30")
+    assert set(morning) == {
+        "nobody there", "one passer-by", "the sample shopper (Alex, consented)", "a crowd (4 people)"
+    }  # fmt: skip
+    assert morning["nobody there"][:2] == ("welcome", "default")
+    assert morning["one passer-by"][:2] == ("breakfast:anonymous", "anonymous")
+    assert morning["a crowd (4 people)"][:2] == ("breakfast:anonymous", "anonymous")
+    # Higher priority wins on the box, for a shopper too: breakfast's anonymous card.
+    alex = morning["the sample shopper (Alex, consented)"]
+    assert alex[:2] == ("breakfast:anonymous", "anonymous")
+    # In the afternoon the breakfast's daypart is over: the boots, and the reason why.
+    afternoon = _dry_run(d, bundle, f"{day}T15:00")
+    passer_by = afternoon["one passer-by"]
+    assert passer_by[:2] == ("winter-boots:anonymous", "anonymous")
+    assert "breakfast:lost:schedule" in passer_by[2]
+    alex = afternoon["the sample shopper (Alex, consented)"]
+    assert alex[:2] == ("winter-boots:personalised", "personalised")
+    assert "Welcome back, Alex!" in alex[2]
+    if os.environ.get("EDGE_UPDATE_DOCS"):  # the dry run's part of the (long) page
+        d.set_window_size(1360, 2400)
+        d.find_element("id", "dry-run-section").screenshot(str(SHOTS / "campaigns-dry-run.png"))
+        d.set_window_size(1360, 900)
+
+
 def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     server: Server, store_box: tuple[StoreBox, BusStates], browser: Any
 ) -> None:
@@ -179,11 +262,8 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     store_url = f"{server.base}/stores/{STORE}"
 
     # The player came up and its box relayed what it shows: the store page lists the screen.
-    def listed() -> bool:
-        row = _screen_row(d)
-        return row is not None and "online" in row["text"]
-
-    assert _reload_until(d, store_url, listed, 120), box.tail()
+    _wait_listed(d, server, box)
+    d.get(store_url)
     row = _screen_row(d)
     assert row is not None and row["emergency"] == "no"
 
