@@ -27,7 +27,7 @@ def _on_status(rows: dict[tuple[str, str], dict[str, Any]], lock: threading.Lock
     if len(parts) == 6 and parts[4] == "screens":
         _on_screen(rows, lock, parts[1], parts[3], parts[5], msg.payload)
         return
-    if len(parts) != 5 or parts[4] not in ("state", "health", "acks"):
+    if len(parts) != 5 or parts[4] not in ("state", "health", "acks", "live"):
         return
     _, st, _, dev, what = parts
     if not msg.payload:  # a retained message cleared: the box was retired
@@ -80,10 +80,11 @@ class FleetWatcher:
         # Acks too: the store page says what each box last did with a push (the console's own
         # emergency included).
         # And what each screen shows (the box relays its players' states): which screens
-        # obey an emergency; and screenshots ops asked for.
+        # obey an emergency; screenshots ops asked for; the store live (people per zone, open
+        # staff alerts: edge_agent/app/live_report.py).
         self._subs = [
             (f"{base}/state", 1), (f"{base}/health", 1), (f"{base}/acks", 1),
-            (f"{base}/screens/+", 1), (f"{base}/screenshots/+", 1),
+            (f"{base}/screens/+", 1), (f"{base}/screenshots/+", 1), (f"{base}/live", 1),
         ]  # fmt: skip
         self._shots: dict[tuple[str, str], dict[str, Any]] = {}
         self._client = make_client(f"edge-ops-console-{uuid.uuid4().hex[:8]}", broker)
@@ -147,6 +148,30 @@ class FleetWatcher:
                     "age_s": round(now - report["heard"], 1), **report,
                 })  # fmt: skip
         return out
+
+    def live(self, store: str) -> dict[str, Any]:
+        """The store live from its boxes' summaries: people per zone (a zone two boxes count
+        shows the fresher count) and every open staff alert, newest first."""
+        now = time.time()
+        with self._lock:
+            docs = [(dev, r["live"]) for (st, dev), r in self._rows.items()
+                    if st == store and isinstance(r.get("live"), dict)]  # fmt: skip
+        zones: dict[str, dict[str, Any]] = {}
+        alerts: list[dict[str, Any]] = []
+        for dev, doc in sorted(docs, key=lambda d: _number(d[1].get("ts")) or 0.0):
+            ts = _number(doc.get("ts"))
+            age = round(now - ts, 1) if ts is not None else None
+            z = doc.get("zones")
+            for zone, people in z.items() if isinstance(z, dict) else ():
+                if isinstance(people, int) and not isinstance(people, bool):
+                    zones[str(zone)] = {"zone": str(zone), "people": people, "device": dev,
+                                        "age_s": age}  # fmt: skip
+            a = doc.get("alerts")
+            for alert in a if isinstance(a, list) else ():
+                if isinstance(alert, dict):
+                    alerts.append({**{k: str(v)[:200] for k, v in alert.items()}, "device": dev})
+        alerts.sort(key=lambda x: x.get("ts", ""), reverse=True)
+        return {"zones": [zones[k] for k in sorted(zones)], "alerts": alerts, "boxes": len(docs)}
 
     def stop(self) -> None:
         if self._started:

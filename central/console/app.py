@@ -366,7 +366,8 @@ def create_app(console: Console) -> FastAPI:
             waiting = waiting or s["shot_pending"]
         return render(
             request, "store.html", c, status, store=store, rows=rows, screens=screens,
-            expected=expected, refresh=waiting, **values,
+            expected=expected, refresh=waiting,
+            live=console.watcher.live(store) if console.watcher else None, **values,
         )  # fmt: skip
 
     @app.post("/stores/{store}/screenshot")

@@ -28,6 +28,7 @@ from contracts.events import BoxMetrics, make_event
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
+from edge_agent.app.live_report import LiveReport
 from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
 from edge_agent.box.heartbeat import VERSION, Heartbeat, LatencyWindow, ProcessSampler
 from edge_agent.box.liveness import StallPoint
@@ -205,6 +206,8 @@ class Agent:
             bus=self.bus,
             invalidate=self._invalidate,
         )
+        # People per zone and open staff alerts, summarised for central ops (retained).
+        self.live = LiveReport(self.occupancy, self.alerts, [z.id for z in cfg.zones])
         # The pushed map (central's word on the store) wins over [map] path, from the start and
         # on every push; the screens' routes then follow it.
         wayfinding = WayfindingApplier(paths.state_dir, store)
@@ -446,6 +449,7 @@ class Agent:
         )
         self.uplink.start()
         self.handlers.uplink = self.heartbeat_stage.uplink = self.inbox.uplink = self.uplink
+        self.live.uplink = self.uplink
         self.downlink = Downlink(
             cfg.central,
             cfg.store.store_id,
@@ -636,6 +640,7 @@ class Agent:
             if self.director.counts.decisions != before:  # a tick with nothing to decide is not
                 self.decide_ms.add((time.perf_counter() - t0) * 1000.0)  # a decision's latency
             self.occupancy.publish(now)
+            self.live.tick()
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()

@@ -331,3 +331,61 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     assert wait_for(lambda: bus.last().get("mode") not in (None, "override"), 30), box.tail()
     assert _reload_until(d, store_url, lambda: obeying("no"), 30), box.tail()
     assert "normal content" in (_screen_row(d) or {})["text"]
+
+
+class Occupancy:
+    """The agent's own retained occupancy on the in-store bus: what the kiosks show."""
+
+    def __init__(self, server: Server) -> None:
+        self.people: dict[str, int] = {}
+        self.client = make_client(f"t-occ-{uuid.uuid4().hex[:6]}", server.broker)
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *a: c.subscribe(topics.zone_occupancy(STORE), 1)
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = lambda c, u, m: self.people.update(
+            {m.topic.split("/")[3]: json.loads(m.payload)["people"]} if m.payload else {}
+        )
+        connect(self.client, server.broker, clean_start=True, session_expiry_s=0)
+        self.client.loop_start()
+        assert ready.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_the_store_page_shows_people_per_zone_and_the_staff_alert_of_a_dark_screen(
+    server: Server, store_box: tuple[StoreBox, BusStates], browser: Any
+) -> None:
+    """Last in this module: it stops the player."""
+    box, _ = store_box
+    d = browser
+    _login(d, server, "vic")  # reading the store live needs no more than the viewer role
+    store_url = f"{server.base}/stores/{STORE}"
+    occ = Occupancy(server)
+    try:
+        # People per zone as the console shows them are the agent's counts on the bus.
+        def same() -> bool:
+            d.get(store_url)
+            shown = {
+                r.get_attribute("data-zone"): int(r.get_attribute("data-people") or -1)
+                for r in _css(d, "#zones tbody tr[data-zone]")
+            }
+            return set(shown) == {"entrance", "womens"} and shown == occ.people
+
+        assert wait_for(same, 60, step=0.5), box.tail()
+    finally:
+        occ.close()
+    assert not _css(d, '#alerts tr[data-kind="screen_offline"]')
+    # The player stops: its box raises a staff alert for the kiosks, and ops see it too.
+    terminate(box.player)
+
+    def alert() -> bool:
+        d.get(store_url)
+        rows = _css(d, '#alerts tr[data-kind="screen_offline"]')
+        return bool(rows) and f"Screen {SCREEN} is offline" in rows[0].text
+
+    assert wait_for(alert, 60, step=0.5), box.tail()
+    row = _screen_row(d)
+    assert row is not None and "offline" in row["text"]
+    _shot(d, "store-live")
