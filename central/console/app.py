@@ -28,7 +28,13 @@ from central.console import fleet as fleet_view
 from central.console.accounts import Accounts, User
 from central.console.charts import Series, bar_chart
 from central.console.config import OpsConfig
-from central.console.kpis import csv_text, kpi_rows
+from central.console.kpis import (
+    ExperienceKpi,
+    csv_text,
+    experience_csv,
+    experience_rows,
+    kpi_rows,
+)
 from central.console.security import LoginLimiter, csrf_ok, csrf_token, sign_sid, unsign_sid
 from central.fleet_status import FleetWatcher
 from contracts.uplift import Uplift
@@ -703,6 +709,13 @@ def create_app(console: Console) -> FastAPI:
             for cmp in campaigns
         ]  # fmt: skip
         labels = [d.strftime("%a %d") for d in days]
+        exp = experience_query(first, last, store) if not error else []
+        exp_stores = sorted({r.store for r in exp})
+        watchers = [
+            Series(st, [float(sum(r.watchers for r in exp if r.day == d and r.store == st))
+                        for d in days])
+            for st in exp_stores
+        ]  # fmt: skip
         all_stores = sorted({r["store"] for r in fleet_view.fleet_rows(None, console.sink)})
         query = "&".join(
             f"{k}={quote(v)}" for k, v in
@@ -713,9 +726,30 @@ def create_app(console: Console) -> FastAPI:
             request, "kpis.html", c, 400 if error else 200, rows=rows, error=error,
             chart_ots=bar_chart("Opportunities to see per day", labels, ots),
             chart_conv=bar_chart("Attributed conversions per day", labels, conv),
+            chart_watchers=bar_chart("Watchers per day (camera)", labels, watchers),
+            experience=exp,
             start=first.isoformat(), end=last.isoformat(), store=store, campaign=campaign,
             stores=all_stores, campaigns=campaigns, query=query, tz=console.config.console.timezone,
         )  # fmt: skip
+
+    def experience_query(first: date, last: date, store: str) -> list[ExperienceKpi]:
+        if console.sink is None:
+            return []
+        return experience_rows(console.sink, first, last, console.config.tz, store=store or None)
+
+    @app.get("/kpis/experience.csv")
+    def experience_csv_download(
+        c: LoggedIn, start: str = "", end: str = "", store: str = "", campaign: str = ""
+    ) -> Response:
+        first, last, _, error = kpi_query(start, end, store, campaign)
+        if error:
+            raise Refused(400, "Bad dates", error)
+        name = f"experience_{first.isoformat()}_{last.isoformat()}.csv"
+        return Response(
+            experience_csv(experience_query(first, last, store)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @app.get("/kpis.csv")
     def kpis_csv(

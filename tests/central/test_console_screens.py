@@ -333,6 +333,59 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     assert "normal content" in (_screen_row(d) or {})["text"]
 
 
+def test_the_kpi_page_reads_watchers_dwell_attention_nps_effort_and_time_to_value(
+    server: Server, browser: Any
+) -> None:
+    """The demo CDP's camera tracks, survey answers and boxes' heartbeats, as the page's table,
+    chart and CSV show them: the same figures as ``experience_rows`` reads from the CDP."""
+    import csv
+    import io
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from central.cdp_sink import CdpSink
+    from central.console.kpis import experience_rows
+    from contracts.mqtt import BrokerConfig
+
+    d = browser
+    _login(d, server, "vic")
+    d.get(f"{server.base}/kpis?store={STORE}")
+    assert wait_for(lambda: _css(d, "#chart-watchers svg"), 10)
+    table = [
+        [td.text for td in tr.find_elements("css selector", "td")]
+        for tr in _css(d, "#experience tbody tr[data-day]")
+    ]
+    assert len(table) == 7  # a week of one store
+    sink = CdpSink(BrokerConfig(), server.work / "cdp.db", group=None)
+    try:
+        want = experience_rows(
+            sink, date.fromisoformat(table[0][0]), date.fromisoformat(table[-1][0]),
+            ZoneInfo("Europe/Berlin"), store=STORE,
+        )  # fmt: skip
+    finally:
+        sink.stop()
+    assert [(r[0], int(r[2]), int(r[3])) for r in table] == [
+        (w.day.isoformat(), w.visits, w.watchers) for w in want
+    ]
+    for row, w in zip(table, want, strict=True):
+        assert w.avg_dwell_s is not None and row[4] == f"{w.avg_dwell_s:.1f} s"
+        assert w.nps is not None and row[6].startswith(f"{w.nps:+.0f} (n={w.nps_answers})")
+        assert w.effort is not None and row[7].startswith(f"{w.effort:.2f}")
+        assert w.time_to_value_s is not None and row[8] == f"{w.time_to_value_s:.0f} s"
+    # One bar per day (one store): each the table's watchers of its day.
+    bars = _css(d, "#chart-watchers rect.bar")
+    assert [b.get_attribute("data-value") for b in bars] == [r[3] for r in table]
+    _shot(d, "kpis-experience")
+    d.find_element("id", "csv-experience").click()
+    files: list[Path] = []
+    assert wait_for(lambda: files.extend(d.downloads.glob("experience_*.csv")) or files, 15)
+    assert wait_for(lambda: not list(d.downloads.glob("*.crdownload")), 10)
+    rows = list(csv.DictReader(io.StringIO(files[0].read_text())))
+    assert [(r["day"], r["watchers"], r["nps_answers"]) for r in rows] == [
+        (w.day.isoformat(), str(w.watchers), str(w.nps_answers)) for w in want
+    ]
+
+
 class Occupancy:
     """The agent's own retained occupancy on the in-store bus: what the kiosks show."""
 
