@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,6 +37,7 @@ from central.console.kpis import (
     kpi_rows,
 )
 from central.console.security import LoginLimiter, csrf_ok, csrf_token, sign_sid, unsign_sid
+from central.console.signer import Signer
 from central.fleet_status import FleetWatcher
 from contracts.uplift import Uplift
 from contracts.validation import ID_PATTERN
@@ -77,6 +79,7 @@ class Console:
     pushed: campaigns_view.PushedBundles | None = None
     # When a screenshot was asked per (store, screen): the page waits for the answer.
     shot_requests: dict[tuple[str, str], float] = field(default_factory=dict)
+    signer: Signer | None = None
 
     def __post_init__(self) -> None:
         state = self.config.console.state_dir
@@ -84,6 +87,9 @@ class Console:
             self.previewer = campaigns_view.Previewer(state / "previews")
         if self.pushed is None:
             self.pushed = campaigns_view.PushedBundles(state / "campaigns")
+        if self.signer is None:
+            s = self.config.signing
+            self.signer = Signer(s.key, s.unlock_minutes * 60.0)
 
 
 @dataclass
@@ -137,6 +143,11 @@ def create_app(console: Console) -> FastAPI:
         if c.user is None:
             raise LoginRequired()
         return c
+
+    def signing_key() -> Path | Ed25519PrivateKey:
+        """Called inside each push's ``try``: a locked key is that push's PushError."""
+        assert console.signer is not None
+        return console.signer.key()
 
     CtxDep = Annotated[Ctx, Depends(ctx)]
     LoggedIn = Annotated[Ctx, Depends(login_required)]
@@ -394,7 +405,7 @@ def create_app(console: Console) -> FastAPI:
         body = {"command": "screenshot", "screen": screen, "reason": f"console: {user.name}"}
         try:
             push.push(
-                cfg.broker.config(), cfg.signing.key, "command", body, store, known[screen],
+                cfg.broker.config(), signing_key(), "command", body, store, known[screen],
                 version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
             )  # fmt: skip
         except push.PushError as exc:
@@ -452,7 +463,7 @@ def create_app(console: Console) -> FastAPI:
         for store in stores:
             try:
                 result = push.push(
-                    cfg.broker.config(), cfg.signing.key, "command", body, store, None, version,
+                    cfg.broker.config(), signing_key(), "command", body, store, None, version,
                     expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
                 )  # fmt: skip
             except push.PushError as exc:
@@ -644,7 +655,7 @@ def create_app(console: Console) -> FastAPI:
         what = f"bundle v{b.version}, {len(b.campaigns)} campaigns"
         try:
             result = push.push(
-                cfg.broker.config(), cfg.signing.key, "campaigns", checked.body, store, None,
+                cfg.broker.config(), signing_key(), "campaigns", checked.body, store, None,
                 version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
             )  # fmt: skip
         except push.PushError as exc:
@@ -767,6 +778,50 @@ def create_app(console: Console) -> FastAPI:
             csv_text(rows), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )  # fmt: skip
+
+    # ---- the signing key -----------------------------------------------------------------
+    @app.get("/signing")
+    def signing_page(request: Request, c: LoggedIn, done: str = "") -> Response:
+        assert console.signer is not None
+        notice = {"unlocked": "Unlocked.", "locked": "Locked."}.get(done)
+        return render(request, "signing.html", c, state=console.signer.state(),
+                      path=str(console.signer.path), notice=notice,
+                      minutes=console.config.signing.unlock_minutes)  # fmt: skip
+
+    @app.post("/signing")
+    def signing_change(request: Request, data: FormDep, c: LoggedIn) -> Response:
+        """Unlock the encrypted signing key with its passphrase (held in memory only), or lock
+        it again; either way in the audit log."""
+        assert console.signer is not None
+        action = "lock signing key" if data.get("action") == "lock" else "unlock signing key"
+        csrf(c, data, action)
+        user = need(c, "operator", action)
+        if action == "lock signing key":
+            console.signer.lock()
+            console.accounts.audit(user.name, action, client=c.client)
+            return RedirectResponse("/signing?done=locked", status_code=303)
+        # The same per-client limit as logins: a passphrase is not to be guessed here either.
+        wait = console.limiter.retry_after(c.client)
+        if wait:
+            console.accounts.audit(user.name, action, detail="refused: too many wrong tries",
+                                   ok=False, client=c.client)  # fmt: skip
+            raise Refused(429, "Too many tries",
+                          f"Too many wrong passphrases or logins from your address. Try again in"
+                          f" {wait} s. The key stays locked.")  # fmt: skip
+        try:
+            console.signer.unlock(data.get("passphrase", ""), user.name)
+        except ValueError as exc:
+            console.limiter.failed(c.client)
+            console.accounts.audit(user.name, action, detail=f"refused: {exc}", ok=False,
+                                   client=c.client)  # fmt: skip
+            return render(request, "signing.html", c, 400, state=console.signer.state(),
+                          path=str(console.signer.path), error=f"Not unlocked: {exc}.",
+                          minutes=console.config.signing.unlock_minutes)  # fmt: skip
+        console.accounts.audit(
+            user.name, action,
+            detail=f"for {console.config.signing.unlock_minutes:g} min", client=c.client,
+        )  # fmt: skip
+        return RedirectResponse("/signing?done=unlocked", status_code=303)
 
     # ---- admin -------------------------------------------------------------------------
     @app.get("/admin/audit")
