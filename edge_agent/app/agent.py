@@ -207,7 +207,7 @@ class Agent:
             invalidate=self._invalidate,
         )
         # People per zone and open staff alerts, summarised for central ops (retained).
-        self.live = LiveReport(self.occupancy, self.alerts, [z.id for z in cfg.zones])
+        self.live = LiveReport(self.occupancy.people, self.alerts, [z.id for z in cfg.zones])
         # The pushed map (central's word on the store) wins over [map] path, from the start and
         # on every push; the screens' routes then follow it.
         wayfinding = WayfindingApplier(paths.state_dir, store)

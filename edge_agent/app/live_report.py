@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.app.alerts import OPERATIONAL_KINDS, StaffAlerts
-from edge_agent.sensing.occupancy import ZoneOccupancy
 from sync.ports import UplinkPort
 
 MIN_INTERVAL_S = 2.0
@@ -27,14 +26,14 @@ ALERT_FIELDS = ("alert_id", "kind", "ts", "zone_id", "screen_id", "campaign_id",
 class LiveReport:
     def __init__(
         self,
-        occupancy: ZoneOccupancy,
+        people: Callable[[str], int],
         alerts: StaffAlerts,
         zones: list[str],
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.occupancy = occupancy
+        self.people = people  # ZoneOccupancy.people: the kiosks' own figure
         self.alerts = alerts
         self.zones = zones
         self.uplink: UplinkPort | None = None  # set once sync starts
@@ -53,7 +52,7 @@ class LiveReport:
                 else "(about a shopper: the text stays in the store)"
             )
             out.append(a)
-        return {"zones": {z: self.occupancy.people(z) for z in self.zones}, "alerts": out}
+        return {"zones": {z: self.people(z) for z in self.zones}, "alerts": out}
 
     def tick(self) -> bool:
         """Publish if due; True when it did."""
