@@ -167,20 +167,35 @@ def _red_share(img: np.ndarray) -> float:
     return float(((r > 120) & (g < 60) & (b < 80)).mean())
 
 
+def _settled(cond: Any) -> Any:
+    """``cond`` as a wait_for condition that is False, not an error, when the page went away
+    under it (the store page reloads itself while a screenshot is awaited)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def check() -> bool:
+        try:
+            return bool(cond())
+        except StaleElementReferenceException:
+            return False
+
+    return check
+
+
 def _reload_until(d: Any, url: str, cond: Any, timeout: float) -> bool:
     def check() -> bool:
         d.get(url)
         return bool(cond())
 
-    return wait_for(check, timeout, step=0.5)
+    return wait_for(_settled(check), timeout, step=0.5)
 
 
 def _wait_listed(d: Any, server: Server, box: StoreBox) -> None:
     """Until the store page lists the live screen online (the player up, its box relaying)."""
 
     def listed() -> bool:
+        # Online and showing something (a mode): the player has drawn its first item.
         row = _screen_row(d)
-        return row is not None and "online" in row["text"]
+        return row is not None and "online" in row["text"] and bool(row["mode"])
 
     assert _reload_until(d, f"{server.base}/stores/{STORE}", listed, 120), box.tail()
 
@@ -272,8 +287,8 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     assert wait_for(lambda: _css(d, f"#shot-{SCREEN}") or d.refresh(), 60, step=0.5), box.tail()
     src = d.find_element("id", f"shot-{SCREEN}").get_attribute("src")
     img = _jpeg(d, src)
-    assert img.shape[0] > 50 and img.shape[1] > 50
-    assert float(img.std()) > 1.0  # a drawn screen, not a blank frame
+    assert img.shape[0] > 50 and img.shape[1] > 50, img.shape
+    assert float(img.std()) > 1.0, box.tail()  # a drawn screen, not a blank frame
     # Without a session the picture is not served.
     assert httpx.get(src, timeout=10, follow_redirects=False).status_code == 303
 
@@ -289,7 +304,7 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     _shot(d, "fleet-emergency")
     assert bus.last().get("mode") != "override"  # the confirmation step sent nothing
     d.find_element("id", "confirm").click()
-    assert wait_for(lambda: _css(d, "#notice"), 30)
+    assert wait_for(lambda: _css(d, "#notice"), 30), d.page_source[-2000:]
     n = len(STORES)
     assert f"Fleet emergency sent to {n} of {n} stores" in d.find_element("id", "notice").text
 
@@ -313,9 +328,9 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
             return False
         return True
 
-    assert wait_for(new_shot, 60, step=0.5), box.tail()
+    assert wait_for(_settled(new_shot), 60, step=0.5), box.tail()
     during = _jpeg(d, d.find_element("id", f"shot-{SCREEN}").get_attribute("src"))
-    assert _red_share(during) > 0.5 and _red_share(img) < 0.2
+    assert _red_share(during) > 0.5 and _red_share(img) < 0.2, (_red_share(during), _red_share(img))
     d.get(store_url)  # from the top (the request's answer scrolls to the screen's row)
     _shot(d, "store-screens")
     d.get(server.base + "/fleet")
