@@ -254,6 +254,8 @@ def status_row(
         "content": _content(sensors),
         "last_error": last_error(state, sensors),
         "last_ack": _ack(ack),
+        # The box's last applied version per downlink kind (its retained health says).
+        "applied": _applied(health.get("downlink_applied")),
         # Box clock; with a clock offset reported the age is only as good as that clock.
         "health_age_s": round(now - float(ts), 1) if isinstance(ts, int | float) else None,
     }
@@ -261,6 +263,16 @@ def status_row(
 
 def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _applied(doc: Any) -> dict[str, int]:
+    if not isinstance(doc, dict):
+        return {}
+    return {
+        str(k)[:32]: v
+        for k, v in sorted(doc.items())
+        if isinstance(v, int) and not isinstance(v, bool)
+    }
 
 
 def _ack(ack: dict[str, Any] | None) -> str | None:

@@ -451,7 +451,7 @@ def create_app(console: Console) -> FastAPI:
         title: str,
         body: dict[str, Any],
         scope: str,
-    ) -> tuple[list[tuple[str, int]], list[str]]:
+    ) -> tuple[list[tuple[str, int]], list[str], int]:
         """One signed command per store (a store's boxes take only their store's), one version
         for all; each store's push recorded on its own, sent or not."""
         cfg = console.config
@@ -480,7 +480,7 @@ def create_app(console: Console) -> FastAPI:
                 client=c.client,
             )  # fmt: skip
             sent.append((store, n))
-        return sent, failed
+        return sent, failed, version
 
     @app.post("/stores/{store}/emergency")
     def emergency(
@@ -503,7 +503,7 @@ def create_app(console: Console) -> FastAPI:
             return render(request, "confirm.html", c, store=store, stores=[store], rows=rows,
                           screens=screens, clear=clear, title=title.strip(),
                           body=text.strip(), action=f"/stores/{store}/emergency")  # fmt: skip
-        sent, failed = send_emergency(c, user, [store], clear, title, body, "store")
+        sent, failed, _ = send_emergency(c, user, [store], clear, title, body, "store")
         if failed:
             return store_render(request, c, store, 502, rows=rows,
                                 error=f"Not sent: {failed[0].split(': ', 1)[1]}",
@@ -530,10 +530,10 @@ def create_app(console: Console) -> FastAPI:
             return render(request, "confirm.html", c, store=None, stores=stores, rows=rows,
                           screens=screens, clear=clear, title=title.strip(), body=text.strip(),
                           action="/fleet/emergency")  # fmt: skip
-        sent, failed = send_emergency(c, user, stores, clear, title, body, "fleet-wide")
+        sent, failed, version = send_emergency(c, user, stores, clear, title, body, "fleet-wide")
         n = console.accounts.audit(
             user.name, "fleet " + ("clear emergency" if clear else "emergency"), target="fleet",
-            detail=f"sent to {len(sent)} of {len(stores)} stores"
+            detail=f"sent to {len(sent)} of {len(stores)} stores, signed command v{version}"
             + (f"; not sent: {'; '.join(failed)}" if failed else ""),
             ok=not failed, client=c.client,
         )  # fmt: skip

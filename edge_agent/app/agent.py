@@ -462,6 +462,7 @@ class Agent:
         )
         self.downlink.start()
         self.handlers.downlink = self.downlink
+        self.heartbeat_stage.applied = self.downlink.state.all
         # A new release is kept only once READY went out (box/watchdog.py).
         self.handlers.ready = lambda: (
             self.supervisor is not None and self.supervisor.ready_at is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -108,6 +109,8 @@ def store_box(
     )
     # No camera: the test is about the screen (a demo camera would only cost CPU here).
     text = text.replace("[camera]\nenabled = true", "[camera]\nenabled = false")
+    # A heartbeat (its retained health: what the box applied) every 2 s, not 30.
+    text = text.replace("heartbeat_s = 30", "heartbeat_s = 2")
     cfg.write_text(text)
     bin_dir = os.path.dirname(sys.executable)
     states = BusStates(server)
@@ -311,6 +314,15 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     # The player obeys (its own state on the bus), and the console says so per screen.
     assert wait_for(lambda: bus.last().get("mode") == "override", 30), box.tail()
     assert bus.last()["content_id"] == "emergency"
+    # The box's retained health lists what it applied: the emergency's command version too.
+    version = int(re.search(r"command v(\d+)", d.find_element("id", "notice").text)[1])  # type: ignore[index]
+
+    def applied() -> bool:
+        d.get(store_url)
+        cells = _css(d, f'#boxes tr[data-device="{DEVICE}"] td.applied')
+        return bool(cells) and f"command v{version}" in cells[0].text
+
+    assert wait_for(_settled(applied), 30, step=0.5), box.tail()
 
     def obeying(emergency: str) -> bool:
         row = _screen_row(d)
