@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -358,6 +359,51 @@ def test_an_operator_sees_a_running_player_obey_a_fleet_emergency_and_its_clear(
     assert wait_for(lambda: bus.last().get("mode") not in (None, "override"), 30), box.tail()
     assert _reload_until(d, store_url, lambda: obeying("no"), 30), box.tail()
     assert "normal content" in (_screen_row(d) or {})["text"]
+
+
+def test_a_fleet_emergency_needs_the_operator_role_and_the_session_s_token(
+    server: Server,
+) -> None:
+    """A viewer, a form without the CSRF token, an empty title and a screenshot of a screen no
+    box reports: each said, nothing published to any store."""
+    from tests.central.test_console import _client, _token
+    from tests.central.test_console import _login as http_login
+
+    got: queue.Queue[str] = queue.Queue()
+    sub = make_client(f"t-all-cmds-{uuid.uuid4().hex[:6]}", server.broker)
+    ready = threading.Event()
+    sub.on_connect = lambda c, *a: c.subscribe("stores/+/cmd/#", 1)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_message = lambda c, u, m: got.put(m.topic)
+    connect(sub, server.broker, clean_start=True, session_expiry_s=0)
+    sub.loop_start()
+    assert ready.wait(10)
+    form = {"step": "send", "action": "emergency", "title": "FORGED"}
+    try:
+        with _client(server, "127.0.0.8") as op, _client(server, "127.0.0.9") as viewer:
+            assert http_login(op, "otto").status_code == 303
+            assert http_login(viewer, "vic").status_code == 303
+            r = op.post("/fleet/emergency", data=form)
+            assert r.status_code == 403 and "CSRF check failed" in r.text
+            vtoken = _token(viewer.get("/fleet").text)
+            r = viewer.post("/fleet/emergency", data={**form, "csrf": vtoken})
+            assert r.status_code == 403 and "needs the operator role" in r.text
+            assert "Broadcasting an emergency needs the operator role" in viewer.get("/fleet").text
+            token = _token(op.get("/fleet").text)
+            r = op.post("/fleet/emergency", data={**form, "title": "  ", "csrf": token})
+            assert r.status_code == 400 and "an emergency needs a title" in r.text
+            r = op.post(f"/stores/{STORE}/screenshot", data={"screen": "nope", "csrf": token})
+            assert r.status_code == 400 and "reports a screen &#39;nope&#39;" in r.text
+            # The confirmation step of a real one sends nothing either.
+            r = op.post("/fleet/emergency", data={**form, "step": "confirm", "csrf": token})
+            assert r.status_code == 200 and 'id="confirm"' in r.text
+        # Whatever would have been published is in by the time a fresh publish round-trips.
+        probe = f"stores/probe-{uuid.uuid4().hex[:6]}/cmd/command"
+        sub.publish(probe, b"probe", qos=1).wait_for_publish(10)
+        assert got.get(timeout=10) == probe
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
 
 
 def test_the_kpi_page_reads_watchers_dwell_attention_nps_effort_and_time_to_value(
