@@ -320,8 +320,9 @@ def create_app(console: Console) -> FastAPI:
             notice = f"{entry['action'].capitalize()} {entry['detail']}."
         # Per store: its screens as the boxes report them, against what was last sent.
         screens = {}
+        sent = emergencies_sent()
         for st in stores:
-            expected = emergency_expected(st)
+            expected = sent.get(st)
             got = fleet_view.screen_rows(console.watcher, st, expected)
             screens[st] = {
                 "expected": expected, "total": len(got),
@@ -357,13 +358,17 @@ def create_app(console: Console) -> FastAPI:
             )
         return store_render(request, c, store, notice=notice)
 
-    def emergency_expected(store: str) -> bool | None:
-        """What this console last sent the store and the box took: True an emergency, False
-        a clear, None neither (from the audit log: what worked, store-wide or fleet-wide)."""
+    def emergencies_sent() -> dict[str, bool]:
+        """Per store, what this console last sent it and the broker took: True an emergency,
+        False a clear (from the audit log, newest first: one read for every store)."""
+        out: dict[str, bool] = {}
         for e in console.accounts.audit_log(limit=2000):
-            if e["ok"] and e["target"] == store and e["action"] in EMERGENCY_ACTIONS:
-                return e["action"] == "emergency"
-        return None
+            if e["ok"] and e["action"] in EMERGENCY_ACTIONS:
+                out.setdefault(e["target"], e["action"] == "emergency")
+        return out
+
+    def emergency_expected(store: str) -> bool | None:
+        return emergencies_sent().get(store)
 
     def store_render(
         request: Request, c: Ctx, store: str, status: int = 200, **values: Any
