@@ -106,9 +106,12 @@ def device_grants(store_id: str, device_id: str) -> list[Grant]:
         Grant("write", topics.state(store_id, device_id)),
         Grant("write", topics.health(store_id, device_id)),
         Grant("write", topics.acks(store_id, device_id)),
-        # Status for ops: its certificate request, screenshots and player error reports.
+        # Status for ops: its certificate request, screenshots, player error reports, what
+        # each screen shows, and the store live (people per zone, open staff alerts).
         Grant("write", f"{base}/csr"),
         Grant("write", f"{base}/screenshots/+"),
+        Grant("write", f"{base}/screens/+"),
+        Grant("write", f"{base}/live"),
         Grant("write", f"{base}/screen-errors/+"),
         Grant("read", topics.device_cmd(store_id, device_id, "#")),
         Grant("read", topics.delivered(store_id, device_id)),
@@ -132,7 +135,15 @@ def ops_grants() -> list[Grant]:
         Grant("write", topics.store_cmd("+", "#")),
         *(
             Grant("read", f"{any_device}/{what}")
-            for what in ("state", "acks", "health", "csr", "screenshots/+", "screen-errors/+")
+            for what in (
+                "state",
+                "acks",
+                "health",
+                "csr",
+                "screenshots/+",
+                "screen-errors/+",
+                "screens/+",
+            )
         ),
     ]
 

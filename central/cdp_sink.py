@@ -46,6 +46,7 @@ from central.cdp_store import (
     CONVERSION,
     CdpStore,
     EventRow,
+    ExperienceRow,
     RejectRow,
     SqliteStore,
     open_store,
@@ -282,6 +283,16 @@ class CdpSink:
         console's KPIs per day: ``(store, event time, short type, campaign, seconds on screen,
         amount)``; the day is cut in the reader's time zone."""
         return self.store.campaign_events(_utc_iso(since), _utc_iso(until), store)
+
+    def experience_events(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        store: str | None = None,
+    ) -> list[ExperienceRow]:
+        """Camera tracks, survey answers and heartbeats' journey KPIs, for the console's
+        audience and experience KPIs per store and day."""
+        return self.store.experience_events(_utc_iso(since), _utc_iso(until), store)
 
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """Each device's latest heartbeat event stored here: ``(store, device, time, data)``.

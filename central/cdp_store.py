@@ -78,6 +78,21 @@ class EventRow:
         return t.astimezone(UTC).date()
 
 
+class ExperienceRow(NamedTuple):
+    """One event for the console's audience and experience KPIs; the fields its type has."""
+
+    store: str
+    device: str
+    time: str  # ISO
+    kind: str  # "track" (audience.track), "survey" (survey.answer), "heartbeat"
+    dwell_s: float | None = None  # track
+    attention_s: float | None = None  # track
+    survey: str | None = None  # survey: "nps" or "effort"
+    score: float | None = None  # survey
+    kpi_day: str | None = None  # heartbeat: the box's store day its KPIs are of
+    ttv_p50_s: float | None = None  # heartbeat: the box's time to value, median, that day
+
+
 @dataclass(frozen=True)
 class RejectRow:
     received_at: float
@@ -116,6 +131,13 @@ class CdpStore(Protocol):
     ) -> list[tuple[str, str, str, str, float, float]]: ...
 
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]: ...
+
+    def experience_events(
+        self, since: str | None, until: str | None, store: str | None
+    ) -> list[ExperienceRow]:
+        """Camera tracks, survey answers and heartbeats' journey KPIs, oldest first: the
+        console's audience and experience KPIs per store and day."""
+        ...
 
     def logs(
         self,
@@ -383,6 +405,13 @@ class SqliteStore:
             (st, t, _short(ty), c, float(d or 0.0), float(a or 0.0)) for st, t, ty, c, d, a in rows
         ]
 
+    def experience_events(
+        self, since: str | None, until: str | None, store: str | None
+    ) -> list[ExperienceRow]:
+        with self._lock:
+            rows = self.conn.execute(_EXPERIENCE_SQL, _experience_params(since, until, store))
+            return [_experience_row(*r) for r in rows.fetchall()]
+
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         with self._lock:
             rows = self.conn.execute(
@@ -450,6 +479,52 @@ def _params(since: str | None, until: str | None, store: str | None) -> dict[str
         "until": until,
         "store": store,
     }
+
+
+_EXPERIENCE_TYPES = {
+    TYPE_PREFIX + "audience.track.v1": "track",
+    TYPE_PREFIX + "survey.answer.v1": "survey",
+    HEARTBEAT: "heartbeat",
+}
+
+
+def _experience_params(since: str | None, until: str | None, store: str | None) -> dict[str, Any]:
+    track, survey, heartbeat = _EXPERIENCE_TYPES
+    return {"track": track, "survey": survey, "heartbeat": heartbeat, "since": since,
+            "until": until, "store": store}  # fmt: skip
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _experience_row(
+    st: str, dev: str, t: Any, ty: str, dwell: Any, att: Any, survey: Any, score: Any,
+    kday: Any, ttv: Any,
+) -> ExperienceRow:  # fmt: skip
+    return ExperienceRow(
+        st, dev, t if isinstance(t, str) else t.isoformat(), _EXPERIENCE_TYPES[ty],
+        _float(dwell), _float(att), None if survey is None else str(survey), _float(score),
+        None if kday is None else str(kday), _float(ttv),
+    )  # fmt: skip
+
+
+_EXPERIENCE_SQL = """
+SELECT store_id, device_id, time, type,
+       json_extract(body, '$.data.dwell_s'), json_extract(body, '$.data.attention_s'),
+       json_extract(body, '$.data.survey'), json_extract(body, '$.data.score'),
+       json_extract(body, '$.data.kpis.day'),
+       json_extract(body, '$.data.kpis.time_to_value_p50_s')
+FROM events
+WHERE type IN (:track, :survey, :heartbeat)
+  AND (:since IS NULL OR julianday(time) >= julianday(:since))
+  AND (:until IS NULL OR julianday(time) < julianday(:until))
+  AND (:store IS NULL OR store_id = :store)
+ORDER BY julianday(time)
+"""
 
 
 def _short(event_type: str) -> str:
@@ -822,6 +897,12 @@ class PostgresStore:
             for st, t, ty, c, d, a in rows
         ]
 
+    def experience_events(
+        self, since: str | None, until: str | None, store: str | None
+    ) -> list[ExperienceRow]:
+        rows = self._query(_PG_EXPERIENCE_SQL, _experience_params(since, until, store))
+        return [_experience_row(*r) for r in rows]
+
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         rows = self._query(
             f"SELECT DISTINCT ON (store_id, device_id) store_id, device_id, time, body->'data'"
@@ -906,6 +987,19 @@ SELECT m.campaign, m.grp, count(*), count(c.profile)
 FROM members AS m
 LEFT JOIN converted AS c ON c.campaign = m.campaign AND c.profile = m.profile
 GROUP BY m.campaign, m.grp
+"""
+
+_PG_EXPERIENCE_SQL = f"""
+SELECT store_id, device_id, time, type,
+       body->'data'->>'dwell_s', body->'data'->>'attention_s',
+       body->'data'->>'survey', body->'data'->>'score',
+       body->'data'->'kpis'->>'day', body->'data'->'kpis'->>'time_to_value_p50_s'
+FROM {SCHEMA}.events
+WHERE type IN (%(track)s, %(survey)s, %(heartbeat)s)
+  AND (%(since)s::timestamptz IS NULL OR time >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR time < %(until)s::timestamptz)
+  AND (%(store)s::text IS NULL OR store_id = %(store)s::text)
+ORDER BY time
 """
 
 _PG_CAMPAIGN_EVENTS_SQL = f"""

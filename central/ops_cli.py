@@ -21,6 +21,7 @@
   edge-ops emergency --store S (--title T [--body B] | --clear) --key ops_private.pem
                 [--version N] [--wait-ack [SECONDS]]   (the same signed path as push)
   edge-ops console [--config ops.toml] [--host H] [--port P] [--demo]   (the ops console)
+                   [--tls-cert console.crt --tls-key console.key]     (HTTPS served by itself)
   edge-ops console add-user NAME --role viewer|operator|admin [--config ops.toml]
   edge-ops release build DIR --release NAME --key ops_private.pem --out FILE.tar
                 [--arch A] [--python 3.11]   (a signed release bundle; `make release` builds one)
@@ -99,7 +100,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if key_path.exists() and not args.force:
         print(f"{key_path} exists; use --force to replace it", file=sys.stderr)
         return 1
-    pem, public_b64 = generate_keypair()
+    passphrase = None
+    if args.encrypt:
+        # A terminal asks twice; a pipe gives one line (scripts, tests).
+        if sys.stdin.isatty():
+            import getpass
+
+            passphrase = getpass.getpass("passphrase for the new key: ")
+            if getpass.getpass("again: ") != passphrase:
+                print("the two passphrases differ", file=sys.stderr)
+                return 2
+        else:
+            passphrase = sys.stdin.readline().rstrip("\n")
+        if len(passphrase) < 12:
+            print("a passphrase of at least 12 characters, please", file=sys.stderr)
+            return 2
+    pem, public_b64 = generate_keypair(passphrase.encode() if passphrase else None)
     # Create with 0600 from the start: never a moment where the key is world-readable.
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -572,7 +588,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     if args.console_cmd == "add-user":
         return add_user(args.user_config or args.config, args.name, args.role)
-    return serve(args.config, host=args.host, port=args.port, demo=args.demo)
+    return serve(
+        args.config, host=args.host, port=args.port, demo=args.demo,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )  # fmt: skip
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
@@ -726,6 +745,10 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keygen", help="new Ed25519 ops key pair")
     k.add_argument("--out", required=True, help="directory for ops_private.pem (mode 0600)")
     k.add_argument("--force", action="store_true")
+    k.add_argument(
+        "--encrypt", action="store_true",
+        help="encrypt the private key under a passphrase (asked twice; one line from a pipe)",
+    )  # fmt: skip
     k.set_defaults(func=cmd_keygen)
 
     pu = sub.add_parser("push", help="sign a JSON body and publish it to a store or device")
@@ -791,6 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument(
         "--demo", action="store_true", help="a seeded demo fleet and admin in a temp dir"
     )
+    co.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; or [console])")
+    co.add_argument("--tls-key", help="... and this private key (PEM)")
     co_sub = co.add_subparsers(dest="console_cmd")
     au = co_sub.add_parser("add-user", help="create or reset an account (password on stdin)")
     au.add_argument("name")

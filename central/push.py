@@ -2,13 +2,17 @@
 console all sign here and publish here, so a push from the browser is byte for byte what the CLI
 would have sent (same signing, same size check, same topic, same ack rules).
 
-The signing key is read from its file on the ops host at each push and never leaves it.
+The signing key is read from its file on the ops host at each push and never leaves it; an
+encrypted key (``edge-ops keygen --encrypt``) is opened with its passphrase, asked on the
+terminal for the CLI, unlocked in the browser for the console.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from contracts import topics
 from contracts.mqtt import BrokerConfig, connect, make_client
-from contracts.signing import DEFAULT_MAX_BYTES, expires_in, sign_message
+from contracts.signing import (
+    DEFAULT_MAX_BYTES,
+    expires_in,
+    is_encrypted,
+    load_private_key,
+    sign_message,
+)
 
 
 class PushError(Exception):
@@ -47,8 +59,27 @@ class PushResult:
 HINTS = {"profiles": " (use push-slice: it splits a snapshot into signed parts)"}
 
 
+def _read_key(key_path: Path) -> bytes | Ed25519PrivateKey:
+    """The key file's PEM; an encrypted one opened with a passphrase asked on the terminal (the
+    console unlocks its key once, in the browser: central/console/signer.py)."""
+    try:
+        pem = key_path.read_bytes()
+    except OSError as exc:
+        raise PushError(f"signing key {key_path}: {exc.strerror or exc}") from None
+    if not is_encrypted(pem):
+        return pem
+    if not sys.stdin.isatty():
+        raise PushError(
+            f"signing key {key_path} is encrypted: run from a terminal to give its passphrase"
+        )
+    try:
+        return load_private_key(pem, getpass.getpass(f"passphrase for {key_path}: ").encode())
+    except ValueError as exc:
+        raise PushError(f"signing key {key_path}: {exc}") from None
+
+
 def sign(
-    key_path: Path,
+    key_path: Path | Ed25519PrivateKey,
     kind: str,
     body: dict[str, Any],
     store: str,
@@ -61,12 +92,9 @@ def sign(
 ) -> bytes:
     """The signed message, or PushError(usage) when it is over the boxes' limit: a box would
     refuse it unread, so it is never sent."""
+    key = _read_key(key_path) if isinstance(key_path, Path) else key_path
     try:
-        pem = key_path.read_bytes()
-    except OSError as exc:
-        raise PushError(f"signing key {key_path}: {exc.strerror or exc}") from None
-    try:
-        message = sign_message(pem, kind, body, store, device, version, expires_in(expires_in_s))
+        message = sign_message(key, kind, body, store, device, version, expires_in(expires_in_s))
     except ValueError as exc:
         raise PushError(f"{what}: {exc}", usage=True) from None
     limit = max_bytes or DEFAULT_MAX_BYTES
@@ -167,7 +195,7 @@ def publish(
 
 def push(
     broker: BrokerConfig,
-    key_path: Path,
+    key_path: Path | Ed25519PrivateKey,
     kind: str,
     body: dict[str, Any],
     store: str,

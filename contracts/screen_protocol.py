@@ -299,3 +299,29 @@ def screen_status(raw: bytes) -> str | None:
     doc = payload.loads(raw, what="screen state")
     status = doc.get("status") if isinstance(doc, dict) else None
     return status if status in ("online", "offline") else None
+
+
+# What of a player's state the agent relays to central for ops (``.../screens/<screen>``): what
+# the glass shows, not the player's counters (fps, latencies change every beat and are the
+# box's business). The ops console reads the same fields back.
+# The box adds the screen's zone and personal limit from its own config (the console's dry run
+# of a campaign bundle asks the box's decision code about each screen with them).
+SCREEN_REPORT_FIELDS = (
+    "status", "mode", "content_id", "since", "playlist_version", "zone",
+    "max_people_for_personal",
+)  # fmt: skip
+
+
+def screen_report(raw: bytes) -> dict[str, str | int | None] | None:
+    """The relayed part of a player's state message, each field a short string or int (a bus
+    client's odd value is dropped, not passed on); None when it says no status.
+    PayloadError when it cannot be read."""
+    doc = payload.loads(raw, what="screen state")
+    if not isinstance(doc, dict) or doc.get("status") not in ("online", "offline"):
+        return None
+    out: dict[str, str | int | None] = {}
+    for k in SCREEN_REPORT_FIELDS:
+        v = doc.get(k)
+        if isinstance(v, str) and len(v) <= 128 or isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v
+    return out

@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from contracts.payload import PayloadError, loads
 
@@ -85,19 +87,79 @@ def key_id(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(_raw_public(key)).hexdigest()[:16]
 
 
-def generate_keypair() -> tuple[bytes, str]:
-    """A new ops key: (PKCS#8 PEM of the private key, base64 of the 32 raw public bytes)."""
+# An encrypted ops key: the passphrase is stretched with scrypt (a memory-hard KDF, OWASP's
+# parameters) before it becomes the PKCS#8 password: PKCS#8 encryption as the library writes it
+# derives its key with only 2048 rounds of PBKDF2, too few against a guessed passphrase. The
+# scrypt salt and parameters go on a line of their own before the PEM block (PEM readers skip
+# text there), so the file stays a standard encrypted PEM to anyone who has the derived key.
+KDF_PREFIX = b"Edge-Ops-KDF: scrypt"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+MAX_SCRYPT_N = 2**20  # a file asking for more is refused, not a minute of CPU and a GB of RAM
+
+
+def _stretch(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    derived = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+    return base64.b64encode(derived)
+
+
+def generate_keypair(passphrase: bytes | None = None) -> tuple[bytes, str]:
+    """A new ops key: (PKCS#8 PEM of the private key, base64 of the 32 raw public bytes).
+    With a passphrase the PEM is encrypted under the passphrase stretched by scrypt, so a copy
+    of the file alone signs nothing."""
     private = Ed25519PrivateKey.generate()
+    header = b""
+    encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if passphrase:
+        salt = os.urandom(16)
+        encryption = serialization.BestAvailableEncryption(
+            _stretch(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        )
+        header = (
+            KDF_PREFIX
+            + (
+                f" n={SCRYPT_N} r={SCRYPT_R} p={SCRYPT_P} salt={base64.b64encode(salt).decode()}\n"
+            ).encode()
+        )
     pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    return pem, base64.b64encode(_raw_public(private.public_key())).decode()
+    return header + pem, base64.b64encode(_raw_public(private.public_key())).decode()
 
 
-def load_private_key(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+def is_encrypted(pem: bytes) -> bool:
+    """Whether a private key PEM needs a passphrase (PKCS#8 encrypted, or legacy encrypted)."""
+    return b"ENCRYPTED" in pem[:400]
+
+
+def _password(pem: bytes, passphrase: bytes) -> bytes:
+    """The PEM's password: the passphrase stretched as the key's KDF line says, or as is for
+    an encrypted PEM made elsewhere (openssl)."""
+    if not pem.startswith(KDF_PREFIX):
+        return passphrase
+    try:
+        fields = dict(f.split("=", 1) for f in pem.split(b"\n", 1)[0].decode().split()[2:])
+        n, r, p = int(fields["n"]), int(fields["r"]), int(fields["p"])
+        salt = base64.b64decode(fields["salt"], validate=True)
+    except (ValueError, KeyError, UnicodeDecodeError, binascii.Error):
+        raise ValueError("the key's KDF line is unreadable") from None
+    if not (2 <= n <= MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ValueError("the key's KDF parameters are out of range")
+    return _stretch(passphrase, salt, n, r, p)
+
+
+def load_private_key(pem: bytes, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """The key, or ValueError saying why not (a passphrase missing or wrong, not Ed25519)."""
+    encrypted = is_encrypted(pem)
+    if encrypted and not passphrase:
+        raise ValueError("the key is encrypted: its passphrase is needed")
+    # Outside the try: a KDF line at fault is said as such, not as a wrong passphrase.
+    password = _password(pem, passphrase) if encrypted and passphrase else None
+    try:
+        key = serialization.load_pem_private_key(pem, password=password)
+    except (ValueError, TypeError):
+        if encrypted:
+            raise ValueError("wrong passphrase for the key") from None
+        raise ValueError("not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")
     return key
@@ -134,7 +196,7 @@ def _rfc3339(dt: datetime) -> str:
 
 
 def sign_message(
-    private_pem: bytes,
+    private_pem: bytes | Ed25519PrivateKey,
     kind: str,
     body: dict[str, Any],
     store_id: str,
@@ -148,7 +210,10 @@ def sign_message(
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
     if version < 1:
         raise ValueError("version must be >= 1")
-    private = load_private_key(private_pem)
+    # A key already unlocked (the ops console keeps it in memory once a passphrase opened it).
+    private = (
+        private_pem if isinstance(private_pem, Ed25519PrivateKey) else load_private_key(private_pem)
+    )
     payload = canonical_json(
         {
             "kind": kind,

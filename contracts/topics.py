@@ -5,6 +5,10 @@ Central broker (TLS, per-device credentials; a device may only publish under its
   stores/<store>/devices/<device>/state       retained birth / last will ("online"/"offline")
   stores/<store>/devices/<device>/health      heartbeat
   stores/<store>/devices/<device>/acks        downlink acknowledgements with a reason
+  stores/<store>/devices/<device>/screens/<s> retained: what screen <s> shows (the player's
+                                              state as the box relays it; ops see who obeys)
+  stores/<store>/devices/<device>/live        retained: people per zone, open staff alerts
+  stores/<store>/devices/<device>/screenshots/<s>  a screenshot ops asked for (JSON, JPEG)
   stores/<store>/devices/<device>/cmd/<kind>  signed downlink for one device
   stores/<store>/cmd/<kind>                   signed downlink for every device of a store
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,8 +29,15 @@ from central.console import fleet as fleet_view
 from central.console.accounts import Accounts, User
 from central.console.charts import Series, bar_chart
 from central.console.config import OpsConfig
-from central.console.kpis import csv_text, kpi_rows
+from central.console.kpis import (
+    ExperienceKpi,
+    csv_text,
+    experience_csv,
+    experience_rows,
+    kpi_rows,
+)
 from central.console.security import LoginLimiter, csrf_ok, csrf_token, sign_sid, unsign_sid
+from central.console.signer import Signer
 from central.fleet_status import FleetWatcher
 from contracts.uplift import Uplift
 from contracts.validation import ID_PATTERN
@@ -40,6 +48,9 @@ MAX_FORM_BYTES = 16_384
 # A bundle urlencoded is up to 3x its bytes.
 MAX_BUNDLE_FORM_BYTES = 3 * campaigns_view.MAX_BUNDLE_BYTES + MAX_FORM_BYTES
 _ID = re.compile(ID_PATTERN)
+EMERGENCY_ACTIONS = ("emergency", "clear emergency")
+# How long the store page reloads itself waiting for a screenshot the box has not sent yet.
+SCREENSHOT_WAIT_S = 30.0
 
 # No script, no inline style, no framing: the console works without any JavaScript, so the
 # policy can forbid it outright (an injected <script> would not run).
@@ -66,6 +77,9 @@ class Console:
     demo_note: str = ""
     previewer: campaigns_view.Previewer | None = None
     pushed: campaigns_view.PushedBundles | None = None
+    # When a screenshot was asked per (store, screen): the page waits for the answer.
+    shot_requests: dict[tuple[str, str], float] = field(default_factory=dict)
+    signer: Signer | None = None
 
     def __post_init__(self) -> None:
         state = self.config.console.state_dir
@@ -73,6 +87,9 @@ class Console:
             self.previewer = campaigns_view.Previewer(state / "previews")
         if self.pushed is None:
             self.pushed = campaigns_view.PushedBundles(state / "campaigns")
+        if self.signer is None:
+            s = self.config.signing
+            self.signer = Signer(s.key, s.unlock_minutes * 60.0)
 
 
 @dataclass
@@ -126,6 +143,11 @@ def create_app(console: Console) -> FastAPI:
         if c.user is None:
             raise LoginRequired()
         return c
+
+    def signing_key() -> Path | Ed25519PrivateKey:
+        """Called inside each push's ``try``: a locked key is that push's PushError."""
+        assert console.signer is not None
+        return console.signer.key()
 
     CtxDep = Annotated[Ctx, Depends(ctx)]
     LoggedIn = Annotated[Ctx, Depends(login_required)]
@@ -287,13 +309,30 @@ def create_app(console: Console) -> FastAPI:
         c: LoggedIn,
         store: str = "",
         state: str = "",
+        done: int = 0,
     ) -> Response:
         rows = fleet_view.fleet_rows(console.watcher, console.sink)
         shown = fleet_view.filtered(rows, store or None, state or None)
+        stores = sorted({r["store"] for r in rows})
+        notice = None
+        entry = console.accounts.audit_entry(done) if done else None
+        if entry and c.user and entry["user"] == c.user.name and entry["target"] == "fleet":
+            notice = f"{entry['action'].capitalize()} {entry['detail']}."
+        # Per store: its screens as the boxes report them, against what was last sent.
+        screens = {}
+        sent = emergencies_sent()
+        for st in stores:
+            expected = sent.get(st)
+            got = fleet_view.screen_rows(console.watcher, st, expected)
+            screens[st] = {
+                "expected": expected, "total": len(got),
+                "showing": sum(s["emergency"] for s in got),
+                "not_obeying": sum(s["obeys"] is False for s in got),
+            }  # fmt: skip
         return render(
             request, "fleet.html", c, rows=shown, summary=fleet_view.summary(rows),
-            stores=sorted({r["store"] for r in rows}), states=fleet_view.STATES,
-            store=store, state=state,
+            stores=stores, states=fleet_view.STATES, store=store, state=state,
+            screens=screens, notice=notice,
         )  # fmt: skip
 
     def store_rows(store: str) -> list[dict[str, Any]]:
@@ -317,9 +356,137 @@ def create_app(console: Console) -> FastAPI:
                 f"{entry['action'].capitalize()} sent: {entry['detail']}."
                 " Each box acknowledges below as it applies it."
             )
-        return render(request, "store.html", c, store=store, rows=store_rows(store), notice=notice)
+        return store_render(request, c, store, notice=notice)
+
+    def emergencies_sent() -> dict[str, bool]:
+        """Per store, what this console last sent it and the broker took: True an emergency,
+        False a clear (from the audit log, newest first: one read for every store)."""
+        out: dict[str, bool] = {}
+        for e in console.accounts.audit_log(limit=2000):
+            if e["ok"] and e["action"] in EMERGENCY_ACTIONS:
+                out.setdefault(e["target"], e["action"] == "emergency")
+        return out
+
+    def emergency_expected(store: str) -> bool | None:
+        return emergencies_sent().get(store)
+
+    def store_render(
+        request: Request, c: Ctx, store: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        rows = values.pop("rows", None) or store_rows(store)
+        expected = emergency_expected(store)
+        screens = fleet_view.screen_rows(console.watcher, store, expected)
+        now = time.time()
+        waiting = False
+        for s in screens:
+            shot = console.watcher.screenshot(store, s["screen"]) if console.watcher else None
+            asked = console.shot_requests.get((store, s["screen"]))
+            s["shot"] = shot
+            s["shot_pending"] = bool(
+                asked and now - asked < SCREENSHOT_WAIT_S and (not shot or shot["heard"] < asked)
+            )
+            waiting = waiting or s["shot_pending"]
+        return render(
+            request, "store.html", c, status, store=store, rows=rows, screens=screens,
+            expected=expected, refresh=waiting,
+            live=console.watcher.live(store) if console.watcher else None, **values,
+        )  # fmt: skip
+
+    @app.post("/stores/{store}/screenshot")
+    def screenshot(request: Request, store: str, data: FormDep, c: LoggedIn) -> Response:
+        """Ask one screen's player for a picture of what it shows (the box's ``screenshot``
+        command, signed on the push path); the page shows it when the box's answer is in."""
+        csrf(c, data, "screenshot")
+        user = need(c, "operator", "screenshot", store)
+        rows = store_rows(store)
+        screen = data.get("screen", "")
+        known = {
+            s["screen"]: s["device"] for s in fleet_view.screen_rows(console.watcher, store, None)
+        }
+        if screen not in known:
+            raise Refused(400, "No such screen", f"No box of {store} reports a screen {screen!r}.")
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("command"))
+        body = {"command": "screenshot", "screen": screen, "reason": f"console: {user.name}"}
+        try:
+            push.push(
+                cfg.broker.config(), signing_key(), "command", body, store, known[screen],
+                version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+            )  # fmt: skip
+        except push.PushError as exc:
+            console.accounts.audit(user.name, "screenshot", target=store,
+                                   detail=f"{screen}: not sent: {exc}", ok=False,
+                                   client=c.client)  # fmt: skip
+            return store_render(request, c, store, 502, rows=rows, error=f"Not sent: {exc}")
+        console.accounts.used_version("command", version)
+        console.shot_requests[(store, screen)] = time.time()
+        console.accounts.audit(user.name, "screenshot", target=store,
+                               detail=f"{screen} on {known[screen]}; signed command v{version}",
+                               client=c.client)  # fmt: skip
+        return RedirectResponse(f"/stores/{store}#screen-{screen}", status_code=303)
+
+    @app.get("/stores/{store}/screens/{screen}/screenshot.jpg")
+    def screenshot_image(store: str, screen: str, c: LoggedIn) -> Response:
+        shot = console.watcher.screenshot(store, screen) if console.watcher else None
+        if not _ID.match(store) or shot is None:
+            raise HTTPException(404, "No screenshot of that screen yet.")
+        return Response(shot["jpeg"], media_type="image/jpeg")
 
     # ---- emergency -----------------------------------------------------------------------
+    def emergency_body(
+        data: dict[str, str], user: User
+    ) -> tuple[bool, str, str, dict[str, Any] | str]:
+        clear = data.get("action") == "clear"
+        title, text = data.get("title", ""), data.get("body", "")
+        try:
+            body: dict[str, Any] | str = (
+                push.clear_emergency_body(reason=f"console: {user.name}")
+                if clear
+                else push.emergency_body(title, text, reason=f"console: {user.name}")
+            )
+        except push.PushError as exc:
+            body = str(exc)
+        return clear, title, text, body
+
+    def send_emergency(
+        c: Ctx,
+        user: User,
+        stores: list[str],
+        clear: bool,
+        title: str,
+        body: dict[str, Any],
+        scope: str,
+    ) -> tuple[list[tuple[str, int]], list[str], int]:
+        """One signed command per store (a store's boxes take only their store's), one version
+        for all; each store's push recorded on its own, sent or not."""
+        cfg = console.config
+        version = push.time_version(console.accounts.last_version("command"))
+        action = "clear emergency" if clear else "emergency"
+        what = "cleared" if clear else f"title {title.strip()!r}"
+        sent: list[tuple[str, int]] = []
+        failed: list[str] = []
+        for store in stores:
+            try:
+                result = push.push(
+                    cfg.broker.config(), signing_key(), "command", body, store, None, version,
+                    expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
+                )  # fmt: skip
+            except push.PushError as exc:
+                console.accounts.audit(user.name, action, target=store,
+                                       detail=f"{scope}: not sent: {exc}", ok=False,
+                                       client=c.client)  # fmt: skip
+                failed.append(f"{store}: {exc}")
+                continue
+            console.accounts.used_version("command", version)
+            n = console.accounts.audit(
+                user.name, action, target=store,
+                detail=f"{what}; signed command v{version} to {result.topic}"
+                + ("" if scope == "store" else f" ({scope})"),
+                client=c.client,
+            )  # fmt: skip
+            sent.append((store, n))
+        return sent, failed, version
+
     @app.post("/stores/{store}/emergency")
     def emergency(
         request: Request,
@@ -330,43 +497,52 @@ def create_app(console: Console) -> FastAPI:
         csrf(c, data, "emergency")
         user = need(c, "operator", "emergency", store)
         rows = store_rows(store)
-        clear = data.get("action") == "clear"
-        title, text = data.get("title", ""), data.get("body", "")
-        try:
-            body = (
-                push.clear_emergency_body(reason=f"console: {user.name}")
-                if clear
-                else push.emergency_body(title, text, reason=f"console: {user.name}")
-            )
-        except push.PushError as exc:
-            return render(request, "store.html", c, 400, store=store, rows=rows, error=str(exc),
-                          title=title, body=text)  # fmt: skip
+        clear, title, text, body = emergency_body(data, user)
+        if isinstance(body, str):
+            return store_render(request, c, store, 400, rows=rows, error=body, title=title,
+                                body=text)  # fmt: skip
         if data.get("step") != "send":
             # The confirmation step: what every screen of the store will show, and one more
             # click (with the same token) to send it.
-            return render(request, "confirm.html", c, store=store, rows=rows, clear=clear,
-                          title=title.strip(), body=text.strip())  # fmt: skip
-        cfg = console.config
-        version = push.time_version(console.accounts.last_version("command"))
-        action = "clear emergency" if clear else "emergency"
-        try:
-            result = push.push(
-                cfg.broker.config(), cfg.signing.key, "command", body, store, None, version,
-                expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
-            )  # fmt: skip
-        except push.PushError as exc:
-            console.accounts.audit(user.name, action, target=store, detail=f"not sent: {exc}",
-                                   ok=False, client=c.client)  # fmt: skip
-            return render(request, "store.html", c, 502, store=store, rows=rows,
-                          error=f"Not sent: {exc}", title=title, body=text)  # fmt: skip
-        console.accounts.used_version("command", version)
-        what = "cleared" if clear else f"title {title.strip()!r}"
-        n = console.accounts.audit(
-            user.name, action, target=store,
-            detail=f"{what}; signed command v{version} to {result.topic}", client=c.client,
-        )  # fmt: skip
+            screens = fleet_view.screen_rows(console.watcher, store, None)
+            return render(request, "confirm.html", c, store=store, stores=[store], rows=rows,
+                          screens=screens, clear=clear, title=title.strip(),
+                          body=text.strip(), action=f"/stores/{store}/emergency")  # fmt: skip
+        sent, failed, _ = send_emergency(c, user, [store], clear, title, body, "store")
+        if failed:
+            return store_render(request, c, store, 502, rows=rows,
+                                error=f"Not sent: {failed[0].split(': ', 1)[1]}",
+                                title=title, body=text)  # fmt: skip
         # Post/redirect/get: a reload of the page after a push must not push again.
-        return RedirectResponse(f"/stores/{store}?done={n}", status_code=303)
+        return RedirectResponse(f"/stores/{store}?done={sent[0][1]}", status_code=303)
+
+    @app.post("/fleet/emergency")
+    def fleet_emergency(request: Request, data: FormDep, c: LoggedIn) -> Response:
+        """The same emergency (or clear) to every store the console knows, confirmed with how
+        many stores, boxes and screens it reaches."""
+        csrf(c, data, "fleet emergency")
+        user = need(c, "operator", "fleet emergency", "fleet")
+        rows = fleet_view.fleet_rows(console.watcher, console.sink)
+        stores = sorted({r["store"] for r in rows})
+        clear, title, text, body = emergency_body(data, user)
+        if isinstance(body, str) or not stores:
+            raise Refused(400, "Nothing sent", body if isinstance(body, str) else
+                          "No store is known to the console.")  # fmt: skip
+        if data.get("step") != "send":
+            screens = [
+                s for st in stores for s in fleet_view.screen_rows(console.watcher, st, None)
+            ]
+            return render(request, "confirm.html", c, store=None, stores=stores, rows=rows,
+                          screens=screens, clear=clear, title=title.strip(), body=text.strip(),
+                          action="/fleet/emergency")  # fmt: skip
+        sent, failed, version = send_emergency(c, user, stores, clear, title, body, "fleet-wide")
+        n = console.accounts.audit(
+            user.name, "fleet " + ("clear emergency" if clear else "emergency"), target="fleet",
+            detail=f"sent to {len(sent)} of {len(stores)} stores, signed command v{version}"
+            + (f"; not sent: {'; '.join(failed)}" if failed else ""),
+            ok=not failed, client=c.client,
+        )  # fmt: skip
+        return RedirectResponse(f"/fleet?done={n}", status_code=303)
 
     # ---- campaigns ---------------------------------------------------------------------
     def known_stores() -> list[str]:
@@ -382,7 +558,7 @@ def create_app(console: Console) -> FastAPI:
         values.setdefault("text", "")
         return render(
             request, "campaigns.html", c, status, pushed=console.pushed.all(),
-            stores=known_stores(), **values,
+            stores=known_stores(), tz=console.config.console.timezone, **values,
         )  # fmt: skip
 
     @app.get("/campaigns")
@@ -428,10 +604,37 @@ def create_app(console: Console) -> FastAPI:
             preview_error = None
         except campaigns_view.PreviewError as exc:
             took, preview_error = 0.0, str(exc)
+        dry, dry_error, at = None, None, data.get("at", "").strip()
+        if store:
+            dry, dry_error, at = store_dry_run(store, checked.body, at)
         return campaigns_render(
             request, c, store=store, text=text, checked=checked, previews=shown,
-            preview_error=preview_error, took=took,
+            preview_error=preview_error, took=took, dry=dry, dry_error=dry_error, at=at,
         )  # fmt: skip
+
+    def store_dry_run(
+        store: str, body: dict[str, Any], at: str
+    ) -> tuple[dict[str, Any] | None, str | None, str]:
+        """The box's decision per screen of ``store`` (as its boxes report them: id, zone,
+        personal limit) at ``at`` (the form's local time in the console's zone, else now)."""
+        tz = console.config.tz
+        try:
+            when = datetime.fromisoformat(at) if at else datetime.now(tz)
+        except ValueError:
+            return None, f"{at!r} is not a time (YYYY-MM-DDTHH:MM)", at
+        when = when.replace(tzinfo=tz) if when.tzinfo is None else when.astimezone(tz)
+        screens = [
+            {"id": s["screen"], "zone": s["zone"],
+             "max_people_for_personal": s.get("max_people_for_personal", 1)}
+            for s in fleet_view.screen_rows(console.watcher, store, None) if s.get("zone")
+        ]  # fmt: skip
+        shown_at = when.strftime("%Y-%m-%dT%H:%M")
+        if not screens:
+            return None, f"No box of {store} has reported its screens and zones yet.", shown_at
+        try:
+            return campaigns_view.dry_run(body, screens, when.isoformat()), None, shown_at
+        except (ValueError, campaigns_view.PreviewError) as exc:
+            return None, str(exc), shown_at
 
     @app.get("/campaigns/previews/{name}")
     def campaigns_preview(name: str, c: LoggedIn) -> Response:
@@ -457,7 +660,7 @@ def create_app(console: Console) -> FastAPI:
         what = f"bundle v{b.version}, {len(b.campaigns)} campaigns"
         try:
             result = push.push(
-                cfg.broker.config(), cfg.signing.key, "campaigns", checked.body, store, None,
+                cfg.broker.config(), signing_key(), "campaigns", checked.body, store, None,
                 version, expires_in_s=cfg.signing.expires_in_s, timeout_s=10.0,
             )  # fmt: skip
         except push.PushError as exc:
@@ -522,6 +725,13 @@ def create_app(console: Console) -> FastAPI:
             for cmp in campaigns
         ]  # fmt: skip
         labels = [d.strftime("%a %d") for d in days]
+        exp = experience_query(first, last, store) if not error else []
+        exp_stores = sorted({r.store for r in exp})
+        watchers = [
+            Series(st, [float(sum(r.watchers for r in exp if r.day == d and r.store == st))
+                        for d in days])
+            for st in exp_stores
+        ]  # fmt: skip
         all_stores = sorted({r["store"] for r in fleet_view.fleet_rows(None, console.sink)})
         query = "&".join(
             f"{k}={quote(v)}" for k, v in
@@ -532,9 +742,30 @@ def create_app(console: Console) -> FastAPI:
             request, "kpis.html", c, 400 if error else 200, rows=rows, error=error,
             chart_ots=bar_chart("Opportunities to see per day", labels, ots),
             chart_conv=bar_chart("Attributed conversions per day", labels, conv),
+            chart_watchers=bar_chart("Watchers per day (camera)", labels, watchers),
+            experience=exp,
             start=first.isoformat(), end=last.isoformat(), store=store, campaign=campaign,
             stores=all_stores, campaigns=campaigns, query=query, tz=console.config.console.timezone,
         )  # fmt: skip
+
+    def experience_query(first: date, last: date, store: str) -> list[ExperienceKpi]:
+        if console.sink is None:
+            return []
+        return experience_rows(console.sink, first, last, console.config.tz, store=store or None)
+
+    @app.get("/kpis/experience.csv")
+    def experience_csv_download(
+        c: LoggedIn, start: str = "", end: str = "", store: str = "", campaign: str = ""
+    ) -> Response:
+        first, last, _, error = kpi_query(start, end, store, campaign)
+        if error:
+            raise Refused(400, "Bad dates", error)
+        name = f"experience_{first.isoformat()}_{last.isoformat()}.csv"
+        return Response(
+            experience_csv(experience_query(first, last, store)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @app.get("/kpis.csv")
     def kpis_csv(
@@ -552,6 +783,50 @@ def create_app(console: Console) -> FastAPI:
             csv_text(rows), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )  # fmt: skip
+
+    # ---- the signing key -----------------------------------------------------------------
+    @app.get("/signing")
+    def signing_page(request: Request, c: LoggedIn, done: str = "") -> Response:
+        assert console.signer is not None
+        notice = {"unlocked": "Unlocked.", "locked": "Locked."}.get(done)
+        return render(request, "signing.html", c, state=console.signer.state(),
+                      path=str(console.signer.path), notice=notice,
+                      minutes=console.config.signing.unlock_minutes)  # fmt: skip
+
+    @app.post("/signing")
+    def signing_change(request: Request, data: FormDep, c: LoggedIn) -> Response:
+        """Unlock the encrypted signing key with its passphrase (held in memory only), or lock
+        it again; either way in the audit log."""
+        assert console.signer is not None
+        action = "lock signing key" if data.get("action") == "lock" else "unlock signing key"
+        csrf(c, data, action)
+        user = need(c, "operator", action)
+        if action == "lock signing key":
+            console.signer.lock()
+            console.accounts.audit(user.name, action, client=c.client)
+            return RedirectResponse("/signing?done=locked", status_code=303)
+        # The same per-client limit as logins: a passphrase is not to be guessed here either.
+        wait = console.limiter.retry_after(c.client)
+        if wait:
+            console.accounts.audit(user.name, action, detail="refused: too many wrong tries",
+                                   ok=False, client=c.client)  # fmt: skip
+            raise Refused(429, "Too many tries",
+                          f"Too many wrong passphrases or logins from your address. Try again in"
+                          f" {wait} s. The key stays locked.")  # fmt: skip
+        try:
+            console.signer.unlock(data.get("passphrase", ""), user.name)
+        except ValueError as exc:
+            console.limiter.failed(c.client)
+            console.accounts.audit(user.name, action, detail=f"refused: {exc}", ok=False,
+                                   client=c.client)  # fmt: skip
+            return render(request, "signing.html", c, 400, state=console.signer.state(),
+                          path=str(console.signer.path), error=f"Not unlocked: {exc}.",
+                          minutes=console.config.signing.unlock_minutes)  # fmt: skip
+        console.accounts.audit(
+            user.name, action,
+            detail=f"for {console.config.signing.unlock_minutes:g} min", client=c.client,
+        )  # fmt: skip
+        return RedirectResponse("/signing?done=unlocked", status_code=303)
 
     # ---- admin -------------------------------------------------------------------------
     @app.get("/admin/audit")

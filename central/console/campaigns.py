@@ -94,6 +94,27 @@ def check(text: str) -> Checked:
     return Checked(json.loads(text), summary, items)
 
 
+def dry_run(body: dict[str, Any], screens: list[dict[str, Any]], at: str) -> dict[str, Any]:
+    """``edge-agent campaigns dry-run``: the box's own decision code asked what each screen
+    (id, zone, personal limit, as its box reports them) would show at ``at`` to a few
+    audiences. PreviewError when the tool fails; ValueError for what it refuses."""
+    request = {"bundle": body, "screens": screens, "at": at}
+    try:
+        done = subprocess.run(
+            [*_edge_agent(), "campaigns", "dry-run", "-"],
+            input=json.dumps(request), capture_output=True, text=True, timeout=CHECK_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise PreviewError("the dry run took too long") from None
+    if done.returncode == 2:
+        line = (done.stderr.strip().splitlines() or ["refused"])[-1]
+        raise ValueError(line.removeprefix("campaigns dry-run: "))
+    if done.returncode != 0:
+        raise PreviewError(f"the dry run failed: {done.stderr.strip()[-300:]}")
+    out: dict[str, Any] = json.loads(done.stdout)
+    return out
+
+
 @dataclass(frozen=True)
 class Preview:
     """One variant as a screen of one shape draws it."""

@@ -92,7 +92,15 @@ def _demo(cfg: OpsConfig) -> tuple[OpsConfig, str, str, Path]:
     return cfg, password, note, work
 
 
-def serve(config: str | None, *, host: str | None, port: int | None, demo: bool) -> int:
+def serve(
+    config: str | None,
+    *,
+    host: str | None,
+    port: int | None,
+    demo: bool,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> int:
     import uvicorn
 
     from central.cdp_sink import CdpSink
@@ -106,6 +114,26 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
     except ConfigError as exc:
         print(f"edge-ops console: {exc}", file=sys.stderr)
         return 2
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            print("edge-ops console: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        cfg = cfg.model_copy(update={"console": cfg.console.model_copy(
+            update={"tls_cert": Path(tls_cert).resolve(), "tls_key": Path(tls_key).resolve()}
+        )})  # fmt: skip
+    tls = cfg.console.tls_cert is not None and cfg.console.tls_key is not None
+    if (cfg.console.tls_cert is None) != (cfg.console.tls_key is None):
+        print("edge-ops console: [console] tls_cert and tls_key go together", file=sys.stderr)
+        return 2
+    for path in (cfg.console.tls_cert, cfg.console.tls_key) if tls else ():
+        if path is not None and not path.is_file():
+            print(f"edge-ops console: no TLS file at {path}", file=sys.stderr)
+            return 2
+    if tls:
+        # Over HTTPS the session cookie is never sent in clear: Secure, whatever the config says.
+        cfg = cfg.model_copy(update={
+            "console": cfg.console.model_copy(update={"secure_cookies": True})
+        })  # fmt: skip
     note = ""
     demo_dir: Path | None = None
     if demo:
@@ -120,6 +148,15 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
             " ([signing] key; edge-ops keygen makes one)",
             file=sys.stderr,
         )
+    else:
+        from contracts.signing import is_encrypted
+
+        if is_encrypted(cfg.signing.key.read_bytes()):
+            print(
+                "edge-ops console: the signing key is encrypted: pushes wait until an operator"
+                " unlocks it on /signing",
+                file=sys.stderr,
+            )
     sink = None
     if cfg.cdp.dsn:
         try:  # read only: never started; the schema is the sinks' to create
@@ -154,12 +191,16 @@ def serve(config: str | None, *, host: str | None, port: int | None, demo: bool)
             f" edge-ops console add-user NAME --role admin{' --config ' + config if config else ''}",
             file=sys.stderr,
         )
-    print(f"console on http://{host}:{port}", flush=True)
+    print(f"console on {'https' if tls else 'http'}://{host}:{port}", flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
     # it found: with the default one the process would die there, before the cleanup below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        uvicorn.run(create_app(console), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(console), host=host, port=port, log_level="warning",
+            ssl_certfile=str(cfg.console.tls_cert) if tls else None,
+            ssl_keyfile=str(cfg.console.tls_key) if tls else None,
+        )  # fmt: skip
     finally:
         watcher.stop()
         if sink is not None:

@@ -3,10 +3,12 @@ the signing key. Every key is optional; relative paths are relative to the file.
 
     [console]
     state_dir = "var/console"     # accounts.db (0600) and the session secret (0600)
-    host = "127.0.0.1"            # a network-facing console: put TLS in front (README)
+    host = "127.0.0.1"            # a network-facing console: with TLS (below or in front)
     port = 8470
     timezone = "Europe/Berlin"    # KPI days are cut at this zone's midnight
-    secure_cookies = false        # true behind TLS: the session cookie only over https
+    secure_cookies = false        # true behind a TLS proxy: the session cookie only over https
+    tls_cert = "tls/console.crt"  # HTTPS served by the console itself (cookies then Secure);
+    tls_key = "tls/console.key"   #   or --tls-cert / --tls-key
 
     [cdp]
     db = "var/cdp.db"             # the CDP sink's SQLite (read)
@@ -19,6 +21,8 @@ the signing key. Every key is optional; relative paths are relative to the file.
     [signing]
     key = "keys/ops_private.pem"  # stays on this host; read at each push
     expires_in_s = 3600
+    unlock_minutes = 480          # an encrypted key (keygen --encrypt), unlocked in the browser,
+                                  #   locks itself again after this long
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ class ConsoleSection(_Strict):
     port: int = Field(8470, ge=0, le=65535)
     timezone: str = "UTC"
     secure_cookies: bool = False
+    # The console serves HTTPS itself with these (PEM files); its cookies are then Secure.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -91,6 +98,8 @@ class BrokerSection(_Strict):
 class SigningSection(_Strict):
     key: Path = Path("keys/ops_private.pem")
     expires_in_s: float = Field(3600.0, gt=0)
+    # An encrypted key, once unlocked in the browser, locks itself again after this long.
+    unlock_minutes: float = Field(480.0, gt=0, le=7 * 24 * 60)
 
 
 class OpsConfig(_Strict):
@@ -111,7 +120,13 @@ class OpsConfig(_Strict):
 
         b = self.broker
         return OpsConfig(
-            console=self.console.model_copy(update={"state_dir": at(self.console.state_dir)}),
+            console=self.console.model_copy(
+                update={
+                    "state_dir": at(self.console.state_dir),
+                    "tls_cert": at(self.console.tls_cert),
+                    "tls_key": at(self.console.tls_key),
+                }
+            ),
             cdp=CdpSection(db=at(self.cdp.db) or self.cdp.db, dsn=self.cdp.dsn),
             broker=b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)}),
             signing=self.signing.model_copy(update={"key": at(self.signing.key)}),

@@ -18,6 +18,7 @@ from central.cdp_sink import CdpSink
 from contracts import topics
 from contracts.batch import encode_batch, publish_properties
 from contracts.events import (
+    AudienceTrack,
     CloudEvent,
     ContentImpression,
     Conversion,
@@ -25,6 +26,7 @@ from contracts.events import (
     HoldoutAssigned,
     OfferShown,
     Payload,
+    SurveyAnswer,
     make_event,
 )
 from contracts.mqtt import BrokerConfig
@@ -61,6 +63,9 @@ def seed(db: Path | str, *, today: date | None = None, days: int = 7, seed: int 
     """Fill a fresh CDP database with ``days`` of journeys up to ``today`` and one heartbeat per
     box (most just now, one box silent for two hours, one with a failed content install)."""
     rng = random.Random(seed)
+    # The audience and survey figures draw from a generator of their own: the journeys above
+    # stay what they were for a given seed.
+    rng2 = random.Random(seed + 1)
     today = today or datetime.now(UTC).date()
     tz = ZoneInfo("Europe/Berlin")
     sink = CdpSink(BrokerConfig(), db, group=None)  # not started: ingest without a broker
@@ -69,9 +74,13 @@ def seed(db: Path | str, *, today: date | None = None, days: int = 7, seed: int 
         for store, boxes in STORES.items():
             for device in boxes:
                 evs: list[CloudEvent] = []
+                ttv = 0.0
                 for d in range(days - 1, -1, -1):
-                    evs.extend(_day(rng, store, device, today - timedelta(days=d), tz))
-                evs.append(_heartbeat(store, device, rng))
+                    day = today - timedelta(days=d)
+                    evs.extend(_day(rng, store, device, day, tz))
+                    more, ttv = _experience(rng2, store, device, day, tz, closed=d > 0)
+                    evs.extend(more)
+                evs.append(_heartbeat(store, device, rng, today, ttv))
                 total += _ingest(sink, store, device, evs)
     finally:
         sink.stop()
@@ -144,7 +153,51 @@ def _day(rng: random.Random, store: str, device: str, day: date, tz: ZoneInfo) -
     return out
 
 
-def _heartbeat(store: str, device: str, rng: random.Random) -> CloudEvent:
+def _experience(
+    rng: random.Random, store: str, device: str, day: date, tz: ZoneInfo, *, closed: bool
+) -> tuple[list[CloudEvent], float]:
+    """A day of camera tracks at the box's screen, kiosk survey answers (the entrance boxes'
+    kiosks) and, for a day that is over, the box's last heartbeat of it carrying its journey
+    KPIs (time to value); also that day's time to value, for today's live heartbeat."""
+    out: list[CloudEvent] = []
+    opening = datetime(day.year, day.month, day.day, 9, 0, tzinfo=tz)
+    screen = f"screen-{device.removeprefix('box-')}"
+    for _ in range(rng.randint(40, 90)):
+        t = opening + timedelta(minutes=rng.uniform(0, 600))
+        looked = rng.random() < 0.45
+        dwell = round(rng.uniform(2, 30), 1)
+        attention = round(min(dwell, rng.uniform(0.5, 8)), 1) if looked else 0.0
+        out.append(make_event(AudienceTrack(screen_id=screen, dwell_s=dwell,
+                                            attention_s=attention),
+                              store_id=store, device_id=device, time=t))  # fmt: skip
+    if device == "box-entrance":
+        # NPS leans positive in the flagship store, effort a little lower there.
+        lean = {"store-0042": 1.0, "store-0107": 0.0, "store-0311": -0.5}[store]
+        for _ in range(rng.randint(6, 16)):
+            t = opening + timedelta(minutes=rng.uniform(0, 600))
+            score = max(0, min(10, round(rng.gauss(7.6 + lean, 1.8))))
+            out.append(make_event(SurveyAnswer(kiosk_id="kiosk-1", survey="nps", score=score),
+                                  store_id=store, device_id=device, time=t))  # fmt: skip
+        for _ in range(rng.randint(3, 9)):
+            t = opening + timedelta(minutes=rng.uniform(0, 600))
+            score = max(1, min(7, round(rng.gauss(2.6 - lean / 2, 1.0))))
+            out.append(make_event(SurveyAnswer(kiosk_id="kiosk-1", survey="effort", score=score),
+                                  store_id=store, device_id=device, time=t))  # fmt: skip
+    ttv = round(rng.uniform(90, 420), 1)
+    if closed:
+        hb = DeviceHeartbeat(
+            version="0.1.0", uptime_s=36000.0, outbox_depth=0, oldest_pending_s=0.0,
+            disk_free_mb=12000.0,
+            kpis={"day": day.isoformat(), "time_to_value_p50_s": ttv},
+        )  # fmt: skip
+        closing = datetime(day.year, day.month, day.day, 20, 0, tzinfo=tz)
+        out.append(make_event(hb, store_id=store, device_id=device, time=closing))
+    return out, ttv
+
+
+def _heartbeat(
+    store: str, device: str, rng: random.Random, today: date | None = None, ttv: float = 0.0
+) -> CloudEvent:
     now = datetime.now(UTC)
     silent = store == "store-0311" and device == "box-outdoor"
     failed = store == "store-0107" and device == "box-coffee"
@@ -168,6 +221,8 @@ def _heartbeat(store: str, device: str, rng: random.Random) -> CloudEvent:
         # Not from rng: the demo's other numbers stay what they were. One box is past two
         # thirds of its certificate's life (its renewal request waits for ops).
         cert_days_left=21.4 if failed else 71.5,
+        # Today's journey KPIs so far (the box's own time to value).
+        kpis={"day": today.isoformat(), "time_to_value_p50_s": ttv} if today else {},
     )
     return make_event(
         hb, store_id=store, device_id=device,

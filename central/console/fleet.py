@@ -60,3 +60,27 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "max_outbox_depth": max(depths) if depths else None,
         "min_cert_days_left": min_cert_days(rows),
     }
+
+
+# What the box's emergency command puts on every screen (edge_agent/downlink/commands.py,
+# ``emergency_command``): the player reports it as its mode and content id.
+EMERGENCY_CONTENT_ID = "emergency"
+
+
+def shows_emergency(screen: dict[str, Any]) -> bool:
+    return screen.get("mode") == "override" and screen.get("content_id") == EMERGENCY_CONTENT_ID
+
+
+def screen_rows(
+    watcher: FleetWatcher | None, store: str, expected: bool | None
+) -> list[dict[str, Any]]:
+    """The store's screens as their boxes relay them, each with ``obeys``: whether what it
+    shows is what the console last sent (``expected``: True after an emergency, False after a
+    clear, None when this console sent neither), None when it cannot say (screen offline)."""
+    rows = watcher.screens(store) if watcher is not None else []
+    for r in rows:
+        on = shows_emergency(r)
+        r["emergency"] = on
+        online = r.get("status") == "online" and r.get("box_status") != "offline"
+        r["obeys"] = None if expected is None or not online else on == expected
+    return rows

@@ -1,5 +1,14 @@
 """Journey KPIs per store, campaign and day from the CDP store, for the console's page and CSV.
 
+Audience and experience KPIs are per store and day (the events they come from name no
+campaign): from camera tracks (``audience.track``: one per person who stood in front of a
+screen) the visits, the watchers (tracks with any attention), the mean dwell and the mean
+attention of watchers, as the box's own KPIs count them; NPS (% promoters 9-10 minus %
+detractors 0-6) and the mean customer effort score (1-7) from kiosk survey answers
+(``survey.answer``); time to value (store entry to a shopper's first offer or purchase) is
+the box's own median of the day from its last heartbeat of that day (the per-shopper times stay
+on the box), the median over the store's boxes.
+
 Counts come from the events the sink stored (``CdpSink.campaign_events``); the holdout uplift of
 each day is the CDP's own figure (``CdpSink.uplift`` over that local day, Newcombe's interval
 from ``contracts/uplift.py``), so the console, ``edge-ops uplift`` and the box's KPIs agree.
@@ -12,6 +21,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
+from statistics import median
 from zoneinfo import ZoneInfo
 
 from central.cdp_sink import CdpSink
@@ -119,3 +129,111 @@ def _cell(text: str) -> str:
     """A spreadsheet opens a cell starting with = + - @ as a formula: a campaign id from a box
     must not run one on an analyst's machine (CSV injection), so it gets a leading quote."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@dataclass
+class ExperienceKpi:
+    day: date
+    store: str
+    visits: int = 0  # camera tracks: people who stood in front of a screen
+    watchers: int = 0  # of whom looked at it (any attention)
+    dwell_total_s: float = 0.0
+    attention_total_s: float = 0.0  # of watchers
+    nps_promoters: int = 0
+    nps_detractors: int = 0
+    nps_answers: int = 0
+    effort_total: float = 0.0
+    effort_answers: int = 0
+    ttv_by_box: dict[str, float] | None = None
+
+    @property
+    def avg_dwell_s(self) -> float | None:
+        return self.dwell_total_s / self.visits if self.visits else None
+
+    @property
+    def avg_attention_s(self) -> float | None:
+        return self.attention_total_s / self.watchers if self.watchers else None
+
+    @property
+    def nps(self) -> float | None:
+        n = self.nps_answers
+        return 100.0 * (self.nps_promoters - self.nps_detractors) / n if n else None
+
+    @property
+    def effort(self) -> float | None:
+        return self.effort_total / self.effort_answers if self.effort_answers else None
+
+    @property
+    def time_to_value_s(self) -> float | None:
+        got = list((self.ttv_by_box or {}).values())
+        return median(got) if got else None
+
+
+def experience_rows(
+    sink: CdpSink, first: date, last: date, tz: ZoneInfo, *, store: str | None = None
+) -> list[ExperienceKpi]:
+    """One row per (day, store) with any track, survey answer or time to value."""
+    if (last - first).days >= MAX_DAYS:
+        raise ValueError(f"at most {MAX_DAYS} days at a time")
+    since, until = day_range(first, last, tz)
+    # The box's KPI day runs in its store's zone: a day's last heartbeat may come after
+    # midnight here. A day's margin each side, then only KPI days in the range count.
+    rows: dict[tuple[date, str], ExperienceKpi] = {}
+
+    def row(day: date, st: str) -> ExperienceKpi:
+        return rows.setdefault((day, st), ExperienceKpi(day, st))
+
+    for e in sink.experience_events(since - timedelta(days=1), until + timedelta(days=1), store):
+        if e.kind == "heartbeat":
+            if e.kpi_day is None or e.ttv_p50_s is None:
+                continue
+            try:
+                day = date.fromisoformat(e.kpi_day)
+            except ValueError:
+                continue
+            if first <= day <= last:
+                r = row(day, e.store)
+                r.ttv_by_box = {**(r.ttv_by_box or {}), e.device: e.ttv_p50_s}  # the last wins
+            continue
+        day = datetime.fromisoformat(e.time).astimezone(tz).date()
+        if not first <= day <= last:
+            continue
+        r = row(day, e.store)
+        if e.kind == "track":
+            r.visits += 1
+            r.dwell_total_s += e.dwell_s or 0.0
+            if (e.attention_s or 0.0) > 0:
+                r.watchers += 1
+                r.attention_total_s += e.attention_s or 0.0
+        elif e.survey == "nps" and e.score is not None:
+            r.nps_answers += 1
+            r.nps_promoters += e.score >= 9
+            r.nps_detractors += e.score <= 6
+        elif e.survey == "effort" and e.score is not None:
+            r.effort_answers += 1
+            r.effort_total += e.score
+    return [rows[k] for k in sorted(rows)]
+
+
+def experience_csv(rows: list[ExperienceKpi]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(
+        [
+            "day", "store", "visits", "watchers", "avg_dwell_s", "avg_attention_s", "nps",
+            "nps_answers", "effort", "effort_answers", "time_to_value_s",
+        ]
+    )  # fmt: skip
+
+    def num(v: float | None, digits: int = 1) -> str:
+        return "" if v is None else f"{v:.{digits}f}"
+
+    for r in rows:
+        w.writerow(
+            [
+                r.day.isoformat(), _cell(r.store), r.visits, r.watchers, num(r.avg_dwell_s),
+                num(r.avg_attention_s), num(r.nps, 0), r.nps_answers, num(r.effort, 2),
+                r.effort_answers, num(r.time_to_value_s),
+            ]
+        )  # fmt: skip
+    return out.getvalue()

@@ -28,6 +28,7 @@ from contracts.events import BoxMetrics, make_event
 from edge_agent.app.alerts import StaffAlerts
 from edge_agent.app.bus import InStoreBus
 from edge_agent.app.inbox import BusInbox
+from edge_agent.app.live_report import LiveReport
 from edge_agent.box.bus_auth import LOG_TOPIC, BusAuthWatch
 from edge_agent.box.heartbeat import VERSION, Heartbeat, LatencyWindow, ProcessSampler
 from edge_agent.box.liveness import StallPoint
@@ -205,6 +206,8 @@ class Agent:
             bus=self.bus,
             invalidate=self._invalidate,
         )
+        # People per zone and open staff alerts, summarised for central ops (retained).
+        self.live = LiveReport(self.occupancy.people, self.alerts, [z.id for z in cfg.zones])
         # The pushed map (central's word on the store) wins over [map] path, from the start and
         # on every push; the screens' routes then follow it.
         wayfinding = WayfindingApplier(paths.state_dir, store)
@@ -282,6 +285,10 @@ class Agent:
             receipts=self.checkout.receipts,
             max_relay_bytes=cfg.downlink.max_message_bytes,
             to_clock=wall_to_clock(self.clock),
+            screens={
+                sc.id: {"zone": sc.zone, "max_people_for_personal": sc.max_people_for_personal}
+                for sc in cfg.screens
+            },
         )
         self._route_bus()
 
@@ -389,10 +396,12 @@ class Agent:
         bus.route(topics.api_events(store), self.inbox.on_event)
         if cfg.pos.bus:
             bus.route(topics.pos_receipts(store), self.inbox.on_receipt)
-        bus.route(
-            topics.screen_state(store),
-            lambda t, p: self.director.on_screen_state(screen_of(t), p),
-        )
+
+        def on_screen_state(t: str, p: bytes) -> None:
+            self.director.on_screen_state(screen_of(t), p)
+            self.inbox.on_screen_state(screen_of(t), p)
+
+        bus.route(topics.screen_state(store), on_screen_state)
         bus.route(
             topics.screen_screenshot(store),
             lambda t, p: self.inbox.relay("screenshots", screen_of(t), p),
@@ -440,6 +449,7 @@ class Agent:
         )
         self.uplink.start()
         self.handlers.uplink = self.heartbeat_stage.uplink = self.inbox.uplink = self.uplink
+        self.live.uplink = self.uplink
         self.downlink = Downlink(
             cfg.central,
             cfg.store.store_id,
@@ -452,6 +462,7 @@ class Agent:
         )
         self.downlink.start()
         self.handlers.downlink = self.downlink
+        self.heartbeat_stage.applied = self.downlink.state.all
         # A new release is kept only once READY went out (box/watchdog.py).
         self.handlers.ready = lambda: (
             self.supervisor is not None and self.supervisor.ready_at is not None
@@ -630,6 +641,7 @@ class Agent:
             if self.director.counts.decisions != before:  # a tick with nothing to decide is not
                 self.decide_ms.add((time.perf_counter() - t0) * 1000.0)  # a decision's latency
             self.occupancy.publish(now)
+            self.live.tick()
             if now >= next_hb:
                 next_hb = now + self.cfg.uplink.heartbeat_s
                 self.heartbeat()

@@ -49,6 +49,8 @@ _THING = {
     "screen_offline": "screen_id",
     "camera_lost": "screen_id",
 }
+# About the store's equipment, not a shopper: their text names no one (central may see it).
+OPERATIONAL_KINDS = frozenset(_THING)
 # Staff need a name and an order number, never the CDP's key to the shopper.
 _NEVER_ON_THE_BUS = {"profile_id"}
 

@@ -2,7 +2,8 @@
 
 A player's impression, a kiosk's survey answer and the store API's hourly route counts are
 events of this box: checked (envelope, source) and handed to the journal. Receipts go to the checkout. A player's screenshot
-or error report is relayed to central as device status. Runs in the bus thread.
+or error report is relayed to central as device status, and so is what each screen shows (``screens/<screen>``,
+retained). Runs in the bus thread.
 
 Players and kiosks stamp their events with their wall clock. When the agent runs on another
 clock (a replay, the demo), their times are put on the agent's clock here, so an impression
@@ -11,8 +12,9 @@ lines up with the offer it shows; in production the agent keeps wall time and th
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,6 +29,8 @@ from contracts.events import (
     parse_event,
     source_for,
 )
+from contracts.payload import PayloadError
+from contracts.screen_protocol import screen_report
 from edge_agent.journey.kpis import JourneyKpis
 from edge_agent.sensing.pos import ReceiptDeduper
 from sync.journal import EventJournal
@@ -70,6 +74,7 @@ class BusInbox:
         receipts: ReceiptDeduper,
         max_relay_bytes: int,
         to_clock: Callable[[datetime], datetime] | None = None,
+        screens: Mapping[str, Mapping[str, str | int]] | None = None,
     ) -> None:
         self.source = source_for(store_id, device_id)
         # Wall time -> the agent's clock; None when the agent keeps wall time (nothing to map).
@@ -80,6 +85,10 @@ class BusInbox:
         self.max_relay_bytes = max_relay_bytes
         self.uplink: UplinkPort | None = None  # set once sync starts
         self.counts = InboxCounts()
+        # The screen report last relayed per screen (None: not delivered, send the next one).
+        self._screens: dict[str, dict[str, str | int | None] | None] = {}
+        # Each configured screen's zone and personal limit, relayed with what it shows.
+        self.screen_config = dict(screens or {})
 
     def on_event(self, topic: str, payload: bytes) -> None:
         """A player's or kiosk's journey event (impression, survey answer) for the outbox."""
@@ -126,6 +135,26 @@ class BusInbox:
     def on_receipt(self, topic: str, payload: bytes) -> None:
         if self.receipts.feed(payload) is None and self.receipts.last_error:
             log.warning("pos: %s", self.receipts.last_error)
+
+    def on_screen_state(self, screen_id: str, payload: bytes) -> None:
+        """A player's retained state, relayed retained to central as ``screens/<screen>``
+        (status, mode, what it shows): ops see which screens obey an emergency. Only when
+        that changed (players repeat their state every few seconds with new counters), or
+        when the last one did not reach central."""
+        try:
+            report = screen_report(payload)
+        except PayloadError:
+            return
+        if report is None:
+            return
+        report.update(self.screen_config.get(screen_id, {}))  # the box's word, not the player's
+        if self._screens.get(screen_id) == report:
+            return
+        self._screens[screen_id] = None
+        if self.uplink is not None and self.uplink.publish_status(
+            f"screens/{screen_id}", json.dumps(report).encode(), retain=True
+        ):
+            self._screens[screen_id] = report
 
     def relay(self, what: str, screen_id: str, payload: bytes) -> None:
         """A player's screenshot (screen content only) or error report goes to central for ops

@@ -96,6 +96,8 @@ class Heartbeat:
         self.journal = journal
         self.outbox: OutboxPort | None = None  # set once sync starts
         self.uplink: UplinkPort | None = None
+        # The downlink's last applied version per kind, for ops (the agent sets it with sync).
+        self.applied: Callable[[], dict[str, int]] | None = None
         self._started = time.monotonic()
 
     def beat(
@@ -138,7 +140,12 @@ class Heartbeat:
         self.journal.emit(hb)
         if self.uplink is not None:
             doc = {"ts": self._now(), **hb.model_dump(mode="json")}
-            self.uplink.publish_health({**doc, "uplink": self.uplink.stats()})
+            # In the retained health only (the latest state, like the uplink's counters), not
+            # in the heartbeat event: ops read which pushes each box has applied.
+            applied = self.applied() if self.applied is not None else {}
+            self.uplink.publish_health(
+                {**doc, "uplink": self.uplink.stats(), "downlink_applied": applied}
+            )
         return hb
 
     def _clock_fields(self) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edge_agent.journey.campaigns import CampaignBundle
+    from edge_agent.slice.model import Profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,37 +42,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     render.add_argument("bundle", help="campaign bundle JSON file, or - for standard input")
     render.set_defaults(func=_cmd_render)
+    dry = p_sub.add_parser(
+        "dry-run",
+        help="what each screen would show for a few audiences (JSON in: bundle, screens, at; "
+        "JSON out; the ops console's dry run)",
+    )
+    dry.add_argument("request", help="the request JSON file, or - for standard input")
+    dry.set_defaults(func=_cmd_dry_run)
 
 
 # The shopper a personalised variant is rendered for: every placeholder a template may use filled.
 SAMPLE_ORDER = {"id": "CC-4711", "status": "ready", "pickup_point": "Counter 2"}
 
 
+def _sample(language: str) -> Profile:
+    """The sample shopper: Alex, gold tier, an order ready, every consent for the screen."""
+    from types import MappingProxyType
+
+    from edge_agent.slice.model import Profile, frozen_orders
+
+    return Profile(
+        profile_id="sample",
+        first_name="Alex",
+        language=language,
+        consent_personalisation=True,
+        consent_analytics=True,
+        consent_staff_alerts=False,
+        segments=("sample",),
+        loyalty_tier="gold",
+        churn_risk=0.1,
+        open_order=MappingProxyType(dict(SAMPLE_ORDER)),
+        open_orders=frozen_orders([SAMPLE_ORDER]),
+    )
+
+
 def rendered_variants(bundle: CampaignBundle) -> dict[str, object]:
     """Every variant of ``bundle`` as the box renders it (``decide.render_variant``): the
     anonymous one as a passer-by sees it, the personalised one for a sample shopper (Alex, an
     order ready). What `campaigns render` prints and the ops console draws."""
-    from types import MappingProxyType
-
     from contracts.screen_protocol import Content
     from edge_agent.journey.decide import render_variant
-    from edge_agent.slice.model import Profile, frozen_orders
 
-    def sample(language: str) -> Profile:
-        return Profile(
-            profile_id="sample",
-            first_name="Alex",
-            language=language,
-            consent_personalisation=True,
-            consent_analytics=True,
-            consent_staff_alerts=False,
-            segments=("sample",),
-            loyalty_tier="gold",
-            churn_risk=0.1,
-            open_order=MappingProxyType(dict(SAMPLE_ORDER)),
-            open_orders=frozen_orders([SAMPLE_ORDER]),
-        )
-
+    sample = _sample
     items: list[dict[str, object]] = []
 
     def add(label: str, kind: str, content: Content) -> None:
@@ -95,6 +107,81 @@ def rendered_variants(bundle: CampaignBundle) -> dict[str, object]:
         "default": [d.content_id for d in bundle.default],
         "items": items,
     }
+
+
+# The audiences a dry run asks each screen about: (label, people a camera sees, the sample
+# shopper there). A crowd is one more than the screen allows for a personal card.
+AUDIENCES = ("nobody there", "one passer-by", "the sample shopper (Alex, consented)", "a crowd")
+
+
+def dry_run(request: dict[str, object]) -> dict[str, object]:
+    """What each screen would show at ``at`` to each of ``AUDIENCES``: the box's own
+    ``decide`` on a ``ScreenContext`` per screen (its zone and personal limit, a camera's
+    count), everything in stock, nothing shown yet today (no caps reached). ValueError naming
+    what is wrong with the request."""
+    from edge_agent.journey.decide import ScreenContext, World, decide
+
+    if not isinstance(request, dict):
+        raise ValueError("the request is not a JSON object")
+    bundle = check_bundle(json.dumps(request.get("bundle")))
+    try:
+        at = datetime.fromisoformat(str(request.get("at")))
+    except ValueError:
+        raise ValueError("at: not an ISO time") from None
+    if at.tzinfo is None:
+        raise ValueError("at: needs a UTC offset (the store's local time)")
+    screens = request.get("screens")
+    if not isinstance(screens, list) or not all(isinstance(x, dict) for x in screens):
+        raise ValueError("screens: a list of {id, zone, max_people_for_personal}")
+    alex = _sample(bundle.campaigns[0].personalised.language if bundle.campaigns
+                   and bundle.campaigns[0].personalised else "en")  # fmt: skip
+    world = World(stock={c.stock_sku: True for c in bundle.campaigns if c.stock_sku})
+    out = []
+    for sc in screens:
+        sid, zone = str(sc.get("id", "")), str(sc.get("zone", ""))
+        if not sid or not zone:
+            raise ValueError("screens: every screen needs an id and a zone")
+        limit = sc.get("max_people_for_personal", 1)
+        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 1
+        contexts = (
+            ScreenContext(sid, zone, limit, 0, watchers=0),
+            ScreenContext(sid, zone, limit, 1, watchers=1, zone_dwell_s=60.0),
+            ScreenContext(
+                sid,
+                zone,
+                limit,
+                1,
+                shoppers=(alex,),
+                watchers=1,
+                dwell_s={alex.profile_id: 60.0},
+                zone_dwell_s=60.0,
+            ),  # fmt: skip
+            ScreenContext(sid, zone, limit, limit + 3, watchers=limit + 3, zone_dwell_s=60.0),
+        )
+        rows = []
+        for label, ctx in zip(AUDIENCES, contexts, strict=True):
+            d = decide(ctx, bundle, at, world)
+            if label == "a crowd":
+                label = f"a crowd ({limit + 3} people)"
+            rows.append({
+                "audience": label, "content_id": d.content.content_id,
+                "campaign_id": d.campaign_id, "variant": d.variant, "rule": d.rule,
+                "title": d.content.title, "reasons": list(d.reasons[:6]),
+            })  # fmt: skip
+        out.append({"screen": sid, "zone": zone, "audiences": rows})
+    return {"at": at.isoformat(), "version": bundle.version, "screens": out}
+
+
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    raw = sys.stdin.read() if args.request == "-" else Path(args.request).read_text()
+    try:
+        doc = json.loads(raw)
+        result = dry_run(doc)
+    except ValueError as exc:
+        print(f"campaigns dry-run: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

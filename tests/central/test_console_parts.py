@@ -179,3 +179,66 @@ def test_after_login_only_a_path_of_the_console() -> None:
     assert _safe_next("/stores/s1?x=1") == "/stores/s1?x=1"
     for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "fleet"):
         assert _safe_next(evil) == "/fleet", evil
+
+
+def test_audience_and_experience_kpis_per_store_and_day(cdp_db: str) -> None:
+    """On both stores: camera tracks, survey answers and the boxes' time to value, ingested as
+    a box's batches, read back per store and local day with the figures worked by hand."""
+    from datetime import datetime, timedelta
+
+    from central.console.kpis import experience_csv, experience_rows
+    from contracts import topics
+    from contracts.batch import encode_batch, publish_properties
+    from contracts.events import AudienceTrack, DeviceHeartbeat, SurveyAnswer, make_event
+
+    tz = ZoneInfo("Europe/Berlin")
+    day = date(2026, 3, 9)
+    noon = datetime(2026, 3, 9, 12, 0, tzinfo=tz)
+    sink = CdpSink(BrokerConfig(), cdp_db, group=None)
+
+    def send(device: str, payloads: list[tuple[object, datetime]]) -> None:
+        bodies = [
+            make_event(p, store_id="st-1", device_id=device, time=t).to_json()  # type: ignore[arg-type]
+            for p, t in payloads
+        ]
+        raw, enc = encode_batch(f"b-{device}", "st-1", device, bodies, 4096)
+        assert sink.handle_batch(topics.events("st-1", device), raw, publish_properties(enc))
+
+    def beat(ttv: float, at: datetime, kpi_day: date = day) -> tuple[object, datetime]:
+        hb = DeviceHeartbeat(
+            version="1", uptime_s=1, outbox_depth=0, oldest_pending_s=0, disk_free_mb=1,
+            kpis={"day": kpi_day.isoformat(), "time_to_value_p50_s": ttv},
+        )  # fmt: skip
+        return hb, at
+
+    try:
+        send("box-1", [
+            (AudienceTrack(screen_id="s", dwell_s=10, attention_s=0), noon),
+            (AudienceTrack(screen_id="s", dwell_s=20, attention_s=4), noon),
+            (AudienceTrack(screen_id="s", dwell_s=30, attention_s=6), noon),
+            # 23:30 local is still the 9th here (22:30 UTC), and 00:30 is the 10th.
+            (AudienceTrack(screen_id="s", dwell_s=5, attention_s=0),
+             datetime(2026, 3, 9, 23, 30, tzinfo=tz)),
+            (AudienceTrack(screen_id="s", dwell_s=5, attention_s=0),
+             datetime(2026, 3, 10, 0, 30, tzinfo=tz)),
+            *[(SurveyAnswer(kiosk_id="k", survey="nps", score=s), noon) for s in (10, 9, 7, 3)],
+            *[(SurveyAnswer(kiosk_id="k", survey="effort", score=s), noon) for s in (2, 4)],
+            beat(100.0, noon), beat(120.0, noon + timedelta(hours=8)),  # the day's last: 120
+            beat(999.0, noon + timedelta(days=1), date(2026, 3, 10)),
+        ])  # fmt: skip
+        send("box-2", [beat(200.0, noon + timedelta(hours=7))])
+        [r] = experience_rows(sink, day, day, tz, store="st-1")
+        assert (r.day, r.store, r.visits, r.watchers) == (day, "st-1", 4, 2)
+        assert r.avg_dwell_s == pytest.approx(65 / 4) and r.avg_attention_s == 5.0
+        assert (r.nps, r.nps_answers) == (25.0, 4)  # (2 promoters - 1 detractor) / 4
+        assert (r.effort, r.effort_answers) == (3.0, 2)
+        assert r.time_to_value_s == 160.0  # the median of the boxes' 120 and 200
+        both = experience_rows(sink, day, day + timedelta(days=1), tz)
+        assert [(x.day.day, x.visits, x.time_to_value_s) for x in both] == [
+            (9, 4, 160.0), (10, 1, 999.0),
+        ]  # fmt: skip
+        assert experience_rows(sink, day, day, tz, store="elsewhere") == []
+        line = experience_csv([r]).splitlines()[1]
+        assert line == "2026-03-09,st-1,4,2,16.2,5.0,25,4,3.00,2,160.0"
+    finally:
+        sink.stop()

@@ -244,3 +244,23 @@ def test_mutated_signed_messages_always_refused(data) -> None:
     assert bytes(raw) != GOOD
     with pytest.raises(DownlinkRejected):
         verify(bytes(raw))
+
+
+def test_an_encrypted_key_signs_only_with_its_passphrase() -> None:
+    from contracts.signing import SCRYPT_N, generate_keypair, is_encrypted, load_private_key
+
+    pem, public = generate_keypair(b"a long passphrase here")
+    assert is_encrypted(pem) and pem.startswith(f"Edge-Ops-KDF: scrypt n={SCRYPT_N} ".encode())
+    with pytest.raises(ValueError, match="passphrase is needed"):
+        sign_message(pem, "command", {}, "s", None, 1, expires_in(60))
+    with pytest.raises(ValueError, match="wrong passphrase"):
+        load_private_key(pem, b"a long passphrase herE")
+    key = load_private_key(pem, b"a long passphrase here")
+    msg = sign_message(key, "command", {"command": "resync"}, "s", None, 1, expires_in(60))
+    assert verify_message(public, msg, "s", "d").body == {"command": "resync"}
+    # A doctored KDF line asking for a huge cost is refused before any work is done.
+    hostile = pem.replace(f"n={SCRYPT_N}".encode(), b"n=1073741824", 1)
+    with pytest.raises(ValueError, match="out of range"):
+        load_private_key(hostile, b"a long passphrase here")
+    plain, _ = generate_keypair()
+    assert not is_encrypted(plain) and load_private_key(plain, b"ignored")
