@@ -59,7 +59,7 @@ def target() -> Hm10Target:
     return Hm10Target.from_layout(layout, layout.beacon("entrance-shelf"))
 
 
-def run(sim: Hm10Sim, target: Hm10Target, timeout: float = 0.4) -> ProvisionResult:
+def run(sim: Hm10Sim, target: Hm10Target, timeout: float = 1.0) -> ProvisionResult:
     port = open_port(sim.path)
     try:
         return provision(
@@ -276,7 +276,7 @@ def test_out_of_range_or_terminated_commands_get_no_ok(cmd):
 @pytest.mark.parametrize(
     "sim_kw, stage, message, verified",
     [
-        ({"faults": {"AT": "silent"}}, "handshake", "AT: no reply within 0.4 s", []),
+        ({"faults": {"AT": "silent"}}, "handshake", "AT: no reply within 1 s", []),
         (
             {"faults": {"AT+MARJ0x": "garbage"}},
             "set major",
