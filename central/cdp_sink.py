@@ -278,10 +278,11 @@ class CdpSink:
         since: datetime | None = None,
         until: datetime | None = None,
         store: str | None = None,
-    ) -> list[tuple[str, str, str, str, float, float]]:
+    ) -> list[tuple[str, str, str, str, float, float, str | None]]:
         """Impressions, offers shown and attributed conversions with their campaign, for the
         console's KPIs per day: ``(store, event time, short type, campaign, seconds on screen,
-        amount)``; the day is cut in the reader's time zone."""
+        amount, screen)``; the day is cut in the reader's time zone. An impression's time is its
+        end, so it played from ``time - seconds`` to ``time``."""
         return self.store.campaign_events(_utc_iso(since), _utc_iso(until), store)
 
     def experience_events(

@@ -91,6 +91,7 @@ class ExperienceRow(NamedTuple):
     score: float | None = None  # survey
     kpi_day: str | None = None  # heartbeat: the box's store day its KPIs are of
     ttv_p50_s: float | None = None  # heartbeat: the box's time to value, median, that day
+    screen: str | None = None  # track: the screen the person stood in front of
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class CdpStore(Protocol):
 
     def campaign_events(
         self, since: str | None, until: str | None, store: str | None
-    ) -> list[tuple[str, str, str, str, float, float]]: ...
+    ) -> list[tuple[str, str, str, str, float, float, str | None]]: ...
 
     def latest_heartbeats(self) -> list[tuple[str, str, str, dict[str, Any]]]: ...
 
@@ -398,11 +399,12 @@ class SqliteStore:
 
     def campaign_events(
         self, since: str | None, until: str | None, store: str | None
-    ) -> list[tuple[str, str, str, str, float, float]]:
+    ) -> list[tuple[str, str, str, str, float, float, str | None]]:
         with self._lock:
             rows = self.conn.execute(_CAMPAIGN_EVENTS_SQL, _params(since, until, store)).fetchall()
         return [
-            (st, t, _short(ty), c, float(d or 0.0), float(a or 0.0)) for st, t, ty, c, d, a in rows
+            (st, t, _short(ty), c, float(d or 0.0), float(a or 0.0), scr)
+            for st, t, ty, c, d, a, scr in rows
         ]
 
     def experience_events(
@@ -503,12 +505,12 @@ def _float(v: Any) -> float | None:
 
 def _experience_row(
     st: str, dev: str, t: Any, ty: str, dwell: Any, att: Any, survey: Any, score: Any,
-    kday: Any, ttv: Any,
+    kday: Any, ttv: Any, screen: Any,
 ) -> ExperienceRow:  # fmt: skip
     return ExperienceRow(
         st, dev, t if isinstance(t, str) else t.isoformat(), _EXPERIENCE_TYPES[ty],
         _float(dwell), _float(att), None if survey is None else str(survey), _float(score),
-        None if kday is None else str(kday), _float(ttv),
+        None if kday is None else str(kday), _float(ttv), None if screen is None else str(screen),
     )  # fmt: skip
 
 
@@ -517,7 +519,8 @@ SELECT store_id, device_id, time, type,
        json_extract(body, '$.data.dwell_s'), json_extract(body, '$.data.attention_s'),
        json_extract(body, '$.data.survey'), json_extract(body, '$.data.score'),
        json_extract(body, '$.data.kpis.day'),
-       json_extract(body, '$.data.kpis.time_to_value_p50_s')
+       json_extract(body, '$.data.kpis.time_to_value_p50_s'),
+       json_extract(body, '$.data.screen_id')
 FROM events
 WHERE type IN (:track, :survey, :heartbeat)
   AND (:since IS NULL OR julianday(time) >= julianday(:since))
@@ -592,7 +595,8 @@ SELECT store_id, time, type,
        coalesce(json_extract(body, '$.data.campaign_id'),
                 json_extract(body, '$.data.attributed_campaign_id')) AS campaign,
        json_extract(body, '$.data.duration_s'),
-       json_extract(body, '$.data.amount')
+       json_extract(body, '$.data.amount'),
+       json_extract(body, '$.data.screen_id')
 FROM events
 WHERE type IN (:impression, :shown, :conversion)
   AND campaign IS NOT NULL
@@ -890,11 +894,11 @@ class PostgresStore:
 
     def campaign_events(
         self, since: str | None, until: str | None, store: str | None
-    ) -> list[tuple[str, str, str, str, float, float]]:
+    ) -> list[tuple[str, str, str, str, float, float, str | None]]:
         rows = self._query(_PG_CAMPAIGN_EVENTS_SQL, _params(since, until, store))
         return [
-            (st, t.isoformat(), _short(ty), c, float(d or 0.0), float(a or 0.0))
-            for st, t, ty, c, d, a in rows
+            (st, t.isoformat(), _short(ty), c, float(d or 0.0), float(a or 0.0), scr)
+            for st, t, ty, c, d, a, scr in rows
         ]
 
     def experience_events(
@@ -993,7 +997,8 @@ _PG_EXPERIENCE_SQL = f"""
 SELECT store_id, device_id, time, type,
        body->'data'->>'dwell_s', body->'data'->>'attention_s',
        body->'data'->>'survey', body->'data'->>'score',
-       body->'data'->'kpis'->>'day', body->'data'->'kpis'->>'time_to_value_p50_s'
+       body->'data'->'kpis'->>'day', body->'data'->'kpis'->>'time_to_value_p50_s',
+       body->'data'->>'screen_id'
 FROM {SCHEMA}.events
 WHERE type IN (%(track)s, %(survey)s, %(heartbeat)s)
   AND (%(since)s::timestamptz IS NULL OR time >= %(since)s::timestamptz)
@@ -1004,7 +1009,8 @@ ORDER BY time
 
 _PG_CAMPAIGN_EVENTS_SQL = f"""
 SELECT store_id, time, type, campaign,
-       (body->'data'->>'duration_s')::float8, (body->'data'->>'amount')::float8
+       (body->'data'->>'duration_s')::float8, (body->'data'->>'amount')::float8,
+       body->'data'->>'screen_id'
 FROM (
     SELECT *, coalesce(body->'data'->>'campaign_id', body->'data'->>'attributed_campaign_id')
         AS campaign

@@ -1,7 +1,13 @@
 """Journey KPIs per store, campaign and day from the CDP store, for the console's page and CSV.
 
-Audience and experience KPIs are per store and day (the events they come from name no
-campaign): from camera tracks (``audience.track``: one per person who stood in front of a
+Audience per campaign: a camera track (``audience.track``: one person in front of a screen, its
+dwell ending at the event's time) counts for every campaign whose impression played on that
+screen while the person stood there: the campaign's *audience*, its *watchers* (those with any
+attention) and its *attention* (the person's attention in the share of their dwell the campaign
+was on the glass: attention is not timed within a track, so it is spread evenly over it).
+
+Audience and experience KPIs are also per store and day (the tracks, and the surveys, which
+name no campaign): from camera tracks (``audience.track``: one per person who stood in front of a
 screen) the visits, the watchers (tracks with any attention), the mean dwell and the mean
 attention of watchers, as the box's own KPIs count them; NPS (% promoters 9-10 minus %
 detractors 0-6) and the mean customer effort score (1-7) from kiosk survey answers
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -28,6 +35,9 @@ from central.cdp_sink import CdpSink
 from contracts.uplift import Uplift, points
 
 MAX_DAYS = 62  # a page, not a data warehouse: two months at most per request
+# A screen plays one item at a time, so impressions end in the order they start; this much
+# slack covers a crossfade and the clocks of a box.
+SLACK_S = 60.0
 
 
 @dataclass
@@ -41,6 +51,13 @@ class KpiRow:
     conversions: int = 0  # conversions attributed to the campaign (last touch)
     revenue: float = 0.0
     uplift: Uplift | None = None
+    audience: int = 0  # camera tracks in front of a screen while the campaign played on it
+    watchers: int = 0  # of them, with any attention
+    attention_s: float = 0.0  # their attention while it played (spread evenly over a track)
+
+    @property
+    def attention_per_watcher_s(self) -> float | None:
+        return self.attention_s / self.watchers if self.watchers else None
 
     def uplift_text(self) -> str:
         return "-" if self.uplift is None else self.uplift.describe()
@@ -74,19 +91,25 @@ def kpi_rows(
         raise ValueError("the last day is before the first")
     since, until = day_range(first, last, tz)
     rows: dict[tuple[date, str, str], KpiRow] = {}
-    for st, t, kind, camp, seconds, amount in sink.campaign_events(since, until, store):
+    played: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    for st, t, kind, camp, seconds, amount, screen in sink.campaign_events(since, until, store):
         if campaign and camp != campaign:
             continue
-        day = datetime.fromisoformat(t).astimezone(tz).date()
+        end = datetime.fromisoformat(t)
+        day = end.astimezone(tz).date()
         r = rows.setdefault((day, st, camp), KpiRow(day, st, camp))
         if kind == "impression":
             r.ots += 1
             r.seconds += seconds
+            if screen is not None:
+                e = end.timestamp()
+                played.setdefault((st, screen), []).append((e - seconds, e, camp))
         elif kind == "shown":
             r.shown += 1
         else:
             r.conversions += 1
             r.revenue += amount
+    _audience(sink, rows, played, since, until, tz, store)
     # The uplift of each (store, day) from the CDP's counting of distinct shoppers.
     for day, st in sorted({(d, s) for d, s, _ in rows}):
         lo, hi = day_range(day, day, tz)
@@ -94,6 +117,56 @@ def kpi_rows(
             if (day, st, camp) in rows:
                 rows[(day, st, camp)].uplift = u
     return [rows[k] for k in sorted(rows)]
+
+
+def campaigns_seen(
+    spans: list[tuple[float, float, str]], starts: list[float], a: float, b: float
+) -> dict[str, float]:
+    """Seconds of ``[a, b]`` each campaign was on one screen: ``spans`` its impressions
+    (start, end, campaign) sorted by start (one item at a time on a screen), ``starts`` their
+    starts."""
+    seen: dict[str, float] = {}
+    i = bisect_left(starts, b) - 1  # the last impression that began before the track ended
+    while i >= 0:
+        s0, s1, camp = spans[i]
+        overlap = min(b, s1) - max(a, s0)
+        if overlap > 0:
+            seen[camp] = seen.get(camp, 0.0) + overlap
+        elif s1 <= a - SLACK_S:
+            break  # this item, and every one before it, ended before the person came
+        i -= 1
+    return seen
+
+
+def _audience(
+    sink: CdpSink,
+    rows: dict[tuple[date, str, str], KpiRow],
+    played: dict[tuple[str, str], list[tuple[float, float, str]]],
+    since: datetime,
+    until: datetime,
+    tz: ZoneInfo,
+    store: str | None,
+) -> None:
+    """Each camera track to the campaigns that played on its screen while the person stood
+    there (the track's day), into ``rows``."""
+    index = {}
+    for key, spans in played.items():
+        spans.sort()
+        index[key] = (spans, [sp[0] for sp in spans])
+    for e in sink.experience_events(since, until, store):
+        if e.kind != "track" or e.screen is None or (e.store, e.screen) not in index:
+            continue
+        end = datetime.fromisoformat(e.time)
+        b = end.timestamp()
+        dwell = e.dwell_s or 0.0
+        spans, starts = index[(e.store, e.screen)]
+        day = end.astimezone(tz).date()
+        for camp, overlap in campaigns_seen(spans, starts, b - dwell, b).items():
+            r = rows.setdefault((day, e.store, camp), KpiRow(day, e.store, camp))
+            r.audience += 1
+            if (e.attention_s or 0.0) > 0 and dwell > 0:
+                r.watchers += 1
+                r.attention_s += e.attention_s * min(1.0, overlap / dwell)  # type: ignore[operator]
 
 
 def csv_text(rows: list[KpiRow]) -> str:
@@ -104,6 +177,7 @@ def csv_text(rows: list[KpiRow]) -> str:
             "day", "store", "campaign", "ots", "seconds_on_screen", "offers_shown",
             "conversions", "revenue", "exposed_shoppers", "exposed_converted",
             "holdout_shoppers", "holdout_converted", "uplift", "uplift_ci_low", "uplift_ci_high",
+            "audience", "watchers", "attention_s",
         ]
     )  # fmt: skip
 
@@ -119,7 +193,7 @@ def csv_text(rows: list[KpiRow]) -> str:
                 u.exposed_shoppers if u else "", u.exposed_conversions if u else "",
                 u.holdout_shoppers if u else "", u.holdout_conversions if u else "",
                 num(u.difference if u else None), num(u.ci_low if u else None),
-                num(u.ci_high if u else None),
+                num(u.ci_high if u else None), r.audience, r.watchers, f"{r.attention_s:.1f}",
             ]
         )  # fmt: skip
     return out.getvalue()

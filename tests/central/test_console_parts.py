@@ -242,3 +242,61 @@ def test_audience_and_experience_kpis_per_store_and_day(cdp_db: str) -> None:
         assert line == "2026-03-09,st-1,4,2,16.2,5.0,25,4,3.00,2,160.0"
     finally:
         sink.stop()
+
+
+def test_a_campaign_is_given_the_people_in_front_of_its_screen_while_it_played(
+    cdp_db: str,
+) -> None:
+    """On both stores: impressions on two screens and camera tracks, worked by hand. A track
+    counts for each campaign on its own screen whose impression overlapped the person's stay,
+    its attention spread over the stay by the share each campaign was on."""
+    from datetime import datetime, timedelta
+
+    from contracts import topics
+    from contracts.batch import encode_batch, publish_properties
+    from contracts.events import AudienceTrack, ContentImpression, make_event
+
+    tz = ZoneInfo("Europe/Berlin")
+    day = date(2026, 3, 9)
+    t0 = datetime(2026, 3, 9, 12, 0, tzinfo=tz)
+    sink = CdpSink(BrokerConfig(), cdp_db, group=None)
+
+    def at(s: float) -> datetime:
+        return t0 + timedelta(seconds=s)
+
+    def imp(screen: str, camp: str, start: float, end: float) -> tuple[object, datetime]:
+        return ContentImpression(
+            impression_id=f"{screen}-{start}", screen_id=screen, content_id=f"{camp}:x",
+            campaign_id=camp, variant="anonymous", start=at(start), end=at(end),
+            duration_s=end - start,
+        ), at(end)  # fmt: skip
+
+    def track(screen: str, start: float, end: float, attention: float) -> tuple[object, datetime]:
+        return AudienceTrack(screen_id=screen, dwell_s=end - start, attention_s=attention), at(end)
+
+    payloads = [
+        imp("s1", "boots", 0, 10), imp("s1", "coffee", 10, 20), imp("s1", "boots", 20, 30),
+        imp("s2", "coffee", 0, 30),
+        track("s1", 5, 15, 4.0),  # 5 s of boots, 5 s of coffee: 2 s of attention each
+        track("s1", 12, 18, 0.0),  # coffee only, no attention: audience, not a watcher
+        track("s1", 40, 50, 3.0),  # after every impression: nobody's
+        track("s2", 25, 35, 10.0),  # 5 of its 10 s under coffee on s2
+    ]  # fmt: skip
+    bodies = [
+        make_event(p, store_id="st-1", device_id="box-1", time=t).to_json()  # type: ignore[arg-type]
+        for p, t in payloads
+    ]
+    raw, enc = encode_batch("b-1", "st-1", "box-1", bodies, 4096)
+    try:
+        assert sink.handle_batch(topics.events("st-1", "box-1"), raw, publish_properties(enc))
+        rows = {r.campaign: r for r in kpi_rows(sink, day, day, tz)}
+        boots, coffee = rows["boots"], rows["coffee"]
+        assert (boots.ots, boots.audience, boots.watchers) == (2, 1, 1)
+        assert boots.attention_s == pytest.approx(2.0)
+        assert (coffee.ots, coffee.audience, coffee.watchers) == (2, 3, 2)
+        assert coffee.attention_s == pytest.approx(2.0 + 5.0)
+        assert coffee.attention_per_watcher_s == pytest.approx(3.5)
+        line = [x for x in csv_text([coffee]).splitlines()][1]
+        assert line.endswith(",3,2,7.0"), line
+    finally:
+        sink.stop()
