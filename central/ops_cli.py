@@ -14,6 +14,8 @@
   edge-ops cdp-sink --db PATH|postgresql://DSN [--host H] [--port P] [--group G] [--stdout]
                 [--client-id ID] [--session-expiry S]
                 (a DSN: the PostgreSQL store any number of sinks share; a path: SQLite)
+  edge-ops cdp-sink --db PATH|DSN --nats nats://H:P[,...] [--stream S] [--durable C]
+                (from a JetStream stream, one durable pull consumer shared by every sink)
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
   edge-ops cdp-gaps --db PATH|DSN    (per device: sequences stored and missing at the CDP)
   edge-ops uplift --db PATH|DSN [--day D | --since T --until T] [--tz Z] [--store S] [--json]
@@ -271,11 +273,22 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     report = sys.stderr if args.stdout else sys.stdout
+    sink: Any
     try:
-        sink = CdpSink(
-            _broker(args), args.db, group=args.group or None, on_stored=on_stored,
-            client_id=args.client_id, session_expiry_s=args.session_expiry,
-        )  # fmt: skip
+        if args.nats:
+            # JetStream instead of an MQTT subscription (nats-server: no $share in its MQTT).
+            from central.cdp_jetstream import JetStreamConfig, JetStreamSink, parse_servers
+
+            js_cfg = JetStreamConfig(
+                servers=parse_servers(args.nats), stream=args.stream, durable=args.durable,
+                replicas=args.replicas, ack_wait_s=args.ack_wait,
+            )  # fmt: skip
+            sink = JetStreamSink(js_cfg, args.db, on_stored=on_stored)
+        else:
+            sink = CdpSink(
+                _broker(args), args.db, group=args.group or None, on_stored=on_stored,
+                client_id=args.client_id, session_expiry_s=args.session_expiry,
+            )  # fmt: skip
     except Exception as exc:  # the store cannot be opened: a wrong DSN, a server that is down
         print(f"edge-ops cdp-sink: cannot open the CDP store: {exc}", file=sys.stderr)
         return 1
@@ -289,8 +302,9 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
     if not sink.start(wait_s=args.connect_timeout):
         # A sink that cannot reach its broker stores nothing: say so and fail, rather than
         # sit there looking healthy (systemd restarts it).
+        where = args.nats or f"{args.host}:{args.port}"
         print(
-            f"edge-ops cdp-sink: could not reach {args.host}:{args.port} in "
+            f"edge-ops cdp-sink: could not reach {where} in "
             f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
             file=sys.stderr,
         )
@@ -818,6 +832,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker"
     )
+    s.add_argument(
+        "--nats",
+        help="nats://HOST:PORT[,...]: consume from JetStream (one durable consumer shared by"
+        " every sink) instead of an MQTT subscription; --host/--port/--group are then unused",
+    )
+    s.add_argument("--stream", default="CDP_EVENTS", help="JetStream stream (with --nats)")
+    s.add_argument("--durable", default="cdp", help="shared durable consumer (with --nats)")
+    s.add_argument("--replicas", type=int, default=3, help="stream replicas if it is created")
+    s.add_argument(
+        "--ack-wait", type=float, default=30.0,
+        help="seconds before a batch a sink took and did not ack goes to another sink",
+    )  # fmt: skip
     broker_args(s)
     s.set_defaults(func=cmd_cdp_sink)
 
