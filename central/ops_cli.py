@@ -280,7 +280,7 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
             from central.cdp_jetstream import JetStreamConfig, JetStreamSink, parse_servers
 
             js_cfg = JetStreamConfig(
-                servers=parse_servers(args.nats), stream=args.stream, durable=args.durable,
+                servers=parse_servers(args.nats), stream=args.stream, durable=args.durable, subject=args.subject,
                 replicas=args.replicas, ack_wait_s=args.ack_wait,
             )  # fmt: skip
             sink = JetStreamSink(js_cfg, args.db, on_stored=on_stored)
@@ -839,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--stream", default="CDP_EVENTS", help="JetStream stream (with --nats)")
     s.add_argument("--durable", default="cdp", help="shared durable consumer (with --nats)")
+    s.add_argument(
+        "--subject", default="stores.*.devices.*.events", help="the stream's subjects (with --nats)"
+    )
     s.add_argument("--replicas", type=int, default=3, help="stream replicas if it is created")
     s.add_argument(
         "--ack-wait", type=float, default=30.0,
