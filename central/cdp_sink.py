@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 MAX_DECODED_BYTES = 32 * 1024 * 1024  # a zlib bomb stops here
 MAX_REJECT_RAW = 4096  # keep a prefix of the offending input, enough to debug
+# How often a sink folds the received sequences into ranges (CdpStore.compact_sequences): the
+# table then holds at most this long's sequences plus a row per run, instead of one per event
+# for ever.
+COMPACT_EVERY_S = 300.0
 # A sink of its own store (SQLite) keeps its broker session through restarts and outages.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -149,6 +153,8 @@ class CdpIngest:
         # cost to pay): there it is what this sink stored.
         self._count = 0 if self.store.shared else self.store.count()
         self._connected = threading.Event()
+        self.compact_every_s = COMPACT_EVERY_S
+        self._next_compact = time.monotonic() + self.compact_every_s
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -238,6 +244,20 @@ class CdpIngest:
         The fleet as the CDP last heard it, for boxes whose retained status is out of reach."""
         return self.store.latest_heartbeats()
 
+    def _maybe_compact(self) -> None:
+        """Compact the store's sequences when it is time; a failure waits for the next round
+        (the batch itself is committed already)."""
+        if time.monotonic() < self._next_compact:
+            return
+        self._next_compact = time.monotonic() + self.compact_every_s
+        try:
+            folded = self.store.compact_sequences()
+        except Exception as exc:
+            log.warning("cdp-sink: compacting the sequences failed: %r", exc)
+            return
+        if folded:
+            log.info("cdp-sink: %d sequences folded into ranges", folded)
+
     # ---- the work ----------------------------------------------------------------------
     def handle_batch(
         self, topic: str, payload: bytes, properties: Properties | None = None
@@ -322,6 +342,7 @@ class CdpIngest:
             log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0].reason)
         if new_bodies and self.on_stored is not None:
             self.on_stored(new_bodies)  # after the commit: each event once, in batch order
+        self._maybe_compact()
         if ids is None or (not handled and not handled_seqs and batch_id is None):
             return None
         return batch_id, handled, handled_seqs
