@@ -3,13 +3,14 @@
 ``edge-agent bench fleet [--quick] [--stores N] [--per-store N]``: N simulated stores (one box
 each, the agent's real outbox and uplink, in processes of 50: paho's ``select()`` cannot go past
 1024 descriptors in one process) publish over MQTT 3.1.1 to nodes 1 and 2 of a 3-node
-nats-server cluster (JetStream R3). ``edge-ops cdp-sink --nats`` processes share one durable
+nats-server cluster (JetStream R3; the consumers nats makes for the boxes' MQTT subscriptions R1 in memory, see
+``testbed/nats_cluster.py``). ``edge-ops cdp-sink --nats`` processes share one durable
 JetStream consumer and store into one PostgreSQL database. The same boxes run one phase per
-sink count (1, 2, 4 sinks; a fresh database each): every box appends ``per_store`` events at
+sink count (1, 2, 4 sinks; one database for the run): every box appends ``per_store`` events at
 once, in groups of 10, and the phase ends when PostgreSQL holds them all and every box's outbox
 is empty (every batch confirmed back to its box).
 
-Then a fourth phase with 4 sinks: once a third of its events are stored, one sink is killed with
+Then a fourth phase with 4 sinks: once a tenth of its events are stored, one sink is killed with
 SIGKILL and nats node 3 (the one no box is on; sinks and the stream's replicas are) with kill -9;
 the node comes back at the end. Per phase: events/s (stored over the phase's wall time), end-to-end
 latency (event time to the sink's store call) p50/p99, ``lost`` (events the boxes accepted that
@@ -19,8 +20,8 @@ and the boxes' re-sent batches. ``sink_scaling_ratio`` is events/s with the most
 ``duplicates_stored`` and ``gaps_missing`` (PostgreSQL's gap report) cover the whole run.
 
 The PostgreSQL server is the testbed's (fsync off, on loopback). The boxes' confirmation
-timeout is 30 s (production: 15 s), so a phase with one busy sink measures the sink rather than
-the boxes re-sending what waits in the stream. A batch published while the stream's leader node
+timeout is 90 s (production: 15 s), so a drain phase measures the sinks rather than the boxes
+re-sending what waits in the stream. A batch published while the stream's leader node
 dies is not stored by JetStream (nats-server turns an MQTT publish into a plain NATS publish,
 which the stream does not acknowledge): the box re-sends it after that timeout, which is what
 the kill phase's wall time and p99 show.
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICES_PER_PROCESS = 50
-CONFIRM_TIMEOUT_S = 30.0
+CONFIRM_TIMEOUT_S = 90.0
 SINK_COUNTS = (1, 2, 4)  # clean phases; then 4 again with a sink and a node killed
 ACK_WAIT_S = 5.0
 VICTIM_NODE = 2  # nats node 3: no box publishes through it
@@ -104,23 +105,156 @@ def _worker(
             ob.close()
 
 
-def _start_sink(dsn: str, servers: str, ack_wait_s: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "central.ops_cli", "cdp-sink", "--db", dsn, "--nats", servers,
-         "--ack-wait", str(ack_wait_s), "--report-s", "3600"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=60):
-            proc.kill()
-            raise RuntimeError("a sink did not report in 60 s")
-    line = proc.stdout.readline()
-    if not line.startswith("cdp-sink: jetstream:"):
-        proc.kill()
-        raise RuntimeError(f"sink: {line!r}")
-    return proc
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far) for every process we may read."""
+    out: dict[int, tuple[int, float]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                # The command name may hold spaces: the fields after its closing parenthesis.
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _CLK)
+    return out
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    idle = f[3] + f[4]
+    return float(sum(f) - idle), float(sum(f))
+
+
+def _cpu_sample(groups: dict[str, set[int]]) -> dict[str, Any]:
+    """CPU seconds so far of each process of each group and of their children (PostgreSQL's
+    backends are the postmaster's children), and of the whole machine."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, Any] = {}
+    for name, roots in groups.items():
+        seen: dict[int, float] = {}
+        todo = [p for p in roots if p in table]
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen[pid] = table[pid][1]
+                todo.extend(children.get(pid, []))
+        out[name] = seen
+    busy, total = _machine_busy()
+    out["_busy"], out["_total"] = busy / _CLK, total / _CLK
+    return out
+
+
+def _cpu_share(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """CPU seconds per group over a phase (processes alive at both ends: a killed node's or
+    sink's share lands in ``other``), everything else on the machine as ``other`` (the other
+    work sharing these cores), and how busy the machine was."""
+    ours = {
+        k: round(sum(after[k][p] - t for p, t in before[k].items() if p in after[k]), 1)
+        for k in before
+        if not k.startswith("_")
+    }
+    busy = after["_busy"] - before["_busy"]
+    total = after["_total"] - before["_total"]
+    return {
+        "cpu_s": {**ours, "other": round(max(0.0, busy - sum(ours.values())), 1)},
+        "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+    }
+
+
+def _start_sinks(n: int, dsn: str, servers: str, ack_wait_s: float) -> list[subprocess.Popen[str]]:
+    """``n`` sink processes started together, returned once each says it is pulling."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "central.ops_cli",
+                "cdp-sink",
+                "--db",
+                dsn,
+                "--nats",
+                servers,
+                "--ack-wait",
+                str(ack_wait_s),
+                "--report-s",
+                "3600",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        for _ in range(n)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            line = proc.stdout.readline() if sel.select(timeout=60) else ""
+        if not line.startswith("cdp-sink: jetstream:"):
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"a sink did not start: {line!r}")
+    return procs
+
+
+def _stream_info(servers: str, stream: str) -> tuple[int, str | None]:
+    """The stream's message count and its leader node (0 and None before the first sink made
+    it)."""
+    import asyncio
+
+    import nats
+
+    async def ask() -> tuple[int, str | None]:
+        nc = await nats.connect(servers=servers.split(","), connect_timeout=5)
+        try:
+            try:
+                info = await nc.jetstream(timeout=5).stream_info(stream)
+            except Exception:
+                return 0, None
+            return int(info.state.messages), info.cluster.leader if info.cluster else None
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def _wait_settled(servers: str, stream: str, timeout: float = 600) -> int:
+    """Until the stream stops growing (every box has published its burst); its message count."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = _stream_info(servers, stream)[0]
+        if n != last:
+            last, since = n, time.monotonic()
+        elif n > 0 and time.monotonic() - since >= 2.0:
+            return n
+        time.sleep(0.25)
+    return last
+
+
+def _span_rate(dsn: str, since: float) -> float:
+    """Events per second from the phase's first store call to its last (what the sinks did,
+    without their start-up)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT (store_id, device_id, id)), max(received_at) - min(received_at)"
+            " FROM cdp.events WHERE time >= to_timestamp(%s)",
+            (since,),
+        ).fetchone()
+    assert row is not None
+    return round(int(row[0]) / float(row[1]), 1) if row[1] else 0.0
 
 
 def _phase_counts(dsn: str, since: float) -> tuple[int, int]:
@@ -173,7 +307,7 @@ def run(
     if missing_binaries():
         return {"error": f"PostgreSQL: {missing_binaries()}"}
     stores = stores or (100 if quick else 2000)
-    per_store = per_store or (20 if quick else 50)
+    per_store = per_store or 20
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # nats holds a socket per box
     ctx = mp.get_context("spawn")  # no forking of paho's threads
@@ -181,7 +315,7 @@ def run(
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp,
-        NatsCluster() as cluster,
+        NatsCluster(mqtt_consumer_replicas=1, mqtt_consumer_memory=True) as cluster,
         Postgres() as pg,
     ):
         servers = ",".join(f"nats://{cluster.host}:{n.client_port}" for n in cluster.nodes)
@@ -201,13 +335,19 @@ def run(
             ready = [outq.get(timeout=600) for _ in workers]
             connected = sum(r[2] for r in ready)
             connect_s = time.monotonic() - started
+            print(f"bench fleet: {connected} of {stores} boxes connected in {connect_s:.0f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
             # One database for the whole run, so the gap report covers every phase.
             dsn = pg.create_database()
-            plan = [(n, False) for n in SINK_COUNTS] + ([(SINK_COUNTS[-1], True)] if chaos else [])
-            for n_sinks, kill in plan:
+            plan = [(n, drain, False) for n in SINK_COUNTS for drain in (False, True)]
+            if chaos:
+                plan.append((SINK_COUNTS[-1], False, True))
+            for n_sinks, drain, kill in plan:
+                print(f"bench fleet: {n_sinks} sinks, {'drain' if drain else 'live'}"
+                      f"{' + kills' if kill else ''}...", file=sys.stderr, flush=True)  # fmt: skip
                 phases.append(
-                    _phase(cluster, dsn, servers, workers, outq, n_sinks, stores * per_store,
-                           chaos=kill, terminate=terminate)
+                    _phase(cluster, pg, dsn, servers, workers, outq, n_sinks, stores * per_store,
+                           chaos=kill, drain=drain, terminate=terminate)
                 )  # fmt: skip
             gaps_missing = _gap_missing(dsn)
         finally:
@@ -217,9 +357,11 @@ def run(
                 p.join(60)
                 if p.is_alive():
                     p.kill()
-    clean = [p for p in phases if not p["killed_sink_and_node"]]
-    one, most = clean[0]["events_per_s"], clean[-1]["events_per_s"]
+    live = [p for p in phases if p["mode"] == "live" and not p["killed_sink_and_node"]]
+    drains = [p for p in phases if p["mode"] == "drain"]
     killed = [p for p in phases if p["killed_sink_and_node"]]
+    one, most = live[0]["events_per_s"], live[-1]["events_per_s"]
+    d_one, d_most = drains[0]["events_per_s"], drains[-1]["events_per_s"]
     return {
         "quick": quick,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -231,26 +373,29 @@ def run(
         "connected": connected,
         "connect_s": round(connect_s, 1),
         "postgres": True,
-        "broker": "nats-server 3 nodes, JetStream R3, MQTT 3.1.1",
+        "broker": "nats-server 2.9 x3, stream R3, MQTT consumers R1 in memory, MQTT 3.1.1",
         "phases": phases,
         "sinks": [p["sinks"] for p in phases],
         "lost": sum(p["lost"] for p in phases),
         "duplicates_stored": sum(p["duplicates_stored"] for p in phases),
         "gaps_missing": gaps_missing,
-        # Clean phases: the most sinks over one. The kill phase on its own below (its wall time
-        # holds the killed sink's batches waiting out the ack wait).
-        "sink_scaling_ratio": round(most / one, 2) if one else None,
-        "sink_scaling_ratio_with_kills": (
+        # The sinks' own scaling: draining the same backlog with the most sinks over one.
+        "sink_scaling_ratio": round(d_most / d_one, 2) if d_one else None,
+        # End to end with the boxes publishing meanwhile (the whole machine's limit), and the
+        # kill phase (its wall time holds the killed sink's batches waiting out the ack wait).
+        "live_scaling_ratio": round(most / one, 2) if one else None,
+        "live_scaling_ratio_with_kills": (
             round(killed[0]["events_per_s"] / one, 2) if killed and one else None
         ),
         "events_per_s": most,
-        "latency_ms_p50": clean[-1]["latency_ms_p50"],
-        "latency_ms_p99": clean[-1]["latency_ms_p99"],
+        "latency_ms_p50": live[-1]["latency_ms_p50"],
+        "latency_ms_p99": live[-1]["latency_ms_p99"],
     }
 
 
 def _phase(
     cluster: Any,
+    pg: Any,
     dsn: str,
     servers: str,
     workers: list[tuple[Any, Any]],
@@ -259,28 +404,53 @@ def _phase(
     expected: int,
     *,
     chaos: bool,
+    drain: bool,
     terminate: Any,
 ) -> dict[str, Any]:
-    # The ack wait bounds how long a killed sink's batches wait for another sink.
-    sinks = [_start_sink(dsn, servers, ack_wait_s=ACK_WAIT_S) for _ in range(n_sinks)]
-    killed: dict[str, float] = {}
-    try:
-        t0, since = time.monotonic(), time.time()
+    """``drain``: the boxes publish their burst with no sink running (JetStream holds it), then
+    the sinks start and drain it: the sinks' own throughput, without the boxes' load."""
+    backlog = None
+    if drain:
+        since = time.time()
         for _, inq in workers:
             inq.put("go")
+        backlog = _wait_settled(servers, "CDP_EVENTS")
+    # The ack wait bounds how long a killed sink's batches wait for another sink.
+    sinks = _start_sinks(n_sinks, dsn, servers, ack_wait_s=ACK_WAIT_S)
+    killed: dict[str, Any] = {}
+    groups = {
+        "boxes": {p.pid for p, _ in workers},
+        "sinks": {s.pid for s in sinks},
+        "nats": {n.proc.pid for n in cluster.nodes if n.proc is not None},
+        "postgres": {pg.proc.pid},
+    }
+    cpu0 = _cpu_sample(groups)
+    try:
+        t0 = time.monotonic()
+        if not drain:
+            since = time.time()
+            for _, inq in workers:
+                inq.put("go")
         deadline = t0 + 1800
         stored = 0
         while time.monotonic() < deadline:
             stored = _phase_counts(dsn, since)[1]
             if stored >= expected:
                 break
-            if chaos and not killed and stored >= expected // 3:
+            if chaos and not killed and stored >= expected // 10:
+                leader = _stream_info(servers, "CDP_EVENTS")[1]
                 os.kill(sinks[0].pid, signal.SIGKILL)
                 sinks[0].wait(5)
                 cluster.kill(VICTIM_NODE)
-                killed = {"at_stored": stored, "at_s": round(time.monotonic() - t0, 2)}
-            time.sleep(0.2)
+                killed = {
+                    "at_stored": stored,
+                    "at_s": round(time.monotonic() - t0, 2),
+                    "node": cluster.nodes[VICTIM_NODE].name,
+                    "node_was_stream_leader": leader == cluster.nodes[VICTIM_NODE].name,
+                }
+            time.sleep(0.05 if chaos and not killed else 0.2)
         t1 = time.monotonic()
+        cpu1 = _cpu_sample(groups)
         done = [outq.get(timeout=1800) for _ in workers]
         t_confirmed = time.monotonic()
     finally:
@@ -292,19 +462,23 @@ def _phase(
     p50, p99 = _latency_ms(dsn, since)
     seconds = t1 - t0
     return {
+        "mode": "drain" if drain else "live",
         "sinks": n_sinks,
         "events": expected,
+        "backlog_batches": backlog,
         "stored": distinct,
         "lost": expected - distinct,
         "duplicates_stored": rows - distinct,
         "seconds": round(seconds, 2),
         "events_per_s": round(distinct / seconds, 1),
+        "store_rate_per_s": _span_rate(dsn, since),
         "latency_ms_p50": p50,
         "latency_ms_p99": p99,
         "all_confirmed_s": round(t_confirmed - t0, 2),
         "boxes_drained": all(r[2] for r in done),
         "batches_resent": sum(r[3] for r in done),
         "killed_sink_and_node": killed or None,
+        **_cpu_share(cpu0, cpu1),
     }
 
 

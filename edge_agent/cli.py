@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-store",
         type=int,
         metavar="N",
-        help="fleet: events each store sends per phase (50; 20 with --quick)",
+        help="fleet: events each store sends per phase (20)",
     )
     bench.set_defaults(func=_cmd_bench)
 

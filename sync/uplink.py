@@ -192,6 +192,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self.outbox.add_listener(self._on_append)
         connect(client, self.broker)
@@ -309,6 +310,16 @@ class Uplink:
             client.subscribe(self.delivered_topic, qos=1)
         self._events.put(("connect", not reason_code.is_failure, str(reason_code)))
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            self._events.put(("subscribe_refused", str(refused[0])))
+
+    def _resubscribe(self) -> None:
+        client = self._client
+        if client is not None and not self._stopping.is_set() and self._stats.connected:
+            client.subscribe(self.delivered_topic, qos=1)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         # Jitter the reconnect delay so a fleet does not reconnect in lockstep after an outage.
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)
@@ -392,6 +403,15 @@ class Uplink:
             now = time.monotonic()
             for bid, (b, _) in list(self._unconfirmed.items()):
                 self._unconfirmed[bid] = (b, now)
+        elif kind == "subscribe_refused":
+            # Without the subscription no confirmation ever comes and every batch is sent again
+            # for ever. nats-server 2.9 refuses it (0x80) when JetStream is too busy to create
+            # the subscription's consumer, e.g. a whole fleet connecting at once: ask again
+            # after a jittered pause.
+            self._set_error(f"subscription to {self.delivered_topic} refused: {ev[1]}")
+            timer = threading.Timer(random.uniform(1.0, 5.0), self._resubscribe)
+            timer.daemon = True
+            timer.start()
         elif kind == "bad_confirmation":
             with self._stats_lock:
                 self._stats.bad_confirmations += 1

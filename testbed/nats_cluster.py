@@ -102,6 +102,12 @@ class NatsCluster:
     host: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-cluster-")))
     nodes: list[NatsNode] = field(default_factory=list)
+    # Replicas of the consumers nats makes for MQTT subscriptions (None: as their streams, R3)
+    # and whether they live in memory. A fleet-sized run sets 1 and True: a consumer per box
+    # subscription, each its own raft group at R3, is more than 2 cores can create and keep
+    # (bench/fleet.py); a box whose consumer dies with its node subscribes again on reconnect.
+    mqtt_consumer_replicas: int | None = None
+    mqtt_consumer_memory: bool = False
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -140,8 +146,16 @@ mqtt {{
   # Redelivery of an unacknowledged QoS 1 message to a connected subscriber.
   ack_wait: "5s"
   max_ack_pending: 1000
-}}
+{self._consumer_conf()}}}
 """
+
+    def _consumer_conf(self) -> str:
+        lines = []
+        if self.mqtt_consumer_replicas is not None:
+            lines.append(f"  consumer_replicas: {self.mqtt_consumer_replicas}\n")
+        if self.mqtt_consumer_memory:
+            lines.append("  consumer_memory_storage: true\n")
+        return "".join(lines)
 
     def _spawn(self, node: NatsNode) -> None:
         exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
