@@ -25,11 +25,11 @@ hold), ``duplicates_stored`` (rows beyond one per (store, device, event id)) and
 
 The PostgreSQL server is the testbed's (fsync off, on loopback). The boxes' confirmation
 timeout is 90 s (production: 15 s), so a drain phase measures the sinks rather than the boxes
-re-sending what waits in the stream. A batch published while the stream's leader node dies can
-be missed by JetStream (nats-server turns an MQTT publish into a plain NATS publish, which the
-stream does not acknowledge): the box re-sends it after that timeout (seen once in a quick run:
-12 batches, 120 s with the timeout then at 120 s), which the kill phase's wall time and p99
-would show.
+re-sending what waits in the stream. A batch published while a node dies can be missed by
+JetStream (nats-server turns an MQTT publish into a plain NATS publish, which the stream does not
+acknowledge), and a confirmation can die with the node's connections: either way the box re-sends
+after that timeout (seen once in a quick run: 12 batches, 120 s with the timeout then at 120 s),
+which the kill phase's wall time and p99 would show.
 """
 
 from __future__ import annotations
