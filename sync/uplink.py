@@ -121,6 +121,7 @@ class _Stats:
     confirmed_batches: int = 0
     resent_unconfirmed: int = 0  # PUBACKed batches sent again because the CDP did not confirm
     bad_confirmations: int = 0
+    subscribe_refusals: int = 0  # the broker refused the delivered subscription (asked again)
     publish_attempts: int = 0
     refused_batches: int = 0
     connects: int = 0
@@ -290,6 +291,7 @@ class Uplink:
                 "confirmed_batches": s.confirmed_batches,
                 "resent_unconfirmed": s.resent_unconfirmed,
                 "bad_confirmations": s.bad_confirmations,
+                "subscribe_refusals": s.subscribe_refusals,
                 "unconfirmed_batches": len(self._unconfirmed),
                 "connects": s.connects,
                 "connected": s.connected,
@@ -407,9 +409,14 @@ class Uplink:
             # Without the subscription no confirmation ever comes and every batch is sent again
             # for ever. nats-server 2.9 refuses it (0x80) when JetStream is too busy to create
             # the subscription's consumer, e.g. a whole fleet connecting at once: ask again
-            # after a jittered pause.
+            # after a jittered pause that grows.
+            with self._stats_lock:
+                self._stats.subscribe_refusals += 1
+                n = self._stats.subscribe_refusals
             self._set_error(f"subscription to {self.delivered_topic} refused: {ev[1]}")
-            timer = threading.Timer(random.uniform(1.0, 5.0), self._resubscribe)
+            # 1-2 s, then doubling up to 30-60 s: a box its broker never allows asks rarely.
+            delay = random.uniform(0.5, 1.0) * min(60.0, 2.0 ** min(n, 6))
+            timer = threading.Timer(delay, self._resubscribe)
             timer.daemon = True
             timer.start()
         elif kind == "bad_confirmation":

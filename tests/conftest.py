@@ -119,6 +119,7 @@ STARTS_PROCESSES = {
     "tests/journey/test_kiosk_finder.py",
     "tests/signage_ui/test_kiosk.py",
     "tests/sync/test_chaos.py",
+    "tests/sync/test_uplink_subscribe_refused.py",
     "tests/wayfinding/test_cli.py",
 }
 
