@@ -111,6 +111,7 @@ STARTS_PROCESSES = {
     "tests/box/test_units.py",
     "tests/central/test_cdp_postgres.py",
     "tests/central/test_fleet_ops.py",
+    "tests/central/test_fleet_bench.py",
     "tests/central/test_jetstream_sink.py",
     "tests/central/test_nats_cluster.py",
     "tests/central/test_tls_acl.py",
