@@ -139,12 +139,18 @@ class JetStreamSink(CdpIngest):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "redelivered": self.redelivered, "reconnects": self.reconnects}
 
+    @property
+    def failure(self) -> str | None:
+        """Why the sink stopped or never started (a server unreachable, a stream it may not
+        create), or None."""
+        return self._failed[0] if self._failed else None
+
     # ---- the loop ------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
         except Exception as exc:  # reported through start(); logged for a running sink
-            self._failed.append(repr(exc))
+            self._failed.append(str(exc) or repr(exc))
             log.error("cdp-jetstream: stopped: %r", exc)
         finally:
             self._ready.set()
@@ -157,7 +163,9 @@ class JetStreamSink(CdpIngest):
 
         async def on_disconnect() -> None:
             self._connected.clear()
-            log.warning("cdp-jetstream: disconnected from nats")
+            # Our own stop closes the connection too: no news then.
+            log.log(logging.INFO if self._stop.is_set() else logging.WARNING,
+                    "cdp-jetstream: disconnected from nats")  # fmt: skip
 
         async def on_reconnect() -> None:
             self.reconnects += 1
@@ -201,8 +209,13 @@ class JetStreamSink(CdpIngest):
             try:
                 await js.add_stream(stream)
             except Exception as exc:
-                log.info("cdp-jetstream: stream %s kept as it is: %r", cfg.stream, exc)
-                await js.stream_info(cfg.stream)
+                why = getattr(exc, "description", None) or repr(exc)
+                log.info("cdp-jetstream: stream %s kept as it is: %s", cfg.stream, why)
+                try:
+                    await js.stream_info(cfg.stream)
+                except Exception:
+                    # Neither made nor there (e.g. R3 asked of a single server: --replicas 1).
+                    raise RuntimeError(f"cannot create stream {cfg.stream}: {why}") from None
             try:
                 await js.add_consumer(cfg.stream, consumer)
             except Exception as exc:
@@ -229,6 +242,8 @@ class JetStreamSink(CdpIngest):
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
+                if self._stop.is_set():
+                    break  # the rest are not acked: JetStream gives them to another sink
                 await self._one(loop, nc, msg)
 
     async def _one(self, loop: asyncio.AbstractEventLoop, nc: Any, msg: Any) -> None:

@@ -302,12 +302,17 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
     if not sink.start(wait_s=args.connect_timeout):
         # A sink that cannot reach its broker stores nothing: say so and fail, rather than
         # sit there looking healthy (systemd restarts it).
-        where = args.nats or f"{args.host}:{args.port}"
-        print(
-            f"edge-ops cdp-sink: could not reach {where} in "
-            f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
-            file=sys.stderr,
-        )
+        if args.nats:
+            why = getattr(sink, "failure", None) or (
+                f"not reached or not pulling within {args.connect_timeout:g} s"
+            )
+            print(f"edge-ops cdp-sink: JetStream at {args.nats}: {why}", file=sys.stderr)
+        else:
+            print(
+                f"edge-ops cdp-sink: could not reach {args.host}:{args.port} in "
+                f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
+                file=sys.stderr,
+            )
         sink.stop()
         return 1
     print(f"cdp-sink: {sink.topic} -> {sink.target}", file=report, flush=True)

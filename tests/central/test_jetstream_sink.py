@@ -29,6 +29,7 @@ from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.loadgen import generate
 from sync.outbox import Outbox
 from sync.uplink import Uplink
+from testbed.broker import free_port, port_open
 from testbed.nats_cluster import NatsCluster
 from testbed.procs import terminate
 from tests.watching import wait_for
@@ -114,6 +115,29 @@ def test_subjects_map_back_to_topics_and_urls_are_checked() -> None:
     assert parse_servers("nats://a:1, nats://b:2") == ["nats://a:1", "nats://b:2"]
     with pytest.raises(ValueError, match="not a nats URL"):
         parse_servers("mqtt://a:1883")
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_that_cannot_be_made_is_a_failed_start_saying_why(tmp_path: Path) -> None:
+    """R3 asked of a single, unclustered server: the sink does not start, and says why (the CLI
+    prints it)."""
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n')
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: port_open("127.0.0.1", port), 10)
+        cfg = JetStreamConfig(servers=[f"nats://127.0.0.1:{port}"], replicas=3)
+        sink = JetStreamSink(cfg, tmp_path / "cdp.db")
+        try:
+            assert not sink.start(wait_s=20)
+            assert sink.failure is not None
+            assert "cannot create stream CDP_EVENTS" in sink.failure, sink.failure
+        finally:
+            sink.stop()
+    finally:
+        terminate(proc)
 
 
 @pytest.mark.timeout(90)
