@@ -51,6 +51,9 @@ STREAM = "CDP_EVENTS"
 DURABLE = "cdp"
 # The nats subject of every box's event topic (topics.ALL_EVENTS with '/' -> '.', '+' -> '*').
 EVENTS_SUBJECT = "stores.*.devices.*.events"
+# How long a starting sink keeps asking a JetStream that does not answer (a node just died and
+# the cluster is electing leaders) before it gives up.
+SETUP_S = 60.0
 
 
 def topic_of(subject: str) -> str:
@@ -204,29 +207,61 @@ class JetStreamSink(CdpIngest):
                 max_ack_pending=cfg.max_ack_pending,
                 filter_subject=cfg.subject,
             )
-            # Every sink asks for the same stream and consumer; the server answers an identical
-            # create with what exists. A differing one is an operator's change: we keep theirs.
-            try:
-                await js.add_stream(stream)
-            except Exception as exc:
-                why = getattr(exc, "description", None) or repr(exc)
-                log.info("cdp-jetstream: stream %s kept as it is: %s", cfg.stream, why)
-                try:
-                    await js.stream_info(cfg.stream)
-                except Exception:
-                    # Neither made nor there (e.g. R3 asked of a single server: --replicas 1).
-                    raise RuntimeError(f"cannot create stream {cfg.stream}: {why}") from None
-            try:
-                await js.add_consumer(cfg.stream, consumer)
-            except Exception as exc:
-                log.info("cdp-jetstream: consumer %s kept as it is: %r", cfg.durable, exc)
-            psub = await js.pull_subscribe_bind(cfg.durable, stream=cfg.stream)
+            psub = await self._setup(js, stream, consumer)
             self._ready.set()
             log.info("cdp-jetstream: pulling %s from %s/%s", cfg.subject, cfg.stream, cfg.durable)
             await self._pull(nc, psub)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5)
+
+    async def _setup(self, js: Any, stream: Any, consumer: Any) -> Any:
+        """The stream and the durable consumer, made if missing, and a pull subscription bound to
+        the consumer. Asked first, made only when missing: a restarting sink then needs no
+        JetStream meta leader, which a killed node may have been (a create then times out until
+        the cluster has elected another). Timeouts and "unavailable" are retried for
+        ``SETUP_S``; a refusal (e.g. R3 of a single server) is final."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import NotFoundError, ServiceUnavailableError
+
+        cfg = self.cfg
+        deadline = time.monotonic() + SETUP_S
+        while True:
+            try:
+                try:
+                    await js.stream_info(cfg.stream)
+                except NotFoundError:
+                    try:
+                        await js.add_stream(stream)
+                    except (NatsTimeout, ServiceUnavailableError):
+                        raise
+                    except Exception as exc:
+                        # Another sink may have made it meanwhile; otherwise it cannot be made.
+                        why = getattr(exc, "description", None) or repr(exc)
+                        try:
+                            await js.stream_info(cfg.stream)
+                        except NotFoundError:
+                            raise RuntimeError(
+                                f"cannot create stream {cfg.stream}: {why}"
+                            ) from None
+                try:
+                    await js.consumer_info(cfg.stream, cfg.durable)
+                except NotFoundError:
+                    # Identical creates from several sinks at once are answered alike; a differing
+                    # consumer of that name is an operator's: kept, and bound to as it is.
+                    try:
+                        await js.add_consumer(cfg.stream, consumer)
+                    except (NatsTimeout, ServiceUnavailableError):
+                        raise
+                    except Exception as exc:
+                        log.info("cdp-jetstream: consumer %s kept as it is: %r", cfg.durable, exc)
+                return await js.pull_subscribe_bind(cfg.durable, stream=cfg.stream)
+            except (NatsTimeout, TimeoutError, ServiceUnavailableError, NoRespondersError) as exc:
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    raise
+                log.info("cdp-jetstream: JetStream not answering yet (%r), asking again", exc)
+                await asyncio.sleep(0.5)
 
     async def _pull(self, nc: Any, psub: Any) -> None:
         from nats.errors import TimeoutError as NatsTimeout

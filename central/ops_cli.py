@@ -299,6 +299,10 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if args.connect_timeout is None:
+        # JetStream may be electing leaders after a node loss: a sink waits that out
+        # (central.cdp_jetstream.SETUP_S) rather than exit.
+        args.connect_timeout = 65.0 if args.nats else 10.0
     if not sink.start(wait_s=args.connect_timeout):
         # A sink that cannot reach its broker stores nothing: say so and fail, rather than
         # sit there looking healthy (systemd restarts it).
@@ -835,7 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-s", type=float, default=10.0)
     s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
     s.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker"
+        "--connect-timeout",
+        type=float,
+        help="seconds to reach the broker (10; with --nats 65: JetStream may be electing leaders)",
     )
     s.add_argument(
         "--nats",

@@ -180,14 +180,16 @@ def sink_procs(
             [sys.executable, "-m", "central.ops_cli", "cdp-sink", "--db", pg_dsn,
              "--nats", ",".join(cfg.servers), "--stream", cfg.stream, "--durable", cfg.durable,
              "--subject", cfg.subject, "--ack-wait", str(cfg.ack_wait_s), "--report-s", "60"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
         procs.append(proc)
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         with selectors.DefaultSelector() as sel:  # its first line says it is pulling
             sel.register(proc.stdout, selectors.EVENT_READ)
-            assert sel.select(timeout=30), "sink did not report in 30 s"
+            assert sel.select(timeout=70), "sink did not report in 70 s"
         line = proc.stdout.readline()
+        if not line:  # it exited: say why
+            pytest.fail(f"sink exited ({proc.wait(5)}): {proc.stderr.read()[-2000:]}")
         assert line.startswith(f"cdp-sink: jetstream:{cfg.stream}/{cfg.durable} -> "), line
         return proc
 
