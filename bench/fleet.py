@@ -480,7 +480,12 @@ def _phase(
         for s in sinks:
             terminate(s)
         if killed:
-            cluster.start_node(VICTIM_NODE)
+            try:
+                cluster.start_node(VICTIM_NODE)
+                killed["node_restarted"] = True
+            except Exception as exc:  # reported, not fatal: the figures are taken already
+                killed["node_restarted"] = False
+                killed["restart_error"] = str(exc)[-600:]
     rows, distinct = _phase_counts(dsn, since)
     p50, p99 = _latency_ms(dsn, since)
     seconds = t1 - t0

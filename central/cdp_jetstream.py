@@ -119,7 +119,6 @@ class JetStreamSink(CdpIngest):
         self._failed: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.redelivered = 0
         self.reconnects = 0
 

@@ -54,6 +54,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -320,14 +321,25 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
         sink.stop()
         return 1
     print(f"cdp-sink: {sink.topic} -> {sink.target}", file=report, flush=True)
+    rc = 0
+    next_report = time.monotonic() + args.report_s
     try:
-        while not done.wait(args.report_s):
-            print(json.dumps(sink.stats()), file=report, flush=True)
+        while not done.wait(min(1.0, args.report_s)):
+            # A JetStream sink whose loop died stores nothing more: exit 1 so systemd restarts
+            # it, rather than go on looking healthy.
+            failure = getattr(sink, "failure", None)
+            if failure:
+                print(f"edge-ops cdp-sink: stopped: {failure}", file=sys.stderr, flush=True)
+                rc = 1
+                break
+            if time.monotonic() >= next_report:
+                next_report += args.report_s
+                print(json.dumps(sink.stats()), file=report, flush=True)
     finally:
         stats = sink.stats()
         sink.stop()
         print(json.dumps(stats), file=report, flush=True)
-    return 0
+    return rc
 
 
 def _open_store(db: str, what: str) -> Any:

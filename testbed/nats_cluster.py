@@ -177,9 +177,14 @@ mqtt {{
                     err = b""
                     if node.proc is not None and node.proc.stderr is not None:
                         err = node.proc.stderr.read()
+                    # The log's tail in the message: the work dir is gone after cleanup().
+                    try:
+                        tail = node.log_path.read_text(errors="replace")[-1500:]
+                    except OSError:
+                        tail = ""
                     raise BrokerError(
                         f"nats-server {node.name} exited: {err.decode(errors='replace').strip()}"
-                        f" (log: {node.log_path})"
+                        f" (log: {node.log_path}):\n{tail}"
                     )
                 if port_open(self.host, node.mqtt_port) and mqtt_ready(
                     self.host, node.mqtt_port, timeout=min(2.0, deadline - time.monotonic())
