@@ -11,6 +11,7 @@ kill -9 of one node; ``start_node`` brings it back on the same ports with the sa
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -48,13 +49,29 @@ class NatsNode:
         return self.workdir / "nats.log"
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (held open together so none is handed out twice)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together so none is handed out twice), below the
+    kernel's ephemeral range: a killed node must get its ports back when it restarts, and an
+    ephemeral port can meanwhile become the local end of some client's connection (seen once
+    in a 2,000-box run: the restarted node exited at once)."""
+    low = _ephemeral_range()[0]
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", random.randrange(10000, max(10001, low))))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
