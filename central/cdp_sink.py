@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 
 MAX_DECODED_BYTES = 32 * 1024 * 1024  # a zlib bomb stops here
 MAX_REJECT_RAW = 4096  # keep a prefix of the offending input, enough to debug
+# How often a sink folds the received sequences into ranges (CdpStore.compact_sequences): the
+# table then holds at most this long's sequences plus a row per run, instead of one per event
+# for ever.
+COMPACT_EVERY_S = 300.0
 # A sink of its own store (SQLite) keeps its broker session through restarts and outages.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -121,51 +125,27 @@ class SinkStats:
     rejected: int = 0  # events (or whole batches) refused, see the rejects table
 
 
-class CdpSink:
-    """One consumer of the stores' event batches, writing into a ``CdpStore``.
-
-    ``db`` is a SQLite path (one sink per file) or a ``postgresql://`` DSN: then any number of
-    sinks share the schema, each is a stateless worker, and dedup and the gap report are the
-    whole fleet's, whichever sink got which batch.
-    """
+class CdpIngest:
+    """What every sink does whatever it reads from: decode, validate and store batches in a
+    ``CdpStore``, count, and answer the queries. ``CdpSink`` feeds it from an MQTT subscription,
+    ``central.cdp_jetstream.JetStreamSink`` from a JetStream consumer."""
 
     def __init__(
         self,
-        broker: BrokerConfig,
         db_path: Path | str | CdpStore,
-        group: str | None = "cdp",
         *,
-        client_id: str | None = None,
         on_stored: Callable[[list[str]], None] | None = None,
-        session_expiry_s: int | None = None,
     ) -> None:
-        self.broker = broker
         # Called with the JSON of events stored for the first time (e.g. to stream them on).
         self.on_stored = on_stored
-        self.group = group
         # A path or DSN, or a store opened already (``edge-ops uplift`` checks it first).
         self.store: CdpStore = open_store(db_path) if isinstance(db_path, str | Path) else db_path
         if isinstance(self.store, SqliteStore):
             self.db_path: Path | None = self.store.path
             self.target = str(self.store.path)
-            # Stable for a given database, so a restarted sink resumes its persistent session.
-            digest = hashlib.sha1(str(self.store.path.resolve()).encode()).hexdigest()[:12]
-            default_id = f"cdp-sink-{digest}"
-            default_expiry = SESSION_EXPIRY_S
         else:
             self.db_path = None
             self.target = redact(getattr(self.store, "dsn", self.store.kind))
-            # Sinks sharing a store are interchangeable workers: an id of this process and no
-            # session after it is gone, so a killed or stopped sink leaves the share group at
-            # once instead of holding a share of the batches for days (issue 19: 115 s and 158
-            # re-sends after one sink stopped). What it had not confirmed, the boxes send again.
-            default_id = f"cdp-sink-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            default_expiry = 0
-        self.client_id = client_id or default_id
-        if session_expiry_s is None:
-            session_expiry_s = SESSION_EXPIRY_S if client_id else default_expiry
-        self.session_expiry_s = session_expiry_s
-        self.topic = topics.shared(group, topics.ALL_EVENTS) if group else topics.ALL_EVENTS
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stats = SinkStats()
@@ -173,9 +153,9 @@ class CdpSink:
         # store's total is every sink's (and a count(*) over a fleet's events is no start-up
         # cost to pay): there it is what this sink stored.
         self._count = 0 if self.store.shared else self.store.count()
-        self._client: mqtt.Client | None = None
         self._connected = threading.Event()
-        self._subscribed = threading.Event()
+        self.compact_every_s = COMPACT_EVERY_S
+        self._next_compact = time.monotonic() + self.compact_every_s
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -183,30 +163,6 @@ class CdpSink:
         if not isinstance(self.store, SqliteStore):
             raise AttributeError("not a SQLite store")
         return self.store.conn
-
-    # ---- lifecycle ---------------------------------------------------------------------
-    def start(self, wait_s: float = 5.0) -> bool:
-        """Connect and subscribe; True once the subscription is acknowledged within ``wait_s``."""
-        client = make_client(self.client_id, self.broker, max_inflight=100)
-        client.manual_ack_set(True)  # PUBACK after our commit, not before
-        self._client = client
-        return start_subscriber(
-            client, self.broker, self, self._subscribed, wait_s,
-            session_expiry_s=self.session_expiry_s,
-        )  # fmt: skip
-
-    def stop(self, *, end_session: bool = False) -> None:
-        """Disconnect. ``end_session`` also drops the broker-side session (and its queue)."""
-        if self._client is not None:
-            self._connected.clear()  # a deliberate stop is not worth a warning
-            props = None
-            if end_session:
-                props = Properties(PacketTypes.DISCONNECT)
-                props.SessionExpiryInterval = 0
-            self._client.disconnect(properties=props)
-            self._client.loop_stop()
-            self._client = None
-        self.store.close()
 
     # ---- queries -----------------------------------------------------------------------
     def count(self) -> int:
@@ -300,48 +256,19 @@ class CdpSink:
         The fleet as the CDP last heard it, for boxes whose retained status is out of reach."""
         return self.store.latest_heartbeats()
 
-    # ---- paho callbacks (paho's thread): never raise -----------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.warning("cdp-sink: connect refused: %s", reason_code)
+    def _maybe_compact(self) -> None:
+        """Compact the store's sequences when it is time; a failure waits for the next round
+        (the batch itself is committed already)."""
+        if time.monotonic() < self._next_compact:
             return
-        if not self._connected.is_set():
-            log.info("cdp-sink: connected, subscribing to %s", self.topic)
-        self._connected.set()
-        client.subscribe(self.topic, qos=1)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set():
-            # Our own disconnect() is routine; anything else is worth a warning.
-            level = logging.INFO if reason_code == 0 else logging.WARNING
-            log.log(level, "cdp-sink: disconnected (%s)", reason_code)
-        self._connected.clear()
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            log.error("cdp-sink: subscription refused: %s", reason_codes)
-            return
-        self._subscribed.set()
-
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self._next_compact = time.monotonic() + self.compact_every_s
         try:
-            done = self.handle_batch(
-                msg.topic, bytes(msg.payload), getattr(msg, "properties", None)
-            )
-        except Exception as exc:  # DB trouble: do not ack; the broker redelivers later
-            log.error("cdp-sink: could not store batch from %s: %r", msg.topic, exc)
+            folded = self.store.compact_sequences()
+        except Exception as exc:
+            log.warning("cdp-sink: compacting the sequences failed: %r", exc)
             return
-        if done is not None:
-            batch_id, ids, seqs = done
-            store_device = _topic_ids(msg.topic)
-            assert store_device is not None  # handle_batch returns None for foreign topics
-            client.publish(
-                topics.delivered(*store_device),
-                encode_confirmation(batch_id, ids, time.time(), seq_ranges(seqs)),
-                qos=1,
-            )
-        if msg.qos > 0:
-            client.ack(msg.mid, msg.qos)
+        if folded:
+            log.info("cdp-sink: %d sequences folded into ranges", folded)
 
     # ---- the work ----------------------------------------------------------------------
     def handle_batch(
@@ -427,9 +354,119 @@ class CdpSink:
             log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0].reason)
         if new_bodies and self.on_stored is not None:
             self.on_stored(new_bodies)  # after the commit: each event once, in batch order
+        self._maybe_compact()
         if ids is None or (not handled and not handled_seqs and batch_id is None):
             return None
         return batch_id, handled, handled_seqs
+
+
+class CdpSink(CdpIngest):
+    """One consumer of the stores' event batches, writing into a ``CdpStore``.
+
+    ``db`` is a SQLite path (one sink per file) or a ``postgresql://`` DSN: then any number of
+    sinks share the schema, each is a stateless worker, and dedup and the gap report are the
+    whole fleet's, whichever sink got which batch.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        db_path: Path | str | CdpStore,
+        group: str | None = "cdp",
+        *,
+        client_id: str | None = None,
+        on_stored: Callable[[list[str]], None] | None = None,
+        session_expiry_s: int | None = None,
+    ) -> None:
+        super().__init__(db_path, on_stored=on_stored)
+        self.broker = broker
+        self.group = group
+        if isinstance(self.store, SqliteStore):
+            # Stable for a given database, so a restarted sink resumes its persistent session.
+            digest = hashlib.sha1(str(self.store.path.resolve()).encode()).hexdigest()[:12]
+            default_id = f"cdp-sink-{digest}"
+            default_expiry = SESSION_EXPIRY_S
+        else:
+            # Sinks sharing a store are interchangeable workers: an id of this process and no
+            # session after it is gone, so a killed or stopped sink leaves the share group at
+            # once instead of holding a share of the batches for days (issue 19: 115 s and 158
+            # re-sends after one sink stopped). What it had not confirmed, the boxes send again.
+            default_id = f"cdp-sink-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            default_expiry = 0
+        self.client_id = client_id or default_id
+        if session_expiry_s is None:
+            session_expiry_s = SESSION_EXPIRY_S if client_id else default_expiry
+        self.session_expiry_s = session_expiry_s
+        self.topic = topics.shared(group, topics.ALL_EVENTS) if group else topics.ALL_EVENTS
+        self._client: mqtt.Client | None = None
+        self._subscribed = threading.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self, wait_s: float = 5.0) -> bool:
+        """Connect and subscribe; True once the subscription is acknowledged within ``wait_s``."""
+        client = make_client(self.client_id, self.broker, max_inflight=100)
+        client.manual_ack_set(True)  # PUBACK after our commit, not before
+        self._client = client
+        return start_subscriber(
+            client, self.broker, self, self._subscribed, wait_s,
+            session_expiry_s=self.session_expiry_s,
+        )  # fmt: skip
+
+    def stop(self, *, end_session: bool = False) -> None:
+        """Disconnect. ``end_session`` also drops the broker-side session (and its queue)."""
+        if self._client is not None:
+            self._connected.clear()  # a deliberate stop is not worth a warning
+            props = None
+            if end_session:
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
+            self._client.loop_stop()
+            self._client = None
+        self.store.close()
+
+    # ---- paho callbacks (paho's thread): never raise -----------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("cdp-sink: connect refused: %s", reason_code)
+            return
+        if not self._connected.is_set():
+            log.info("cdp-sink: connected, subscribing to %s", self.topic)
+        self._connected.set()
+        client.subscribe(self.topic, qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set():
+            # Our own disconnect() is routine; anything else is worth a warning.
+            level = logging.INFO if reason_code == 0 else logging.WARNING
+            log.log(level, "cdp-sink: disconnected (%s)", reason_code)
+        self._connected.clear()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("cdp-sink: subscription refused: %s", reason_codes)
+            return
+        self._subscribed.set()
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            done = self.handle_batch(
+                msg.topic, bytes(msg.payload), getattr(msg, "properties", None)
+            )
+        except Exception as exc:  # DB trouble: do not ack; the broker redelivers later
+            log.error("cdp-sink: could not store batch from %s: %r", msg.topic, exc)
+            return
+        if done is not None:
+            batch_id, ids, seqs = done
+            store_device = _topic_ids(msg.topic)
+            assert store_device is not None  # handle_batch returns None for foreign topics
+            client.publish(
+                topics.delivered(*store_device),
+                encode_confirmation(batch_id, ids, time.time(), seq_ranges(seqs)),
+                qos=1,
+            )
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
 
 
 def _receipt_derived(event_type: str, item: dict[str, Any], store: str, event_id: str) -> bool:

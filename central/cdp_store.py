@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -122,6 +122,12 @@ class CdpStore(Protocol):
     def rejects(self) -> list[dict[str, Any]]: ...
 
     def gaps(self, max_ranges: int = 20) -> list[dict[str, Any]]: ...
+
+    def compact_sequences(self) -> int | None:
+        """Fold the received sequences into ranges (``sequence_ranges``): one row per run of
+        consecutive sequences instead of one per event, so the table stays bounded by devices
+        and holes. The rows folded, or None when another sink is compacting right now."""
+        ...
 
     def uplift_rows(
         self, since: str | None, until: str | None, store: str | None
@@ -232,6 +238,15 @@ CREATE TABLE IF NOT EXISTS sequences (
     device_id   TEXT NOT NULL,
     sequence    INTEGER NOT NULL,
     PRIMARY KEY (store_id, device_id, sequence)
+) WITHOUT ROWID;
+-- The same, compacted: runs of consecutive sequences [lo, hi] (compact_sequences). The gap
+-- report reads both tables, overlaps included (a late duplicate of a compacted sequence).
+CREATE TABLE IF NOT EXISTS sequence_ranges (
+    store_id    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    lo          INTEGER NOT NULL,
+    hi          INTEGER NOT NULL,
+    PRIMARY KEY (store_id, device_id, lo)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejects (
     n           INTEGER PRIMARY KEY,
@@ -391,6 +406,25 @@ class SqliteStore:
             holes = self.conn.execute(_GAP_HOLES_SQL).fetchall()
         return gap_report(summary, holes, max_ranges)
 
+    def compact_sequences(self) -> int | None:
+        with self._lock:
+            db = self.conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                points = db.execute(
+                    "SELECT store_id, device_id, sequence FROM sequences"
+                ).fetchall()
+                ranges = db.execute("SELECT store_id, device_id, lo, hi FROM sequence_ranges")
+                merged = merge_runs(points, ranges.fetchall())
+                db.execute("DELETE FROM sequences")
+                db.execute("DELETE FROM sequence_ranges")
+                db.executemany("INSERT INTO sequence_ranges VALUES (?, ?, ?, ?)", merged)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return len(points)
+
     def uplift_rows(
         self, since: str | None, until: str | None, store: str | None
     ) -> list[tuple[str, str, int, int]]:
@@ -538,17 +572,66 @@ def _short(event_type: str) -> str:
     return "conversion"
 
 
-_GAP_SUMMARY_SQL = (
-    "SELECT store_id, device_id, min(sequence), max(sequence), count(*)"
-    " FROM sequences GROUP BY store_id, device_id ORDER BY store_id, device_id"
-)
-_GAP_HOLES_SQL = (
-    "SELECT store_id, device_id, prev + 1, seq - 1 FROM ("
-    "  SELECT store_id, device_id, sequence AS seq,"
-    "    lag(sequence) OVER (PARTITION BY store_id, device_id ORDER BY sequence) AS prev"
-    "  FROM sequences"
-    ") AS s WHERE seq - prev > 1 ORDER BY store_id, device_id, seq"
-)
+def _gap_sql(prefix: str = "") -> tuple[str, str]:
+    """The gap report's two queries over ``sequences`` and ``sequence_ranges`` (``prefix``: a
+    schema and a dot): every row an interval [lo, hi], a single sequence being [n, n]. ``reach``
+    is the highest sequence covered by the intervals before this one: a hole where an interval
+    starts beyond it, a new island otherwise. Intervals may overlap (a duplicate arriving after
+    its run was compacted), so the count is taken over islands, never by adding rows."""
+    intervals = (
+        f"SELECT store_id, device_id, sequence AS lo, sequence AS hi FROM {prefix}sequences"
+        f" UNION ALL SELECT store_id, device_id, lo, hi FROM {prefix}sequence_ranges"
+    )
+    reach = (
+        "SELECT store_id, device_id, lo, hi, max(hi) OVER (PARTITION BY store_id, device_id"
+        " ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach"
+        f" FROM ({intervals}) AS iv"
+    )
+    islands = (
+        "SELECT store_id, device_id, min(lo) AS lo, max(hi) AS hi FROM ("
+        "  SELECT store_id, device_id, lo, hi, sum(CASE WHEN reach IS NULL OR lo > reach + 1"
+        "    THEN 1 ELSE 0 END) OVER (PARTITION BY store_id, device_id ORDER BY lo, hi"
+        "    ROWS UNBOUNDED PRECEDING) AS island"
+        f"  FROM ({reach}) AS r"
+        ") AS g GROUP BY store_id, device_id, island"
+    )
+    summary = (
+        "SELECT store_id, device_id, min(lo), max(hi), sum(hi - lo + 1)"
+        f" FROM ({islands}) AS isl GROUP BY store_id, device_id ORDER BY store_id, device_id"
+    )
+    holes = (
+        f"SELECT store_id, device_id, reach + 1, lo - 1 FROM ({reach}) AS r"
+        " WHERE lo > reach + 1 ORDER BY store_id, device_id, lo"
+    )
+    return summary, holes
+
+
+_GAP_SUMMARY_SQL, _GAP_HOLES_SQL = _gap_sql()
+
+
+def merge_runs(
+    points: Iterable[tuple[str, str, int]], ranges: Iterable[tuple[str, str, int, int]]
+) -> list[tuple[str, str, int, int]]:
+    """Single sequences and ranges of each device merged into maximal runs [lo, hi] of
+    consecutive sequences (overlapping or adjacent ones become one)."""
+    by_device: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for st, dev, n in points:
+        by_device.setdefault((st, dev), []).append((int(n), int(n)))
+    for st, dev, lo, hi in ranges:
+        by_device.setdefault((st, dev), []).append((int(lo), int(hi)))
+    out: list[tuple[str, str, int, int]] = []
+    for (st, dev), ivs in sorted(by_device.items()):
+        ivs.sort()
+        lo, hi = ivs[0]
+        for a, b in ivs[1:]:
+            if a > hi + 1:
+                out.append((st, dev, lo, hi))
+                lo, hi = a, b
+            else:
+                hi = max(hi, b)
+        out.append((st, dev, lo, hi))
+    return out
+
 
 # One pass over the three event types: distinct shoppers per campaign and group, and how many of
 # them converted. julianday() compares instants, whatever UTC offset a box wrote its times with.
@@ -641,6 +724,13 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.sequences (
     sequence    bigint NOT NULL,
     PRIMARY KEY (store_id, device_id, sequence)
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.sequence_ranges (
+    store_id    text NOT NULL,
+    device_id   text NOT NULL,
+    lo          bigint NOT NULL,
+    hi          bigint NOT NULL,
+    PRIMARY KEY (store_id, device_id, lo)
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.rejects (
     n           bigserial PRIMARY KEY,
     received_at double precision NOT NULL,
@@ -655,6 +745,9 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.rejects (
 # Every sink runs the DDL at start and creates day partitions on demand: an advisory lock
 # serialises them, since CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE.
 _DDL_LOCK = 0x0CD9_5C4E
+# One compaction of the sequences at a time over all sinks; the others skip theirs.
+_COMPACT_LOCK = 0x0CD9_5C4F
+_PG_GAP_SUMMARY_SQL, _PG_GAP_HOLES_SQL = _gap_sql(f"{SCHEMA}.")
 
 
 def _nul_free(text: str | None) -> str | None:
@@ -876,13 +969,33 @@ class PostgresStore:
         # summary and its holes disagree.
         with self._locked_conn() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            summary = conn.execute(
-                _GAP_SUMMARY_SQL.replace("sequences", f"{SCHEMA}.sequences")
-            ).fetchall()
-            holes = conn.execute(
-                _GAP_HOLES_SQL.replace("FROM sequences", f"FROM {SCHEMA}.sequences")
-            ).fetchall()
+            summary = conn.execute(_PG_GAP_SUMMARY_SQL).fetchall()
+            holes = conn.execute(_PG_GAP_HOLES_SQL).fetchall()
         return gap_report(summary, holes, max_ranges)
+
+    def compact_sequences(self) -> int | None:
+        # DELETE ... RETURNING takes exactly the rows this transaction sees; a sink committing
+        # meanwhile keeps its rows for the next round (or re-adds a sequence just folded: the gap
+        # report takes overlaps). Sinks never write sequence_ranges, so only the lock's holder
+        # does.
+        with self._locked_conn() as conn, conn.transaction():
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_COMPACT_LOCK,))
+            if not row.fetchone()[0]:
+                return None
+            points = conn.execute(
+                f"DELETE FROM {SCHEMA}.sequences RETURNING store_id, device_id, sequence"
+            ).fetchall()
+            ranges = conn.execute(
+                f"DELETE FROM {SCHEMA}.sequence_ranges RETURNING store_id, device_id, lo, hi"
+            ).fetchall()
+            merged = merge_runs(points, ranges)
+            if merged:
+                conn.execute(
+                    f"INSERT INTO {SCHEMA}.sequence_ranges (store_id, device_id, lo, hi)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])",
+                    tuple(list(col) for col in zip(*merged, strict=True)),
+                )
+            return len(points)
 
     def uplift_rows(
         self, since: str | None, until: str | None, store: str | None

@@ -14,6 +14,8 @@
   edge-ops cdp-sink --db PATH|postgresql://DSN [--host H] [--port P] [--group G] [--stdout]
                 [--client-id ID] [--session-expiry S]
                 (a DSN: the PostgreSQL store any number of sinks share; a path: SQLite)
+  edge-ops cdp-sink --db PATH|DSN --nats nats://H:P[,...] [--stream S] [--durable C]
+                (from a JetStream stream, one durable pull consumer shared by every sink)
   edge-ops outbox --db PATH          (depth and age of a device's outbox, for support)
   edge-ops cdp-gaps --db PATH|DSN    (per device: sequences stored and missing at the CDP)
   edge-ops uplift --db PATH|DSN [--day D | --since T --until T] [--tz Z] [--store S] [--json]
@@ -53,6 +55,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -287,11 +290,22 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     report = sys.stderr if args.stdout else sys.stdout
+    sink: Any
     try:
-        sink = CdpSink(
-            _broker(args), args.db, group=args.group or None, on_stored=on_stored,
-            client_id=args.client_id, session_expiry_s=args.session_expiry,
-        )  # fmt: skip
+        if args.nats:
+            # JetStream instead of an MQTT subscription (nats-server: no $share in its MQTT).
+            from central.cdp_jetstream import JetStreamConfig, JetStreamSink, parse_servers
+
+            js_cfg = JetStreamConfig(
+                servers=parse_servers(args.nats), stream=args.stream, durable=args.durable, subject=args.subject,
+                replicas=args.replicas, ack_wait_s=args.ack_wait,
+            )  # fmt: skip
+            sink = JetStreamSink(js_cfg, args.db, on_stored=on_stored)
+        else:
+            sink = CdpSink(
+                _broker(args), args.db, group=args.group or None, on_stored=on_stored,
+                client_id=args.client_id, session_expiry_s=args.session_expiry,
+            )  # fmt: skip
     except Exception as exc:  # the store cannot be opened: a wrong DSN, a server that is down
         print(f"edge-ops cdp-sink: cannot open the CDP store: {exc}", file=sys.stderr)
         return 1
@@ -302,25 +316,46 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if args.connect_timeout is None:
+        # JetStream may be electing leaders after a node loss: a sink waits that out
+        # (central.cdp_jetstream.SETUP_S) rather than exit.
+        args.connect_timeout = 65.0 if args.nats else 10.0
     if not sink.start(wait_s=args.connect_timeout):
         # A sink that cannot reach its broker stores nothing: say so and fail, rather than
         # sit there looking healthy (systemd restarts it).
-        print(
-            f"edge-ops cdp-sink: could not reach {args.host}:{args.port} in "
-            f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
-            file=sys.stderr,
-        )
+        if args.nats:
+            why = getattr(sink, "failure", None) or (
+                f"not reached or not pulling within {args.connect_timeout:g} s"
+            )
+            print(f"edge-ops cdp-sink: JetStream at {args.nats}: {why}", file=sys.stderr)
+        else:
+            print(
+                f"edge-ops cdp-sink: could not reach {args.host}:{args.port} in "
+                f"{args.connect_timeout:g} s (TLS: {'on' if args.ca else 'off'})",
+                file=sys.stderr,
+            )
         sink.stop()
         return 1
     print(f"cdp-sink: {sink.topic} -> {sink.target}", file=report, flush=True)
+    rc = 0
+    next_report = time.monotonic() + args.report_s
     try:
-        while not done.wait(args.report_s):
-            print(json.dumps(sink.stats()), file=report, flush=True)
+        while not done.wait(min(1.0, args.report_s)):
+            # A JetStream sink whose loop died stores nothing more: exit 1 so systemd restarts
+            # it, rather than go on looking healthy.
+            failure = getattr(sink, "failure", None)
+            if failure:
+                print(f"edge-ops cdp-sink: stopped: {failure}", file=sys.stderr, flush=True)
+                rc = 1
+                break
+            if time.monotonic() >= next_report:
+                next_report += args.report_s
+                print(json.dumps(sink.stats()), file=report, flush=True)
     finally:
         stats = sink.stats()
         sink.stop()
         print(json.dumps(stats), file=report, flush=True)
-    return 0
+    return rc
 
 
 def _open_store(db: str, what: str) -> Any:
@@ -841,8 +876,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-s", type=float, default=10.0)
     s.add_argument("--stdout", action="store_true", help="also print each new event as a JSON line")
     s.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds to reach the broker"
+        "--connect-timeout",
+        type=float,
+        help="seconds to reach the broker (10; with --nats 65: JetStream may be electing leaders)",
     )
+    s.add_argument(
+        "--nats",
+        help="nats://HOST:PORT[,...]: consume from JetStream (one durable consumer shared by"
+        " every sink) instead of an MQTT subscription; --host/--port/--group are then unused",
+    )
+    s.add_argument("--stream", default="CDP_EVENTS", help="JetStream stream (with --nats)")
+    s.add_argument("--durable", default="cdp", help="shared durable consumer (with --nats)")
+    s.add_argument(
+        "--subject", default="stores.*.devices.*.events", help="the stream's subjects (with --nats)"
+    )
+    s.add_argument("--replicas", type=int, default=3, help="stream replicas if it is created")
+    s.add_argument(
+        "--ack-wait", type=float, default=30.0,
+        help="seconds before a batch a sink took and did not ack goes to another sink",
+    )  # fmt: skip
     broker_args(s)
     s.set_defaults(func=cmd_cdp_sink)
 

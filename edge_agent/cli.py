@@ -48,6 +48,8 @@ BENCHES = {
     "store-api": "bench.store_api",
     "zone-to-frame": "bench.zone_to_frame",
     "position": "bench.position",
+    # Issue 19: simulated stores through a nats cluster into PostgreSQL, 1/2/4 JetStream sinks.
+    "fleet": "bench.fleet",
 }
 
 
@@ -77,6 +79,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         extra: dict[str, object] = {}
         if args.searches is not None and name == "wayfinding-e2e":
             extra["frames"] = args.searches
+        if name == "fleet":
+            extra["stores"] = args.stores
+            extra["per_store"] = args.per_store
         if args.baseline is not None and name == "box":
             extra["baseline"] = args.baseline
         result = mod.run(quick=args.quick, **extra)
@@ -139,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         metavar="REF",
         help="box: measure this git commit too, interleaved in the same run, with ratios",
+    )
+    bench.add_argument(
+        "--stores", type=int, metavar="N", help="fleet: simulated stores (2000; 100 with --quick)"
+    )
+    bench.add_argument(
+        "--per-store",
+        type=int,
+        metavar="N",
+        help="fleet: events each store sends per phase (20)",
     )
     bench.set_defaults(func=_cmd_bench)
 

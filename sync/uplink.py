@@ -121,6 +121,7 @@ class _Stats:
     confirmed_batches: int = 0
     resent_unconfirmed: int = 0  # PUBACKed batches sent again because the CDP did not confirm
     bad_confirmations: int = 0
+    subscribe_refusals: int = 0  # the broker refused the delivered subscription (asked again)
     publish_attempts: int = 0
     refused_batches: int = 0
     connects: int = 0
@@ -192,6 +193,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self.outbox.add_listener(self._on_append)
         connect(client, self.broker)
@@ -289,6 +291,7 @@ class Uplink:
                 "confirmed_batches": s.confirmed_batches,
                 "resent_unconfirmed": s.resent_unconfirmed,
                 "bad_confirmations": s.bad_confirmations,
+                "subscribe_refusals": s.subscribe_refusals,
                 "unconfirmed_batches": len(self._unconfirmed),
                 "connects": s.connects,
                 "connected": s.connected,
@@ -308,6 +311,16 @@ class Uplink:
             # Every time: the broker may have lost our session (no persistence, expiry).
             client.subscribe(self.delivered_topic, qos=1)
         self._events.put(("connect", not reason_code.is_failure, str(reason_code)))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            self._events.put(("subscribe_refused", str(refused[0])))
+
+    def _resubscribe(self) -> None:
+        client = self._client
+        if client is not None and not self._stopping.is_set() and self._stats.connected:
+            client.subscribe(self.delivered_topic, qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         # Jitter the reconnect delay so a fleet does not reconnect in lockstep after an outage.
@@ -392,6 +405,20 @@ class Uplink:
             now = time.monotonic()
             for bid, (b, _) in list(self._unconfirmed.items()):
                 self._unconfirmed[bid] = (b, now)
+        elif kind == "subscribe_refused":
+            # Without the subscription no confirmation ever comes and every batch is sent again
+            # for ever. nats-server 2.9 refuses it (0x80) when JetStream is too busy to create
+            # the subscription's consumer, e.g. a whole fleet connecting at once: ask again
+            # after a jittered pause that grows.
+            with self._stats_lock:
+                self._stats.subscribe_refusals += 1
+                n = self._stats.subscribe_refusals
+            self._set_error(f"subscription to {self.delivered_topic} refused: {ev[1]}")
+            # 1-2 s, then doubling up to 30-60 s: a box its broker never allows asks rarely.
+            delay = random.uniform(0.5, 1.0) * min(60.0, 2.0 ** min(n, 6))
+            timer = threading.Timer(delay, self._resubscribe)
+            timer.daemon = True
+            timer.start()
         elif kind == "bad_confirmation":
             with self._stats_lock:
                 self._stats.bad_confirmations += 1

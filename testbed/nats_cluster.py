@@ -11,6 +11,7 @@ kill -9 of one node; ``start_node`` brings it back on the same ports with the sa
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -48,13 +49,29 @@ class NatsNode:
         return self.workdir / "nats.log"
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (held open together so none is handed out twice)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together so none is handed out twice), below the
+    kernel's ephemeral range: a killed node must get its ports back when it restarts, and an
+    ephemeral port can meanwhile become the local end of some client's connection (seen once
+    in a 2,000-box run: the restarted node exited at once)."""
+    low = _ephemeral_range()[0]
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", random.randrange(10000, max(10001, low))))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -102,6 +119,12 @@ class NatsCluster:
     host: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-cluster-")))
     nodes: list[NatsNode] = field(default_factory=list)
+    # Replicas of the consumers nats makes for MQTT subscriptions (None: as their streams, R3)
+    # and whether they live in memory. A fleet-sized run sets 1 and True: a consumer per box
+    # subscription, each its own raft group at R3, is more than 2 cores can create and keep
+    # (bench/fleet.py); a box whose consumer dies with its node subscribes again on reconnect.
+    mqtt_consumer_replicas: int | None = None
+    mqtt_consumer_memory: bool = False
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -140,8 +163,16 @@ mqtt {{
   # Redelivery of an unacknowledged QoS 1 message to a connected subscriber.
   ack_wait: "5s"
   max_ack_pending: 1000
-}}
+{self._consumer_conf()}}}
 """
+
+    def _consumer_conf(self) -> str:
+        lines = []
+        if self.mqtt_consumer_replicas is not None:
+            lines.append(f"  consumer_replicas: {self.mqtt_consumer_replicas}\n")
+        if self.mqtt_consumer_memory:
+            lines.append("  consumer_memory_storage: true\n")
+        return "".join(lines)
 
     def _spawn(self, node: NatsNode) -> None:
         exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -163,9 +194,14 @@ mqtt {{
                     err = b""
                     if node.proc is not None and node.proc.stderr is not None:
                         err = node.proc.stderr.read()
+                    # The log's tail in the message: the work dir is gone after cleanup().
+                    try:
+                        tail = node.log_path.read_text(errors="replace")[-1500:]
+                    except OSError:
+                        tail = ""
                     raise BrokerError(
                         f"nats-server {node.name} exited: {err.decode(errors='replace').strip()}"
-                        f" (log: {node.log_path})"
+                        f" (log: {node.log_path}):\n{tail}"
                     )
                 if port_open(self.host, node.mqtt_port) and mqtt_ready(
                     self.host, node.mqtt_port, timeout=min(2.0, deadline - time.monotonic())

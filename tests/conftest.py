@@ -111,6 +111,8 @@ STARTS_PROCESSES = {
     "tests/box/test_units.py",
     "tests/central/test_cdp_postgres.py",
     "tests/central/test_fleet_ops.py",
+    "tests/central/test_fleet_bench.py",
+    "tests/central/test_jetstream_sink.py",
     "tests/central/test_nats_cluster.py",
     "tests/central/test_tls_acl.py",
     "tests/central/test_uplift.py",
@@ -118,6 +120,7 @@ STARTS_PROCESSES = {
     "tests/journey/test_kiosk_finder.py",
     "tests/signage_ui/test_kiosk.py",
     "tests/sync/test_chaos.py",
+    "tests/sync/test_uplink_subscribe_refused.py",
     "tests/wayfinding/test_cli.py",
 }
 

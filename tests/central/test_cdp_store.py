@@ -387,3 +387,50 @@ def test_logs_read_by_store_device_time_and_cursor(
     assert len(lines) == 3
     assert "s1/d1 WARNING edge_agent: m1 (x3" in lines[1]
     assert main(["logs", "--store", "s1", "--since", "yesterday", "--db", cdp_db]) == 2
+
+
+def table_rows(db: str, table: str) -> int:
+    if db.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM cdp.{table}").fetchone()[0])  # type: ignore[index]
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_sequences_are_compacted_into_runs_and_the_gap_report_stays_true(cdp_db: str) -> None:
+    """One row per event in ``sequences`` for ever was the issue; compacted, a device costs a
+    row per run of consecutive sequences, and late or duplicate arrivals still count right."""
+    sink = sink_of(cdp_db)
+    try:
+        bodies = numbered(samples(300, "s1", "d1"))
+        holes = {1, 2, 17, 30, 31, 32}
+        keep = [b for n, b in enumerate(bodies, start=1) if n not in holes and n <= 250]
+        for i in range(0, len(keep), 40):
+            send(sink, "s1", "d1", keep[i : i + 40], batch=f"b{i}")
+        before = sink.gaps()
+        assert table_rows(cdp_db, "sequences") == 244
+        assert sink.store.compact_sequences() == 244
+        assert table_rows(cdp_db, "sequences") == 0
+        assert table_rows(cdp_db, "sequence_ranges") == 3  # 3-16, 18-29, 33-250
+        assert sink.gaps() == before
+        assert before[0]["missing"] == 6 and before[0]["stored"] == 244
+        # After the compaction: a re-sent batch (duplicates of compacted sequences), the late
+        # event 17 filling a hole, and new ones; the sink compacts by itself when it is due.
+        send(sink, "s1", "d1", keep[:40], batch="again")
+        send(sink, "s1", "d1", [bodies[16], *bodies[250:]], batch="late")
+        [gap] = sink.gaps()
+        assert (gap["first"], gap["last"], gap["stored"], gap["missing"]) == (3, 300, 295, 5)
+        assert gap["ranges"] == [[1, 2], [30, 32]]
+        sink.compact_every_s = 0.0
+        sink._next_compact = 0.0
+        send(sink, "s1", "d1", [bodies[0]], batch="first")
+        assert table_rows(cdp_db, "sequences") == 0
+        assert table_rows(cdp_db, "sequence_ranges") == 3  # 1, 3-29, 33-300
+        [gap] = sink.gaps()
+        assert (gap["first"], gap["stored"], gap["missing"], gap["ranges"]) == (
+            1, 296, 4, [[2, 2], [30, 32]],
+        )  # fmt: skip
+    finally:
+        sink.stop()

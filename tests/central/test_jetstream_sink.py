@@ -1,0 +1,243 @@
+"""CDP sinks as stateless workers on JetStream (issue 19): a real 3-node nats-server cluster, a
+real PostgreSQL, real uplinks over MQTT and real ``edge-ops cdp-sink --nats`` processes.
+
+Boxes publish over MQTT (3.1.1, node 1); the sinks pull from one stream on the uplink subjects
+through one durable consumer they all share, store into one PostgreSQL schema, confirm to the
+box over nats, and ack to JetStream after the commit. Each test has a stream of its own on its
+own store's subjects (``stores.<store>.devices.*.events``), so tests on the module's cluster
+never see each other's batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from central.cdp_jetstream import JetStreamConfig, JetStreamSink, parse_servers, topic_of
+from edge_agent.config import BrokerConfig, UplinkConfig
+from sync.loadgen import generate
+from sync.outbox import Outbox
+from sync.uplink import Uplink
+from testbed.broker import free_port, port_open
+from testbed.nats_cluster import NatsCluster
+from testbed.procs import terminate
+from tests.watching import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists(),
+        reason="nats-server not installed (scripts/bootstrap.sh installs it)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[NatsCluster]:
+    c = NatsCluster()
+    c.start()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def servers(c: NatsCluster) -> list[str]:
+    return [f"nats://{c.host}:{n.client_port}" for n in c.nodes]
+
+
+def js_cfg(c: NatsCluster, store: str) -> JetStreamConfig:
+    # A short ack_wait: what a killed sink took comes to another within the test's time.
+    return JetStreamConfig(
+        servers=servers(c),
+        stream=f"CDP_{store.replace('-', '_')}",
+        subject=f"stores.{store}.devices.*.events",
+        ack_wait_s=3.0,
+    )
+
+
+def boxes(tmp_path: Path, c: NatsCluster, store: str, devices: list[str], n: int) -> list:
+    """Real uplinks with ``n`` loadgen events each, over MQTT 3.1.1 to node 1 (nats 2.9 has no
+    MQTT 5); a short confirmation timeout so a lost confirmation is made good soon."""
+    broker = BrokerConfig(host=c.host, port=c.nodes[0].mqtt_port, keepalive=5, protocol="3.1.1")
+    out = []
+    for device in devices:
+        ob = Outbox(tmp_path / f"outbox-{device}.db")
+        generate(ob, store_id=store, device_id=device, count=n, rate=0)
+        up = Uplink(ob, broker, store, device, UplinkConfig(max_batch=50, linger_s=0.01,
+                                                           confirm_timeout_s=3.0))  # fmt: skip
+        out.append((ob, up))
+    for _, up in out:
+        up.start()
+    return out
+
+
+def close_boxes(bs: list) -> None:
+    for ob, up in bs:
+        up.stop(flush_timeout_s=0)
+        ob.close()
+
+
+def stored(dsn: str, store: str) -> list[tuple[str, int, int, int, int]]:
+    """Per device: rows, distinct ids, first and last sequence."""
+    with psycopg.connect(dsn) as conn:
+        return [
+            (r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+            for r in conn.execute(
+                "SELECT device_id, count(*), count(DISTINCT id), min(sequence::bigint),"
+                " max(sequence::bigint) FROM cdp.events WHERE store_id = %s"
+                " GROUP BY device_id ORDER BY device_id",
+                (store,),
+            ).fetchall()
+        ]
+
+
+def pg_count(dsn: str, store: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM cdp.events WHERE store_id = %s", (store,))
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_subjects_map_back_to_topics_and_urls_are_checked() -> None:
+    assert topic_of("stores.s1.devices.d1.events") == "stores/s1/devices/d1/events"
+    assert parse_servers("nats://a:1, nats://b:2") == ["nats://a:1", "nats://b:2"]
+    with pytest.raises(ValueError, match="not a nats URL"):
+        parse_servers("mqtt://a:1883")
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_that_cannot_be_made_is_a_failed_start_saying_why(tmp_path: Path) -> None:
+    """R3 asked of a single, unclustered server: the sink does not start, and says why (the CLI
+    prints it)."""
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n')
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: port_open("127.0.0.1", port), 10)
+        cfg = JetStreamConfig(servers=[f"nats://127.0.0.1:{port}"], replicas=3)
+        sink = JetStreamSink(cfg, tmp_path / "cdp.db")
+        try:
+            assert not sink.start(wait_s=20)
+            assert sink.failure is not None
+            assert "cannot create stream CDP_EVENTS" in sink.failure, sink.failure
+        finally:
+            sink.stop()
+    finally:
+        terminate(proc)
+
+
+@pytest.mark.timeout(90)
+def test_sinks_share_one_durable_consumer_and_the_box_gets_its_confirmations(
+    cluster: NatsCluster, pg_dsn: str, tmp_path: Path
+) -> None:
+    store = f"st-{uuid.uuid4().hex[:6]}"
+    n = 1500
+    cfg = js_cfg(cluster, store)
+    sinks = [JetStreamSink(cfg, pg_dsn) for _ in range(3)]
+    for s in sinks:
+        assert s.start(wait_s=20), s._failed
+    bs = boxes(tmp_path, cluster, store, ["d1", "d2"], n)
+    try:
+        # flush: the outbox is empty only once every batch was confirmed by a sink.
+        assert all(up.flush(60) for _, up in bs), [up.stats() for _, up in bs]
+        resent = sum(up.stats()["resent_unconfirmed"] for _, up in bs)
+    finally:
+        close_boxes(bs)
+        stats = [s.stats() for s in sinks]
+        for s in sinks:
+            s.stop()
+    assert stored(pg_dsn, store) == [("d1", n, n, 1, n), ("d2", n, n, 1, n)]
+    # One work queue: each batch went to one sink (no re-send was needed), and all three worked.
+    assert resent == 0, stats
+    assert sum(st["stored"] for st in stats) == 2 * n, stats
+    assert sum(st["duplicates"] for st in stats) == 0, stats
+    assert all(st["batches"] > 0 for st in stats), stats
+
+
+@pytest.fixture
+def sink_procs(
+    cluster: NatsCluster, pg_dsn: str
+) -> Iterator[Callable[[JetStreamConfig], subprocess.Popen[str]]]:
+    """``edge-ops cdp-sink --nats`` processes, each pulling when returned; stopped at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(cfg: JetStreamConfig) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "central.ops_cli", "cdp-sink", "--db", pg_dsn,
+             "--nats", ",".join(cfg.servers), "--stream", cfg.stream, "--durable", cfg.durable,
+             "--subject", cfg.subject, "--ack-wait", str(cfg.ack_wait_s), "--report-s", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stderr is not None
+        with selectors.DefaultSelector() as sel:  # its first line says it is pulling
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(timeout=70), "sink did not report in 70 s"
+        line = proc.stdout.readline()
+        if not line:  # it exited: say why
+            pytest.fail(f"sink exited ({proc.wait(5)}): {proc.stderr.read()[-2000:]}")
+        assert line.startswith(f"cdp-sink: jetstream:{cfg.stream}/{cfg.durable} -> "), line
+        return proc
+
+    yield start
+    for p in procs:
+        terminate(p)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("victim", [1, 2], ids=["node-2", "node-3"])
+def test_a_nats_node_and_a_sink_killed_mid_stream_lose_nothing_and_store_nothing_twice(
+    cluster: NatsCluster,
+    pg_dsn: str,
+    sink_procs: Callable[[JetStreamConfig], subprocess.Popen[str]],
+    tmp_path: Path,
+    victim: int,
+) -> None:
+    """kill -9 a nats node (not the boxes' MQTT node: a box on a dead node waits for it, see
+    test_nats_cluster.py) and kill -9 a sink process mid-stream; the other sinks and a restarted
+    one carry on. Every event is stored once, the boxes get every confirmation (their outboxes
+    drain), and the gap report is empty."""
+    store = f"st-{uuid.uuid4().hex[:6]}"
+    n = 3000
+    cfg = js_cfg(cluster, store)
+    a, b = sink_procs(cfg), sink_procs(cfg)
+    bs = boxes(tmp_path, cluster, store, ["d1", "d2"], n)
+    try:
+        assert wait_for(lambda: pg_count(pg_dsn, store) >= n // 3, 30), pg_count(pg_dsn, store)
+        cluster.kill(victim)
+        os.kill(a.pid, signal.SIGKILL)  # no goodbye: what it took and did not ack comes again
+        a.wait(5)
+        at_kill = pg_count(pg_dsn, store)
+        assert at_kill < 2 * n, "too late: the stream had finished"
+        assert wait_for(lambda: pg_count(pg_dsn, store) >= at_kill + 300, 40), "stalled"
+        sink_procs(cfg)  # a worker comes back (systemd would restart it)
+        assert all(up.flush(90) for _, up in bs), [up.stats() for _, up in bs]
+    finally:
+        close_boxes(bs)
+        cluster.start_node(victim)  # leave the module's cluster whole
+    assert stored(pg_dsn, store) == [("d1", n, n, 1, n), ("d2", n, n, 1, n)]
+    out = subprocess.run(
+        [sys.executable, "-m", "central.ops_cli", "cdp-gaps", "--db", pg_dsn],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    gaps = [json.loads(x) for x in out.stdout.splitlines()]
+    mine = [(g["device"], g["stored"], g["missing"]) for g in gaps if g["store"] == store]
+    assert mine == [("d1", n, 0), ("d2", n, 0)]
+    # The survivor's final report (on SIGTERM) is clean JSON.
+    terminate(b)
+    assert b.returncode == 0
