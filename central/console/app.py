@@ -84,7 +84,9 @@ class Console:
     def __post_init__(self) -> None:
         state = self.config.console.state_dir
         if self.previewer is None:
-            self.previewer = campaigns_view.Previewer(state / "previews")
+            self.previewer = campaigns_view.Previewer(
+                state / "previews", content_dir=self.config.console.content_dir
+            )
         if self.pushed is None:
             self.pushed = campaigns_view.PushedBundles(state / "campaigns")
         if self.signer is None:

@@ -143,9 +143,15 @@ def previews(checked: Checked) -> list[Preview]:
 class Previewer:
     """Draws previews into ``cache_dir`` (one at a time: a render is a Kivy process)."""
 
-    def __init__(self, cache_dir: Path, timeout_s: float = RENDER_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        timeout_s: float = RENDER_TIMEOUT_S,
+        content_dir: Path | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.timeout_s = timeout_s
+        self.content_dir = content_dir
         self._lock = threading.Lock()
 
     def path(self, key: str) -> Path | None:
@@ -191,7 +197,8 @@ class Previewer:
             try:
                 r = subprocess.run(
                     [sys.executable, "-m", "signage_ui.preview", "--size", f"{w}x{h}",
-                     "--out", str(self.cache_dir)],
+                     "--out", str(self.cache_dir),
+                     *(["--content-dir", str(self.content_dir)] if self.content_dir else [])],
                     input=json.dumps(doc).encode(), capture_output=True, env=env,
                     timeout=self.timeout_s, check=False,
                 )  # fmt: skip

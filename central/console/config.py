@@ -9,6 +9,8 @@ the signing key. Every key is optional; relative paths are relative to the file.
     secure_cookies = false        # true behind a TLS proxy: the session cookie only over https
     tls_cert = "tls/console.crt"  # HTTPS served by the console itself (cookies then Secure);
     tls_key = "tls/console.key"   #   or --tls-cert / --tls-key
+    content_dir = "content"       # the photos ops push, as a box's content cache holds them
+                                  #   (assets/<sha256>): previews draw them as screens will
 
     [cdp]
     db = "var/cdp.db"             # the CDP sink's SQLite (read)
@@ -51,6 +53,9 @@ class ConsoleSection(_Strict):
     # The console serves HTTPS itself with these (PEM files); its cookies are then Secure.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Where this host keeps the assets it pushes, by sha256: a preview draws a variant's photo
+    # from here; without it (or the file) the card is drawn text-led, as a box without it would.
+    content_dir: Path | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -125,6 +130,7 @@ class OpsConfig(_Strict):
                     "state_dir": at(self.console.state_dir),
                     "tls_cert": at(self.console.tls_cert),
                     "tls_key": at(self.console.tls_key),
+                    "content_dir": at(self.console.content_dir),
                 }
             ),
             cdp=CdpSection(db=at(self.cdp.db) or self.cdp.db, dsn=self.cdp.dsn),

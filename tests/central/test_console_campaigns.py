@@ -267,3 +267,36 @@ def test_previews_are_drawn_once_per_content_and_a_stuck_player_times_out(tmp_pa
     changed = {p.key for p in previews(check(json.dumps(other)))} - set(stamps)
     assert len(changed) == 2  # the anonymous variant, in both shapes
     assert pv.path("../accounts") is None and pv.path(shown[0].key) is not None
+
+
+def test_a_preview_draws_the_variants_photo_from_the_ops_content(tmp_path: Path) -> None:
+    """A variant naming a photo by sha256 is previewed with the photo when this host's
+    content directory holds it (as the screens will show it once it is pushed), and text-led
+    without it (as a box without the file would)."""
+    import hashlib
+
+    import cv2
+    import numpy as np
+
+    from central.console.campaigns import Previewer, check, previews
+
+    photo = np.zeros((360, 480, 3), np.uint8)
+    photo[:] = (0, 140, 255)  # orange, BGR
+    cv2.circle(photo, (240, 180), 90, (255, 255, 255), -1)
+    data = cv2.imencode(".png", photo)[1].tobytes()
+    sha = hashlib.sha256(data).hexdigest()
+    content = tmp_path / "content"
+    (content / "assets").mkdir(parents=True)
+    (content / "assets" / sha).write_bytes(data)  # a box's content cache: assets/<sha256>
+    bundle = json.loads(json.dumps(VALID))
+    bundle["campaigns"][0]["anonymous"]["image_sha256"] = sha
+    shown = [p for p in previews(check(json.dumps(bundle))) if p.kind == "anonymous"]
+    assert shown and all(p.content.image_sha256 == sha for p in shown)
+
+    def orange_share(pv: Previewer) -> float:
+        pv.render(shown)
+        img = cv2.imread(str(pv.cache_dir / f"{shown[0].key}.png"))
+        return float(np.all(np.abs(img.astype(int) - (0, 140, 255)) < 30, axis=2).mean())
+
+    assert orange_share(Previewer(tmp_path / "with", content_dir=content)) > 0.03
+    assert orange_share(Previewer(tmp_path / "without")) < 0.002
