@@ -25,11 +25,10 @@ import pytest
 from central.cdp_sink import CdpSink
 from central.ops_cli import main
 from edge_agent.config import BrokerConfig, UplinkConfig
-from sync.loadgen import SEED_DEFAULT, generate, ids
-from sync.outbox import Outbox
-from sync.uplink import Uplink
+from sync.loadgen import SEED_DEFAULT, ids
 from testbed.broker import Mosquitto
 from testbed.procs import terminate
+from tests.central.fleet_boxes import close_boxes, start_boxes
 from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,21 +52,7 @@ def pg_count(dsn: str) -> int:
 def boxes(tmp_path: Path, broker: Mosquitto, store: str, devices: list[str], n: int) -> list:
     """Boxes with ``n`` loadgen events each in their outbox, and their real uplinks started.
     The default seed on purpose: every device makes the same ids (issue 19's collision)."""
-    out = []
-    for device in devices:
-        ob = Outbox(tmp_path / f"outbox-{device}.db")
-        generate(ob, store_id=store, device_id=device, count=n, rate=0)
-        up = Uplink(ob, bcfg(broker), store, device, uplink_cfg())
-        out.append((ob, up))
-    for _, up in out:
-        up.start()
-    return out
-
-
-def close_boxes(bs: list) -> None:
-    for ob, up in bs:
-        up.stop(flush_timeout_s=0)
-        ob.close()
+    return start_boxes(tmp_path, bcfg(broker), store, devices, n, uplink_cfg())
 
 
 @pytest.mark.timeout(90)

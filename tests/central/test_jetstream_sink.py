@@ -26,12 +26,10 @@ import pytest
 
 from central.cdp_jetstream import JetStreamConfig, JetStreamSink, parse_servers, topic_of
 from edge_agent.config import BrokerConfig, UplinkConfig
-from sync.loadgen import generate
-from sync.outbox import Outbox
-from sync.uplink import Uplink
 from testbed.broker import free_port, port_open
 from testbed.nats_cluster import NatsCluster
 from testbed.procs import terminate
+from tests.central.fleet_boxes import close_boxes, start_boxes
 from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,16 +40,6 @@ pytestmark = [
         reason="nats-server not installed (scripts/bootstrap.sh installs it)",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[NatsCluster]:
-    c = NatsCluster()
-    c.start()
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def servers(c: NatsCluster) -> list[str]:
@@ -72,22 +60,8 @@ def boxes(tmp_path: Path, c: NatsCluster, store: str, devices: list[str], n: int
     """Real uplinks with ``n`` loadgen events each, over MQTT 3.1.1 to node 1 (nats 2.9 has no
     MQTT 5); a short confirmation timeout so a lost confirmation is made good soon."""
     broker = BrokerConfig(host=c.host, port=c.nodes[0].mqtt_port, keepalive=5, protocol="3.1.1")
-    out = []
-    for device in devices:
-        ob = Outbox(tmp_path / f"outbox-{device}.db")
-        generate(ob, store_id=store, device_id=device, count=n, rate=0)
-        up = Uplink(ob, broker, store, device, UplinkConfig(max_batch=50, linger_s=0.01,
-                                                           confirm_timeout_s=3.0))  # fmt: skip
-        out.append((ob, up))
-    for _, up in out:
-        up.start()
-    return out
-
-
-def close_boxes(bs: list) -> None:
-    for ob, up in bs:
-        up.stop(flush_timeout_s=0)
-        ob.close()
+    cfg = UplinkConfig(max_batch=50, linger_s=0.01, confirm_timeout_s=3.0)
+    return start_boxes(tmp_path, broker, store, devices, n, cfg)
 
 
 def stored(dsn: str, store: str) -> list[tuple[str, int, int, int, int]]:

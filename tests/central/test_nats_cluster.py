@@ -18,7 +18,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -48,18 +47,6 @@ def test_protocol_knob_picks_mqtt_311_and_names_a_bad_value() -> None:
     assert make_client("x", BrokerConfig()).protocol == mqtt.MQTTv5
     with pytest.raises(ValidationError, match="protocol"):
         BrokerConfig.model_validate({"protocol": "4"})
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[NatsCluster]:
-    """One 3-node cluster for this module (about 5 s to elect leaders and create the MQTT
-    streams); tests that kill a node bring it back before they end."""
-    c = NatsCluster()
-    c.start()
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def bcfg(c: NatsCluster, node: int) -> BrokerConfig:

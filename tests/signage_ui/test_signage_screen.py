@@ -383,16 +383,20 @@ def test_broker_restart_keeps_the_screen_playing_and_resumes_commands(
     assert "lost" in logs(tmp_path) and "connected" in logs(tmp_path)
 
 
-def test_video_from_the_cache_plays(tmp_path: Path, kivy_env: dict[str, str], broker) -> None:
-    clip = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 180))
+def green_clip(path: Path, frames: int) -> bytes:
+    """An MJPG clip at 25 fps, every frame green (BGR 0, 200, 0): easy to find on the glass."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 180))
     frame = np.zeros((180, 320, 3), np.uint8)
     frame[:] = (0, 200, 0)
-    for _ in range(50):
+    for _ in range(frames):
         w.write(frame)
     w.release()
+    return path.read_bytes()
+
+
+def test_video_from_the_cache_plays(tmp_path: Path, kivy_env: dict[str, str], broker) -> None:
     cache = AssetCache(tmp_path / "content")
-    sha = cache.put(clip.read_bytes())
+    sha = cache.put(green_clip(tmp_path / "clip.avi", 50))
     item = Content(
         content_id="loop:clip",
         template="video",
@@ -443,15 +447,8 @@ def test_a_clip_plays_each_time_it_comes_back(
     time, after it was unloaded there. Kivy loads a clip only when its source changes; each
     appearance must still show the clip's own frames, from its first frame on (never the bare
     background while the decoder starts)."""
-    clip = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 180))
-    frame = np.zeros((180, 320, 3), np.uint8)
-    frame[:] = (0, 200, 0)
-    for _ in range(25):
-        w.write(frame)
-    w.release()
     cache = AssetCache(tmp_path / "content")
-    sha = cache.put(clip.read_bytes())
+    sha = cache.put(green_clip(tmp_path / "clip.avi", 25))
     items = [
         PlaylistItem(
             content=Content(
