@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -87,6 +88,20 @@ class JetStreamConfig:
     # event and send it again).
     max_age_s: float = 7 * 24 * 3600.0
     connect_timeout_s: float = 2.0
+    # TLS to the cluster: the fleet CA that signed its certificates, and the sink's own
+    # certificate and key where the servers ask for one (``verify: true``); edge-ops' --ca,
+    # --cert and --tls-key, as for the MQTT broker.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def tls(self) -> ssl.SSLContext | None:
+        if self.ca_file is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        if self.cert_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file or self.cert_file))
+        return ctx
 
 
 def parse_servers(text: str) -> list[str]:
@@ -117,6 +132,9 @@ class JetStreamSink(CdpIngest):
         self.topic = f"jetstream:{cfg.stream}/{cfg.durable}"
         self._ready = threading.Event()
         self._failed: list[str] = []
+        # The client's last connection error (a refused TLS handshake, a server down): what a
+        # sink that never got going says, since the client keeps trying by itself.
+        self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.redelivered = 0
@@ -145,7 +163,11 @@ class JetStreamSink(CdpIngest):
     def failure(self) -> str | None:
         """Why the sink stopped or never started (a server unreachable, a stream it may not
         create), or None."""
-        return self._failed[0] if self._failed else None
+        if self._failed:
+            return self._failed[0]
+        if not self._ready.is_set() and self.last_error:
+            return f"not connected: {self.last_error}"
+        return None
 
     # ---- the loop ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -175,10 +197,12 @@ class JetStreamSink(CdpIngest):
             log.info("cdp-jetstream: reconnected")
 
         async def on_error(exc: Exception) -> None:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
             log.debug("cdp-jetstream: %r", exc)
 
         nc = await nats.connect(
             servers=cfg.servers,
+            tls=cfg.tls(),
             name=self.name,
             connect_timeout=cfg.connect_timeout_s,
             reconnect_time_wait=0.2,

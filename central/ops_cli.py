@@ -299,6 +299,9 @@ def cmd_cdp_sink(args: argparse.Namespace) -> int:
             js_cfg = JetStreamConfig(
                 servers=parse_servers(args.nats), stream=args.stream, durable=args.durable, subject=args.subject,
                 replicas=args.replicas, ack_wait_s=args.ack_wait,
+                ca_file=Path(args.ca) if args.ca else None,
+                cert_file=Path(args.cert) if args.cert else None,
+                key_file=Path(args.key_file) if args.key_file else None,
             )  # fmt: skip
             sink = JetStreamSink(js_cfg, args.db, on_stored=on_stored)
         else:

@@ -125,6 +125,9 @@ class NatsCluster:
     # (bench/fleet.py); a box whose consumer dies with its node subscribes again on reconnect.
     mqtt_consumer_replicas: int | None = None
     mqtt_consumer_memory: bool = False
+    # TLS on the client port, (CA, server certificate, key) PEM files: clients must present a
+    # certificate the CA signed (``verify``), as a fleet's sinks would. Routes and MQTT stay plain.
+    client_tls: tuple[Path, Path, Path] | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -143,7 +146,7 @@ class NatsCluster:
         return f"""
 server_name: {node.name}
 listen: "{self.host}:{node.client_port}"
-http: "{self.host}:{node.monitor_port}"
+{self._tls_conf()}http: "{self.host}:{node.monitor_port}"
 log_file: "{node.log_path}"
 jetstream {{
   store_dir: "{node.workdir / "js"}"
@@ -165,6 +168,15 @@ mqtt {{
   max_ack_pending: 1000
 {self._consumer_conf()}}}
 """
+
+    def _tls_conf(self) -> str:
+        if self.client_tls is None:
+            return ""
+        ca, cert, key = self.client_tls
+        return (
+            f'tls {{\n  ca_file: "{ca}"\n  cert_file: "{cert}"\n  key_file: "{key}"\n'
+            "  verify: true\n  timeout: 2\n}\n"
+        )
 
     def _consumer_conf(self) -> str:
         lines = []

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -215,3 +216,53 @@ def test_a_nats_node_and_a_sink_killed_mid_stream_lose_nothing_and_store_nothing
     # The survivor's final report (on SIGTERM) is clean JSON.
     terminate(b)
     assert b.returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_over_tls_only_a_sink_with_the_fleets_certificate_consumes(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """A cluster whose client port wants TLS and a client certificate (as a fleet's would): a
+    sink given the fleet CA and its role certificate (edge-ops' --ca/--cert/--tls-key) stores a
+    box's events; one without a certificate, or without TLS at all, is refused and says so."""
+    from central.pki import init_ca, issue
+
+    pki = tmp_path / "pki"
+    init_ca(pki, days=1)
+    server = issue(pki, "server", hosts=["127.0.0.1"], days=1)
+    cdp = issue(pki, "role", name="cdp", days=1)
+    ca = pki / "ca.pem"
+    c = NatsCluster(client_tls=(ca, server.cert, server.key))
+    c.start()
+    try:
+        store = f"st-{uuid.uuid4().hex[:6]}"
+        base = js_cfg(c, store)
+        # Without the fleet CA the sink cannot trust the servers; with it but without a
+        # certificate the servers refuse the sink. Either way it says why and stores nothing.
+        for cfg, why in (
+            (base, "CERTIFICATE_VERIFY_FAILED"),
+            (replace(base, ca_file=ca), "BAD_CERTIFICATE"),
+        ):
+            refused = JetStreamSink(cfg, pg_dsn)
+            try:
+                assert not refused.start(wait_s=3)
+                assert wait_for(lambda r=refused, w=why: w in (r.failure or ""), 15), (
+                    refused.failure
+                )
+            finally:
+                refused.stop()
+        sink = JetStreamSink(
+            replace(base, ca_file=ca, cert_file=cdp.cert, key_file=cdp.key), pg_dsn
+        )
+        bs = None
+        try:
+            assert sink.start(wait_s=30), sink.failure
+            bs = boxes(tmp_path, c, store, ["d1"], 200)
+            assert all(up.flush(60) for _, up in bs), [up.stats() for _, up in bs]
+        finally:
+            if bs is not None:
+                close_boxes(bs)
+            sink.stop()
+        assert stored(pg_dsn, store) == [("d1", 200, 200, 1, 200)]
+    finally:
+        c.cleanup()
