@@ -149,6 +149,8 @@ def test_worker_killed_mid_run_is_restarted_and_the_agent_runs_on(tmp_path: Path
         )
         first = run.pid()
         assert first is not None
+        # Under memory pressure the kernel takes the camera before the agent.
+        assert Path(f"/proc/{first}/oom_score_adj").read_text().strip() == "500"
         frames, adverts = agent.audience.counts.frames, agent.stats.adverts
         before = list(events)
         old_tracks = agent.audience.tracks
@@ -187,7 +189,7 @@ def test_worker_killed_mid_run_is_restarted_and_the_agent_runs_on(tmp_path: Path
 
 
 # ---- workers that misbehave ---------------------------------------------------------------
-def _process(script: str, seen: list[ScreenObservation]) -> CameraProcess:
+def _process(script: str, seen: list[ScreenObservation], **kw: Any) -> CameraProcess:
     """A CameraProcess whose 'worker' is ``script`` (gets the fd number as argv[2])."""
     from contracts.backoff import Backoff
 
@@ -196,7 +198,55 @@ def _process(script: str, seen: list[ScreenObservation]) -> CameraProcess:
         seen.append,
         backoff=Backoff(0.2, 2.0, 0.4),
         command=[sys.executable, "-c", script, "x"],
+        **kw,
     )
+
+
+_SILENT = """
+import socket, sys, time
+s = socket.socket(fileno=int(sys.argv[2]))
+s.recv(65536)
+time.sleep(60)  # alive, says nothing: wedged
+"""
+
+_STUCK = """
+import json, socket, struct, sys, time
+s = socket.socket(fileno=int(sys.argv[2]))
+s.recv(65536)
+h = {"type": "health", "state": "stalled", "frames": 0, "reconnects": 0, "fps": 0.0,
+     "frame_age_s": None}
+body = json.dumps(h).encode()
+for _ in range(600):  # talks, but its camera is stuck inside a driver read
+    s.sendall(struct.pack(">I", len(body)) + body)
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("script", "why"), [(_SILENT, "silent for 1.5s"), (_STUCK, "camera stuck in a read for 1.5s")]
+)
+def test_a_wedged_worker_is_killed_and_restarted_and_health_says_why(script: str, why: str) -> None:
+    seen: list[ScreenObservation] = []
+    proc = _process(script, seen, kill_wedged_s=1.5).start()
+    pids: set[int] = set()
+    lines: list[str] = []
+
+    def restarted() -> bool:
+        if proc.pid is not None:
+            pids.add(proc.pid)
+        lines.append(proc.summary())
+        return lines[-1].startswith("running") and proc.restarts >= 1
+
+    try:
+        assert wait_for(restarted, 30)
+        first = min(pids)
+        assert wait_for(lambda: _gone(first), 10)
+    finally:
+        assert proc.stop(timeout=5)
+    assert any(line.startswith(f"{why}; restart 1 in") for line in lines), lines[-5:]
+    assert any(line.endswith(f", 1 restarts, last {why}") for line in lines), lines[-5:]
+    assert all(_gone(p) for p in pids)
 
 
 _GARBAGE = """

@@ -21,6 +21,7 @@ can never take a new person for someone an earlier worker saw.
 from __future__ import annotations
 
 import logging
+import select
 import signal
 import socket
 import subprocess
@@ -41,6 +42,13 @@ EXIT_BAD_SETUP = 2  # camera/worker.py: the setup was refused
 HEALTHY_RUN_S = 30.0
 # No health message for this long from a live worker: it is wedged (health comes every 0.5 s).
 SILENT_WORKER_S = 5.0
+# A worker silent, or whose camera is stuck inside a driver read, this long is killed and
+# restarted: a new process opens the device afresh, which a read stuck in the driver never
+# does by itself (in a thread of the agent, only the watchdog's restart of the whole agent,
+# after [systemd] camera_stall_s, could cure it).
+KILL_WEDGED_S = 30.0
+# A message that has begun arrives whole within this, or the worker is wedged mid-write.
+MESSAGE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class CameraProcess:
         *,
         backoff: Backoff | None = None,
         command: list[str] | None = None,
+        kill_wedged_s: float = KILL_WEDGED_S,
     ) -> None:
         self.setup = setup
         self.on_observation = on_observation
@@ -90,6 +99,9 @@ class CameraProcess:
         self._state = "starting"  # the process's own: starting | running | restarting | ...
         self._last_exit: str | None = None
         self._retry_at: float | None = None
+        self.kill_wedged_s = kill_wedged_s
+        self._stalled_since: float | None = None
+        self._killed_for: str | None = None  # why we killed the current worker, if we did
         self._thread = threading.Thread(target=self._run, name="camera-process", daemon=True)
 
     # ---- control -------------------------------------------------------------------------
@@ -155,7 +167,7 @@ class CameraProcess:
             code = self._one_worker()
             if self._stop.is_set():
                 break
-            how = _how_it_ended(code)
+            how = self._killed_for or _how_it_ended(code)
             with self._lock:
                 self._last_exit = how
                 w = self._worker
@@ -189,6 +201,17 @@ class CameraProcess:
                 self._worker = replace(w, state="ok", frame_age_s=0.0)
                 self._health_at = time.monotonic()
 
+    def _wedged(self, started: float) -> str | None:
+        """Why the current worker is of no more use, if it is not: silent or stuck too long."""
+        now = time.monotonic()
+        with self._lock:
+            heard, stalled = self._health_at, self._stalled_since
+        if now - (heard if heard is not None else started) > self.kill_wedged_s:
+            return f"silent for {self.kill_wedged_s:g}s"
+        if stalled is not None and now - stalled > self.kill_wedged_s:
+            return f"camera stuck in a read for {self.kill_wedged_s:g}s"
+        return None
+
     def _set(self, state: str) -> None:
         with self._lock:
             self._state = state
@@ -209,14 +232,25 @@ class CameraProcess:
             theirs.close()
             return None
         theirs.close()  # the child holds it now: its death closes the channel
+        started = time.monotonic()
         with self._lock:
             self._proc, self._sock = proc, ours
             self._generation += 1
             offset = self._generation << 32
+            self._stalled_since, self._killed_for = None, None
         self._set("running")
+        ours.settimeout(MESSAGE_TIMEOUT_S)
         try:
             channel.send(ours, {"type": "setup", **self.setup})
             while True:
+                # Wait a second at a time, so that a worker that says nothing is noticed.
+                if not select.select([ours], [], [], 1.0)[0]:
+                    wedged = self._wedged(started)
+                    if wedged and self._killed_for is None:
+                        self._killed_for = wedged
+                        log.error("camera worker %s; killing it", wedged)
+                        proc.kill()
+                    continue
                 msg = channel.receive(ours)
                 if msg is None:
                     break
@@ -227,13 +261,24 @@ class CameraProcess:
                     self.on_observation(replace(o, tracks=tuple(i + offset for i in o.tracks)))
                 elif msg["type"] == "health":
                     h = channel.decode_health(msg)
+                    now = time.monotonic()
                     with self._lock:
-                        self._worker, self._health_at = h, time.monotonic()
+                        self._worker, self._health_at = h, now
+                        if h.state != "stalled":
+                            self._stalled_since = None
+                        elif self._stalled_since is None:
+                            self._stalled_since = now
+                    if self._killed_for is None and (wedged := self._wedged(started)):
+                        self._killed_for = wedged
+                        log.error("camera worker %s; killing it", wedged)
+                        proc.kill()
+                else:
+                    raise channel.ChannelError(f"unknown message type {msg['type']!r}")
         except channel.ChannelError as exc:
             log.error("camera worker: broken message (%s); restarting it", exc)
             proc.kill()
-        except OSError:  # the worker died mid-write
-            pass
+        except OSError:  # died mid-write (nothing to do), or wedged mid-write (killed here)
+            proc.kill()
         finally:
             ours.close()
         try:

@@ -173,6 +173,21 @@ def serve(sock: socket.socket, stop: threading.Event) -> int:
     return 0
 
 
+# Out of memory, the kernel kills the process with the highest badness; this one is the
+# biggest on the box after the player, and losing it costs the least (the agent restarts it and
+# runs BLE-only meanwhile), so it volunteers to go before the agent. Raising it needs no
+# privilege.
+OOM_SCORE_ADJ = 500
+
+
+def _first_to_go() -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or /proc not mounted: only the order of OOM kills changes
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-agent camera-worker")
     ap.add_argument("--fd", type=int, required=True, help="this end of the agent's socketpair")
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _first_to_go()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
