@@ -118,7 +118,10 @@ def test_a_clip_through_the_worker_process_gives_the_agent_its_counts_and_visits
     events = _events(agent)
     with Running(agent, scenario.T0 + 60) as run:
         assert wait_for(lambda: run.pid() is not None, 30)
-        assert wait_for(lambda: agent.audience.health()["camera"] == "ended", 60)
+        # The file played to its end and the worker, done, exited on its own.
+        assert wait_for(
+            lambda: agent.audience.health().get("camera_worker") == "ended (exited 0)", 60
+        )
     assert run.error is None
     # Every frame of the file was analysed in the worker and its counts crossed the channel.
     assert agent.audience.counts.frames == n
@@ -190,28 +193,28 @@ def test_worker_killed_mid_run_is_restarted_and_the_agent_runs_on(tmp_path: Path
 
 # ---- workers that misbehave ---------------------------------------------------------------
 def _process(script: str, seen: list[ScreenObservation], **kw: Any) -> CameraProcess:
-    """A CameraProcess whose 'worker' is ``script`` (gets the fd number as argv[2])."""
+    """A CameraProcess whose 'worker' is ``script`` (its fd number is the last argument)."""
     from contracts.backoff import Backoff
 
     return CameraProcess(
         {"camera": {}, "clock": {"kind": "wall"}},
         seen.append,
         backoff=Backoff(0.2, 2.0, 0.4),
-        command=[sys.executable, "-c", script, "x"],
+        command=[sys.executable, "-c", script],
         **kw,
     )
 
 
 _SILENT = """
 import socket, sys, time
-s = socket.socket(fileno=int(sys.argv[2]))
+s = socket.socket(fileno=int(sys.argv[-1]))
 s.recv(65536)
 time.sleep(60)  # alive, says nothing: wedged
 """
 
 _STUCK = """
 import json, socket, struct, sys, time
-s = socket.socket(fileno=int(sys.argv[2]))
+s = socket.socket(fileno=int(sys.argv[-1]))
 s.recv(65536)
 h = {"type": "health", "state": "stalled", "frames": 0, "reconnects": 0, "fps": 0.0,
      "frame_age_s": None}
@@ -251,7 +254,7 @@ def test_a_wedged_worker_is_killed_and_restarted_and_health_says_why(script: str
 
 _GARBAGE = """
 import socket, struct, sys, time
-s = socket.socket(fileno=int(sys.argv[2]))
+s = socket.socket(fileno=int(sys.argv[-1]))
 s.recv(65536)  # the setup
 s.sendall(struct.pack(">I", 3) + b"{}]")
 time.sleep(60)  # a broken worker that would hang on: the agent must not wait for it
@@ -272,9 +275,11 @@ def test_a_worker_that_sends_nonsense_is_killed_and_restarted() -> None:
     try:
         assert wait_for(restarted_twice, 30)
         assert len(pids) >= 2
+        line = proc.summary()
     finally:
         assert proc.stop(timeout=5)
     assert seen == [] and all(_gone(p) for p in pids)
+    assert "sent a broken message" in line, line
     assert proc.health().state == "stopped"
 
 

@@ -165,8 +165,6 @@ class CameraProcess:
         while not self._stop.is_set():
             started = time.monotonic()
             code = self._one_worker()
-            if self._stop.is_set():
-                break
             how = self._killed_for or _how_it_ended(code)
             with self._lock:
                 self._last_exit = how
@@ -174,10 +172,13 @@ class CameraProcess:
                 if w is not None:
                     self._frames_before += w.frames
                 self._worker = None
-            ended = w is not None and w.state == "ended" and code == 0
-            if ended:  # a recording that played to its end is not restarted (as before)
+            # A recording that played to its end is not restarted (as before), and stays
+            # "ended" when our stop came while the worker was on its way out anyway.
+            if w is not None and w.state == "ended" and code == 0:
                 self._set("ended")
                 return
+            if self._stop.is_set():
+                break
             if time.monotonic() - started > HEALTHY_RUN_S:
                 self.backoff.reset()
             delay = self.backoff.next()
@@ -276,6 +277,7 @@ class CameraProcess:
                     raise channel.ChannelError(f"unknown message type {msg['type']!r}")
         except channel.ChannelError as exc:
             log.error("camera worker: broken message (%s); restarting it", exc)
+            self._killed_for = "sent a broken message"
             proc.kill()
         except OSError:  # died mid-write (nothing to do), or wedged mid-write (killed here)
             proc.kill()
