@@ -361,3 +361,46 @@ def test_an_observation_out_of_shape_is_refused(change: Callable[[dict[str, Any]
 def test_a_message_too_big_to_be_counts_is_not_sent() -> None:
     with pytest.raises(channel.ChannelError):
         channel.encode({"type": "obs", "pixels": "x" * channel.MAX_MESSAGE_BYTES})
+
+
+# ---- the real service -------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d.name))
+    return kids
+
+
+@pytest.mark.timeout(90)
+def test_the_worker_never_outlives_the_agent_even_a_killed_one(tmp_path: Path, broker) -> None:
+    """`edge-agent run` with the demo camera: its worker is its child; SIGKILL the agent (no
+    chance to stop anything) and the worker goes too, so that a restarted agent's worker finds
+    the camera free rather than held by an orphan."""
+    from tests.box.test_sdnotify import agent_config, notify_socket, running
+
+    cfg = agent_config(tmp_path, broker.port, "box-camproc-1")
+    assert 'source = "demo:entrance"' in cfg.read_text()
+    path = str(tmp_path / "notify")
+    workers: list[int] = []
+    try:
+        with notify_socket(path) as s, running(cfg, {"NOTIFY_SOCKET": path}) as agent:
+            s.wait_for("READY", 30)
+            assert wait_for(lambda: bool(workers.extend(_children(agent.pid)) or workers), 30)
+            (worker,) = set(workers)
+            cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+            assert b"edge_agent.sensing.camera.worker" in cmdline
+            # The setup went over the socket: the camera's source is not on the command line.
+            assert not any(b"demo:" in arg for arg in cmdline)
+            agent.kill()
+            agent.wait(10)
+            assert wait_for(lambda: _gone(worker), 15)
+    finally:
+        for pid in set(workers):
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
