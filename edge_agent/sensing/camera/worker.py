@@ -192,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-agent camera-worker")
     ap.add_argument("--fd", type=int, required=True, help="this end of the agent's socketpair")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from edge_agent.box.logs import setup_logging
+
+    # The agent's stderr, hence its journal: the same JSON lines (or text on a terminal) and
+    # the same redaction as the agent's own records.
+    setup_logging()
     _first_to_go()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
