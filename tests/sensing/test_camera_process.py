@@ -397,6 +397,9 @@ def test_the_worker_never_outlives_the_agent_even_a_killed_one(tmp_path: Path, b
             assert b"edge_agent.sensing.camera.worker" in cmdline
             # The setup went over the socket: the camera's source is not on the command line.
             assert not any(b"demo:" in arg for arg in cmdline)
+            # systemd's notify socket is the agent's alone.
+            environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+            assert not any(v.startswith(b"NOTIFY_SOCKET=") for v in environ)
             agent.kill()
             agent.wait(10)
             assert wait_for(lambda: _gone(worker), 15)

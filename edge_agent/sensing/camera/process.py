@@ -21,6 +21,7 @@ can never take a new person for someone an earlier worker saw.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import signal
 import socket
@@ -38,6 +39,7 @@ from edge_agent.sensing.camera.observation import ScreenObservation, WorkerHealt
 
 log = logging.getLogger("edge_agent")
 EXIT_BAD_SETUP = 2  # camera/worker.py: the setup was refused
+_AGENT_ONLY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 # A worker that ran this long before it died was healthy: its restart starts the backoff over.
 HEALTHY_RUN_S = 30.0
 # No health message for this long from a live worker: it is wedged (health comes every 0.5 s).
@@ -226,6 +228,8 @@ class CameraProcess:
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # the channel is the socket; stderr is the journal
+                # systemd's notify socket is the agent's alone (READY, the watchdog).
+                env={k: v for k, v in os.environ.items() if k not in _AGENT_ONLY_ENV},
             )
         except OSError as exc:
             log.error("camera worker: cannot start: %s", exc)
