@@ -189,7 +189,7 @@ def _first_to_go() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="edge-agent camera-worker")
+    ap = argparse.ArgumentParser(prog="python -m edge_agent.sensing.camera.worker")
     ap.add_argument("--fd", type=int, required=True, help="this end of the agent's socketpair")
     args = ap.parse_args(argv)
     from edge_agent.box.logs import setup_logging
