@@ -24,7 +24,7 @@ from edge_agent.sensing.camera import observation as channel
 from edge_agent.sensing.camera.observation import ScreenObservation
 from edge_agent.sensing.camera.process import CameraProcess
 from edge_agent.sensing.camera.tracker import TrackSummary
-from tests.watching import wait_for
+from tests.watching import snapshot, wait_for
 
 pytest.importorskip("skimage.data")
 
@@ -116,6 +116,7 @@ def test_a_clip_through_the_worker_process_gives_the_agent_its_counts_and_visits
     clock = ScaledClock(scenario.T0, 0.5)
     agent = prepared(cfg, clock, camera_worker=True)
     events = _events(agent)
+    before = snapshot([tmp_path])
     with Running(agent, scenario.T0 + 60) as run:
         assert wait_for(lambda: run.pid() is not None, 30)
         # The file played to its end and the worker, done, exited on its own.
@@ -136,6 +137,11 @@ def test_a_clip_through_the_worker_process_gives_the_agent_its_counts_and_visits
     # A recording that ended is not restarted, and is no fault: said as "ended" in health.
     health, _ = run.seen[-1]
     assert health["camera"] == "ended" and "restart" not in health["camera_worker"]
+    # Neither process wrote an image: what changed is the agent's state, nothing else.
+    after = snapshot([tmp_path])
+    changed = [Path(p).relative_to(tmp_path) for p, sig in after.items() if before.get(p) != sig]
+    assert changed and all(p.parts[0] == "var" for p in changed), changed
+    assert all(p.suffix not in {".png", ".jpg", ".avi", ".npy", ".ppm"} for p in changed)
 
 
 @pytest.mark.timeout(150)
