@@ -7,6 +7,10 @@ map) on a private mosquitto, and once more with the camera off. The naive baseli
 run is a bare interpreter start (`python -c pass`): the floor any Python service pays, so the
 ratio says what the agent adds on top.
 
+Issue 20 puts the camera in a worker process: with a camera configured the bench reports the
+agent's RSS (the goal), the camera worker's and their sum, beside the single-process layout
+(`[camera] run_in = "thread"`) measured in the same run, since on a 1 GB Pi the total counts.
+
 ``baseline="REF"`` (`edge-agent bench box --baseline REF`) measures that git commit too, in the
 same run and interleaved with this tree (one cold start of each in turn), from a `git archive`
 of it put first on the children's PYTHONPATH: the machine's noise then falls on both alike,
@@ -41,7 +45,7 @@ GOAL_RSS_MB = 100
 GOAL_READY_S = 1.5
 
 
-def _config(tmp: Path, port: int, *, camera: bool = True) -> Path:
+def _config(tmp: Path, port: int, *, camera: bool = True, thread: bool = False) -> Path:
     text = (DEMO / "store.toml").read_text()
     text = text.replace("port = 1883", f"port = {port}")
     text = text.replace(
@@ -56,7 +60,12 @@ def _config(tmp: Path, port: int, *, camera: bool = True) -> Path:
     text = text.replace('path = "store-map.toml"', f'path = "{DEMO / "store-map.toml"}"')
     if not camera:
         text = text.replace("[camera]\nenabled = true", "[camera]\nenabled = false")
-    p = tmp / ("agent.toml" if camera else "agent-no-camera.toml")
+    elif thread:  # the camera inside the agent, the single-process layout before issue 20
+        text = text.replace(
+            "[camera]\nenabled = true", '[camera]\nenabled = true\nrun_in = "thread"'
+        )
+    name = "agent.toml" if camera and not thread else "agent-thread.toml" if camera else ""
+    p = tmp / (name or "agent-no-camera.toml")
     p.write_text(text + "\n[metrics]\nenabled = false\n")
     return p
 
@@ -90,10 +99,27 @@ def _export(ref: str, dest: Path) -> Path:
     return dest
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the camera worker), from /proc."""
+    kids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its last ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(d.name))
+    return kids
+
+
 def _cold_start(
     cfg: Path, tmp: Path, steady_s: float, src: Path | None = None
-) -> tuple[float, float]:
-    """Seconds to READY=1, and RSS after ``steady_s`` more seconds of running."""
+) -> tuple[float, float, float | None]:
+    """Seconds to READY=1, and the RSS of the agent and of its camera worker (None without
+    one) after ``steady_s`` more seconds of running."""
     path = str(tmp / f"notify-{time.monotonic_ns()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -115,10 +141,12 @@ def _cold_start(
         ready = time.perf_counter() - t0
         time.sleep(steady_s)
         rss = rss_mb(proc.pid)
+        workers = _children(proc.pid)
+        worker = sum(rss_mb(k) for k in workers) if workers else None
     finally:
         _stop(proc)
         sock.close()
-    return ready, rss
+    return ready, rss, worker
 
 
 def _player_rss(cfg: Path, tmp: Path, steady_s: float, src: Path | None = None) -> dict[str, Any]:
@@ -169,20 +197,61 @@ def _exposure() -> dict[str, Any]:
 
 
 def _starts(
-    cfg: Path, tmp: Path, runs: int, steady_s: float, trees: dict[str, Path | None]
-) -> dict[str, tuple[list[float], float]]:
-    """Per tree: ``runs`` cold starts (taken in turn with the other trees') and the RSS after
-    the last one has run ``steady_s`` seconds."""
+    cfg: Path | dict[str, Path],
+    tmp: Path,
+    runs: int,
+    steady_s: float,
+    trees: dict[str, Path | None],
+) -> dict[str, tuple[list[float], float, float | None]]:
+    """Per tree: ``runs`` cold starts (taken in turn with the other trees') and the RSS of the
+    agent and of its camera worker after the last one has run ``steady_s`` seconds. ``cfg`` may
+    name a config per tree (a layout only one tree knows)."""
     starts: dict[str, list[float]] = {name: [] for name in trees}
-    rss: dict[str, float] = {}
+    rss: dict[str, tuple[float, float | None]] = {}
     for i in range(runs):
         last = i == runs - 1
         for name, src in trees.items():
-            ready, r = _cold_start(cfg, tmp, steady_s if last else 0.0, src)
+            c = cfg[name] if isinstance(cfg, dict) else cfg
+            ready, r, w = _cold_start(c, tmp, steady_s if last else 0.0, src)
             starts[name].append(ready)
             if last:
-                rss[name] = r
-    return {name: (starts[name], rss[name]) for name in trees}
+                rss[name] = (r, w)
+    return {name: (starts[name], *rss[name]) for name in trees}
+
+
+def _worker_first_observation(runs: int) -> dict[str, Any]:
+    """Seconds from spawning a camera worker (the demo scene) to its first observation at the
+    agent's end of the channel: the camera's own cold start, which READY no longer waits for."""
+    from edge_agent.clock import SystemClock
+    from edge_agent.config import CameraConfig
+    from edge_agent.sensing.camera.process import CameraProcess, worker_setup
+
+    cam = CameraConfig(source="demo:entrance", screen="screen-entrance")
+    took: list[float] = []
+    for _ in range(runs):
+        first: list[float] = []
+        t0 = time.perf_counter()
+        proc = CameraProcess(
+            worker_setup(cam, SystemClock()), lambda _o, f=first: f.append(time.perf_counter())
+        ).start()
+        try:
+            while not first and time.perf_counter() - t0 < 60:
+                time.sleep(0.005)
+        finally:
+            proc.stop(10)
+        if first:
+            took.append(first[0] - t0)
+    if not took:
+        return {"error": "no observation within 60 s"}
+    return {"median": round(statistics.median(took), 3), "max": round(max(took), 3), "runs": runs}
+
+
+def _rss_figures(agent: float, worker: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rss_mb": round(agent, 1)}
+    if worker is not None:
+        out["camera_worker_rss_mb"] = round(worker, 1)
+        out["agent_plus_worker_rss_mb"] = round(agent + worker, 1)
+    return out
 
 
 def _start_figures(starts: list[float], base_med: float) -> dict[str, Any]:
@@ -217,7 +286,13 @@ def run(quick: bool = False, baseline: str | None = None) -> dict[str, Any]:
             trees["baseline"] = _export(baseline, tmp / "baseline-src")
         cfg = _config(tmp, broker.port)
         no_cam = _config(tmp, broker.port, camera=False)
-        cam = _starts(cfg, tmp, runs, steady_s, trees)
+        in_thread = _config(tmp, broker.port, thread=True)
+        # The same tree with the camera in a thread of the agent, interleaved with the worker
+        # layout (and the baseline tree): the single-process figures issue 20 started from,
+        # in the same run.
+        layouts: dict[str, Path | None] = {"ours": None, "ours_thread": None, **trees}
+        configs = {name: in_thread if name == "ours_thread" else cfg for name in layouts}
+        cam = _starts(configs, tmp, runs, steady_s, layouts)
         bare = _starts(no_cam, tmp, runs, steady_s, trees)
         players = {name: _player_rss(cfg, tmp, steady_s, src) for name, src in trees.items()}
     out: dict[str, Any] = {
@@ -226,8 +301,13 @@ def run(quick: bool = False, baseline: str | None = None) -> dict[str, Any]:
         "cold_start_to_ready_no_camera_s": _start_figures(bare["ours"][0], base_med),
         "agent_rss_mb": {
             "steady_s": steady_s,
-            "rss_mb": round(cam["ours"][1], 1),
+            **_rss_figures(cam["ours"][1], cam["ours"][2]),
             "goal_mb": GOAL_RSS_MB,
+        },
+        "camera_worker_spawn_to_first_observation_s": _worker_first_observation(runs),
+        "camera_in_a_thread": {
+            "cold_start_to_ready_s": _start_figures(cam["ours_thread"][0], base_med),
+            "agent_rss_mb": round(cam["ours_thread"][1], 1),
         },
         "agent_rss_no_camera_mb": {"steady_s": steady_s, "rss_mb": round(bare["ours"][1], 1)},
         "player_rss_mb": {"steady_s": steady_s, **players["ours"]},

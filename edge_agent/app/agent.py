@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from contracts import topics
@@ -123,7 +123,11 @@ class Agent:
         ble_source: AdvertSource,
         frame_source: FrameSource | None = None,
         camera_opener: Callable[[], FrameSource] | None = None,
+        camera_worker: bool = False,
     ) -> None:
+        """``camera_worker``: run the configured camera in a worker process (issue 20; what
+        ``edge-agent run`` does by default) rather than from ``frame_source``/``camera_opener``
+        in a thread of this process."""
         self.cfg = cfg
         self.clock = clock or SystemClock()
         now = self.clock.now
@@ -198,6 +202,7 @@ class Agent:
             invalidate=self._invalidate,
             frame_source=frame_source,
             camera_opener=camera_opener,
+            worker_setup=self._camera_worker_setup() if camera_worker else None,
         )
         self.occupancy = ZoneOccupancy(
             cfg,
@@ -509,6 +514,14 @@ class Agent:
         from edge_agent.box.metrics import start_metrics
 
         return sup, start_metrics(self, sup)
+
+    def _camera_worker_setup(self) -> dict[str, Any] | None:
+        cam = self.cfg.camera
+        if cam is None or not cam.enabled:
+            return None
+        from edge_agent.sensing.camera.process import worker_setup
+
+        return worker_setup(cam, self.clock)
 
     # ---- loops ---------------------------------------------------------------------------
     def decide_screens(self) -> None:

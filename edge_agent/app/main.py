@@ -57,7 +57,10 @@ def run_agent_cli(config_path: str) -> int:
     else:
         source = BleakSource(adapter=b.adapter, passive=b.passive_scan, stall_s=b.scan_stall_s)
     frames = opener = None
-    if cfg.camera and cfg.camera.enabled:
+    # Issue 20: by default the camera runs in a worker process the agent supervises, and
+    # OpenCV is never imported here; "thread" keeps it in this process as before.
+    in_process = cfg.camera is not None and cfg.camera.enabled and cfg.camera.run_in == "thread"
+    if cfg.camera and in_process:
         from edge_agent.sensing.camera.sources import CameraError, open_source
 
         cam = cfg.camera
@@ -71,7 +74,14 @@ def run_agent_cli(config_path: str) -> int:
             # BLE presence goes on; a configured but dead camera rules out personal content
             # until the camera thread manages to open it (it retries with backoff).
             log.error("camera not available yet: %s", exc)
-    agent = Agent(cfg, clock=clock, ble_source=source, frame_source=frames, camera_opener=opener)
+    agent = Agent(
+        cfg,
+        clock=clock,
+        ble_source=source,
+        frame_source=frames,
+        camera_opener=opener,
+        camera_worker=not in_process,
+    )
     agent.handlers.config_path = Path(config_path)
     agent.handlers.config_sha256 = file_sha256(Path(config_path))
     agent.start_sync()

@@ -1,6 +1,9 @@
 """The audience stage: the camera worker's counts, fail-safe, for the screen it watches.
 
-Capture and analysis run in the camera's own thread (``CameraWorker``); this stage only drains
+Capture and analysis run in the camera worker process (``CameraProcess``, issue 20: OpenCV
+never loads in the agent) or, with ``[camera] run_in = "thread"`` or a frame source handed in,
+in the camera's own thread (``CameraWorker``); both hand the same observations to the same
+queue and answer the same ``health()``. This stage only drains
 its observations on the loop, smooths the counts (median of the last five frames), emits the
 anonymous audience events and tells staff when the camera goes silent. A camera that is lost,
 stalled or silent counts as seeing nobody, which rules out personal content until it sees again.
@@ -72,6 +75,7 @@ class AudienceStage:
         invalidate: Callable[[], None],
         frame_source: FrameSource | None = None,
         camera_opener: Callable[[], FrameSource] | None = None,
+        worker_setup: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cam
         self._now = now
@@ -83,7 +87,9 @@ class AudienceStage:
         self.frame_source = frame_source
         # Reopens a lost camera (or one that was not there at start), with backoff.
         self.camera_opener = camera_opener
-        self.camera: Camera | None = None  # the CameraWorker thread while running
+        # Set: the camera runs in a worker process started with this setup (camera/process.py).
+        self.worker_setup = worker_setup
+        self.camera: Camera | None = None  # the CameraProcess or CameraWorker while running
         self.counts = AudienceCounts()
         # The smoothed counts the screen decides on; None = the screen is unobserved.
         self.people: int | None = None
@@ -103,7 +109,7 @@ class AudienceStage:
     def configured(self) -> bool:
         """A camera is configured and something can deliver its frames."""
         has_source = self.frame_source is not None or self.camera_opener is not None
-        return has_source and self.cfg is not None
+        return (has_source or self.worker_setup is not None) and self.cfg is not None
 
     @property
     def screen(self) -> str | None:
@@ -116,29 +122,41 @@ class AudienceStage:
 
     async def run(self, stopping: asyncio.Event) -> None:
         from contracts.backoff import Backoff
-        from edge_agent.sensing.camera.capture import CameraWorker, make_pipelines
-        from edge_agent.sensing.camera.sources import CameraError
 
         cam = self.cfg
         assert cam is not None
         speed = self.speed
         observations: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        try:
-            pipelines = make_pipelines(cam)
-        except CameraError as exc:  # e.g. a face model file that is not a model
-            log.error("camera disabled: %s", exc)
-            return
-        # Capture and analysis run in the camera's own thread; this loop only takes the counts,
-        # so a slow or stuck camera never stalls the agent.
-        camera = self.camera = CameraWorker(
-            pipelines,
-            observations.put,
-            source=self.frame_source,
-            opener=self.camera_opener,
-            interval_s=max(0.02, 1.0 / (cam.fps * speed)),
-            now=self._now,
-            backoff=Backoff(0.5, 2.0, cam.reconnect_max_s),
-        ).start()
+        camera: Camera
+        if self.worker_setup is not None and self.frame_source is None:
+            from edge_agent.sensing.camera.process import CameraProcess
+
+            # The worker restarts with the camera's own reconnect backoff.
+            camera = self.camera = CameraProcess(
+                self.worker_setup,
+                observations.put,
+                backoff=Backoff(0.5, 2.0, cam.reconnect_max_s),
+            ).start()
+        else:
+            from edge_agent.sensing.camera.capture import CameraWorker, make_pipelines
+            from edge_agent.sensing.camera.sources import CameraError
+
+            try:
+                pipelines = make_pipelines(cam)
+            except CameraError as exc:  # e.g. a face model file that is not a model
+                log.error("camera disabled: %s", exc)
+                return
+            # Capture and analysis run in the camera's own thread; this loop only takes the
+            # counts, so a slow or stuck camera never stalls the agent.
+            camera = self.camera = CameraWorker(
+                pipelines,
+                observations.put,
+                source=self.frame_source,
+                opener=self.camera_opener,
+                interval_s=max(0.02, 1.0 / (cam.fps * speed)),
+                now=self._now,
+                backoff=Backoff(0.5, 2.0, cam.reconnect_max_s),
+            ).start()
         watchers_window: deque[int] = deque(maxlen=5)
         new_tracks = 0
         next_sample = self._now() + cam.sample_interval_s
@@ -244,12 +262,15 @@ class AudienceStage:
     def health(self) -> dict[str, str]:
         """Camera state for the heartbeat: ok, starting, stalled, reconnecting, ended, off..."""
         if self.camera is None:
-            configured = self.frame_source is not None or self.camera_opener is not None
-            return {"camera": "silent" if configured else "off"}
+            return {"camera": "silent" if self.configured else "off"}
         h = self.camera.health()
         # Not the error text: it names the source, and a stream URL may carry credentials.
-        return {
+        out = {
             "camera": h.state,
             "camera_fps": f"{h.fps:g}",
             "camera_reconnects": str(h.reconnects),
         }
+        summary = getattr(self.camera, "summary", None)
+        if summary is not None:  # the worker process: running, or why it died and when it is back
+            out["camera_worker"] = summary()
+        return out

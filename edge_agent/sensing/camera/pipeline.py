@@ -9,27 +9,17 @@ hold a pixel, so it may cross threads and become events.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from edge_agent.sensing.camera.audience import AudienceAnalyzer
-from edge_agent.sensing.camera.tracker import Detection, Tracker, TrackSummary
+from edge_agent.sensing.camera.observation import ScreenObservation  # lives with its channel
+from edge_agent.sensing.camera.tracker import Detection, Tracker
 
 Roi = tuple[float, float, float, float]  # x, y, w, h as fractions of the frame
 FULL_FRAME: Roi = (0.0, 0.0, 1.0, 1.0)
 
-
-@dataclass(frozen=True)
-class ScreenObservation:
-    screen_id: str
-    t: float
-    people: int
-    watchers: int
-    new_tracks: int  # people who came into view with this frame
-    ended: tuple[TrackSummary, ...] = ()
-    seen: bool = True  # False: no frame behind it (the camera stopped; visits ended)
-    tracks: tuple[int, ...] = ()  # the tracker's ids of the people in view (fused presence)
+__all__ = ["FULL_FRAME", "Roi", "ScreenObservation", "ScreenPipeline", "roi_pixels", "validate_roi"]
 
 
 def validate_roi(roi: Sequence[float]) -> Roi:
