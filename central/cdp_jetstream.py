@@ -200,18 +200,30 @@ class JetStreamSink(CdpIngest):
             self.last_error = f"{type(exc).__name__}: {exc}"[:200]
             log.debug("cdp-jetstream: %r", exc)
 
-        nc = await nats.connect(
-            servers=cfg.servers,
-            tls=cfg.tls(),
-            name=self.name,
-            connect_timeout=cfg.connect_timeout_s,
-            reconnect_time_wait=0.2,
-            max_reconnect_attempts=-1,
-            allow_reconnect=True,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                servers=cfg.servers,
+                tls=cfg.tls(),
+                name=self.name,
+                connect_timeout=cfg.connect_timeout_s,
+                reconnect_time_wait=0.2,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
         )
+        # The client tries its servers for ever on a first connect too (a cluster still
+        # starting, a refused certificate): stop() must end that, or the thread outlives it.
+        while not connecting.done():
+            if self._stop.is_set():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                return
+            await asyncio.wait({connecting}, timeout=0.2)
+        nc = connecting.result()
         try:
             self._connected.set()
             js = nc.jetstream(timeout=10)

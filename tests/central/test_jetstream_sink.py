@@ -250,7 +250,10 @@ def test_over_tls_only_a_sink_with_the_fleets_certificate_consumes(
                     refused.failure
                 )
             finally:
+                thread = refused._thread
                 refused.stop()
+            # Its client would try for ever: stop() ends that (no thread outlives the test).
+            assert thread is not None and not thread.is_alive()
         sink = JetStreamSink(
             replace(base, ca_file=ca, cert_file=cdp.cert, key_file=cdp.key), pg_dsn
         )
