@@ -212,10 +212,10 @@ def _process(script: str, seen: list[ScreenObservation], **kw: Any) -> CameraPro
 
 
 _SILENT = """
-import socket, sys, time
+import signal, socket, sys
 s = socket.socket(fileno=int(sys.argv[-1]))
 s.recv(65536)
-time.sleep(60)  # alive, says nothing: wedged
+signal.pause()  # alive, says nothing: wedged until killed
 """
 
 _STUCK = """
@@ -259,11 +259,11 @@ def test_a_wedged_worker_is_killed_and_restarted_and_health_says_why(script: str
 
 
 _GARBAGE = """
-import socket, struct, sys, time
+import signal, socket, struct, sys
 s = socket.socket(fileno=int(sys.argv[-1]))
 s.recv(65536)  # the setup
 s.sendall(struct.pack(">I", 3) + b"{}]")
-time.sleep(60)  # a broken worker that would hang on: the agent must not wait for it
+signal.pause()  # a broken worker that would hang on until killed: the agent must not wait for it
 """
 
 
