@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procstat import rss_mb
+from bench.procstat import children, rss_mb
 from contracts.signing import generate_keypair
 from demo import scenario
 from testbed.broker import Mosquitto
@@ -99,22 +99,6 @@ def _export(ref: str, dest: Path) -> Path:
     return dest
 
 
-def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (the camera worker), from /proc."""
-    kids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after its last ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(d.name))
-    return kids
-
-
 def _cold_start(
     cfg: Path, tmp: Path, steady_s: float, src: Path | None = None
 ) -> tuple[float, float, float | None]:
@@ -141,7 +125,7 @@ def _cold_start(
         ready = time.perf_counter() - t0
         time.sleep(steady_s)
         rss = rss_mb(proc.pid)
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         worker = sum(rss_mb(k) for k in workers) if workers else None
     finally:
         _stop(proc)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench.procstat import children
 from demo import scenario
 from edge_agent.app.agent import Agent
 from edge_agent.clock import ScaledClock
@@ -370,19 +371,6 @@ def test_a_message_too_big_to_be_counts_is_not_sent() -> None:
 
 
 # ---- the real service -------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    kids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(d.name))
-    return kids
-
-
 @pytest.mark.timeout(90)
 def test_the_worker_never_outlives_the_agent_even_a_killed_one(tmp_path: Path, broker) -> None:
     """`edge-agent run` with the demo camera: its worker is its child; SIGKILL the agent (no
@@ -397,7 +385,7 @@ def test_the_worker_never_outlives_the_agent_even_a_killed_one(tmp_path: Path, b
     try:
         with notify_socket(path) as s, running(cfg, {"NOTIFY_SOCKET": path}) as agent:
             s.wait_for("READY", 30)
-            assert wait_for(lambda: bool(workers.extend(_children(agent.pid)) or workers), 30)
+            assert wait_for(lambda: bool(workers.extend(children(agent.pid)) or workers), 30)
             (worker,) = set(workers)
             cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
             assert b"edge_agent.sensing.camera.worker" in cmdline
