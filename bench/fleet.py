@@ -256,34 +256,21 @@ def _wait_settled(servers: str, stream: str, timeout: float = 600) -> int:
     return last
 
 
-def _span_rate(dsn: str, since: float) -> float:
-    """Events per second from the phase's first store call to its last (what the sinks did,
-    without their start-up)."""
+def _phase_counts(dsn: str, since: float) -> tuple[int, int, float]:
+    """Rows and distinct events of this phase (made after its start: a batch of the previous
+    phase that JetStream delivers late is not counted as this phase's), and the seconds from
+    its first store call to its last (what the sinks did, without their start-up)."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT count(DISTINCT (store_id, device_id, id)), max(received_at) - min(received_at)"
+            "SELECT count(*), count(DISTINCT (store_id, device_id, id)),"
+            " max(received_at) - min(received_at)"
             " FROM cdp.events WHERE time >= to_timestamp(%s)",
             (since,),
         ).fetchone()
     assert row is not None
-    return round(int(row[0]) / float(row[1]), 1) if row[1] else 0.0
-
-
-def _phase_counts(dsn: str, since: float) -> tuple[int, int]:
-    """Rows and distinct events of this phase (made after its start: a batch of the previous
-    phase that JetStream delivers late is not counted as this phase's)."""
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT (store_id, device_id, id)) FROM cdp.events"
-            " WHERE time >= to_timestamp(%s)",
-            (since,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), float(row[2] or 0.0)
 
 
 def _latency_ms(dsn: str, since: float) -> tuple[float, float]:
@@ -486,7 +473,7 @@ def _phase(
             except Exception as exc:  # reported, not fatal: the figures are taken already
                 killed["node_restarted"] = False
                 killed["restart_error"] = str(exc)[-600:]
-    rows, distinct = _phase_counts(dsn, since)
+    rows, distinct, span_s = _phase_counts(dsn, since)
     p50, p99 = _latency_ms(dsn, since)
     seconds = t1 - t0
     return {
@@ -499,7 +486,7 @@ def _phase(
         "duplicates_stored": rows - distinct,
         "seconds": round(seconds, 2),
         "events_per_s": round(distinct / seconds, 1),
-        "store_rate_per_s": _span_rate(dsn, since),
+        "store_rate_per_s": round(distinct / span_s, 1) if span_s else 0.0,
         "latency_ms_p50": p50,
         "latency_ms_p99": p99,
         "all_confirmed_s": round(t_confirmed - t0, 2),
