@@ -27,11 +27,12 @@ from central.cdp_sink import CdpSink
 from central.console import campaigns as campaigns_view
 from central.console import fleet as fleet_view
 from central.console.accounts import Accounts, User
-from central.console.charts import Series, bar_chart
+from central.console.charts import bar_chart
 from central.console.config import OpsConfig
 from central.console.kpis import (
     ExperienceKpi,
     csv_text,
+    daily_series,
     experience_csv,
     experience_rows,
     kpi_rows,
@@ -716,24 +717,11 @@ def create_app(console: Console) -> FastAPI:
         first, last, rows, error = kpi_query(start, end, store, campaign)
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         campaigns = sorted({r.campaign for r in rows})
-        ots = [
-            Series(cmp, [float(sum(r.ots for r in rows if r.day == d and r.campaign == cmp))
-                         for d in days])
-            for cmp in campaigns
-        ]  # fmt: skip
-        conv = [
-            Series(cmp, [float(sum(r.conversions for r in rows
-                                   if r.day == d and r.campaign == cmp)) for d in days])
-            for cmp in campaigns
-        ]  # fmt: skip
+        ots = daily_series(rows, days, "campaign", "ots")
+        conv = daily_series(rows, days, "campaign", "conversions")
         labels = [d.strftime("%a %d") for d in days]
         exp = experience_query(first, last, store) if not error else []
-        exp_stores = sorted({r.store for r in exp})
-        watchers = [
-            Series(st, [float(sum(r.watchers for r in exp if r.day == d and r.store == st))
-                        for d in days])
-            for st in exp_stores
-        ]  # fmt: skip
+        watchers = daily_series(exp, days, "store", "watchers")
         all_stores = sorted({r["store"] for r in fleet_view.fleet_rows(None, console.sink)})
         query = "&".join(
             f"{k}={quote(v)}" for k, v in

@@ -25,13 +25,16 @@ from __future__ import annotations
 import csv
 import io
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from statistics import median
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.cdp_sink import CdpSink
+from central.console.charts import Series
 from contracts.uplift import Uplift, points
 
 MAX_DAYS = 62  # a page, not a data warehouse: two months at most per request
@@ -311,3 +314,13 @@ def experience_csv(rows: list[ExperienceKpi]) -> str:
             ]
         )  # fmt: skip
     return out.getvalue()
+
+
+def daily_series(rows: Sequence[Any], days: list[date], by: str, value: str) -> list[Series]:
+    """One chart series per ``by`` (a campaign, a store): the sum of ``value`` on each day."""
+    names = sorted({getattr(r, by) for r in rows})
+    totals: dict[tuple[str, date], float] = {}
+    for r in rows:
+        key = (getattr(r, by), r.day)
+        totals[key] = totals.get(key, 0.0) + float(getattr(r, value))
+    return [Series(n, [totals.get((n, d), 0.0) for d in days]) for n in names]
