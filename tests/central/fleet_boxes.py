@@ -4,7 +4,11 @@ test_jetstream_sink.py on the nats cluster)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.loadgen import generate
@@ -12,6 +16,7 @@ from sync.outbox import Outbox
 from sync.uplink import Uplink
 
 Box = tuple[Outbox, Uplink]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def start_boxes(
@@ -37,3 +42,13 @@ def close_boxes(bs: list[Box]) -> None:
     for ob, up in bs:
         up.stop(flush_timeout_s=0)
         ob.close()
+
+
+def gap_report(dsn: str) -> list[dict[str, Any]]:
+    """`edge-ops cdp-gaps --db DSN`, as ops run it: one JSON object per device."""
+    out = subprocess.run(
+        [sys.executable, "-m", "central.ops_cli", "cdp-gaps", "--db", dsn],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return [json.loads(x) for x in out.stdout.splitlines()]

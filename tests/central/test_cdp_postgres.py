@@ -28,7 +28,7 @@ from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.loadgen import SEED_DEFAULT, ids
 from testbed.broker import Mosquitto
 from testbed.procs import terminate
-from tests.central.fleet_boxes import close_boxes, start_boxes
+from tests.central.fleet_boxes import close_boxes, gap_report, start_boxes
 from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,12 +172,7 @@ def test_a_sink_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     # Each device: every one of its n events exactly once (the key is (store, device, id)).
     assert rows == [("d1", n, n, 1, n), ("d2", n, n, 1, n)]
     assert stored_ids == ids(SEED_DEFAULT, range(n))
-    out = subprocess.run(
-        [sys.executable, "-m", "central.ops_cli", "cdp-gaps", "--db", pg_dsn],
-        capture_output=True, text=True, cwd=REPO, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    gaps = [json.loads(x) for x in out.stdout.splitlines()]
+    gaps = gap_report(pg_dsn)
     assert [(g["device"], g["stored"], g["missing"]) for g in gaps] == [("d1", n, 0), ("d2", n, 0)]
     print(f"{2 * n} events, sink killed at {at_kill}: {elapsed:.1f} s, {resent} batches re-sent")
     # The survivor's final report (on SIGTERM) is clean JSON: it saw duplicates, stored none twice.

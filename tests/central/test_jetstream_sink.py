@@ -10,7 +10,6 @@ never see each other's batches.
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import shutil
@@ -30,7 +29,7 @@ from edge_agent.config import BrokerConfig, UplinkConfig
 from testbed.broker import free_port, port_open
 from testbed.nats_cluster import NatsCluster
 from testbed.procs import terminate
-from tests.central.fleet_boxes import close_boxes, start_boxes
+from tests.central.fleet_boxes import close_boxes, gap_report, start_boxes
 from tests.watching import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,12 +204,7 @@ def test_a_nats_node_and_a_sink_killed_mid_stream_lose_nothing_and_store_nothing
         close_boxes(bs)
         cluster.start_node(victim)  # leave the module's cluster whole
     assert stored(pg_dsn, store) == [("d1", n, n, 1, n), ("d2", n, n, 1, n)]
-    out = subprocess.run(
-        [sys.executable, "-m", "central.ops_cli", "cdp-gaps", "--db", pg_dsn],
-        capture_output=True, text=True, cwd=REPO, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    gaps = [json.loads(x) for x in out.stdout.splitlines()]
+    gaps = gap_report(pg_dsn)
     mine = [(g["device"], g["stored"], g["missing"]) for g in gaps if g["store"] == store]
     assert mine == [("d1", n, 0), ("d2", n, 0)]
     # The survivor's final report (on SIGTERM) is clean JSON.
