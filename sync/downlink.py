@@ -179,8 +179,6 @@ class Downlink:
                 return True
         client.publish(self.ack_topic, body, 1)
         return True
-        client.publish(self.ack_topic, json.dumps(doc), 1)
-        return True
 
     def stats(self) -> dict[str, Any]:
         return {

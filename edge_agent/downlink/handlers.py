@@ -9,6 +9,7 @@ A handler that raises refuses the message: the downlink acks it with the reason,
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,7 +71,10 @@ class DownlinkHandlers:
         self.bus = bus
         self.request_restart = request_restart
         self.uplink: UplinkPort | None = None  # set once sync starts
-        self.downlink: DownlinkPort | None = None
+        self._downlink: DownlinkPort | None = None
+        # Later acks (a resumed install, a warning) that came before the downlink existed.
+        self._early_acks: list[dict[str, Any]] = []
+        self._acks_lock = threading.Lock()
         self.campaign_warnings: list[str] = []
         self.counts = HandlerCounts()
         # Set by `edge-agent run`: pushed configs replace this file (downlink/config_apply.py).
@@ -97,6 +101,29 @@ class DownlinkHandlers:
         # Set by the agent once it runs: READY sent (a new release must reach it to be kept).
         self.ready: Callable[[], bool] = lambda: False
         self.release = self._release_applier(cfg)
+
+    @property
+    def downlink(self) -> DownlinkPort | None:
+        return self._downlink
+
+    @downlink.setter
+    def downlink(self, downlink: DownlinkPort | None) -> None:
+        with self._acks_lock:
+            self._downlink = downlink
+            early, self._early_acks = self._early_acks, []
+        if downlink is not None:
+            for doc in early:
+                downlink.publish_ack(doc, defer=True)
+
+    def _later_ack(self, doc: dict[str, Any]) -> None:
+        """An ack for ops after the push's own ack; kept until the downlink exists, since a
+        content install resumed at start can finish before sync starts."""
+        with self._acks_lock:
+            downlink = self._downlink
+            if downlink is None:
+                self._early_acks = [*self._early_acks[-63:], doc]
+                return
+        downlink.publish_ack(doc, defer=True)
 
     def _release_applier(self, cfg: AgentConfig) -> ReleaseApplier | None:
         """Releases only where the box is laid out for them (``[release] root``)."""
@@ -255,9 +282,8 @@ class DownlinkHandlers:
         self.journal.emit(
             DownlinkApplied(kind="content.installed", version=version, accepted=ok, reason=reason)
         )
-        if self.downlink is not None:
-            doc = {"kind": "content.installed", "version": version, "accepted": ok}
-            self.downlink.publish_ack({**doc, "reason": reason}, defer=True)
+        doc = {"kind": "content.installed", "version": version, "accepted": ok}
+        self._later_ack({**doc, "reason": reason})
 
     # ---- releases ----------------------------------------------------------------------------
     def apply_release(self, body: dict[str, Any]) -> None:
@@ -286,9 +312,9 @@ class DownlinkHandlers:
         (``<kind>.warnings``) for ops, and as an event for the CDP."""
         kind = f"{kind}.warnings"
         self.journal.emit(DownlinkApplied(kind=kind, version=version, accepted=True, reason=reason))
-        if self.downlink is not None:
-            doc = {"kind": kind, "version": version, "accepted": True, "reason": reason[:300]}
-            self.downlink.publish_ack(doc, defer=True)
+        self._later_ack(
+            {"kind": kind, "version": version, "accepted": True, "reason": reason[:300]}
+        )
 
     # ---- commands and config -------------------------------------------------------------
     def apply_command(self, body: dict[str, Any]) -> None:
