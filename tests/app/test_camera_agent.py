@@ -38,7 +38,7 @@ MEDIA_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", "
 MEDIA_EXT |= {".avi", ".mp4", ".mkv", ".webm", ".mov", ".npy", ".npz", ".raw", ".yuv"}
 
 
-def config(tmp_path: Path, port: int, **camera: Any) -> AgentConfig:
+def config(tmp_path: Path, port: int, speed: float = 1.0, **camera: Any) -> AgentConfig:
     from contracts.signing import generate_keypair
 
     data = tomllib.loads((DEMO / "store.toml").read_text())
@@ -46,6 +46,11 @@ def config(tmp_path: Path, port: int, **camera: Any) -> AgentConfig:
     data["downlink"]["ops_public_key"] = generate_keypair()[1]
     data["paths"]["state_dir"] = str(tmp_path / "var")
     data["camera"].update(camera)
+    if speed != 1.0:
+        # The trace runs `speed` times faster than the wall: the engine's 1.5 s without a frame
+        # would be 0.25 s of wall time at 6x (0.4 s at 4x), which a loaded machine's scheduler can take (CI
+        # saw "fusion-no-camera" with the camera fine). One wall second of silence, as traced.
+        data["fusion"] = {"camera_stall_s": max(1.5, speed * 1.0)}
     return parse_config(data, base_dir=DEMO)
 
 
@@ -111,8 +116,8 @@ def test_fusion_and_privacy_end_to_end(
     # Alice is alone in the BLE zone from second 18 to 62. The camera sees nobody at first
     # (she is near but not at the screen), then her alone, then two people.
     timeline = [(0, 30, 0), (30, 46, 1), (46, 70, 2)]
-    cfg = config(tmp_path, broker.port, track_gap_s=2.0, sample_interval_s=1.0)
-    clock = ScaledClock(scenario.T0, 6.0)
+    cfg = config(tmp_path, broker.port, speed=4.0, track_gap_s=2.0, sample_interval_s=1.0)
+    clock = ScaledClock(scenario.T0, 4.0)
     camera = SceneSource(timeline, clock=lambda: clock.now() - scenario.T0)
     sink = CdpSink(cfg.central, tmp_path / "cdp.db", group=None)
     sink.start()
