@@ -50,6 +50,7 @@ from bench.ble_anchors import (
     RoomAssistant,
     bayes_params,
     ours_params,
+    profile_params,
 )
 from bench.ble_sim import PATH_LOSS_N, SCREENS, ZONE_R, SensorTrace, Trace, generate, sense
 from bench.procstat import rss_mb
@@ -187,8 +188,45 @@ def _pipes(trace: Trace, only: tuple[str, ...] | None = None) -> list[Any]:
     for prof in ("responsive", "steady"):
         name = "ours_bayes" if prof == "responsive" else "ours_bayes_steady"
         pipes.append(Ours(trace.calibration, PATH_LOSS_N, bayes_params(prof), name))
+    for prof in ("brisk", "eager"):
+        pipes.append(Ours(trace.calibration, PATH_LOSS_N, profile_params(prof), f"ours_{prof}"))
     pipes += [RoomAssistant(dist, max_d), ESPresense(dist, max_d), MqttRoom(dist, max_d)]
     return [p for p in pipes if only is None or p.name in only]
+
+
+# The pipeline each shipped profile (edge_agent/sensing/ble/profiles.py) runs as, in _pipes.
+PROFILE_PIPES = {
+    "responsive": "ours_median",
+    "steady": "ours_steady",
+    "brisk": "ours_brisk",
+    "eager": "ours_eager",
+    "bayes": "ours_bayes",
+    "bayes_steady": "ours_bayes_steady",
+}
+
+
+def pareto(quality: dict[str, dict]) -> dict[str, str | None]:
+    """Per anchor, the shipped profile that beats it on flaps, enter p90 and leave p90 at once
+    (the one with the fewest flaps where several do), or None where none does."""
+
+    def measures(name: str) -> tuple[float, float, float]:
+        q = quality[name]
+        return (
+            q["flaps_per_shopper_hour"],
+            q["enter_latency_s"]["p90"] or math.inf,
+            q["leave_latency_s"]["p90"] or math.inf,
+        )
+
+    out: dict[str, str | None] = {}
+    for anchor in ANCHORS:
+        theirs = measures(anchor)
+        beat = [
+            (measures(pipe)[0], profile)
+            for profile, pipe in PROFILE_PIPES.items()
+            if all(o < t for o, t in zip(measures(pipe), theirs, strict=True))
+        ]
+        out[anchor] = min(beat)[1] if beat else None
+    return out
 
 
 def _brief(score: dict) -> dict[str, float | None]:
@@ -868,6 +906,7 @@ def run(quick: bool) -> dict[str, Any]:
         "zone_quality_by_interval": by_interval,
         "radio_floor": first_readings_after_crossing(trace),
         "radio_sensitivity": radio_sensitivity(n, dur, (2.0, 0.0)),
+        "pareto": pareto(quality),
         "goals_met": {
             k: goals(k) for k in ("ours_median", "ours_steady", "ours_bayes", "ours_bayes_steady")
         },

@@ -28,7 +28,8 @@ from collections import deque
 
 from edge_agent.sensing.ble.bayes import BayesParams, BayesZoneEngine
 from edge_agent.sensing.ble.calibrate import Calibration
-from edge_agent.sensing.ble.filters import FilterSpec, OneEuro
+from edge_agent.sensing.ble.filters import OneEuro
+from edge_agent.sensing.ble.profiles import PROFILES
 from edge_agent.sensing.ble.zones import Entered, Left, Receiver, ZoneEngine, ZoneParams
 
 Transition = tuple[str, str | None]
@@ -79,37 +80,37 @@ class Ours:
         return self._tr(self.engine.tick(now))
 
 
-def ours_params(kind: str = "median", profile: str = "responsive") -> ZoneParams:
-    """Two tunings of the same engine, picked on a separate seed (see BENCHMARKS.md).
+# The site's edges on the bench's store (the zones' 3 m circles, as the antennas see them).
+ENTER_M, EXIT_M = 2.6, 4.2
 
-    responsive: 2 s fenced median, enter 2.6 m / exit 4.2 m, 1 s leave hold, 3 s min dwell.
-    steady: Kalman (q 1 dB^2/s), enter 2.6 m / exit 4.0 m, 1.5 s leave hold, 4 s min dwell.
-    """
-    steady = profile == "steady"
-    return ZoneParams(
-        enter_m=2.6,
-        exit_m=4.0 if steady else 4.2,
-        min_dwell_s=4.0 if steady else 3.0,
-        leave_hold_s=1.5 if steady else 1.0,
-        switch_ratio=0.7,
-        min_samples=2,
-        away_min_s=2.0,
-        away_max_s=10.0,
-        away_misses=8.0,
-        dwell_report_s=1e9,
-        filter=FilterSpec(kind=kind, kalman_q=1.0 if steady else 2.0),  # type: ignore[arg-type]
+
+def profile_params(name: str, kind: str | None = None) -> ZoneParams | BayesParams:
+    """A shipped presence profile (``edge_agent/sensing/ble/profiles.py``) on the bench's store,
+    ``kind`` replacing its filter. The Bayesian ones keep the module's own geometry (its 3.2 m
+    edge was tuned on seed 12), with the profile's timing."""
+    profile = PROFILES[name].with_overrides(filter=kind)
+    if profile.method == "bayes":
+        return BayesParams(dwell_report_s=1e9, **dict(profile.bayes))
+    return profile.zone_params(
+        ENTER_M, EXIT_M, away_min_s=2.0, away_max_s=10.0, away_misses=8.0, dwell_report_s=1e9
     )
 
 
-def bayes_params(profile: str = "responsive") -> BayesParams:
-    """Two tunings of the Bayesian filter (``edge_agent/sensing/ble/bayes.py``), picked on seed 12.
+def ours_params(kind: str = "median", profile: str = "responsive") -> ZoneParams:
+    """The hysteresis engine with profile ``responsive`` (2 s fenced median, enter 2.6 m / exit
+    4.2 m, 1 s leave hold, 3 s min dwell) or ``steady`` (Kalman q 1 dB^2/s, exit 4.0 m, 1.5 s
+    leave hold, 4 s min dwell), the filter replaced by ``kind``."""
+    params = profile_params(profile, kind)
+    assert isinstance(params, ZoneParams)
+    return params
 
-    responsive: the module's defaults (correlation 0.6 s, edge 1 s, approach 3 s).
-    steady: readings 1 s apart count as one, 2 s at the edge, 10 s away, enter at 0.7.
-    """
-    if profile == "steady":
-        return BayesParams(corr_s=1.0, near_s=2.0, far_s=10.0, p_enter=0.7, dwell_report_s=1e9)
-    return BayesParams(dwell_report_s=1e9)
+
+def bayes_params(profile: str = "responsive") -> BayesParams:
+    """The Bayesian filter, ``responsive`` (the module's defaults) or ``steady`` (readings 1 s
+    apart count as one, 2 s at the edge, 10 s away, enter at 0.7); picked on seed 12."""
+    params = profile_params("bayes_steady" if profile == "steady" else "bayes")
+    assert isinstance(params, BayesParams)
+    return params
 
 
 class _KalmanJs:

@@ -6,6 +6,7 @@ Relative paths in the file are resolved against the file's own directory.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tomllib
 from pathlib import Path
@@ -17,6 +18,7 @@ from contracts.mqtt import BrokerConfig
 from contracts.validation import ID_PATTERN, StrictModel, key_path
 
 if TYPE_CHECKING:
+    from edge_agent.sensing.ble.profiles import PresenceProfile
     from edge_agent.sensing.fusion import FusionParams
 
 
@@ -136,12 +138,31 @@ class BleConfig(StrictModel):
     # How a zone is decided: "hysteresis" (the filter above against enter/leave levels) or
     # "bayes" (a forward filter over zones, edge_agent/sensing/ble/bayes.py; enter_rssi is the edge).
     zone_method: Literal["hysteresis", "bayes"] = "hysteresis"
+    # A named point on the flaps / enter / leave curves (edge_agent/sensing/ble/profiles.py,
+    # BENCHMARKS.md "BLE presence"): its filter and timings, unless the keys above are set here.
+    profile: Literal["responsive", "steady", "brisk", "eager", "bayes", "bayes_steady"] = (
+        "responsive"
+    )
     # Per-receiver RSSI at 1 m (`edge-agent ble calibrate`); default: state_dir/ble-calibration.json.
     calibration_file: Path | None = None
     # ESP32 scanner nodes by id -> the zone each covers (unlisted nodes count as this box's zone).
     receivers: dict[str, str] = Field(default_factory=dict)
     # Beacon health: a configured beacon unheard this long raises a staff alert.
     beacon_missing_s: float = Field(900.0, gt=0)
+
+    def presence_profile(self) -> PresenceProfile:
+        """The profile this section names, with the keys it sets itself taking precedence."""
+        from edge_agent.sensing.ble.profiles import PROFILES
+
+        own = self.model_fields_set
+        profile = PROFILES[self.profile].with_overrides(
+            filter=self.filter if "filter" in own else None,
+            min_dwell_s=self.min_dwell_s if "min_dwell_s" in own else None,
+            leave_hold_s=self.leave_hold_s if "leave_hold_s" in own else None,
+            method=self.zone_method if "zone_method" in own else None,
+        )
+        spec = dataclasses.replace(profile.filter, ema_alpha=self.ema_alpha)
+        return dataclasses.replace(profile, filter=spec)
 
     @model_validator(mode="after")
     def _check(self) -> BleConfig:

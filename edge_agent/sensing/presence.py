@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_agent.sensing.ble.bayes import BayesParams, BayesZoneEngine
+from edge_agent.sensing.ble.bayes import BayesZoneEngine
 from edge_agent.sensing.ble.calibrate import Calibration, CalibrationError
 from edge_agent.sensing.ble.calibrate import load as load_calibrations
 from edge_agent.sensing.ble.filters import FilterKind, FilterSpec
+from edge_agent.sensing.ble.profiles import PresenceProfile
 from edge_agent.sensing.ble.zones import (
     DwellTick,
     Entered,
@@ -32,7 +33,6 @@ from edge_agent.sensing.ble.zones import (
     PresenceChange,
     Receiver,
     ZoneEngine,
-    ZoneParams,
     ZoneTracker,
 )
 
@@ -83,36 +83,36 @@ class PresenceTracker:
     # "hysteresis": smoothed RSSI against enter/exit distances (ZoneEngine); "bayes": the
     # forward filter of edge_agent/sensing/ble/bayes.py, whose zone edge is enter_rssi's distance.
     method: Literal["hysteresis", "bayes"] = "hysteresis"
+    # A named profile (edge_agent/sensing/ble/profiles.py): when given, its timing and filter
+    # replace the five settings above (the agent passes the one its config resolved).
+    profile: PresenceProfile | None = None
     engine: ZoneEngine | BayesZoneEngine = field(init=False)
 
     def __post_init__(self) -> None:
-        ref = Calibration()
-        params = ZoneParams(
-            enter_m=ref.distance_m(self.enter_rssi),
-            exit_m=ref.distance_m(self.leave_rssi),
+        profile = self.profile or PresenceProfile(
+            "custom",
+            "this tracker's own settings",
+            method=self.method,
+            filter=FilterSpec(kind=self.filter, ema_alpha=self.ema_alpha),
             min_dwell_s=self.min_dwell_s,
             leave_hold_s=self.leave_hold_s,
             min_samples=self.min_samples,
-            away_min_s=min(self.away_min_s, self.away_timeout_s),
+        )
+        ref = Calibration()
+        params = profile.zone_params(
+            ref.distance_m(self.enter_rssi),
+            ref.distance_m(self.leave_rssi),
+            away_min_s=self.away_min_s,
             away_max_s=self.away_timeout_s,
             away_misses=self.away_misses,
             dwell_report_s=self.dwell_report_s,
-            filter=FilterSpec(kind=self.filter, ema_alpha=self.ema_alpha),
         )
         local = Receiver("local", self.zone, self.calibration)
         others = [Receiver(rid, z, c) for rid, (z, c) in self.receivers.items()]
-        if self.method == "bayes":
-            bp = BayesParams(
-                zone_m=params.enter_m,
-                near_m=min(1.0, params.enter_m / 2),
-                approach_m=2 * params.enter_m,
-                far_m=max(4 * params.enter_m, params.exit_m + params.enter_m),
-                away_min_s=params.away_min_s,
-                away_max_s=params.away_max_s,
-                away_misses=params.away_misses,
-                dwell_report_s=self.dwell_report_s,
+        if profile.method == "bayes":
+            self.engine: ZoneTracker = BayesZoneEngine(
+                [local, *others], profile.bayes_params(params), fallback=local
             )
-            self.engine: ZoneTracker = BayesZoneEngine([local, *others], bp, fallback=local)
             return
         self.engine = ZoneEngine([local, *others], params, fallback=local)
 
@@ -159,12 +159,9 @@ def tracker_from_config(ble: Any, state_dir: Path) -> PresenceTracker:
         away_timeout_s=ble.away_timeout_s,
         ema_alpha=ble.ema_alpha,
         dwell_report_s=ble.dwell_report_s,
-        filter=ble.filter,
-        min_dwell_s=ble.min_dwell_s,
-        leave_hold_s=ble.leave_hold_s,
         away_min_s=ble.away_min_s,
         zone=ble.zone,
         calibration=cals.get("local", default),
         receivers={node: (z, cals.get(node, default)) for node, z in ble.receivers.items()},
-        method=getattr(ble, "zone_method", "hysteresis"),
+        profile=ble.presence_profile(),
     )
