@@ -177,19 +177,19 @@ ANCHORS = ("room_assistant", "espresense", "ha_mqtt_room")
 def _pipes(trace: Trace, only: tuple[str, ...] | None = None) -> list[Any]:
     from bench.ble_anchors import Distance
 
-    dist = Distance(trace.calibration, PATH_LOSS_N)
+    dist = Distance(trace.calibration, trace.path_loss_n)
     max_d = (ZONE_R**2 + 1.2**2) ** 0.5  # the zone edge as the receiver's antenna sees it
     pipes: list[Any] = [
-        Ours(trace.calibration, PATH_LOSS_N, ours_params(k), f"ours_{k}") for k in FILTER_KINDS
+        Ours(trace.calibration, trace.path_loss_n, ours_params(k), f"ours_{k}") for k in FILTER_KINDS
     ]
     pipes.append(
-        Ours(trace.calibration, PATH_LOSS_N, ours_params("kalman", "steady"), "ours_steady")
+        Ours(trace.calibration, trace.path_loss_n, ours_params("kalman", "steady"), "ours_steady")
     )
     for prof in ("responsive", "steady"):
         name = "ours_bayes" if prof == "responsive" else "ours_bayes_steady"
-        pipes.append(Ours(trace.calibration, PATH_LOSS_N, bayes_params(prof), name))
+        pipes.append(Ours(trace.calibration, trace.path_loss_n, bayes_params(prof), name))
     for prof in ("brisk", "eager"):
-        pipes.append(Ours(trace.calibration, PATH_LOSS_N, profile_params(prof), f"ours_{prof}"))
+        pipes.append(Ours(trace.calibration, trace.path_loss_n, profile_params(prof), f"ours_{prof}"))
     pipes += [RoomAssistant(dist, max_d), ESPresense(dist, max_d), MqttRoom(dist, max_d)]
     return [p for p in pipes if only is None or p.name in only]
 
@@ -871,7 +871,37 @@ def memory(devices: int = 10_000, receivers: int = 3, adverts: int = 6) -> dict:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run_walk(path: str) -> dict[str, Any]:
+    """Every pipeline and anchor on a recorded walk, its taps as the truth (section 1 and the
+    profiles' pareto; the rest needs the simulator's crowd)."""
+    from pathlib import Path
+
+    from bench.ble_walk import trace_of
+    from edge_agent.sensing.ble.walk import parse_walk
+
+    walk = parse_walk(Path(path).read_text(encoding="utf-8"))
+    trace = trace_of(walk)
+    quality, _ = zone_quality(trace)
+    return {
+        "date": dt.date.today().isoformat(),
+        "walk": {
+            "file": path,
+            "store": walk.store,
+            "tag": walk.tag,
+            "started": walk.started,
+            "duration_s": round(walk.duration_s, 1),
+            "readings": len(walk.adverts),
+            "taps": len(walk.taps),
+            "receivers": len(walk.receivers),
+        },
+        "zone_quality": quality,
+        "pareto": pareto(quality),
+    }
+
+
+def run(quick: bool, walk: str | None = None) -> dict[str, Any]:
+    if walk is not None:
+        return run_walk(walk)
     n, dur = (25, 600.0) if quick else (200, 3600.0)
     t0 = time.perf_counter()
     trace = generate(n, dur)

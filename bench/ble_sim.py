@@ -100,6 +100,8 @@ class Trace:
     rssi_1m: dict[str, float]  # the true 1 m level per receiver
     calibration: dict[str, float]  # what the pipelines were told (with calibration error)
     duration_s: float
+    # What the pipelines assume of the path loss (a recorded walk carries its receivers' own).
+    path_loss_n: float = PATH_LOSS_N
 
     def calibration_of(self, receiver: str) -> Calibration:
         """What the pipelines were told about ``receiver``, as the agent's calibration."""

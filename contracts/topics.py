@@ -34,6 +34,8 @@ In-store bus (local mosquitto, loopback or store LAN):
   instore/<store>/zones/<zone>/mmwave/<node>  ESP32 mmWave node -> agent, retained: ON/OFF
   instore/<store>/nodes/<node>/status         ESP32 node, retained: online/offline (ESPHome's
                                               birth and last will)
+  instore/<store>/walk/cmd                    kiosk -> agent: a walk survey's start, taps, stop
+  instore/<store>/walk/state                  agent, retained: the walk it records (for kiosks)
 """
 
 from __future__ import annotations
@@ -179,3 +181,13 @@ def touches(store_id: str, device_id: str = "+") -> str:
 def touches_window(store_id: str, device_id: str = "+") -> str:
     """Agent, retained: every touch of its attribution window, for a box that (re)starts."""
     return f"instore/{store_id}/touches/{device_id}/window"
+
+
+def walk_cmd(store_id: str) -> str:
+    """Kiosk -> agent: a walk survey (contracts/walk.py WalkCommand), QoS 1."""
+    return f"instore/{store_id}/walk/cmd"
+
+
+def walk_state(store_id: str) -> str:
+    """Agent, retained: the walk being recorded, or the last one (contracts/walk.py WalkState)."""
+    return f"instore/{store_id}/walk/state"

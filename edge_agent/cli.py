@@ -82,9 +82,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if name == "fleet":
             extra["stores"] = args.stores
             extra["per_store"] = args.per_store
+        if args.walk is not None and name == "ble":
+            extra["walk"] = args.walk
         if args.baseline is not None and name == "box":
             extra["baseline"] = args.baseline
-        result = mod.run(quick=args.quick, **extra)
+        try:
+            result = mod.run(quick=args.quick, **extra)
+        except (OSError, ValueError) as exc:
+            if "walk" not in extra:
+                raise
+            # A walk file that cannot be read or used: one line, as for a bad config.
+            why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            print(f"edge-agent bench ble: {why}", file=sys.stderr)
+            return 2
         print(json.dumps({"bench": name, **result}, indent=2))
     return 0
 
@@ -153,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="fleet: events each store sends per phase (20)",
+    )
+    bench.add_argument(
+        "--walk",
+        metavar="FILE",
+        help="ble: score the pipelines on a recorded walk (state_dir/walks/*.jsonl) instead",
     )
     bench.set_defaults(func=_cmd_bench)
 

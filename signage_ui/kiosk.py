@@ -1,8 +1,9 @@
 """`signage-ui --kiosk`: the staff kiosk, a touch screen on the store network.
 
-Five screens behind big tabs: live occupancy per screen, alerts with acknowledge, the emergency
-override (with a confirmation step), a survey mode for shoppers (NPS, then effort), and the
-product finder (results, stock, the way from this kiosk and a QR code: ``finder_view.py``). It only
+Six screens behind big tabs: live occupancy per screen, alerts with acknowledge, the emergency
+override (with a confirmation step), a survey mode for shoppers (NPS, then effort), the
+product finder (results, stock, the way from this kiosk and a QR code: ``finder_view.py``), and
+the walk survey that records a store trace with ground truth (``walk_view.py``). It only
 talks MQTT on the in-store bus; the rules live in ``kiosk_model.py``. Touch targets are at least
 64 px high (a finger, not a mouse).
 """
@@ -43,6 +44,7 @@ from edge_agent.config import AgentConfig
 from signage_ui import kiosk_model as km
 from signage_ui.finder_view import FinderPanel
 from signage_ui.player import grab_window
+from signage_ui.walk_view import WalkPanel
 
 log = logging.getLogger("signage_ui.kiosk")
 
@@ -138,6 +140,7 @@ class KioskApp(App):
             ("emergency", "Emergency"),
             ("survey", "Survey"),
             ("find", "Find a product"),
+            ("walk", "Walk"),
         ):
             b = big_button(label, "#264653", font_size=16 if narrow else 22)
             if narrow:  # a kiosk mounted portrait: labels wrap inside their tab
@@ -156,6 +159,7 @@ class KioskApp(App):
             self.sm.add_widget(builder())
         self.sm.add_widget(self._survey_screen())
         self.sm.add_widget(self._finder_screen())
+        self.sm.add_widget(self._walk_screen())
         self.root_box = root
         self._refresh_tabs()
         self._start_bus()
@@ -183,7 +187,7 @@ class KioskApp(App):
     def _refresh_tabs(self) -> None:
         n = len(self.alerts.alerts)
         self.w["tab:alerts"].text = f"Alerts ({n})" if n else "Alerts"
-        for name in ("occupancy", "alerts", "emergency", "survey", "find"):
+        for name in ("occupancy", "alerts", "emergency", "survey", "find", "walk"):
             b = self.w[f"tab:{name}"]
             active = self.sm.current == name
             colour = "#2a9d8f" if active else "#264653"
@@ -421,6 +425,17 @@ class KioskApp(App):
         self.snapshot(f"survey-{self._survey_step}")
 
     # ---- product finder ------------------------------------------------------------------------
+    def _walk_screen(self) -> Screen:
+        s = Screen(name="walk")
+        self.walk = WalkPanel(
+            [z.id for z in self.cfg.zones],
+            [b.name for b in self.cfg.ble.beacons],
+            lambda raw: self._publish(topics.walk_cmd(self.store), raw),
+            self.w,
+        )
+        s.add_widget(filled(self.walk.root, BG))
+        return s
+
     def _finder_screen(self) -> Screen:
         s = Screen(name="find")
         self.finder = FinderPanel(
@@ -446,6 +461,7 @@ class KioskApp(App):
             (topics.screen_state(self.store), 1),
             (topics.emergency(self.store), 1),
             (topics.kiosk_found(self.store, self.kiosk_id), 1),
+            (topics.walk_state(self.store), 1),
         ]
 
         def on_connect(c: mqtt.Client, _u: object, _f: object, rc, _p: object) -> None:
@@ -500,6 +516,8 @@ class KioskApp(App):
                 self.finder.on_found(raw)
             elif topic == topics.emergency(self.store):
                 self._on_emergency(raw)
+            elif topic == topics.walk_state(self.store):
+                self.walk.on_state(raw)
             elif topic.endswith("/occupancy"):
                 self.occupancy.update(km.parse_occupancy(raw))
                 self.refresh_occupancy()

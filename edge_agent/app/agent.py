@@ -54,6 +54,7 @@ from edge_agent.sensing.fusion_stage import FusionStage
 from edge_agent.sensing.occupancy import ZoneOccupancy
 from edge_agent.sensing.presence import tracker_from_config
 from edge_agent.sensing.presence_stage import PresenceStage, device_secret
+from edge_agent.sensing.walk_stage import WalkStage
 from edge_agent.slice.store import ProfileSlice
 from sync.journal import EventJournal
 
@@ -192,6 +193,20 @@ class Agent:
             # Other devices (the crowd without a camera) by the same zone rules as shoppers.
             devices=dataclasses.replace(tracker),
         )
+        # The walk survey: a staff tag's readings and the kiosk's taps, as a store trace.
+        self.walk = WalkStage(
+            store=store,
+            walks_dir=paths.state_dir / "walks",
+            tags={b.name for b in cfg.ble.beacons},
+            zones={z.id for z in cfg.zones},
+            receivers={
+                "local": (cfg.ble.zone, tracker.calibration),
+                **tracker.receivers,
+            },
+            bus=self.bus,
+            now=now,
+        )
+        self.presence.on_beacon = self.walk.on_tag
         self.audience = AudienceStage(
             cfg.camera,
             now=now,
@@ -426,6 +441,7 @@ class Agent:
             lambda t, p: self.occupancy.on_mmwave(t.split("/")[3], t.split("/")[5], p),
         )
         bus.route(topics.kiosk_find(store), self.kiosk_finder.on_find)
+        bus.route(topics.walk_cmd(store), self.walk.on_command)
         # The broker's notices (the box's mosquitto.conf logs to $SYS too); on a broker that
         # does not, nothing arrives and the count stays 0. QoS 0: mosquitto sends them so.
         bus.route(LOG_TOPIC, self.bus_auth.on_log, qos=0)
@@ -741,6 +757,7 @@ class Agent:
         self.bus.stop()
         self.alerts.shutdown()
         self.kiosk_finder.close()
+        self.walk.close()
         self.content_installer.close()  # a download waiting to retry stops waiting
         if self.downlink is not None:
             self.downlink.stop()

@@ -123,6 +123,8 @@ class PresenceStage:
         # When each present device entered its zone (by internal key), for dwell rules.
         self.entered_at: dict[str, float] = {}
         self.store_beacons = StoreBeacons(cfg.ble.beacons, cfg.ble.eid_rotation_exponent)
+        # A store beacon heard (name, receiver, rssi, time): the walk survey's tag readings.
+        self.on_beacon: Callable[[str, str, int, float], None] | None = None
         self._beacon_cfg = {bc.name: bc for bc in cfg.ble.beacons}
         self._zone_names = {z.id: z.name or z.id for z in cfg.zones}
         self.battery = BatteryWatch()
@@ -204,6 +206,8 @@ class PresenceStage:
             self._on_token(token, advert.rssi, ts, advert.receiver)
         for name in heard.beacons:
             self.beacon_health.heard(name, ts)
+            if self.on_beacon is not None:
+                self.on_beacon(name, advert.receiver or "local", advert.rssi, ts)
         for t in heard.telemetry:
             self.counts.beacon_telemetry += 1
             self._on_tlm(t.beacon, t.fields)
