@@ -180,7 +180,8 @@ def _pipes(trace: Trace, only: tuple[str, ...] | None = None) -> list[Any]:
     dist = Distance(trace.calibration, trace.path_loss_n)
     max_d = (ZONE_R**2 + 1.2**2) ** 0.5  # the zone edge as the receiver's antenna sees it
     pipes: list[Any] = [
-        Ours(trace.calibration, trace.path_loss_n, ours_params(k), f"ours_{k}") for k in FILTER_KINDS
+        Ours(trace.calibration, trace.path_loss_n, ours_params(k), f"ours_{k}")
+        for k in FILTER_KINDS
     ]
     pipes.append(
         Ours(trace.calibration, trace.path_loss_n, ours_params("kalman", "steady"), "ours_steady")
@@ -189,7 +190,9 @@ def _pipes(trace: Trace, only: tuple[str, ...] | None = None) -> list[Any]:
         name = "ours_bayes" if prof == "responsive" else "ours_bayes_steady"
         pipes.append(Ours(trace.calibration, trace.path_loss_n, bayes_params(prof), name))
     for prof in ("brisk", "eager"):
-        pipes.append(Ours(trace.calibration, trace.path_loss_n, profile_params(prof), f"ours_{prof}"))
+        pipes.append(
+            Ours(trace.calibration, trace.path_loss_n, profile_params(prof), f"ours_{prof}")
+        )
     pipes += [RoomAssistant(dist, max_d), ESPresense(dist, max_d), MqttRoom(dist, max_d)]
     return [p for p in pipes if only is None or p.name in only]
 
