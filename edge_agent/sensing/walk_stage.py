@@ -92,12 +92,12 @@ class WalkStage:
             self._stop()  # a new walk ends the one before: never two files half written
         now = self._now()
         name = datetime.fromtimestamp(now, UTC).strftime("walk-%Y%m%d-%H%M%S.jsonl")
-        self.walks_dir.mkdir(parents=True, exist_ok=True)
         receivers = {
             rid: WalkReceiver(zone, cal.rssi_1m, cal.path_loss_n)
             for rid, (zone, cal) in self.receivers.items()
         }
         try:
+            self.walks_dir.mkdir(parents=True, exist_ok=True)
             fh = (self.walks_dir / name).open("x", encoding="utf-8")
         except OSError as exc:
             self._refuse_locked(f"walk: cannot write {name}: {exc.strerror}")
