@@ -428,7 +428,7 @@ class KioskApp(App):
     def _walk_screen(self) -> Screen:
         s = Screen(name="walk")
         self.walk = WalkPanel(
-            [z.id for z in self.cfg.zones],
+            {z.id: z.name or z.id for z in self.cfg.zones},
             [b.name for b in self.cfg.ble.beacons],
             lambda raw: self._publish(topics.walk_cmd(self.store), raw),
             self.w,
@@ -465,9 +465,17 @@ class KioskApp(App):
         ]
 
         def on_connect(c: mqtt.Client, _u: object, _f: object, rc, _p: object) -> None:
-            if not rc.is_failure:
-                c.subscribe(subs)
-            self._later(lambda: self._bus(not rc.is_failure))
+            if rc.is_failure:
+                self._later(lambda: self._bus(False))
+                return
+            c.subscribe(subs)
+
+        def on_subscribe(_c: mqtt.Client, _u: object, _m: int, codes: list, _p: object) -> None:
+            # "bus: ok" once the subscriptions hold: a reply or alert sent before would be lost.
+            refused = [s[0] for s, rc in zip(subs, codes, strict=False) if rc.is_failure]
+            if refused:
+                log.warning("bus: subscriptions refused: %s", ", ".join(refused))
+            self._later(lambda: self._bus(True))
 
         def on_disconnect(*_a: object) -> None:
             self._later(lambda: self._bus(False))
@@ -477,6 +485,7 @@ class KioskApp(App):
             self._later(lambda: self._guarded(topic, raw))
 
         client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
         client.on_connect_fail = lambda *_a: self._later(lambda: self._bus(False))
         client.on_disconnect = on_disconnect
         client.on_message = on_message

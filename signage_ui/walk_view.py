@@ -56,28 +56,33 @@ def _label(text: str, **kw: object) -> Label:
     return label
 
 
-def status_line(state: WalkState) -> str:
-    """What the agent says it records, in the walker's words."""
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what}s"
+
+
+def status_line(state: WalkState, names: dict[str, str] | None = None) -> str:
+    """What the agent says it records, in the walker's words (zones by their names)."""
+    counts = f"{_n(state.adverts, 'reading')}, {_n(state.taps, 'tap')}"
     if state.recording:
-        where = state.zone or "out of every zone"
+        where = (names or {}).get(state.zone or "", state.zone) or "out of every zone"
         return (
-            f"Recording [b]{state.tag}[/b]: {state.adverts} readings, {state.taps} taps, "
-            f"{state.seconds:.0f} s. You are: [b]{where}[/b]"
+            f"Recording [b]{state.tag}[/b]: {counts}, {state.seconds:.0f} s. "
+            f"You are: [b]{where}[/b]"
         )
     if state.file:
-        return f"Saved [b]{state.file}[/b]: {state.adverts} readings, {state.taps} taps"
+        return f"Saved [b]{state.file}[/b]: {counts}"
     return "Carry a store beacon, start, and tap each zone as you step into it."
 
 
 class WalkPanel:
     def __init__(
         self,
-        zones: list[str],
+        zones: dict[str, str],
         tags: list[str],
         publish: Callable[[bytes], None],
         widgets: dict[str, Widget],
     ) -> None:
-        self.zones, self.tags = zones, tags
+        self.zones, self.tags = zones, tags  # zones: id -> the name staff know it by
         self._publish, self.w = publish, widgets
         self.state = WalkState(recording=False)
         self.root = BoxLayout(orientation="vertical", padding=16, spacing=12)
@@ -100,7 +105,7 @@ class WalkPanel:
         box.clear_widgets()
         for key in [k for k in self.w if k.startswith("walk:")]:
             del self.w[key]
-        head = _label(status_line(self.state), markup=True, font_size=24)
+        head = _label(status_line(self.state, self.zones), markup=True, font_size=24)
         head.size_hint_y, head.height = None, 72
         self.w["walk:status"] = head
         box.add_widget(head)
@@ -112,15 +117,16 @@ class WalkPanel:
             self._start_buttons(box)
             return
         grid = GridLayout(cols=2 if len(self.zones) > 3 else 1, spacing=10)
-        for zone in self.zones:
+        for zone, name in self.zones.items():
             here = zone == self.state.zone
-            b = _button(zone, HERE if here else ZONE, HERE_INK if here else INK, bold=here)
+            b = _button(name, HERE if here else ZONE, HERE_INK if here else INK, bold=here)
             b.bind(on_release=lambda _b, z=zone: self.send(WalkCommand(action="tap", zone=z)))
             self.w[f"walk:zone:{zone}"] = b
             grid.add_widget(b)
         box.add_widget(grid)
         row = BoxLayout(size_hint_y=None, height=96, spacing=12)
-        out = _button("Out of every zone", HERE if self.state.zone is None else OUT)
+        outside = self.state.zone is None
+        out = _button("Out of every zone", HERE if outside else OUT, HERE_INK if outside else INK)
         out.bind(on_release=lambda _b: self.send(WalkCommand(action="tap")))
         stop = _button("Stop and save", STOP, size_hint_x=0.4)
         stop.bind(on_release=lambda _b: self.send(WalkCommand(action="stop")))

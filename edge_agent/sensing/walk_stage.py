@@ -104,7 +104,7 @@ class WalkStage:
             return
         started = datetime.fromtimestamp(now, UTC).isoformat()
         self._file, self._t0 = fh, now
-        self._write(header_line(self.store, tag, started, receivers))
+        self._write(header_line(self.store, tag, started, receivers, tuple(self.zones)))
         self.state = WalkState(recording=True, tag=tag, file=name)
         log.info("walk: recording tag %s to %s", tag, name)
 
@@ -145,8 +145,11 @@ class WalkStage:
         with self._lock:
             if self._file is None or receiver not in self.receivers:
                 return
-            self._write(advert_line(max(0.0, ts - self._t0), receiver, rssi))
-            self.state = self.state.model_copy(update={"adverts": self.state.adverts + 1})
+            t = max(0.0, ts - self._t0)
+            self._write(advert_line(t, receiver, rssi))
+            self.state = self.state.model_copy(
+                update={"adverts": self.state.adverts + 1, "seconds": round(t, 1)}
+            )
         mono = time.monotonic()
         if mono - self._last_state >= STATE_EVERY_S:
             self._last_state = mono

@@ -88,6 +88,7 @@ BAD = [
     (HEADER + '\n{"t": 1, "rx": "local", "rssi": true}', "'rssi' must be a number"),
     (HEADER + '\n{"t": 2, "tap": null}\n{"t": 1, "tap": null}', "line 3: time goes back"),
     (HEADER + '\n{"t": 1, "tap": "menswear"}', "line 2: tap names zone 'menswear'"),
+    (HEADER.replace('"zones":[', '"zones":[7,'), "'zones' must be a list"),
     (HEADER + '\n{"t": "soon", "tap": null}', "'t' must be a number"),
     (HEADER + '\n{"t": 1}', "line 2: neither"),
     (HEADER + "\n[1, 2]", "line 2: expected a JSON object"),

@@ -348,8 +348,13 @@ def drive(
             Clock.schedule_once(lambda _dt: seq(*actions[1:]), 0.25)
 
     def start() -> None:
+        # Ready once the kiosk's subscriptions hold: the test's hostile replies come then (CI
+        # lost some, sent while the kiosk was still connecting).
+        wait_until(lambda: app.bus_up, subscribed, timeout=30.0)
+
+    def subscribed() -> None:
         report("ready")
-        wait_until(lambda: app.bus_up and os.path.exists(go), find_de if portrait else find_en)
+        wait_until(lambda: os.path.exists(go), find_de if portrait else find_en)
 
     def find_de() -> None:  # portrait: German, the way to the Ridge GTX, and done
         app.finder.state.reply = None

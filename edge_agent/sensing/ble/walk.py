@@ -5,13 +5,15 @@ the kiosk, each zone as they step into it and "out" as they step out. The agent 
 receivers heard of that tag and the taps, one JSON object per line:
 
     {"walk": 1, "store": "s1", "tag": "walker", "started": "2026-12-03T09:00:00+00:00",
+     "zones": ["entrance", "womens"],
      "receivers": {"local": {"zone": "entrance", "rssi_1m": -59.0, "path_loss_n": 2.0}}}
     {"t": 0.84, "rx": "local", "rssi": -71}
     {"t": 3.2, "tap": "entrance"}
     {"t": 21.9, "tap": null}
     {"t": 60.0, "end": true}
 
-``t`` is seconds since the start. The tag is named by its configured name, never by address or
+``t`` is seconds since the start. ``zones`` are the store's: a zone no receiver covers may be
+tapped (the pipelines cannot name it, and are scored for that). The tag is named by its configured name, never by address or
 token; nothing else heard is written. ``edge-agent bench ble --walk FILE`` runs every pipeline
 and anchor of the BLE bench on it (bench/ble_walk.py), with the taps as the truth.
 
@@ -46,6 +48,7 @@ class Walk:
     tag: str
     started: str
     receivers: dict[str, WalkReceiver]
+    zones: tuple[str, ...] = ()
     # (t, receiver id, rssi), in file order (t never decreases).
     adverts: list[tuple[float, str, int]] = field(default_factory=list)
     # (t, zone or None): the walker stepped into that zone, or out of every zone.
@@ -62,12 +65,27 @@ class Walk:
         return zone
 
 
-def header_line(store: str, tag: str, started: str, receivers: dict[str, WalkReceiver]) -> str:
+def header_line(
+    store: str,
+    tag: str,
+    started: str,
+    receivers: dict[str, WalkReceiver],
+    zones: tuple[str, ...] = (),
+) -> str:
+    """``zones``: the store's (the receivers' own are always among them)."""
     rx = {
         r: {"zone": w.zone, "rssi_1m": w.rssi_1m, "path_loss_n": w.path_loss_n}
         for r, w in receivers.items()
     }
-    doc = {"walk": FORMAT, "store": store, "tag": tag, "started": started, "receivers": rx}
+    every = sorted({*zones, *(w.zone for w in receivers.values())})
+    doc = {
+        "walk": FORMAT,
+        "store": store,
+        "tag": tag,
+        "started": started,
+        "zones": every,
+        "receivers": rx,
+    }
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -90,7 +108,7 @@ def _number(doc: dict[str, Any], key: str, where: str) -> float:
     return float(v)
 
 
-def _header(doc: Any) -> tuple[str, str, str, dict[str, WalkReceiver]]:
+def _header(doc: Any) -> tuple[str, str, str, dict[str, WalkReceiver], tuple[str, ...]]:
     where = "walk line 1"
     if not isinstance(doc, dict) or doc.get("walk") != FORMAT:
         raise WalkError(f'{where}: not a walk header (expected {{"walk": {FORMAT}, ...}})')
@@ -112,7 +130,11 @@ def _header(doc: Any) -> tuple[str, str, str, dict[str, WalkReceiver]]:
         if not 1.0 <= n <= 6.0:
             raise WalkError(f"{here}: path_loss_n {n} is not a path loss exponent (1-6)")
         receivers[rid] = WalkReceiver(r["zone"], _number(r, "rssi_1m", here), n)
-    return texts[0], texts[1], texts[2], receivers
+    zones = doc.get("zones", [])
+    if not isinstance(zones, list) or not all(isinstance(z, str) and z for z in zones):
+        raise WalkError(f"{where}: 'zones' must be a list of zone ids")
+    every = tuple(sorted({*zones, *(r.zone for r in receivers.values())}))
+    return texts[0], texts[1], texts[2], receivers, every
 
 
 def _load(line: str, where: str) -> Any:
@@ -130,9 +152,8 @@ def parse_walk(text: str) -> Walk:
     if not lines:
         raise WalkError("walk: the file is empty")
     first = _load(lines[0], "walk line 1") if len(lines[0]) <= MAX_LINE else None
-    store, tag, started, receivers = _header(first)
-    walk = Walk(store, tag, started, receivers)
-    zones = {r.zone for r in receivers.values()}
+    store, tag, started, receivers, zones = _header(first)
+    walk = Walk(store, tag, started, receivers, zones)
     last = 0.0
     for no, line in enumerate(lines[1:], start=2):
         where = f"walk line {no}"
@@ -158,10 +179,10 @@ def parse_walk(text: str) -> Walk:
         elif "tap" in doc:
             zone = doc["tap"]
             if zone is not None and zone not in zones:
-                raise WalkError(f"{where}: tap names zone {zone!r}, which no receiver covers")
+                raise WalkError(f"{where}: tap names zone {zone!r}, not one of the store's")
             walk.taps.append((t, zone))
         elif doc.get("end") is not True:
             raise WalkError(f"{where}: neither an advert (rx), a tap nor the end")
     if not walk.taps:
         raise WalkError("walk: no taps, so no truth to score against")
-    return Walk(store, tag, started, receivers, walk.adverts, walk.taps, last)
+    return Walk(store, tag, started, receivers, zones, walk.adverts, walk.taps, last)
