@@ -240,3 +240,24 @@ def test_the_stage_refuses_in_one_line_and_never_raises(tmp_path) -> None:
     (tmp_path / "walks").write_text("in the way")
     st_.on_command(topic, cmd(action="start", tag="walker"))
     assert "cannot write" in bus.states[-1]["error"] and not bus.states[-1]["recording"]
+
+
+def test_the_bench_command_refuses_a_bad_walk_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "walk.jsonl"
+    bad.write_text(HEADER + '\n{"t": 1, "tap": "menswear"}\n')
+    for path, why in (
+        (bad, "walk line 2: tap names zone 'menswear'"),
+        (tmp_path / "none", "No such file"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "bench", "ble", "--walk", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2 and run.stdout == ""
+        (line,) = run.stderr.strip().splitlines()
+        assert why in line
