@@ -376,7 +376,7 @@ def _summary(
         # In store seconds: at a clock `speed` times the wall's, the camera's frames (filmed in
         # wall time) come `speed` times sparser, so this is slower than a store's (BENCHMARKS.md,
         # "Stepping up to a camera screen": 1.0 s p50 at real speed).
-        (f"step-up at the camera screen -> personal greeting (store s, clock {speed:g}x)", greeted),
+        (f"step-up -> personal greeting (s, {speed:g}x clock)", greeted),
         ("staff alerts (beacon battery, order ready)", s.staff_alerts),
         ("campaign pushes applied / refused", f"{s.downlink_applied} / {s.downlink_refused}"),
         ("events accepted into the outbox", len(accepted)),

@@ -41,6 +41,12 @@ def test_demo_runs_end_to_end_with_zero_loss(tmp_path: Path) -> None:
         row = re.search(rf"uplift trail-shoes {where}\s*│\s*([^│]+?)\s*│", text)
         assert row, text
         assert row[1] == "exposed 1/1, holdout 0/1: +100.0 pts (95% CI -12.2 to +100.0)"
+    # Each time one person stepped up to the camera screen: their greeting's delay, or none.
+    step = re.search(r"step-up -> personal greeting \(s, 12x clock\)\s*│\s*([^│]+?)\s*│", text)
+    assert step, text
+    each = [v.strip() for v in step[1].split(",")]
+    assert len(each) == 3, each  # the scene's three arrivals at an empty screen
+    assert any(re.fullmatch(r"\d+\.\d s", v) for v in each), each  # Alice, greeted
     shots = sorted(p.name for p in (tmp_path / "out" / "screens").glob("*.png"))
     # Targeted for Alice alone, anonymous for the crowd, default otherwise, and the pushed campaign.
     assert any("trail-shoes_personalised" in s for s in shots), shots
