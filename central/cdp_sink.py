@@ -71,6 +71,10 @@ COMPACT_EVERY_S = 300.0
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
+# One encoder for every event body: json.dumps with arguments builds a new one per call.
+_BODY_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 class BatchError(ValueError):
     """A batch that cannot be decoded at all."""
 
@@ -198,7 +202,7 @@ def _read_batch(topic: str, payload: bytes, properties: Properties | None, now: 
             rejects.append(RejectRow(now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
             continue
         extra = ev.model_extra or {}
-        body = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        body = _BODY_JSON.encode(item)
         assert ids is not None
         dealt_with(item, ev.id)
         seq = extra.get("sequence")
