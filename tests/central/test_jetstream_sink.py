@@ -211,7 +211,10 @@ def test_a_nats_node_and_a_sink_killed_mid_stream_lose_nothing_and_store_nothing
         a.wait(5)
         at_kill = pg_count(pg_dsn, store)
         assert at_kill < 2 * n, "too late: the stream had finished"
-        assert wait_for(lambda: pg_count(pg_dsn, store) >= at_kill + 300, 40), "stalled"
+        # The others carry on: 300 more, or all of them when fewer were left (sinks storing a
+        # fetch per transaction may be that close to the end by the time both are dead).
+        more = min(at_kill + 300, 2 * n)
+        assert wait_for(lambda: pg_count(pg_dsn, store) >= more, 40), "stalled"
         sink_procs(cfg)  # a worker comes back (systemd would restart it)
         assert all(up.flush(90) for _, up in bs), [up.stats() for _, up in bs]
     finally:
