@@ -11,10 +11,12 @@ durable pull consumer (``cdp``): every sink pulls from it, JetStream hands each 
 them, and a sink that dies holds nothing after ``ack_wait``. Sinks are stateless workers that
 can come and go; the stream and the consumer are created idempotently by whichever starts first.
 
-Per batch, in this order: store it (one transaction, ``CdpIngest.handle_batch``), publish the
-box's ``delivered`` confirmation, ack to JetStream. A sink killed before its commit acks nothing
-and the batch goes to another sink after ``ack_wait``; killed after the commit but before the
-ack, the batch comes again and its events die at the store's key (stored once). The
+Per fetch, in this order: store all its batches (one transaction, ``CdpIngest.handle_batches``:
+a batch that cannot be read is rejected alone, and should the transaction fail, each batch is
+tried alone so one the database refuses holds back only itself), then per batch publish the
+box's ``delivered`` confirmation and ack to JetStream. A sink killed before its commit acks
+nothing and the batches go to another sink after ``ack_wait``; killed after the commit but
+before the acks, the batches come again and its events die at the store's key (stored once). The
 confirmation is a plain NATS publish on ``stores.<s>.devices.<d>.delivered``: nats hands it to
 the box's MQTT subscription as QoS 0, so a box that is offline at that moment misses it and
 sends the batch again after ``confirm_timeout_s`` (or its reconnect); the duplicate is confirmed
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from central.cdp_sink import CdpIngest
+from central.cdp_sink import CdpIngest, Confirmation, Incoming
 from central.cdp_store import CdpStore
 from contracts import topics
 from contracts.batch import encode_confirmation, seq_ranges
@@ -80,7 +82,7 @@ class JetStreamConfig:
     # A batch a sink took and did not ack (it died, or its store failed) goes to another sink
     # after this long; long enough for a commit under load, short enough for a quick failover.
     ack_wait_s: float = 30.0
-    # Batches one pull asks for; a sink stores them one transaction each.
+    # Batches one pull asks for; a sink stores them in one transaction.
     fetch_batch: int = 64
     # Unacked batches over all sinks: bounds what a dead sink holds and what is redelivered.
     max_ack_pending: int = 4096
@@ -311,30 +313,59 @@ class JetStreamSink(CdpIngest):
                 log.debug("cdp-jetstream: fetch: %r", exc)
                 await asyncio.sleep(0.2)
                 continue
-            for msg in msgs:
-                if self._stop.is_set():
-                    break  # the rest are not acked: JetStream gives them to another sink
-                await self._one(loop, nc, msg)
+            if msgs and not self._stop.is_set():  # stopping: JetStream gives them to another sink
+                await self._store(loop, nc, msgs)
 
-    async def _one(self, loop: asyncio.AbstractEventLoop, nc: Any, msg: Any) -> None:
-        topic = topic_of(msg.subject)
-        if msg.metadata.num_delivered > 1:
-            self.redelivered += 1
+    async def _store(self, loop: asyncio.AbstractEventLoop, nc: Any, msgs: list[Any]) -> None:
+        """One fetch: every batch stored in one transaction, then each confirmed to its box and
+        acked. Nothing is acked before the commit."""
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                self.redelivered += 1
+        batches: list[Incoming] = [(topic_of(m.subject), bytes(m.data)) for m in msgs]
+        results: list[Confirmation | None | Exception]
         try:
-            done = await loop.run_in_executor(None, self.handle_batch, topic, bytes(msg.data))
-        except Exception as exc:  # the store failed: no ack, another try after a pause
-            log.error("cdp-jetstream: could not store batch from %s: %r", topic, exc)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
-            return
-        try:
-            if done is not None:
-                batch_id, ids, seqs = done
-                parts = topic.split("/")
-                await nc.publish(
-                    subject_of(topics.delivered(parts[1], parts[3])),
-                    encode_confirmation(batch_id, ids, time.time(), seq_ranges(seqs)),
-                )
-            await msg.ack()
-        except Exception as exc:  # no ack: JetStream delivers it again, the store dedups
-            log.warning("cdp-jetstream: confirm/ack of %s failed: %r", topic, exc)
+            results = list(await loop.run_in_executor(None, self.handle_batches, batches))
+        except Exception as exc:
+            if len(batches) == 1:
+                results = [exc]
+            else:
+                log.warning("cdp-jetstream: storing %d batches at once failed (%r): one at a time",
+                            len(batches), exc)  # fmt: skip
+                results = await loop.run_in_executor(None, self._one_at_a_time, batches)
+        for msg, (topic, *_), result in zip(msgs, batches, results, strict=True):
+            if isinstance(result, Exception):  # the store failed: no ack, another try later
+                log.error("cdp-jetstream: could not store batch from %s: %r", topic, result)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+                continue
+            try:
+                if result is not None:
+                    batch_id, ids, seqs = result
+                    parts = topic.split("/")
+                    await nc.publish(
+                        subject_of(topics.delivered(parts[1], parts[3])),
+                        encode_confirmation(batch_id, ids, time.time(), seq_ranges(seqs)),
+                    )
+                await msg.ack()
+            except Exception as exc:  # no ack: JetStream delivers it again, the store dedups
+                log.warning("cdp-jetstream: confirm/ack of %s failed: %r", topic, exc)
+
+    def _one_at_a_time(self, batches: list[Incoming]) -> list[Confirmation | None | Exception]:
+        """After a fetch's transaction failed: each batch in a transaction of its own, so one the
+        database refuses holds back only itself. Two failures in a row say the store is down
+        rather than a batch is bad: the rest are not tried (each try may wait out a connect
+        timeout), they come again after the nak."""
+        out: list[Confirmation | None | Exception] = []
+        in_a_row = 0
+        for b in batches:
+            if in_a_row >= 2:
+                out.append(RuntimeError("not tried: the store failed twice in a row"))
+                continue
+            try:
+                out.append(self.handle_batch(b[0], b[1]))
+                in_a_row = 0
+            except Exception as exc:
+                out.append(exc)
+                in_a_row += 1
+        return out

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,10 @@ MAX_REJECT_RAW = 4096  # keep a prefix of the offending input, enough to debug
 COMPACT_EVERY_S = 300.0
 # A sink of its own store (SQLite) keeps its broker session through restarts and outages.
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+# One encoder for every event body: json.dumps with arguments builds a new one per call.
+_BODY_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class BatchError(ValueError):
@@ -123,6 +127,100 @@ class SinkStats:
     stored: int = 0  # new events inserted
     duplicates: int = 0
     rejected: int = 0  # events (or whole batches) refused, see the rejects table
+
+
+# What a sink confirms to the box after the commit: (batch id, ids dealt with that carry no
+# sequence, sequences dealt with).
+Confirmation = tuple[str | None, list[str], list[int]]
+# A batch as it arrived: (topic, payload) or (topic, payload, MQTT 5 properties).
+Incoming = tuple[str, bytes] | tuple[str, bytes, Properties | None]
+
+
+@dataclass
+class ReadBatch:
+    """One batch decoded and validated, ready for the store: its valid events as rows, what
+    was refused as rejects, and what to confirm once those are committed."""
+
+    topic: str
+    ids: tuple[str, str] | None  # (store, device) of the topic; None for a foreign topic
+    batch_id: str | None
+    received: int  # events in the batch, valid or not (0 when it could not be decoded)
+    rows: list[EventRow]
+    rejects: list[RejectRow]
+    handled: list[str]  # ids dealt with that carry no sequence
+    handled_seqs: list[int]  # sequences dealt with
+
+    def confirmation(self) -> Confirmation | None:
+        """None for a batch of a foreign topic or with nothing in it to confirm."""
+        if self.ids is None or (
+            not self.handled and not self.handled_seqs and self.batch_id is None
+        ):
+            return None
+        return self.batch_id, self.handled, self.handled_seqs
+
+
+def _read_batch(topic: str, payload: bytes, properties: Properties | None, now: float) -> ReadBatch:
+    """Decode one batch and validate each event against the model and the topic (a device may
+    only speak for its own store and device). Never raises: what cannot be read is a reject."""
+    ids = _topic_ids(topic)
+    rows: list[EventRow] = []
+    rejects: list[RejectRow] = []
+    batch_id: str | None = None
+    try:
+        if ids is None:
+            raise BatchError(f"unexpected topic {topic!r}")
+        doc = decode_batch(payload, properties)
+        batch_id = str(doc.get("batch_id")) if doc.get("batch_id") is not None else None
+        items = doc["events"]
+    except BatchError as exc:
+        rejects.append(RejectRow(now, topic, None, None, str(exc), _prefix(payload)))
+        items = []
+    handled: list[str] = []
+    handled_seqs: list[int] = []
+
+    def dealt_with(item: Any, eid: str) -> None:
+        # By its sequence when the box numbered it (a range confirms many), else by id.
+        seq = _sequence_of(item)
+        if seq is None:
+            handled.append(eid)
+        else:
+            handled_seqs.append(seq)
+
+    expected_source = source_for(*ids) if ids else None
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise EventError(f"event is a {type(item).__name__}, not an object")
+            ev = parse_event(item)
+            if ev.source != expected_source:
+                raise EventError(f"source {ev.source!r} does not match topic {topic!r}")
+        except Exception as exc:  # EventError, or anything odd the validator trips on
+            eid = item.get("id") if isinstance(item, dict) else None
+            if isinstance(eid, str):
+                dealt_with(item, eid)
+            reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
+            rejects.append(RejectRow(now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
+            continue
+        extra = ev.model_extra or {}
+        body = _BODY_JSON.encode(item)
+        assert ids is not None
+        dealt_with(item, ev.id)
+        seq = extra.get("sequence")
+        rows.append(
+            EventRow(
+                id=ev.id,
+                store_id=ids[0],
+                device_id=ids[1],
+                sequence=None if seq is None else str(seq),
+                type=ev.type,
+                time=ev.time,
+                batch_id=batch_id,
+                received_at=now,
+                body=body,
+                shared=_receipt_derived(ev.type, item, ids[0], ev.id),
+            )
+        )
+    return ReadBatch(topic, ids, batch_id, len(items), rows, rejects, handled, handled_seqs)
 
 
 class CdpIngest:
@@ -273,91 +371,46 @@ class CdpIngest:
     # ---- the work ----------------------------------------------------------------------
     def handle_batch(
         self, topic: str, payload: bytes, properties: Properties | None = None
-    ) -> tuple[str | None, list[str], list[int]] | None:
+    ) -> Confirmation | None:
         """Decode, validate and store one batch in one transaction. Raises only on DB errors.
 
         Returns what to confirm to the device, ``(batch_id, ids dealt with that carry no
         sequence, sequences dealt with)``, or None when the batch could not be read at all."""
+        return self.handle_batches([(topic, payload, properties)])[0]
+
+    def handle_batches(self, batches: Sequence[Incoming]) -> list[Confirmation | None]:
+        """``handle_batch`` for several batches at once, ``(topic, payload[, properties])``
+        each, stored in ONE transaction: what each batch's transaction, statements and round
+        trips cost is paid once for them all. Each batch is read and validated on its own, so
+        one that cannot be read is rejected alone, as it would be by itself. Raises only on DB
+        errors, and then stores none of them. Returns each batch's confirmation, in order."""
         now = time.time()
-        ids = _topic_ids(topic)
-        rows: list[EventRow] = []
-        rejects: list[RejectRow] = []
-        batch_id: str | None = None
-        try:
-            if ids is None:
-                raise BatchError(f"unexpected topic {topic!r}")
-            doc = decode_batch(payload, properties)
-            batch_id = str(doc.get("batch_id")) if doc.get("batch_id") is not None else None
-            items = doc["events"]
-        except BatchError as exc:
-            rejects.append(RejectRow(now, topic, None, None, str(exc), _prefix(payload)))
-            items = []
-        handled: list[str] = []
-        handled_seqs: list[int] = []
-
-        def dealt_with(item: Any, eid: str) -> None:
-            # By its sequence when the box numbered it (a range confirms many), else by id.
-            seq = _sequence_of(item)
-            if seq is None:
-                handled.append(eid)
-            else:
-                handled_seqs.append(seq)
-
-        expected_source = source_for(*ids) if ids else None
-        for item in items:
-            try:
-                if not isinstance(item, dict):
-                    raise EventError(f"event is a {type(item).__name__}, not an object")
-                ev = parse_event(item)
-                if ev.source != expected_source:
-                    raise EventError(f"source {ev.source!r} does not match topic {topic!r}")
-            except Exception as exc:  # EventError, or anything odd the validator trips on
-                eid = item.get("id") if isinstance(item, dict) else None
-                if isinstance(eid, str):
-                    dealt_with(item, eid)
-                reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
-                rejects.append(
-                    RejectRow(now, topic, batch_id, str(eid), reason[:500], _prefix(item))
-                )
-                continue
-            extra = ev.model_extra or {}
-            body = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
-            assert ids is not None
-            dealt_with(item, ev.id)
-            seq = extra.get("sequence")
-            rows.append(
-                EventRow(
-                    id=ev.id,
-                    store_id=ids[0],
-                    device_id=ids[1],
-                    sequence=None if seq is None else str(seq),
-                    type=ev.type,
-                    time=ev.time,
-                    batch_id=batch_id,
-                    received_at=now,
-                    body=body,
-                    shared=_receipt_derived(ev.type, item, ids[0], ev.id),
-                )
-            )
+        read = [_read_batch(b[0], b[1], b[2] if len(b) > 2 else None, now) for b in batches]
+        rows = [r for b in read for r in b.rows]
+        rejects = [x for b in read for x in b.rejects]
         new = self.store.write(rows, rejects)  # committed when it returns
         new_bodies = [rows[i].body for i in new]
         with self._changed:
             s = self._stats
-            s.batches += 1
-            s.received += len(items)
+            s.batches += len(read)
+            s.received += sum(b.received for b in read)
             s.stored += len(new)
             s.duplicates += len(rows) - len(new)
             s.rejected += len(rejects)
             self._count += len(new)
             self._changed.notify_all()
-        if rejects:
-            log.warning("cdp-sink: %d rejected from %s: %s", len(rejects), topic, rejects[0].reason)
+        for b in read:
+            if b.rejects:
+                log.warning(
+                    "cdp-sink: %d rejected from %s: %s",
+                    len(b.rejects),
+                    b.topic,
+                    b.rejects[0].reason,
+                )
         if new_bodies and self.on_stored is not None:
             self.on_stored(new_bodies)  # after the commit: each event once, in batch order
         self._maybe_compact()
-        if ids is None or (not handled and not handled_seqs and batch_id is None):
-            return None
-        return batch_id, handled, handled_seqs
+        return [b.confirmation() for b in read]
 
 
 class CdpSink(CdpIngest):

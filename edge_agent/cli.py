@@ -50,6 +50,8 @@ BENCHES = {
     "position": "bench.position",
     # Issue 19: simulated stores through a nats cluster into PostgreSQL, 1/2/4 JetStream sinks.
     "fleet": "bench.fleet",
+    # The sink's CPU per event into PostgreSQL: a transaction per batch or per fetch.
+    "cdp-ingest": "bench.cdp_ingest",
 }
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,6 +111,48 @@ def test_a_receipts_conversion_is_one_event_per_store(cdp_db: str) -> None:
         assert sink.stats()["duplicates"] == 1  # box b's copy of R-1
         gaps = {g["device"]: g for g in sink.gaps()}
         assert {d: (g["last"], g["missing"]) for d, g in gaps.items()} == {"a": (4, 0), "b": (3, 0)}
+    finally:
+        sink.stop()
+
+
+def test_batches_handled_together_are_one_write_each_as_if_alone(
+    cdp_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``handle_batches`` (a JetStream fetch): one write for them all, yet each batch confirmed
+    as ``handle_batch`` would; one that cannot be decoded, or of a foreign topic, is rejected
+    alone; a batch twice in one call, and all of them again (a fetch redelivered after a commit
+    whose acks were lost), are duplicates at the key and confirmed again."""
+    sink = sink_of(cdp_db)
+    writes: list[int] = []
+    write = sink.store.write
+
+    def counted(rows: Any, rejects: Any) -> list[int]:
+        writes.append(len(rows))
+        return write(rows, rejects)
+
+    monkeypatch.setattr(sink.store, "write", counted)
+    try:
+        ta, tb = topics.events("s1", "a"), topics.events("s1", "b")
+        pa, _ = encode_batch("ba", "s1", "a", numbered(samples(3, "s1", "a")), 10**6)
+        pb, _ = encode_batch("bb", "s1", "b", numbered(samples(2, "s1", "b")), 10**6)
+        batches = [(ta, pa), (ta, b"\x78\x00garbage"), (tb, pb), ("other/topic", b"{}"), (ta, pa)]
+        expect = [("ba", [], [1, 2, 3]), None, ("bb", [], [1, 2]), None, ("ba", [], [1, 2, 3])]
+        assert sink.handle_batches(batches) == expect
+        assert writes == [8]
+        st = sink.stats()
+        assert (st["batches"], st["received"], st["stored"], st["duplicates"], st["rejected"]) == (
+            5, 8, 5, 3, 2,
+        )  # fmt: skip
+        assert sink.handle_batches(batches) == expect
+        assert writes == [8, 8]
+        st = sink.stats()
+        assert (st["stored"], st["duplicates"], st["rejected"]) == (5, 11, 4)
+        assert sink.store.count() == 5
+        gaps = {g["device"]: (g["stored"], g["missing"]) for g in sink.gaps()}
+        assert gaps == {"a": (3, 0), "b": (2, 0)}
+        reasons = [r["reason"] for r in sink.rejects()]
+        assert sum("bad zlib" in r for r in reasons) == 2
+        assert sum("unexpected topic" in r for r in reasons) == 2
     finally:
         sink.stop()
 
