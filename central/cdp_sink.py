@@ -170,7 +170,7 @@ def _read_batch(topic: str, payload: bytes, properties: Properties | None, now: 
         if ids is None:
             raise BatchError(f"unexpected topic {topic!r}")
         doc = decode_batch(payload, properties)
-        batch_id = str(doc.get("batch_id")) if doc.get("batch_id") is not None else None
+        batch_id = _text(str(doc["batch_id"])) if doc.get("batch_id") is not None else None
         items = doc["events"]
     except BatchError as exc:
         rejects.append(RejectRow(now, topic, None, None, str(exc), _prefix(payload)))
@@ -194,15 +194,21 @@ def _read_batch(topic: str, payload: bytes, properties: Properties | None, now: 
             ev = parse_event(item)
             if ev.source != expected_source:
                 raise EventError(f"source {ev.source!r} does not match topic {topic!r}")
+            body = _BODY_JSON.encode(item)
+            if _text(body) != body:
+                # JSON's "\ud800" escape decodes to text no database can store: stored, it
+                # would fail the whole batch on every delivery, for ever.
+                raise EventError("text that is not Unicode (a lone surrogate escape)")
         except Exception as exc:  # EventError, or anything odd the validator trips on
             eid = item.get("id") if isinstance(item, dict) else None
             if isinstance(eid, str):
                 dealt_with(item, eid)
-            reason = str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}"
-            rejects.append(RejectRow(now, topic, batch_id, str(eid), reason[:500], _prefix(item)))
+            reason = _text(str(exc) if isinstance(exc, EventError) else f"invalid: {exc!r}")
+            rejects.append(
+                RejectRow(now, topic, batch_id, _text(str(eid)), reason[:500], _prefix(item))
+            )
             continue
         extra = ev.model_extra or {}
-        body = _BODY_JSON.encode(item)
         assert ids is not None
         dealt_with(item, ev.id)
         seq = extra.get("sequence")
@@ -545,11 +551,20 @@ def _sequence_of(item: Any) -> int | None:
     return None
 
 
+def _text(value: str) -> str:
+    """``value`` as text a database stores: lone surrogates (from JSON's escapes) spelled out."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _prefix(value: Any) -> str:
     if isinstance(value, bytes):
         text = value[:MAX_REJECT_RAW].decode("utf-8", errors="replace")
     elif isinstance(value, str):
-        text = value
+        text = _text(value)
     else:
         try:
             text = json.dumps(value)

@@ -157,6 +157,31 @@ def test_batches_handled_together_are_one_write_each_as_if_alone(
         sink.stop()
 
 
+def test_a_lone_surrogate_is_rejected_alone_and_never_holds_the_batch_back(cdp_db: str) -> None:
+    """JSON may spell a lone surrogate ("\\ud800"): valid JSON, not storable text. Stored, it
+    failed the write of its whole batch, which came again for ever; now that event is rejected
+    (kept, spelled out) and the rest of the batch stored and confirmed."""
+    sink = sink_of(cdp_db)
+    try:
+        good = numbered(samples(2, "s1", "d1"))
+        bad = json.loads(numbered(samples(1, "s1", "d1"), first=3)[0])
+        bad["data"]["screen_id"] = "s\ud800"  # raw text: json.dumps writes the escape
+        evil_id = json.loads(numbered(samples(1, "s1", "d1"), first=4)[0])
+        evil_id["id"] = "id-\udfff"
+        bodies = [*good, json.dumps(bad), json.dumps(evil_id)]
+        assert "\\ud800" in bodies[2]
+        payload, enc = encode_batch("b\ud800", "s1", "d1", bodies, 10**6)
+        done = sink.handle_batch(topics.events("s1", "d1"), payload, publish_properties(enc))
+        assert done is not None and done[2] == [1, 2, 3, 4]  # all four dealt with: confirmed
+        st = sink.stats()
+        assert (st["stored"], st["rejected"]) == (2, 2)
+        reasons = [r["reason"] for r in sink.rejects()]
+        assert sum("lone surrogate" in r for r in reasons) == 2, reasons
+        assert sink.store.count() == 2
+    finally:
+        sink.stop()
+
+
 def test_gaps_over_the_store(cdp_db: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     sink = sink_of(cdp_db)
     try:
