@@ -145,7 +145,6 @@ def test_kiosk_flows_by_touch(tmp_path: Path, kivy_env: dict[str, str], broker) 
 
 def drive(cfg_path: str, results: str, shots: str) -> None:  # pragma: no cover - subprocess
     import logging
-    import time
 
     from signage_ui.cli import _kivy_window
 
@@ -153,9 +152,9 @@ def drive(cfg_path: str, results: str, shots: str) -> None:  # pragma: no cover 
 
     _kivy_window(1024, 600)
     from kivy.clock import Clock
-    from kivy.tests.common import UnitTestTouch
 
     from signage_ui.kiosk import KioskApp
+    from tests.signage_ui.ui_driver import Driver
 
     cfg = load_config(cfg_path)
     app = KioskApp(cfg, "kiosk-7", bus=cfg.bus, screenshot_dir=Path(shots))
@@ -168,39 +167,23 @@ def drive(cfg_path: str, results: str, shots: str) -> None:  # pragma: no cover 
 
     app._publish = spy  # type: ignore[method-assign]
 
-    def report(step: str, **data: object) -> None:
-        with open(results, "a") as fh:
-            fh.write(json.dumps({"step": step, **data}) + "\n")
+    drv = Driver(results, app.stop)
+    report, wait_until = drv.report, drv.wait_until
 
     def tap(name: str, hold: float = 0.0) -> None:
-        w = app.w[name]
-        x, y = w.to_window(*w.center)
-        t = UnitTestTouch(x, y)
-        t.touch_down()
-        if hold:
-            time.sleep(hold)
-        t.touch_up()
-
-    def wait_until(pred, then, timeout: float = 30.0) -> None:  # a loaded CI machine
-        deadline = time.monotonic() + timeout
-
-        def check(_dt: float) -> None:
-            if pred():
-                then()
-            elif time.monotonic() > deadline:
-                report("done", ok=False, why=f"timed out in {then.__name__}")
-                app.stop()
-            else:
-                Clock.schedule_once(check, 0.05)
-
-        Clock.schedule_once(check, 0.05)
+        drv.touch(app.w[name], hold)
 
     def order() -> list[str]:
         return [a.alert_id for a in app.alerts.open()]
 
     def start() -> None:
+        # Ready once subscribed ("bus: ok"): the test's alerts are not retained, and one sent
+        # while the kiosk was still connecting would never arrive.
+        wait_until(lambda: app.bus_up, subscribed)
+
+    def subscribed() -> None:
         report("ready")
-        wait_until(lambda: app.bus_up and app.w["occ:door"].text == "7", occupancy)
+        wait_until(lambda: app.w["occ:door"].text == "7", occupancy)
 
     def occupancy() -> None:
         app.snapshot("occupancy")

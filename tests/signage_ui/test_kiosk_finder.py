@@ -264,37 +264,21 @@ def drive(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _kivy_window(*((600, 1024) if mode == "portrait" else (1024, 600)))
     from kivy.clock import Clock
-    from kivy.tests.common import UnitTestTouch
 
     from signage_ui.kiosk import KioskApp
+    from tests.signage_ui.ui_driver import Driver
 
     cfg = load_config(cfg_path)
     app = KioskApp(cfg, KIOSK, bus=cfg.bus, screenshot_dir=Path(shots))
 
-    def report(step: str, **data: object) -> None:
-        with open(results, "a") as fh:
-            fh.write(json.dumps({"step": step, **data}) + "\n")
+    drv = Driver(results, app.shutdown)
+    report = drv.report
 
     def tap(name: str) -> None:
-        w = app.w[name]
-        x, y = w.to_window(*w.center)
-        t = UnitTestTouch(x, y)
-        t.touch_down()
-        t.touch_up()
+        drv.touch(app.w[name])
 
     def wait_until(pred, then, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-
-        def check(_dt: float) -> None:
-            if pred():
-                then()
-            elif time.monotonic() > deadline:
-                report("done", ok=False, why=f"timed out before {then.__name__}")
-                app.shutdown()
-            else:
-                Clock.schedule_once(check, 0.05)
-
-        Clock.schedule_once(check, 0.05)
+        drv.wait_until(pred, then, timeout)
 
     def rows() -> list[str]:
         out = []

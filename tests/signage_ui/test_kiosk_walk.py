@@ -149,37 +149,18 @@ def drive(cfg_path: str, results: str, shots: str) -> None:  # pragma: no cover 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _kivy_window(1024, 600)
     from kivy.clock import Clock
-    from kivy.tests.common import UnitTestTouch
 
     from signage_ui.kiosk import KioskApp
+    from tests.signage_ui.ui_driver import Driver
 
     cfg = load_config(cfg_path)
     app = KioskApp(cfg, "kiosk-7", bus=cfg.bus, screenshot_dir=Path(shots))
 
-    def report(step: str, **data: object) -> None:
-        with open(results, "a") as fh:
-            fh.write(json.dumps({"step": step, **data}) + "\n")
+    drv = Driver(results, app.shutdown)
+    report, wait_until = drv.report, drv.wait_until
 
     def tap(name: str) -> None:
-        w = app.w[name]
-        x, y = w.to_window(*w.center)
-        t = UnitTestTouch(x, y)
-        t.touch_down()
-        t.touch_up()
-
-    def wait_until(pred, then, timeout: float = 30.0) -> None:  # a loaded CI machine
-        deadline = time.monotonic() + timeout
-
-        def check(_dt: float) -> None:
-            if pred():
-                then()
-            elif time.monotonic() > deadline:
-                report("done", ok=False, why=f"timed out before {then.__name__}")
-                app.shutdown()
-            else:
-                Clock.schedule_once(check, 0.05)
-
-        Clock.schedule_once(check, 0.05)
+        drv.touch(app.w[name])
 
     def state() -> dict:
         return {

@@ -134,37 +134,19 @@ def drive(cfg_path: str, screen: str, results: str) -> None:  # pragma: no cover
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _kivy_window(960, 540)
     from kivy.clock import Clock
-    from kivy.tests.common import UnitTestTouch
 
     from signage_ui.player import PlayerApp
+    from tests.signage_ui.ui_driver import Driver
 
     cfg = load_config(cfg_path)
     app = PlayerApp(cfg, screen, bus=cfg.bus)
 
-    def report(step: str, **data: object) -> None:
-        with open(results, "a") as fh:
-            fh.write(json.dumps({"step": step, **data}) + "\n")
+    drv = Driver(results, app.shutdown)
+    report, wait_until = drv.report, drv.wait_until
 
     def tap() -> None:
         assert app.stage is not None
-        x, y = app.stage.to_window(*app.stage.center)
-        t = UnitTestTouch(x, y)
-        t.touch_down()
-        t.touch_up()
-
-    def wait_until(pred, then, timeout: float = 30.0) -> None:  # a loaded CI machine
-        deadline = time.monotonic() + timeout
-
-        def check(_dt: float) -> None:
-            if pred():
-                then()
-            elif time.monotonic() > deadline:
-                report("done", ok=False, why=f"timed out before {then.__name__}")
-                app.shutdown()
-            else:
-                Clock.schedule_once(check, 0.05)
-
-        Clock.schedule_once(check, 0.05)
+        drv.touch(app.stage)
 
     def showing() -> str:
         return app.playback.current.content.content_id
