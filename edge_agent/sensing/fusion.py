@@ -39,7 +39,8 @@ screen puts them together:
   left with it (``assoc_left_s``: "leaving together", while their posterior still falls); one
   who rose well after a person found standing appeared is someone else. Agreement also ends
   the turnover hold after ``assoc_hold_s``: the leaver's posterior rose long before, so the
-  newcomer cannot be greeted with their name. Without feet the guard is ``late_claim_s`` on
+  newcomer cannot be greeted with their name (not while a track lost inside lately may still
+  be standing there unseen; a leaver is seen walking out). Without feet the guard is ``late_claim_s`` on
   track ages, as before.
   A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
@@ -89,7 +90,7 @@ class FusionParams:
     turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
     # ... where the camera gives feet: the association below refuses a leaver whose way in it
     # saw, so the hold need only cover the rest (bench tuning: 4 s kept wrong greetings at 0
-    # of 261 in the busy store, where 3 s let 9 through).
+    # of 239 in the busy store on seeds 12-14, where 3 s let 9 through).
     turnover_hold_feet_s: float = 4.0
     # Motion association (where the camera gives each track's foot position from the screen):
     # a track first seen this far from the screen or farther walked in (one first seen nearer
@@ -104,7 +105,8 @@ class FusionParams:
     # it appeared came while that person stood there, so is not them. inf: off.
     assoc_inside_s: float = 4.0
     # The turnover hold when the one track walked in and the best shopper's rise agrees with
-    # it (a leaver was sure long before, so cannot be mistaken for them). >= the hold: off.
+    # it (a leaver was sure long before, so cannot be mistaken for them) and everyone lost
+    # lately walked out (one lost inside may be standing there, turned away). >= the hold: off.
     assoc_hold_s: float = 1.0
     # A shopper whose rise agrees with a track that walked in and then walked out (lost at
     # arrive_from_m or farther) left with it: not the one still in view, for this long after
@@ -329,6 +331,7 @@ class ScreenFusion:
                 held >= p.assoc_hold_s
                 and best is not None
                 and self._assoc(best, track, now) == "agree"
+                and not self._unseen(track)
             )
         ):
             # Someone left, two were here or the camera lost its person: who stays or who
@@ -437,6 +440,11 @@ class ScreenFusion:
         else:
             both = rise
         return "" if now - both >= p.contradict_release_s else "disagree"
+
+    def _unseen(self, track: int) -> bool:
+        """A track lost inside lately and not found again: someone may still stand here,
+        turned away or hidden (a leaver walks out; the camera sees that)."""
+        return any(t != track and t not in self._left and t in self._motion for t in self._gone)
 
     def _hold(self) -> float:
         """The turnover hold: shorter where the camera gives feet (the association's there)."""

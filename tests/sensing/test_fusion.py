@@ -554,3 +554,24 @@ def test_the_greeting_ends_as_the_greeted_walks_to_the_edge_not_when_they_are_go
         assert (s.identity == "alice") == (d < edge), (t, d, s)
         t = round(t + 0.1, 6)
     assert s.reason == "at-edge"
+
+
+def test_no_early_release_while_someone_lost_inside_may_still_stand_there() -> None:
+    # A stranger (track 3) stands 1 m away and turns away at 21.6 (lost inside, not walked
+    # out); carol walks in as BLE rises for her. The association agrees, but the stranger may
+    # still be here unseen: the hold runs its course (the bench's "greeted with others").
+    p = FusionParams()
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=p)
+    greeted = None
+    t = 0.0
+    while t < 35.0:
+        tracks: list[Track] = []
+        if t < 21.6:
+            tracks.append((3, _walk(t, 0.0, 2.8, 2.0, 1.0)))
+        if t >= 21.0:
+            tracks.append((2, _walk(t, 21.0, 2.8, 22.5, 1.0)))
+        cands = [Candidate("carol", 0.95 if t >= 22.5 else 0.05)]
+        if _step(e, t, tracks, cands).identity == "carol" and greeted is None:
+            greeted = t
+        t = round(t + 0.1, 6)
+    assert greeted is not None and greeted >= 21.6 + p.turnover_hold_feet_s - 0.1
