@@ -20,9 +20,10 @@ adverts), from their own seeded generator so the BLE trace above is untouched, s
 screen's camera and radar, which both cover its zone. The camera model's figures are the camera
 bench's own measurements (BENCHMARKS.md, "Camera presence": 10 fps, 95% of frames find a person
 in view, 60% at the region's edge, 1% of frames with a false hit, tracker confirm after 2 hits
-and end 1 s after the last), plus foot-position error (0.25 m), occlusion by a nearer person
-(70% of frames within 0.3 rad), still people turned away 20% of the time (not found: the
-analyser's stated limit) and id swaps when two people are within 0.6 m (2% of frames, an
+and end 1 s after the last), plus foot-position error (0.25 m, on the range: each track's foot
+position goes to the engines, bearing as seen), occlusion by a nearer person (70% of frames
+within 0.3 rad), still people turned away 20% of the time (not found: the analyser's stated
+limit) and id swaps when two people are within 0.6 m (2% of frames, an
 assumption). The radar's are an LD2410-class 24 GHz sensor's (datasheet, ESPHome ``ld2410``):
 0.75 m gates (0-2 used), 10 reports/s, presence 100-300 ms after the first detection, a 1 s
 hold, 97% / 85% of reports find a moving / still person, one 0.2-1 s false trigger an hour (our
@@ -267,16 +268,21 @@ class MmwaveModel:
     false_len_s: tuple[float, float] = (0.2, 1.0)
 
 
+# (time delivered, confirmed track ids in the region, people in view outside it, each track's
+# measured foot position (x, y) in metres from the screen, in the order of the ids)
+Frame = tuple[float, tuple[int, ...], int, tuple[tuple[float, float], ...]]
+
+
 @dataclass
 class SensorTrace:
     """Everyone in the store (the BLE trace's shoppers first, then strangers) and what each
     screen's camera and radar reported: per zone, (time delivered, the confirmed tracks in the
     region: anonymous ids, "the same person as a moment ago", people in view just outside
-    it) per frame, and the radar's (time, on) changes."""
+    it, each track's foot position from the screen) per frame, and the radar's (time, on) changes."""
 
     people: list[Shopper]
     n_app: int
-    frames: dict[str, list[tuple[float, tuple[int, ...], int]]]
+    frames: dict[str, list[Frame]]
     radar: dict[str, list[tuple[float, bool]]]
     camera: CameraModel
     mmwave: MmwaveModel
@@ -292,13 +298,16 @@ def strangers(n: int, duration_s: float, seed: int = 11) -> list[Shopper]:
 
 
 class _CamTrack:
-    __slots__ = ("hits", "last", "inside", "id")
+    __slots__ = ("hits", "last", "inside", "id", "foot")
 
     def __init__(self) -> None:
         self.hits = 0
         self.last = -1e9
         self.inside = False
         self.id = 0
+        # measured foot position from the screen at the last hit: the bearing as seen, the
+        # range with pos_sd_m error (a monocular camera's range comes from the box's size)
+        self.foot = (0.0, 0.0)
 
 
 def sense(
@@ -320,7 +329,7 @@ def sense(
     rng = random.Random(seed * 104729 + 3)
     end = max(p.t_end for p in people) + 5.0
     order = sorted(range(len(people)), key=lambda i: people[i].t_start)
-    frames: dict[str, list[tuple[float, tuple[int, ...], int]]] = {z: [] for z in SCREENS}
+    frames: dict[str, list[Frame]] = {z: [] for z in SCREENS}
     ids = iter(range(1, 1 << 62))
     radar: dict[str, list[tuple[float, bool]]] = {z: [] for z in SCREENS}
     tracks: dict[str, dict[int, _CamTrack]] = {z: {} for z in SCREENS}
@@ -385,6 +394,8 @@ def sense(
                             tr.id = next(ids)
                         tr.last = t
                         tr.inside = inside
+                        r = max(0.0, dm)
+                        tr.foot = (round(r * math.cos(bearing), 2), round(r * math.sin(bearing), 2))
                 close = [
                     (i, j)
                     for n_i, (i, d, b, _) in enumerate(near[z])
@@ -402,6 +413,7 @@ def sense(
                         ftr.id = next(ids)
                     ftr.last = t
                 seen: list[int] = []
+                feet: list[tuple[float, float]] = []
                 outside = 0
                 for i, tr in list(ztr.items()):
                     if t - tr.last > cam.max_gap_s:
@@ -409,11 +421,16 @@ def sense(
                     elif tr.hits >= cam.min_hits:
                         if tr.inside:
                             seen.append(tr.id)
+                            feet.append(tr.foot)
                         else:
                             outside += 1
                 if ftr.hits >= cam.min_hits and t - ftr.last <= cam.max_gap_s:
                     seen.append(ftr.id)
-                frames[z].append((round(t + cam.latency_s, 3), tuple(seen), outside))
+                    # A false hit stays where it is (a poster's face): a fixed place per id, from
+                    # the id rather than the generator so every other draw is unchanged.
+                    r, a = 0.5 + (ftr.id * 0.618034) % 1.0 * 2.5, ftr.id * 2.399963
+                    feet.append((round(r * math.cos(a), 2), round(r * math.sin(a), 2)))
+                frames[z].append((round(t + cam.latency_s, 3), tuple(seen), outside, tuple(feet)))
         if t >= next_report - 1e-9:
             next_report += mm.report_s
             for z in SCREENS:

@@ -86,6 +86,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             extra["per_store"] = args.per_store
         if args.walk is not None and name == "ble":
             extra["walk"] = args.walk
+        if args.seed is not None and name == "ble":
+            extra["seed"] = args.seed
         if args.baseline is not None and name == "box":
             extra["baseline"] = args.baseline
         try:
@@ -156,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         metavar="REF",
         help="box: measure this git commit too, interleaved in the same run, with ratios",
+    )
+    bench.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="ble: the simulated store's seed, radio and camera alike (11, the reported one)",
     )
     bench.add_argument(
         "--stores", type=int, metavar="N", help="fleet: simulated stores (2000; 100 with --quick)"

@@ -29,6 +29,19 @@ screen puts them together:
   wrong first binding, or two tracks swapping ids as people cross), so it stays off. And
   ``nearby_blocks``: while the camera sees someone just outside the region, anonymous (BLE
   cannot tell a shopper at 1 m from one at 4 m within seconds).
+  **Motion association** (where the camera gives each track's foot position): a track first
+  seen near the region's edge (``arrive_from_m``) walked in, one first seen nearer was
+  already standing there (found again after turning away; one found within ``chain_m`` of
+  exactly one lost lately is taken for that person and keeps their way in). BLE's side is
+  when it became sure of each shopper. A shopper is the person in view only if the two agree:
+  sure from ``assoc_pre_s`` before the track walked in to ``late_claim_s`` after
+  ("approaching together"); a shopper whose rise matches a track that has since walked out
+  left with it (``assoc_left_s``: "leaving together", while their posterior still falls); one
+  who rose well after a person found standing appeared is someone else. Agreement also ends
+  the turnover hold after ``assoc_hold_s``: the leaver's posterior rose long before, so the
+  newcomer cannot be greeted with their name (not while a track lost inside lately may still
+  be standing there unseen; a leaver is seen walking out). Without feet the guard is ``late_claim_s`` on
+  track ages, as before.
   A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
   anonymous at once; content reacts to the person anonymously meanwhile.
@@ -49,6 +62,7 @@ internal presence keys or profile ids, never raw addresses).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +88,34 @@ class FusionParams:
     # unless both stay contradict_release_s. inf: off.
     late_claim_s: float = 4.0
     turnover_hold_s: float = 6.0  # anonymous this long after two people or a track lost
+    # ... where the camera gives feet: the association below refuses a leaver whose way in it
+    # saw, so the hold need only cover the rest (bench tuning: 4 s kept wrong greetings at 0
+    # of 239 in the busy store on seeds 12-14, where 3 s let 9 through).
+    turnover_hold_feet_s: float = 4.0
+    # Motion association (where the camera gives each track's foot position from the screen):
+    # a track first seen this far from the screen or farther walked in (one first seen nearer
+    # was already standing there, found again after turning away or being hidden) ...
+    arrive_from_m: float = 2.2
+    # ... and a shopper BLE became sure of from this long before it walked in (BLE may be sure
+    # of someone approaching a little before they cross) to late_claim_s after is the one who
+    # walked in: "approaching together". Sure of earlier: someone who was here before (the
+    # leaver, still fading); later: someone else (walking past, or still approaching).
+    assoc_pre_s: float = 2.0
+    # A track found standing (not walked in): a shopper BLE became sure of more than this after
+    # it appeared came while that person stood there, so is not them. inf: off.
+    assoc_inside_s: float = 4.0
+    # The turnover hold when the one track walked in and the best shopper's rise agrees with
+    # it (a leaver was sure long before, so cannot be mistaken for them) and everyone lost
+    # lately walked out (one lost inside may be standing there, turned away). >= the hold: off.
+    assoc_hold_s: float = 1.0
+    # A shopper whose rise agrees with a track that walked in and then walked out (lost at
+    # arrive_from_m or farther) left with it: not the one still in view, for this long after
+    # (a leaver's posterior takes seconds to fall). 0: off.
+    assoc_left_s: float = 15.0
+    # A track found inside within this of exactly one track lost inside is that person again
+    # (turned away and back): it keeps their way in. 0: off.
+    chain_s: float = 6.0
+    chain_m: float = 1.0  # ... and within this of where it was lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
     rebind_tracks: bool = False  # a never-lost track's shopper again at once after a crowd
@@ -87,8 +129,16 @@ class FusionParams:
             self.confirm_s,
             self.contradict_s,
             self.turnover_hold_s,
+            self.turnover_hold_feet_s,
             self.contradict_release_s,
             self.late_claim_s,
+            self.arrive_from_m,
+            self.assoc_pre_s,
+            self.assoc_inside_s,
+            self.assoc_hold_s,
+            self.assoc_left_s,
+            self.chain_s,
+            self.chain_m,
         )
         if min(holds) < 0 or self.stranger_odds < 0:
             raise ValueError("fusion: hold times and stranger_odds must be >= 0")
@@ -104,6 +154,19 @@ class Candidate:
     p_in: float  # the filter's P(in this zone)
     resolved: bool = True  # a consented shopper resolved from the slice; False: a stranger
     known: bool = True  # False: its last zone's receiver is silent (never an identity)
+
+
+@dataclass(slots=True)
+class _Motion:
+    """What the camera saw of one track's way in: the association's half from the camera."""
+
+    first_t: float  # first seen in the region
+    walked_in: bool  # first seen near the region's edge (arrive_from_m or farther)
+    last: tuple[float, float]  # its foot position in the last frame it was in
+
+    @property
+    def last_d(self) -> float:
+        return math.hypot(*self.last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +230,34 @@ class ScreenFusion:
         self._release: dict[str, float] = {}  # contradicted, someone seen, BLE sure: since
         self._track_since: dict[int, float] = {}  # camera track -> when it first appeared
         self._sure_since: dict[str, float] = {}  # shopper -> since BLE's P(in) >= identity_p
+        self._rise_seen: dict[str, bool] = {}  # shopper -> someone in view when BLE got sure
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
         self._one_since: float | None = None  # only one of two healthy sensors sees someone
+        self._feet: tuple[tuple[float, float], ...] | None = None  # the last frame's, per track
+        self._motion: dict[int, _Motion] = {}  # camera track -> how it came (feet known)
+        # tracks that walked out -> (when they walked in, None: found inside; when they left)
+        self._left: dict[int, tuple[float | None, float]] = {}
 
     # ---- inputs --------------------------------------------------------------------------
-    def camera(self, ts: float, tracks: Sequence[int], nearby: int = 0) -> None:
+    def camera(
+        self,
+        ts: float,
+        tracks: Sequence[int],
+        nearby: int = 0,
+        feet: Sequence[tuple[float, float]] | None = None,
+    ) -> None:
         """One analysed frame: the confirmed people tracks in this screen's region (the
-        tracker's anonymous ids: "the same person as a moment ago"), and how many people it
-        sees in view outside the region (just beyond the zone's edge)."""
+        tracker's anonymous ids: "the same person as a moment ago"), how many people it
+        sees in view outside the region (just beyond the zone's edge), and, where the camera
+        can say, each track's foot position (x, y) in metres from the screen, same order as
+        ``tracks`` (None: unknown, and the motion association is off for this frame)."""
         self._frame_t = ts
         self._tracks = tuple(tracks)
         self._nearby = nearby
+        ok = feet is not None and len(feet) == len(self._tracks)
+        self._feet = tuple(feet) if ok and feet is not None else None
 
     def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
         self._radar_on = on and healthy
@@ -245,9 +323,21 @@ class ScreenFusion:
         track = tracks[0] if len(tracks) == 1 else -1
         if cam_ok:
             self._turnover(now, tracks)
-        if not reason and now - self._turnover_t < p.turnover_hold_s:
+        held = now - self._turnover_t
+        if (
+            not reason
+            and held < self._hold()
+            and not (
+                held >= p.assoc_hold_s
+                and best is not None
+                and self._assoc(best, track, now) == "agree"
+                and not self._unseen(track)
+            )
+        ):
             # Someone left, two were here or the camera lost its person: who stays or who
-            # came, BLE cannot yet say (a leaver's posterior falls over seconds).
+            # came, BLE cannot yet say (a leaver's posterior falls over seconds). Unless the
+            # one in view walked in and BLE became sure of the best shopper as they did: the
+            # leaver's posterior rose long before, so it is not them being named.
             reason = "turnover-hold"
         ident = self._identity
         again = self._bound.get(track)
@@ -270,8 +360,16 @@ class ScreenFusion:
             and ident[1] == track
             and ident[0] in eligible
             and conf.get(ident[0], 0.0) >= p.identity_keep_p
+            and not self._at_edge(track)
         ):
             pass  # stays: the same person, still explained by the same shopper
+        elif self._at_edge(track):
+            # At the region's edge: leaving (someone else may stand here a moment from now,
+            # while BLE still says the leaver is in), or not yet in: the greeting ends now,
+            # not as they go, and waits until they are in.
+            self._identity = None
+            self._lead = None
+            reason = "at-edge"
         else:
             self._identity = None
             if best is not None and best_c >= p.identity_p and self._late(best, track, now):
@@ -300,11 +398,72 @@ class ScreenFusion:
             reason="" if self._identity is not None or not present else reason,
         )
 
+    def _assoc(self, key: str, track: int, now: float) -> str:
+        """Do the camera track's way in and BLE's rise for ``key`` tell the same story?
+        "agree": the track walked in and BLE became sure of the shopper as it did (from
+        ``assoc_pre_s`` before to ``late_claim_s`` after); "disagree": BLE was sure long
+        before the person walked in (someone who was here before: a leaver whose posterior
+        is still falling), or became sure after (someone walking past or still approaching),
+        or became sure well after a person found standing appeared; until both stayed
+        ``contradict_release_s``. "": the camera gave no feet, or it cannot say."""
+        m = self._motion.get(track)
+        rise = self._sure_since.get(key)
+        if m is None or rise is None:
+            return ""
+        p = self.p
+
+        def fits(first_t: float) -> bool:
+            return first_t - p.assoc_pre_s <= rise <= first_t + p.late_claim_s
+
+        # BLE rose as someone walked in who has walked out since: the leaver, unless it rose
+        # as the one in view walked in too (then which one it is, the turnover hold decides).
+        left = any(ft is not None and fits(ft) for t, (ft, _) in self._left.items() if t != track)
+        if m.walked_in and fits(m.first_t):
+            # ... and if someone whose way in the camera missed walked out lately, it may have
+            # been them: no early release either.
+            unsure = any(
+                ft is None and now - at <= self._hold()
+                for t, (ft, at) in self._left.items()
+                if t != track
+            )
+            return "" if left or unsure else "agree"
+        if left:
+            return "disagree"
+        if m.walked_in and rise < m.first_t and self._rise_seen.get(key, False):
+            # Sure of them while someone else stood here, before this one walked in: that one
+            # was the shopper (leaving, or standing unseen); for as long as BLE stays sure.
+            return "disagree"
+        if m.walked_in:
+            both = max(rise, m.first_t)
+        elif rise <= m.first_t + p.assoc_inside_s:
+            return ""  # sure of them before: they, or a leaver; the turnover hold decides
+        else:
+            both = rise
+        return "" if now - both >= p.contradict_release_s else "disagree"
+
+    def _unseen(self, track: int) -> bool:
+        """A track lost inside lately and not found again: someone may still stand here,
+        turned away or hidden (a leaver walks out; the camera sees that)."""
+        return any(t != track and t not in self._left and t in self._motion for t in self._gone)
+
+    def _hold(self) -> float:
+        """The turnover hold: shorter where the camera gives feet (the association's there)."""
+        p = self.p
+        return p.turnover_hold_feet_s if self._feet is not None else p.turnover_hold_s
+
+    def _at_edge(self, track: int) -> bool:
+        """The track is at the region's edge (``arrive_from_m`` or farther): coming or going."""
+        m = self._motion.get(track)
+        return m is not None and m.last_d >= self.p.arrive_from_m
+
     def _late(self, key: str, track: int, now: float) -> bool:
         """BLE became sure of ``key`` well after the person in view (``track``) appeared, and
         not long enough ago for both to have stayed: on the bench's trace every wrong greeting
         left after the other guards was this (a shopper approaching or walking past while
-        someone who had been at the screen for a while stood there, seen as one person)."""
+        someone who had been at the screen for a while stood there, seen as one person).
+        Where the camera gives feet, the motion association decides (``_assoc``)."""
+        if track in self._motion:
+            return self._assoc(key, track, now) == "disagree"
         since_t = self._track_since.get(track)
         since_k = self._sure_since.get(key)
         if since_t is None or since_k is None:
@@ -312,19 +471,52 @@ class ScreenFusion:
         p = self.p
         return since_k - since_t > p.late_claim_s and now - since_k < p.contradict_release_s
 
+    def _came(self, now: float, foot: tuple[float, float], gone: Mapping[int, float]) -> _Motion:
+        """How a new track came: walked in from the edge, or found standing inside. One found
+        inside within ``chain_m`` of exactly one track lost inside lately (a still person turns
+        away for seconds and is found again under a new id) is taken for that person: it keeps
+        their way in, so the association outlives the tracker's ids. Two: it cannot say."""
+        p = self.p
+        if math.hypot(*foot) >= p.arrive_from_m:
+            return _Motion(now, True, foot)
+        lost = [
+            t
+            for t, at in gone.items()
+            if now - at <= p.chain_s
+            and (m := self._motion.get(t)) is not None
+            and m.last_d < p.arrive_from_m
+            and math.dist(m.last, foot) <= p.chain_m
+        ]
+        if len(lost) == 1:
+            m = self._motion.pop(lost[0])  # one successor only
+            return _Motion(m.first_t, m.walked_in, foot)
+        return _Motion(now, False, foot)
+
     def _turnover(self, now: float, tracks: tuple[int, ...]) -> None:
         """Two people at once, or a new track after one was lost (someone left and someone
         came, or the camera lost its person and found them again: it cannot tell which): the
         hold runs from then. A track flickering at the region's edge (same id) is neither."""
-        hold = self.p.turnover_hold_s
+        hold = self._hold()
         gone = self._gone
         for t in self._last_tracks:
             if t not in tracks:
                 gone[t] = now
+                m = self._motion.get(t)
+                if m is not None and m.last_d >= self.p.arrive_from_m:
+                    # Walked out. Where it came from, if the camera saw it walk in.
+                    self._left[t] = (m.first_t if m.walked_in else None, now)
         if len(tracks) > 1:
             self._turnover_t = now
-        for t in tracks:
+        feet = self._feet
+        for n, t in enumerate(tracks):
             self._track_since.setdefault(t, now)
+            if feet is not None:
+                m = self._motion.get(t)
+                if m is None:
+                    self._motion[t] = self._came(now, feet[n], gone)
+                else:
+                    m.last = feet[n]
+            self._left.pop(t, None)  # back in the region: it did not leave
             if t in gone:
                 del gone[t]  # back: the same person
             elif t not in self._last_tracks and gone:
@@ -339,6 +531,10 @@ class ScreenFusion:
             }
         if self._bound:
             self._bound = {t: k for t, k in self._bound.items() if t in tracks or t in gone}
+        if self._left:
+            self._left = {t: v for t, v in self._left.items() if now - v[1] <= self.p.assoc_left_s}
+        if len(self._motion) > len(tracks) + len(gone):
+            self._motion = {t: m for t, m in self._motion.items() if t in tracks or t in gone}
 
     def _check_claims(
         self, now: float, cam_ok: bool, tracks: tuple[int, ...], radar_ok: bool, radar: bool
@@ -359,13 +555,18 @@ class ScreenFusion:
                 del self._release[k]
             for k in [k for k in self._sure_since if k not in here]:
                 del self._sure_since[k]
+                self._rise_seen.pop(k, None)
         release = self._release
         sure = self._sure_since
         for c in self._cands:
             if c.p_in >= p.identity_p:
-                sure.setdefault(c.key, now)
+                if c.key not in sure:
+                    sure[c.key] = now
+                    # Someone in view as BLE became sure: they may well be the shopper.
+                    self._rise_seen[c.key] = bool(tracks)
             elif c.p_in < p.identity_keep_p:
                 sure.pop(c.key, None)
+                self._rise_seen.pop(c.key, None)
             if c.p_in < p.identity_keep_p:
                 self._claim.pop(c.key, None)
                 self._contradicted.discard(c.key)

@@ -285,6 +285,8 @@ def test_a_spot_for_one_may_go_personal_on_ble_alone() -> None:
         {"turnover_hold_s": -1.0},
         {"stranger_odds": -0.1},
         {"camera_stall_s": 0.0},
+        {"arrive_from_m": -1.0},
+        {"assoc_hold_s": -0.5},
     ],
 )
 def test_params_are_checked(bad: dict) -> None:
@@ -412,3 +414,164 @@ def test_a_shopper_ble_is_sure_of_long_after_the_person_appeared_is_not_that_per
         s = e2.tick(t)
         t = round(t + 0.1, 6)
     assert s.identity == "alice"
+
+
+# ---- motion association: the track's way in against BLE's rise (distances from the camera) ----
+Track = tuple[int, float]  # (camera track id, distance to the screen in metres)
+
+
+def _step(
+    e: ScreenFusion, t: float, tracks: list[Track], cands: list[Candidate], motion: bool = True
+):
+    """One frame: ``tracks`` with their distances (feet on a line from the screen; none to the
+    engine unless ``motion``)."""
+    e.camera(t, [i for i, _ in tracks], 0, [(d, 0.0) for _, d in tracks] if motion else None)
+    e.mmwave(t, bool(tracks))
+    e.ble(t, cands, len(cands))
+    return e.tick(t)
+
+
+def _walk(t: float, t0: float, d0: float, t1: float, d1: float) -> float:
+    """Distance at ``t`` walking from d0 (at t0) to d1 (at t1), standing before and after."""
+    f = min(1.0, max(0.0, (t - t0) / (t1 - t0)))
+    return d0 + f * (d1 - d0)
+
+
+def _passer_by(rise_after: float, lag: float, motion: bool) -> list[str | None]:
+    """A stranger stands 1 m from the screen from t=0 (walked in). Bob walks through the edge
+    of the zone from t=30 (his track from 2.8 m to 2.0 m and back out, lost at 33.1); BLE
+    becomes sure of him ``rise_after`` s after his track appeared and stays sure ``lag`` s
+    after he is gone (a leaver's posterior falls slowly). The identities, every 0.1 s."""
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    out: list[str | None] = []
+    t = 0.0
+    while t < 33.1 + lag + 3.0:
+        tracks: list[Track] = [(1, _walk(t, 0.0, 2.8, 2.0, 1.0))]
+        if 30.0 <= t < 33.1:
+            tracks.append((2, 2.8 - (t - 30.0) if t < 31.0 else 2.0 + 0.9 * (t - 31.0) / 2.0))
+        sure = 30.0 + rise_after <= t < 33.1 + lag
+        cands = [Candidate("bob", 0.95 if sure else 0.05)]
+        out.append(_step(e, t, tracks, cands, motion).identity)
+        t = round(t + 0.1, 6)
+    return out
+
+
+def test_a_passer_by_whose_posterior_rises_is_not_the_stranger_standing_at_the_screen() -> None:
+    # The error the bench found (seed 14): without the association the late-claim guard lets
+    # bob through once he has been "here" contradict_release_s, his posterior still high.
+    assert "bob" in _passer_by(1.0, 10.0, motion=False)
+    assert "bob" not in _passer_by(1.0, 10.0, motion=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rise_after=st.floats(0.0, 3.0), lag=st.floats(0.0, 14.0))
+def test_a_shopper_who_walked_in_and_out_is_never_the_one_left_standing(
+    rise_after: float, lag: float
+) -> None:
+    assert "bob" not in _passer_by(rise_after, lag, motion=True)
+
+
+def _turnover(motion: bool, alice_lag: float = 1.5) -> tuple[float | None, list[str | None]]:
+    """Alice (track 1) walked in at t=0 and is greeted; at t=20 she walks out (lost at 21.6),
+    BLE still sure of her ``alice_lag`` s after. Carol walks in from t=21 (track 2, 2.8 m to
+    1 m by 22.5) and BLE becomes sure of her at 22.5. When carol is greeted, and every
+    identity once alice is out of the region."""
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    greeted, after = None, []
+    t = 0.0
+    while t < 40.0:
+        tracks: list[Track] = []
+        if t < 21.6:
+            tracks.append(
+                (1, _walk(t, 0.0, 2.8, 2.0, 1.0) if t < 20 else _walk(t, 20, 1, 21.5, 2.9))
+            )
+        if t >= 21.0:
+            tracks.append((2, _walk(t, 21.0, 2.8, 22.5, 1.0)))
+        cands = [
+            Candidate("alice", 0.95 if 2.0 <= t < 21.6 + alice_lag else 0.05),
+            Candidate("carol", 0.95 if t >= 22.5 else 0.05),
+        ]
+        who = _step(e, t, tracks, cands, motion).identity
+        if t < 20:
+            assert t < 3.0 or who == "alice"
+        elif t >= 21.6:
+            after.append(who)
+        if who == "carol" and greeted is None:
+            greeted = t
+        t = round(t + 0.1, 6)
+    return greeted, after
+
+
+def test_a_walk_in_whose_rise_agrees_is_greeted_without_waiting_out_the_turnover_hold() -> None:
+    hold = FusionParams().turnover_hold_s
+    slow, after_slow = _turnover(motion=False)
+    fast, after_fast = _turnover(motion=True)
+    assert slow is not None and fast is not None
+    assert slow >= 21.5 + hold  # without distances: the full hold after two people
+    assert fast < 21.5 + hold - 2.0  # with them: carol as soon as alice's posterior is down
+    assert "alice" not in after_fast and "alice" not in after_slow
+
+
+def test_a_person_found_standing_again_keeps_their_way_in() -> None:
+    # Alice walks in (track 1) and is greeted; she turns away (lost) and is found again under
+    # a new id at the same spot: still the person who walked in as BLE rose (no stranger was
+    # there), so a passer-by rising now is refused as before, and alice is greeted again.
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    alice = [Candidate("alice", 0.95)]
+    t = 0.0
+    while t < 10.0:
+        s = _step(e, t, [(1, _walk(t, 0.0, 2.8, 2.0, 1.0))], alice if t >= 1.0 else [])
+        t = round(t + 0.1, 6)
+    assert s.identity == "alice"
+    while t < 13.0:  # turned away: the camera sees nobody, the radar still does
+        e.camera(t, [], 0, [])
+        e.mmwave(t, True)
+        e.ble(t, alice, 1)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    assert e._motion.get(2) is None
+    s = _step(e, t, [(2, 1.0)], alice)
+    assert e._motion[2].walked_in and e._motion[2].first_t == 0.0  # chained to track 1
+    while t < 30.0:
+        s = _step(e, t, [(2, 1.0)], alice)
+        t = round(t + 0.1, 6)
+    assert s.identity == "alice"
+
+
+def test_the_greeting_ends_as_the_greeted_walks_to_the_edge_not_when_they_are_gone() -> None:
+    # A stranger may be standing here as she goes; BLE still says she is in for seconds.
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    alice = [Candidate("alice", 0.95)]
+    t, s = 0.0, None
+    while t < 10.0:
+        s = _step(e, t, [(1, _walk(t, 0.0, 2.8, 2.0, 1.0))], alice if t >= 1.0 else [])
+        t = round(t + 0.1, 6)
+    assert s is not None and s.identity == "alice"
+    edge = FusionParams().arrive_from_m
+    while t < 12.0:  # she walks out: 1 m to 3 m over two seconds, still in the region
+        d = _walk(t, 10.0, 1.0, 12.0, 3.0)
+        s = _step(e, t, [(1, d)], alice)
+        assert (s.identity == "alice") == (d < edge), (t, d, s)
+        t = round(t + 0.1, 6)
+    assert s.reason == "at-edge"
+
+
+def test_no_early_release_while_someone_lost_inside_may_still_stand_there() -> None:
+    # A stranger (track 3) stands 1 m away and turns away at 21.6 (lost inside, not walked
+    # out); carol walks in as BLE rises for her. The association agrees, but the stranger may
+    # still be here unseen: the hold runs its course (the bench's "greeted with others").
+    p = FusionParams()
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=p)
+    greeted = None
+    t = 0.0
+    while t < 35.0:
+        tracks: list[Track] = []
+        if t < 21.6:
+            tracks.append((3, _walk(t, 0.0, 2.8, 2.0, 1.0)))
+        if t >= 21.0:
+            tracks.append((2, _walk(t, 21.0, 2.8, 22.5, 1.0)))
+        cands = [Candidate("carol", 0.95 if t >= 22.5 else 0.05)]
+        if _step(e, t, tracks, cands).identity == "carol" and greeted is None:
+            greeted = t
+        t = round(t + 0.1, 6)
+    assert greeted is not None and greeted >= 21.6 + p.turnover_hold_feet_s - 0.1
