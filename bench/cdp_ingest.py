@@ -13,30 +13,14 @@ where a wall-clock rate does not.
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.procstat import tree_cpu_s
+
 FETCH = 64  # JetStreamConfig.fetch_batch
 PER_BATCH = 10  # events per batch, as the fleet bench's boxes send them
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_s(root: int) -> float:
-    """CPU seconds so far of ``root`` and its children (PostgreSQL's backends)."""
-    total = 0.0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                rest = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(name) == root or int(rest[1]) == root:
-            total += (int(rest[11]) + int(rest[12])) / _CLK
-    return total
 
 
 def _batches(tag: str, n: int) -> list[tuple[str, bytes]]:
@@ -76,14 +60,14 @@ def run(quick: bool) -> dict[str, Any]:
             for r in range(rounds):
                 for mode in ("per_batch", "per_fetch"):
                     data = _batches(f"{mode}-{r}", n_batches)
-                    c0, p0, w0 = time.process_time(), _tree_cpu_s(pg.proc.pid), time.monotonic()
+                    c0, p0, w0 = time.process_time(), tree_cpu_s(pg.proc.pid), time.monotonic()
                     if mode == "per_batch":
                         for topic, payload in data:
                             ingest.handle_batch(topic, payload)
                     else:
                         for k in range(0, len(data), FETCH):
                             ingest.handle_batches(data[k : k + FETCH])
-                    c1, p1, w1 = time.process_time(), _tree_cpu_s(pg.proc.pid), time.monotonic()
+                    c1, p1, w1 = time.process_time(), tree_cpu_s(pg.proc.pid), time.monotonic()
                     n = n_batches * PER_BATCH
                     got = {
                         "sink_cpu_us_per_event": round(1e6 * (c1 - c0) / n, 1),

@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import CLK_TCK, proc_table
+
 DEVICES_PER_PROCESS = 50
 CONFIRM_TIMEOUT_S = 90.0
 SINK_COUNTS = (1, 2, 4)  # clean phases; then 4 again with a sink and a node killed
@@ -119,25 +121,6 @@ def _worker(
             ob.close()
 
 
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far) for every process we may read."""
-    out: dict[int, tuple[int, float]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                # The command name may hold spaces: the fields after its closing parenthesis.
-                rest = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _CLK)
-    return out
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all cores, from /proc/stat."""
     with open("/proc/stat") as fh:
@@ -149,7 +132,7 @@ def _machine_busy() -> tuple[float, float]:
 def _cpu_sample(groups: dict[str, set[int]]) -> dict[str, Any]:
     """CPU seconds so far of each process of each group and of their children (PostgreSQL's
     backends are the postmaster's children), and of the whole machine."""
-    table = _proc_table()
+    table = proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -164,7 +147,7 @@ def _cpu_sample(groups: dict[str, set[int]]) -> dict[str, Any]:
                 todo.extend(children.get(pid, []))
         out[name] = seen
     busy, total = _machine_busy()
-    out["_busy"], out["_total"] = busy / _CLK, total / _CLK
+    out["_busy"], out["_total"] = busy / CLK_TCK, total / CLK_TCK
     return out
 
 
