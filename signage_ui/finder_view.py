@@ -15,8 +15,6 @@ from collections.abc import Callable
 
 from kivy.clock import Clock
 from kivy.uix.boxlayout import BoxLayout
-from kivy.uix.button import Button
-from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
@@ -28,6 +26,8 @@ from contracts.screen_protocol import Content
 from signage_ui import finder_model as fm
 from signage_ui.map_frame import walk_line
 from signage_ui.qr_view import QrCode
+from signage_ui.touch_widgets import button as _button
+from signage_ui.touch_widgets import label as _label
 from signage_ui.wayfinding_view import WayfindingCard
 
 log = logging.getLogger("signage_ui.kiosk")
@@ -37,32 +37,11 @@ ROW = "#264653"
 CALM = "#457b9d"
 CHIP = "#2b4a6f"
 MUTED = "#a8b3c2"
-INK = "#f1faee"
 GOOD = "#2a9d8f"
 OUT = "#e9c46a"
 # The route on the map and the destination mark: warm on the kiosk's blues and the light plan.
 ROUTE = "#e76f51"
 ROW_H = 88
-
-
-def _button(text: str, colour: str, **kw: object) -> Button:
-    kw.setdefault("font_size", 24)
-    return Button(
-        text=text,
-        background_normal="",
-        background_color=get_color_from_hex(colour),
-        color=get_color_from_hex(INK),
-        **kw,
-    )
-
-
-def _label(text: str = "", **kw: object) -> Label:
-    kw.setdefault("halign", "left")
-    kw.setdefault("valign", "middle")
-    kw.setdefault("color", get_color_from_hex(INK))
-    label = Label(text=text, **kw)
-    label.bind(size=lambda w, v: setattr(w, "text_size", v))
-    return label
 
 
 class FinderPanel:

@@ -16,16 +16,16 @@ from collections.abc import Callable
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.gridlayout import GridLayout
-from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 from kivy.utils import get_color_from_hex
 from pydantic import ValidationError
 
 from contracts.walk import WalkCommand, WalkState
+from signage_ui.touch_widgets import INK, button
+from signage_ui.touch_widgets import label as _label
 
 log = logging.getLogger("signage_ui.kiosk")
 
-INK = "#f1faee"
 ZONE = "#264653"
 HERE = "#e9c46a"  # the zone the walker said they are in: warm on the kiosk's blues
 HERE_INK = "#1d3557"
@@ -36,24 +36,8 @@ ERROR = "#e63946"
 
 
 def _button(text: str, colour: str, ink: str = INK, **kw: object) -> Button:
-    kw.setdefault("font_size", 26)
-    return Button(
-        text=text,
-        background_normal="",
-        background_color=get_color_from_hex(colour),
-        color=get_color_from_hex(ink),
-        halign="center",
-        **kw,
-    )
-
-
-def _label(text: str, **kw: object) -> Label:
-    kw.setdefault("halign", "left")
-    kw.setdefault("valign", "middle")
-    kw.setdefault("color", get_color_from_hex(INK))
-    label = Label(text=text, **kw)
-    label.bind(size=lambda w, v: setattr(w, "text_size", v))
-    return label
+    kw.setdefault("font_size", 26)  # carried while walking: a size larger than the finder's
+    return button(text, colour, ink, halign="center", **kw)
 
 
 def _n(count: int, what: str) -> str:
