@@ -589,7 +589,9 @@ class Stage(FloatLayout):
 
     FADE_S = 0.4
     # A clip that has decoded no frame by then comes on anyway (on its background colour).
-    PREROLL_S = 1.5
+    # Generous: the item before it stays on the glass meanwhile, and a box's first clip waits
+    # for the video provider to load (CI saw 1.5 s run out under load: a bare background).
+    PREROLL_S = 4.0
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
