@@ -200,6 +200,14 @@ class CameraConfig(StrictModel):
     # 80 MB instead of 135; the two together cost a little more than one process). "thread":
     # inside the agent, the pre-issue-20 way (one process, no worker to supervise).
     run_in: Literal["process", "thread"] = "process"
+    # The camera's horizontal field of view in degrees, from its datasheet (Raspberry Pi
+    # Camera Module 3: 66; wide: 102). Set, the camera tells the fused presence where each
+    # person stands (metres from the screen, by the size of their face or body) and whether
+    # they are at the side of its view: the motion association that tells a shopper who
+    # walked up from one who stood there (BENCHMARKS.md, "motion association"). Unset: off.
+    hfov_deg: float | None = Field(None, ge=20, lt=180)
+    # Face width the ranging assumes; a store for children may want less.
+    face_width_m: float = Field(0.16, gt=0.05, lt=0.4)
 
     @field_validator("roi")
     @classmethod

@@ -99,6 +99,9 @@ class AudienceStage:
         # the fused presence (which judges a stalled camera by the frame's age itself).
         self.frame_t: float | None = None
         self.tracks: tuple[int, ...] = ()
+        # Where each stands and whether at the view's side (None: no field of view configured).
+        self.feet: tuple[tuple[float, float], ...] | None = None
+        self.edges: tuple[bool, ...] = ()
         self._last_audience = (0, 0)
         self._frames_seen = 0
         self._seen_at: float | None = None
@@ -207,6 +210,7 @@ class AudienceStage:
             new += o.new_tracks
             self.counts.frames += 1
             self.frame_t, self.tracks = o.t, o.tracks
+            self.feet, self.edges = o.feet, o.edges
             self._people_window.append(o.people)
             watchers.append(o.watchers)
             people = sorted(self._people_window)[len(self._people_window) // 2]
@@ -229,7 +233,7 @@ class AudienceStage:
                 log.warning("camera: no frame; treating the screen as unobserved")
             self.people = None
             self.watchers = None
-            self.tracks = ()
+            self.tracks, self.feet, self.edges = (), None, ()
             self._people_window.clear()
             watchers.clear()
             self.invalidate()

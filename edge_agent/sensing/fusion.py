@@ -163,10 +163,12 @@ class _Motion:
     first_t: float  # first seen in the region
     walked_in: bool  # first seen near the region's edge (arrive_from_m or farther)
     last: tuple[float, float]  # its foot position in the last frame it was in
+    # The camera said the track was at the edge of its view in that frame (at the side, or
+    # as far as its detector reaches): coming or going, however near the screen.
+    last_edge: bool = False
 
-    @property
-    def last_d(self) -> float:
-        return math.hypot(*self.last)
+    def at_edge(self, arrive_from_m: float) -> bool:
+        return self.last_edge or math.hypot(*self.last) >= arrive_from_m
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,7 @@ class ScreenFusion:
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
         self._one_since: float | None = None  # only one of two healthy sensors sees someone
         self._feet: tuple[tuple[float, float], ...] | None = None  # the last frame's, per track
+        self._edges: tuple[bool, ...] = ()  # ... and whether each is at the edge of the view
         self._motion: dict[int, _Motion] = {}  # camera track -> how it came (feet known)
         # tracks that walked out -> (when they walked in, None: found inside; when they left)
         self._left: dict[int, tuple[float | None, float]] = {}
@@ -247,17 +250,27 @@ class ScreenFusion:
         tracks: Sequence[int],
         nearby: int = 0,
         feet: Sequence[tuple[float, float]] | None = None,
+        edges: Sequence[bool] | None = None,
     ) -> None:
         """One analysed frame: the confirmed people tracks in this screen's region (the
         tracker's anonymous ids: "the same person as a moment ago"), how many people it
         sees in view outside the region (just beyond the zone's edge), and, where the camera
         can say, each track's foot position (x, y) in metres from the screen, same order as
-        ``tracks`` (None: unknown, and the motion association is off for this frame)."""
+        ``tracks`` (None: unknown, and the motion association is off for this frame), and
+        whether each is at the edge of the camera's view (a real camera's view is a cone: one
+        who steps in sideways is near the screen when first seen, yet walked in)."""
         self._frame_t = ts
         self._tracks = tuple(tracks)
         self._nearby = nearby
         ok = feet is not None and len(feet) == len(self._tracks)
         self._feet = tuple(feet) if ok and feet is not None else None
+        n = len(self._tracks)
+        self._edges = tuple(edges) if ok and edges is not None and len(edges) == n else (False,) * n
+
+    @property
+    def placed(self) -> bool:
+        """The camera's last frame said where its people stand: the motion association runs."""
+        return self._feet is not None
 
     def mmwave(self, ts: float, on: bool, healthy: bool = True) -> None:
         self._radar_on = on and healthy
@@ -454,7 +467,7 @@ class ScreenFusion:
     def _at_edge(self, track: int) -> bool:
         """The track is at the region's edge (``arrive_from_m`` or farther): coming or going."""
         m = self._motion.get(track)
-        return m is not None and m.last_d >= self.p.arrive_from_m
+        return m is not None and m.at_edge(self.p.arrive_from_m)
 
     def _late(self, key: str, track: int, now: float) -> bool:
         """BLE became sure of ``key`` well after the person in view (``track``) appeared, and
@@ -471,25 +484,27 @@ class ScreenFusion:
         p = self.p
         return since_k - since_t > p.late_claim_s and now - since_k < p.contradict_release_s
 
-    def _came(self, now: float, foot: tuple[float, float], gone: Mapping[int, float]) -> _Motion:
+    def _came(
+        self, now: float, foot: tuple[float, float], edge: bool, gone: Mapping[int, float]
+    ) -> _Motion:
         """How a new track came: walked in from the edge, or found standing inside. One found
         inside within ``chain_m`` of exactly one track lost inside lately (a still person turns
         away for seconds and is found again under a new id) is taken for that person: it keeps
         their way in, so the association outlives the tracker's ids. Two: it cannot say."""
         p = self.p
-        if math.hypot(*foot) >= p.arrive_from_m:
-            return _Motion(now, True, foot)
+        if edge or math.hypot(*foot) >= p.arrive_from_m:
+            return _Motion(now, True, foot, edge)
         lost = [
             t
             for t, at in gone.items()
             if now - at <= p.chain_s
             and (m := self._motion.get(t)) is not None
-            and m.last_d < p.arrive_from_m
+            and not m.at_edge(p.arrive_from_m)
             and math.dist(m.last, foot) <= p.chain_m
         ]
         if len(lost) == 1:
             m = self._motion.pop(lost[0])  # one successor only
-            return _Motion(m.first_t, m.walked_in, foot)
+            return _Motion(m.first_t, m.walked_in, foot, edge)
         return _Motion(now, False, foot)
 
     def _turnover(self, now: float, tracks: tuple[int, ...]) -> None:
@@ -502,7 +517,7 @@ class ScreenFusion:
             if t not in tracks:
                 gone[t] = now
                 m = self._motion.get(t)
-                if m is not None and m.last_d >= self.p.arrive_from_m:
+                if m is not None and m.at_edge(self.p.arrive_from_m):
                     # Walked out. Where it came from, if the camera saw it walk in.
                     self._left[t] = (m.first_t if m.walked_in else None, now)
         if len(tracks) > 1:
@@ -513,9 +528,9 @@ class ScreenFusion:
             if feet is not None:
                 m = self._motion.get(t)
                 if m is None:
-                    self._motion[t] = self._came(now, feet[n], gone)
+                    self._motion[t] = self._came(now, feet[n], self._edges[n], gone)
                 else:
-                    m.last = feet[n]
+                    m.last, m.last_edge = feet[n], self._edges[n]
             self._left.pop(t, None)  # back in the region: it did not leave
             if t in gone:
                 del gone[t]  # back: the same person

@@ -67,7 +67,9 @@ class FusionStage:
                     has_camera=has_cam, has_mmwave=has_radar, params=self._params[sid]
                 )
             if has_cam and audience.frame_t is not None:
-                eng.camera(audience.frame_t, audience.tracks)
+                eng.camera(
+                    audience.frame_t, audience.tracks, feet=audience.feet, edges=audience.edges
+                )
             if has_radar:
                 eng.mmwave(now, bool(radar))
             eng.ble(
@@ -100,6 +102,9 @@ class FusionStage:
                 state += ",ble-only"
             elif not v.camera_ok and self._engines[sid].has_camera:
                 state += ",camera-stalled"
+            elif self._engines[sid].has_camera and not self._engines[sid].placed:
+                # The motion association is off: no [camera] hfov_deg, so no positions.
+                state += ",no-positions"
             if v.zone_unknown:
                 state += ",zone-unknown"
             out[f"fusion_{sid}"] = state

@@ -178,6 +178,10 @@ def test_fusion_and_privacy_end_to_end(
         "privacy:fusion-" in r for t, _, d in at_entrance if 30 <= t < first for r in d.reasons
     )
     assert any(h.get("fusion_screen-entrance") == "personal" for h in healths)
+    # The camera says where people stand (the demo config gives its field of view): the motion
+    # association runs in the agent, not only on the bench.
+    assert cfg.camera is not None and cfg.camera.hfov_deg
+    assert not any("no-positions" in h.get("fusion_screen-entrance", "") for h in healths)
 
     # ---- what reached the CDP: counts and seconds, never pixels -------------------------------
     db = sqlite3.connect(tmp_path / "cdp.db")

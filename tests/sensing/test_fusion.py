@@ -575,3 +575,59 @@ def test_no_early_release_while_someone_lost_inside_may_still_stand_there() -> N
             greeted = t
         t = round(t + 0.1, 6)
     assert greeted is not None and greeted >= 21.6 + p.turnover_hold_feet_s - 0.1
+
+
+def _sideways(edges: bool) -> tuple[float | None, list[str | None]]:
+    """``_turnover`` as a real camera sees it: its view is a cone, so alice and carol come and
+    go sideways 1 m from the screen, never as far as arrive_from_m. For their first and last
+    half second the camera says they are at the side of its view (``edges``)."""
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    greeted, after = None, []
+    t = 0.0
+    while t < 40.0:
+        tracks: list[int] = []
+        feet: list[tuple[float, float]] = []
+        flags: list[bool] = []
+        if t < 21.6:
+            tracks.append(1)
+            feet.append((-0.5, 1.0))
+            flags.append(t < 0.5 or t >= 21.1)
+        if t >= 21.0:
+            tracks.append(2)
+            feet.append((0.5, 1.0))
+            flags.append(t < 21.5)
+        e.camera(t, tracks, 0, feet, flags if edges else None)
+        e.mmwave(t, bool(tracks))
+        cands = [
+            Candidate("alice", 0.95 if 2.0 <= t < 23.1 else 0.05),
+            Candidate("carol", 0.95 if t >= 22.5 else 0.05),
+        ]
+        e.ble(t, cands, 2)
+        who = e.tick(t).identity
+        if t >= 21.6:
+            after.append(who)
+        if who == "carol" and greeted is None:
+            greeted = t
+        t = round(t + 0.1, 6)
+    return greeted, after
+
+
+def test_the_side_of_a_cameras_view_is_its_edge_walking_in_or_out() -> None:
+    # Without the camera's edge flags a sideways walk-in is "found standing": the full hold.
+    slow, after_slow = _sideways(edges=False)
+    fast, after_fast = _sideways(edges=True)
+    hold = FusionParams().turnover_hold_feet_s
+    assert slow is not None and fast is not None
+    assert slow >= 21.6 + hold - 0.1
+    assert fast < slow - 1.0  # carol walked in as alice walked out: greeted sooner
+    assert "alice" not in after_fast and "alice" not in after_slow
+
+
+def test_the_engine_knows_whether_the_camera_places_its_people() -> None:
+    e = ScreenFusion(has_camera=True, has_mmwave=False)
+    e.camera(0.0, [1], 0)
+    assert not e.placed
+    e.camera(0.1, [1], 0, [(0.0, 1.0)], [False])
+    assert e.placed
+    e.camera(0.2, [1, 2], 0, [(0.0, 1.0)])  # one foot for two tracks: not to be trusted
+    assert not e.placed

@@ -240,5 +240,7 @@ def make_pipelines(cam: Any) -> list[ScreenPipeline]:
             detect_every=cam.detect_every,
             face_model=str(cam.face_model) if cam.face_model else None,
             track_gap_s=cam.track_gap_s,
+            hfov_deg=cam.hfov_deg,
+            face_width_m=cam.face_width_m,
         )
     ]

@@ -41,6 +41,10 @@ class ScreenObservation:
     ended: tuple[TrackSummary, ...] = ()
     seen: bool = True  # False: no frame behind it (the camera stopped; visits ended)
     tracks: tuple[int, ...] = ()  # the tracker's ids of the people in view (fused presence)
+    # Where each of them stands, (x, z) metres from the screen, and whether they are at the
+    # side of the view (``camera/ranging.py``); None: the camera's field of view is not set.
+    feet: tuple[tuple[float, float], ...] | None = None
+    edges: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ def observation_message(o: ScreenObservation) -> dict[str, Any]:
         "ended": [[s.start, s.end, s.dwell_s, s.attention_s] for s in o.ended],
         "seen": o.seen,
         "tracks": list(o.tracks),
+        "feet": None if o.feet is None else [list(f) for f in o.feet],
+        "edges": list(o.edges),
     }
 
 
@@ -154,6 +160,7 @@ def decode_observation(msg: dict[str, Any]) -> ScreenObservation:
         summaries.append(TrackSummary(*(_num(v, "track summary") for v in s)))
     if not isinstance(msg.get("seen"), bool):
         raise ChannelError("seen")
+    feet, edges = _feet(msg.get("feet"), msg.get("edges", []), len(tracks))
     return ScreenObservation(
         sid,
         _num(msg.get("t"), "t"),
@@ -163,7 +170,34 @@ def decode_observation(msg: dict[str, Any]) -> ScreenObservation:
         tuple(summaries),
         msg["seen"],
         tuple(_count(i, "track id") for i in tracks),
+        feet,
+        edges,
     )
+
+
+def _feet(
+    feet: Any, edges: Any, n: int
+) -> tuple[tuple[tuple[float, float], ...] | None, tuple[bool, ...]]:
+    """One (x, z) in metres and one edge flag per track, or none at all."""
+    if feet is None:
+        if edges:
+            raise ChannelError("edges without feet")
+        return None, ()
+    if not isinstance(feet, list) or not isinstance(edges, list):
+        raise ChannelError("feet and edges are lists")
+    if len(feet) != n or len(edges) != n:
+        raise ChannelError("one foot and one edge flag per track")
+    out = []
+    for f in feet:
+        if not isinstance(f, list) or len(f) != 2:
+            raise ChannelError("a foot is [x, z]")
+        x, z = _num(f[0], "foot x"), _num(f[1], "foot z")
+        if abs(x) > 100 or not 0 <= z <= 100:
+            raise ChannelError("a foot is within 100 m of the screen")
+        out.append((x, z))
+    if not all(isinstance(e, bool) for e in edges):
+        raise ChannelError("an edge flag is true or false")
+    return tuple(out), tuple(edges)
 
 
 STATES = {"starting", "ok", "stalled", "reconnecting", "ended", "stopped"}

@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_agent.sensing.camera.audience import AudienceAnalyzer
 from edge_agent.sensing.camera.observation import ScreenObservation  # lives with its channel
+from edge_agent.sensing.camera.ranging import FACE_WIDTH_M, Ranger
 from edge_agent.sensing.camera.tracker import Detection, Tracker
 
 Roi = tuple[float, float, float, float]  # x, y, w, h as fractions of the frame
@@ -54,6 +55,8 @@ class ScreenPipeline:
         detect_every: int = 10,
         face_model: str | None = None,
         track_gap_s: float = 1.0,
+        hfov_deg: float | None = None,
+        face_width_m: float = FACE_WIDTH_M,
     ) -> None:
         self.screen_id = screen_id
         self.roi = validate_roi(roi)
@@ -64,6 +67,17 @@ class ScreenPipeline:
             width=x1 - x0, height=y1 - y0, detect_every=detect_every, face_model=face_model
         )
         self.tracker = Tracker(max_gap_s=track_gap_s, bounds=(x1 - x0, y1 - y0))
+        # With the camera's field of view: where each person stands (the fused presence's
+        # motion association), in the region's pixels at the configured size, out to as far as
+        # the smallest face the analyser looks for.
+        self.ranger: Ranger | None = None
+        if hfov_deg is not None:
+            smallest_face = self.analyzer.min_face / self.analyzer.detect_scale
+            self.ranger = Ranger(
+                hfov_deg, frame_w=width, region_x0=x0, region_w=x1 - x0, face_width_m=face_width_m
+            )
+            self.ranger.reach_m = self.ranger.focal_px * face_width_m / smallest_face
+        self._region_h = y1 - y0
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         if self.roi == FULL_FRAME:
@@ -76,8 +90,23 @@ class ScreenPipeline:
         r = self.analyzer.process(self.crop(frame))
         dets = [Detection(b, True) for b in r.faces] + [Detection(b, False) for b in r.bodies]
         u = self.tracker.update(dets, t)
+        feet: tuple[tuple[float, float], ...] | None = None
+        edges: tuple[bool, ...] = ()
+        if self.ranger is not None:
+            # The analyser's boxes are in pixels of the region at the configured camera size.
+            places = [self.ranger.place(b, face, self._region_h) for b, face in u.boxes]
+            feet = tuple(p.foot for p in places)
+            edges = tuple(p.at_edge for p in places)
         return ScreenObservation(
-            self.screen_id, t, r.people, r.watchers, u.new, u.ended, tracks=u.ids
+            self.screen_id,
+            t,
+            r.people,
+            r.watchers,
+            u.new,
+            u.ended,
+            tracks=u.ids,
+            feet=feet,
+            edges=edges,
         )
 
     def finish(self, t: float) -> ScreenObservation:

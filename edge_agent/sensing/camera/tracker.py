@@ -42,6 +42,8 @@ class TrackUpdate:
     # Their ids ("the same person as a moment ago"; counters in memory, never stored or sent):
     # the fused presence binds a shopper's identity to one of them.
     ids: tuple[int, ...] = ()
+    # Each one's box in this frame and whether it is a face (else a moving body), for ranging.
+    boxes: tuple[tuple[Box, bool], ...] = ()
 
 
 @dataclass
@@ -141,8 +143,14 @@ class Tracker:
                 new += 1
             self._tracks.append(tr)
         ended = self._expire(t)
-        ids = tuple(tr.id for tr in self._tracks if tr.confirmed)
-        return TrackUpdate(new=new, active=len(ids), ended=ended, ids=ids)
+        live = [tr for tr in self._tracks if tr.confirmed]
+        return TrackUpdate(
+            new=new,
+            active=len(live),
+            ended=ended,
+            ids=tuple(tr.id for tr in live),
+            boxes=tuple((tr.box, tr.facing) for tr in live),
+        )
 
     def _gone(self, tr: _Track, t: float) -> bool:
         if t - tr.last > self.max_gap_s:
