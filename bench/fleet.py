@@ -300,6 +300,9 @@ def run(
     # Quick runs keep the production timeout: their drains are short, and a batch a node kill
     # cost comes back within it.
     confirm_timeout_s = confirm_timeout_s or (15.0 if quick else CONFIRM_TIMEOUT_S)
+    # A run stopped with SIGTERM (kill, timeout) still stops its 40 box processes, sinks, nats
+    # and PostgreSQL: as SystemExit the `with` and `finally` below run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # nats holds a socket per box
     ctx = mp.get_context("spawn")  # no forking of paho's threads

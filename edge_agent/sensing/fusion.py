@@ -113,8 +113,11 @@ class FusionParams:
     # (a leaver's posterior takes seconds to fall). 0: off.
     assoc_left_s: float = 15.0
     # A track found inside within this of exactly one track lost inside is that person again
-    # (turned away and back): it keeps their way in. 0: off.
-    chain_s: float = 6.0
+    # (turned away and back): it keeps their way in. 0: off. Kept apart from the turnover hold
+    # (until 2026-12-03 a lost track was forgotten with the hold, so 4 s in effect): seed 11's
+    # last wrong greeting was a stranger turned away for 8.6 s, found again as "new" while a
+    # shopper approached. 10 s: 0 of 67 there, no other seed's wrong greetings changed.
+    chain_s: float = 10.0
     chain_m: float = 1.0  # ... and within this of where it was lost
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
@@ -236,6 +239,9 @@ class ScreenFusion:
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
+        # Tracks lost inside the region lately -> when, for chain_s (longer than the hold): a
+        # person turned away that long and found again is still that person.
+        self._lost: dict[int, float] = {}
         self._one_since: float | None = None  # only one of two healthy sensors sees someone
         self._feet: tuple[tuple[float, float], ...] | None = None  # the last frame's, per track
         self._edges: tuple[bool, ...] = ()  # ... and whether each is at the edge of the view
@@ -484,9 +490,7 @@ class ScreenFusion:
         p = self.p
         return since_k - since_t > p.late_claim_s and now - since_k < p.contradict_release_s
 
-    def _came(
-        self, now: float, foot: tuple[float, float], edge: bool, gone: Mapping[int, float]
-    ) -> _Motion:
+    def _came(self, now: float, foot: tuple[float, float], edge: bool) -> _Motion:
         """How a new track came: walked in from the edge, or found standing inside. One found
         inside within ``chain_m`` of exactly one track lost inside lately (a still person turns
         away for seconds and is found again under a new id) is taken for that person: it keeps
@@ -496,7 +500,7 @@ class ScreenFusion:
             return _Motion(now, True, foot, edge)
         lost = [
             t
-            for t, at in gone.items()
+            for t, at in self._lost.items()
             if now - at <= p.chain_s
             and (m := self._motion.get(t)) is not None
             and not m.at_edge(p.arrive_from_m)
@@ -504,6 +508,7 @@ class ScreenFusion:
         ]
         if len(lost) == 1:
             m = self._motion.pop(lost[0])  # one successor only
+            del self._lost[lost[0]]
             return _Motion(m.first_t, m.walked_in, foot, edge)
         return _Motion(now, False, foot)
 
@@ -516,6 +521,7 @@ class ScreenFusion:
         for t in self._last_tracks:
             if t not in tracks:
                 gone[t] = now
+                self._lost[t] = now
                 m = self._motion.get(t)
                 if m is not None and m.at_edge(self.p.arrive_from_m):
                     # Walked out. Where it came from, if the camera saw it walk in.
@@ -528,10 +534,11 @@ class ScreenFusion:
             if feet is not None:
                 m = self._motion.get(t)
                 if m is None:
-                    self._motion[t] = self._came(now, feet[n], self._edges[n], gone)
+                    self._motion[t] = self._came(now, feet[n], self._edges[n])
                 else:
                     m.last, m.last_edge = feet[n], self._edges[n]
             self._left.pop(t, None)  # back in the region: it did not leave
+            self._lost.pop(t, None)
             if t in gone:
                 del gone[t]  # back: the same person
             elif t not in self._last_tracks and gone:
@@ -548,8 +555,11 @@ class ScreenFusion:
             self._bound = {t: k for t, k in self._bound.items() if t in tracks or t in gone}
         if self._left:
             self._left = {t: v for t, v in self._left.items() if now - v[1] <= self.p.assoc_left_s}
-        if len(self._motion) > len(tracks) + len(gone):
-            self._motion = {t: m for t, m in self._motion.items() if t in tracks or t in gone}
+        if self._lost:
+            self._lost = {t: at for t, at in self._lost.items() if now - at <= self.p.chain_s}
+        if len(self._motion) > len(tracks) + len(gone) + len(self._lost):
+            keep = set(tracks) | gone.keys() | self._lost.keys()
+            self._motion = {t: m for t, m in self._motion.items() if t in keep}
 
     def _check_claims(
         self, now: float, cam_ok: bool, tracks: tuple[int, ...], radar_ok: bool, radar: bool

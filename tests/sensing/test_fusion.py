@@ -631,3 +631,33 @@ def test_the_engine_knows_whether_the_camera_places_its_people() -> None:
     assert e.placed
     e.camera(0.2, [1, 2], 0, [(0.0, 1.0)])  # one foot for two tracks: not to be trusted
     assert not e.placed
+
+
+@pytest.mark.parametrize("away_s", [3.0, 5.0, 5.9])
+def test_a_stranger_turned_away_longer_than_the_hold_is_still_the_one_found_again(
+    away_s: float,
+) -> None:
+    # The seed-11 error: a stranger standing 1 m from the screen (found standing, track 1) is
+    # lost for longer than the turnover hold (4 s with feet) and found again under a new id at
+    # the same spot. A shopper BLE becomes sure of 3.8 s after that is approaching, not her:
+    # she keeps her way in for chain_s, whatever the hold.
+    e = ScreenFusion(has_camera=True, has_mmwave=True)
+    t = 0.0
+    while t < 20.0:
+        _step(e, t, [(1, 1.0)], [])
+        t = round(t + 0.1, 6)
+    back = round(t + away_s, 6)
+    while t < back:
+        e.camera(t, [], 0, [])
+        e.mmwave(t, True)
+        e.ble(t, [], 0)
+        e.tick(t)
+        t = round(t + 0.1, 6)
+    found = t
+    who = []
+    while t < found + 12.0:
+        sure = t >= found + 3.8
+        who.append(_step(e, t, [(2, 1.0)], [Candidate("bob", 0.95 if sure else 0.3)]).identity)
+        t = round(t + 0.1, 6)
+    assert e._motion[2].first_t == 0.0  # chained to track 1
+    assert "bob" not in who[: round((3.8 + FusionParams().contradict_release_s - 0.5) / 0.1)]
