@@ -315,7 +315,10 @@ def test_frames_never_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyP
     roots = [tmp_path, REPO / "edge_agent", REPO / "tests", REPO / "bench", REPO / "demo"]
     before = snapshot(roots)
 
-    src = open_source("demo:2")  # two people in view
+    # Two people in view, on the scene's own frame clock (10 fps): a loaded machine's slow
+    # reads would otherwise move the scene's lighting drift along and make the count vary.
+    tick = iter(i / 10 for i in range(10_000))
+    src = open_source("demo:2", clock=lambda: next(tick))
     a = AudienceAnalyzer(detect_every=2)
     results = [a.process(src.read()) for _ in range(30)]  # type: ignore[arg-type]
     src.close()
