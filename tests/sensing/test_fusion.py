@@ -471,27 +471,44 @@ def test_a_shopper_who_walked_in_and_out_is_never_the_one_left_standing(
     assert "bob" not in _passer_by(rise_after, lag, motion=True)
 
 
-def _turnover(motion: bool, alice_lag: float = 1.5) -> tuple[float | None, list[str | None]]:
+def _turnover(
+    motion: bool, alice_lag: float = 1.5, sideways: bool | None = None
+) -> tuple[float | None, list[str | None]]:
     """Alice (track 1) walked in at t=0 and is greeted; at t=20 she walks out (lost at 21.6),
     BLE still sure of her ``alice_lag`` s after. Carol walks in from t=21 (track 2, 2.8 m to
     1 m by 22.5) and BLE becomes sure of her at 22.5. When carol is greeted, and every
-    identity once alice is out of the region."""
+    identity once alice is out of the region.
+    ``sideways`` (True: with the camera's edge flags, False: without): as a real camera sees
+    it, its view a cone: both come and go sideways 1 m from the screen, never as far as
+    arrive_from_m, the camera saying they are at the side of its view for their first and last
+    half second."""
     e = ScreenFusion(has_camera=True, has_mmwave=True)
     greeted, after = None, []
     t = 0.0
     while t < 40.0:
         tracks: list[Track] = []
+        feet: list[tuple[float, float]] = []
+        flags: list[bool] = []
         if t < 21.6:
-            tracks.append(
-                (1, _walk(t, 0.0, 2.8, 2.0, 1.0) if t < 20 else _walk(t, 20, 1, 21.5, 2.9))
-            )
+            d = _walk(t, 0.0, 2.8, 2.0, 1.0) if t < 20 else _walk(t, 20, 1, 21.5, 2.9)
+            tracks.append((1, d))
+            feet.append((d, 0.0) if sideways is None else (-0.5, 1.0))
+            flags.append(t < 0.5 or t >= 21.1)
         if t >= 21.0:
-            tracks.append((2, _walk(t, 21.0, 2.8, 22.5, 1.0)))
+            d = _walk(t, 21.0, 2.8, 22.5, 1.0)
+            tracks.append((2, d))
+            feet.append((d, 0.0) if sideways is None else (0.5, 1.0))
+            flags.append(t < 21.5)
+        e.camera(
+            t, [i for i, _ in tracks], 0, feet if motion else None, flags if sideways else None
+        )
+        e.mmwave(t, bool(tracks))
         cands = [
             Candidate("alice", 0.95 if 2.0 <= t < 21.6 + alice_lag else 0.05),
             Candidate("carol", 0.95 if t >= 22.5 else 0.05),
         ]
-        who = _step(e, t, tracks, cands, motion).identity
+        e.ble(t, cands, len(cands))
+        who = e.tick(t).identity
         if t < 20:
             assert t < 3.0 or who == "alice"
         elif t >= 21.6:
@@ -577,45 +594,10 @@ def test_no_early_release_while_someone_lost_inside_may_still_stand_there() -> N
     assert greeted is not None and greeted >= 21.6 + p.turnover_hold_feet_s - 0.1
 
 
-def _sideways(edges: bool) -> tuple[float | None, list[str | None]]:
-    """``_turnover`` as a real camera sees it: its view is a cone, so alice and carol come and
-    go sideways 1 m from the screen, never as far as arrive_from_m. For their first and last
-    half second the camera says they are at the side of its view (``edges``)."""
-    e = ScreenFusion(has_camera=True, has_mmwave=True)
-    greeted, after = None, []
-    t = 0.0
-    while t < 40.0:
-        tracks: list[int] = []
-        feet: list[tuple[float, float]] = []
-        flags: list[bool] = []
-        if t < 21.6:
-            tracks.append(1)
-            feet.append((-0.5, 1.0))
-            flags.append(t < 0.5 or t >= 21.1)
-        if t >= 21.0:
-            tracks.append(2)
-            feet.append((0.5, 1.0))
-            flags.append(t < 21.5)
-        e.camera(t, tracks, 0, feet, flags if edges else None)
-        e.mmwave(t, bool(tracks))
-        cands = [
-            Candidate("alice", 0.95 if 2.0 <= t < 23.1 else 0.05),
-            Candidate("carol", 0.95 if t >= 22.5 else 0.05),
-        ]
-        e.ble(t, cands, 2)
-        who = e.tick(t).identity
-        if t >= 21.6:
-            after.append(who)
-        if who == "carol" and greeted is None:
-            greeted = t
-        t = round(t + 0.1, 6)
-    return greeted, after
-
-
 def test_the_side_of_a_cameras_view_is_its_edge_walking_in_or_out() -> None:
     # Without the camera's edge flags a sideways walk-in is "found standing": the full hold.
-    slow, after_slow = _sideways(edges=False)
-    fast, after_fast = _sideways(edges=True)
+    slow, after_slow = _turnover(motion=True, sideways=False)
+    fast, after_fast = _turnover(motion=True, sideways=True)
     hold = FusionParams().turnover_hold_feet_s
     assert slow is not None and fast is not None
     assert slow >= 21.6 + hold - 0.1
