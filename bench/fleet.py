@@ -40,6 +40,7 @@ import os
 import platform
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,15 @@ def _worker(
             up.stop(flush_timeout_s=0)
         for ob in outboxes:
             ob.close()
+
+
+def _nats_version() -> str:
+    exe = shutil.which("nats-server") or "nats-server"
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip().removeprefix("nats-server: v") or "?"
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -369,7 +379,8 @@ def run(
         "connected": connected,
         "connect_s": round(connect_s, 1),
         "postgres": True,
-        "broker": "nats-server 2.9 x3, stream R3, MQTT consumers R1 in memory, MQTT 3.1.1",
+        "broker": f"nats-server {_nats_version()} x3, stream R3, MQTT consumers R1 in memory, "
+        "MQTT 3.1.1",
         "phases": phases,
         "sinks": [p["sinks"] for p in phases],
         "lost": sum(p["lost"] for p in phases),
