@@ -13,10 +13,11 @@ demo: bootstrap
 # Two workers (pytest-xdist), a test file per worker at a time: every worker has its own
 # session broker and Xvfb, tests on a shared broker use ids of their own; most integration
 # tests wait on brokers, players and scaled clocks, so two halve the wall time on 2 cores.
+# The files go out longest first (tests/conftest.py orders them), so no long one is left for last.
 TEST_WORKERS ?= 2
 test: bootstrap
 	@$(MAKE) --no-print-directory esphome >/dev/null 2>&1 || echo "make test: ESPHome could not be installed; tests/test_firmware.py skips its validator check"
-	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff everywhere; mypy on the product (every function typed in the pure core and the stages:
 # pyproject.toml, [tool.mypy]).

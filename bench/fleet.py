@@ -298,7 +298,9 @@ def run(
     per_store: int | None = None,
     chaos: bool = True,
     confirm_timeout_s: float | None = None,
+    sink_counts: tuple[int, ...] = SINK_COUNTS,
 ) -> dict[str, Any]:
+    """``sink_counts``: the clean phases' sink counts (the test's bounded run leaves out 2)."""
     from testbed.nats_cluster import NatsCluster
     from testbed.postgres import Postgres, missing_binaries
     from testbed.procs import terminate
@@ -344,9 +346,9 @@ def run(
                   file=sys.stderr, flush=True)  # fmt: skip
             # One database for the whole run, so the gap report covers every phase.
             dsn = pg.create_database()
-            plan = [(n, drain, False) for n in SINK_COUNTS for drain in (False, True)]
+            plan = [(n, drain, False) for n in sink_counts for drain in (False, True)]
             if chaos:
-                plan.append((SINK_COUNTS[-1], False, True))
+                plan.append((sink_counts[-1], False, True))
             for n_sinks, drain, kill in plan:
                 print(f"bench fleet: {n_sinks} sinks, {'drain' if drain else 'live'}"
                       f"{' + kills' if kill else ''}...", file=sys.stderr, flush=True)  # fmt: skip

@@ -609,16 +609,19 @@ class Driver:
         self.c.disconnect()
 
 
-def black_frames(cfg: Path, env: dict[str, str], n: int) -> dict[str, Any]:
+def black_frames(
+    cfg: Path, env: dict[str, str], n: int, naive_n: int | None = None
+) -> dict[str, Any]:
     """Every frame of ``n`` transitions read back, ours and the naive player's (``_frames``):
     each player in its own process on ``env``'s display, with the config ``cfg``
-    (``write_config``; no bus needed)."""
+    (``write_config``; no bus needed). ``naive_n``: the naive player's transitions, when fewer
+    do (it shows a black frame at about every one of them; the test only needs it to show some)."""
     extra = template_items(cfg.parent / "content")
     (cfg.parent / "template-items.json").write_text(
         json.dumps([c.model_dump(mode="json") for c in extra])
     )
     ours = _run_child("frames-ours", cfg, env, n, None, 900)
-    naive = _run_child("frames-naive", cfg, env, n, None, 900)
+    naive = _run_child("frames-naive", cfg, env, naive_n or n, None, 900)
     return {
         "transitions": ours["transitions"],
         "items": ours.get("items", []),

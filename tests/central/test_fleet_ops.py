@@ -112,7 +112,14 @@ def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
         exe + args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        time.sleep(1.5)  # its SUBSCRIBE
+        # Its report line comes on stderr (after its log lines) once its subscription is
+        # acknowledged: send after that.
+        # (It gives up and exits after its connect timeout, 10 s: an empty line here.)
+        assert proc.stderr is not None
+        started = "?"
+        while started and not started.startswith("cdp-sink: "):
+            started = proc.stderr.readline()
+        assert started.startswith("cdp-sink: "), proc.stderr.read()[-2000:]
         with Outbox(tmp_path / "ob.db") as ob:
             sent = evs(25, store, device)
             ob.append(sent)
@@ -129,7 +136,7 @@ def test_cdp_sink_streams_json_lines(broker, tmp_path: Path) -> None:
     lines = [json.loads(x) for x in out.splitlines() if x.strip()]
     mine = [e for e in lines if e["source"] == source_for(store, device)]
     assert [e["id"] for e in mine] == [e.id for e in sent]
-    assert "cdp-sink:" in err  # its reports went to stderr, the stream is clean
+    assert "cdp-sink:" in started + err  # its reports went to stderr, the stream is clean
 
 
 @contextmanager

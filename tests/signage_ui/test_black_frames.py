@@ -22,7 +22,9 @@ def test_no_black_or_blank_frame_through_every_kind_of_transition(
 ) -> None:
     cfg = ui.write_config(tmp_path, 1)  # no bus: the script drives the player
     env = {**kivy_env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    got = ui.black_frames(cfg, env, 160)
+    # The naive player goes through 60 transitions, not 160: it shows a black frame at about
+    # every one (59 of 60 here), and the check only needs it to show more than 20.
+    got = ui.black_frames(cfg, env, 160, naive_n=60)
     assert got["transitions"] == 160
     # Every kind of item went by, the clip included.
     assert {"video", "image", "offer_card", "welcome", "order_ready+wayfinding", "survey"} <= set(
