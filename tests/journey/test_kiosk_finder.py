@@ -272,7 +272,9 @@ def test_the_e2e_bench_runs_and_the_nagle_fix_holds() -> None:
     out = run(quick=True, frames=4)
     assert out["found_at_3"] == out["requests"] == out["routed"]
     assert out["met"]
-    assert out["e2e_ms"]["p50"] * 4 < out["baseline_e2e_ms_with_nagle"]["p50"], out
+    # Nagle's two delayed ACKs cost ~80 ms; without the fix both sides pay them (ratio ~1). 2x,
+    # not 4x: a loaded machine adds its scheduling delay to both (19.9 vs 79.7 ms at load 38).
+    assert out["e2e_ms"]["p50"] * 2 < out["baseline_e2e_ms_with_nagle"]["p50"], out
     frames = out["to_first_frame"]
     assert frames["searches"] == 4
     for key in ("nodelay", "with_nagle"):
