@@ -220,9 +220,14 @@ class JetStreamSink(CdpIngest):
         # starting, a refused certificate): stop() must end that, or the thread outlives it.
         while not connecting.done():
             if self._stop.is_set():
-                connecting.cancel()
+                # Cancel until it takes: Python 3.11's asyncio.wait_for (inside the client's
+                # TLS connect) can swallow a cancel that lands as its inner step finishes, and
+                # the client then tries again for ever (seen under load: stop() outlived).
+                while not connecting.done():
+                    connecting.cancel()
+                    await asyncio.wait({connecting}, timeout=0.5)
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await connecting
+                    connecting.result()
                 return
             await asyncio.wait({connecting}, timeout=0.2)
         nc = connecting.result()
