@@ -86,7 +86,7 @@ BAD = [
     (HEADER + '\n{"t": 1, "rx": "nowhere", "rssi": -70}', "line 2: receiver 'nowhere'"),
     (HEADER + '\n{"t": 1, "rx": "local", "rssi": -300}', "line 2: rssi -300"),
     (HEADER + '\n{"t": 1, "rx": "local", "rssi": true}', "'rssi' must be a number"),
-    (HEADER + '\n{"t": 2, "tap": null}\n{"t": 1, "tap": null}', "line 3: time goes back"),
+    (HEADER + '\n{"t": 12, "tap": null}\n{"t": 1, "tap": null}', "line 3: time goes back"),
     (HEADER + '\n{"t": 1, "tap": "menswear"}', "line 2: tap names zone 'menswear'"),
     (HEADER.replace('"zones":[', '"zones":[7,'), "'zones' must be a list"),
     (HEADER + '\n{"t": "soon", "tap": null}', "'t' must be a number"),
@@ -103,6 +103,24 @@ def test_a_bad_walk_is_refused_in_one_line_naming_the_line(text: str, why: str) 
     with pytest.raises(WalkError, match=why.replace("(", r"\(").replace("[", r"\[")) as exc:
         parse_walk(text)
     assert "\n" not in str(exc.value)
+
+
+def test_readings_a_little_out_of_order_are_put_in_order() -> None:
+    # Two receivers' readings reach the recorder each with its own delay: CI saw one 13 ms
+    # older than the line before it. Within MAX_DISORDER_S they are sorted, not refused.
+    text = "\n".join(
+        [
+            HEADER,
+            advert_line(65.988, "local", -70),
+            advert_line(65.975, "node-1", -80),
+            tap_line(66.0, "entrance"),
+            advert_line(66.5, "local", -69),
+            tap_line(65.9, None),
+        ]
+    )
+    w = parse_walk(text)
+    assert [a[0] for a in w.adverts] == [65.975, 65.988, 66.5]
+    assert w.taps == [(65.9, None), (66.0, "entrance")]
 
 
 @given(st.text(max_size=400))

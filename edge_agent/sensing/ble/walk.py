@@ -29,6 +29,9 @@ from typing import Any
 
 FORMAT = 1
 MAX_LINE = 4096  # a longer line is not one of ours
+# Readings from several receivers reach the recorder each with its own delay (a node on the
+# bus, the local radio): their times may step back a little, never by more than this.
+MAX_DISORDER_S = 2.0
 
 
 class WalkError(ValueError):
@@ -165,9 +168,9 @@ def parse_walk(text: str) -> Walk:
         if not isinstance(doc, dict):
             raise WalkError(f"{where}: expected a JSON object")
         t = _number(doc, "t", where)
-        if t < last:
+        if t < last - MAX_DISORDER_S:
             raise WalkError(f"{where}: time goes back ({t} after {last})")
-        last = t
+        last = max(last, t)
         if "rx" in doc:
             rid = doc["rx"]
             if rid not in receivers:
@@ -185,4 +188,7 @@ def parse_walk(text: str) -> Walk:
             raise WalkError(f"{where}: neither an advert (rx), a tap nor the end")
     if not walk.taps:
         raise WalkError("walk: no taps, so no truth to score against")
+    # Lines are in the order the recorder got them: receivers report with their own delays.
+    walk.adverts.sort(key=lambda a: a[0])
+    walk.taps.sort(key=lambda tap: tap[0])
     return Walk(store, tag, started, receivers, zones, walk.adverts, walk.taps, last)
