@@ -239,8 +239,8 @@ class ScreenFusion:
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
-        # Tracks lost inside the region lately -> when, for chain_s (longer than the hold): a
-        # person turned away that long and found again is still that person.
+        # Tracks (with feet) lost inside the region lately -> when, for chain_s (longer than the
+        # hold): a person turned away that long and found again is still that person.
         self._lost: dict[int, float] = {}
         self._one_since: float | None = None  # only one of two healthy sensors sees someone
         self._feet: tuple[tuple[float, float], ...] | None = None  # the last frame's, per track
@@ -501,10 +501,7 @@ class ScreenFusion:
         lost = [
             t
             for t, at in self._lost.items()
-            if now - at <= p.chain_s
-            and (m := self._motion.get(t)) is not None
-            and not m.at_edge(p.arrive_from_m)
-            and math.dist(m.last, foot) <= p.chain_m
+            if now - at <= p.chain_s and math.dist(self._motion[t].last, foot) <= p.chain_m
         ]
         if len(lost) == 1:
             m = self._motion.pop(lost[0])  # one successor only
@@ -521,11 +518,14 @@ class ScreenFusion:
         for t in self._last_tracks:
             if t not in tracks:
                 gone[t] = now
-                self._lost[t] = now
                 m = self._motion.get(t)
-                if m is not None and m.at_edge(self.p.arrive_from_m):
+                if m is None:
+                    continue
+                if m.at_edge(self.p.arrive_from_m):
                     # Walked out. Where it came from, if the camera saw it walk in.
                     self._left[t] = (m.first_t if m.walked_in else None, now)
+                else:
+                    self._lost[t] = now  # lost inside: may be found again (chain_s)
         if len(tracks) > 1:
             self._turnover_t = now
         feet = self._feet

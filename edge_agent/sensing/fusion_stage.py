@@ -97,12 +97,13 @@ class FusionStage:
         for sid, v in self._views.items():
             if sid not in self._engines:
                 continue
+            eng = self._engines[sid]
             state = "personal" if v.personal else (v.reason or "nobody")
             if v.ble_only:
                 state += ",ble-only"
-            elif not v.camera_ok and self._engines[sid].has_camera:
+            elif not v.camera_ok and eng.has_camera:
                 state += ",camera-stalled"
-            elif self._engines[sid].has_camera and not self._engines[sid].placed:
+            elif eng.has_camera and not eng.placed:
                 # The motion association is off: no [camera] hfov_deg, so no positions.
                 state += ",no-positions"
             if v.zone_unknown:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_agent.sensing.camera.audience import AudienceAnalyzer
 from edge_agent.sensing.camera.observation import ScreenObservation  # lives with its channel
-from edge_agent.sensing.camera.ranging import FACE_WIDTH_M, Ranger
+from edge_agent.sensing.camera.ranging import FACE_WIDTH_M, Ranger, focal_px
 from edge_agent.sensing.camera.tracker import Detection, Tracker
 
 Roi = tuple[float, float, float, float]  # x, y, w, h as fractions of the frame
@@ -74,9 +74,13 @@ class ScreenPipeline:
         if hfov_deg is not None:
             smallest_face = self.analyzer.min_face / self.analyzer.detect_scale
             self.ranger = Ranger(
-                hfov_deg, frame_w=width, region_x0=x0, region_w=x1 - x0, face_width_m=face_width_m
+                hfov_deg,
+                frame_w=width,
+                region_x0=x0,
+                region_w=x1 - x0,
+                face_width_m=face_width_m,
+                reach_m=focal_px(hfov_deg, width) * face_width_m / smallest_face,
             )
-            self.ranger.reach_m = self.ranger.focal_px * face_width_m / smallest_face
         self._region_h = y1 - y0
 
     def crop(self, frame: np.ndarray) -> np.ndarray:

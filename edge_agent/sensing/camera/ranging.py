@@ -41,6 +41,13 @@ class Placement:
     at_edge: bool  # touching the region's left or right side: coming or going sideways
 
 
+def focal_px(hfov_deg: float, frame_w: int) -> float:
+    """The pinhole focal length in pixels of a camera ``frame_w`` wide seeing ``hfov_deg``."""
+    if not 20.0 <= hfov_deg < 180.0:
+        raise ValueError(f"hfov_deg {hfov_deg} is not a camera's field of view (20-180)")
+    return (frame_w / 2) / math.tan(math.radians(hfov_deg) / 2)
+
+
 class Ranger:
     """Boxes from one screen's region to floor positions, for a camera of ``hfov_deg`` whose
     frame is ``frame_w`` pixels wide, the region starting ``region_x0`` pixels from its left
@@ -58,11 +65,9 @@ class Ranger:
         edge_px: int = 4,
         reach_m: float | None = None,
     ) -> None:
-        if not 20.0 <= hfov_deg < 180.0:
-            raise ValueError(f"hfov_deg {hfov_deg} is not a camera's field of view (20-180)")
         if frame_w <= 0 or face_width_m <= 0 or body_height_m <= 0:
             raise ValueError("frame width, face width and body height must be > 0")
-        self.focal_px = (frame_w / 2) / math.tan(math.radians(hfov_deg) / 2)
+        self.focal_px = focal_px(hfov_deg, frame_w)
         self.cx = frame_w / 2 - region_x0  # the optical axis, in the region's pixels
         self.region_w = frame_w - region_x0 if region_w is None else region_w
         self.face_width_m = face_width_m

@@ -89,8 +89,6 @@ class WorkerCamera:
         for name in ("width", "height", "detect_every"):
             if isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] <= 0:
                 raise TypeError(f"{name} is not a positive integer")
-        if kw["hfov_deg"] is not None and not 20 <= float(kw["hfov_deg"]) < 180:
-            raise ValueError("hfov_deg must be a field of view in degrees (20-180)")
         for name in ("fps", "track_gap_s", "reconnect_max_s", "face_width_m"):
             kw[name] = float(kw[name])
             if not kw[name] > 0:
