@@ -18,6 +18,7 @@ from contracts.release import ReleaseError, read_manifest
 from contracts.signing import load_public_key
 from edge_agent.box.releases import ReleaseStore
 from tests.box import release_kit
+from tests.soak import SOAK
 
 EXE = os.path.join(os.path.dirname(sys.executable), "edge-agent")
 
@@ -162,7 +163,7 @@ def _install_cmd(bundle: Path, cfg: Path) -> list[str]:
 # Kill points: CI runs 6, ``EDGE_SOAK=1`` the full 12. Each point is drawn at random within its
 # own sixth (twelfth) of the span, so a bounded run still cuts the start, the unpacking and the
 # switch, where 6 points drawn over the whole span could bunch up in one part of it.
-KILL_POINTS = 12 if os.environ.get("EDGE_SOAK") == "1" else 6
+KILL_POINTS = 12 if SOAK else 6
 
 
 @pytest.mark.soak

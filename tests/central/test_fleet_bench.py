@@ -6,7 +6,6 @@ run, BENCHMARKS.md). Figures are not asserted (the machine is shared); what must
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from bench.fleet import run
 from testbed.postgres import missing_binaries
+from tests.soak import SOAK
 
 pytestmark = [
     pytest.mark.soak,
@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.skipif(missing_binaries() is not None, reason=str(missing_binaries())),
 ]
 
-FULL = os.environ.get("EDGE_SOAK") == "1"
+FULL = SOAK
 
 
 @pytest.mark.timeout(900 if FULL else 240)

@@ -14,8 +14,9 @@ import pytest
 
 from bench.chaos import run_chaos
 from testbed.broker import Mosquitto
+from tests.soak import SOAK
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "20" if os.environ.get("EDGE_SOAK") == "1" else "14"))
+KILLS = int(os.environ.get("CHAOS_KILLS", "20" if SOAK else "14"))
 
 
 @pytest.mark.soak
