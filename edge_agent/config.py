@@ -239,10 +239,19 @@ class UplinkConfig(StrictModel):
     # "cdp": rows leave the outbox only when the CDP sink says it stored them (a broker can
     # PUBACK and then die before delivering). "broker": the PUBACK is enough.
     confirm: Literal["cdp", "broker"] = "cdp"
-    # A PUBACKed batch the CDP has not confirmed by then is sent again (the sink dedups).
+    # A PUBACKed batch the CDP has not confirmed by then is sent again (the sink dedups): at
+    # least confirm_timeout_s, longer as the confirmations' measured round trip grows, doubling
+    # while batches go unconfirmed, up to confirm_timeout_max_s (contracts/backoff.ConfirmTimer).
     confirm_timeout_s: float = Field(15.0, ge=0.5)
+    confirm_timeout_max_s: float = Field(600.0, ge=0.5)
     # Bounds memory and the duplicates a re-send can cause.
     max_unconfirmed_batches: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _timeouts_in_order(self) -> UplinkConfig:
+        if self.confirm_timeout_max_s < self.confirm_timeout_s:
+            raise ValueError("confirm_timeout_max_s must be >= confirm_timeout_s")
+        return self
 
 
 class DownlinkConfig(StrictModel):

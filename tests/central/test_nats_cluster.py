@@ -13,7 +13,6 @@ topic (the client is disconnected; ids with dots cannot be used on it).
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 import time
@@ -30,13 +29,13 @@ from contracts.mqtt import make_client
 from edge_agent.config import BrokerConfig, UplinkConfig
 from sync.outbox import Outbox
 from sync.uplink import Uplink
-from testbed.nats_cluster import NatsCluster
+from testbed.nats_cluster import NatsCluster, nats_server_exe
 from tests.sync.test_uplink import events
 from tests.watching import wait_for
 
 pytestmark = [
     pytest.mark.skipif(
-        shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists(),
+        nats_server_exe() is None,
         reason="nats-server not installed (scripts/bootstrap.sh installs it)",
     ),
 ]

@@ -675,3 +675,72 @@ def test_confirmations_cost_a_small_fraction_of_the_uplink(tmp_path: Path) -> No
         sink.stop()
     print(f"uplink {up} B, confirmations {down} B (as id lists: {old} B)")
     assert down < 0.10 * up < old
+
+
+def slow_cdp(m: Mosquitto, store: str, device: str, delay_s: float):
+    """A CDP that confirms every batch copy it gets, ``delay_s`` late: a central tier under load.
+    Returns the client and how many copies of each batch it got."""
+    copies: dict[str, int] = {}
+    subscribed = threading.Event()
+    c = make_client(f"slow-cdp-{uuid.uuid4().hex[:8]}", bcfg(m))
+
+    def confirm(batch_id: str, ids: list[str]) -> None:
+        c.publish(topics.delivered(store, device), encode_confirmation(batch_id, ids), qos=1)
+
+    def on_message(c, userdata, msg) -> None:
+        doc = decode_batch(msg.payload, msg.properties)
+        copies[doc["batch_id"]] = copies.get(doc["batch_id"], 0) + 1
+        ids = [e["id"] for e in doc["events"]]
+        timer = threading.Timer(delay_s, confirm, (doc["batch_id"], ids))
+        timer.daemon = True
+        timer.start()
+
+    c.on_connect = lambda c, *a: c.subscribe(topics.events(store, device), qos=1)
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.on_message = on_message
+    connect(c, bcfg(m), clean_start=True, session_expiry_s=0)
+    c.loop_start()
+    assert subscribed.wait(5), "slow CDP did not subscribe"
+    return c, copies
+
+
+@pytest.mark.timeout(90)
+def test_a_slow_cdp_is_not_buried_in_resends(broker: Mosquitto, tmp_path: Path) -> None:
+    """Confirmations come 2 s late while the configured timeout is 0.5 s. A fixed timer (max =
+    floor) sends every batch again and again; the adaptive one learns the round trip after the
+    first few. Same stream for both, side by side; nothing lost either way."""
+    resent = {}
+    for name, max_s in (("fixed", 0.5), ("adaptive", 600.0)):
+        tag = uuid.uuid4().hex[:8]
+        store, device = f"st-{tag}", f"dev-{tag}"
+        cdp, copies = slow_cdp(broker, store, device, delay_s=2.0)
+        try:
+            with Outbox(tmp_path / f"{name}.db") as ob:
+                up = Uplink(
+                    ob,
+                    bcfg(broker),
+                    store,
+                    device,
+                    cfg(max_batch=10, confirm_timeout_s=0.5, confirm_timeout_max_s=max_s),
+                )
+                up.start()
+                try:
+                    sent: list[str] = []
+                    for _ in range(20):  # a batch every 0.3 s for 6 s
+                        evs = events(10, store, device)
+                        sent += [e.id for e in evs]
+                        ob.append(evs)
+                        time.sleep(0.3)  # the stream's own pace, not a wait for a condition
+                    assert up.flush(60), up.stats()
+                    assert ob.depth() == 0
+                    resent[name] = up.stats()["resent_unconfirmed"]
+                    if name == "adaptive":
+                        assert up.stats()["confirm_timeout_s"] > 2.0, up.stats()
+                finally:
+                    up.stop(flush_timeout_s=0)
+            assert len(copies) >= 20  # every batch reached the CDP
+        finally:
+            cdp.disconnect()
+            cdp.loop_stop()
+    assert resent["fixed"] >= 40, resent  # ~3 re-sends per batch
+    assert resent["adaptive"] * 3 <= resent["fixed"], resent
