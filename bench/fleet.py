@@ -24,9 +24,11 @@ the node comes back at the end. ``lost`` (events the boxes accepted that Postgre
 hold), ``duplicates_stored`` (rows beyond one per (store, device, event id)) and ``gaps_missing``
 (PostgreSQL's gap report) cover the whole run; ``batches_resent`` counts the boxes' re-sends.
 
-The PostgreSQL server is the testbed's (fsync off, on loopback). The boxes' confirmation
-timeout is 90 s in a full run (production and ``--quick``: 15 s), so a drain phase measures the
-sinks rather than the boxes re-sending what waits in the stream. A batch published while a node dies can be missed by
+The PostgreSQL server is the testbed's (fsync off, on loopback). The boxes run the production
+uplink config: confirmations awaited at least 15 s, longer as their round trip grows and doubling
+while they are late (``ConfirmTimer``; until 2026-12-03 a fixed timer, and the full run then used
+90 s so that a drain measured the sinks rather than the boxes re-sending what waits in the
+stream). A batch published while a node dies can be missed by
 JetStream (nats-server turns an MQTT publish into a plain NATS publish, which the stream does not
 acknowledge), and a confirmation can die with the node's connections: either way the box re-sends
 after that timeout (seen once in a quick run: 12 batches, 120 s with the timeout then at 120 s),
@@ -52,7 +54,7 @@ from typing import Any
 from bench.procstat import CLK_TCK, proc_table
 
 DEVICES_PER_PROCESS = 50
-CONFIRM_TIMEOUT_S = 90.0
+CONFIRM_TIMEOUT_S = 15.0  # the production default (UplinkConfig)
 SINK_COUNTS = (1, 2, 4)  # clean phases; then 4 again with a sink and a node killed
 ACK_WAIT_S = 5.0
 VICTIM_NODE = 2  # nats node 3: no box publishes through it
@@ -303,9 +305,7 @@ def run(
         return {"error": f"PostgreSQL: {missing_binaries()}"}
     stores = stores or (100 if quick else 2000)
     per_store = per_store or 20
-    # Quick runs keep the production timeout: their drains are short, and a batch a node kill
-    # cost comes back within it.
-    confirm_timeout_s = confirm_timeout_s or (15.0 if quick else CONFIRM_TIMEOUT_S)
+    confirm_timeout_s = confirm_timeout_s or CONFIRM_TIMEOUT_S
     # Smaller runs stay well inside nats' 4 s; and a node's MQTT layer, asking JetStream before
     # the cluster has a leader, waits out the whole timeout once at start (30 s more per start).
     js_api_timeout_s = JS_API_TIMEOUT_S if stores > 500 else None
@@ -328,6 +328,13 @@ def run(
         Postgres() as pg,
     ):
         servers = ",".join(f"nats://{cluster.host}:{n.client_port}" for n in cluster.nodes)
+        # One database for the whole run, so the gap report covers every phase. The CDP's stream
+        # and consumer exist before the fleet connects, as in production where the sinks run
+        # first: one sink makes them while nats is idle (made during 2,000 boxes' connect storm,
+        # the sink's JetStream requests outlasted its minute, seen 2026-12-03).
+        dsn = pg.create_database()
+        for proc in _start_sinks(1, dsn, servers, ack_wait_s=ACK_WAIT_S):
+            terminate(proc)
         box_ports = [n.mqtt_port for i, n in enumerate(cluster.nodes) if i != VICTIM_NODE]
         outq = ctx.Queue()
         workers = []
@@ -346,8 +353,6 @@ def run(
             connect_s = time.monotonic() - started
             print(f"bench fleet: {connected} of {stores} boxes connected in {connect_s:.0f} s",
                   file=sys.stderr, flush=True)  # fmt: skip
-            # One database for the whole run, so the gap report covers every phase.
-            dsn = pg.create_database()
             plan = [(n, drain, False) for n in sink_counts for drain in (False, True)]
             if chaos:
                 plan.append((sink_counts[-1], False, True))
