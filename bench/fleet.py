@@ -90,7 +90,8 @@ def _worker(
     for k, ob in enumerate(outboxes):
         i = first + k
         broker = BrokerConfig(host=host, port=ports[i % len(ports)], protocol="3.1.1")
-        cfg = UplinkConfig(linger_s=0.05, confirm_timeout_s=confirm_timeout_s)
+        # confirm_qos 0, as a fleet on nats is configured (README): no JetStream consumer per box.
+        cfg = UplinkConfig(linger_s=0.05, confirm_timeout_s=confirm_timeout_s, confirm_qos=0)
         ups.append(Uplink(ob, broker, _store_id(i), "box-1", cfg))
     try:
         for up in ups:

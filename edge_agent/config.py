@@ -244,6 +244,12 @@ class UplinkConfig(StrictModel):
     # while batches go unconfirmed, up to confirm_timeout_max_s (contracts/backoff.ConfirmTimer).
     confirm_timeout_s: float = Field(15.0, ge=0.5)
     confirm_timeout_max_s: float = Field(600.0, ge=0.5)
+    # QoS of the box's subscription to its confirmations. 1: a confirmation sent while the box is
+    # offline waits in its session (mosquitto). 0: on nats, where a QoS 1 subscription costs a
+    # JetStream consumer per box (replicated like nats' MQTT streams since 2.10: 2,000 boxes
+    # are 2,000 raft groups) and the JetStream sink's confirmations arrive as QoS 0 anyway; a
+    # confirmation the box misses only means a re-send, which the sink dedups and confirms.
+    confirm_qos: Literal[0, 1] = 1
     # Bounds memory and the duplicates a re-send can cause.
     max_unconfirmed_batches: int = Field(64, ge=1)
 

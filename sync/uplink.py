@@ -317,7 +317,7 @@ class Uplink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure and self.confirm_by_cdp:
             # Every time: the broker may have lost our session (no persistence, expiry).
-            client.subscribe(self.delivered_topic, qos=1)
+            client.subscribe(self.delivered_topic, qos=self.cfg.confirm_qos)
         self._events.put(("connect", not reason_code.is_failure, str(reason_code)))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -328,7 +328,7 @@ class Uplink:
     def _resubscribe(self) -> None:
         client = self._client
         if client is not None and not self._stopping.is_set() and self._stats.connected:
-            client.subscribe(self.delivered_topic, qos=1)
+            client.subscribe(self.delivered_topic, qos=self.cfg.confirm_qos)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         # Jitter the reconnect delay so a fleet does not reconnect in lockstep after an outage.

@@ -10,6 +10,7 @@ never see each other's batches.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -23,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import nats
 import psycopg
 import pytest
 
@@ -69,11 +71,15 @@ def js_cfg(c: NatsCluster, store: str) -> JetStreamConfig:
     )
 
 
-def boxes(tmp_path: Path, c: NatsCluster, store: str, devices: list[str], n: int) -> list:
+def boxes(
+    tmp_path: Path, c: NatsCluster, store: str, devices: list[str], n: int, confirm_qos: int = 1
+) -> list:
     """Real uplinks with ``n`` loadgen events each, over MQTT 3.1.1 to node 1 (nats 2.9 has no
     MQTT 5); a short confirmation timeout so a lost confirmation is made good soon."""
     broker = BrokerConfig(host=c.host, port=c.nodes[0].mqtt_port, keepalive=5, protocol="3.1.1")
-    cfg = UplinkConfig(max_batch=50, linger_s=0.01, confirm_timeout_s=3.0)
+    cfg = UplinkConfig.model_validate(
+        {"max_batch": 50, "linger_s": 0.01, "confirm_timeout_s": 3.0, "confirm_qos": confirm_qos}
+    )
     return start_boxes(tmp_path, broker, store, devices, n, cfg)
 
 
@@ -154,6 +160,41 @@ def test_sinks_share_one_durable_consumer_and_the_box_gets_its_confirmations(
     assert sum(st["stored"] for st in stats) == 2 * n, stats
     assert sum(st["duplicates"] for st in stats) == 0, stats
     assert all(st["batches"] > 0 for st in stats), stats
+
+
+async def mqtt_consumers(c: NatsCluster) -> int:
+    """Consumers on nats' own MQTT message stream: one per QoS 1 MQTT subscription."""
+    nc = await nats.connect(servers=servers(c))
+    try:
+        info = await nc.jetstream().stream_info("$MQTT_msgs")
+        return int(info.state.consumer_count or 0)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("qos", [0, 1])
+def test_confirmations_at_qos_0_cost_nats_no_consumer_per_box(
+    cluster: NatsCluster, pg_dsn: str, tmp_path: Path, qos: int
+) -> None:
+    """``[uplink] confirm_qos = 0`` for a fleet on nats: the JetStream sink's confirmations come
+    as QoS 0 anyway, so the box's QoS 1 subscription only cost a JetStream consumer (replicated:
+    a raft group per box on current nats). With 0 the boxes add none and still get every
+    confirmation; with 1 each adds one (what makes the count a real measure)."""
+    store = f"st-{uuid.uuid4().hex[:6]}"
+    n, devices = 300, ["d1", "d2", "d3"]
+    sink = JetStreamSink(js_cfg(cluster, store), pg_dsn)
+    assert sink.start(wait_s=20), sink._failed
+    before = asyncio.run(mqtt_consumers(cluster))
+    bs = boxes(tmp_path, cluster, store, devices, n, confirm_qos=qos)
+    try:
+        assert all(up.flush(60) for _, up in bs), [up.stats() for _, up in bs]
+        added = asyncio.run(mqtt_consumers(cluster)) - before
+    finally:
+        close_boxes(bs)
+        sink.stop()
+    assert stored(pg_dsn, store) == [(d, n, n, 1, n) for d in devices]
+    assert added == (0 if qos == 0 else len(devices)), added
 
 
 @pytest.fixture
