@@ -125,6 +125,16 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def mqtt311_client(client_id: str) -> mqtt.Client:
+    """A clean-session MQTT 3.1.1 client, what nats' MQTT listener speaks."""
+    return mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+
+
 def mqtt_ready(host: str, port: int, timeout: float = 2.0) -> bool:
     """True when the node answers an MQTT 3.1.1 CONNECT with success.
 
@@ -137,12 +147,7 @@ def mqtt_ready(host: str, port: int, timeout: float = 2.0) -> bool:
         ok.append(not reason_code.is_failure)
         done.set()
 
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"ready-probe-{port}",
-        protocol=mqtt.MQTTv311,
-        clean_session=True,
-    )
+    client = mqtt311_client(f"ready-probe-{port}")
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=5)

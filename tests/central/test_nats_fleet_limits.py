@@ -13,11 +13,11 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from testbed.nats_cluster import (
     DEFAULT_MAX_CONSUMERS_SINCE,
     NatsCluster,
+    mqtt311_client,
     nats_server_exe,
     nats_server_version,
 )
@@ -76,12 +76,7 @@ def test_more_than_a_thousand_box_subscriptions_are_all_granted() -> None:
                     refused.extend(str(rc) for rc in rcs if rc.is_failure)
                     granted.release()
 
-                c = mqtt.Client(
-                    callback_api_version=CallbackAPIVersion.VERSION2,
-                    client_id=f"fleet-limit-{i}",
-                    protocol=mqtt.MQTTv311,
-                    clean_session=True,
-                )
+                c = mqtt311_client(f"fleet-limit-{i}")
                 c.on_connect = on_connect
                 c.on_subscribe = on_subscribe
                 c.connect(cluster.host, port, keepalive=60)
