@@ -126,10 +126,16 @@ class FusionParams:
     # view walked in, and the best shopper's P(in) first reached assoc_rise_p (since it was
     # last below assoc_others_p) from assoc_pre_s before that walk-in to late_claim_s after,
     # every other candidate below assoc_others_p: named at this confidence (held
-    # identity_hold_s) rather than identity_p. Every other guard stays. >= identity_p: off.
-    identity_assoc_p: float = 0.8
+    # identity_hold_s) rather than identity_p. Every other guard stays. >= identity_p: off
+    # (as until 2026-12-03). Bench, seeds 12-14: 0.5-0.65 kept the wrong greetings as they
+    # were once a fading posterior was refused; arrivals named ~0.2-0.6 s sooner (p50).
+    identity_assoc_p: float = 0.55
     assoc_rise_p: float = 0.5
     assoc_others_p: float = 0.2
+    # ... and that agreement (at assoc_rise_p) also answers the late-claim guard: BLE slower
+    # than late_claim_s to be sure of a shopper who walked in alone as it rose is not late.
+    # Off: it relaxes a guard (the experiment kept every other guard); see BENCHMARKS.md.
+    assoc_rise_late: bool = False
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
     rebind_tracks: bool = False  # a never-lost track's shopper again at once after a crowd
@@ -441,7 +447,7 @@ class ScreenFusion:
             reason="" if self._identity is not None or not present else reason,
         )
 
-    def _together(self, key: str, track: int, now: float) -> bool:
+    def _together(self, key: str, track: int, now: float, rising: bool = True) -> bool:
         """``identity_assoc_p`` applies: the one track in view walked in, BLE's P(in) for
         ``key`` rose past ``assoc_rise_p`` as it did (the association's window), nobody else
         is likely (every other candidate below ``assoc_others_p``) and nobody lost inside
@@ -450,7 +456,7 @@ class ScreenFusion:
         (on the bench: a leaver whose track id the one who stayed took over)."""
         p = self.p
         rise = self._rise_at.get(key)
-        if rise is None or key in self._sure_since or track not in self._motion:
+        if rise is None or (rising and key in self._sure_since) or track not in self._motion:
             return False
         if any(c.key != key and c.p_in >= p.assoc_others_p for c in self._cands):
             return False
@@ -523,7 +529,15 @@ class ScreenFusion:
         someone who had been at the screen for a while stood there, seen as one person).
         Where the camera gives feet, the motion association decides (``_assoc``)."""
         if track in self._motion:
-            return self._assoc(key, track, now) == "disagree"
+            if self._assoc(key, track, now) != "disagree":
+                return False
+            p = self.p
+            # Sure too late, but it rose past assoc_rise_p as this one walked in, alone.
+            return not (
+                p.assoc_rise_late
+                and p.identity_assoc_p < p.identity_p
+                and self._together(key, track, now, rising=False)
+            )
         since_t = self._track_since.get(track)
         since_k = self._sure_since.get(key)
         if since_t is None or since_k is None:
@@ -637,7 +651,9 @@ class ScreenFusion:
                     # Someone in view as BLE became sure: they may well be the shopper.
                     self._rise_seen[c.key] = bool(tracks)
             elif c.p_in < p.identity_keep_p:
-                sure.pop(c.key, None)
+                if sure.pop(c.key, None) is not None:
+                    # Was sure and let go: that rise is over (one from here is a new one).
+                    self._rise_at.pop(c.key, None)
                 self._rise_seen.pop(c.key, None)
             if c.p_in < p.identity_keep_p:
                 self._claim.pop(c.key, None)

@@ -648,20 +648,22 @@ def test_a_stranger_turned_away_longer_than_the_hold_is_still_the_one_found_agai
 
 
 def _walk_in_rising(
-    p_alice: float, rose_at: float, others: float = 0.0, params: FusionParams | None = None
+    p_alice: float,
+    rose_at: float,
+    others: float = 0.0,
+    params: FusionParams | None = None,
+    sure_at: float = 1e9,
 ) -> list[str | None]:
     """Nobody in view until t=20, when alice walks in (track 1, 2.8 m to 1 m by 21.5 s) and
-    stays; BLE's P(in) for her is 0.05 until ``rose_at``, then ``p_alice`` (below identity_p);
-    bob, elsewhere, at ``others``. The identities from t=20, every 0.1 s."""
+    stays; BLE's P(in) for her is 0.05 until ``rose_at``, then ``p_alice`` (below identity_p),
+    0.95 from ``sure_at``; bob, elsewhere, at ``others``. The identities from t=20, every 0.1 s."""
     e = ScreenFusion(has_camera=True, has_mmwave=True, params=params)
     who: list[str | None] = []
     t = 0.0
     while t < 35.0:
         tracks: list[Track] = [(1, _walk(t, 20.0, 2.8, 21.5, 1.0))] if t >= 20.0 else []
-        cands = [
-            Candidate("alice", p_alice if t >= rose_at else 0.05),
-            Candidate("bob", others),
-        ]
+        p = 0.95 if t >= sure_at else p_alice if t >= rose_at else 0.05
+        cands = [Candidate("alice", p), Candidate("bob", others)]
         s = _step(e, t, tracks, cands)
         if t >= 20.0:
             who.append(s.identity)
@@ -673,7 +675,7 @@ def _walk_in_rising(
 def test_a_walk_in_as_ble_rises_is_named_below_identity_p_when_nobody_else_is_likely(
     rose_at: float,
 ) -> None:
-    p = FusionParams(identity_assoc_p=0.55)
+    p = FusionParams()  # identity_assoc_p 0.55 by default
     who = _walk_in_rising(0.6, rose_at, params=p)
     assert "alice" in who
     first = who.index("alice") * 0.1 + 20.0
@@ -697,16 +699,36 @@ def test_a_rise_out_of_step_with_the_walk_in_or_someone_else_likely_waits_for_id
     assert "alice" not in who
 
 
-def test_a_posterior_that_was_sure_and_is_fading_waits_for_identity_p() -> None:
+@pytest.mark.parametrize("dip", [None, 0.3])
+def test_a_posterior_that_was_sure_and_is_fading_waits_for_identity_p(dip: float | None) -> None:
     # BLE was sure of alice for a moment as she walked in (shorter than the hold), then fell
     # back to 0.65: fading, not rising (the bench's leaver whose track the one who stayed
-    # took over): the usual confidence, as without the association.
-    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FusionParams(identity_assoc_p=0.55))
+    # took over): the usual confidence, as without the association. ``dip``: it fell below
+    # identity_keep_p first, for 5 s, and came back up (seed 16's quiet store): a new rise,
+    # long after she walked in, not the one that agreed with her walk-in.
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FusionParams())
     who = []
     t = 0.0
     while t < 15.0:
         p = 0.05 if t < 0.5 else 0.9 if t < 0.8 else 0.65
+        if dip is not None and 0.8 <= t < 6.0:
+            p = dip
         s = _step(e, t, [(1, _walk(t, 0.0, 2.8, 1.5, 1.0))], [Candidate("alice", p)])
         who.append(s.identity)
         t = round(t + 0.1, 6)
     assert "alice" not in who
+
+
+@pytest.mark.parametrize("rise_late", [False, True])
+def test_a_walk_in_ble_is_sure_of_too_late_may_be_answered_by_its_rise(rise_late: bool) -> None:
+    # P(in) rises past assoc_rise_p 3.7 s after alice walked in (in step), but is sure only
+    # 4.1 s after (late_claim_s 4): the late-claim guard refuses her until contradict_release_s
+    # has passed, unless assoc_rise_late lets the rise answer it.
+    p = FusionParams(assoc_rise_late=rise_late)
+    who = _walk_in_rising(0.6, 23.7, params=p, sure_at=24.1)
+    first = who.index("alice") * 0.1 + 20.0 if "alice" in who else None
+    assert first is not None
+    if rise_late:
+        assert first < 24.5
+    else:
+        assert first >= 24.1 + p.contradict_release_s - 0.2
