@@ -40,7 +40,10 @@ screen puts them together:
   who rose well after a person found standing appeared is someone else. Agreement also ends
   the turnover hold after ``assoc_hold_s``: the leaver's posterior rose long before, so the
   newcomer cannot be greeted with their name (not while a track lost inside lately may still
-  be standing there unseen; a leaver is seen walking out). Without feet the guard is ``late_claim_s`` on
+  be standing there unseen; a leaver is seen walking out). And agreement may name sooner
+  (``identity_assoc_p``): the one track in view walked in, BLE's P(in) for the best shopper
+  rose past ``assoc_rise_p`` within the same window around that walk-in, and every other
+  candidate is below ``assoc_others_p``. Without feet the guard is ``late_claim_s`` on
   track ages, as before.
   A second person, an ambiguous
   identity (two shoppers both likely) or confidence below ``identity_keep_p`` fall back to
@@ -119,6 +122,20 @@ class FusionParams:
     # shopper approached. 10 s: 0 of 67 there, no other seed's wrong greetings changed.
     chain_s: float = 10.0
     chain_m: float = 1.0  # ... and within this of where it was lost
+    # Named sooner when the camera and BLE tell the same story (feet known): the one track in
+    # view walked in, and the best shopper's P(in) first reached assoc_rise_p (since it was
+    # last below assoc_others_p) from assoc_pre_s before that walk-in to late_claim_s after,
+    # every other candidate below assoc_others_p: named at this confidence (held
+    # identity_hold_s) rather than identity_p. Every other guard stays. >= identity_p: off
+    # (as until 2026-12-03). Bench, seeds 12-14: 0.5-0.65 kept the wrong greetings as they
+    # were once a fading posterior was refused; arrivals named ~0.2-0.6 s sooner (p50).
+    identity_assoc_p: float = 0.55
+    assoc_rise_p: float = 0.5
+    assoc_others_p: float = 0.2
+    # ... and that agreement (at assoc_rise_p) also answers the late-claim guard: BLE slower
+    # than late_claim_s to be sure of a shopper who walked in alone as it rose is not late.
+    # Off: it relaxes a guard (the experiment kept every other guard); see BENCHMARKS.md.
+    assoc_rise_late: bool = False
     personal_without_camera: bool = False  # a spot for one: BLE alone may go personal
     nearby_blocks: bool = True  # anonymous while the camera sees someone just outside the region
     rebind_tracks: bool = False  # a never-lost track's shopper again at once after a crowd
@@ -126,6 +143,10 @@ class FusionParams:
     def __post_init__(self) -> None:
         if not 0 < self.identity_keep_p <= self.identity_p < 1:
             raise ValueError("fusion: need 0 < identity_keep_p <= identity_p < 1")
+        if not self.identity_keep_p <= self.identity_assoc_p <= 1:
+            raise ValueError("fusion: need identity_keep_p <= identity_assoc_p <= 1")
+        if not 0 < self.assoc_others_p < self.assoc_rise_p <= 1:
+            raise ValueError("fusion: need 0 < assoc_others_p < assoc_rise_p <= 1")
         holds = (
             self.identity_hold_s,
             self.leave_hold_s,
@@ -236,6 +257,8 @@ class ScreenFusion:
         self._track_since: dict[int, float] = {}  # camera track -> when it first appeared
         self._sure_since: dict[str, float] = {}  # shopper -> since BLE's P(in) >= identity_p
         self._rise_seen: dict[str, bool] = {}  # shopper -> someone in view when BLE got sure
+        # shopper -> since P(in) >= assoc_rise_p (forgotten below assoc_others_p)
+        self._rise_at: dict[str, float] = {}
         self._turnover_t = -1e18  # last time the camera saw two people or lost a track
         self._bound: dict[int, str] = {}  # camera track -> the shopper it was personal for
         self._gone: dict[int, float] = {}  # tracks lost lately -> when
@@ -391,10 +414,17 @@ class ScreenFusion:
             reason = "at-edge"
         else:
             self._identity = None
-            if best is not None and best_c >= p.identity_p and self._late(best, track, now):
+            need = p.identity_p
+            if (
+                best is not None
+                and p.identity_assoc_p <= best_c < p.identity_p
+                and self._together(best, track, now)
+            ):
+                need = p.identity_assoc_p  # walked in as BLE rose for them, nobody else likely
+            if best is not None and best_c >= need and self._late(best, track, now):
                 self._lead = None
                 reason = "late-claim"
-            elif best is not None and best_c >= p.identity_p:
+            elif best is not None and best_c >= need:
                 if self._lead is None or self._lead[:2] != (best, track):
                     self._lead = (best, track, now)
                 if now - self._lead[2] >= p.identity_hold_s:
@@ -417,16 +447,33 @@ class ScreenFusion:
             reason="" if self._identity is not None or not present else reason,
         )
 
-    def _assoc(self, key: str, track: int, now: float) -> str:
+    def _together(self, key: str, track: int, now: float, rising: bool = True) -> bool:
+        """``identity_assoc_p`` applies: the one track in view walked in, BLE's P(in) for
+        ``key`` rose past ``assoc_rise_p`` as it did (the association's window), nobody else
+        is likely (every other candidate below ``assoc_others_p``) and nobody lost inside
+        lately may be standing here unseen. Only while BLE is still rising for them: one it
+        has been sure of since (P(in) >= ``identity_p``) and is less sure of now is fading
+        (on the bench: a leaver whose track id the one who stayed took over)."""
+        p = self.p
+        rise = self._rise_at.get(key)
+        if rise is None or (rising and key in self._sure_since) or track not in self._motion:
+            return False
+        if any(c.key != key and c.p_in >= p.assoc_others_p for c in self._cands):
+            return False
+        return self._assoc(key, track, now, rise) == "agree" and not self._unseen(track)
+
+    def _assoc(self, key: str, track: int, now: float, rise: float | None = None) -> str:
         """Do the camera track's way in and BLE's rise for ``key`` tell the same story?
         "agree": the track walked in and BLE became sure of the shopper as it did (from
         ``assoc_pre_s`` before to ``late_claim_s`` after); "disagree": BLE was sure long
         before the person walked in (someone who was here before: a leaver whose posterior
         is still falling), or became sure after (someone walking past or still approaching),
         or became sure well after a person found standing appeared; until both stayed
-        ``contradict_release_s``. "": the camera gave no feet, or it cannot say."""
+        ``contradict_release_s``. "": the camera gave no feet, or it cannot say. ``rise``:
+        when BLE rose for them (default: when it became sure, P(in) >= ``identity_p``)."""
         m = self._motion.get(track)
-        rise = self._sure_since.get(key)
+        if rise is None:
+            rise = self._sure_since.get(key)
         if m is None or rise is None:
             return ""
         p = self.p
@@ -482,7 +529,15 @@ class ScreenFusion:
         someone who had been at the screen for a while stood there, seen as one person).
         Where the camera gives feet, the motion association decides (``_assoc``)."""
         if track in self._motion:
-            return self._assoc(key, track, now) == "disagree"
+            if self._assoc(key, track, now) != "disagree":
+                return False
+            p = self.p
+            # Sure too late, but it rose past assoc_rise_p as this one walked in, alone.
+            return not (
+                p.assoc_rise_late
+                and p.identity_assoc_p < p.identity_p
+                and self._together(key, track, now, rising=False)
+            )
         since_t = self._track_since.get(track)
         since_k = self._sure_since.get(key)
         if since_t is None or since_k is None:
@@ -581,16 +636,24 @@ class ScreenFusion:
             for k in [k for k in self._sure_since if k not in here]:
                 del self._sure_since[k]
                 self._rise_seen.pop(k, None)
+            for k in [k for k in self._rise_at if k not in here]:
+                del self._rise_at[k]
         release = self._release
         sure = self._sure_since
         for c in self._cands:
+            if c.p_in >= p.assoc_rise_p:
+                self._rise_at.setdefault(c.key, now)
+            elif c.p_in < p.assoc_others_p:
+                self._rise_at.pop(c.key, None)
             if c.p_in >= p.identity_p:
                 if c.key not in sure:
                     sure[c.key] = now
                     # Someone in view as BLE became sure: they may well be the shopper.
                     self._rise_seen[c.key] = bool(tracks)
             elif c.p_in < p.identity_keep_p:
-                sure.pop(c.key, None)
+                if sure.pop(c.key, None) is not None:
+                    # Was sure and let go: that rise is over (one from here is a new one).
+                    self._rise_at.pop(c.key, None)
                 self._rise_seen.pop(c.key, None)
             if c.p_in < p.identity_keep_p:
                 self._claim.pop(c.key, None)

@@ -287,6 +287,8 @@ def test_a_spot_for_one_may_go_personal_on_ble_alone() -> None:
         {"camera_stall_s": 0.0},
         {"arrive_from_m": -1.0},
         {"assoc_hold_s": -0.5},
+        {"identity_assoc_p": 0.4},
+        {"assoc_others_p": 0.6},
     ],
 )
 def test_params_are_checked(bad: dict) -> None:
@@ -643,3 +645,90 @@ def test_a_stranger_turned_away_longer_than_the_hold_is_still_the_one_found_agai
         t = round(t + 0.1, 6)
     assert e._motion[2].first_t == 0.0  # chained to track 1
     assert "bob" not in who[: round((3.8 + FusionParams().contradict_release_s - 0.5) / 0.1)]
+
+
+def _walk_in_rising(
+    p_alice: float,
+    rose_at: float,
+    others: float = 0.0,
+    params: FusionParams | None = None,
+    sure_at: float = 1e9,
+) -> list[str | None]:
+    """Nobody in view until t=20, when alice walks in (track 1, 2.8 m to 1 m by 21.5 s) and
+    stays; BLE's P(in) for her is 0.05 until ``rose_at``, then ``p_alice`` (below identity_p),
+    0.95 from ``sure_at``; bob, elsewhere, at ``others``. The identities from t=20, every 0.1 s."""
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=params)
+    who: list[str | None] = []
+    t = 0.0
+    while t < 35.0:
+        tracks: list[Track] = [(1, _walk(t, 20.0, 2.8, 21.5, 1.0))] if t >= 20.0 else []
+        p = 0.95 if t >= sure_at else p_alice if t >= rose_at else 0.05
+        cands = [Candidate("alice", p), Candidate("bob", others)]
+        s = _step(e, t, tracks, cands)
+        if t >= 20.0:
+            who.append(s.identity)
+        t = round(t + 0.1, 6)
+    return who
+
+
+@pytest.mark.parametrize("rose_at", [19.0, 20.5, 22.0])
+def test_a_walk_in_as_ble_rises_is_named_below_identity_p_when_nobody_else_is_likely(
+    rose_at: float,
+) -> None:
+    p = FusionParams()  # identity_assoc_p 0.55 by default
+    who = _walk_in_rising(0.6, rose_at, params=p)
+    assert "alice" in who
+    first = who.index("alice") * 0.1 + 20.0
+    # From her rise or from when she is in from the edge (2.2 m, at 20.5 s), after the hold.
+    assert first <= max(rose_at, 20.5) + p.identity_hold_s + 0.4
+    assert all(w == "alice" for w in who[who.index("alice") :])  # and stays
+    # The same walk-in with the knob off (identity_p): P(in) 0.6 never names her.
+    assert "alice" not in _walk_in_rising(0.6, rose_at, params=FusionParams(identity_assoc_p=0.8))
+
+
+@pytest.mark.parametrize(
+    ("rose_at", "others"), [(0.0, 0.0), (10.0, 0.0), (26.0, 0.0), (20.5, 0.25)]
+)
+def test_a_rise_out_of_step_with_the_walk_in_or_someone_else_likely_waits_for_identity_p(
+    rose_at: float, others: float
+) -> None:
+    # Rose long before she walked in (someone else who was here, or standing out of view), or
+    # well after (someone approaching), or bob likely too: the usual confidence, never at
+    # P(in) 0.65 (alone, confidence 0.65; with bob at 0.25, 0.58: above identity_assoc_p).
+    who = _walk_in_rising(0.65, rose_at, others, params=FusionParams(identity_assoc_p=0.55))
+    assert "alice" not in who
+
+
+@pytest.mark.parametrize("dip", [None, 0.3])
+def test_a_posterior_that_was_sure_and_is_fading_waits_for_identity_p(dip: float | None) -> None:
+    # BLE was sure of alice for a moment as she walked in (shorter than the hold), then fell
+    # back to 0.65: fading, not rising (the bench's leaver whose track the one who stayed
+    # took over): the usual confidence, as without the association. ``dip``: it fell below
+    # identity_keep_p first, for 5 s, and came back up (seed 16's quiet store): a new rise,
+    # long after she walked in, not the one that agreed with her walk-in.
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FusionParams())
+    who = []
+    t = 0.0
+    while t < 15.0:
+        p = 0.05 if t < 0.5 else 0.9 if t < 0.8 else 0.65
+        if dip is not None and 0.8 <= t < 6.0:
+            p = dip
+        s = _step(e, t, [(1, _walk(t, 0.0, 2.8, 1.5, 1.0))], [Candidate("alice", p)])
+        who.append(s.identity)
+        t = round(t + 0.1, 6)
+    assert "alice" not in who
+
+
+@pytest.mark.parametrize("rise_late", [False, True])
+def test_a_walk_in_ble_is_sure_of_too_late_may_be_answered_by_its_rise(rise_late: bool) -> None:
+    # P(in) rises past assoc_rise_p 3.7 s after alice walked in (in step), but is sure only
+    # 4.1 s after (late_claim_s 4): the late-claim guard refuses her until contradict_release_s
+    # has passed, unless assoc_rise_late lets the rise answer it.
+    p = FusionParams(assoc_rise_late=rise_late)
+    who = _walk_in_rising(0.6, 23.7, params=p, sure_at=24.1)
+    first = who.index("alice") * 0.1 + 20.0 if "alice" in who else None
+    assert first is not None
+    if rise_late:
+        assert first < 24.5
+    else:
+        assert first >= 24.1 + p.contradict_release_s - 0.2
