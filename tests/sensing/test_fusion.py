@@ -289,6 +289,7 @@ def test_a_spot_for_one_may_go_personal_on_ble_alone() -> None:
         {"assoc_hold_s": -0.5},
         {"identity_assoc_p": 0.4},
         {"assoc_others_p": 0.6},
+        {"approach_m": -0.1},
     ],
 )
 def test_params_are_checked(bad: dict) -> None:
@@ -732,3 +733,35 @@ def test_a_walk_in_ble_is_sure_of_too_late_may_be_answered_by_its_rise(rise_late
         assert first < 24.5
     else:
         assert first >= 24.1 + p.contradict_release_s - 0.2
+
+
+def _camera_alone_walk(approach_m: float, path: list[float]) -> float | None:
+    """The camera sees one track at these distances from the screen (straight ahead, a frame
+    every 0.1 s); the radar is healthy and sees nobody (it reaches 2.25 m, the zone 3 m).
+    When is someone there?"""
+    e = ScreenFusion(has_camera=True, has_mmwave=True, params=FusionParams(approach_m=approach_m))
+    for i, r in enumerate(path):
+        t = round(i * 0.1, 6)
+        e.mmwave(t, False)
+        e.camera(t, [1], 0, [(0.0, r)], [False])
+        if e.tick(t).present:
+            return t
+    return None
+
+
+def test_a_person_the_camera_sees_walk_in_counts_before_the_radar_agrees() -> None:
+    walk = [2.9 - 0.12 * i for i in range(12)]  # 1.2 m/s, from the zone's edge
+    slow = _camera_alone_walk(0.0, walk)
+    fast = _camera_alone_walk(0.4, walk)
+    assert slow is not None and fast is not None
+    assert slow >= FusionParams().confirm_s - 1e-9  # one sensor alone: confirm_s first
+    assert fast <= 0.5 < slow  # came 0.4 m nearer in 4 frames: a person, not a poster
+
+
+def test_a_face_that_does_not_come_nearer_still_waits_confirm_s() -> None:
+    # A poster's face near the zone's edge, its range jittering by 0.3 m (the model's error).
+    still = [2.6 + (0.15 if i % 2 else -0.15) for i in range(12)]
+    assert _camera_alone_walk(0.4, still) == pytest.approx(FusionParams().confirm_s, abs=0.11)
+    # ... and one found standing near the screen (not walked in) is not "approaching" either.
+    near = [1.4 - 0.1 * i for i in range(12)]
+    assert _camera_alone_walk(0.4, near) == pytest.approx(FusionParams().confirm_s, abs=0.11)
