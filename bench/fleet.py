@@ -323,8 +323,6 @@ def run(
         tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp,
         NatsCluster(
             exe=nats_server_exe(newest=True),
-            mqtt_consumer_replicas=1,
-            mqtt_consumer_memory=True,
             js_api_timeout_s=js_api_timeout_s,
         ) as cluster,
         Postgres() as pg,

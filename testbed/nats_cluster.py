@@ -170,12 +170,11 @@ class NatsCluster:
     host: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-cluster-")))
     nodes: list[NatsNode] = field(default_factory=list)
-    # Replicas of the consumers nats makes for MQTT subscriptions (None: as their streams, R3)
-    # and whether they live in memory. A fleet-sized run sets 1 and True: a consumer per box
-    # subscription, each its own raft group at R3, is more than 2 cores can create and keep
-    # (bench/fleet.py); a box whose consumer dies with its node subscribes again on reconnect.
-    # Current nats-server accepts both with a warning and ignores them (a consumer follows its
-    # stream): there a fleet's boxes subscribe at QoS 0 (``[uplink] confirm_qos``) and make none.
+    # Replicas of the consumers nats makes for QoS 1 MQTT subscriptions (None: as their
+    # streams, R3) and whether they live in memory: on 2.9, 1 and True spare 2 cores a raft group
+    # per subscription. Current nats-server accepts both with a warning and ignores them (a
+    # consumer follows its stream); a fleet's boxes subscribe at QoS 0 there (``[uplink]
+    # confirm_qos``) and make none, which is what the fleet bench does.
     mqtt_consumer_replicas: int | None = None
     mqtt_consumer_memory: bool = False
     # TLS on the client port, (CA, server certificate, key) PEM files: clients must present a
