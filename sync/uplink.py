@@ -182,6 +182,7 @@ class Uplink:
         # Half to all of each step: a fleet refused together does not retry together.
         self._backoff = Backoff(0.5, 2.0, 30.0, jitter=0.5)
         self._confirm_timer = ConfirmTimer(cfg.confirm_timeout_s, cfg.confirm_timeout_max_s)
+        self._subscribed_once = False  # the delivered subscription was granted before
         self._stats = _Stats()
         self._stats_lock = threading.Lock()
         self._progress = threading.Condition()
@@ -322,8 +323,7 @@ class Uplink:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [rc for rc in reason_codes if rc.is_failure]
-        if refused:
-            self._events.put(("subscribe_refused", str(refused[0])))
+        self._events.put(("subscribe_refused", str(refused[0])) if refused else ("subscribed",))
 
     def _resubscribe(self) -> None:
         client = self._client
@@ -394,10 +394,7 @@ class Uplink:
                 self._publish_birth()
                 # The broker may have died holding batches it had PUBACKed: unless their
                 # confirmations (queued in our session) arrive soon, send them again.
-                soon = time.monotonic() + RECONNECT_CONFIRM_GRACE_S
-                for bid, (b, deadline) in list(self._unconfirmed.items()):
-                    b.cut_short = b.cut_short or soon < deadline
-                    self._unconfirmed[bid] = (b, min(deadline, soon))
+                self._confirmations_resume()
             else:
                 self._set_error(f"connect refused: {reason}")
                 self._log_state(False, reason)
@@ -415,6 +412,12 @@ class Uplink:
             for bid, (b, _) in list(self._unconfirmed.items()):
                 b.cut_short = True
                 self._unconfirmed[bid] = (b, now)
+        elif kind == "subscribed":
+            self._subscribed_once, again = True, self._subscribed_once
+            if again:
+                # Granted again (a refusal, a session the broker lost): what was confirmed
+                # meanwhile never reached us.
+                self._confirmations_resume()
         elif kind == "subscribe_refused":
             # Without the subscription no confirmation ever comes and every batch is sent again
             # for ever. nats-server 2.9 refuses it (0x80) when JetStream is too busy to create
@@ -505,6 +508,17 @@ class Uplink:
             self._set_error(f"batch refused by the broker: {reason}; holding it and retrying")
         with self._progress:
             self._progress.notify_all()
+
+    def _confirmations_resume(self) -> None:
+        """Confirmations flow again after a gap (a reconnect, the subscription granted again):
+        the broker may have died holding PUBACKed batches, and confirmations sent in the gap
+        are lost, so a batch not confirmed within the grace goes again. Batches that went
+        unconfirmed in the gap said nothing about the CDP's speed: the timer's backoff ends."""
+        soon = time.monotonic() + RECONNECT_CONFIRM_GRACE_S
+        for bid, (b, deadline) in list(self._unconfirmed.items()):
+            b.cut_short = b.cut_short or soon < deadline
+            self._unconfirmed[bid] = (b, min(deadline, soon))
+        self._confirm_timer.backoffs = 0
 
     def _state_doc(self, status: str) -> str:
         """Birth, goodbye and will alike name the version and config, so ops still know what
