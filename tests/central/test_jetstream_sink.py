@@ -78,7 +78,15 @@ def boxes(
     MQTT 5); a short confirmation timeout so a lost confirmation is made good soon."""
     broker = BrokerConfig(host=c.host, port=c.nodes[0].mqtt_port, keepalive=5, protocol="3.1.1")
     cfg = UplinkConfig.model_validate(
-        {"max_batch": 50, "linger_s": 0.01, "confirm_timeout_s": 3.0, "confirm_qos": confirm_qos}
+        {
+            "max_batch": 50,
+            "linger_s": 0.01,
+            "confirm_timeout_s": 3.0,
+            # These tests kill nodes and sinks, not the timer's subject: a backoff capped at 4x
+            # keeps a box's recovery within the tests' waits on a loaded machine.
+            "confirm_timeout_max_s": 12.0,
+            "confirm_qos": confirm_qos,
+        }
     )
     return start_boxes(tmp_path, broker, store, devices, n, cfg)
 
